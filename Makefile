@@ -1,0 +1,54 @@
+# Run `make help` for the targets. Every target works on a fresh machine: it creates .venv first,
+# and the engine-backed ones start a Docker Engine and a local registry when none answers.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SELECT ?=
+SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)')
+
+.DEFAULT_GOAL := help
+.PHONY: help venv render check lint unit test build-all build publish bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/builder: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/builder ## Create .venv with the builder and its test tools
+
+render: venv ## Re-render images/ from matrix.yaml and templates/
+	$(BIN)/builder render
+
+lint: venv ## hadolint every generated Dockerfile (config: .hadolint.yaml)
+	$(BIN)/hadolint images/*/Dockerfile
+
+unit: venv ## Fast tests: matrix, render, tags, lint (no engine)
+	$(BIN)/pytest tests/unit
+
+check: venv ## render --check + hadolint + unit tests
+	$(BIN)/builder render --check
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory unit
+
+test: venv ## The whole test suite, engine-backed tests included (what CI runs)
+	$(BIN)/pytest
+
+build-all: venv ## The main job: render check, then build, smoke-test, tag and publish every image (SELECT='glob ...' narrows)
+	$(BIN)/builder render --check
+	$(BIN)/builder all $(SELECT_ARGS)
+
+build: venv ## Build and smoke-test (no push) the images (SELECT='glob ...' narrows)
+	$(BIN)/builder test $(SELECT_ARGS)
+
+publish: venv ## Push the images already tested and tagged latest
+	$(BIN)/builder publish $(SELECT_ARGS)
+
+bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, seconds to healthy
+	$(BIN)/python benchmarks/bench.py $(SELECT_ARGS)
+
+clean: ## Remove build/ (logs, report, registry storage) and .venv
+	rm -rf build $(VENV)

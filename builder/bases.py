@@ -1,0 +1,162 @@
+"""Stage 4a — bases: make each base image in the matrix available on the Engine.
+
+For each base: use the local image if present, else pull its reference, else (no registry
+reachable) bootstrap it with ``debootstrap`` from its recipe, strip docs, man pages and apt lists,
+and ``docker import`` it as ``builder-base/<key>:<recipe digest>`` — a changed recipe names a new
+base. The Debian mirror comes from ``$BUILDER_APT_MIRROR`` or the machine's own apt sources; it is
+never written into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import docker
+from docker.errors import APIError, ImageNotFound
+
+from builder import engine
+from builder.matrix import Base
+
+Source = Literal["auto", "pull", "bootstrap"]
+
+# Paths removed from a bootstrapped root file system (relative to it): documentation and caches
+# that slim images drop too (see debian:bookworm-slim's own excludes).
+STRIP = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt",
+         "var/lib/apt/lists")
+# Directories apt expects to exist, recreated empty after stripping.
+KEEP_DIRS = ("var/cache/apt/archives/partial", "var/lib/apt/lists/partial")
+
+
+class BaseError(RuntimeError):
+    """A base image could not be found, pulled or bootstrapped; the message says why."""
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A base ready on the Engine: ``ref`` is what FROM gets; ``how`` is local, pulled or bootstrapped."""
+
+    key: str
+    ref: str
+    how: str
+
+
+def bootstrap_ref(key: str, base: Base) -> str:
+    """The local tag of a bootstrapped base: ``builder-base/<key>:<12 hex of the recipe digest>``."""
+    return f"builder-base/{key}:{base.recipe_digest()}"
+
+
+def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian archive URL to bootstrap from: ``$BUILDER_APT_MIRROR``, else the first non-security
+    ``deb`` source in this machine's apt configuration (sources.list and deb822 ``*.sources``).
+
+    Raises BaseError when neither gives one.
+    """
+    if os.environ.get("BUILDER_APT_MIRROR"):
+        return os.environ["BUILDER_APT_MIRROR"]
+    candidates: list[tuple[str, list[str]]] = []
+    files = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
+    for f in files:
+        if f.is_file():
+            for line in f.read_text().splitlines():
+                m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
+                if m:
+                    candidates.append((m.group(1), [m.group(2)]))
+    for f in sorted((sources_dir / "sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", f.read_text()):
+            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, flags=re.M))
+            if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
+                for uri in fields.get("URIs", "").split():
+                    candidates.append((uri, fields.get("Suites", "").split()))
+    for uri, suites in candidates:
+        if suites and all(s.endswith("-security") for s in suites):
+            continue
+        return uri
+    raise BaseError("no Debian mirror found in the apt sources; set BUILDER_APT_MIRROR")
+
+
+def ensure(client: docker.DockerClient, key: str, base: Base, source: Source = "auto",
+           workdir: Path = Path("build/bases"), log: Callable[[str], None] = print) -> BaseImage:
+    """Make base ``key`` available and return it. Raises BaseError when every allowed way failed."""
+    if source in ("auto", "pull"):
+        if _exists(client, base.pull):
+            return BaseImage(key, base.pull, "local")
+    ref = bootstrap_ref(key, base)
+    if source in ("auto", "bootstrap") and _exists(client, ref):
+        return BaseImage(key, ref, "local")
+    errors = []
+    if source in ("auto", "pull"):
+        try:
+            log(f"pulling base {base.pull}")
+            client.images.pull(base.pull)
+            return BaseImage(key, base.pull, "pulled")
+        except (APIError, docker.errors.DockerException) as exc:
+            errors.append(f"pull {base.pull}: {exc}")
+            if source == "pull":
+                raise BaseError(f"base {key}: {errors[-1]}") from None
+            log(f"pull failed, bootstrapping base {key} instead")
+    try:
+        bootstrap(client, key, base, workdir, log)
+    except (BaseError, OSError, subprocess.CalledProcessError) as exc:
+        errors.append(f"bootstrap: {exc}")
+        raise BaseError(f"base {key}: " + "; ".join(errors)) from None
+    return BaseImage(key, ref, "bootstrapped")
+
+
+def _exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
+              log: Callable[[str], None] = print) -> str:
+    """Bootstrap ``base`` with debootstrap into ``workdir``/<key>, strip it, import it; return its ref.
+
+    Needs root and Debian (debootstrap is installed from Debian's packages when missing).
+    Raises BaseError or subprocess.CalledProcessError (debootstrap's log is in ``workdir``).
+    """
+    if shutil.which("debootstrap") is None:
+        engine.apt_install("debootstrap")
+    recipe = base.bootstrap
+    mirror = apt_mirror()
+    root = (workdir / key).resolve()
+    rootfs = root / "rootfs"
+    if rootfs.exists():
+        shutil.rmtree(rootfs)
+    root.mkdir(parents=True, exist_ok=True)
+    logfile = root / "debootstrap.log"
+    log(f"debootstrap {recipe.suite} ({recipe.variant}) for base {key}; log {logfile}")
+    with logfile.open("wb") as out:
+        r = subprocess.run(["debootstrap", f"--variant={recipe.variant}", recipe.suite, str(rootfs), mirror],
+                           stdout=out, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise BaseError(f"debootstrap exited {r.returncode}; see {logfile}")
+    for rel in STRIP:
+        target = rootfs / rel
+        if target.is_dir():
+            for child in target.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    for rel in KEEP_DIRS:
+        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+    tarball = root / "rootfs.tar"
+    subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+    ref = bootstrap_ref(key, base)
+    repo, tag = ref.rsplit(":", 1)
+    client.api.import_image_from_file(str(tarball), repository=repo, tag=tag,
+                                      changes=['CMD ["/bin/bash"]'])
+    tarball.unlink()
+    shutil.rmtree(rootfs)
+    if not _exists(client, ref):
+        raise BaseError(f"docker import did not produce {ref}")
+    return ref

@@ -1,0 +1,142 @@
+"""The ``builder`` command line (typer). Exit codes: 0 success, 1 a stale check or a failed image,
+2 bad input (an invalid matrix, an unknown image name or selection)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from builder import matrix as matrix_mod
+from builder import pipeline, render as render_mod
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Render, build, smoke-test, tag and publish ML inference images from matrix.yaml.")
+err = pipeline.wide_console(stderr=True)
+
+MatrixOpt = typer.Option(Path("matrix.yaml"), "--matrix", help="The matrix file.")
+TemplatesOpt = typer.Option(Path("templates"), "--templates", help="The templates folder.")
+ImagesOpt = typer.Option(Path("images"), "--images", help="Where generated build contexts live.")
+
+
+def _load(path: Path) -> matrix_mod.Matrix:
+    try:
+        return matrix_mod.load(path)
+    except matrix_mod.MatrixError as exc:
+        for line in exc.lines:
+            err.print(line, markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def render(check: bool = typer.Option(False, "--check", help="Only compare; exit 1 listing stale, missing or extra files."),
+           matrix: Path = MatrixOpt, templates: Path = TemplatesOpt, images: Path = ImagesOpt) -> None:
+    """Render images/ from matrix.yaml and templates/ (atomically; removes images no longer in the matrix)."""
+    m = _load(matrix)
+    files = render_mod.render_all(m, templates)
+    if check:
+        problems = render_mod.check(files, images)
+        for p in problems:
+            err.print(p, markup=False)
+        if problems:
+            err.print(f"{len(problems)} generated file(s) out of date: run `builder render`", markup=False)
+            raise typer.Exit(1)
+        typer.echo(f"images/ is fresh ({len(files)} files, {len(m.images())} images)")
+        return
+    render_mod.write(files, images)
+    typer.echo(f"rendered {len(m.images())} images ({len(files)} files) into {images}/")
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+          matrix: Path = MatrixOpt) -> None:
+    """Print the expanded matrix: name, parent, framework, version, device, python, os, tags."""
+    m = _load(matrix)
+    policy = m.data.tags
+    rows = [{"name": s.name, "parent": s.parent, "framework": s.framework, "version": s.version,
+             "device": s.device, "python": s.python, "os": s.base, "cuda": s.cuda,
+             "tags": [*policy.moving, policy.immutable]} for s in m.images()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    header = ["NAME", "PARENT", "FRAMEWORK", "VERSION", "DEVICE", "PYTHON", "OS", "TAGS"]
+    table = [header] + [[r["name"], r["parent"] or "-", r["framework"], r["version"], r["device"],
+                         r["python"], r["os"], ", ".join(r["tags"])] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@app.command()
+def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Path = TemplatesOpt) -> None:
+    """Print one image's rendered Dockerfile."""
+    m = _load(matrix)
+    try:
+        spec = m.image(name)
+    except KeyError as exc:
+        err.print(str(exc.args[0]), markup=False)
+        raise typer.Exit(2) from None
+    typer.echo(render_mod.render_image(m, spec, templates)["Dockerfile"], nl=False)
+
+
+def _run(stage: pipeline.Stage, select: list[str], dry_run: bool, registry: str, base_source: str,
+         matrix: Path, images: Path, tests: Path, build_dir: Path) -> None:
+    m = _load(matrix)
+    opts = pipeline.Options(stage=stage, select=select or [], dry_run=dry_run, registry=registry,
+                            base_source=base_source, images_dir=images, tests_root=tests, build_dir=build_dir)
+    try:
+        pipeline.select(m, opts.select)
+    except ValueError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    if stage != "publish" and not dry_run:
+        problems = render_mod.check(render_mod.render_all(m, Path("templates")), images)
+        if problems:
+            for p in problems:
+                err.print(p, markup=False)
+            err.print("images/ is out of date: run `builder render` first", markup=False)
+            raise typer.Exit(2)
+    p = pipeline.Pipeline(m, opts)
+    try:
+        reports = p.run()
+    except Exception as exc:  # engine or registry unavailable: nothing was built
+        err.print(f"{type(exc).__name__}: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    if not dry_run:
+        pipeline.wide_console().print(p.summary())
+        typer.echo(f"report: {build_dir / 'report.json'}")
+    if any(r.failed for r in reports):
+        raise typer.Exit(1)
+
+
+def _stage_command(stage: pipeline.Stage, doc: str):
+    def command(select: Optional[list[str]] = typer.Option(None, "--select", help="Glob over image names (repeatable); ancestors are included."),
+                dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done."),
+                registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace]; default: a local registry on 127.0.0.1:5000."),
+                base_source: str = typer.Option("auto", "--base-source", help="auto, pull or bootstrap."),
+                matrix: Path = MatrixOpt, images: Path = ImagesOpt,
+                tests: Path = typer.Option(Path("tests/by_image"), "--tests", help="Smoke-test folders, one per framework."),
+                build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage.")) -> None:
+        if base_source not in ("auto", "pull", "bootstrap"):
+            err.print(f"--base-source: {base_source!r} is not one of auto, pull, bootstrap", markup=False)
+            raise typer.Exit(2)
+        _run(stage, select or [], dry_run, registry, base_source, matrix, images, tests, build_dir)
+    command.__doc__ = doc
+    return command
+
+
+app.command("build")(_stage_command("build", "Build the selected images (bases first) and give each its immutable tag."))
+app.command("test")(_stage_command("test", "Build, then smoke-test the selected images; a passing image is tagged latest."))
+app.command("publish")(_stage_command("publish", "Push the selected images already tagged latest, and verify their digests."))
+app.command("all")(_stage_command("all", "Build, smoke-test, tag and publish the selected images."))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

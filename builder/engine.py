@@ -1,0 +1,135 @@
+"""Engine access: the one place that talks to the Docker Engine and starts local services.
+
+:func:`client` returns a docker-py client for an Engine that answers — the one ``DOCKER_HOST``
+names, or the default local socket. When none answers and the machine is Debian and we are root,
+it installs ``docker.io`` from Debian's packages and starts ``dockerd`` in the background (log in
+build/dockerd.log). :func:`ensure_registry` does the same for a local OCI distribution registry
+(Debian's ``docker-registry``) on 127.0.0.1:5000 with its storage under build/registry/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import requests
+from docker.errors import DockerException
+
+
+class EngineError(RuntimeError):
+    """No Docker Engine or registry could be reached or started; the message says what to do."""
+
+
+def _ping() -> docker.DockerClient | None:
+    try:
+        c = docker.from_env(timeout=600)
+        c.ping()
+        return c
+    except (DockerException, requests.RequestException, OSError):
+        return None
+
+
+def _can_provision() -> bool:
+    return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
+
+
+def apt_install(*packages: str) -> None:
+    """Install Debian packages (as root) unless all are already installed.
+
+    Raises EngineError when not root on Debian, or when apt-get fails (its output is included).
+    """
+    missing = [p for p in packages
+               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    if not missing:
+        return
+    if not _can_provision():
+        raise EngineError(f"{', '.join(missing)} not installed, and this is not a Debian machine "
+                          "where I am root: install them and try again")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EngineError(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+
+
+def client(state_dir: Path = Path("build"), timeout: float = 90.0) -> docker.DockerClient:
+    """A docker-py client for an Engine that answers, starting one if needed (see module doc).
+
+    ``timeout`` (seconds) bounds the wait for a started dockerd. Raises EngineError when no Engine
+    answers and one cannot be started, or when a started one does not answer in time.
+    """
+    c = _ping()
+    if c is not None:
+        return c
+    if os.environ.get("DOCKER_HOST"):
+        raise EngineError(f"the Docker Engine at DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer")
+    if not _can_provision():
+        raise EngineError("no Docker Engine answers on the default socket; start one or set DOCKER_HOST")
+    if shutil.which("dockerd") is None:
+        apt_install("docker.io")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = (state_dir / "dockerd.log").open("ab")
+    subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = _ping()
+        if c is not None:
+            return c
+        time.sleep(1)
+    raise EngineError(f"dockerd did not answer within {timeout:.0f} s; see {state_dir / 'dockerd.log'}")
+
+
+LOCAL_REGISTRY = "127.0.0.1:5000"
+
+
+def registry_answers(registry: str, timeout: float = 3.0) -> bool:
+    """True when ``registry`` (host:port) answers the distribution API's base route ``GET /v2/``
+    (200, or 401 when it wants credentials). See https://distribution.github.io/distribution/spec/api/."""
+    host = registry.split("/", 1)[0]
+    for scheme in ("http", "https") if _is_local(host) else ("https",):
+        try:
+            r = requests.get(f"{scheme}://{host}/v2/", timeout=timeout)
+            if r.status_code in (200, 401):
+                return True
+        except requests.RequestException:
+            continue
+    return False
+
+
+def _is_local(host: str) -> bool:
+    return host.split(":")[0] in ("127.0.0.1", "localhost", "::1")
+
+
+def ensure_registry(state_dir: Path = Path("build"), timeout: float = 30.0) -> str:
+    """Make sure a registry answers on 127.0.0.1:5000, starting Debian's ``docker-registry``.
+
+    Storage goes to ``state_dir``/registry/data, its log to ``state_dir``/registry/registry.log.
+    Returns ``"127.0.0.1:5000"``. Raises EngineError when it cannot be installed or does not answer
+    within ``timeout`` seconds.
+    """
+    if registry_answers(LOCAL_REGISTRY):
+        return LOCAL_REGISTRY
+    if shutil.which("docker-registry") is None:
+        apt_install("docker-registry")
+    root = (state_dir / "registry").resolve()
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: info}\n"
+        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: '{LOCAL_REGISTRY}'}}\n"
+    )
+    log = (root / "registry.log").open("ab")
+    subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                     start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if registry_answers(LOCAL_REGISTRY):
+            return LOCAL_REGISTRY
+        time.sleep(0.5)
+    raise EngineError(f"the local registry did not answer within {timeout:.0f} s; see {root / 'registry.log'}")

@@ -1,0 +1,427 @@
+"""Stage 1 — load and validate ``matrix.yaml`` and expand it into image specs.
+
+The matrix is the single source of image names, parents, build order, tags and test selection.
+:func:`load` parses and validates it (pydantic models, versions parsed with :mod:`packaging`) and
+returns a :class:`Matrix`; :meth:`Matrix.images` expands it into frozen :class:`ImageSpec` cells in
+build order (parents first). Every problem is reported as one line of the form
+``matrix.yaml: frameworks.sklearn.versions[1].version: '1.x' is not a valid version`` inside a
+:class:`MatrixError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from builder import plan
+
+#: Frameworks the project knows how to render and smoke-test; each has a folder tests/by_image/<key>/.
+KNOWN_FRAMEWORKS = ("minimal", "sklearn", "xgboost", "onnxruntime", "pytorch", "tensorflow")
+DEVICES = ("cpu", "gpu")
+
+
+class MatrixError(Exception):
+    """A matrix that cannot be used. ``lines`` holds one human-readable line per problem."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _version(value: str) -> str:
+    value = str(value)
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"{value!r} is not a valid version") from None
+    return value
+
+
+VersionStr = Annotated[str, AfterValidator(_version)]
+# YAML reads 1.5 as a float; versions are coerced to strings before they are checked.
+LooseVersionStr = Annotated[VersionStr, Field(coerce_numbers_to_str=True)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class Project(_Model):
+    source: str
+    vendor: str
+    licenses: str
+    label_prefix: str
+
+
+TAG_FIELDS = ("framework_version", "python_version", "image_id")
+
+
+def _tag_template(value: str) -> str:
+    try:
+        value.format(**{f: "x" for f in TAG_FIELDS})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"{value!r} is not a valid tag template (fields: {', '.join(TAG_FIELDS)}; "
+                         f"problem: {exc})") from None
+    if "{image_id}" not in value:
+        raise ValueError(f"{value!r} must contain {{image_id}} so one tag never names two images")
+    return value
+
+
+class TagPolicy(_Model):
+    moving: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]] = ["latest"]
+    immutable: Annotated[str, AfterValidator(_tag_template)]
+
+
+class Bootstrap(_Model):
+    tool: Literal["debootstrap"] = "debootstrap"
+    suite: str
+    variant: str = "minbase"
+
+
+class Base(_Model):
+    title: str
+    python: LooseVersionStr
+    pull: str
+    bootstrap: Bootstrap
+
+    def recipe_digest(self) -> str:
+        """sha256 (hex, 12 chars) of the bootstrap recipe: a changed recipe names a new base image."""
+        return hashlib.sha256(self.bootstrap.model_dump_json().encode()).hexdigest()[:12]
+
+
+class Runtime(_Model):
+    user: str
+    uid: int
+    venv: str
+    app_root: str
+    model_dir: str
+    entry_script: str
+    port: int
+    apt: list[str]
+    packages: dict[str, LooseVersionStr]
+
+
+class Cuda(_Model):
+    """Where a GPU cell's CUDA runtime comes from: PyPI wheels, or a CUDA base image."""
+
+    version: LooseVersionStr
+    source: Literal["pypi", "image"] = "pypi"
+    image: str | None = None
+
+
+class FrameworkVersion(_Model):
+    version: LooseVersionStr
+    bases: list[str] = Field(min_length=1)
+    devices: list[Literal["cpu", "gpu"]] = Field(min_length=1)
+    companions: dict[str, LooseVersionStr] = {}
+    local_version: dict[Literal["cpu", "gpu"], str] = {}
+    cuda: Cuda | None = None
+    name_version: bool = True
+
+
+class Framework(_Model):
+    title: str
+    distribution: str
+    parent: str | None = None
+    packages: dict[Literal["cpu", "gpu"], str] = {}
+    versions: list[FrameworkVersion] = Field(min_length=1)
+
+
+class MatrixFile(_Model):
+    schema_: Literal[1] = Field(alias="schema")
+    project: Project
+    tags: TagPolicy
+    bases: dict[str, Base] = Field(min_length=1)
+    runtime: Runtime
+    frameworks: dict[str, Framework] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One cell of the matrix: everything needed to render, build, test and tag one image.
+
+    ``requirements`` are exact pins (``name==version``) installed in this image's own layer;
+    ``parent`` is the parent image's name, or None for an image built FROM its base.
+    ``ancestors`` lists the frameworks from the root image down to this one (test selection).
+    """
+
+    name: str
+    framework: str
+    framework_title: str
+    version: str
+    device: str
+    base: str
+    python: str
+    parent: str | None
+    distribution: str
+    requirements: tuple[str, ...]
+    ancestors: tuple[str, ...]
+    cuda: str | None
+    cell_digest: str = field(default="")
+
+    @property
+    def python_tag(self) -> str:
+        """``py311`` for Python 3.11."""
+        major, minor = Version(self.python).release[:2]
+        return f"py{major}{minor}"
+
+
+class Matrix:
+    """A validated matrix file. ``path`` is kept for messages; ``data`` is the parsed model."""
+
+    def __init__(self, path: Path, data: MatrixFile):
+        self.path = path
+        self.data = data
+        self._images = _expand(path, data)
+
+    def images(self) -> list[ImageSpec]:
+        """All image cells in build order (every parent before its children)."""
+        return list(self._images)
+
+    def image(self, name: str) -> ImageSpec:
+        """The cell called ``name``. Raises KeyError naming the known images."""
+        for spec in self._images:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no image {name!r} in {self.path.name} (see `builder list`)")
+
+    def children(self, name: str) -> list[ImageSpec]:
+        """Direct and indirect descendants of ``name``, in build order."""
+        out: list[ImageSpec] = []
+        names = {name}
+        for spec in self._images:
+            if spec.parent in names:
+                out.append(spec)
+                names.add(spec.name)
+        return out
+
+
+def image_name(framework: str, version: str, base: str, python: str, device: str,
+               cuda: str | None = None, name_version: bool = True) -> str:
+    """The image name of one matrix cell, after the Azure ML seeds' pattern.
+
+    ``<framework>-<major.minor>-<os>-py<XY>-cpu-inference``, or for GPU cells
+    ``<framework>-<major.minor>-<os>-py<XY>-cuda<X.Y>-gpu-inference``; the version part is left out
+    when ``name_version`` is false (the minimal image). Example:
+    ``image_name("sklearn", "1.9.1", "debian12", "3.11", "cpu")`` -> ``sklearn-1.9-debian12-py311-cpu-inference``.
+    """
+    py = Version(python).release
+    parts = [framework]
+    if name_version:
+        release = Version(version).release
+        parts.append(".".join(str(p) for p in (release + (0,))[:2]))
+    parts += [base, f"py{py[0]}{py[1]}"]
+    if device == "gpu":
+        cu = Version(cuda or "0").release
+        parts += [f"cuda{cu[0]}.{(cu + (0,))[1]}", "gpu"]
+    else:
+        parts.append("cpu")
+    parts.append("inference")
+    return "-".join(parts)
+
+
+def load(path: Path) -> Matrix:
+    """Read and validate a matrix file.
+
+    Raises :class:`MatrixError` (one line per problem, each naming the file and key path) for
+    malformed YAML (with its line number), schema errors (unknown or missing keys, wrong types,
+    invalid versions), unknown frameworks, bases or parents, parent cycles, duplicate image names,
+    GPU cells without a CUDA source and an empty matrix.
+    """
+    path = Path(path)
+    fname = path.name
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise MatrixError([f"{fname}: cannot read: {exc.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise MatrixError([f"{fname}: {where}: malformed YAML: {exc.problem or exc}"]) from None
+    if raw is None or raw == {}:
+        raise MatrixError([f"{fname}: the matrix is empty (expected bases, runtime and frameworks)"])
+    if not isinstance(raw, dict):
+        raise MatrixError([f"{fname}: expected a mapping at the top level, got {type(raw).__name__}"])
+    try:
+        data = MatrixFile.model_validate(raw)
+    except ValidationError as exc:
+        raise MatrixError([_format_error(fname, err) for err in exc.errors()]) from None
+    return Matrix(path, data)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _format_error(fname: str, err: dict) -> str:
+    # Drop pydantic's internal steps (function-after[...], literal choices) from the key path.
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    where = _loc(loc)
+    kind = err["type"]
+    if kind == "missing":
+        msg = "required field is missing"
+    elif kind == "extra_forbidden":
+        msg = f"unknown key {loc[-1]!r}"
+        allowed = _allowed_keys(loc[:-1])
+        if allowed:
+            msg += f" (expected one of: {', '.join(allowed)})"
+        where = _loc(loc[:-1])
+    elif kind == "value_error":
+        msg = str(err["ctx"]["error"])
+    elif kind in ("too_short",) and err.get("input") in ({}, []):
+        msg = "must not be empty"
+    elif kind == "literal_error":
+        msg = f"{err['input']!r} is not allowed (expected {err['ctx']['expected']})"
+    else:
+        msg = f"{err['msg']} (got {err.get('input')!r})"
+    return f"{fname}: {where}: {msg}"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] | None = MatrixFile
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        fld = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None)
+        if fld is None:
+            # a key of a dict of models (frameworks.<key>, bases.<key>)
+            continue
+        model = _inner_model(fld.annotation)
+    return sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
+
+
+def _inner_model(annotation) -> type[BaseModel] | None:
+    import typing
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found:
+            return found
+    return None
+
+
+def _cell_digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _expand(path: Path, m: MatrixFile) -> list[ImageSpec]:
+    fname = path.name
+    errors: list[str] = []
+    for key in m.frameworks:
+        if key not in KNOWN_FRAMEWORKS:
+            errors.append(f"{fname}: frameworks.{key}: unknown framework {key!r} "
+                          f"(expected one of: {', '.join(KNOWN_FRAMEWORKS)})")
+    for key, fw in m.frameworks.items():
+        if fw.parent is not None and fw.parent not in m.frameworks:
+            errors.append(f"{fname}: frameworks.{key}.parent: unknown parent {fw.parent!r} "
+                          f"(expected one of: {', '.join(sorted(m.frameworks))})")
+    cycle = plan.find_cycle({k: [fw.parent] if fw.parent in m.frameworks else []
+                             for k, fw in m.frameworks.items()})
+    if cycle:
+        errors.append(f"{fname}: frameworks: parent cycle: {' -> '.join(cycle)}")
+    if errors:
+        raise MatrixError(errors)
+
+    cells: dict[str, tuple[str, ImageSpec]] = {}
+    by_cell: dict[tuple[str, str, str], str] = {}  # (framework, base, device) -> image name
+    for key, fw in m.frameworks.items():
+        for i, fv in enumerate(fw.versions):
+            where = f"frameworks.{key}.versions[{i}]"
+            for base in fv.bases:
+                if base not in m.bases:
+                    errors.append(f"{fname}: {where}.bases: unknown base {base!r} "
+                                  f"(expected one of: {', '.join(sorted(m.bases))})")
+                    continue
+                for device in fv.devices:
+                    if device == "gpu" and fv.cuda is None:
+                        errors.append(f"{fname}: {where}: device 'gpu' needs a CUDA source "
+                                      f"(add cuda: {{version: ..., source: pypi|image}})")
+                        continue
+                    if fv.cuda and fv.cuda.source == "image" and not fv.cuda.image:
+                        errors.append(f"{fname}: {where}.cuda.image: required when cuda.source is 'image'")
+                        continue
+                    spec = _spec(m, key, fw, fv, base, device)
+                    if spec.name in cells:
+                        errors.append(f"{fname}: {where}: duplicate image name {spec.name!r} "
+                                      f"(also from {cells[spec.name][0]})")
+                        continue
+                    cells[spec.name] = (where, spec)
+                    by_cell[(key, base, device)] = spec.name
+    if errors:
+        raise MatrixError(errors)
+
+    resolved: dict[str, ImageSpec] = {}
+    for name, (where, spec) in cells.items():
+        fw = m.frameworks[spec.framework]
+        parent = None
+        if fw.parent is not None:
+            parent = by_cell.get((fw.parent, spec.base, spec.device))
+            if parent is None:
+                errors.append(f"{fname}: {where}: unknown parent: framework {fw.parent!r} has no "
+                              f"{spec.device} image on base {spec.base!r}")
+                continue
+        resolved[name] = spec.__class__(**{**spec.__dict__, "parent": parent})
+    if errors:
+        raise MatrixError(errors)
+
+    order = plan.build_order({n: [s.parent] if s.parent else [] for n, s in resolved.items()})
+    done: dict[str, ImageSpec] = {}
+    for n in order:
+        spec = resolved[n]
+        parent = done.get(spec.parent) if spec.parent else None
+        ancestors = (parent.ancestors if parent else ()) + (spec.framework,)
+        # The parent's digest is folded in, so a change anywhere up the tree changes the cell digest.
+        digest = _cell_digest({**spec.__dict__, "ancestors": ancestors, "cell_digest": "",
+                               "parent_digest": parent.cell_digest if parent else "",
+                               "runtime": m.runtime.model_dump() if parent is None else None,
+                               "base": m.bases[spec.base].model_dump()})
+        done[n] = spec.__class__(**{**spec.__dict__, "ancestors": ancestors, "cell_digest": digest})
+    return list(done.values())
+
+
+def _spec(m: MatrixFile, key: str, fw: Framework, fv: FrameworkVersion, base: str, device: str) -> ImageSpec:
+    b = m.bases[base]
+    package = fw.packages.get(device, fw.distribution)
+    local = fv.local_version.get(device)
+    pin = f"{package}=={fv.version}" + (f"+{local}" if local else "")
+    requirements: tuple[str, ...] = ()
+    if fw.parent is None:
+        requirements = tuple(f"{p}=={v}" for p, v in m.runtime.packages.items())
+        if package not in m.runtime.packages:
+            requirements += (pin,)
+    else:
+        requirements = (pin,) + tuple(f"{p}=={v}" for p, v in fv.companions.items())
+    cuda = fv.cuda.version if (device == "gpu" and fv.cuda) else None
+    return ImageSpec(
+        name=image_name(key, fv.version, base, b.python, device, cuda, fv.name_version),
+        framework=key,
+        framework_title=fw.title,
+        version=fv.version,
+        device=device,
+        base=base,
+        python=b.python,
+        parent=None,
+        distribution=fw.distribution,
+        requirements=requirements,
+        ancestors=(),
+        cuda=cuda,
+    )

@@ -1,0 +1,77 @@
+"""Stage 5 — smoke test: serve a real model from the built image and check its predictions.
+
+Test selection comes from the matrix: an image runs the test folders (``tests/by_image/<framework>``)
+of its own framework and of every ancestor, so a child keeps its parent's serving contract. pytest
+runs in a subprocess with ``BUILDER_TEST_IMAGE`` set; its output and a JUnit XML file go to the logs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.matrix import ImageSpec
+
+
+@dataclass
+class TestResult:
+    """Outcome of one image's smoke test. ``seconds`` is wall time; ``summary`` is pytest's last line;
+    ``container_logs`` are the scoring containers' logs (one file per test folder)."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    ok: bool
+    seconds: float
+    log_path: Path
+    summary: str
+    container_logs: list[Path] = field(default_factory=list)
+
+
+def folders(spec: ImageSpec, tests_root: Path) -> list[Path]:
+    """The test folders for ``spec``: its ancestors' and its own, root first.
+
+    Raises FileNotFoundError naming a framework that has no folder (every framework must be tested).
+    """
+    out = []
+    for framework in spec.ancestors:
+        folder = tests_root / framework
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no smoke tests for framework {framework!r}: {folder} is missing")
+        out.append(folder)
+    return out
+
+
+def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: float = 1800.0) -> TestResult:
+    """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows).
+
+    ``timeout`` (seconds) bounds the whole pytest run. Never raises for a failing test; the result
+    has ``ok=False`` and the log holds pytest's report, including the failing container's output.
+    """
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = logs_dir / f"{spec.name}.test.log"
+    container_logs = logs_dir / f"{spec.name}.containers"
+    container_logs.mkdir(exist_ok=True)
+    env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve())}
+    start = time.monotonic()
+    try:
+        paths = [str(p) for p in folders(spec, tests_root)]
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE",
+               f"--rootdir={tests_root}", f"--junitxml={logs_dir / (spec.name + '.junit.xml')}", *paths]
+        with log_path.open("w") as log:
+            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        code = proc.returncode
+    except FileNotFoundError as exc:
+        log_path.write_text(f"{exc}\n")
+        code = -1
+    except subprocess.TimeoutExpired:
+        with log_path.open("a") as log:
+            log.write(f"\nsmoke test timed out after {timeout:.0f} s\n")
+        code = -1
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    return TestResult(spec.name, code == 0, time.monotonic() - start, log_path,
+                      lines[-1] if lines else "", sorted(container_logs.glob("*.log")))

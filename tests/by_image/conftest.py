@@ -1,0 +1,181 @@
+"""Smoke-test fixtures shared by every image's test folder (jupyter/docker-stacks' by-image layout).
+
+`builder test` runs pytest on the folders of an image's framework and all its ancestors (so the
+sklearn image also passes the minimal image's tests), with:
+
+- ``BUILDER_TEST_IMAGE``: the image reference under test;
+- ``BUILDER_TEST_LOGS``: a directory that receives each scoring container's log.
+
+A folder holds ``score.py`` (the entry script), optionally ``train.py`` (run inside the image under
+test, so model and framework versions match; it writes the model and ``expected.json`` — the rows
+to score and the predictions the framework computed in-process) and its ``test_*.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import docker
+import pytest
+import requests
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+APP_ROOT = "/var/azureml-app"
+# Models are mounted beside the app root: a mount inside the read-only app mount cannot be created.
+MODEL_DIR = "/var/azureml-models"
+HEALTH_TIMEOUT = 180.0  # seconds from container start to a healthy GET / (TensorFlow imports slowly)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    return docker.from_env(timeout=600)
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    ref = os.environ.get("BUILDER_TEST_IMAGE")
+    if not ref:
+        pytest.fail("BUILDER_TEST_IMAGE is not set: run these tests through `builder test`")
+    return ref
+
+
+@pytest.fixture(scope="session")
+def logs_dir() -> Path:
+    path = Path(os.environ.get("BUILDER_TEST_LOGS", "build/logs")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train(client: docker.DockerClient, image: str, folder: Path, out: Path) -> dict:
+    """Run ``folder``/train.py inside ``image`` as its default (non-root) user with the data set at
+    /data and ``out`` at /model; return the ``expected.json`` it wrote. Raises AssertionError with the
+    container's output when training fails."""
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o777)  # the image's non-root user writes the model here
+    container = client.containers.run(
+        image, entrypoint=["python3", "/app/train.py", "/data", "/model"], detach=True, network_disabled=True,
+        volumes={str(folder): {"bind": "/app", "mode": "ro"}, str(DATA): {"bind": "/data", "mode": "ro"},
+                 str(out): {"bind": "/model", "mode": "rw"}})
+    try:
+        code = container.wait(timeout=600)["StatusCode"]
+        logs = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert code == 0, f"train.py failed with exit code {code}:\n{logs}"
+    return json.loads((out / "expected.json").read_text())
+
+
+@dataclass
+class Server:
+    """A running scoring container: ``url`` is http://127.0.0.1:<port> mapped to the image's 5001."""
+
+    container: docker.models.containers.Container
+    url: str
+    seconds_to_healthy: float
+
+    def score(self, payload: object) -> requests.Response:
+        return requests.post(f"{self.url}/score", json=payload, timeout=60)
+
+
+@contextmanager
+def serving(client: docker.DockerClient, image: str, app: Path, model: Path | None, logs_dir: Path,
+            label: str) -> Iterator[Server]:
+    """Start ``image`` as its own (non-root) user serving ``app``/score.py, with ``model`` mounted
+    read-only at AZUREML_MODEL_DIR; wait (bounded by HEALTH_TIMEOUT) for ``GET /`` to answer 200.
+
+    The container's log is written to ``logs_dir``/<label>.container.log whatever happens.
+    Raises AssertionError when the container exits or does not become healthy in time.
+    """
+    volumes = {str(app): {"bind": APP_ROOT, "mode": "ro"}}
+    if model is not None:
+        volumes[str(model)] = {"bind": MODEL_DIR, "mode": "ro"}
+    start = time.monotonic()
+    container = client.containers.run(image, detach=True, volumes=volumes,
+                                      ports={"5001/tcp": ("127.0.0.1", None)},
+                                      environment={"AZUREML_ENTRY_SCRIPT": "score.py", "AZUREML_MODEL_DIR": MODEL_DIR})
+    try:
+        url = None
+        deadline = start + HEALTH_TIMEOUT
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                raise AssertionError(f"container exited with code {container.attrs['State']['ExitCode']} "
+                                     f"before it was healthy:\n{container.logs().decode(errors='replace')[-4000:]}")
+            ports = container.ports.get("5001/tcp")
+            if ports:
+                url = f"http://127.0.0.1:{ports[0]['HostPort']}"
+                try:
+                    if requests.get(f"{url}/", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"GET / not healthy within {HEALTH_TIMEOUT:.0f} s:\n"
+                                 f"{container.logs().decode(errors='replace')[-4000:]}")
+        yield Server(container, url, time.monotonic() - start)
+    finally:
+        try:
+            (logs_dir / f"{label}.container.log").write_bytes(container.logs())
+        finally:
+            container.remove(force=True)
+
+
+def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-6, path: str = "output") -> None:
+    """Recursive comparison of JSON values; numbers within |a-e| <= atol + rtol*|e| (numpy.isclose's rule)."""
+    if isinstance(expected, (list, tuple)):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: {actual!r} != {expected!r}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close(a, e, rtol, atol, f"{path}[{i}]")
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{path}: {actual!r} != {expected!r}"
+        for k in expected:
+            assert_close(actual[k], expected[k], rtol, atol, f"{path}.{k}")
+    elif isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        assert isinstance(actual, (int, float)), f"{path}: {actual!r} is not a number"
+        assert abs(actual - expected) <= atol + rtol * abs(expected), f"{path}: {actual} != {expected}"
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+def processes_uids(container) -> list[int]:
+    """Host-side view of the uids of every process in ``container`` (``docker top -o uid``)."""
+    top = container.top(ps_args="-o pid,uid")  # the Engine needs the pid column to match processes
+    column = [t.strip().upper() for t in top["Titles"]].index("UID")
+    return [int(row[column]) for row in top["Processes"]]
+
+
+@pytest.fixture(scope="module")
+def model_server(request, docker_client, image, logs_dir, tmp_path_factory,
+                 record_testsuite_property) -> Iterator[tuple[Server, dict | None]]:
+    """The scoring server for the calling test module's folder: trains first when the folder has a
+    train.py. Yields ``(server, expected)`` where expected is train.py's expected.json or None."""
+    folder = Path(request.module.__file__).resolve().parent
+    expected = None
+    model = None
+    if (folder / "train.py").exists():
+        model = tmp_path_factory.mktemp(f"model-{folder.name}")
+        expected = train(docker_client, image, folder, model)
+    with serving(docker_client, image, folder, model, logs_dir, folder.name) as server:
+        record_testsuite_property("seconds_to_healthy", f"{server.seconds_to_healthy:.3f}")
+        yield server, expected
+    if model is not None:
+        shutil.rmtree(model, ignore_errors=True)
+
+
+@pytest.fixture(name="assert_close", scope="session")
+def assert_close_fixture():
+    """:func:`assert_close` for the test modules (they are not importable as a package)."""
+    return assert_close
+
+
+@pytest.fixture(name="processes_uids", scope="session")
+def processes_uids_fixture():
+    return processes_uids
