@@ -420,7 +420,7 @@ def _spec(m: MatrixFile, key: str, fw: Framework, fv: FrameworkVersion, base: st
         base=base,
         python=b.python,
         parent=None,
-        distribution=fw.distribution,
+        distribution=package,
         requirements=requirements,
         ancestors=(),
         cuda=cuda,

@@ -77,6 +77,7 @@ def write(files: dict[str, str], images: Path) -> None:
     """
     images = Path(images)
     parent = images.parent
+    parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".images-new-", dir=parent))
     try:
         for rel, text in files.items():

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,16 +56,41 @@ def logs_dir() -> Path:
     return path
 
 
+def _training_wheels(client: docker.DockerClient, image: str, requirements: Path) -> Path:
+    """Download (on the host, through its own pip configuration) the wheels a folder's
+    train-requirements.txt pins, for the image's Python and this machine's architecture."""
+    py = client.containers.run(image, entrypoint=["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               remove=True, network_disabled=True).decode().strip()
+    dest = Path(os.environ.get("BUILDER_TEST_LOGS", "build/logs")).resolve().parent / f"train-wheels-py{py}"
+    dest.mkdir(parents=True, exist_ok=True)
+    arch = platform.machine()
+    platforms = [f"--platform={p}_{arch}" for p in ("manylinux_2_28", "manylinux_2_17", "manylinux2014")]
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    f"--python-version={py}", "--implementation=cp", *platforms, "-d", str(dest),
+                    "-r", str(requirements)], check=True)
+    return dest
+
+
 def train(client: docker.DockerClient, image: str, folder: Path, out: Path) -> dict:
     """Run ``folder``/train.py inside ``image`` as its default (non-root) user with the data set at
-    /data and ``out`` at /model; return the ``expected.json`` it wrote. Raises AssertionError with the
-    container's output when training fails."""
+    /data and ``out`` at /model; return the ``expected.json`` it wrote.
+
+    Training-only tools a folder pins in train-requirements.txt are installed (--no-deps, offline)
+    into a throw-away directory of the training container, never into the image.
+    Raises AssertionError with the container's output when training fails.
+    """
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o777)  # the image's non-root user writes the model here
-    container = client.containers.run(
-        image, entrypoint=["python3", "/app/train.py", "/data", "/model"], detach=True, network_disabled=True,
-        volumes={str(folder): {"bind": "/app", "mode": "ro"}, str(DATA): {"bind": "/data", "mode": "ro"},
-                 str(out): {"bind": "/model", "mode": "rw"}})
+    volumes = {str(folder): {"bind": "/app", "mode": "ro"}, str(DATA): {"bind": "/data", "mode": "ro"},
+               str(out): {"bind": "/model", "mode": "rw"}}
+    command = "python3 /app/train.py /data /model"
+    requirements = folder / "train-requirements.txt"
+    if requirements.exists():
+        volumes[str(_training_wheels(client, image, requirements))] = {"bind": "/wheels", "mode": "ro"}
+        command = ("python3 -m pip install --quiet --no-deps --no-index --find-links /wheels --target /tmp/train-deps "
+                   "-r /app/train-requirements.txt && PYTHONPATH=/tmp/train-deps " + command)
+    container = client.containers.run(image, entrypoint=["sh", "-c", command], detach=True, network_disabled=True,
+                                      volumes=volumes)
     try:
         code = container.wait(timeout=600)["StatusCode"]
         logs = container.logs().decode(errors="replace")

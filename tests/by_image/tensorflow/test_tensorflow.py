@@ -1,0 +1,8 @@
+"""TensorFlow images serve a Keras model trained in the same image."""
+
+
+def test_score_returns_the_in_process_probabilities(model_server, assert_close):
+    server, expected = model_server
+    r = server.score({"data": expected["input"]})
+    assert r.status_code == 200, r.text
+    assert_close(r.json(), expected["output"], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,152 @@
+"""A wrong matrix gets one clear line per problem naming the file and key path, exit code 2, and
+nothing is written: images/ stays byte-for-byte as it was."""
+
+import copy
+import hashlib
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from builder.cli import app
+
+
+def _set(data, path, value):
+    *keys, last = path
+    for k in keys:
+        data = data[k]
+    if value is DELETE:
+        del data[last]
+    else:
+        data[last] = value
+
+
+DELETE = object()
+
+
+def mutate(*changes):
+    def apply(data):
+        data = copy.deepcopy(data)
+        for path, value in changes:
+            _set(data, path, value)
+        return yaml.safe_dump(data, sort_keys=False)
+    return apply
+
+
+SK = ("frameworks", "sklearn")
+SKV = SK + ("versions", 0)
+CASES = {
+    "unknown framework": (
+        lambda d: mutate((("frameworks", "caffe"), copy.deepcopy(d["frameworks"]["sklearn"])))(d),
+        "m.yaml: frameworks.caffe: unknown framework 'caffe' (expected one of: minimal, sklearn, xgboost, "
+        "onnxruntime, pytorch, tensorflow)"),
+    "invalid version": (
+        mutate((SKV + ("version",), "1.x")),
+        "m.yaml: frameworks.sklearn.versions[0].version: '1.x' is not a valid version"),
+    "invalid companion version": (
+        mutate((SKV + ("companions", "numpy"), "two")),
+        "m.yaml: frameworks.sklearn.versions[0].companions.numpy: 'two' is not a valid version"),
+    "missing required field": (
+        mutate((SK + ("distribution",), DELETE)),
+        "m.yaml: frameworks.sklearn.distribution: required field is missing"),
+    "unknown key (typo)": (
+        mutate((SK + ("versoins",), [])),
+        "m.yaml: frameworks.sklearn: unknown key 'versoins' (expected one of: distribution, packages, parent, "
+        "title, versions)"),
+    "unknown top-level key": (
+        mutate((("framework",), {})),
+        "m.yaml: (top level): unknown key 'framework' (expected one of: bases, frameworks, project, runtime, "
+        "schema, tags)"),
+    "duplicate image name": (
+        lambda d: mutate((SK + ("versions",), d["frameworks"]["sklearn"]["versions"]
+                          + [{**d["frameworks"]["sklearn"]["versions"][0], "version": "1.9.0"}]))(d),
+        "m.yaml: frameworks.sklearn.versions[1]: duplicate image name 'sklearn-1.9-debian12-py311-cpu-inference' "
+        "(also from frameworks.sklearn.versions[0])"),
+    "unknown parent": (
+        mutate((SK + ("parent",), "base-image")),
+        "m.yaml: frameworks.sklearn.parent: unknown parent 'base-image' (expected one of: minimal, sklearn)"),
+    "parent cycle": (
+        mutate((("frameworks", "minimal", "parent"), "sklearn")),
+        "m.yaml: frameworks: parent cycle: minimal -> sklearn -> minimal"),
+    "parent without a cell on the same base": (
+        lambda d: mutate((("bases", "debian13"), {**d["bases"]["debian12"], "python": "3.13"}),
+                         (SKV + ("bases",), ["debian13"]))(d),
+        "m.yaml: frameworks.sklearn.versions[0]: unknown parent: framework 'minimal' has no cpu image on base "
+        "'debian13'"),
+    "gpu device without a CUDA source": (
+        mutate((SKV + ("devices",), ["cpu", "gpu"])),
+        "m.yaml: frameworks.sklearn.versions[0]: device 'gpu' needs a CUDA source "
+        "(add cuda: {version: ..., source: pypi|image})"),
+    "unknown device": (
+        mutate((SKV + ("devices",), ["tpu"])),
+        "m.yaml: frameworks.sklearn.versions[0].devices[0]: 'tpu' is not allowed (expected 'cpu' or 'gpu')"),
+    "unknown base": (
+        mutate((SKV + ("bases",), ["alpine"])),
+        "m.yaml: frameworks.sklearn.versions[0].bases: unknown base 'alpine' (expected one of: debian12)"),
+    "invalid base python": (
+        mutate((("bases", "debian12", "python"), "three")),
+        "m.yaml: bases.debian12.python: 'three' is not a valid version"),
+    "wrong type": (
+        mutate((("runtime", "uid"), "thousand")),
+        "m.yaml: runtime.uid: Input should be a valid integer, unable to parse string as an integer "
+        "(got 'thousand')"),
+    "tag template with an unknown field": (
+        mutate((("tags", "immutable"), "{version}-{image_id}")),
+        "m.yaml: tags.immutable: '{version}-{image_id}' is not a valid tag template (fields: framework_version, "
+        "python_version, image_id; problem: 'version')"),
+    "tag template without the image id": (
+        mutate((("tags", "immutable"), "{framework_version}")),
+        "m.yaml: tags.immutable: '{framework_version}' must contain {image_id} so one tag never names two images"),
+    "invalid moving tag": (
+        mutate((("tags", "moving"), ["la test"])),
+        "m.yaml: tags.moving[0]: String should match pattern '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$' (got 'la test')"),
+    "no frameworks": (
+        mutate((("frameworks",), {})),
+        "m.yaml: frameworks: must not be empty"),
+    "no versions": (
+        mutate((SK + ("versions",), [])),
+        "m.yaml: frameworks.sklearn.versions: must not be empty"),
+    "empty matrix": (
+        lambda d: "",
+        "m.yaml: the matrix is empty (expected bases, runtime and frameworks)"),
+    "not a mapping": (
+        lambda d: "- just\n- a list\n",
+        "m.yaml: expected a mapping at the top level, got list"),
+    "malformed YAML": (
+        lambda d: "schema: 1\nproject:\n  source: x\n  vendor: y: z\n",
+        "m.yaml: line 4, column 12: malformed YAML: mapping values are not allowed here"),
+}
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def workspace(tmp_path, root):
+    images = tmp_path / "images"
+    (images / "keep-me").mkdir(parents=True)
+    (images / "keep-me" / "Dockerfile").write_text("FROM scratch\n")
+    return tmp_path, images
+
+
+def test_there_are_at_least_fifteen_cases():
+    assert len(CASES) >= 15
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("command", [["render"], ["render", "--check"], ["list"]])
+def test_bad_matrix_exits_2_with_one_clear_line_and_writes_nothing(case, command, workspace, small_matrix_data, root):
+    tmp, images = workspace
+    make, expected = CASES[case]
+    path = tmp / "m.yaml"
+    path.write_text(make(small_matrix_data))
+    before = _snapshot(images)
+    result = CliRunner().invoke(app, [*command, "--matrix", str(path),
+                                      *(["--images", str(images), "--templates", str(root / "templates")]
+                                        if command[0] == "render" else [])])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output.splitlines(), result.output
+    assert _snapshot(images) == before
+    assert not list(tmp.glob(".images-*")), "a temporary render directory was left behind"

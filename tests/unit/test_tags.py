@@ -1,0 +1,38 @@
+"""Tag policy: a pure function of the real versions and the image id."""
+
+import pytest
+
+from builder import tag
+from builder.matrix import TagPolicy
+
+POLICY = TagPolicy(moving=["latest"], immutable="{framework_version}-py{python_version}-{image_id}")
+
+
+def test_immutable_tag_uses_real_versions_and_the_image_id():
+    assert tag.immutable_tag(POLICY, "1.9.1", "3.11.2", "sha256:0123456789abcdef" + "0" * 48) == \
+        "1.9.1-py3.11.2-0123456789ab"
+
+
+def test_a_different_image_gets_a_different_immutable_tag():
+    a = tag.immutable_tag(POLICY, "1.9.1", "3.11.2", "sha256:" + "a" * 64)
+    b = tag.immutable_tag(POLICY, "1.9.1", "3.11.2", "sha256:" + "b" * 64)
+    assert a != b
+
+
+def test_local_version_plus_is_not_a_valid_tag_character():
+    assert tag.immutable_tag(POLICY, "2.13.0+cpu", "3.11.2", "sha256:" + "c" * 64) == "2.13.0-cpu-py3.11.2-cccccccccccc"
+
+
+@pytest.mark.parametrize("raw,clean", [("a/b:c", "a-b-c"), (".hidden", "hidden"), ("x" * 200, "x" * 128)])
+def test_sanitize_follows_the_docker_tag_grammar(raw, clean):
+    assert tag.sanitize(raw) == clean
+
+
+def test_sanitize_refuses_an_empty_tag():
+    with pytest.raises(ValueError):
+        tag.sanitize("...")
+
+
+def test_repository_is_registry_qualified():
+    assert tag.repository("127.0.0.1:5000/team/", "minimal") == "127.0.0.1:5000/team/minimal"
+    assert tag.repository("", "minimal") == "minimal"
