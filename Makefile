@@ -34,7 +34,9 @@ check: venv ## render --check + hadolint + unit tests
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit
 
-test: venv ## The whole test suite, engine-backed tests included (what CI runs)
+test: venv ## The tests CI runs: render check, hadolint, unit and engine-backed tests
+	$(BIN)/builder render --check
+	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
 build-all: venv ## The main job: render check, then build, smoke-test, tag and publish every image (SELECT='glob ...' narrows)

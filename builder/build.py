@@ -56,10 +56,11 @@ def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
 
 def build_image(client: docker.DockerClient, spec: ImageSpec, context: Path, tag: str,
                 buildargs: dict[str, str], labels: dict[str, str], log_path: Path,
-                on_line: Callable[[str], None] = lambda line: None) -> BuildResult:
+                on_line: Callable[[str], None] = lambda line: None, nocache: bool = False) -> BuildResult:
     """Build ``context`` (a directory with a Dockerfile) and tag the result ``tag``.
 
-    Every line of the Engine's output goes to ``log_path`` and to ``on_line``. Never raises for a
+    ``nocache`` ignores the layer cache. Every line of the Engine's output goes to ``log_path`` and to
+    ``on_line``. Never raises for a
     failed build: the result has ``ok=False`` and ``error`` set (the last error line).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,8 @@ def build_image(client: docker.DockerClient, spec: ImageSpec, context: Path, tag
     with log_path.open("w") as log:
         try:
             stream = client.api.build(path=str(context), tag=tag, buildargs=buildargs, labels=labels,
-                                      network_mode="host", rm=True, forcerm=True, decode=True, pull=False)
+                                      network_mode="host", rm=True, forcerm=True, decode=True, pull=False,
+                                      nocache=nocache)
             for chunk in stream:
                 if "stream" in chunk:
                     text = chunk["stream"]

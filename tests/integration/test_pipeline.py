@@ -1,0 +1,145 @@
+"""The main job on real components: a Docker Engine and an OCI distribution registry.
+
+These tests start both when they are missing (see builder.engine) and never skip. They run the
+`builder` CLI itself on a representative subset — the minimal image and one scikit-learn image —
+plus the fault case: an entry script that raises in init() gets no `latest` and is not pushed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from builder import engine, matrix
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBSET = "sklearn-1.9-debian12-py311-cpu-inference"
+MINIMAL = "minimal-debian12-py311-cpu-inference"
+BUILDER = [sys.executable, "-m", "builder.cli"]
+
+
+def builder(*args: str, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
+    return subprocess.run([*BUILDER, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def report(build_dir: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads((build_dir / "report.json").read_text())["images"]}
+
+
+def skopeo_digest(ref: str) -> str | None:
+    """The manifest digest skopeo reads from the registry, or None when the reference is absent."""
+    r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"],
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)["Digest"]
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    return engine.client(ROOT / "build")
+
+
+@pytest.fixture(scope="session")
+def registry(docker_client) -> str:
+    if shutil.which("skopeo") is None:
+        engine.apt_install("skopeo")
+    return engine.ensure_registry(ROOT / "build")
+
+
+@pytest.fixture(scope="session")
+def main_job(registry, tmp_path_factory):
+    """`builder all --select sklearn-1.9*` (its parent, the minimal image, comes along)."""
+    build_dir = tmp_path_factory.mktemp("main-job")
+    result = builder("all", "--select", "sklearn-1.9*", "--build-dir", str(build_dir),
+                     env={"REGISTRY": registry})
+    return result, build_dir
+
+
+def test_main_job_builds_tests_tags_and_publishes_the_subset(main_job, registry, docker_client):
+    result, build_dir = main_job
+    assert result.returncode == 0, result.stdout + result.stderr
+    images = report(build_dir)
+    assert list(images) == [MINIMAL, SUBSET]
+    for name, r in images.items():
+        assert r["status"] in ("published", "unchanged"), r
+        assert "latest" in r["tags"] and len(r["tags"]) == 2
+        assert r["size_bytes"] > 50_000_000 and r["build_seconds"] is not None
+        assert r["test_outcome"].endswith(("s", "seconds")) and "passed" in r["test_outcome"]
+        assert r["seconds_to_healthy"] > 0
+        for t in r["tags"]:
+            assert skopeo_digest(f"{registry}/{name}:{t}") == r["registry_digest"]
+
+
+def test_published_image_carries_the_oci_and_project_labels(main_job, registry, docker_client):
+    _, build_dir = main_job
+    r = report(build_dir)[SUBSET]
+    labels = docker_client.images.get(r["image_id"]).labels
+    spec = matrix.load(ROOT / "matrix.yaml").image(SUBSET)
+    for key in ("title", "version", "created", "revision", "source"):
+        assert labels.get(f"org.opencontainers.image.{key}"), key
+    assert labels["org.opencontainers.image.title"] == SUBSET
+    assert labels["io.github.inference-images.framework"] == "sklearn"
+    assert labels["io.github.inference-images.framework-version"] == "1.9.1"
+    assert labels["io.github.inference-images.python"] == "3.11"
+    assert labels["io.github.inference-images.device"] == "cpu"
+    assert labels["io.github.inference-images.cell-digest"] == f"sha256:{spec.cell_digest}"
+    # the immutable tag carries the version really installed, read by the tagger
+    assert r["tags"][0].startswith("1.9.1-py3.11.")
+
+
+def test_rerun_with_nothing_changed_rebuilds_nothing_and_publishes_nothing(main_job, registry, tmp_path):
+    _, first = main_job
+    result = builder("all", "--select", "sklearn-1.9*", "--build-dir", str(tmp_path), env={"REGISTRY": registry})
+    assert result.returncode == 0, result.stdout + result.stderr
+    again, before = report(tmp_path), report(first)
+    for name in (MINIMAL, SUBSET):
+        assert again[name]["image_id"] == before[name]["image_id"]
+        assert again[name]["status"] == "unchanged"
+        assert again[name]["registry_digest"] == before[name]["registry_digest"]
+
+
+def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_client, tmp_path):
+    # A test tree whose minimal entry script raises in init(): the server exits, the test fails.
+    tests = tmp_path / "by_image"
+    shutil.copytree(ROOT / "tests" / "by_image", tests)
+    (tests / "minimal" / "score.py").write_text(
+        "def init():\n    raise RuntimeError('model file is corrupt')\n\n\ndef run(raw_data):\n    return raw_data\n")
+    namespace = f"{registry}/faultcase"
+    build_dir = tmp_path / "build"
+    result = builder("all", "--select", "sklearn-1.9*", "--tests", str(tests), "--build-dir", str(build_dir),
+                     env={"REGISTRY": namespace})
+    assert result.returncode == 1, result.stdout + result.stderr
+    images = report(build_dir)
+    assert images[MINIMAL]["status"] == "test-failed"
+    assert images[MINIMAL]["tags"] == [images[MINIMAL]["tags"][0]] and "latest" not in images[MINIMAL]["tags"]
+    assert images[SUBSET]["status"] == "skipped" and MINIMAL in images[SUBSET]["error"]
+    logs = "".join(Path(p).read_text() for p in images[MINIMAL]["container_logs"])
+    assert "model file is corrupt" in logs
+    assert "model file is corrupt" in Path(images[MINIMAL]["test_log"]).read_text()
+    local_tags = [t for i in docker_client.images.list() for t in i.tags if t.startswith(namespace)]
+    assert local_tags and not any(t.endswith(":latest") for t in local_tags), local_tags
+    for name in (MINIMAL, SUBSET):
+        for t in ("latest", images[MINIMAL]["tags"][0]):
+            assert skopeo_digest(f"{namespace}/{name}:{t}") is None
+    catalog = requests.get(f"http://{registry}/v2/_catalog", timeout=10).json()["repositories"]
+    assert not any(r.startswith("faultcase/") for r in catalog), catalog
+
+
+def test_bad_selection_is_refused_before_anything_runs(tmp_path):
+    result = builder("all", "--select", "nothing-like-this*", "--build-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "matches no image" in result.stderr
+    assert not (tmp_path / "report.json").exists()
