@@ -13,7 +13,7 @@ import typer
 from builder import matrix as matrix_mod
 from builder import pipeline, render as render_mod
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Render, build, smoke-test, tag and publish ML inference images from matrix.yaml.")
 err = pipeline.wide_console(stderr=True)
 
@@ -83,17 +83,18 @@ def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Path = TemplatesO
 
 
 def _run(stage: pipeline.Stage, select: list[str], dry_run: bool, registry: str, base_source: str,
-         matrix: Path, images: Path, tests: Path, build_dir: Path) -> None:
+         matrix: Path, templates: Path, images: Path, tests: Path, build_dir: Path, no_cache: bool) -> None:
     m = _load(matrix)
     opts = pipeline.Options(stage=stage, select=select or [], dry_run=dry_run, registry=registry,
-                            base_source=base_source, images_dir=images, tests_root=tests, build_dir=build_dir)
+                            base_source=base_source, images_dir=images, tests_root=tests, build_dir=build_dir,
+                            no_cache=no_cache)
     try:
         pipeline.select(m, opts.select)
     except ValueError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
     if stage != "publish" and not dry_run:
-        problems = render_mod.check(render_mod.render_all(m, Path("templates")), images)
+        problems = render_mod.check(render_mod.render_all(m, templates), images)
         if problems:
             for p in problems:
                 err.print(p, markup=False)
@@ -117,13 +118,15 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done."),
                 registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace]; default: a local registry on 127.0.0.1:5000."),
                 base_source: str = typer.Option("auto", "--base-source", help="auto, pull or bootstrap."),
-                matrix: Path = MatrixOpt, images: Path = ImagesOpt,
+                no_cache: bool = typer.Option(False, "--no-cache", help="Ignore the Engine's layer cache (a cold build)."),
+                matrix: Path = MatrixOpt, templates: Path = TemplatesOpt, images: Path = ImagesOpt,
                 tests: Path = typer.Option(Path("tests/by_image"), "--tests", help="Smoke-test folders, one per framework."),
                 build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage.")) -> None:
         if base_source not in ("auto", "pull", "bootstrap"):
             err.print(f"--base-source: {base_source!r} is not one of auto, pull, bootstrap", markup=False)
             raise typer.Exit(2)
-        _run(stage, select or [], dry_run, registry, base_source, matrix, images, tests, build_dir)
+        _run(stage, select or [], dry_run, registry, base_source, matrix, templates, images, tests, build_dir,
+             no_cache)
     command.__doc__ = doc
     return command
 

@@ -41,6 +41,7 @@ class Options:
     images_dir: Path = Path("images")
     tests_root: Path = Path("tests/by_image")
     build_dir: Path = Path("build")
+    no_cache: bool = False
 
 
 @dataclass
@@ -174,7 +175,8 @@ class Pipeline:
         labels = build_mod.vcs_labels(contexts)
         self.say(spec.name, "building")
         result = build_mod.build_image(client, spec, opt.images_dir / spec.name, f"{rep.repository}:build",
-                                       buildargs, labels, self.logs / f"{spec.name}.build.log")
+                                       buildargs, labels, self.logs / f"{spec.name}.build.log",
+                                       nocache=opt.no_cache)
         rep.build_seconds, rep.build_log = round(result.seconds, 1), str(result.log_path)
         rep.cached_steps, rep.steps = result.cached_steps, result.steps
         if not result.ok:

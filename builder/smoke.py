@@ -14,7 +14,38 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from builder.matrix import ImageSpec
+
+
+class NotHealthy(RuntimeError):
+    """A scoring container exited, or did not answer ``GET /`` in time; the message has its log tail."""
+
+
+def wait_healthy(container, start: float, timeout: float, port: str = "5001/tcp", poll: float = 0.1) -> str:
+    """Wait until ``container`` (docker-py, published ``port`` on the host) answers ``GET /`` with 200.
+
+    ``start`` is the time.monotonic() at which the container was started and ``timeout`` the seconds
+    allowed from then. Returns the base URL (``http://127.0.0.1:<host port>``). Raises NotHealthy
+    when the container exits first or the time runs out.
+    """
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            raise NotHealthy(f"container exited with code {container.attrs['State']['ExitCode']} before it was "
+                             f"healthy:\n{container.logs().decode(errors='replace')[-4000:]}")
+        ports = container.ports.get(port)
+        if ports:
+            url = f"http://127.0.0.1:{ports[0]['HostPort']}"
+            try:
+                if requests.get(f"{url}/", timeout=2).status_code == 200:
+                    return url
+            except requests.RequestException:
+                pass
+        time.sleep(poll)
+    raise NotHealthy(f"GET / not healthy within {timeout:.0f} s:\n{container.logs().decode(errors='replace')[-4000:]}")
 
 
 @dataclass

@@ -29,6 +29,8 @@ import docker
 import pytest
 import requests
 
+from builder.smoke import NotHealthy, wait_healthy
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 APP_ROOT = "/var/azureml-app"
 # Models are mounted beside the app root: a mount inside the read-only app mount cannot be created.
@@ -129,25 +131,10 @@ def serving(client: docker.DockerClient, image: str, app: Path, model: Path | No
                                       ports={"5001/tcp": ("127.0.0.1", None)},
                                       environment={"AZUREML_ENTRY_SCRIPT": "score.py", "AZUREML_MODEL_DIR": MODEL_DIR})
     try:
-        url = None
-        deadline = start + HEALTH_TIMEOUT
-        while time.monotonic() < deadline:
-            container.reload()
-            if container.status in ("exited", "dead"):
-                raise AssertionError(f"container exited with code {container.attrs['State']['ExitCode']} "
-                                     f"before it was healthy:\n{container.logs().decode(errors='replace')[-4000:]}")
-            ports = container.ports.get("5001/tcp")
-            if ports:
-                url = f"http://127.0.0.1:{ports[0]['HostPort']}"
-                try:
-                    if requests.get(f"{url}/", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"GET / not healthy within {HEALTH_TIMEOUT:.0f} s:\n"
-                                 f"{container.logs().decode(errors='replace')[-4000:]}")
+        try:
+            url = wait_healthy(container, start, HEALTH_TIMEOUT)
+        except NotHealthy as exc:
+            raise AssertionError(str(exc)) from None
         yield Server(container, url, time.monotonic() - start)
     finally:
         try:

@@ -123,3 +123,9 @@ def test_list_json_shows_every_field(root):
     assert len(rows) == 7
     assert set(rows[1]) >= {"name", "parent", "framework", "version", "device", "python", "os", "tags"}
     assert rows[1]["parent"] == "minimal-debian12-py311-cpu-inference"
+
+
+def test_every_command_has_help():
+    for command in ("render", "list", "dockerfile", "build", "test", "publish", "all"):
+        result = CliRunner().invoke(app, [command, "--help"])
+        assert result.exit_code == 0, (command, result.output)
