@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from builder import bases as bases_mod
@@ -49,7 +50,8 @@ class ImageReport:
     """One image's outcome, as written to build/report.json. Sizes in bytes, durations in seconds.
 
     ``status`` is one of planned, built, tested, published, unchanged (already published),
-    build-failed, test-failed, publish-failed, skipped.
+    build-failed, test-failed, publish-failed, skipped. On a failed smoke test
+    ``container_log_tail`` holds the last 40 lines of each scoring container's log.
     """
 
     name: str
@@ -69,6 +71,7 @@ class ImageReport:
     build_log: str | None = None
     test_log: str | None = None
     container_logs: list[str] = field(default_factory=list)
+    container_log_tail: str | None = None
     error: str | None = None
 
     @property
@@ -116,9 +119,16 @@ class Pipeline:
         self.console = console or wide_console()
         self.logs = options.build_dir / "logs"
         self.reports: dict[str, ImageReport] = {}
+        # A live line per image in a terminal; CI logs get the event lines only.
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                 console=self.console, disable=not self.console.is_terminal)
+        self.tasks: dict[str, int] = {}
 
     def say(self, name: str, text: str) -> None:
+        """Print one event line for image ``name`` and show it on the image's progress line."""
         self.console.print(f"[bold]{name}[/bold] {text}", highlight=False)
+        if name in self.tasks:
+            self.progress.update(self.tasks[name], description=f"{name}: {text}")
 
     def run(self) -> list[ImageReport]:
         """Run and return one report per selected image; also writes build/report.json."""
@@ -135,7 +145,8 @@ class Pipeline:
             registry = engine.ensure_registry(self.opt.build_dir) if pushing else engine.LOCAL_REGISTRY
         sources = Sources.from_env()
         base_refs: dict[str, str] = {}
-        with serve(sources) as sources_url:
+        with serve(sources) as sources_url, self.progress:
+            self.tasks = {s.name: self.progress.add_task(f"{s.name}: waiting", total=1) for s in specs}
             for spec in specs:
                 rep = self.reports[spec.name]
                 rep.repository = tag.repository(registry, spec.name)
@@ -152,6 +163,7 @@ class Pipeline:
                                       "tested": "publish-failed"}.get(rep.status, "build-failed")
                     rep.error = f"{type(exc).__name__}: {exc}"
                     self.say(spec.name, f"[red]{rep.status}[/red]: {rep.error}")
+                self.progress.update(self.tasks[spec.name], completed=1)
         self.write_report()
         return list(self.reports.values())
 
@@ -202,6 +214,9 @@ class Pipeline:
         rep.seconds_to_healthy = _healthy_seconds(self.logs / f"{spec.name}.junit.xml")
         if not t.ok:
             rep.status, rep.error = "test-failed", t.summary
+            rep.container_log_tail = "".join(
+                f"== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-40:]) + "\n"
+                for p in t.container_logs)
             self.say(spec.name, f"[red]smoke test failed[/red]: {t.summary} (log {t.log_path})")
             return
         for moving in self.matrix.data.tags.moving:

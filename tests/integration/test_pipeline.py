@@ -128,6 +128,7 @@ def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_cli
     assert images[SUBSET]["status"] == "skipped" and MINIMAL in images[SUBSET]["error"]
     logs = "".join(Path(p).read_text() for p in images[MINIMAL]["container_logs"])
     assert "model file is corrupt" in logs
+    assert "model file is corrupt" in images[MINIMAL]["container_log_tail"]
     assert "model file is corrupt" in Path(images[MINIMAL]["test_log"]).read_text()
     local_tags = [t for i in docker_client.images.list() for t in i.tags if t.startswith(namespace)]
     assert local_tags and not any(t.endswith(":latest") for t in local_tags), local_tags
