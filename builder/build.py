@@ -18,7 +18,6 @@ from typing import Callable
 import docker
 from docker.errors import APIError, BuildError
 
-from builder.matrix import ImageSpec
 
 
 @dataclass
@@ -54,10 +53,11 @@ def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
     return {"org.opencontainers.image.revision": revision, "org.opencontainers.image.created": created}
 
 
-def build_image(client: docker.DockerClient, spec: ImageSpec, context: Path, tag: str,
+def build_image(client: docker.DockerClient, name: str, context: Path, tag: str,
                 buildargs: dict[str, str], labels: dict[str, str], log_path: Path,
                 on_line: Callable[[str], None] = lambda line: None, nocache: bool = False) -> BuildResult:
-    """Build ``context`` (a directory with a Dockerfile) and tag the result ``tag``.
+    """Build ``context`` (a directory with a Dockerfile) and tag the result ``tag``; ``name`` labels
+    the result (the image's name in the matrix, or the extension's).
 
     ``nocache`` ignores the layer cache. Every line of the Engine's output goes to ``log_path`` and to
     ``on_line``. Never raises for a
@@ -100,5 +100,5 @@ def build_image(client: docker.DockerClient, spec: ImageSpec, context: Path, tag
             image_id = client.images.get(tag).id
         except docker.errors.ImageNotFound:
             error = "the Engine reported no image id"
-    return BuildResult(spec.name, error is None, image_id if error is None else None, seconds, log_path,
+    return BuildResult(name, error is None, image_id if error is None else None, seconds, log_path,
                        error, cached, steps)

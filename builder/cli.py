@@ -137,6 +137,100 @@ app.command("publish")(_stage_command("publish", "Push the selected images alrea
 app.command("all")(_stage_command("all", "Build, smoke-test, tag and publish the selected images."))
 
 
+def _registry(registry: str) -> str:
+    from builder import engine
+    return registry or engine.LOCAL_REGISTRY
+
+
+@app.command()
+def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's JSON form or the YAML equivalent."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Build context folder [default: build/extend/<config folder name>]."),
+           build_it: bool = typer.Option(False, "--build", help="Also build the image."),
+           tag_: Optional[str] = typer.Option(None, "--tag", help="Name for the built image [default: <config folder name>:latest]."),
+           template: Optional[Path] = typer.Option(None, "--template", help='Your template; it may {% extends "extend/Dockerfile.j2" %}.'),
+           registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named bases are published [default: 127.0.0.1:5000]."),
+           matrix: Path = MatrixOpt) -> None:
+    """Write a Dockerfile and build context that extend a prebuilt image with a model, code and packages."""
+    from builder import extend as ext_mod
+
+    m = _load(matrix)
+    reg = _registry(registry)
+    try:
+        ext = ext_mod.prepare(config, m, reg, template)
+        if build_it:
+            from builder import engine
+            client = engine.client()
+            auth = ext.config.base_image_registry.credentials() if ext.config.base_image_registry else None
+            python, device = ext_mod.inspect_base(client, ext.base, auth, m.data.project.label_prefix)
+            ext = ext_mod.prepare(config, m, reg, template, image_python=python, image_device=device)
+    except ext_mod.ExtendError as exc:
+        for line in exc.lines:
+            err.print(line, markup=False)
+        raise typer.Exit(2) from None
+    target = out or ext_mod.default_out(config)
+    ext_mod.write(ext, target)
+    typer.echo(f"wrote {target}/Dockerfile FROM {ext.base.ref}")
+    if not build_it:
+        return
+    from builder import build as build_mod
+    from builder.sources import Sources, serve as serve_sources
+    name = tag_ or f"{ext_mod.default_name(config)}:latest"
+    with serve_sources(Sources.from_env()) as url:
+        result = build_mod.build_image(client, name, target, name, {"BUILD_SOURCES_URL": url}, {},
+                                       Path("build/logs") / f"extend-{ext_mod.default_name(config)}.build.log")
+    if not result.ok:
+        err.print(f"build failed: {result.error} (log {result.log_path})", markup=False)
+        raise typer.Exit(1)
+    typer.echo(f"built {name} ({result.image_id}) in {result.seconds:.0f} s")
+
+
+@app.command()
+def serve(image: str = typer.Argument(..., help="An image reference, or a matrix image name (its latest tag)."),
+          model: Optional[Path] = typer.Option(None, "--model", help="Model file or folder (mounted read-only)."),
+          entry_script: Path = typer.Option(..., "--entry-script", help="score.py with init() and run(); its folder is mounted read-only."),
+          port: int = typer.Option(8890, "--port", help="Host port on 127.0.0.1."),
+          registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named images are published."),
+          matrix: Path = MatrixOpt) -> None:
+    """Run an image locally with a model and entry script until Ctrl-C, then remove the container."""
+    import signal
+
+    from builder import engine, serve as serve_mod, tag as tag_mod
+    from builder.smoke import NotHealthy
+
+    m = _load(matrix)
+    problems = [f"--entry-script: {entry_script} is not a file" for _ in [0] if not entry_script.is_file()]
+    problems += [f"--model: {model} does not exist" for _ in [0] if model is not None and not model.exists()]
+    try:
+        ref = f"{tag_mod.repository(_registry(registry), m.image(image).name)}:latest"
+    except KeyError:
+        ref = image
+    client = engine.client()
+    try:
+        client.images.get(ref)
+    except Exception:
+        problems.append(f"image {ref} is not on this Engine (build or pull it first)")
+    for p in problems:
+        err.print(p, markup=False)
+    if problems:
+        raise typer.Exit(2)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        with serve_mod.running(client, ref, model, entry_script, port, m.data.runtime.app_root) as served:
+            typer.echo(f"serving {ref} (healthy after {served.seconds_to_healthy:.1f} s)")
+            typer.echo(f"scoring URI: {served.scoring_uri}")
+            typer.echo(f"swagger URI: {served.swagger_uri}")
+            typer.echo("press Ctrl-C to stop", err=True)
+            code = served.container.wait()["StatusCode"]
+            err.print(served.container.logs(tail=40).decode(errors="replace"), markup=False)
+            err.print(f"the container exited with code {code}", markup=False)
+            raise typer.Exit(1)
+    except NotHealthy as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("stopped; container removed", err=True)
+
+
 def main() -> None:
     app()
 

@@ -186,7 +186,7 @@ class Pipeline:
         contexts = [opt.images_dir / a for a in self._lineage(spec)]
         labels = build_mod.vcs_labels(contexts)
         self.say(spec.name, "building")
-        result = build_mod.build_image(client, spec, opt.images_dir / spec.name, f"{rep.repository}:build",
+        result = build_mod.build_image(client, spec.name, opt.images_dir / spec.name, f"{rep.repository}:build",
                                        buildargs, labels, self.logs / f"{spec.name}.build.log",
                                        nocache=opt.no_cache)
         rep.build_seconds, rep.build_log = round(result.seconds, 1), str(result.log_path)

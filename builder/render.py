@@ -68,8 +68,8 @@ def render_all(matrix: Matrix, templates: Path) -> dict[str, str]:
     return out
 
 
-def write(files: dict[str, str], images: Path) -> None:
-    """Replace ``images`` with exactly ``files``, atomically.
+def write(files: dict[str, str | bytes], images: Path) -> None:
+    """Replace ``images`` with exactly ``files`` (text or bytes), atomically.
 
     Everything is written into a temporary directory beside ``images`` first and then swapped in
     with two renames, so a failure leaves ``images`` exactly as it was; images no longer in the
@@ -83,7 +83,10 @@ def write(files: dict[str, str], images: Path) -> None:
         for rel, text in files.items():
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            if isinstance(text, bytes):
+                path.write_bytes(text)
+            else:
+                path.write_text(text)
             mode = 0o755 if path.name in EXECUTABLE else 0o644
             os.chmod(path, mode)
         os.chmod(tmp, 0o755)

@@ -15,7 +15,8 @@ wheelhouse                   BUILDER_WHEELHOUSE, PIP_FIND_LINKS   a local direct
 ===========================  ===================================  ==============================
 
 The classic builder has no build secrets, so during a build :func:`serve` publishes them on
-loopback (``http://127.0.0.1:<port>``, default port 5098, ``BUILDER_SOURCES_PORT``) and builds run
+loopback (``http://127.0.0.1:<port>``, default port 5098, ``BUILDER_SOURCES_PORT``; the next free
+one when another builder holds it) and builds run
 with host networking. The images' ``pip-install`` helper fetches them into a temporary directory
 and deletes it in the same RUN, so nothing of them is committed to a layer; only the fixed URL is
 passed as the build argument ``BUILD_SOURCES_URL`` (a stable value keeps the layer cache valid).
@@ -30,7 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -51,7 +52,6 @@ class Sources:
     extra_index_urls: tuple[str, ...] = ()
     wheelhouse: Path | None = None
     port: int = 5098
-    extra_files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Sources":
@@ -77,20 +77,15 @@ class Sources:
         """True when nothing needs serving (builds then use pip's defaults)."""
         return not (self.ca_bundle or self.index_url or self.extra_index_urls or self.wheelhouse)
 
-    @property
-    def url(self) -> str:
-        """The URL builds receive as BUILD_SOURCES_URL (empty when there is nothing to serve)."""
-        return "" if self.empty else f"http://127.0.0.1:{self.port}"
-
-    def pip_conf(self) -> str:
-        """The pip.conf served to builds (https://pip.pypa.io/en/stable/topics/configuration/)."""
+    def pip_conf(self, url: str) -> str:
+        """The pip.conf served to builds from ``url`` (https://pip.pypa.io/en/stable/topics/configuration/)."""
         lines = ["[global]"]
         if self.index_url:
             lines.append(f"index-url = {self.index_url}")
         if self.extra_index_urls:
             lines.append("extra-index-url = " + " ".join(self.extra_index_urls))
         if self.wheelhouse:
-            lines.append(f"find-links = {self.url}/wheels/")
+            lines.append(f"find-links = {url}/wheels/")
         return "\n".join(lines) + "\n"
 
     def secrets(self) -> list[str]:
@@ -107,32 +102,47 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+PORT_TRIES = 10
+
+
+def _bind(port: int, handler) -> tuple[http.server.ThreadingHTTPServer, int]:
+    last: OSError | None = None
+    for candidate in range(port, port + PORT_TRIES) if port else [0]:
+        try:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", candidate), handler)
+            return server, server.server_address[1]
+        except OSError as exc:
+            last = exc
+    raise OSError(f"ports {port}-{port + PORT_TRIES - 1} on 127.0.0.1 are all taken: {last}")
+
+
 @contextlib.contextmanager
 def serve(sources: Sources) -> Iterator[str]:
     """Serve ``sources`` on 127.0.0.1 for the duration of the ``with`` block; yields the URL.
 
     Uses the standard library's ThreadingHTTPServer over a temporary directory holding pip.conf,
     ca.pem and wheels/ (a link to the wheelhouse). Yields "" when there is nothing to serve.
-    Raises OSError when the port is taken.
+    When the port is taken (another builder is running), the next of PORT_TRIES ports is used; the
+    URL is a build argument, so layers cached under another port are then rebuilt once.
+    Raises OSError when all of them are taken.
     """
     if sources.empty:
         yield ""
         return
     with tempfile.TemporaryDirectory(prefix="builder-sources-") as tmp:
         root = Path(tmp)
-        (root / "pip.conf").write_text(sources.pip_conf())
         if sources.ca_bundle:
             shutil.copyfile(sources.ca_bundle, root / "ca.pem")
         if sources.wheelhouse:
             (root / "wheels").symlink_to(sources.wheelhouse.resolve(), target_is_directory=True)
-        for name, text in sources.extra_files.items():
-            (root / name).write_text(text)
         handler = functools.partial(_Quiet, directory=str(root))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", sources.port), handler)
+        server, port = _bind(sources.port, handler)
+        url = f"http://127.0.0.1:{port}"
+        (root / "pip.conf").write_text(sources.pip_conf(url))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield sources.url
+            yield url
         finally:
             server.shutdown()
             server.server_close()

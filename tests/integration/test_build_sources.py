@@ -55,7 +55,7 @@ def minimal_image():
     base = bases.ensure(client, spec.base, m.data.bases[spec.base], "auto", ROOT / "build" / "bases")
     sources = Sources.from_env()
     with serve(sources) as url:
-        result = build.build_image(client, spec, ROOT / "images" / spec.name, "builder-test/minimal:sources",
+        result = build.build_image(client, spec.name, ROOT / "images" / spec.name, "builder-test/minimal:sources",
                                    {"BASE_IMAGE": base.ref, "BUILD_SOURCES_URL": url}, {},
                                    ROOT / "build" / "logs" / "test-sources-minimal.build.log")
     assert result.ok, result.error
@@ -82,9 +82,8 @@ def test_wheelhouse_index_credential_and_ca_stay_out_of_the_image(minimal_image,
     (context / "Dockerfile").write_text(
         f"FROM {parent}\nUSER 0\nARG BUILD_SOURCES_URL=\nRUN pip-install builder_demo==1.0\nUSER 1000\n")
     tag = "builder-test/sources-check:latest"
-    spec = matrix.load(ROOT / "matrix.yaml").image("minimal-debian12-py311-cpu-inference")
     with serve(sources) as url:
-        result = build.build_image(client, spec, context, tag, {"BUILD_SOURCES_URL": url}, {},
+        result = build.build_image(client, "sources-check", context, tag, {"BUILD_SOURCES_URL": url}, {},
                                    tmp_path / "build.log", nocache=True)  # the RUN really fetches the sources
     assert result.ok, result.error + (tmp_path / "build.log").read_text()
     try:

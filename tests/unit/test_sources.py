@@ -32,7 +32,7 @@ def test_nothing_configured_means_nothing_served(monkeypatch):
               "BUILDER_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL", "BUILDER_WHEELHOUSE", "PIP_FIND_LINKS"):
         monkeypatch.delenv(v, raising=False)
     s = Sources.from_env()
-    assert s.empty and s.url == ""
+    assert s.empty
     with serve(s) as url:
         assert url == ""
 
@@ -43,12 +43,18 @@ def test_served_pip_conf_ca_and_wheelhouse(tmp_path):
     (wheels / "demo-1.0-py3-none-any.whl").write_bytes(b"PK")
     ca = tmp_path / "ca.pem"
     ca.write_text("CERT")
-    s = Sources(ca_bundle=ca, index_url="https://user:t0ken@mirror.invalid/simple", wheelhouse=wheels, port=0)
+    s = Sources(ca_bundle=ca, index_url="https://user:t0ken@mirror.invalid/simple", wheelhouse=wheels, port=5197)
     assert s.secrets() == ["user:t0ken"]
-    s = Sources(ca_bundle=ca, index_url=s.index_url, wheelhouse=wheels, port=5197)
     with serve(s) as url:
         conf = urllib.request.urlopen(f"{url}/pip.conf").read().decode()
         assert "index-url = https://user:t0ken@mirror.invalid/simple" in conf
         assert f"find-links = {url}/wheels/" in conf
         assert urllib.request.urlopen(f"{url}/ca.pem").read() == b"CERT"
         assert "demo-1.0-py3-none-any.whl" in urllib.request.urlopen(f"{url}/wheels/").read().decode()
+
+
+def test_a_taken_port_moves_to_the_next_one(tmp_path):
+    s = Sources(ca_bundle=None, index_url="https://mirror.invalid/simple", port=5187)
+    with serve(s) as first, serve(s) as second:
+        assert first == "http://127.0.0.1:5187" and second == "http://127.0.0.1:5188"
+        assert "index-url = https://mirror.invalid/simple" in urllib.request.urlopen(f"{second}/pip.conf").read().decode()
