@@ -145,7 +145,7 @@ class Pipeline:
             registry = engine.ensure_registry(self.opt.build_dir) if pushing else engine.LOCAL_REGISTRY
         sources = Sources.from_env()
         base_refs: dict[str, str] = {}
-        with serve(sources) as sources_url, self.progress:
+        with self.progress:
             self.tasks = {s.name: self.progress.add_task(f"{s.name}: waiting", total=1) for s in specs}
             for spec in specs:
                 rep = self.reports[spec.name]
@@ -156,7 +156,7 @@ class Pipeline:
                     self.say(spec.name, f"[yellow]skipped[/yellow]: {rep.error}")
                     continue
                 try:
-                    self._one(client, spec, rep, parent, base_refs, sources_url)
+                    self._one(client, spec, rep, parent, base_refs, sources)
                 except Exception as exc:  # isolate: record, go on with the other images
                     if not rep.failed:
                         rep.status = {"planned": "build-failed", "built": "test-failed",
@@ -168,12 +168,12 @@ class Pipeline:
         return list(self.reports.values())
 
     def _one(self, client, spec: ImageSpec, rep: ImageReport, parent: ImageReport | None,
-             base_refs: dict[str, str], sources_url: str) -> None:
+             base_refs: dict[str, str], sources: Sources) -> None:
         opt = self.opt
         if opt.stage == "publish":
             self._publish_existing(client, spec, rep)
             return
-        buildargs = {"BUILD_SOURCES_URL": sources_url}
+        buildargs: dict[str, str] = {}
         if parent is None:
             if spec.base not in base_refs:
                 b = bases_mod.ensure(client, spec.base, self.matrix.data.bases[spec.base], opt.base_source,
@@ -186,9 +186,10 @@ class Pipeline:
         contexts = [opt.images_dir / a for a in self._lineage(spec)]
         labels = build_mod.vcs_labels(contexts)
         self.say(spec.name, "building")
-        result = build_mod.build_image(client, spec.name, opt.images_dir / spec.name, f"{rep.repository}:build",
-                                       buildargs, labels, self.logs / f"{spec.name}.build.log",
-                                       nocache=opt.no_cache)
+        with serve(sources) as sources_url:
+            result = build_mod.build_image(client, spec.name, opt.images_dir / spec.name, f"{rep.repository}:build",
+                                           {**buildargs, "BUILD_SOURCES_URL": sources_url}, labels,
+                                           self.logs / f"{spec.name}.build.log", nocache=opt.no_cache)
         rep.build_seconds, rep.build_log = round(result.seconds, 1), str(result.log_path)
         rep.cached_steps, rep.steps = result.cached_steps, result.steps
         if not result.ok:

@@ -23,6 +23,14 @@ class NotHealthy(RuntimeError):
     """A scoring container exited, or did not answer ``GET /`` in time; the message has its log tail."""
 
 
+def process_uids(container) -> list[int]:
+    """The uids of every process in ``container`` (docker-py), as the host's ``ps`` sees them
+    through ``docker top``; the Engine needs the pid column to match processes to the container."""
+    top = container.top(ps_args="-o pid,uid")
+    column = [t.strip().upper() for t in top["Titles"]].index("UID")
+    return [int(row[column]) for row in top["Processes"]]
+
+
 def wait_healthy(container, start: float, timeout: float, port: str = "5001/tcp", poll: float = 0.1) -> str:
     """Wait until ``container`` (docker-py, published ``port`` on the host) answers ``GET /`` with 200.
 

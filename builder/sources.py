@@ -15,8 +15,8 @@ wheelhouse                   BUILDER_WHEELHOUSE, PIP_FIND_LINKS   a local direct
 ===========================  ===================================  ==============================
 
 The classic builder has no build secrets, so during a build :func:`serve` publishes them on
-loopback (``http://127.0.0.1:<port>``, default port 5098, ``BUILDER_SOURCES_PORT``; the next free
-one when another builder holds it) and builds run
+loopback (``http://127.0.0.1:<port>``, default port 5098, ``BUILDER_SOURCES_PORT``; concurrent
+builders take turns on it) and builds run
 with host networking. The images' ``pip-install`` helper fetches them into a temporary directory
 and deletes it in the same RUN, so nothing of them is committed to a layer; only the fixed URL is
 passed as the build argument ``BUILD_SOURCES_URL`` (a stable value keeps the layer cache valid).
@@ -25,10 +25,12 @@ passed as the build argument ``BUILD_SOURCES_URL`` (a stable value keeps the lay
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import http.server
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -102,18 +104,23 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-PORT_TRIES = 10
+LOCK_DIR = Path(tempfile.gettempdir())
 
 
-def _bind(port: int, handler) -> tuple[http.server.ThreadingHTTPServer, int]:
-    last: OSError | None = None
-    for candidate in range(port, port + PORT_TRIES) if port else [0]:
+@contextlib.contextmanager
+def _port_lock(port: int) -> Iterator[None]:
+    # One builder at a time serves on a port: concurrent builders on a machine take turns per build
+    # instead of moving to another port, which would change BUILD_SOURCES_URL and so the cache key.
+    with open(LOCK_DIR / f"builder-sources-{port}.lock", "w") as f:
         try:
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", candidate), handler)
-            return server, server.server_address[1]
-        except OSError as exc:
-            last = exc
-    raise OSError(f"ports {port}-{port + PORT_TRIES - 1} on 127.0.0.1 are all taken: {last}")
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another builder serving package sources on port {port}", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -122,9 +129,10 @@ def serve(sources: Sources) -> Iterator[str]:
 
     Uses the standard library's ThreadingHTTPServer over a temporary directory holding pip.conf,
     ca.pem and wheels/ (a link to the wheelhouse). Yields "" when there is nothing to serve.
-    When the port is taken (another builder is running), the next of PORT_TRIES ports is used; the
-    URL is a build argument, so layers cached under another port are then rebuilt once.
-    Raises OSError when all of them are taken.
+    The URL is a build argument and so part of the layer cache key: it must not change between
+    runs. Builders on one machine therefore take turns on the port (a file lock in the temporary
+    directory; the caller waits). Serve around one build at a time. Raises OSError when a process
+    that is not a builder holds the port.
     """
     if sources.empty:
         yield ""
@@ -135,14 +143,19 @@ def serve(sources: Sources) -> Iterator[str]:
             shutil.copyfile(sources.ca_bundle, root / "ca.pem")
         if sources.wheelhouse:
             (root / "wheels").symlink_to(sources.wheelhouse.resolve(), target_is_directory=True)
-        handler = functools.partial(_Quiet, directory=str(root))
-        server, port = _bind(sources.port, handler)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{sources.port}"
         (root / "pip.conf").write_text(sources.pip_conf(url))
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield url
-        finally:
-            server.shutdown()
-            server.server_close()
+        handler = functools.partial(_Quiet, directory=str(root))
+        with _port_lock(sources.port):
+            try:
+                server = http.server.ThreadingHTTPServer(("127.0.0.1", sources.port), handler)
+            except OSError as exc:
+                raise OSError(f"cannot serve package sources on 127.0.0.1:{sources.port} ({exc.strerror}); "
+                              "set BUILDER_SOURCES_PORT to a free port") from None
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            try:
+                yield url
+            finally:
+                server.shutdown()
+                server.server_close()

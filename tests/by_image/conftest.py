@@ -29,7 +29,7 @@ import docker
 import pytest
 import requests
 
-from builder.smoke import NotHealthy, wait_healthy
+from builder.smoke import NotHealthy, process_uids, wait_healthy
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 APP_ROOT = "/var/azureml-app"
@@ -160,13 +160,6 @@ def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-6, path:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
-def processes_uids(container) -> list[int]:
-    """Host-side view of the uids of every process in ``container`` (``docker top -o uid``)."""
-    top = container.top(ps_args="-o pid,uid")  # the Engine needs the pid column to match processes
-    column = [t.strip().upper() for t in top["Titles"]].index("UID")
-    return [int(row[column]) for row in top["Processes"]]
-
-
 @pytest.fixture(scope="module")
 def model_server(request, docker_client, image, logs_dir, tmp_path_factory,
                  record_testsuite_property) -> Iterator[tuple[Server, dict | None]]:
@@ -193,4 +186,5 @@ def assert_close_fixture():
 
 @pytest.fixture(name="processes_uids", scope="session")
 def processes_uids_fixture():
-    return processes_uids
+    """:func:`builder.smoke.process_uids` for the test modules."""
+    return process_uids

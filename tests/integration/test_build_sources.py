@@ -5,17 +5,14 @@ the CA bundle or a wheel file."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import os
 import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from builder import build, engine, matrix
+from builder import build, matrix
 from builder.sources import Sources, serve
 
 pytestmark = pytest.mark.engine
@@ -25,30 +22,10 @@ SECRET = "s3cr3t-t0ken-4d1f"
 MARKER = "builder-test-ca-7c2e"
 
 
-def make_wheel(folder: Path, name: str = "builder_demo", version: str = "1.0") -> Path:
-    """A minimal pure-Python wheel (PEP 427) with one module that reports its version."""
-    files = {
-        f"{name}/__init__.py": f"VERSION = {version!r}\n",
-        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    record.append(f"{name}-{version}.dist-info/RECORD,,")
-    files[f"{name}-{version}.dist-info/RECORD"] = "\n".join(record) + "\n"
-    wheel = folder / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        for path, text in files.items():
-            z.writestr(path, text)
-    return wheel
-
-
 @pytest.fixture(scope="module")
-def minimal_image():
+def minimal_image(docker_client):
     """The minimal image, built (from cache when possible) by the main job's code path."""
-    client = engine.client(ROOT / "build")
+    client = docker_client
     spec = matrix.load(ROOT / "matrix.yaml").image("minimal-debian12-py311-cpu-inference")
     from builder import bases
     m = matrix.load(ROOT / "matrix.yaml")
@@ -62,7 +39,7 @@ def minimal_image():
     return client, "builder-test/minimal:sources"
 
 
-def test_wheelhouse_index_credential_and_ca_stay_out_of_the_image(minimal_image, tmp_path):
+def test_wheelhouse_index_credential_and_ca_stay_out_of_the_image(minimal_image, tmp_path, make_wheel):
     client, parent = minimal_image
     wheels = tmp_path / "wheels"
     wheels.mkdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from builder import engine, matrix
+from builder import matrix
 
 pytestmark = pytest.mark.engine
 
@@ -45,18 +45,6 @@ def skopeo_digest(ref: str) -> str | None:
     r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"],
                        capture_output=True, text=True, check=True)
     return json.loads(r.stdout)["Digest"]
-
-
-@pytest.fixture(scope="session")
-def docker_client():
-    return engine.client(ROOT / "build")
-
-
-@pytest.fixture(scope="session")
-def registry(docker_client) -> str:
-    if shutil.which("skopeo") is None:
-        engine.apt_install("skopeo")
-    return engine.ensure_registry(ROOT / "build")
 
 
 @pytest.fixture(scope="session")

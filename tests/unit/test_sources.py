@@ -53,8 +53,21 @@ def test_served_pip_conf_ca_and_wheelhouse(tmp_path):
         assert "demo-1.0-py3-none-any.whl" in urllib.request.urlopen(f"{url}/wheels/").read().decode()
 
 
-def test_a_taken_port_moves_to_the_next_one(tmp_path):
-    s = Sources(ca_bundle=None, index_url="https://mirror.invalid/simple", port=5187)
-    with serve(s) as first, serve(s) as second:
-        assert first == "http://127.0.0.1:5187" and second == "http://127.0.0.1:5188"
-        assert "index-url = https://mirror.invalid/simple" in urllib.request.urlopen(f"{second}/pip.conf").read().decode()
+def test_concurrent_builders_take_turns_on_the_same_port():
+    import threading
+    import time
+
+    s = Sources(index_url="https://mirror.invalid/simple", port=5187)
+    events = []
+
+    def second():
+        with serve(s) as url:
+            events.append(("second", url))
+
+    with serve(s) as first:
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        events.append(("first done", first))
+    t.join(10)
+    assert events == [("first done", "http://127.0.0.1:5187"), ("second", "http://127.0.0.1:5187")]

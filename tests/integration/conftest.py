@@ -1,0 +1,56 @@
+"""Fixtures shared by the engine-backed tests."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from builder import engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker-py client; starts a Docker Engine when none answers (see builder.engine)."""
+    return engine.client(ROOT / "build")
+
+
+@pytest.fixture(scope="session")
+def registry(docker_client) -> str:
+    """The local registry on 127.0.0.1:5000 (started when needed), with skopeo to read it back."""
+    if shutil.which("skopeo") is None:
+        engine.apt_install("skopeo")
+    return engine.ensure_registry(ROOT / "build")
+
+
+def _make_wheel(folder: Path, name: str = "builder_demo", version: str = "1.0") -> Path:
+    """Write a minimal pure-Python wheel (PEP 427) into ``folder``: one module whose VERSION is
+    ``version``. Returns the wheel's path."""
+    files = {
+        f"{name}/__init__.py": f"VERSION = {version!r}\n",
+        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{name}-{version}.dist-info/RECORD,,")
+    files[f"{name}-{version}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def make_wheel():
+    """The wheel factory: ``make_wheel(folder, name="builder_demo", version="1.0") -> Path``."""
+    return _make_wheel

@@ -1,0 +1,229 @@
+"""Extending prebuilt images on the real Engine: the examples/ recipes, a private base registry with
+basic auth, `builder serve`, and runtime extra requirements (AZUREML_EXTRA_REQUIREMENTS_TXT).
+
+Needs the scikit-learn image the main job builds; the session fixture runs `builder test` for it
+(from the layer cache when it was built already)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from builder import engine
+from builder.smoke import NotHealthy, process_uids, wait_healthy
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILDER = [sys.executable, "-m", "builder.cli"]
+SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
+EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
+
+
+def builder(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*BUILDER, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=1800, **kw)
+
+
+@pytest.fixture(scope="session")
+def prebuilt(docker_client, tmp_path_factory):
+    """The minimal and scikit-learn images, tested and tagged latest in the local registry's namespace."""
+    result = builder("test", "--select", SKLEARN, "--build-dir", str(tmp_path_factory.mktemp("prebuilt")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return f"{engine.LOCAL_REGISTRY}/{SKLEARN}:latest"
+
+
+def scoring(client, image: str, env: dict | None = None, volumes: dict | None = None, timeout: float = 120):
+    start = time.monotonic()
+    container = client.containers.run(image, detach=True, ports={"5001/tcp": ("127.0.0.1", None)},
+                                      environment=env or {}, volumes=volumes or {})
+    return container, start
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+def test_example_builds_and_scores_as_non_root(example, prebuilt, docker_client):
+    config = next(p for p in example.iterdir() if p.name in ("extend.yml", "inference-config.json"))
+    tag = f"builder-example/{example.name}:test"
+    result = builder("extend", str(config), "--build", "--tag", tag, "--out", f"build/extend/{example.name}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    container, start = scoring(docker_client, tag)
+    try:
+        url = wait_healthy(container, start, 120)
+        r = requests.post(f"{url}/score", data=(example / "request.json").read_text(),
+                          headers={"Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 200, r.text
+        expected = json.loads((example / "expected.json").read_text())
+        assert {k: r.json()[k] for k in expected} == expected
+        assert process_uids(container) and 0 not in process_uids(container)
+        if example.name == "sklearn-iris":  # the apt and pip packages the config adds
+            assert container.exec_run(["curl", "-fsS", "http://127.0.0.1:5001/"]).exit_code == 0
+            assert container.exec_run(["python3", "-c", "import tabulate"]).exit_code == 0
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(tag, force=True)
+
+
+def test_a_base_without_python_is_refused_and_nothing_is_built(docker_client, tmp_path):
+    base = next(t for i in docker_client.images.list("builder-base/debian12") for t in i.tags)
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
+    (tmp_path / "extend.yml").write_text(f"baseImage: {base}\nentryScript: score.py\n")
+    before = {i.id for i in docker_client.images.list()}
+    result = builder("extend", str(tmp_path / "extend.yml"), "--build", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"baseImage: {base} has no python3; the inference server needs Python >= 3.9" in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert {i.id for i in docker_client.images.list()} == before
+
+
+@pytest.fixture
+def private_registry(tmp_path, docker_client, prebuilt):
+    """A second registry on 127.0.0.1:5002 that wants basic auth (htpasswd, bcrypt), holding the
+    scikit-learn image as private/sklearn:1.9."""
+    engine.apt_install("apache2-utils")
+    user, password = "builder", "pr1vate-Pa55-9d3e"
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True).stdout
+    (tmp_path / "htpasswd").write_text(htpasswd)
+    (tmp_path / "config.yml").write_text(
+        "version: 0.1\nlog: {level: info}\n"
+        f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n"
+        "http: {addr: '127.0.0.1:5002'}\n"
+        f"auth: {{htpasswd: {{realm: builder-test, path: {tmp_path / 'htpasswd'}}}}}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "config.yml")],
+                            stdout=open(tmp_path / "registry.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not engine.registry_answers("127.0.0.1:5002") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert requests.get("http://127.0.0.1:5002/v2/", timeout=5).status_code == 401
+        ref = "127.0.0.1:5002/private/sklearn"
+        docker_client.images.get(prebuilt).tag(ref, "1.9")
+        auth = {"username": user, "password": password}
+        for chunk in docker_client.api.push(ref, "1.9", stream=True, decode=True, auth_config=auth):
+            assert "error" not in chunk, chunk
+        docker_client.images.remove(f"{ref}:1.9")  # the extension must pull it, with the credentials
+        yield f"{ref}:1.9", user, password
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_private_base_is_pulled_with_credentials_that_leave_no_trace(private_registry, docker_client, tmp_path):
+    ref, user, password = private_registry
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return {'ok': True}\n")
+    (app / "inference-config.json").write_text(json.dumps({
+        "entryScript": "score.py", "runtime": "python", "baseImage": ref,
+        "baseImageRegistry": {"address": "127.0.0.1:5002", "username": user, "password": "${PRIVATE_REGISTRY_PASSWORD}"},
+    }))
+    tag = "builder-test/private-base:latest"
+    out = tmp_path / "out"
+    result = builder("extend", str(app / "inference-config.json"), "--build", "--tag", tag, "--out", str(out),
+                     env={"PRIVATE_REGISTRY_PASSWORD": password})
+    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        traces = [result.stdout, result.stderr, str(docker_client.api.history(tag)), json.dumps(docker_client.images.get(tag).attrs)]
+        traces += [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()]
+        traces.append((ROOT / "build" / "logs" / "extend-app.build.log").read_text())
+        assert not [t for t in traces if password in t]
+        # without the credentials the pull is refused: the registry really is private
+        docker_client.images.remove(ref, force=True)
+        denied = builder("extend", str(app / "inference-config.json"), "--build", "--out", str(tmp_path / "out2"),
+                         env={"PRIVATE_REGISTRY_PASSWORD": "wrong"})
+        assert denied.returncode == 2 and f"cannot pull {ref}" in denied.stderr
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_serve_prints_the_uris_scores_and_removes_the_container_on_ctrl_c(prebuilt, docker_client):
+    example = ROOT / "examples" / "sklearn-iris"
+    proc = subprocess.Popen([*BUILDER, "serve", SKLEARN, "--model", str(example / "model" / "model.joblib"),
+                             "--entry-script", str(example / "src" / "score.py"), "--port", "8891"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            lines.append(line.strip())
+            if line.startswith("swagger URI:"):
+                break
+        assert "scoring URI: http://127.0.0.1:8891/score" in lines
+        assert "swagger URI: http://127.0.0.1:8891/swagger.json" in lines
+        r = requests.post("http://127.0.0.1:8891/score", data=(example / "request.json").read_text(), timeout=30)
+        assert r.status_code == 200 and r.json()["class"] == ["0", "1", "2"]  # IRIS_CLASSES is not set here
+        assert requests.get("http://127.0.0.1:8891/swagger.json", timeout=10).status_code == 200
+        running = [c for c in docker_client.containers.list() if "8891" in json.dumps(c.ports)]
+        assert len(running) == 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        assert not [c for c in docker_client.containers.list(all=True) if c.id == running[0].id]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture
+def extra_app(tmp_path, make_wheel):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "score.py").write_text(
+        "import builder_demo\n\n\ndef init():\n    pass\n\n\ndef run(raw):\n    return {'demo': builder_demo.VERSION}\n")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, version="2.5")
+    return app, wheels
+
+
+def test_runtime_extra_requirements_install_as_the_user_before_the_server_starts(prebuilt, docker_client, extra_app):
+    app, wheels = extra_app
+    (app / "extra-requirements.txt").write_text("builder_demo==2.5\n")
+    # An offline wheelhouse stands in for the package index; pip reads PIP_* from the environment.
+    container, start = scoring(docker_client, prebuilt, env={
+        "AZUREML_EXTRA_REQUIREMENTS_TXT": "extra-requirements.txt", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"},
+        volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
+    try:
+        url = wait_healthy(container, start, 120)
+        assert requests.post(f"{url}/score", json={}, timeout=30).json() == {"demo": "2.5"}
+        assert 0 not in process_uids(container)
+        where = container.exec_run(["python3", "-c", "import builder_demo; print(builder_demo.__file__)"]).output.decode()
+        assert where.startswith("/home/dockeruser/.azureml-extra-packages/"), where
+    finally:
+        container.remove(force=True)
+
+
+def test_missing_extra_requirements_file_stops_the_container_with_a_clear_message(prebuilt, docker_client, extra_app):
+    app, _ = extra_app
+    container, start = scoring(docker_client, prebuilt, env={"AZUREML_EXTRA_REQUIREMENTS_TXT": "missing.txt"},
+                               volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}})
+    try:
+        with pytest.raises(NotHealthy, match="exited with code 3"):
+            wait_healthy(container, start, 60)
+        assert ("AZUREML_EXTRA_REQUIREMENTS_TXT names /var/azureml-app/missing.txt, which does not exist; "
+                "not starting the server") in container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+def test_failed_extra_requirements_install_stops_the_container(prebuilt, docker_client, extra_app):
+    app, wheels = extra_app
+    (app / "extra-requirements.txt").write_text("builder_demo==9.9\n")
+    container, start = scoring(docker_client, prebuilt, env={
+        "AZUREML_EXTRA_REQUIREMENTS_TXT": "extra-requirements.txt", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"},
+        volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
+    try:
+        with pytest.raises(NotHealthy, match="exited with code 3"):
+            wait_healthy(container, start, 60)
+        assert "installing the extra requirements in /var/azureml-app/extra-requirements.txt failed" in \
+            container.logs().decode()
+    finally:
+        container.remove(force=True)
