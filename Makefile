@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SELECT ?=
-SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)')
+DEVICE ?=
+# SELECT='glob ...' picks images by name; DEVICE=cpu (or gpu) picks every image of that device.
+SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)') $(if $(DEVICE),--select '*-$(DEVICE)-inference')
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render check lint unit test build-all build publish bench clean
+.PHONY: help venv render check lint unit test build-all build publish bench compat clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,7 +41,7 @@ test: venv ## The tests CI runs: render check, hadolint, unit and engine-backed 
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
-build-all: venv ## The main job: render check, then build, smoke-test, tag and publish every image (SELECT='glob ...' narrows)
+build-all: venv ## The main job: build, smoke-test, tag and publish every image (SELECT='glob', DEVICE=cpu narrow)
 	$(BIN)/builder render --check
 	$(BIN)/builder all $(SELECT_ARGS)
 
@@ -51,6 +53,10 @@ publish: venv ## Push the images already tested and tagged latest
 
 bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, seconds to healthy
 	$(BIN)/python benchmarks/bench.py $(SELECT_ARGS)
+
+compat: venv ## Refresh compat.yaml from package metadata (needs the package index), then re-render
+	$(BIN)/builder compat refresh
+	$(BIN)/builder render
 
 clean: ## Remove build/ (logs, report, registry storage) and .venv
 	rm -rf build $(VENV)

@@ -108,6 +108,16 @@ def ensure(client: docker.DockerClient, key: str, base: Base, source: Source = "
     return BaseImage(key, ref, "bootstrapped")
 
 
+def ensure_pulled(client: docker.DockerClient, ref: str) -> None:
+    """Make ``ref`` present, pulling it when missing. Raises BaseError when the pull fails."""
+    if _exists(client, ref):
+        return
+    try:
+        client.images.pull(ref)
+    except docker.errors.DockerException as exc:
+        raise BaseError(f"cannot pull {ref}: {exc}") from None
+
+
 def _exists(client: docker.DockerClient, ref: str) -> bool:
     try:
         client.images.get(ref)

@@ -231,6 +231,28 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
         typer.echo("stopped; container removed", err=True)
 
 
+compat_app = typer.Typer(help="The compatibility table (compat.yaml) the matrix is validated against.",
+                         rich_markup_mode=None, no_args_is_help=True)
+app.add_typer(compat_app, name="compat")
+
+
+@compat_app.command("refresh")
+def compat_refresh(matrix: Path = MatrixOpt,
+                   compat: Path = typer.Option(Path("compat.yaml"), "--compat", help="The table to rewrite.")) -> None:
+    """Re-resolve every framework version in the matrix from package metadata (uv; needs the index)."""
+    from builder import compat as compat_mod
+
+    try:
+        data = matrix_mod.load_file(matrix)
+    except matrix_mod.MatrixError as exc:
+        for line in exc.lines:
+            err.print(line, markup=False)
+        raise typer.Exit(2) from None
+    versions = {key: list(dict.fromkeys(v.version for v in fw.versions)) for key, fw in data.frameworks.items()}
+    compat_mod.refresh(compat, versions, log=typer.echo)
+    typer.echo(f"wrote {compat}; run `builder render` and review the diff")
+
+
 def main() -> None:
     app()
 

@@ -20,6 +20,7 @@ import yaml
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from builder import compat as compat_mod
 from builder import plan
 
 #: Frameworks the project knows how to render and smoke-test; each has a folder tests/by_image/<key>/.
@@ -109,28 +110,29 @@ class Runtime(_Model):
 
 
 class Cuda(_Model):
-    """Where a GPU cell's CUDA runtime comes from: PyPI wheels, or a CUDA base image."""
+    """Where a GPU cell's CUDA comes from. ``pypi`` (default): the framework's own nvidia-* wheels,
+    with the versions compat.yaml gives (``version``, when set, must match them). ``image``: a CUDA
+    base image such as ``nvidia/cuda:<ver>-cudnn-runtime-<os>`` for users who can pull it; the cell
+    is then built FROM that image with the runtime layer, and ``version`` is required."""
 
-    version: LooseVersionStr
+    version: LooseVersionStr | None = None
     source: Literal["pypi", "image"] = "pypi"
     image: str | None = None
 
 
 class FrameworkVersion(_Model):
     version: LooseVersionStr
-    bases: list[str] = Field(min_length=1)
+    #: base keys, or "all": every base whose Python compat.yaml lists for this version
+    bases: list[str] | Literal["all"] = Field(min_length=1)
     devices: list[Literal["cpu", "gpu"]] = Field(min_length=1)
     companions: dict[str, LooseVersionStr] = {}
-    local_version: dict[Literal["cpu", "gpu"], str] = {}
     cuda: Cuda | None = None
     name_version: bool = True
 
 
 class Framework(_Model):
     title: str
-    distribution: str
     parent: str | None = None
-    packages: dict[Literal["cpu", "gpu"], str] = {}
     versions: list[FrameworkVersion] = Field(min_length=1)
 
 
@@ -150,6 +152,8 @@ class ImageSpec:
     ``requirements`` are exact pins (``name==version``) installed in this image's own layer;
     ``parent`` is the parent image's name, or None for an image built FROM its base.
     ``ancestors`` lists the frameworks from the root image down to this one (test selection).
+    ``cuda``/``cudnn`` come from compat.yaml for GPU cells; ``base_image`` is the reference a root
+    image is built FROM (the base's pull reference, or a CUDA image).
     """
 
     name: str
@@ -164,6 +168,8 @@ class ImageSpec:
     requirements: tuple[str, ...]
     ancestors: tuple[str, ...]
     cuda: str | None
+    cudnn: str | None
+    base_image: str
     cell_digest: str = field(default="")
 
     @property
@@ -176,10 +182,11 @@ class ImageSpec:
 class Matrix:
     """A validated matrix file. ``path`` is kept for messages; ``data`` is the parsed model."""
 
-    def __init__(self, path: Path, data: MatrixFile):
+    def __init__(self, path: Path, data: MatrixFile, table: compat_mod.Compat):
         self.path = path
         self.data = data
-        self._images = _expand(path, data)
+        self.compat = table
+        self._images = _expand(path, data, table)
 
     def images(self) -> list[ImageSpec]:
         """All image cells in build order (every parent before its children)."""
@@ -208,7 +215,8 @@ def image_name(framework: str, version: str, base: str, python: str, device: str
     """The image name of one matrix cell, after the Azure ML seeds' pattern.
 
     ``<framework>-<major.minor>-<os>-py<XY>-cpu-inference``, or for GPU cells
-    ``<framework>-<major.minor>-<os>-py<XY>-cuda<X.Y>-gpu-inference``; the version part is left out
+    ``<framework>-<major.minor>-<os>-py<XY>-cuda<cuda>-gpu-inference`` (``cuda`` as compat.yaml
+    gives it: ``13.0``, or ``12`` when the wheels only name the major); the version part is left out
     when ``name_version`` is false (the minimal image). Example:
     ``image_name("sklearn", "1.9.1", "debian12", "3.11", "cpu")`` -> ``sklearn-1.9-debian12-py311-cpu-inference``.
     """
@@ -219,21 +227,18 @@ def image_name(framework: str, version: str, base: str, python: str, device: str
         parts.append(".".join(str(p) for p in (release + (0,))[:2]))
     parts += [base, f"py{py[0]}{py[1]}"]
     if device == "gpu":
-        cu = Version(cuda or "0").release
-        parts += [f"cuda{cu[0]}.{(cu + (0,))[1]}", "gpu"]
+        parts += [f"cuda{cuda}", "gpu"]
     else:
         parts.append("cpu")
     parts.append("inference")
     return "-".join(parts)
 
 
-def load(path: Path) -> Matrix:
-    """Read and validate a matrix file.
+def load_file(path: Path) -> MatrixFile:
+    """Read and schema-validate a matrix file, without the compatibility table or expansion.
 
-    Raises :class:`MatrixError` (one line per problem, each naming the file and key path) for
-    malformed YAML (with its line number), schema errors (unknown or missing keys, wrong types,
-    invalid versions), unknown frameworks, bases or parents, parent cycles, duplicate image names,
-    GPU cells without a CUDA source and an empty matrix.
+    Raises :class:`MatrixError` for an unreadable file, malformed YAML (with its line number) and
+    schema errors (unknown or missing keys, wrong types, invalid versions, an empty matrix).
     """
     path = Path(path)
     fname = path.name
@@ -252,10 +257,28 @@ def load(path: Path) -> Matrix:
     if not isinstance(raw, dict):
         raise MatrixError([f"{fname}: expected a mapping at the top level, got {type(raw).__name__}"])
     try:
-        data = MatrixFile.model_validate(raw)
+        return MatrixFile.model_validate(raw)
     except ValidationError as exc:
         raise MatrixError([_format_error(fname, err) for err in exc.errors()]) from None
-    return Matrix(path, data)
+
+
+def load(path: Path, compat_path: Path | None = None) -> Matrix:
+    """Read and validate a matrix file against the compatibility table (``compat_path``, by default
+    compat.yaml beside the matrix; see :mod:`builder.compat`) and expand it.
+
+    Raises :class:`MatrixError` (one line per problem, each naming the file and key path) for
+    everything :func:`load_file` rejects, unknown frameworks, bases or parents, parent cycles,
+    duplicate image names and cells the table does not support (framework version, Python, GPU,
+    CUDA).
+    """
+    path = Path(path)
+    data = load_file(path)
+    compat_path = Path(compat_path) if compat_path else path.parent / "compat.yaml"
+    try:
+        table = compat_mod.load(compat_path)
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise MatrixError([f"{compat_path.name}: cannot use the compatibility table: {exc}"]) from None
+    return Matrix(path, data, table)
 
 
 def _loc(loc: tuple) -> str:
@@ -323,7 +346,25 @@ def _cell_digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _expand(path: Path, m: MatrixFile) -> list[ImageSpec]:
+def _device_problem(table: compat_mod.Compat, key: str, fv: FrameworkVersion, entry, device: str) -> str | None:
+    if table.requirement(key, device, fv.version) is None:
+        return f"device {device!r}: compat.yaml has no {device} package for {key}"
+    if device != "gpu":
+        return None
+    cuda = fv.cuda
+    if cuda is not None and cuda.source == "image":
+        if not cuda.image or not cuda.version:
+            return "cuda: source 'image' needs both image and version"
+        return None
+    if entry.gpu is None:
+        return f"device 'gpu': {key} {fv.version} has no GPU wheels in compat.yaml (no CUDA source)"
+    if cuda is not None and cuda.version is not None and cuda.version != entry.gpu.cuda:
+        return (f"cuda.version: {cuda.version!r} is not what {key} {fv.version}'s GPU wheels need "
+                f"(supported: {entry.gpu.cuda})")
+    return None
+
+
+def _expand(path: Path, m: MatrixFile, table: compat_mod.Compat) -> list[ImageSpec]:
     fname = path.name
     errors: list[str] = []
     for key in m.frameworks:
@@ -346,20 +387,28 @@ def _expand(path: Path, m: MatrixFile) -> list[ImageSpec]:
     for key, fw in m.frameworks.items():
         for i, fv in enumerate(fw.versions):
             where = f"frameworks.{key}.versions[{i}]"
-            for base in fv.bases:
+            entry = table.entry(key, fv.version)
+            if entry is None:
+                known = ", ".join(table.versions.get(key, {})) or "none"
+                errors.append(f"{fname}: {where}.version: {key} {fv.version} is not in compat.yaml "
+                              f"(supported: {known}; add it and run `builder compat refresh`)")
+                continue
+            bases = [b for b, v in m.bases.items() if v.python in entry.python] if fv.bases == "all" else fv.bases
+            for base in bases:
                 if base not in m.bases:
                     errors.append(f"{fname}: {where}.bases: unknown base {base!r} "
                                   f"(expected one of: {', '.join(sorted(m.bases))})")
                     continue
+                if m.bases[base].python not in entry.python:
+                    errors.append(f"{fname}: {where}.bases: {key} {fv.version} has no wheels for Python "
+                                  f"{m.bases[base].python} (base {base}); supported: {', '.join(entry.python)}")
+                    continue
                 for device in fv.devices:
-                    if device == "gpu" and fv.cuda is None:
-                        errors.append(f"{fname}: {where}: device 'gpu' needs a CUDA source "
-                                      f"(add cuda: {{version: ..., source: pypi|image}})")
+                    problem = _device_problem(table, key, fv, entry, device)
+                    if problem:
+                        errors.append(f"{fname}: {where}: {problem}")
                         continue
-                    if fv.cuda and fv.cuda.source == "image" and not fv.cuda.image:
-                        errors.append(f"{fname}: {where}.cuda.image: required when cuda.source is 'image'")
-                        continue
-                    spec = _spec(m, key, fw, fv, base, device)
+                    spec = _spec(m, table, key, fw, fv, base, device)
                     if spec.name in cells:
                         errors.append(f"{fname}: {where}: duplicate image name {spec.name!r} "
                                       f"(also from {cells[spec.name][0]})")
@@ -368,13 +417,16 @@ def _expand(path: Path, m: MatrixFile) -> list[ImageSpec]:
                     by_cell[(key, base, device)] = spec.name
     if errors:
         raise MatrixError(errors)
+    if not cells:
+        raise MatrixError([f"{fname}: frameworks: no image cells (no base has a Python the table supports)"])
 
     resolved: dict[str, ImageSpec] = {}
     for name, (where, spec) in cells.items():
         fw = m.frameworks[spec.framework]
         parent = None
-        if fw.parent is not None:
-            parent = by_cell.get((fw.parent, spec.base, spec.device))
+        if fw.parent is not None and spec.base_image == m.bases[spec.base].pull:
+            # GPU cells whose CUDA comes from wheels sit on the CPU runtime image of their base.
+            parent = by_cell.get((fw.parent, spec.base, spec.device)) or by_cell.get((fw.parent, spec.base, "cpu"))
             if parent is None:
                 errors.append(f"{fname}: {where}: unknown parent: framework {fw.parent!r} has no "
                               f"{spec.device} image on base {spec.base!r}")
@@ -398,19 +450,24 @@ def _expand(path: Path, m: MatrixFile) -> list[ImageSpec]:
     return list(done.values())
 
 
-def _spec(m: MatrixFile, key: str, fw: Framework, fv: FrameworkVersion, base: str, device: str) -> ImageSpec:
+def _spec(m: MatrixFile, table: compat_mod.Compat, key: str, fw: Framework, fv: FrameworkVersion, base: str,
+          device: str) -> ImageSpec:
     b = m.bases[base]
-    package = fw.packages.get(device, fw.distribution)
-    local = fv.local_version.get(device)
-    pin = f"{package}=={fv.version}" + (f"+{local}" if local else "")
-    requirements: tuple[str, ...] = ()
-    if fw.parent is None:
-        requirements = tuple(f"{p}=={v}" for p, v in m.runtime.packages.items())
-        if package not in m.runtime.packages:
-            requirements += (pin,)
+    pin = table.requirement(key, device, fv.version)
+    entry = table.entry(key, fv.version)
+    from_image = device == "gpu" and fv.cuda is not None and fv.cuda.source == "image"
+    own = (pin,) + tuple(f"{p}=={v}" for p, v in fv.companions.items())
+    if device == "gpu" and not from_image:
+        own += tuple(f"{n}=={v}" for n, v in entry.gpu.wheels.items())
+    if fw.parent is None or from_image:
+        runtime = tuple(f"{p}=={v}" for p, v in m.runtime.packages.items())
+        requirements = runtime + tuple(r for r in own if r.split("==")[0] not in m.runtime.packages)
     else:
-        requirements = (pin,) + tuple(f"{p}=={v}" for p, v in fv.companions.items())
-    cuda = fv.cuda.version if (device == "gpu" and fv.cuda) else None
+        requirements = own
+    cuda = cudnn = None
+    if device == "gpu":
+        cuda = fv.cuda.version if from_image else entry.gpu.cuda
+        cudnn = None if from_image else entry.gpu.cudnn
     return ImageSpec(
         name=image_name(key, fv.version, base, b.python, device, cuda, fv.name_version),
         framework=key,
@@ -420,8 +477,10 @@ def _spec(m: MatrixFile, key: str, fw: Framework, fv: FrameworkVersion, base: st
         base=base,
         python=b.python,
         parent=None,
-        distribution=package,
+        distribution=table.distribution(key, device),
         requirements=requirements,
         ancestors=(),
         cuda=cuda,
+        cudnn=cudnn,
+        base_image=fv.cuda.image if from_image else b.pull,
     )

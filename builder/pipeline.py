@@ -174,7 +174,13 @@ class Pipeline:
             self._publish_existing(client, spec, rep)
             return
         buildargs: dict[str, str] = {}
-        if parent is None:
+        if parent is None and spec.base_image != self.matrix.data.bases[spec.base].pull:
+            # a CUDA base image (cuda.source: image): pulled as it is, never bootstrapped
+            if spec.base_image not in base_refs:
+                bases_mod.ensure_pulled(client, spec.base_image)
+                base_refs[spec.base_image] = spec.base_image
+            buildargs["BASE_IMAGE"] = spec.base_image
+        elif parent is None:
             if spec.base not in base_refs:
                 b = bases_mod.ensure(client, spec.base, self.matrix.data.bases[spec.base], opt.base_source,
                                      opt.build_dir / "bases", log=lambda m: self.say(spec.name, m))
@@ -209,7 +215,9 @@ class Pipeline:
         if opt.stage == "build":
             return
         self.say(spec.name, "smoke testing")
-        t = smoke.run(spec, f"{rep.repository}:{immutable}", opt.tests_root, self.logs)
+        entry = self.matrix.compat.entry(spec.framework, spec.version)
+        wheels = entry.gpu.wheels if (spec.device == "gpu" and entry and entry.gpu) else {}
+        t = smoke.run(spec, f"{rep.repository}:{immutable}", opt.tests_root, self.logs, wheels=wheels)
         rep.test_seconds, rep.test_outcome, rep.test_log = round(t.seconds, 1), t.summary, str(t.log_path)
         rep.container_logs = [str(p) for p in t.container_logs]
         rep.seconds_to_healthy = _healthy_seconds(self.logs / f"{spec.name}.junit.xml")

@@ -7,6 +7,7 @@ runs in a subprocess with ``BUILDER_TEST_IMAGE`` set; its output and a JUnit XML
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,12 +73,14 @@ class TestResult:
 
 
 def folders(spec: ImageSpec, tests_root: Path) -> list[Path]:
-    """The test folders for ``spec``: its ancestors' and its own, root first.
+    """The test folders for ``spec``: its ancestors' and its own, root first; a GPU image adds
+    ``gpu`` (CUDA checks every GPU image shares) and ``<framework>-gpu`` (what the framework links).
 
     Raises FileNotFoundError naming a framework that has no folder (every framework must be tested).
     """
     out = []
-    for framework in spec.ancestors:
+    names = list(spec.ancestors) + (["gpu", f"{spec.framework}-gpu"] if spec.device == "gpu" else [])
+    for framework in names:
         folder = tests_root / framework
         if not folder.is_dir():
             raise FileNotFoundError(f"no smoke tests for framework {framework!r}: {folder} is missing")
@@ -85,8 +88,18 @@ def folders(spec: ImageSpec, tests_root: Path) -> list[Path]:
     return out
 
 
-def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: float = 1800.0) -> TestResult:
-    """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows).
+def expectations(spec: ImageSpec, wheels: dict[str, str] | None = None) -> dict:
+    """What the tests may check an image against (passed as JSON in BUILDER_TEST_SPEC): its name,
+    framework, version, device, python, CUDA/cuDNN and the nvidia-* wheels compat.yaml pins."""
+    return {"name": spec.name, "framework": spec.framework, "version": spec.version, "device": spec.device,
+            "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels or {},
+            "distribution": spec.distribution}
+
+
+def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: float = 1800.0,
+        wheels: dict[str, str] | None = None) -> TestResult:
+    """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows); ``wheels`` are the
+    nvidia-* pins compat.yaml gives a GPU image.
 
     ``timeout`` (seconds) bounds the whole pytest run. Never raises for a failing test; the result
     has ``ok=False`` and the log holds pytest's report, including the failing container's output.
@@ -95,7 +108,8 @@ def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: 
     log_path = logs_dir / f"{spec.name}.test.log"
     container_logs = logs_dir / f"{spec.name}.containers"
     container_logs.mkdir(exist_ok=True)
-    env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve())}
+    env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve()),
+           "BUILDER_TEST_SPEC": json.dumps(expectations(spec, wheels))}
     start = time.monotonic()
     try:
         paths = [str(p) for p in folders(spec, tests_root)]

@@ -188,3 +188,27 @@ def assert_close_fixture():
 def processes_uids_fixture():
     """:func:`builder.smoke.process_uids` for the test modules."""
     return process_uids
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a GPU, nvidia-smi and the NVIDIA container runtime")
+
+
+@pytest.fixture(scope="session")
+def expected() -> dict:
+    """What `builder test` says the image should be (BUILDER_TEST_SPEC): name, framework, version,
+    device, python, cuda, cudnn and the nvidia-* wheels compat.yaml pins."""
+    raw = os.environ.get("BUILDER_TEST_SPEC")
+    if not raw:
+        pytest.fail("BUILDER_TEST_SPEC is not set: run these tests through `builder test`")
+    return json.loads(raw)
+
+
+@pytest.fixture(scope="session")
+def run_python(docker_client, image):
+    """``run_python(code) -> stdout``: run Python code in a throw-away container of the image (no
+    network, the image's own user). Raises docker.errors.ContainerError when the code fails."""
+    def run(code: str) -> str:
+        return docker_client.containers.run(image, entrypoint=["python3", "-c", code], remove=True,
+                                            network_disabled=True).decode().strip()
+    return run

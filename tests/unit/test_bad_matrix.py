@@ -47,19 +47,18 @@ CASES = {
         mutate((SKV + ("companions", "numpy"), "two")),
         "m.yaml: frameworks.sklearn.versions[0].companions.numpy: 'two' is not a valid version"),
     "missing required field": (
-        mutate((SK + ("distribution",), DELETE)),
-        "m.yaml: frameworks.sklearn.distribution: required field is missing"),
+        mutate((SK + ("title",), DELETE)),
+        "m.yaml: frameworks.sklearn.title: required field is missing"),
     "unknown key (typo)": (
         mutate((SK + ("versoins",), [])),
-        "m.yaml: frameworks.sklearn: unknown key 'versoins' (expected one of: distribution, packages, parent, "
-        "title, versions)"),
+        "m.yaml: frameworks.sklearn: unknown key 'versoins' (expected one of: parent, title, versions)"),
     "unknown top-level key": (
         mutate((("framework",), {})),
         "m.yaml: (top level): unknown key 'framework' (expected one of: bases, frameworks, project, runtime, "
         "schema, tags)"),
     "duplicate image name": (
         lambda d: mutate((SK + ("versions",), d["frameworks"]["sklearn"]["versions"]
-                          + [{**d["frameworks"]["sklearn"]["versions"][0], "version": "1.9.0"}]))(d),
+                          + [{**d["frameworks"]["sklearn"]["versions"][0]}]))(d),
         "m.yaml: frameworks.sklearn.versions[1]: duplicate image name 'sklearn-1.9-debian12-py311-cpu-inference' "
         "(also from frameworks.sklearn.versions[0])"),
     "unknown parent": (
@@ -75,14 +74,34 @@ CASES = {
         "'debian13'"),
     "gpu device without a CUDA source": (
         mutate((SKV + ("devices",), ["cpu", "gpu"])),
-        "m.yaml: frameworks.sklearn.versions[0]: device 'gpu' needs a CUDA source "
-        "(add cuda: {version: ..., source: pypi|image})"),
+        "m.yaml: frameworks.sklearn.versions[0]: device 'gpu': compat.yaml has no gpu package for sklearn"),
+    "framework version the table does not know": (
+        mutate((SKV + ("version",), "1.7.2")),
+        "m.yaml: frameworks.sklearn.versions[0].version: sklearn 1.7.2 is not in compat.yaml "
+        "(supported: 1.9.1; add it and run `builder compat refresh`)"),
+    "Python the table has no wheels for": (
+        mutate((("bases", "debian12", "python"), "3.9")),
+        "m.yaml: frameworks.sklearn.versions[0].bases: sklearn 1.9.1 has no wheels for Python 3.9 (base debian12); "
+        "supported: 3.11, 3.12, 3.13"),
+    "CUDA the table does not support": (
+        mutate((("frameworks", "xgboost"), {"title": "XGBoost", "parent": "minimal", "versions": [
+            {"version": "3.2.0", "bases": ["debian12"], "devices": ["gpu"], "cuda": {"version": "11.8"}}]})),
+        "m.yaml: frameworks.xgboost.versions[0]: cuda.version: '11.8' is not what xgboost 3.2.0's GPU wheels need "
+        "(supported: 12)"),
+    "CUDA image without a version": (
+        mutate((("frameworks", "xgboost"), {"title": "XGBoost", "parent": "minimal", "versions": [
+            {"version": "3.2.0", "bases": ["debian12"], "devices": ["gpu"],
+             "cuda": {"source": "image", "image": "nvidia/cuda:12.8.0-cudnn-runtime-ubuntu24.04"}}]})),
+        "m.yaml: frameworks.xgboost.versions[0]: cuda: source 'image' needs both image and version"),
     "unknown device": (
         mutate((SKV + ("devices",), ["tpu"])),
         "m.yaml: frameworks.sklearn.versions[0].devices[0]: 'tpu' is not allowed (expected 'cpu' or 'gpu')"),
     "unknown base": (
         mutate((SKV + ("bases",), ["alpine"])),
         "m.yaml: frameworks.sklearn.versions[0].bases: unknown base 'alpine' (expected one of: debian12)"),
+    "bases neither a list nor all": (
+        mutate((SKV + ("bases",), "every")),
+        "m.yaml: frameworks.sklearn.versions[0].bases: 'every' is not allowed (expected 'all')"),
     "invalid base python": (
         mutate((("bases", "debian12", "python"), "three")),
         "m.yaml: bases.debian12.python: 'three' is not a valid version"),
@@ -125,6 +144,7 @@ def _snapshot(folder):
 
 @pytest.fixture
 def workspace(tmp_path, root):
+    (tmp_path / "compat.yaml").write_text((root / "tests" / "fixtures" / "compat.yaml").read_text())
     images = tmp_path / "images"
     (images / "keep-me").mkdir(parents=True)
     (images / "keep-me" / "Dockerfile").write_text("FROM scratch\n")

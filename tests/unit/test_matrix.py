@@ -11,12 +11,21 @@ from builder.matrix import image_name
 # The image names the project's matrix.yaml must expand to, in build order (golden list).
 EXPECTED_NAMES = [
     "minimal-debian12-py311-cpu-inference",
+    "minimal-debian13-py313-cpu-inference",
     "sklearn-1.9-debian12-py311-cpu-inference",
+    "sklearn-1.9-debian13-py313-cpu-inference",
     "sklearn-1.8-debian12-py311-cpu-inference",
     "xgboost-3.2-debian12-py311-cpu-inference",
+    "xgboost-3.2-debian12-py311-cuda12-gpu-inference",
+    "xgboost-3.3-debian13-py313-cpu-inference",
     "onnxruntime-1.31-debian12-py311-cpu-inference",
+    "onnxruntime-1.31-debian12-py311-cuda13.5-gpu-inference",
+    "onnxruntime-1.31-debian13-py313-cpu-inference",
     "pytorch-2.13-debian12-py311-cpu-inference",
+    "pytorch-2.13-debian12-py311-cuda13.0-gpu-inference",
     "tensorflow-2.21-debian12-py311-cpu-inference",
+    "tensorflow-2.21-debian12-py311-cuda12.9-gpu-inference",
+    "tensorflow-2.21-debian13-py313-cpu-inference",
 ]
 
 
@@ -37,6 +46,13 @@ def test_every_known_framework_has_a_smoke_test_folder(root):
         assert list(folder.glob("test_*.py")), fw
 
 
+def test_every_gpu_image_has_its_linked_version_tests(root):
+    from builder import smoke
+    for s in matrix.load(root / "matrix.yaml").images():
+        if s.device == "gpu":
+            assert [f.name for f in smoke.folders(s, root / "tests" / "by_image")][-2:] == ["gpu", f"{s.framework}-gpu"]
+
+
 @pytest.mark.parametrize("args,expected", [
     (("sklearn", "1.9.1", "debian12", "3.11", "cpu"), "sklearn-1.9-debian12-py311-cpu-inference"),
     (("tensorflow", "2.21.0", "debian13", "3.13", "cpu"), "tensorflow-2.21-debian13-py313-cpu-inference"),
@@ -55,6 +71,45 @@ def test_children_come_after_their_parent_and_inherit_its_tests(root):
         if s.parent:
             assert names.index(s.parent) < names.index(s.name)
             assert s.ancestors == ("minimal", s.framework)
+            assert m.image(s.parent).base == s.base and m.image(s.parent).device == "cpu"
+
+
+def test_gpu_cells_take_cuda_cudnn_and_nvidia_pins_from_the_table(root):
+    m = matrix.load(root / "matrix.yaml")
+    for s in m.images():
+        if s.device != "gpu":
+            continue
+        entry = m.compat.entry(s.framework, s.version)
+        assert s.cuda == entry.gpu.cuda and s.cudnn == entry.gpu.cudnn
+        assert f"cuda{s.cuda}-gpu-inference" in s.name
+        for wheel, version in entry.gpu.wheels.items():
+            assert f"{wheel}=={version}" in s.requirements
+    torch = m.image("pytorch-2.13-debian12-py311-cuda13.0-gpu-inference")
+    assert torch.requirements[0] == "torch==2.13.0" and torch.distribution == "torch"
+    tf = m.image("tensorflow-2.21-debian12-py311-cuda12.9-gpu-inference")
+    assert tf.requirements[0] == "tensorflow[and-cuda]==2.21.0" and tf.distribution == "tensorflow"
+
+
+def test_bases_all_keeps_only_bases_whose_python_has_wheels(tmp_path, small_matrix_data, root):
+    (tmp_path / "compat.yaml").write_text((root / "tests/fixtures/compat.yaml").read_text())
+    small_matrix_data["bases"]["old"] = {**small_matrix_data["bases"]["debian12"], "python": "3.9"}
+    small_matrix_data["frameworks"]["minimal"]["versions"][0]["bases"] = "all"
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(small_matrix_data))
+    names = [s.name for s in matrix.load(path).images()]
+    assert names == ["minimal-debian12-py311-cpu-inference", "sklearn-1.9-debian12-py311-cpu-inference"]
+
+
+def test_a_cuda_image_cell_is_a_root_image_from_that_image(tmp_path, small_matrix_data, root):
+    (tmp_path / "compat.yaml").write_text((root / "tests/fixtures/compat.yaml").read_text())
+    small_matrix_data["frameworks"]["xgboost"] = {"title": "XGBoost", "parent": "minimal", "versions": [
+        {"version": "3.2.0", "bases": ["debian12"], "devices": ["gpu"],
+         "cuda": {"source": "image", "version": "12.8", "image": "nvidia/cuda:12.8.0-cudnn-runtime-ubuntu24.04"}}]}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(small_matrix_data))
+    spec = matrix.load(path).image("xgboost-3.2-debian12-py311-cuda12.8-gpu-inference")
+    assert spec.parent is None and spec.base_image == "nvidia/cuda:12.8.0-cudnn-runtime-ubuntu24.04"
+    assert spec.requirements[0].startswith("azureml-inference-server-http==") and "xgboost==3.2.0" in spec.requirements
 
 
 def test_pins_are_exact_and_the_cpu_package_is_used(root):
@@ -67,6 +122,8 @@ def test_pins_are_exact_and_the_cpu_package_is_used(root):
 
 
 def test_cell_digest_changes_when_a_parent_changes(tmp_path, small_matrix_data):
+    (tmp_path / "compat.yaml").write_text((Path(__file__).parents[1] / "fixtures" / "compat.yaml").read_text())
+
     def digests(data):
         p = tmp_path / "m.yaml"
         p.write_text(yaml.safe_dump(data))
@@ -81,7 +138,7 @@ def test_cell_digest_changes_when_a_parent_changes(tmp_path, small_matrix_data):
 def test_children_of_an_image_are_its_descendants(root):
     m = matrix.load(root / "matrix.yaml")
     kids = [s.name for s in m.children("minimal-debian12-py311-cpu-inference")]
-    assert kids == EXPECTED_NAMES[1:]
+    assert kids == [n for n in EXPECTED_NAMES[1:] if "debian12" in n]
     assert m.children("sklearn-1.9-debian12-py311-cpu-inference") == []
 
 

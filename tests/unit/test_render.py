@@ -120,9 +120,12 @@ def test_dockerfile_command_prints_one_image_and_rejects_unknown_names(root):
 def test_list_json_shows_every_field(root):
     result = CliRunner().invoke(app, ["list", "--json", "--matrix", str(root / "matrix.yaml")])
     rows = yaml.safe_load(result.output)
-    assert len(rows) == 7
-    assert set(rows[1]) >= {"name", "parent", "framework", "version", "device", "python", "os", "tags"}
-    assert rows[1]["parent"] == "minimal-debian12-py311-cpu-inference"
+    assert len(rows) == 16
+    row = next(r for r in rows if r["name"] == "sklearn-1.9-debian12-py311-cpu-inference")
+    assert set(row) >= {"name", "parent", "framework", "version", "device", "python", "os", "tags", "cuda"}
+    assert row["parent"] == "minimal-debian12-py311-cpu-inference"
+    gpu = next(r for r in rows if r["name"] == "pytorch-2.13-debian12-py311-cuda13.0-gpu-inference")
+    assert gpu["device"] == "gpu" and gpu["cuda"] == "13.0"
 
 
 def test_every_command_has_help():

@@ -1,0 +1,50 @@
+"""The compatibility table: reading CUDA/cuDNN from resolved wheels, and the refresh's bookkeeping
+(the resolver itself is replaced here; `builder compat refresh` runs the real one)."""
+
+from pathlib import Path
+
+from builder import compat
+
+TORCH_PINS = {"torch": "2.13.0", "nvidia-cuda-runtime": "13.0.96", "nvidia-cudnn-cu13": "9.20.0.48",
+              "nvidia-nccl-cu13": "2.29.7", "sympy": "1.14.0"}
+
+
+def test_gpu_entry_reads_cuda_and_cudnn_from_the_nvidia_wheels():
+    entry = compat.gpu_entry(TORCH_PINS)
+    assert (entry.cuda, entry.cudnn) == ("13.0", "9.20")
+    assert entry.wheels == {"nvidia-cuda-runtime": "13.0.96", "nvidia-cudnn-cu13": "9.20.0.48",
+                            "nvidia-nccl-cu13": "2.29.7"}
+
+
+def test_gpu_entry_falls_back_to_the_cu_suffix_and_none_without_nvidia_wheels():
+    assert compat.gpu_entry({"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.32.3"}).cuda == "12"
+    assert compat.gpu_entry({"onnxruntime-gpu": "1.31.1", "numpy": "2.4.6"}) is None
+
+
+def test_requirement_and_distribution(root):
+    table = compat.load(root / "compat.yaml")
+    assert table.requirement("pytorch", "cpu", "2.13.0") == "torch==2.13.0+cpu"
+    assert table.requirement("tensorflow", "gpu", "2.21.0") == "tensorflow[and-cuda]==2.21.0"
+    assert table.distribution("tensorflow", "gpu") == "tensorflow"
+    assert table.requirement("sklearn", "gpu", "1.9.1") is None
+
+
+def test_refresh_keeps_packages_and_rewrites_versions(tmp_path, root, monkeypatch):
+    path = tmp_path / "compat.yaml"
+    path.write_text((root / "tests" / "fixtures" / "compat.yaml").read_text())
+    calls = []
+
+    def fake_compile(requirement: str, python: str):
+        calls.append((requirement, python))
+        if requirement == "xgboost==3.2.0":
+            return {"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.40.0"}
+        return {"scikit-learn": "1.9.1"} if python in ("3.12", "3.13") else None
+
+    monkeypatch.setattr(compat, "_compile", fake_compile)
+    compat.refresh(path, {"sklearn": ["1.9.1"], "xgboost": ["3.2.0"]}, log=lambda line: None)
+    table = compat.load(path)
+    assert table.packages["xgboost"]["gpu"].requirement == "xgboost"
+    assert table.versions["sklearn"]["1.9.1"].python == ["3.12", "3.13"]
+    assert table.versions["xgboost"]["3.2.0"].gpu.wheels == {"nvidia-nccl-cu12": "2.40.0"}
+    assert ("xgboost==3.2.0", "3.12") in calls
+    assert path.read_text().startswith("# compat.yaml")
