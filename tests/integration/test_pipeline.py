@@ -132,3 +132,28 @@ def test_bad_selection_is_refused_before_anything_runs(tmp_path):
     assert result.returncode == 2
     assert "matches no image" in result.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+GPU_IMAGE = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"
+
+
+def test_gpu_image_passes_the_cpu_fallback_and_linked_version_checks(docker_client, tmp_path):
+    """The smallest GPU image (XGBoost with NCCL) on this GPU-less machine: the XGBoost smoke test
+    with real predictions on the CPU, the compat.yaml checks and the linked-version checks pass; the
+    tests that need a GPU are skipped with their reason."""
+    import xml.etree.ElementTree as ET
+
+    result = builder("test", "--select", GPU_IMAGE, "--build-dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    r = report(tmp_path)[GPU_IMAGE]
+    assert r["status"] == "tested"
+    cases = {(c.get("classname"), c.get("name")): c for c in ET.parse(tmp_path / "logs" / f"{GPU_IMAGE}.junit.xml").iter("testcase")}
+    names = {name for _, name in cases}
+    for must_pass in ("test_installed_nvidia_wheels_are_the_tables", "test_name_and_labels_carry_the_tables_cuda",
+                      "test_xgboost_is_a_cuda_build_of_the_tables_cuda_major",
+                      "test_score_returns_the_in_process_probabilities"):
+        assert must_pass in names
+        case = next(c for (_, n), c in cases.items() if n == must_pass)
+        assert case.find("skipped") is None and case.find("failure") is None and case.find("error") is None
+    on_gpu = next(c for (_, n), c in cases.items() if n == "test_framework_computes_on_the_gpu")
+    assert "nvidia-smi" in on_gpu.find("skipped").get("message")
