@@ -69,11 +69,21 @@ class Compat(_Model):
         return self.versions.get(framework, {}).get(version)
 
     def requirement(self, framework: str, device: str, version: str) -> str | None:
-        """``name[extras]==version[+local]`` for a device, or None when the table has no package."""
-        pkg = self.packages.get(framework, {}).get(device)
+        """``name[extras]==version[+local]`` for a device, or None when the table has no package.
+
+        When another device's build of the same package carries a local version (PyTorch's
+        ``2.13.0+cpu``), this one is pinned with ``===`` (PEP 440 arbitrary equality): ``==2.13.0``
+        would also accept ``2.13.0+cpu``, and pip prefers it when a wheelhouse holds it.
+        """
+        pkgs = self.packages.get(framework, {})
+        pkg = pkgs.get(device)
         if pkg is None:
             return None
-        return f"{pkg.requirement}=={version}" + (f"+{pkg.local_version}" if pkg.local_version else "")
+        if pkg.local_version:
+            return f"{pkg.requirement}=={version}+{pkg.local_version}"
+        name = Requirement(pkg.requirement).name
+        sibling_local = any(p.local_version and Requirement(p.requirement).name == name for p in pkgs.values())
+        return f"{pkg.requirement}{'===' if sibling_local else '=='}{version}"
 
     def distribution(self, framework: str, device: str) -> str | None:
         """The installed distribution's name (the requirement without extras)."""

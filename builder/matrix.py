@@ -461,7 +461,7 @@ def _spec(m: MatrixFile, table: compat_mod.Compat, key: str, fw: Framework, fv: 
         own += tuple(f"{n}=={v}" for n, v in entry.gpu.wheels.items())
     if fw.parent is None or from_image:
         runtime = tuple(f"{p}=={v}" for p, v in m.runtime.packages.items())
-        requirements = runtime + tuple(r for r in own if r.split("==")[0] not in m.runtime.packages)
+        requirements = runtime + tuple(r for r in own if r.split("=")[0] not in m.runtime.packages)
     else:
         requirements = own
     cuda = cudnn = None
