@@ -184,6 +184,10 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
     typer.echo(f"built {name} ({result.image_id}) in {result.seconds:.0f} s")
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command()
 def serve(image: str = typer.Argument(..., help="An image reference, or a matrix image name (its latest tag)."),
           model: Optional[Path] = typer.Option(None, "--model", help="Model file or folder (mounted read-only)."),
@@ -194,12 +198,17 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
     """Run an image locally with a model and entry script until Ctrl-C, then remove the container."""
     import signal
 
+    import docker
+
     from builder import engine, serve as serve_mod, tag as tag_mod
     from builder.smoke import NotHealthy
 
     m = _load(matrix)
-    problems = [f"--entry-script: {entry_script} is not a file" for _ in [0] if not entry_script.is_file()]
-    problems += [f"--model: {model} does not exist" for _ in [0] if model is not None and not model.exists()]
+    problems = []
+    if not entry_script.is_file():
+        problems.append(f"--entry-script: {entry_script} is not a file")
+    if model is not None and not model.exists():
+        problems.append(f"--model: {model} does not exist")
     try:
         ref = f"{tag_mod.repository(_registry(registry), m.image(image).name)}:latest"
     except KeyError:
@@ -207,13 +216,13 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
     client = engine.client()
     try:
         client.images.get(ref)
-    except Exception:
+    except docker.errors.ImageNotFound:
         problems.append(f"image {ref} is not on this Engine (build or pull it first)")
     for p in problems:
         err.print(p, markup=False)
     if problems:
         raise typer.Exit(2)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `docker stop`-style shutdown cleans up like Ctrl-C
     try:
         with serve_mod.running(client, ref, model, entry_script, port, m.data.runtime.app_root) as served:
             typer.echo(f"serving {ref} (healthy after {served.seconds_to_healthy:.1f} s)")

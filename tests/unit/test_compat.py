@@ -1,7 +1,6 @@
 """The compatibility table: reading CUDA/cuDNN from resolved wheels, and the refresh's bookkeeping
 (the resolver itself is replaced here; `builder compat refresh` runs the real one)."""
 
-from pathlib import Path
 
 from builder import compat
 
