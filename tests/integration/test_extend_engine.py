@@ -173,7 +173,11 @@ def test_serve_prints_the_uris_scores_and_removes_the_container_on_ctrl_c(prebui
 
 
 @pytest.fixture
-def extra_app(tmp_path, make_wheel):
+def with_extras(tmp_path, make_wheel, docker_client, prebuilt):
+    """``with_extras(requirements_file, requirement=None)`` starts the scikit-learn image serving an
+    app whose score.py imports builder_demo, with AZUREML_EXTRA_REQUIREMENTS_TXT set; an offline
+    wheelhouse holding builder_demo 2.5 stands in for the package index (pip reads PIP_* from the
+    environment). ``requirement`` is written to the file when given. Returns (container, start)."""
     app = tmp_path / "app"
     app.mkdir()
     (app / "score.py").write_text(
@@ -182,50 +186,43 @@ def extra_app(tmp_path, make_wheel):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     make_wheel(wheels, version="2.5")
-    return app, wheels
+    started = []
 
+    def start(requirements_file: str, requirement: str | None = None):
+        if requirement is not None:
+            (app / requirements_file).write_text(requirement + "\n")
+        container, t0 = scoring(docker_client, prebuilt, env={
+            "AZUREML_EXTRA_REQUIREMENTS_TXT": requirements_file, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"},
+            volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
+        started.append(container)
+        return container, t0
 
-def test_runtime_extra_requirements_install_as_the_user_before_the_server_starts(prebuilt, docker_client, extra_app):
-    app, wheels = extra_app
-    (app / "extra-requirements.txt").write_text("builder_demo==2.5\n")
-    # An offline wheelhouse stands in for the package index; pip reads PIP_* from the environment.
-    container, start = scoring(docker_client, prebuilt, env={
-        "AZUREML_EXTRA_REQUIREMENTS_TXT": "extra-requirements.txt", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"},
-        volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
-    try:
-        url = wait_healthy(container, start, 120)
-        answer = requests.post(f"{url}/score", json={}, timeout=30).json()
-        assert answer["demo"] == "2.5"
-        # installed by the non-root user into its own directory, first on the server's import path
-        assert answer["file"].startswith("/home/dockeruser/.azureml-extra-packages/"), answer
-        assert 0 not in process_uids(container)
-    finally:
+    yield start
+    for container in started:
         container.remove(force=True)
 
 
-def test_missing_extra_requirements_file_stops_the_container_with_a_clear_message(prebuilt, docker_client, extra_app):
-    app, _ = extra_app
-    container, start = scoring(docker_client, prebuilt, env={"AZUREML_EXTRA_REQUIREMENTS_TXT": "missing.txt"},
-                               volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}})
-    try:
-        with pytest.raises(NotHealthy, match="exited with code 3"):
-            wait_healthy(container, start, 60)
-        assert ("AZUREML_EXTRA_REQUIREMENTS_TXT names /var/azureml-app/missing.txt, which does not exist; "
-                "not starting the server") in container.logs().decode()
-    finally:
-        container.remove(force=True)
+def test_runtime_extra_requirements_install_as_the_user_before_the_server_starts(with_extras):
+    container, start = with_extras("extra-requirements.txt", "builder_demo==2.5")
+    url = wait_healthy(container, start, 120)
+    answer = requests.post(f"{url}/score", json={}, timeout=30).json()
+    assert answer["demo"] == "2.5"
+    # installed by the non-root user into its own directory, first on the server's import path
+    assert answer["file"].startswith("/home/dockeruser/.azureml-extra-packages/"), answer
+    assert 0 not in process_uids(container)
 
 
-def test_failed_extra_requirements_install_stops_the_container(prebuilt, docker_client, extra_app):
-    app, wheels = extra_app
-    (app / "extra-requirements.txt").write_text("builder_demo==9.9\n")
-    container, start = scoring(docker_client, prebuilt, env={
-        "AZUREML_EXTRA_REQUIREMENTS_TXT": "extra-requirements.txt", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"},
-        volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
-    try:
-        with pytest.raises(NotHealthy, match="exited with code 3"):
-            wait_healthy(container, start, 60)
-        assert "installing the extra requirements in /var/azureml-app/extra-requirements.txt failed" in \
-            container.logs().decode()
-    finally:
-        container.remove(force=True)
+def test_missing_extra_requirements_file_stops_the_container_with_a_clear_message(with_extras):
+    container, start = with_extras("missing.txt")
+    with pytest.raises(NotHealthy, match="exited with code 3"):
+        wait_healthy(container, start, 60)
+    assert ("AZUREML_EXTRA_REQUIREMENTS_TXT names /var/azureml-app/missing.txt, which does not exist; "
+            "not starting the server") in container.logs().decode()
+
+
+def test_failed_extra_requirements_install_stops_the_container(with_extras):
+    container, start = with_extras("extra-requirements.txt", "builder_demo==9.9")
+    with pytest.raises(NotHealthy, match="exited with code 3"):
+        wait_healthy(container, start, 60)
+    assert "installing the extra requirements in /var/azureml-app/extra-requirements.txt failed" in \
+        container.logs().decode()
