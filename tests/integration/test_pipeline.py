@@ -49,9 +49,9 @@ def skopeo_digest(ref: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def main_job(registry, tmp_path_factory):
-    """`builder all --select sklearn-1.9*` (its parent, the minimal image, comes along)."""
+    """`builder all --select <SUBSET>` (its parent, the minimal image, comes along)."""
     build_dir = tmp_path_factory.mktemp("main-job")
-    result = builder("all", "--select", "sklearn-1.9*", "--build-dir", str(build_dir),
+    result = builder("all", "--select", SUBSET, "--build-dir", str(build_dir),
                      env={"REGISTRY": registry})
     return result, build_dir
 
@@ -90,7 +90,7 @@ def test_published_image_carries_the_oci_and_project_labels(main_job, registry, 
 
 def test_rerun_with_nothing_changed_rebuilds_nothing_and_publishes_nothing(main_job, registry, tmp_path):
     _, first = main_job
-    result = builder("all", "--select", "sklearn-1.9*", "--build-dir", str(tmp_path), env={"REGISTRY": registry})
+    result = builder("all", "--select", SUBSET, "--build-dir", str(tmp_path), env={"REGISTRY": registry})
     assert result.returncode == 0, result.stdout + result.stderr
     again, before = report(tmp_path), report(first)
     for name in (MINIMAL, SUBSET):
@@ -107,7 +107,7 @@ def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_cli
         "def init():\n    raise RuntimeError('model file is corrupt')\n\n\ndef run(raw_data):\n    return raw_data\n")
     namespace = f"{registry}/faultcase"
     build_dir = tmp_path / "build"
-    result = builder("all", "--select", "sklearn-1.9*", "--tests", str(tests), "--build-dir", str(build_dir),
+    result = builder("all", "--select", SUBSET, "--tests", str(tests), "--build-dir", str(build_dir),
                      env={"REGISTRY": namespace})
     assert result.returncode == 1, result.stdout + result.stderr
     images = report(build_dir)
