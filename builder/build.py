@@ -8,6 +8,7 @@ commit time), so a rerun with nothing changed reuses every layer and yields the 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from typing import Callable
 
 import docker
 from docker.errors import APIError, BuildError
-
 
 
 @dataclass
@@ -42,7 +42,6 @@ def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
     when the image's inputs do (reproducible-builds' SOURCE_DATE_EPOCH idea). Outside a git checkout
     both fall back to ``unknown`` / ``$SOURCE_DATE_EPOCH`` or the Unix epoch.
     """
-    import os
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%H %ct", "--", *map(str, paths)], cwd=repo,
                              capture_output=True, text=True, check=True).stdout.split()

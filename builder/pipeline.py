@@ -215,9 +215,7 @@ class Pipeline:
         if opt.stage == "build":
             return
         self.say(spec.name, "smoke testing")
-        entry = self.matrix.compat.entry(spec.framework, spec.version)
-        wheels = entry.gpu.wheels if (spec.device == "gpu" and entry and entry.gpu) else {}
-        t = smoke.run(spec, f"{rep.repository}:{immutable}", opt.tests_root, self.logs, wheels=wheels)
+        t = smoke.run(spec, f"{rep.repository}:{immutable}", opt.tests_root, self.logs)
         rep.test_seconds, rep.test_outcome, rep.test_log = round(t.seconds, 1), t.summary, str(t.log_path)
         rep.container_logs = [str(p) for p in t.container_logs]
         rep.seconds_to_healthy = _healthy_seconds(self.logs / f"{spec.name}.junit.xml")

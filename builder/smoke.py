@@ -88,18 +88,18 @@ def folders(spec: ImageSpec, tests_root: Path) -> list[Path]:
     return out
 
 
-def expectations(spec: ImageSpec, wheels: dict[str, str] | None = None) -> dict:
+def expectations(spec: ImageSpec) -> dict:
     """What the tests may check an image against (passed as JSON in BUILDER_TEST_SPEC): its name,
-    framework, version, device, python, CUDA/cuDNN and the nvidia-* wheels compat.yaml pins."""
+    framework, version, device, python, CUDA/cuDNN and the nvidia-* wheels it pins (from
+    compat.yaml, through the spec's requirements)."""
+    wheels = dict(r.split("==", 1) for r in spec.requirements if r.startswith("nvidia-"))
     return {"name": spec.name, "framework": spec.framework, "version": spec.version, "device": spec.device,
-            "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels or {},
+            "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels,
             "distribution": spec.distribution}
 
 
-def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: float = 1800.0,
-        wheels: dict[str, str] | None = None) -> TestResult:
-    """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows); ``wheels`` are the
-    nvidia-* pins compat.yaml gives a GPU image.
+def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: float = 1800.0) -> TestResult:
+    """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows).
 
     ``timeout`` (seconds) bounds the whole pytest run. Never raises for a failing test; the result
     has ``ok=False`` and the log holds pytest's report, including the failing container's output.
@@ -109,7 +109,7 @@ def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: 
     container_logs = logs_dir / f"{spec.name}.containers"
     container_logs.mkdir(exist_ok=True)
     env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve()),
-           "BUILDER_TEST_SPEC": json.dumps(expectations(spec, wheels))}
+           "BUILDER_TEST_SPEC": json.dumps(expectations(spec))}
     start = time.monotonic()
     try:
         paths = [str(p) for p in folders(spec, tests_root)]

@@ -86,6 +86,8 @@ def test_gpu_cells_take_cuda_cudnn_and_nvidia_pins_from_the_table(root):
         assert f"cuda{s.cuda}-gpu-inference" in s.name
         for wheel, version in entry.gpu.wheels.items():
             assert f"{wheel}=={version}" in s.requirements
+        from builder import smoke
+        assert smoke.expectations(s)["wheels"] == entry.gpu.wheels
     torch = m.image("pytorch-2.13-debian12-py311-cuda13.0-gpu-inference")
     # === (PEP 440 arbitrary equality): ==2.13.0 would also take the wheelhouse's 2.13.0+cpu
     assert torch.requirements[0] == "torch===2.13.0" and torch.distribution == "torch"
