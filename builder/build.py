@@ -1,28 +1,37 @@
-"""Stage 4 — build: one rendered build context -> one image on the Engine (docker-py, classic builder).
+"""Stage 4 — build: one image through BuildKit, with ``docker buildx bake`` (matrix images) or
+``docker buildx build`` (extensions).
 
-Builds run with host networking so the package sources the builder serves on loopback reach them
-(see :mod:`builder.sources`). The Engine's layer cache is used; the only per-build values are
-labels that are themselves deterministic (the commit that last touched the image's inputs and its
-commit time), so a rerun with nothing changed reuses every layer and yields the same image id.
+The buildx CLI runs in a subprocess (provisioned by :func:`builder.engine.ensure_buildx`): its
+``--progress=plain`` output goes to the image's log file, and the result is read from its
+``--metadata-file`` (``containerimage.digest``: the image id on the ``docker`` driver), not from the
+log. One bake invocation builds one target, so a failing image never cancels the others (bake
+cancels every target of an invocation when one fails, measured); the pipeline runs several at once.
+Package sources reach builds as BuildKit secrets (see :mod:`builder.sources`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import docker
-from docker.errors import APIError, BuildError
+# A step line of buildx's plain progress: "#12 [stage-1 3/6] RUN ..." and "#12 CACHED".
+_STEP = re.compile(r"^#(\d+) \[(?!internal\])[^\]]*\d+/\d+\] ")
+_CACHED = re.compile(r"^#(\d+) CACHED$")
+_ERROR = re.compile(r"^(ERROR: .*|#\d+ ERROR: .*)$")
 
 
 @dataclass
 class BuildResult:
-    """Outcome of one build. ``seconds`` is wall time; ``image_id`` is ``sha256:<hex>`` or None."""
+    """Outcome of one build. ``seconds`` is wall time; ``image_id`` is ``sha256:<hex>`` or None;
+    ``steps``/``cached_steps`` count the Dockerfile steps BuildKit ran or took from its cache."""
 
     name: str
     ok: bool
@@ -52,52 +61,73 @@ def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
     return {"org.opencontainers.image.revision": revision, "org.opencontainers.image.created": created}
 
 
-def build_image(client: docker.DockerClient, name: str, context: Path, tag: str,
-                buildargs: dict[str, str], labels: dict[str, str], log_path: Path,
-                on_line: Callable[[str], None] = lambda line: None, nocache: bool = False) -> BuildResult:
-    """Build ``context`` (a directory with a Dockerfile) and tag the result ``tag``; ``name`` labels
-    the result (the image's name in the matrix, or the extension's).
+def bake(name: str, target: str, bake_files: list[Path], cwd: Path, variables: dict[str, str],
+         log_path: Path, no_cache: bool = False, on_step: Callable[[str], None] = lambda line: None) -> BuildResult:
+    """Build one bake ``target`` of ``bake_files`` (later files override earlier ones) from ``cwd``.
 
-    ``nocache`` ignores the layer cache. Every line of the Engine's output goes to ``log_path`` and to
-    ``on_line``. Never raises for a
-    failed build: the result has ``ok=False`` and ``error`` set (the last error line).
+    ``variables`` set the bake file's variables (REGISTRY, TAG, REVISION, …) through the
+    environment of this invocation only. ``name`` is the image's name in the matrix. ``on_step``
+    gets each step line as BuildKit starts it (the live progress line). Never raises for a failed
+    build: the result has ``ok=False`` and ``error`` (the last error line).
     """
+    cmd = ["docker", "buildx", "bake", "--progress=plain", *(a for f in bake_files for a in ("-f", str(f)))]
+    if no_cache:
+        cmd.append("--no-cache")
+    return _run(name, target, cmd, cwd, {**os.environ, **variables}, log_path, on_step)
+
+
+def build(name: str, context: Path, tag: str, build_args: dict[str, str], secrets: list[str],
+          log_path: Path, no_cache: bool = False) -> BuildResult:
+    """``docker buildx build`` of ``context`` (a folder with a Dockerfile), tagged ``tag`` and loaded
+    into the Engine. ``secrets`` are BuildKit secret specifications (``id=…,src=…``). Never raises
+    for a failed build (see :func:`bake`)."""
+    cmd = ["docker", "buildx", "build", "--progress=plain", "--load", "-t", tag]
+    cmd += [a for k, v in build_args.items() for a in ("--build-arg", f"{k}={v}")]
+    cmd += [a for s in secrets for a in ("--secret", s)]
+    if no_cache:
+        cmd.append("--no-cache")
+    return _run(name, None, [*cmd, str(context)], Path.cwd(), dict(os.environ), log_path, lambda line: None)
+
+
+def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path,
+         on_step: Callable[[str], None]) -> BuildResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    image_id = None
-    error = None
-    steps = cached = 0
-    with log_path.open("w") as log:
-        try:
-            stream = client.api.build(path=str(context), tag=tag, buildargs=buildargs, labels=labels,
-                                      network_mode="host", rm=True, forcerm=True, decode=True, pull=False,
-                                      nocache=nocache)
-            for chunk in stream:
-                if "stream" in chunk:
-                    text = chunk["stream"]
-                    log.write(text)
-                    for line in text.splitlines():
-                        if line.startswith("Step "):
-                            steps += 1
-                        elif line.strip() == "---> Using cache":
-                            cached += 1
-                        if line.strip():
-                            on_line(line)
-                elif "error" in chunk:
-                    error = chunk["error"].strip()
-                    log.write(f"ERROR: {error}\n")
-                elif "aux" in chunk and "ID" in chunk["aux"]:
-                    image_id = chunk["aux"]["ID"]
-                elif "status" in chunk:
-                    log.write(chunk["status"] + "\n")
-        except (APIError, BuildError, docker.errors.DockerException) as exc:
-            error = str(exc)
-            log.write(f"ERROR: {error}\n")
+    steps: set[str] = set()
+    cached: set[str] = set()
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="builder-metadata-") as tmp:
+        metadata = Path(tmp) / "metadata.json"
+        full = [*cmd, "--metadata-file", str(metadata)] + ([target] if target else [])
+        with log_path.open("w") as log:
+            log.write("$ " + " ".join(full) + "\n")
+            log.flush()
+            try:
+                proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, errors="replace")
+            except OSError as exc:
+                return BuildResult(name, False, None, 0.0, log_path, f"cannot run docker buildx: {exc}")
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                line = line.rstrip("\n")
+                step, hit = _STEP.match(line), _CACHED.match(line)
+                if step and step.group(1) not in steps:
+                    steps.add(step.group(1))
+                    on_step(line.split(" ", 1)[1][:100])
+                elif hit:
+                    cached.add(hit.group(1))
+                elif _ERROR.match(line):
+                    errors.append(line.split("ERROR: ", 1)[1].strip())
+            code = proc.wait()
+        data = json.loads(metadata.read_text()) if metadata.is_file() and metadata.stat().st_size else {}
     seconds = time.monotonic() - start
-    if error is None and image_id is None:
-        try:
-            image_id = client.images.get(tag).id
-        except docker.errors.ImageNotFound:
-            error = "the Engine reported no image id"
-    return BuildResult(name, error is None, image_id if error is None else None, seconds, log_path,
-                       error, cached, steps)
+    result = data.get(target, {}) if target else data
+    image_id = result.get("containerimage.config.digest") or result.get("containerimage.digest")
+    error = None
+    if code != 0:
+        error = errors[-1] if errors else f"docker buildx exited with code {code}"
+    elif not image_id:
+        error = "docker buildx reported no image id in its metadata file"
+    return BuildResult(name, error is None, image_id if error is None else None, seconds, log_path, error,
+                       len(cached & steps), len(steps))

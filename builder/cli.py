@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from builder import matrix as matrix_mod
+from builder import bake as bake_mod
 from builder import pipeline, render as render_mod
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -37,8 +38,9 @@ def render(check: bool = typer.Option(False, "--check", help="Only compare; exit
     """Render images/ from matrix.yaml and templates/ (atomically; removes images no longer in the matrix)."""
     m = _load(matrix)
     files = render_mod.render_all(m, templates)
+    bake_text = bake_mod.render(m, images.name)
     if check:
-        problems = render_mod.check(files, images)
+        problems = render_mod.check(files, images) + render_mod.check_bake(bake_text, images)
         for p in problems:
             err.print(p, markup=False)
         if problems:
@@ -47,7 +49,8 @@ def render(check: bool = typer.Option(False, "--check", help="Only compare; exit
         typer.echo(f"images/ is fresh ({len(files)} files, {len(m.images())} images)")
         return
     render_mod.write(files, images)
-    typer.echo(f"rendered {len(m.images())} images ({len(files)} files) into {images}/")
+    bake = render_mod.write_bake(bake_text, images)
+    typer.echo(f"rendered {len(m.images())} images ({len(files)} files) into {images}/ and {bake}")
 
 
 @app.command("list")
@@ -83,18 +86,20 @@ def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Path = TemplatesO
 
 
 def _run(stage: pipeline.Stage, select: list[str], dry_run: bool, registry: str, base_source: str,
-         matrix: Path, templates: Path, images: Path, tests: Path, build_dir: Path, no_cache: bool) -> None:
+         matrix: Path, templates: Path, images: Path, tests: Path, build_dir: Path, no_cache: bool,
+         jobs: int) -> None:
     m = _load(matrix)
     opts = pipeline.Options(stage=stage, select=select or [], dry_run=dry_run, registry=registry,
                             base_source=base_source, images_dir=images, tests_root=tests, build_dir=build_dir,
-                            no_cache=no_cache)
+                            no_cache=no_cache, jobs=jobs)
     try:
         pipeline.select(m, opts.select)
     except ValueError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
     if stage != "publish" and not dry_run:
-        problems = render_mod.check(render_mod.render_all(m, templates), images)
+        problems = (render_mod.check(render_mod.render_all(m, templates), images)
+                    + render_mod.check_bake(bake_mod.render(m, images.name), images))
         if problems:
             for p in problems:
                 err.print(p, markup=False)
@@ -118,7 +123,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done."),
                 registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace]; default: a local registry on 127.0.0.1:5000."),
                 base_source: str = typer.Option("auto", "--base-source", help="auto, pull or bootstrap."),
-                no_cache: bool = typer.Option(False, "--no-cache", help="Ignore the Engine's layer cache (a cold build)."),
+                no_cache: bool = typer.Option(False, "--no-cache", help="Ignore BuildKit's layer cache (a cold build)."),
+                jobs: int = typer.Option(4, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Images worked on at once."),
                 matrix: Path = MatrixOpt, templates: Path = TemplatesOpt, images: Path = ImagesOpt,
                 tests: Path = typer.Option(Path("tests/by_image"), "--tests", help="Smoke-test folders, one per framework."),
                 build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage.")) -> None:
@@ -126,7 +132,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
             err.print(f"--base-source: {base_source!r} is not one of auto, pull, bootstrap", markup=False)
             raise typer.Exit(2)
         _run(stage, select or [], dry_run, registry, base_source, matrix, templates, images, tests, build_dir,
-             no_cache)
+             no_cache, jobs)
     command.__doc__ = doc
     return command
 
@@ -135,6 +141,21 @@ app.command("build")(_stage_command("build", "Build the selected images (bases f
 app.command("test")(_stage_command("test", "Build, then smoke-test the selected images; a passing image is tagged latest."))
 app.command("publish")(_stage_command("publish", "Push the selected images already tagged latest, and verify their digests."))
 app.command("all")(_stage_command("all", "Build, smoke-test, tag and publish the selected images."))
+
+
+@app.command("ci-matrix")
+def ci_matrix(select: Optional[list[str]] = typer.Option(None, "--select", help="Glob over image names (repeatable); ancestors are included."),
+              matrix: Path = MatrixOpt) -> None:
+    """Print a GitHub Actions strategy.matrix (JSON): one job per image tree, parents inside the job."""
+    from builder import plan
+
+    m = _load(matrix)
+    try:
+        specs = pipeline.select(m, select or [])
+    except ValueError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(plan.ci_matrix({s.name: s.parent for s in specs})))
 
 
 def _registry(registry: str) -> str:
@@ -173,11 +194,14 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
     if not build_it:
         return
     from builder import build as build_mod
-    from builder.sources import Sources, serve as serve_sources
+    from builder.sources import Sources, wheelhouse_image
     name = tag_ or f"{ext_mod.default_name(config)}:latest"
-    with serve_sources(Sources.from_env()) as url:
-        result = build_mod.build_image(client, name, target, name, {"BUILD_SOURCES_URL": url}, {},
-                                       Path("build/logs") / f"extend-{ext_mod.default_name(config)}.build.log")
+    engine.ensure_buildx()
+    sources = Sources.from_env()
+    with sources.secrets() as secrets:
+        result = build_mod.build(name, target, name,
+                                 {"WHEELHOUSE_IMAGE": wheelhouse_image(client, sources.wheelhouse)}, secrets,
+                                 Path("build/logs") / f"extend-{ext_mod.default_name(config)}.build.log")
     if not result.ok:
         err.print(f"build failed: {result.error} (log {result.log_path})", markup=False)
         raise typer.Exit(1)

@@ -83,6 +83,75 @@ def client(state_dir: Path = Path("build"), timeout: float = 90.0) -> docker.Doc
     raise EngineError(f"dockerd did not answer within {timeout:.0f} s; see {state_dir / 'dockerd.log'}")
 
 
+#: Where a provisioned buildx plugin goes: a system-wide Docker CLI plugin directory
+#: (https://docs.docker.com/engine/extend/cli_plugins/), so every user's ``docker`` finds it.
+PLUGIN_DIR = Path("/usr/local/lib/docker/cli-plugins")
+#: The Debian release whose ``docker-buildx`` package is taken (0.13; needs only libc6 >= 2.34, so it
+#: runs on Debian 12, whose own archive has no buildx package).
+BUILDX_SUITE = "trixie"
+
+
+def buildx_version() -> str | None:
+    """``docker buildx version``'s first line, or None when the docker CLI or its buildx plugin is missing."""
+    try:
+        r = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+
+
+def ensure_buildx(state_dir: Path = Path("build"), mirror: str | None = None) -> str:
+    """Make ``docker buildx`` work and return its version line.
+
+    When the plugin is missing on a Debian machine where we are root, Debian 13's ``docker-buildx``
+    package is downloaded with apt from ``mirror`` (default: the mirror this machine's apt sources
+    name, see :func:`builder.bases.apt_mirror`) through a private apt state under
+    ``state_dir``/buildx (the machine's own apt sources are not touched), and its plugin binary is
+    put into :data:`PLUGIN_DIR`. Raises EngineError with what to install anywhere else, or when the
+    download or the plugin fails.
+    """
+    found = buildx_version()
+    if found:
+        return found
+    if shutil.which("docker") is None:
+        raise EngineError("the docker CLI is not installed: install Docker (docker.io, or Docker's docker-ce-cli)")
+    if not _can_provision():
+        raise EngineError("docker buildx is missing: install the buildx CLI plugin (Debian/Ubuntu: docker-buildx; "
+                          "Docker's packages: docker-buildx-plugin) and try again")
+    from builder.bases import apt_mirror  # bases imports this module
+
+    root = (state_dir / "buildx").resolve()
+    lists = root / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    sources = root / f"{BUILDX_SUITE}.sources"
+    sources.write_text(f"Types: deb\nURIs: {mirror or apt_mirror()}\nSuites: {BUILDX_SUITE}\nComponents: main\n"
+                       "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0", "-q"]
+    for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", "docker-buildx"]):
+        r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EngineError(f"{' '.join(cmd[:1] + cmd[-1:])} failed while provisioning docker buildx:\n"
+                              f"{r.stdout[-1500:]}{r.stderr[-1500:]}")
+    debs = sorted(root.glob("docker-buildx_*.deb"))
+    if not debs:
+        raise EngineError(f"apt-get download docker-buildx left no package in {root}")
+    unpacked = root / "unpacked"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(unpacked)], check=True)
+    PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = PLUGIN_DIR / ".docker-buildx.new"
+    shutil.copy2(unpacked / "usr/libexec/docker/cli-plugins/docker-buildx", tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, PLUGIN_DIR / "docker-buildx")
+    shutil.rmtree(unpacked)
+    found = buildx_version()
+    if not found:
+        raise EngineError(f"installed {PLUGIN_DIR / 'docker-buildx'} from {debs[-1].name}, but `docker buildx "
+                          "version` still fails")
+    return found
+
+
 LOCAL_REGISTRY = "127.0.0.1:5000"
 
 

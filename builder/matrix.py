@@ -109,6 +109,13 @@ class Runtime(_Model):
     packages: dict[str, LooseVersionStr]
 
 
+class BuildTools(_Model):
+    """Tools used inside builds only. Each runs from a build stage of its own and is bind-mounted
+    into the RUN that needs it, so it is never left in an image (``uv``: the installer)."""
+
+    uv: LooseVersionStr
+
+
 class Cuda(_Model):
     """Where a GPU cell's CUDA comes from. ``pypi`` (default): the framework's own nvidia-* wheels,
     with the versions compat.yaml gives (``version``, when set, must match them). ``image``: a CUDA
@@ -142,6 +149,7 @@ class MatrixFile(_Model):
     tags: TagPolicy
     bases: dict[str, Base] = Field(min_length=1)
     runtime: Runtime
+    build_tools: BuildTools
     frameworks: dict[str, Framework] = Field(min_length=1)
 
 

@@ -1,38 +1,49 @@
 """The pipeline: bases -> build -> immutable tag -> smoke test -> latest -> publish -> report.
 
-Images go in the matrix's build order. A failure is isolated: an image that fails to build or test
-is marked failed, never gets ``latest`` and is never pushed; its descendants are skipped; every
-other image goes on. The stage modules do the work; this one only sequences them and records
-what happened in ``build/report.json``.
+Images run concurrently (``Options.jobs`` at a time) as soon as their parent allows: a child starts
+building once its parent passed its smoke test (once it was built, for ``builder build``), so a
+parent's push overlaps its children's builds. A failure is isolated: an image that fails to build or
+test is marked failed, never gets ``latest`` and is never pushed; its descendants are skipped; every
+other image goes on. The stage modules do the work; this one only sequences them and records what
+happened in ``build/report.json``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import time
-from dataclasses import asdict, dataclass, field
+import queue
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import docker
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from builder import bake as bake_file
 from builder import bases as bases_mod
 from builder import build as build_mod
-from builder import engine, publish, smoke, tag
+from builder import engine, publish, render, report, smoke, tag
 from builder.matrix import ImageSpec, Matrix
-from builder.sources import Sources, serve
+from builder.report import ImageReport, wide_console
+from builder.sources import Sources, wheelhouse_image
 
 Stage = Literal["build", "test", "publish", "all"]
+
+__all__ = ["Options", "Pipeline", "ImageReport", "select", "wide_console"]
 
 
 @dataclass
 class Options:
     """What one pipeline run does. ``registry`` is ``host:port[/namespace]``; empty means the local
     registry on 127.0.0.1:5000 (started when needed). ``select`` holds glob patterns over image
-    names (their ancestors are included); empty selects every image."""
+    names (their ancestors are included); empty selects every image. ``jobs`` bounds how many
+    images are worked on at once."""
 
     stage: Stage = "all"
     select: list[str] = field(default_factory=list)
@@ -43,48 +54,7 @@ class Options:
     tests_root: Path = Path("tests/by_image")
     build_dir: Path = Path("build")
     no_cache: bool = False
-
-
-@dataclass
-class ImageReport:
-    """One image's outcome, as written to build/report.json. Sizes in bytes, durations in seconds.
-
-    ``status`` is one of planned, built, tested, published, unchanged (already published),
-    build-failed, test-failed, publish-failed, skipped. On a failed smoke test
-    ``container_log_tail`` holds the last 40 lines of each scoring container's log.
-    """
-
-    name: str
-    parent: str | None
-    status: str = "planned"
-    repository: str = ""
-    tags: list[str] = field(default_factory=list)
-    image_id: str | None = None
-    registry_digest: str | None = None
-    size_bytes: int | None = None
-    build_seconds: float | None = None
-    cached_steps: int | None = None
-    steps: int | None = None
-    test_seconds: float | None = None
-    test_outcome: str | None = None
-    seconds_to_healthy: float | None = None
-    build_log: str | None = None
-    test_log: str | None = None
-    container_logs: list[str] = field(default_factory=list)
-    container_log_tail: str | None = None
-    error: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.status.endswith("-failed") or self.status == "skipped"
-
-
-def wide_console(**kwargs) -> Console:
-    """A rich console that does not wrap report lines at 80 columns when output is not a terminal."""
-    console = Console(highlight=False, **kwargs)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=200, **kwargs)
-    return console
+    jobs: int = 4
 
 
 def select(matrix: Matrix, patterns: list[str]) -> list[ImageSpec]:
@@ -123,12 +93,28 @@ class Pipeline:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                                  console=self.console, disable=not self.console.is_terminal)
         self.tasks: dict[str, int] = {}
+        self.run_id = uuid.uuid4().hex[:12]
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._building = 0
+        self.peak_parallel_builds = 0
+        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
 
     def say(self, name: str, text: str) -> None:
         """Print one event line for image ``name`` and show it on the image's progress line."""
         self.console.print(f"[bold]{name}[/bold] {text}", highlight=False)
+        self._show(name, text)
+
+    def _show(self, name: str, text: str) -> None:
         if name in self.tasks:
             self.progress.update(self.tasks[name], description=f"{name}: {text}")
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """A docker-py client of this thread's own (one session per worker)."""
+        if not hasattr(self._local, "client"):
+            self._local.client = engine.client(self.opt.build_dir)
+        return self._local.client
 
     def run(self) -> list[ImageReport]:
         """Run and return one report per selected image; also writes build/report.json."""
@@ -138,108 +124,194 @@ class Pipeline:
             for s in specs:
                 self.say(s.name, f"would {self.opt.stage} (parent: {s.parent or 'base ' + s.base})")
             return list(self.reports.values())
-        client = engine.client(self.opt.build_dir)
+        client = self.client
         registry = self.opt.registry
         if not registry:
             pushing = self.opt.stage in ("publish", "all")
             registry = engine.ensure_registry(self.opt.build_dir) if pushing else engine.LOCAL_REGISTRY
-        sources = Sources.from_env()
-        base_refs: dict[str, str] = {}
+        for s in specs:
+            self.reports[s.name].repository = tag.repository(registry, s.name)
+        self.registry = registry
+        if self.opt.stage != "publish":
+            engine.ensure_buildx(self.opt.build_dir)
+            self.sources = Sources.from_env()
+            self.wheelhouse = wheelhouse_image(client, self.sources.wheelhouse)
+            self.base_refs = self._bases(client, [s for s in specs if s.parent is None])
         with self.progress:
             self.tasks = {s.name: self.progress.add_task(f"{s.name}: waiting", total=1) for s in specs}
-            for spec in specs:
-                rep = self.reports[spec.name]
-                rep.repository = tag.repository(registry, spec.name)
-                parent = self.reports.get(spec.parent) if spec.parent else None
-                if parent is not None and (parent.failed or parent.image_id is None):
-                    rep.status, rep.error = "skipped", f"parent {spec.parent} {parent.status}"
-                    self.say(spec.name, f"[yellow]skipped[/yellow]: {rep.error}")
-                    continue
-                try:
-                    self._one(client, spec, rep, parent, base_refs, sources)
-                except Exception as exc:  # isolate: record, go on with the other images
-                    if not rep.failed:
-                        rep.status = {"planned": "build-failed", "built": "test-failed",
-                                      "tested": "publish-failed"}.get(rep.status, "build-failed")
-                    rep.error = f"{type(exc).__name__}: {exc}"
-                    self.say(spec.name, f"[red]{rep.status}[/red]: {rep.error}")
-                self.progress.update(self.tasks[spec.name], completed=1)
+            self._schedule(specs)
         self.write_report()
         return list(self.reports.values())
 
-    def _one(self, client, spec: ImageSpec, rep: ImageReport, parent: ImageReport | None,
-             base_refs: dict[str, str], sources: Sources) -> None:
-        opt = self.opt
-        if opt.stage == "publish":
-            self._publish_existing(client, spec, rep)
-            return
-        buildargs: dict[str, str] = {}
-        if parent is None and spec.base_image != self.matrix.data.bases[spec.base].pull:
-            # a CUDA base image (cuda.source: image): pulled as it is, never bootstrapped
-            if spec.base_image not in base_refs:
+    def _schedule(self, specs: list[ImageSpec]) -> None:
+        # Submit an image when its parent is ready for children; skip it when its parent failed.
+        children: dict[str | None, list[ImageSpec]] = {}
+        for s in specs:
+            children.setdefault(s.parent, []).append(s)
+        open_images = len(specs)
+        with ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="image") as pool:
+            def start(batch: list[ImageSpec]) -> None:
+                for s in batch:
+                    pool.submit(self._image, s)
+
+            start(children.get(None, []))
+            while open_images:
+                event, name = self._events.get()
+                if event == "done":
+                    open_images -= 1
+                    self.progress.update(self.tasks[name], completed=1)
+                    continue
+                rep = self.reports[name]
+                if rep.failed or rep.image_id is None:
+                    for child in children.get(name, []):
+                        open_images -= self._skip(child, f"parent {name} {rep.status}", children)
+                else:
+                    start(children.get(name, []))
+
+    def _skip(self, spec: ImageSpec, why: str, children: dict) -> int:
+        """Mark ``spec`` and its descendants skipped; return how many images that was."""
+        rep = self.reports[spec.name]
+        rep.status, rep.error = "skipped", why
+        self.say(spec.name, f"[yellow]skipped[/yellow]: {why}")
+        self.progress.update(self.tasks[spec.name], completed=1)
+        return 1 + sum(self._skip(child, f"parent {spec.name} skipped", children)
+                       for child in children.get(spec.name, []))
+
+    def _image(self, spec: ImageSpec) -> None:
+        """One image's steps, in a worker thread; tells the scheduler when children may start."""
+        rep = self.reports[spec.name]
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._events.put(("ready", spec.name))
+
+        try:
+            if self.opt.stage == "publish":
+                self._publish_existing(spec, rep)
+                release()
+                return
+            if not self._build(spec, rep) or self.opt.stage == "build":
+                return
+            if not self._smoke(spec, rep):
+                return
+            self._promote(rep)
+            release()
+            if self.opt.stage == "all":
+                self._push(rep)
+        except Exception as exc:  # isolate: record, go on with the other images
+            if not rep.failed:
+                rep.status = {"planned": "build-failed", "built": "test-failed",
+                              "tested": "publish-failed"}.get(rep.status, "build-failed")
+            rep.error = f"{type(exc).__name__}: {exc}"
+            self.say(spec.name, f"[red]{rep.status}[/red]: {rep.error}")
+        finally:
+            release()
+            self._events.put(("done", spec.name))
+
+    def _bases(self, client, roots: list[ImageSpec]) -> dict[str, str]:
+        """The FROM reference of each root image: its base (local, pulled or bootstrapped), or its
+        CUDA image (pulled as it is, never bootstrapped)."""
+        refs: dict[str, str] = {}
+        by_base: dict[str, str] = {}
+        for spec in roots:
+            base = self.matrix.data.bases[spec.base]
+            if spec.base_image != base.pull:
                 bases_mod.ensure_pulled(client, spec.base_image)
-                base_refs[spec.base_image] = spec.base_image
-            buildargs["BASE_IMAGE"] = spec.base_image
-        elif parent is None:
-            if spec.base not in base_refs:
-                b = bases_mod.ensure(client, spec.base, self.matrix.data.bases[spec.base], opt.base_source,
-                                     opt.build_dir / "bases", log=lambda m: self.say(spec.name, m))
-                base_refs[spec.base] = b.ref
+                refs[spec.name] = spec.base_image
+                continue
+            if spec.base not in by_base:
+                b = bases_mod.ensure(client, spec.base, base, self.opt.base_source, self.opt.build_dir / "bases",
+                                     log=lambda m, n=spec.name: self.say(n, m))
+                by_base[spec.base] = b.ref
                 self.say(spec.name, f"base {spec.base}: {b.ref} ({b.how})")
-            buildargs["BASE_IMAGE"] = base_refs[spec.base]
+            refs[spec.name] = by_base[spec.base]
+        return refs
+
+    def _build(self, spec: ImageSpec, rep: ImageReport) -> bool:
+        """Build through bake, give the image its immutable tag; False when the build failed."""
+        opt = self.opt
+        target = bake_file.target_name(spec.name)
+        args = {"WHEELHOUSE_IMAGE": self.wheelhouse}
+        if spec.parent is None:
+            args["BASE_IMAGE"] = self.base_refs[spec.name]
         else:
-            buildargs["PARENT_IMAGE"] = f"{parent.repository}:{parent.tags[0]}"
-        contexts = [opt.images_dir / a for a in self._lineage(spec)]
-        labels = build_mod.vcs_labels(contexts)
+            parent = self.reports[spec.parent]
+            args["PARENT_IMAGE"] = f"{parent.repository}:{parent.tags[0]}"
+        labels = build_mod.vcs_labels([opt.images_dir / a for a in self._lineage(spec)])
+        temporary = f"build-{self.run_id}"
+        override = opt.build_dir / "bake" / f"{target}.{self.run_id}.json"
+        override.parent.mkdir(parents=True, exist_ok=True)
         self.say(spec.name, "building")
-        with serve(sources) as sources_url:
-            result = build_mod.build_image(client, spec.name, opt.images_dir / spec.name, f"{rep.repository}:build",
-                                           {**buildargs, "BUILD_SOURCES_URL": sources_url}, labels,
-                                           self.logs / f"{spec.name}.build.log", nocache=opt.no_cache)
+        with self.sources.secrets() as secrets:
+            override.write_text(json.dumps({"target": {target: {"args": args, "secret": secrets}}}, indent=2))
+            with self._lock:
+                self._building += 1
+                self.peak_parallel_builds = max(self.peak_parallel_builds, self._building)
+            try:
+                result = build_mod.bake(
+                    spec.name, target, [render.bake_path(opt.images_dir).resolve(), override.resolve()],
+                    opt.images_dir.resolve().parent,
+                    {"REGISTRY": self.registry, "TAG": temporary,
+                     "REVISION": labels["org.opencontainers.image.revision"],
+                     "CREATED": labels["org.opencontainers.image.created"]},
+                    self.logs / f"{spec.name}.build.log", no_cache=opt.no_cache,
+                    on_step=lambda line: self._show(spec.name, line))
+            finally:
+                with self._lock:
+                    self._building -= 1
+                override.unlink(missing_ok=True)
         rep.build_seconds, rep.build_log = round(result.seconds, 1), str(result.log_path)
         rep.cached_steps, rep.steps = result.cached_steps, result.steps
         if not result.ok:
             rep.status, rep.error = "build-failed", result.error
             self.say(spec.name, f"[red]build failed[/red]: {result.error} (log {result.log_path})")
-            return
+            return False
+        client = self.client
         image = client.images.get(result.image_id)
         rep.image_id, rep.size_bytes = image.id, image.attrs["Size"]
         immutable = tag.immutable_tag(self.matrix.data.tags, tag.framework_version(client, image.id, spec),
                                       tag.python_version(client, image.id), image.id)
         image.tag(rep.repository, immutable)
-        client.api.remove_image(f"{rep.repository}:build", noprune=True)  # only the temporary tag
+        client.api.remove_image(f"{rep.repository}:{temporary}", noprune=True)  # only the temporary tag
         rep.tags = [immutable]
         rep.status = "built"
         self.say(spec.name, f"built {rep.repository}:{immutable} in {result.seconds:.0f} s "
                             f"({result.cached_steps}/{result.steps} steps cached, {image.attrs['Size'] / 1e6:.0f} MB)")
-        if opt.stage == "build":
-            return
+        return True
+
+    def _smoke(self, spec: ImageSpec, rep: ImageReport) -> bool:
+        """Run the image's smoke tests; False (status test-failed, log tails kept) when they fail."""
         self.say(spec.name, "smoke testing")
-        t = smoke.run(spec, f"{rep.repository}:{immutable}", opt.tests_root, self.logs)
+        t = smoke.run(spec, f"{rep.repository}:{rep.tags[0]}", self.opt.tests_root, self.logs)
         rep.test_seconds, rep.test_outcome, rep.test_log = round(t.seconds, 1), t.summary, str(t.log_path)
         rep.container_logs = [str(p) for p in t.container_logs]
         rep.seconds_to_healthy = _healthy_seconds(self.logs / f"{spec.name}.junit.xml")
-        if not t.ok:
-            rep.status, rep.error = "test-failed", t.summary
-            rep.container_log_tail = "".join(
-                f"== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-40:]) + "\n"
-                for p in t.container_logs)
-            self.say(spec.name, f"[red]smoke test failed[/red]: {t.summary} (log {t.log_path})")
-            return
+        if t.ok:
+            return True
+        rep.status, rep.error = "test-failed", t.summary
+        rep.container_log_tail = "".join(
+            f"== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-40:]) + "\n"
+            for p in t.container_logs)
+        self.say(spec.name, f"[red]smoke test failed[/red]: {t.summary} (log {t.log_path})")
+        return False
+
+    def _promote(self, rep: ImageReport) -> None:
+        """Give a tested image the moving tags (``latest``)."""
+        image = self.client.images.get(rep.image_id)
         for moving in self.matrix.data.tags.moving:
             image.tag(rep.repository, moving)
             rep.tags.append(moving)
         rep.status = "tested"
-        self.say(spec.name, f"[green]smoke test passed[/green] ({t.summary}); tagged {', '.join(rep.tags)}")
-        if opt.stage == "test":
-            return
-        self._push(client, rep)
+        self.say(rep.name, f"[green]smoke test passed[/green] ({rep.test_outcome}); tagged {', '.join(rep.tags)}")
 
-    def _publish_existing(self, client, spec: ImageSpec, rep: ImageReport) -> None:
+    def _publish_existing(self, spec: ImageSpec, rep: ImageReport) -> None:
         moving = self.matrix.data.tags.moving
         try:
-            image = client.images.get(f"{rep.repository}:{moving[0]}")
-        except Exception:
+            image = self.client.images.get(f"{rep.repository}:{moving[0]}")
+        except docker.errors.ImageNotFound:
             rep.status, rep.error = "skipped", f"no tested image {rep.repository}:{moving[0]} (run `builder test`)"
             self.say(spec.name, f"[yellow]skipped[/yellow]: {rep.error}")
             return
@@ -247,10 +319,11 @@ class Pipeline:
         own = [t.rsplit(":", 1)[1] for t in image.tags if t.rsplit(":", 1)[0] == rep.repository]
         rep.tags = sorted((t for t in own if t not in moving), reverse=True)[:1] + list(moving)
         rep.status = "tested"
-        self._push(client, rep)
+        self._push(rep)
 
-    def _push(self, client, rep: ImageReport) -> None:
-        result = publish.push(client, rep.repository, rep.tags)
+    def _push(self, rep: ImageReport) -> None:
+        self.say(rep.name, "pushing")
+        result = publish.push(self.client, rep.repository, rep.tags)
         rep.registry_digest = result.digest
         rep.status = "published" if result.pushed else "unchanged"
         self.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(rep.tags)} @ {result.digest}")
@@ -264,33 +337,17 @@ class Pipeline:
 
     def write_report(self) -> Path:
         """Write build/report.json ({"images": [ImageReport...]}) and return its path."""
-        path = self.opt.build_dir / "report.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                    "stage": self.opt.stage,
-                                    "images": [asdict(r) for r in self.reports.values()]}, indent=2) + "\n")
-        return path
+        return report.write(self.opt.build_dir / "report.json", self.opt.stage, list(self.reports.values()),
+                            jobs=self.opt.jobs, peak_parallel_builds=self.peak_parallel_builds)
 
-    def summary(self) -> Table:
+    def summary(self):
         """A rich table with one row per image."""
-        table = Table(title=f"builder {self.opt.stage}")
-        for col in ("image", "status", "tags", "size MB", "build s", "test s", "digest"):
-            table.add_column(col)
-        colour = {"published": "green", "unchanged": "green", "tested": "green", "built": "cyan", "skipped": "yellow"}
-        for r in self.reports.values():
-            c = colour.get(r.status, "red")
-            table.add_row(r.name, f"[{c}]{r.status}[/{c}]", ", ".join(r.tags),
-                          f"{r.size_bytes / 1e6:.0f}" if r.size_bytes else "",
-                          f"{r.build_seconds:.0f}" if r.build_seconds is not None else "",
-                          f"{r.test_seconds:.0f}" if r.test_seconds is not None else "",
-                          (r.registry_digest or "")[:19])
-        return table
+        return report.summary(self.opt.stage, list(self.reports.values()))
 
 
 def _healthy_seconds(junit: Path) -> float | None:
     # The smoke tests record seconds-to-healthy as a JUnit property (see tests/by_image/conftest.py).
     if not junit.exists():
         return None
-    import xml.etree.ElementTree as ET
     values = [float(p.get("value")) for p in ET.parse(junit).iter("property") if p.get("name") == "seconds_to_healthy"]
     return round(min(values), 2) if values else None

@@ -33,3 +33,26 @@ def find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
         cycle = list(reversed(exc.args[1]))
         return cycle
     return None
+
+
+def tree_groups(parents: dict[str, str | None]) -> dict[str, list[str]]:
+    """The images grouped by the root of their tree: ``{root: [root, descendants...]}``.
+
+    ``parents`` maps each image to its parent (None for a root) in build order, as
+    :meth:`builder.matrix.Matrix.images` gives them; each group keeps that order, so a job that
+    builds one group builds parents first. Raises KeyError for a parent missing from ``parents``.
+    """
+    root_of: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    for name, parent in parents.items():
+        root_of[name] = name if parent is None else root_of[parent]
+        groups.setdefault(root_of[name], []).append(name)
+    return groups
+
+
+def ci_matrix(parents: dict[str, str | None]) -> dict:
+    """A GitHub Actions ``strategy.matrix`` (https://docs.github.com/en/actions/using-jobs/using-a-matrix-for-your-jobs):
+    ``{"include": [{"root": <root image>, "images": "<space-separated names, parents first>"}, ...]}``,
+    one job per image tree, as docker-library's bashbrew generate script splits its builds."""
+    return {"include": [{"root": root, "images": " ".join(names)}
+                        for root, names in tree_groups(parents).items()]}

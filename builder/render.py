@@ -39,7 +39,8 @@ def render_image(matrix: Matrix, spec: ImageSpec, templates: Path) -> dict[str, 
     """
     env = environment(templates)
     data = matrix.data
-    ctx = {"spec": spec, "project": data.project, "runtime": data.runtime, "base": data.bases[spec.base]}
+    ctx = {"spec": spec, "project": data.project, "runtime": data.runtime, "base": data.bases[spec.base],
+           "build_tools": data.build_tools}
     kind = "framework" if spec.parent else "runtime"
     files = {"Dockerfile": env.get_template(f"layers/{kind}.Dockerfile.j2").render(ctx)}
     if spec.parent is None:
@@ -101,6 +102,40 @@ def write(files: dict[str, str | bytes], images: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+#: The bake file's name; it is written beside the images folder (bake resolves contexts from there).
+BAKE_FILE = "docker-bake.json"
+
+
+def bake_path(images: Path) -> Path:
+    """Where the bake file of ``images`` lives: ``<images>/../docker-bake.json``."""
+    return Path(images).parent / BAKE_FILE
+
+
+def write_bake(text: str, images: Path) -> Path:
+    """Write the bake file beside ``images`` atomically (a temporary file, then a rename); return its path."""
+    path = bake_path(images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".docker-bake-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_bake(text: str, images: Path) -> list[str]:
+    """``["stale: docker-bake.json"]`` or ``["missing: docker-bake.json"]`` when the bake file beside
+    ``images`` differs from ``text``; empty when it is fresh."""
+    path = bake_path(images)
+    if not path.is_file():
+        return [f"missing: {BAKE_FILE}"]
+    return [] if path.read_text() == text else [f"stale: {BAKE_FILE}"]
 
 
 def check(files: dict[str, str], images: Path) -> list[str]:

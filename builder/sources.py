@@ -1,4 +1,4 @@
-"""Package sources for builds: extra CA bundle, pip index URL, extra index URLs, wheelhouse.
+"""Package sources for builds: extra CA bundle, index URL, extra index URLs, wheelhouse.
 
 Configured outside matrix.yaml, from the environment (each ``BUILDER_*`` variable wins over pip's
 own one):
@@ -6,36 +6,39 @@ own one):
 ===========================  ===================================  ==============================
 setting                      variables, first set wins            meaning
 ===========================  ===================================  ==============================
-CA bundle                    BUILDER_CA_BUNDLE, PIP_CERT,         PEM file pip trusts in builds
-                             SSL_CERT_FILE                        (replaces pip's default bundle)
-index URL                    BUILDER_INDEX_URL, PIP_INDEX_URL     pip's index (default: pip's own)
+CA bundle                    BUILDER_CA_BUNDLE, PIP_CERT,         PEM file trusted in builds
+                             SSL_CERT_FILE                        (replaces the default bundle)
+index URL                    BUILDER_INDEX_URL, PIP_INDEX_URL     the index (default: PyPI)
 extra index URLs             BUILDER_EXTRA_INDEX_URL,             space-separated
                              PIP_EXTRA_INDEX_URL
 wheelhouse                   BUILDER_WHEELHOUSE, PIP_FIND_LINKS   a local directory of wheels
 ===========================  ===================================  ==============================
 
-The classic builder has no build secrets, so during a build :func:`serve` publishes them on
-loopback (``http://127.0.0.1:<port>``, default port 5098, ``BUILDER_SOURCES_PORT``; concurrent
-builders take turns on it) and builds run
-with host networking. The images' ``pip-install`` helper fetches them into a temporary directory
-and deletes it in the same RUN, so nothing of them is committed to a layer; only the fixed URL is
-passed as the build argument ``BUILD_SOURCES_URL`` (a stable value keeps the layer cache valid).
+They reach a build without touching a layer (https://docs.docker.com/build/building/secrets/):
+the index settings, credentials included, as BuildKit secrets ``uv.toml`` and ``pip.conf``
+(:meth:`Sources.secrets`), the CA bundle as the secret ``ca.pem``, and the wheelhouse as an image
+that the Dockerfiles bind-mount read-only (:func:`wheelhouse_image`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import functools
-import http.server
+import hashlib
+import json
 import os
-import shutil
-import sys
+import re
+import tarfile
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import docker
+from docker.errors import ImageNotFound
+
+#: An index URL: an http(s) or file URL without white space or control characters (it is written
+#: into uv.toml and pip.conf).
+_URL = re.compile(r"^(https?|file)://[^\s\x00-\x1f\x7f]+$")
 
 
 def _first(*names: str) -> str | None:
@@ -43,6 +46,12 @@ def _first(*names: str) -> str | None:
         if os.environ.get(n):
             return os.environ[n]
     return None
+
+
+def _url(value: str, where: str) -> str:
+    if not _URL.match(value):
+        raise ValueError(f"{where}: {value[:80]!r} is not an http(s) or file URL without spaces")
+    return value
 
 
 @dataclass(frozen=True)
@@ -53,44 +62,68 @@ class Sources:
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     wheelhouse: Path | None = None
-    port: int = 5098
 
     @classmethod
     def from_env(cls) -> "Sources":
-        """Read the settings from the environment (see the module doc). Missing files are ignored
-        only when unset; a named CA bundle or wheelhouse that does not exist raises ValueError."""
+        """Read the settings from the environment (see the module doc). Raises ValueError for a named
+        CA bundle or wheelhouse that does not exist, or an index URL that is not a URL."""
         ca = _first("BUILDER_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE")
         wh = _first("BUILDER_WHEELHOUSE", "PIP_FIND_LINKS")
         if ca and not Path(ca).is_file():
             raise ValueError(f"CA bundle {ca} (from the environment) is not a file")
         if wh and "://" not in wh and not Path(wh).is_dir():
             raise ValueError(f"wheelhouse {wh} (from the environment) is not a directory")
+        index = _first("BUILDER_INDEX_URL", "PIP_INDEX_URL")
         extra = _first("BUILDER_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
         return cls(
             ca_bundle=Path(ca) if ca else None,
-            index_url=_first("BUILDER_INDEX_URL", "PIP_INDEX_URL"),
-            extra_index_urls=tuple(extra.split()) if extra else (),
+            index_url=_url(index, "index URL") if index else None,
+            extra_index_urls=tuple(_url(u, "extra index URL") for u in extra.split()) if extra else (),
             wheelhouse=Path(wh) if wh and "://" not in wh else None,
-            port=int(os.environ.get("BUILDER_SOURCES_PORT", "5098")),
         )
 
-    @property
-    def empty(self) -> bool:
-        """True when nothing needs serving (builds then use pip's defaults)."""
-        return not (self.ca_bundle or self.index_url or self.extra_index_urls or self.wheelhouse)
-
-    def pip_conf(self, url: str) -> str:
-        """The pip.conf served to builds from ``url`` (https://pip.pypa.io/en/stable/topics/configuration/)."""
+    def pip_conf(self) -> str:
+        """pip's configuration for the index settings (https://pip.pypa.io/en/stable/topics/configuration/)."""
         lines = ["[global]"]
         if self.index_url:
             lines.append(f"index-url = {self.index_url}")
         if self.extra_index_urls:
             lines.append("extra-index-url = " + " ".join(self.extra_index_urls))
-        if self.wheelhouse:
-            lines.append(f"find-links = {url}/wheels/")
         return "\n".join(lines) + "\n"
 
-    def secrets(self) -> list[str]:
+    def uv_toml(self) -> str:
+        """uv's configuration for the same settings (https://docs.astral.sh/uv/reference/settings/).
+
+        With extra indexes the strategy is ``unsafe-best-match``, pip's behaviour: uv's default stops
+        at the first index that has a package and misses a version only a later index holds.
+        """
+        lines = []
+        if self.index_url:
+            lines.append(f"index-url = {json.dumps(self.index_url)}")
+        if self.extra_index_urls:
+            lines.append(f"extra-index-url = {json.dumps(list(self.extra_index_urls))}")
+            lines.append('index-strategy = "unsafe-best-match"')
+        return "\n".join(lines) + "\n"
+
+    @contextlib.contextmanager
+    def secrets(self) -> Iterator[list[str]]:
+        """BuildKit secret specifications (``id=uv.toml,src=…``) for the duration of the block.
+
+        uv.toml and pip.conf are written into a private temporary directory (mode 0700) that is
+        removed afterwards; the CA bundle is passed from where it is.
+        """
+        with tempfile.TemporaryDirectory(prefix="builder-secrets-") as tmp:
+            root = Path(tmp)
+            os.chmod(root, 0o700)
+            specs = []
+            for name, text in (("uv.toml", self.uv_toml()), ("pip.conf", self.pip_conf())):
+                (root / name).write_text(text)
+                specs.append(f"id={name},src={root / name}")
+            if self.ca_bundle:
+                specs.append(f"id=ca.pem,src={self.ca_bundle.resolve()}")
+            yield specs
+
+    def credentials(self) -> list[str]:
         """Strings that must never appear in a built image or its history (credentials in URLs)."""
         out = []
         for u in (self.index_url, *self.extra_index_urls):
@@ -99,63 +132,44 @@ class Sources:
         return out
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # builds run often; the build log shows pip's view
-        pass
+WHEELHOUSE_REPOSITORY = "builder-wheelhouse"
 
 
-LOCK_DIR = Path(tempfile.gettempdir())
+def wheelhouse_image(client: docker.DockerClient, wheelhouse: Path | None) -> str:
+    """The image the Dockerfiles bind-mount as their wheelhouse: ``scratch`` (none) when
+    ``wheelhouse`` is None or holds no wheel, else ``builder-wheelhouse:<12 hex>``.
 
-
-@contextlib.contextmanager
-def _port_lock(port: int) -> Iterator[None]:
-    # One builder at a time serves on a port: concurrent builders on a machine take turns per build
-    # instead of moving to another port, which would change BUILD_SOURCES_URL and so the cache key.
-    with open(LOCK_DIR / f"builder-sources-{port}.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another builder serving package sources on port {port}", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def serve(sources: Sources) -> Iterator[str]:
-    """Serve ``sources`` on 127.0.0.1 for the duration of the ``with`` block; yields the URL.
-
-    Uses the standard library's ThreadingHTTPServer over a temporary directory holding pip.conf,
-    ca.pem and wheels/ (a link to the wheelhouse). Yields "" when there is nothing to serve.
-    The URL is a build argument and so part of the layer cache key: it must not change between
-    runs. Builders on one machine therefore take turns on the port (a file lock in the temporary
-    directory; the caller waits). Serve around one build at a time. Raises OSError when a process
-    that is not a builder holds the port.
+    The tag is the sha256 of the wheels' names and contents, so the image is imported (docker
+    import of a tar of the ``*.whl`` files) only when the wheelhouse changed, and a changed
+    wheelhouse invalidates exactly the installs that mount it.
     """
-    if sources.empty:
-        yield ""
-        return
-    with tempfile.TemporaryDirectory(prefix="builder-sources-") as tmp:
-        root = Path(tmp)
-        if sources.ca_bundle:
-            shutil.copyfile(sources.ca_bundle, root / "ca.pem")
-        if sources.wheelhouse:
-            (root / "wheels").symlink_to(sources.wheelhouse.resolve(), target_is_directory=True)
-        url = f"http://127.0.0.1:{sources.port}"
-        (root / "pip.conf").write_text(sources.pip_conf(url))
-        handler = functools.partial(_Quiet, directory=str(root))
-        with _port_lock(sources.port):
-            try:
-                server = http.server.ThreadingHTTPServer(("127.0.0.1", sources.port), handler)
-            except OSError as exc:
-                raise OSError(f"cannot serve package sources on 127.0.0.1:{sources.port} ({exc.strerror}); "
-                              "set BUILDER_SOURCES_PORT to a free port") from None
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
-            thread.start()
-            try:
-                yield url
-            finally:
-                server.shutdown()
-                server.server_close()
+    wheels = sorted(wheelhouse.glob("*.whl")) if wheelhouse else []
+    if not wheels:
+        return "scratch"
+    digest = hashlib.sha256()
+    for w in wheels:
+        digest.update(w.name.encode() + b"\0")
+        with w.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    ref = f"{WHEELHOUSE_REPOSITORY}:{digest.hexdigest()[:12]}"
+    try:
+        client.images.get(ref)
+        return ref
+    except ImageNotFound:
+        pass
+    with tempfile.TemporaryDirectory(prefix="builder-wheelhouse-") as tmp:
+        tar_path = Path(tmp) / "wheelhouse.tar"
+        with tarfile.open(tar_path, mode="w") as tar:
+            for w in wheels:
+                info = tar.gettarinfo(str(w), arcname=w.name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = 0
+                info.mode = 0o644
+                with w.open("rb") as f:
+                    tar.addfile(info, f)
+        client.api.import_image_from_file(str(tar_path), repository=WHEELHOUSE_REPOSITORY,
+                                          tag=ref.split(":", 1)[1])
+    client.images.get(ref)  # raises ImageNotFound when the import did not produce it
+    return ref

@@ -54,7 +54,7 @@ CASES = {
         "m.yaml: frameworks.sklearn: unknown key 'versoins' (expected one of: parent, title, versions)"),
     "unknown top-level key": (
         mutate((("framework",), {})),
-        "m.yaml: (top level): unknown key 'framework' (expected one of: bases, frameworks, project, runtime, "
+        "m.yaml: (top level): unknown key 'framework' (expected one of: bases, build_tools, frameworks, project, runtime, "
         "schema, tags)"),
     "duplicate image name": (
         lambda d: mutate((SK + ("versions",), d["frameworks"]["sklearn"]["versions"]

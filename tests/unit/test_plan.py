@@ -11,3 +11,10 @@ def test_parents_come_first_and_ties_keep_matrix_order():
 def test_find_cycle_names_the_cycle():
     assert plan.find_cycle({"a": ["b"], "b": ["a"], "c": []}) in (["a", "b", "a"], ["b", "a", "b"])
     assert plan.find_cycle({"a": [], "b": ["a"]}) is None
+
+
+def test_tree_groups_keep_build_order_and_put_every_descendant_with_its_root():
+    parents = {"root-a": None, "root-b": None, "a1": "root-a", "b1": "root-b", "a1x": "a1"}
+    assert plan.tree_groups(parents) == {"root-a": ["root-a", "a1", "a1x"], "root-b": ["root-b", "b1"]}
+    assert plan.ci_matrix(parents) == {"include": [{"root": "root-a", "images": "root-a a1 a1x"},
+                                                   {"root": "root-b", "images": "root-b b1"}]}

@@ -1,73 +1,77 @@
-"""Package sources for builds: read from the environment, served on loopback, never baked in."""
+"""Package sources for builds: read from the environment, handed to builds as BuildKit secrets."""
 
-import urllib.request
+import tomllib
+from pathlib import Path
 
 import pytest
 
-from builder.sources import Sources, serve
+from builder.sources import Sources
+
+VARIABLES = ("BUILDER_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE", "BUILDER_INDEX_URL", "PIP_INDEX_URL",
+             "BUILDER_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL", "BUILDER_WHEELHOUSE", "PIP_FIND_LINKS")
 
 
-def test_builder_variables_win_over_pips_own(monkeypatch, tmp_path):
+@pytest.fixture
+def clean_env(monkeypatch):
+    for v in VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    return monkeypatch
+
+
+def test_builder_variables_win_over_pips_own(clean_env, tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    monkeypatch.setenv("PIP_INDEX_URL", "https://pip-index.invalid/simple")
-    monkeypatch.setenv("BUILDER_INDEX_URL", "https://mirror.invalid/simple")
-    monkeypatch.setenv("PIP_CERT", str(ca))
-    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
-    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "https://a.invalid/simple https://b.invalid/simple")
+    clean_env.setenv("PIP_INDEX_URL", "https://pip-index.invalid/simple")
+    clean_env.setenv("BUILDER_INDEX_URL", "https://mirror.invalid/simple")
+    clean_env.setenv("PIP_CERT", str(ca))
+    clean_env.setenv("PIP_FIND_LINKS", str(tmp_path))
+    clean_env.setenv("PIP_EXTRA_INDEX_URL", "https://a.invalid/simple https://b.invalid/simple")
     s = Sources.from_env()
     assert s.index_url == "https://mirror.invalid/simple"
     assert s.ca_bundle == ca and s.wheelhouse == tmp_path
     assert s.extra_index_urls == ("https://a.invalid/simple", "https://b.invalid/simple")
 
 
-def test_a_missing_ca_bundle_is_an_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("BUILDER_CA_BUNDLE", str(tmp_path / "absent.pem"))
+def test_a_missing_ca_bundle_is_an_error(clean_env, tmp_path):
+    clean_env.setenv("BUILDER_CA_BUNDLE", str(tmp_path / "absent.pem"))
     with pytest.raises(ValueError, match="not a file"):
         Sources.from_env()
 
 
-def test_nothing_configured_means_nothing_served(monkeypatch):
-    for v in ("BUILDER_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE", "BUILDER_INDEX_URL", "PIP_INDEX_URL",
-              "BUILDER_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL", "BUILDER_WHEELHOUSE", "PIP_FIND_LINKS"):
-        monkeypatch.delenv(v, raising=False)
+@pytest.mark.parametrize("url", ["mirror.invalid/simple", "https://a.invalid/simple\nindex-url = x", "ftp://x.invalid/"])
+def test_an_index_url_that_is_not_a_url_is_an_error(clean_env, url):
+    clean_env.setenv("BUILDER_INDEX_URL", url)
+    with pytest.raises(ValueError, match="index URL"):
+        Sources.from_env()
+
+
+def test_nothing_configured_gives_empty_configurations(clean_env):
     s = Sources.from_env()
-    assert s.empty
-    with serve(s) as url:
-        assert url == ""
+    assert s.uv_toml() == "\n" and s.pip_conf() == "[global]\n"
+    with s.secrets() as secrets:
+        assert sorted(x.split(",")[0] for x in secrets) == ["id=pip.conf", "id=uv.toml"]
 
 
-def test_served_pip_conf_ca_and_wheelhouse(tmp_path):
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    (wheels / "demo-1.0-py3-none-any.whl").write_bytes(b"PK")
+def test_uv_and_pip_get_the_same_indexes_and_uv_searches_every_index(tmp_path):
+    s = Sources(index_url="https://user:t0ken@mirror.invalid/simple",
+                extra_index_urls=("https://a.invalid/simple", 'https://b.invalid/"quoted"'))
+    uv = tomllib.loads(s.uv_toml())
+    assert uv == {"index-url": "https://user:t0ken@mirror.invalid/simple",
+                  "extra-index-url": ["https://a.invalid/simple", 'https://b.invalid/"quoted"'],
+                  "index-strategy": "unsafe-best-match"}
+    assert "index-url = https://user:t0ken@mirror.invalid/simple" in s.pip_conf()
+    assert s.credentials() == ["user:t0ken"]
+
+
+def test_secrets_live_in_a_private_folder_only_for_the_block(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("CERT")
-    s = Sources(ca_bundle=ca, index_url="https://user:t0ken@mirror.invalid/simple", wheelhouse=wheels, port=5197)
-    assert s.secrets() == ["user:t0ken"]
-    with serve(s) as url:
-        conf = urllib.request.urlopen(f"{url}/pip.conf").read().decode()
-        assert "index-url = https://user:t0ken@mirror.invalid/simple" in conf
-        assert f"find-links = {url}/wheels/" in conf
-        assert urllib.request.urlopen(f"{url}/ca.pem").read() == b"CERT"
-        assert "demo-1.0-py3-none-any.whl" in urllib.request.urlopen(f"{url}/wheels/").read().decode()
-
-
-def test_concurrent_builders_take_turns_on_the_same_port():
-    import threading
-    import time
-
-    s = Sources(index_url="https://mirror.invalid/simple", port=5187)
-    events = []
-
-    def second():
-        with serve(s) as url:
-            events.append(("second", url))
-
-    with serve(s) as first:
-        t = threading.Thread(target=second)
-        t.start()
-        time.sleep(0.5)
-        events.append(("first done", first))
-    t.join(10)
-    assert events == [("first done", "http://127.0.0.1:5187"), ("second", "http://127.0.0.1:5187")]
+    s = Sources(ca_bundle=ca, index_url="https://user:t0ken@mirror.invalid/simple")
+    with s.secrets() as secrets:
+        specs = dict(x.split(",", 1) for x in secrets)
+        files = {k.removeprefix("id="): Path(v.removeprefix("src=")) for k, v in specs.items()}
+        assert files["ca.pem"] == ca.resolve()
+        assert "t0ken" in files["uv.toml"].read_text() and "t0ken" in files["pip.conf"].read_text()
+        folder = files["uv.toml"].parent
+        assert folder.stat().st_mode & 0o077 == 0
+    assert not folder.exists() and ca.exists()

@@ -1,0 +1,77 @@
+"""The bake file: generated from the matrix, golden for the small matrix, checked like images/."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from builder import bake, matrix, render
+from builder.cli import app
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "small-docker-bake.json"
+
+
+def _small(root):
+    return matrix.load(root / "tests" / "fixtures" / "matrix-small.yaml")
+
+
+def test_bake_file_equals_the_golden_file(root):
+    text = bake.render(_small(root))
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_one_target_per_image_with_its_context_and_groups(root):
+    m = matrix.load(root / "matrix.yaml")
+    data = bake.bake_file(m)
+    names = [s.name for s in m.images()]
+    assert sorted(data["target"]) == sorted(bake.target_name(n) for n in names)
+    assert data["group"]["default"]["targets"] == [bake.target_name(n) for n in names]
+    for s in m.images():
+        t = data["target"][bake.target_name(s.name)]
+        assert t["context"] == f"images/{s.name}" and (root / t["context"] / t["dockerfile"]).is_file()
+        assert bake.target_name(s.name) in data["group"][s.framework]["targets"]
+        assert bake.target_name(s.name) in data["group"][s.device]["targets"]
+        if s.parent:
+            # a child is built FROM what its parent's target tagged
+            assert t["args"]["PARENT_IMAGE"] == data["target"][bake.target_name(s.parent)]["tags"][0]
+        else:
+            assert t["args"]["BASE_IMAGE"] == s.base_image
+    level0 = data["group"]["level0"]["targets"]
+    assert level0 == [bake.target_name(s.name) for s in m.images() if s.parent is None]
+    assert all(bake.target_name(s.name) in data["group"]["level1"]["targets"] for s in m.images() if s.parent)
+
+
+def test_target_names_follow_bakes_grammar():
+    assert bake.target_name("sklearn-1.9-debian12-py311-cpu-inference") == "sklearn-1_9-debian12-py311-cpu-inference"
+    with pytest.raises(ValueError):
+        bake.target_name("bad name")
+
+
+def test_registry_prefix_is_left_out_when_empty():
+    assert bake.image_ref("x") == '${REGISTRY == "" ? "" : "${REGISTRY}/"}x:${TAG}'
+
+
+def test_render_writes_the_bake_file_and_check_finds_it_stale(tmp_path, root, monkeypatch):
+    (tmp_path / "compat.yaml").write_text((root / "tests" / "fixtures" / "compat.yaml").read_text())
+    (tmp_path / "m.yaml").write_text((root / "tests" / "fixtures" / "matrix-small.yaml").read_text())
+    args = ["--matrix", str(tmp_path / "m.yaml"), "--templates", str(root / "templates"), "--images", str(tmp_path / "images")]
+    r = CliRunner().invoke(app, ["render", *args])
+    assert r.exit_code == 0, r.output
+    written = tmp_path / "docker-bake.json"
+    assert json.loads(written.read_text())["target"]
+    assert CliRunner().invoke(app, ["render", "--check", *args]).exit_code == 0
+    written.write_text(written.read_text().replace("latest", "edited"))
+    r = CliRunner().invoke(app, ["render", "--check", *args])
+    assert r.exit_code == 1 and "stale: docker-bake.json" in r.output
+    written.unlink()
+    r = CliRunner().invoke(app, ["render", "--check", *args])
+    assert r.exit_code == 1 and "missing: docker-bake.json" in r.output
+
+
+def test_committed_bake_file_is_fresh(root):
+    m = matrix.load(root / "matrix.yaml")
+    assert render.check_bake(bake.render(m), root / "images") == []
