@@ -1,12 +1,20 @@
 """Benchmark of the main job on this machine. Prints figures; asserts nothing.
 
-1. cold build + smoke test of the selected images with the Engine's layer cache ignored
-   (`builder test --no-cache`): wall seconds, and each image's build seconds;
-2. two no-op reruns (`builder build`): wall seconds, and whether every image id stayed the same
-   (the first follows the --no-cache build, the second a normal one);
-3. per-image size, the sum of image sizes against the bytes their layers really take on disk
-   (docker-py's ``df()``, the data behind ``docker system df -v``);
-4. seconds from container start to a healthy ``GET /`` per image (median of 3 runs of the
+Works on a copy of matrix.yaml, compat.yaml, templates/ and images/ in build/bench/workspace (the
+one-pin change is made there, never in the repository). By default it measures the CPU images whose
+Python is this interpreter's (the references install into venvs of this interpreter).
+
+1. references, measured in this run for the same images' package sets (each image's own pins plus
+   its ancestors'):
+   - serial: for each image, a fresh venv plus ``pip install`` of its set, one after another;
+   - parallel: every set at once, each into a fresh venv, with ``uv pip install --no-cache``;
+2. cold ``builder build --no-cache`` with BuildKit's cache (layers and cache mounts) pruned first,
+   and its ratio to both references; peak number of concurrent builds;
+3. ``builder all`` right after it (smoke tests, tags, pushes to the local registry);
+4. a no-op ``builder build``: wall seconds, image ids unchanged;
+5. a rerun after one pin change (one companion of one image moved to another release): wall
+   seconds, images rebuilt, bytes received on the machine's network interfaces meanwhile;
+6. per-image size and seconds from container start to a healthy ``GET /`` (median of 3 runs of the
    model-free entry script of tests/by_image/minimal).
 
 Usage: python benchmarks/bench.py [--select GLOB]... (from the repository root).
@@ -16,28 +24,102 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import engine  # noqa: E402
+from builder import engine, matrix as matrix_mod, pipeline  # noqa: E402
 from builder.smoke import wait_healthy  # noqa: E402
+from builder.sources import Sources  # noqa: E402
+
+WORK = ROOT / "build" / "bench"
+SPACE = WORK / "workspace"
+PIN = ("sklearn-1.8-debian12-py311-cpu-inference", "joblib: 1.5.3", "joblib: 1.5.2")
 
 
-def run(args: list[str], build_dir: Path) -> tuple[float, dict[str, dict]]:
+def workspace() -> list[str]:
+    """Copy the inputs into SPACE and return the builder options that point at them."""
+    shutil.rmtree(SPACE, ignore_errors=True)
+    SPACE.mkdir(parents=True)
+    for name in ("matrix.yaml", "compat.yaml", "docker-bake.json"):
+        shutil.copy2(ROOT / name, SPACE / name)
+    for name in ("templates", "images"):
+        shutil.copytree(ROOT / name, SPACE / name)
+    return ["--matrix", str(SPACE / "matrix.yaml"), "--templates", str(SPACE / "templates"),
+            "--images", str(SPACE / "images"), "--tests", str(ROOT / "tests" / "by_image")]
+
+
+def builder(args: list[str], build_dir: Path) -> tuple[float, dict]:
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "builder.cli", *args, "--build-dir", str(build_dir)], cwd=ROOT,
                           capture_output=True, text=True)
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-    report = json.loads((build_dir / "report.json").read_text())["images"]
-    return seconds, {r["name"]: r for r in report}
+    return seconds, json.loads((build_dir / "report.json").read_text())
+
+
+def rx_bytes() -> int:
+    """Bytes received so far on every network interface but loopback (/proc/net/dev)."""
+    total = 0
+    for line in Path("/proc/net/dev").read_text().splitlines()[2:]:
+        name, data = line.split(":", 1)
+        if name.strip() != "lo":
+            total += int(data.split()[0])
+    return total
+
+
+def package_sets(specs) -> dict[str, list[str]]:
+    """Each image's whole install set: its ancestors' pins and its own."""
+    by_name = {s.name: s for s in specs}
+    out = {}
+    for s in specs:
+        chain, cur = [], s
+        while cur:
+            chain.insert(0, cur)
+            cur = by_name.get(cur.parent) if cur.parent else None
+        out[s.name] = [r for c in chain for r in c.requirements]
+    return out
+
+
+def serial_pip(sets: dict[str, list[str]], sources: Sources) -> float:
+    start = time.monotonic()
+    for name, reqs in sets.items():
+        with tempfile.TemporaryDirectory(prefix="bench-pip-") as tmp:
+            subprocess.run([sys.executable, "-m", "venv", tmp], check=True)
+            links = ["--find-links", str(sources.wheelhouse)] if sources.wheelhouse else []
+            subprocess.run([f"{tmp}/bin/pip", "install", "--quiet", "--no-cache-dir", *links, *reqs], check=True)
+    return time.monotonic() - start
+
+
+def parallel_uv(sets: dict[str, list[str]], sources: Sources) -> float:
+    import uv
+    uv_bin = uv.find_uv_bin()
+    with tempfile.TemporaryDirectory(prefix="bench-uv-") as tmp:
+        venvs = {}
+        for name in sets:
+            venvs[name] = Path(tmp) / name
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venvs[name])], check=True)
+        links = ["--find-links", str(sources.wheelhouse)] if sources.wheelhouse else []
+
+        def install(name: str) -> None:
+            subprocess.run([uv_bin, "pip", "install", "--quiet", "--no-cache", "--python",
+                            str(venvs[name] / "bin" / "python"), *links, *sets[name]], check=True)
+
+        start = time.monotonic()
+        with ThreadPoolExecutor(len(sets)) as pool:
+            list(pool.map(install, sets))
+        return time.monotonic() - start
 
 
 def healthy_seconds(client, image: str, runs: int = 3) -> float:
@@ -55,46 +137,69 @@ def healthy_seconds(client, image: str, runs: int = 3) -> float:
     return statistics.median(samples)
 
 
+def images_of(report: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in report["images"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--select", action="append", default=[])
     ns = parser.parse_args()
-    select = [a for s in ns.select for a in ("--select", s)]
+    py = ".".join(platform.python_version_tuple()[:2])
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    specs = pipeline.select(m, ns.select) if ns.select else [
+        s for s in m.images() if s.device == "cpu" and s.python == py]
+    select = [a for s in specs for a in ("--select", s.name)]
     client = engine.client(ROOT / "build")
-    out = ROOT / "build" / "bench"
+    opts = workspace()
+    sources = Sources.from_env()
+    print(f"{len(specs)} images: {', '.join(s.name for s in specs)}")
 
-    cold_s, cold = run(["test", "--no-cache", *select], out / "cold")
-    noop_s, noop = run(["build", *select], out / "noop")
-    noop2_s, noop2 = run(["build", *select], out / "noop2")
-    print(f"cold build + smoke test (no layer cache): {cold_s:8.1f} s wall, "
-          f"{sum(r['build_seconds'] or 0 for r in cold.values()):.1f} s of it building")
-    for label, seconds, after, before in (("no-op rebuild after the cold build:", noop_s, noop, cold),
-                                          ("second no-op rebuild:", noop2_s, noop2, noop)):
-        same = sum(after[n]["image_id"] == before[n]["image_id"] for n in before)
-        cached = sum(r["cached_steps"] or 0 for r in after.values())
-        steps = sum(r["steps"] or 0 for r in after.values())
-        print(f"{label:41} {seconds:8.1f} s wall; {same}/{len(before)} image ids unchanged; "
-              f"{cached}/{steps} steps from cache (ARG and FROM steps never say so)")
+    python_of = {s.name: s.python for s in specs}
+    sets = {name: reqs for name, reqs in package_sets(specs).items() if python_of[name] == py}
+    serial = serial_pip(sets, sources) if len(sets) == len(specs) else float("nan")
+    parallel = parallel_uv(sets, sources) if len(sets) == len(specs) else float("nan")
+
+    subprocess.run(["docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
+    cold_s, cold = builder(["build", "--no-cache", *opts, *select], WORK / "cold")
+    all_s, full = builder(["all", *opts, *select], WORK / "all")
+    noop_s, noop = builder(["build", *opts, *select], WORK / "noop")
+    path = SPACE / "matrix.yaml"
+    text = path.read_text()
+    changed = PIN[0] in {s.name for s in specs} and PIN[1] in text
+    if changed:
+        path.write_text(text.replace(PIN[1], PIN[2], 1))
+        subprocess.run([sys.executable, "-m", "builder.cli", "render", "--matrix", str(path), "--templates",
+                        str(SPACE / "templates"), "--images", str(SPACE / "images")], cwd=ROOT, check=True,
+                       capture_output=True)
+    rx = rx_bytes()
+    pin_s, pin = builder(["build", *opts, *select], WORK / "pin")
+    rx = rx_bytes() - rx
+
+    c, a, n, p = images_of(cold), images_of(full), images_of(noop), images_of(pin)
+    print(f"serial reference (fresh venv + pip install, one image after another): {serial:7.1f} s")
+    print(f"parallel reference (fresh venvs, uv pip install --no-cache, all at once): {parallel:7.1f} s")
+    print(f"cold `builder build --no-cache` (BuildKit cache pruned): {cold_s:7.1f} s wall; "
+          f"{cold_s / parallel:.2f}x the uv reference, {cold_s / serial:.2f}x the serial pip one; "
+          f"peak parallel builds {cold['peak_parallel_builds']} (--jobs {cold['jobs']})")
+    print(f"`builder all` after it (smoke tests, tags, pushes): {all_s:7.1f} s wall; "
+          f"{sum(r['status'] in ('published', 'unchanged') for r in a.values())}/{len(a)} published; "
+          f"peak parallel builds {full['peak_parallel_builds']}")
+    same = sum(n[k]["image_id"] == c[k]["image_id"] for k in c)
+    print(f"no-op `builder build`: {noop_s:7.1f} s wall; {same}/{len(c)} image ids unchanged; "
+          f"{sum(r['cached_steps'] or 0 for r in n.values())}/{sum(r['steps'] or 0 for r in n.values())} steps cached")
+    if changed:
+        rebuilt = [k for k in p if p[k]["image_id"] != n[k]["image_id"]]
+        print(f"after one pin change ({PIN[0]}: {PIN[1]} -> {PIN[2]}): {pin_s:7.1f} s wall; "
+              f"rebuilt {len(rebuilt)}: {', '.join(rebuilt)}; {rx / 1e6:.2f} MB received on the network")
     print()
-    print(f"{'image':48} {'status':12} {'build s':>8} {'size MB':>9} {'healthy s':>10}")
-    ids = set()
-    for name, r in cold.items():
-        healthy = healthy_seconds(client, r["image_id"]) if r["status"] == "tested" else float("nan")
-        ids.add(r["image_id"])
-        print(f"{name:48} {r['status']:12} {r['build_seconds'] or 0:8.1f} {(r['size_bytes'] or 0) / 1e6:9.1f} "
+    print(f"{'image':48} {'status':12} {'cold build s':>12} {'size MB':>9} {'healthy s':>10}")
+    for name, r in a.items():
+        healthy = healthy_seconds(client, r["image_id"]) if r["image_id"] else float("nan")
+        print(f"{name:48} {r['status']:12} {c[name]['build_seconds'] or 0:12.1f} {(r['size_bytes'] or 0) / 1e6:9.1f} "
               f"{healthy:10.2f}")
-    df = client.df()
-    ours = [i for i in df["Images"] if i["Id"] in ids]
-    total = sum(i["Size"] for i in ours)
-    unique = sum(i["Size"] - max(i.get("SharedSize", 0), 0) for i in ours)
-    shared = max((max(i.get("SharedSize", 0), 0) for i in ours), default=0)
-    print()
-    print(f"sum of image sizes:        {total / 1e6:10.1f} MB")
-    print(f"unique bytes per image:    {unique / 1e6:10.1f} MB (sum of each image's layers no other image has)")
-    print(f"largest shared part:       {shared / 1e6:10.1f} MB (parent layers counted once)")
-    print(f"on disk, about:            {(unique + shared) / 1e6:10.1f} MB")
-    print(f"all layers on this Engine: {df['LayersSize'] / 1e6:10.1f} MB")
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

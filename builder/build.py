@@ -25,7 +25,9 @@ from typing import Callable
 # A step line of buildx's plain progress: "#12 [stage-1 3/6] RUN ..." and "#12 CACHED".
 _STEP = re.compile(r"^#(\d+) \[(?!internal\])[^\]]*\d+/\d+\] ")
 _CACHED = re.compile(r"^#(\d+) CACHED$")
-_ERROR = re.compile(r"^(ERROR: .*|#\d+ ERROR: .*)$")
+_OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*\S)")
+_VERTEX_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
+_ERROR = re.compile(r"^ERROR: (.*)$")
 
 
 @dataclass
@@ -95,6 +97,7 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
     start = time.monotonic()
     steps: set[str] = set()
     cached: set[str] = set()
+    last_output: dict[str, str] = {}
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="builder-metadata-") as tmp:
         metadata = Path(tmp) / "metadata.json"
@@ -111,14 +114,19 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
             for line in proc.stdout:
                 log.write(line)
                 line = line.rstrip("\n")
-                step, hit = _STEP.match(line), _CACHED.match(line)
+                step, hit, out = _STEP.match(line), _CACHED.match(line), _OUTPUT.match(line)
+                failed, error = _VERTEX_ERROR.match(line), _ERROR.match(line)
                 if step and step.group(1) not in steps:
                     steps.add(step.group(1))
                     on_step(line.split(" ", 1)[1][:100])
                 elif hit:
                     cached.add(hit.group(1))
-                elif _ERROR.match(line):
-                    errors.append(line.split("ERROR: ", 1)[1].strip())
+                elif out:
+                    last_output[out.group(1)] = out.group(2).strip()
+                elif failed:
+                    errors.append(_step_error(failed.group(2), last_output.get(failed.group(1))))
+                elif error and not errors:
+                    errors.append(error.group(1).strip())
             code = proc.wait()
         data = json.loads(metadata.read_text()) if metadata.is_file() and metadata.stat().st_size else {}
     seconds = time.monotonic() - start
@@ -131,3 +139,10 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
         error = "docker buildx reported no image id in its metadata file"
     return BuildResult(name, error is None, image_id if error is None else None, seconds, log_path, error,
                        len(cached & steps), len(steps))
+
+
+def _step_error(message: str, last_output: str | None) -> str:
+    # "executor failed running [<whole command>]: exit code: 1" -> "exit code 1: <the step's last line>"
+    code = re.search(r"exit code: (\d+)", message)
+    head = f"a build step exited with code {code.group(1)}" if code else message[:200]
+    return f"{head}: {last_output[:300]}" if last_output else head

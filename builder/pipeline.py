@@ -23,6 +23,7 @@ from typing import Literal
 
 import docker
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from builder import bake as bake_file
@@ -172,7 +173,7 @@ class Pipeline:
         """Mark ``spec`` and its descendants skipped; return how many images that was."""
         rep = self.reports[spec.name]
         rep.status, rep.error = "skipped", why
-        self.say(spec.name, f"[yellow]skipped[/yellow]: {why}")
+        self.say(spec.name, f"[yellow]skipped[/yellow]: {escape(why)}")
         self.progress.update(self.tasks[spec.name], completed=1)
         return 1 + sum(self._skip(child, f"parent {spec.name} skipped", children)
                        for child in children.get(spec.name, []))
@@ -206,7 +207,7 @@ class Pipeline:
                 rep.status = {"planned": "build-failed", "built": "test-failed",
                               "tested": "publish-failed"}.get(rep.status, "build-failed")
             rep.error = f"{type(exc).__name__}: {exc}"
-            self.say(spec.name, f"[red]{rep.status}[/red]: {rep.error}")
+            self.say(spec.name, f"[red]{rep.status}[/red]: {escape(rep.error)}")
         finally:
             release()
             self._events.put(("done", spec.name))
@@ -258,7 +259,7 @@ class Pipeline:
                      "REVISION": labels["org.opencontainers.image.revision"],
                      "CREATED": labels["org.opencontainers.image.created"]},
                     self.logs / f"{spec.name}.build.log", no_cache=opt.no_cache,
-                    on_step=lambda line: self._show(spec.name, line))
+                    on_step=lambda line: self._show(spec.name, escape(line)))
             finally:
                 with self._lock:
                     self._building -= 1
@@ -267,7 +268,7 @@ class Pipeline:
         rep.cached_steps, rep.steps = result.cached_steps, result.steps
         if not result.ok:
             rep.status, rep.error = "build-failed", result.error
-            self.say(spec.name, f"[red]build failed[/red]: {result.error} (log {result.log_path})")
+            self.say(spec.name, f"[red]build failed[/red]: {escape(str(result.error))} (log {escape(str(result.log_path))})")
             return False
         client = self.client
         image = client.images.get(result.image_id)
@@ -295,7 +296,7 @@ class Pipeline:
         rep.container_log_tail = "".join(
             f"== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-40:]) + "\n"
             for p in t.container_logs)
-        self.say(spec.name, f"[red]smoke test failed[/red]: {t.summary} (log {t.log_path})")
+        self.say(spec.name, f"[red]smoke test failed[/red]: {escape(t.summary)} (log {escape(str(t.log_path))})")
         return False
 
     def _promote(self, rep: ImageReport) -> None:
@@ -305,7 +306,7 @@ class Pipeline:
             image.tag(rep.repository, moving)
             rep.tags.append(moving)
         rep.status = "tested"
-        self.say(rep.name, f"[green]smoke test passed[/green] ({rep.test_outcome}); tagged {', '.join(rep.tags)}")
+        self.say(rep.name, f"[green]smoke test passed[/green] ({escape(rep.test_outcome or '')}); tagged {', '.join(rep.tags)}")
 
     def _publish_existing(self, spec: ImageSpec, rep: ImageReport) -> None:
         moving = self.matrix.data.tags.moving
@@ -313,7 +314,7 @@ class Pipeline:
             image = self.client.images.get(f"{rep.repository}:{moving[0]}")
         except docker.errors.ImageNotFound:
             rep.status, rep.error = "skipped", f"no tested image {rep.repository}:{moving[0]} (run `builder test`)"
-            self.say(spec.name, f"[yellow]skipped[/yellow]: {rep.error}")
+            self.say(spec.name, f"[yellow]skipped[/yellow]: {escape(rep.error)}")
             return
         rep.image_id, rep.size_bytes = image.id, image.attrs["Size"]
         own = [t.rsplit(":", 1)[1] for t in image.tags if t.rsplit(":", 1)[0] == rep.repository]

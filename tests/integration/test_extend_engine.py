@@ -87,7 +87,7 @@ def test_a_base_without_python_is_refused_and_nothing_is_built(docker_client, tm
 def private_registry(tmp_path, docker_client, prebuilt):
     """A second registry on 127.0.0.1:5002 that wants basic auth (htpasswd, bcrypt), holding the
     scikit-learn image as private/sklearn:1.9."""
-    engine.apt_install("apache2-utils")
+    engine.apt_install("apache2-utils", "docker-registry")
     user, password = "builder", "pr1vate-Pa55-9d3e"
     htpasswd = subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True).stdout
     (tmp_path / "htpasswd").write_text(htpasswd)

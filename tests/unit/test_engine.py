@@ -1,0 +1,21 @@
+"""Provisioning: what the builder says when it cannot install docker buildx itself."""
+
+import pytest
+
+from builder import engine
+
+
+def test_missing_buildx_off_debian_names_what_to_install(monkeypatch):
+    monkeypatch.setattr(engine, "buildx_version", lambda: None)
+    monkeypatch.setattr(engine, "_can_provision", lambda: False)
+    monkeypatch.setattr(engine.shutil, "which", lambda name: "/usr/bin/docker")
+    with pytest.raises(engine.EngineError) as exc:
+        engine.ensure_buildx()
+    message = str(exc.value)
+    assert "\n" not in message and "docker-buildx" in message and "docker-buildx-plugin" in message
+
+
+def test_present_buildx_is_left_alone(monkeypatch):
+    monkeypatch.setattr(engine, "buildx_version", lambda: "github.com/docker/buildx 0.13.1")
+    monkeypatch.setattr(engine, "_can_provision", lambda: pytest.fail("nothing to provision"))
+    assert engine.ensure_buildx() == "github.com/docker/buildx 0.13.1"
