@@ -273,8 +273,10 @@ class Pipeline:
         client = self.client
         image = client.images.get(result.image_id)
         rep.image_id, rep.size_bytes = image.id, image.attrs["Size"]
-        immutable = tag.immutable_tag(self.matrix.data.tags, tag.framework_version(client, image.id, spec),
-                                      tag.python_version(client, image.id), image.id)
+        policy = self.matrix.data.tags
+        own = [t.rsplit(":", 1)[1] for t in image.tags if t.rsplit(":", 1)[0] == rep.repository]
+        immutable = tag.existing_immutable(policy, own, image.id) or tag.immutable_tag(
+            policy, tag.framework_version(client, image.id, spec), tag.python_version(client, image.id), image.id)
         image.tag(rep.repository, immutable)
         client.api.remove_image(f"{rep.repository}:{temporary}", noprune=True)  # only the temporary tag
         rep.tags = [immutable]

@@ -139,19 +139,18 @@ def wheelhouse_image(client: docker.DockerClient, wheelhouse: Path | None) -> st
     """The image the Dockerfiles bind-mount as their wheelhouse: ``scratch`` (none) when
     ``wheelhouse`` is None or holds no wheel, else ``builder-wheelhouse:<12 hex>``.
 
-    The tag is the sha256 of the wheels' names and contents, so the image is imported (docker
-    import of a tar of the ``*.whl`` files) only when the wheelhouse changed, and a changed
-    wheelhouse invalidates exactly the installs that mount it.
+    The tag is the sha256 of the wheels' names, sizes and modification times (a wheel's name
+    already pins its project, version and platform), so the image is imported (docker import of a
+    tar of the ``*.whl`` files) only when the wheelhouse changed, and a changed wheelhouse
+    invalidates exactly the installs that mount it.
     """
     wheels = sorted(wheelhouse.glob("*.whl")) if wheelhouse else []
     if not wheels:
         return "scratch"
     digest = hashlib.sha256()
     for w in wheels:
-        digest.update(w.name.encode() + b"\0")
-        with w.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        st = w.stat()
+        digest.update(f"{w.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     ref = f"{WHEELHOUSE_REPOSITORY}:{digest.hexdigest()[:12]}"
     try:
         client.images.get(ref)

@@ -10,6 +10,7 @@ smoke test passed — the pipeline stage enforces that.
 from __future__ import annotations
 
 import re
+import string
 
 import docker
 
@@ -58,6 +59,22 @@ def immutable_tag(policy: TagPolicy, framework_version: str, python_version: str
     short = image_id.split(":", 1)[-1][:12]
     return sanitize(policy.immutable.format(framework_version=framework_version,
                                             python_version=python_version, image_id=short))
+
+
+def existing_immutable(policy: TagPolicy, tags: list[str], image_id: str) -> str | None:
+    """An immutable tag among ``tags`` (tag names of the image's own repository) that the policy
+    gave this very image before (it ends in the image id's 12 hex digits where the template puts
+    them), or None. A rebuild that produced the same image id reuses it without running the
+    taggers again: the versions they read cannot have changed inside an identical image."""
+    short = image_id.split(":", 1)[-1][:12]
+    pattern = ""
+    for literal, fld, _, _ in string.Formatter().parse(policy.immutable):
+        pattern += re.escape(_TAG_BAD.sub("-", literal))
+        if fld == "image_id":
+            pattern += re.escape(short)
+        elif fld:
+            pattern += r"[A-Za-z0-9_.-]+"
+    return next((t for t in sorted(tags) if re.fullmatch(pattern, t)), None)
 
 
 def repository(registry: str, name: str) -> str:

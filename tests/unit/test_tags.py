@@ -36,3 +36,13 @@ def test_sanitize_refuses_an_empty_tag():
 def test_repository_is_registry_qualified():
     assert tag.repository("127.0.0.1:5000/team/", "minimal") == "127.0.0.1:5000/team/minimal"
     assert tag.repository("", "minimal") == "minimal"
+
+
+def test_an_earlier_immutable_tag_of_the_same_image_is_found_again():
+    image_id = "sha256:" + "c" * 64
+    earlier = tag.immutable_tag(POLICY, "2.13.0+cpu", "3.11.2", image_id)
+    assert tag.existing_immutable(POLICY, ["latest", earlier], image_id) == earlier
+    # another image's tag, or a tag the policy did not make, is not taken
+    assert tag.existing_immutable(POLICY, [tag.immutable_tag(POLICY, "2.13.0", "3.11.2", "sha256:" + "d" * 64)],
+                                  image_id) is None
+    assert tag.existing_immutable(POLICY, ["latest", "cccccccccccc"], image_id) is None
