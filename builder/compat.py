@@ -21,7 +21,11 @@ from pathlib import Path
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from builder import inputs
 
 #: Pythons the refresh tries for each framework version.
 CANDIDATE_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
@@ -36,25 +40,44 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _package(value: object) -> str:
+    inputs.requirement(value)
+    req = Requirement(value)
+    if req.specifier or req.marker:
+        raise ValueError(f"{inputs.shown(value)}: give the name and extras only; versions come from the matrix")
+    return value
+
+
+def _local(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]+(?:\.[a-z0-9]+)*", value):
+        raise ValueError(f"{inputs.shown(value)} is not a PEP 440 local version label (a-z 0-9 .)")
+    return value
+
+
+VersionStr = Annotated[str, BeforeValidator(inputs.version)]
+DistName = Annotated[str, BeforeValidator(inputs.distribution_name)]
+Key = Annotated[str, BeforeValidator(inputs.key_name)]
+
+
 class DevicePackages(_Model):
     """The requirement for one device: ``requirement`` (a name with optional extras) and an optional
     PEP 440 local version (``cpu`` for PyTorch's CPU wheels, which live on PyTorch's own index)."""
 
-    requirement: str
-    local_version: str | None = None
+    requirement: Annotated[str, BeforeValidator(_package)]
+    local_version: Annotated[str, BeforeValidator(_local)] | None = None
 
 
 class GpuEntry(_Model):
     """What one framework version's GPU wheels need: CUDA and cuDNN (major.minor, or major when the
     wheels only say ``cuNN``) and the exact ``nvidia-*`` wheels they resolve to."""
 
-    cuda: str
-    cudnn: str | None = None
-    wheels: dict[str, str]
+    cuda: VersionStr
+    cudnn: VersionStr | None = None
+    wheels: dict[DistName, VersionStr]
 
 
 class VersionEntry(_Model):
-    python: list[str]
+    python: list[VersionStr]
     gpu: GpuEntry | None = None
 
 
@@ -62,8 +85,8 @@ class Compat(_Model):
     """The whole table. ``packages[framework][device]``; ``versions[framework][version]``."""
 
     generated: str
-    packages: dict[str, dict[str, DevicePackages]]
-    versions: dict[str, dict[str, VersionEntry]]
+    packages: dict[Key, dict[Literal["cpu", "gpu"], DevicePackages]]
+    versions: dict[Key, dict[VersionStr, VersionEntry]]
 
     def entry(self, framework: str, version: str) -> VersionEntry | None:
         return self.versions.get(framework, {}).get(version)
@@ -92,8 +115,15 @@ class Compat(_Model):
 
 
 def load(path: Path) -> Compat:
-    """Read compat.yaml. Raises OSError, yaml.YAMLError or pydantic.ValidationError."""
-    return Compat.model_validate(yaml.safe_load(path.read_text()))
+    """Read and validate compat.yaml strictly (see :func:`builder.inputs.load_yaml`). Raises
+    :class:`builder.inputs.InputError` with one line per problem."""
+    raw = inputs.load_yaml(path)
+    if not isinstance(raw, dict):
+        raise inputs.InputError([f"{path.name}: expected a mapping with packages and versions"])
+    try:
+        return Compat.model_validate(raw)
+    except ValidationError as exc:
+        raise inputs.InputError(inputs.pydantic_lines(path.name, exc, Compat)) from None
 
 
 def _compile(requirement: str, python: str) -> dict[str, str] | None:

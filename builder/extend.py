@@ -20,66 +20,82 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import jinja2
-import yaml
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from builder import render, tag
+from builder import build as build_mod
+from builder import inputs, render, tag
+from builder.inputs import InputError
 from builder.matrix import Matrix
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MIN_PYTHON = Version("3.9")  # azureml-inference-server-http's Requires-Python
 # Conda dependencies that are not packages to install: the interpreter and pip itself.
 CONDA_IGNORED = re.compile(r"^(python|pip)\b")
+#: The file that marks an output folder as written by `builder extend` (it may then be replaced).
+MARKER = ".builder-extend"
+_ENV_REF = re.compile(r"\$\{(\w+)\}")
 
 
-class ExtendError(Exception):
+class ExtendError(InputError):
     """Bad extension input. ``lines`` holds one line per problem (file, key, what was expected)."""
 
-    def __init__(self, lines: list[str]):
-        super().__init__("\n".join(lines))
-        self.lines = lines
+
+def _password(value: object) -> object:
+    if value is None:
+        return value
+    if not isinstance(value, str) or not _ENV_REF.fullmatch(value):
+        # never echo the value: it is a credential
+        raise ValueError("a literal password is not accepted; use ${ENV_VAR} and set that variable")
+    return value
 
 
 class RegistryAuth(BaseModel):
-    """A private base-image registry. ``password`` may be ``${VAR}``, read from the environment."""
+    """A private base-image registry. ``password`` must be ``${VAR}``, read from the environment."""
 
     model_config = ConfigDict(extra="forbid")
-    address: str
-    username: str | None = None
-    password: str | None = None
+    address: Annotated[str, BeforeValidator(inputs.registry)]
+    username: Annotated[str, BeforeValidator(inputs.text)] | None = None
+    password: Annotated[str | None, BeforeValidator(_password)] = None
 
     def credentials(self) -> dict | None:
         """docker-py auth_config for pulling the base, or None. Raises ExtendError for an unset ${VAR}."""
         if not (self.username and self.password):
             return None
-        password = self.password
-        m = re.fullmatch(r"\$\{(\w+)\}", password)
-        if m:
-            if m.group(1) not in os.environ:
-                raise ExtendError([f"baseImageRegistry.password: environment variable {m.group(1)} is not set"])
-            password = os.environ[m.group(1)]
-        return {"username": self.username, "password": password}
+        var = _ENV_REF.fullmatch(self.password).group(1)
+        if var not in os.environ:
+            raise ExtendError([f"baseImageRegistry.password: environment variable {var} is not set"])
+        return {"username": self.username, "password": os.environ[var]}
+
+
+def _env_value(value: object) -> str:
+    if not isinstance(value, str) or inputs._CONTROL.search(value) or "\n" in value or "\r" in value:
+        raise ValueError(f"{inputs.shown(value)} is not one line of text")
+    return value
+
+
+PathStr = Annotated[str, BeforeValidator(lambda v: _env_value(v) and v)]
 
 
 class InferenceConfig(BaseModel):
     """The inference config (JSON keys as in Azure ML's CLI form; YAML adds the last four)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    entry_script: str = Field(alias="entryScript")
+    entry_script: PathStr = Field(alias="entryScript")
     runtime: str = "python"
-    conda_file: str | None = Field(None, alias="condaFile")
-    extra_dockerfile_steps: str | None = Field(None, alias="extraDockerfileSteps")
-    source_directory: str | None = Field(None, alias="sourceDirectory")
+    conda_file: PathStr | None = Field(None, alias="condaFile")
+    extra_dockerfile_steps: PathStr | None = Field(None, alias="extraDockerfileSteps")
+    source_directory: PathStr | None = Field(None, alias="sourceDirectory")
     enable_gpu: bool = Field(False, alias="enableGpu")
-    base_image: str = Field(alias="baseImage")
+    base_image: Annotated[str, BeforeValidator(inputs.docker_reference)] = Field(alias="baseImage")
     base_image_registry: RegistryAuth | None = Field(None, alias="baseImageRegistry")
-    requirements: list[str] = []
-    apt: list[str] = []
-    model: list[str] = []
-    env: dict[str, str] = {}
+    requirements: list[Annotated[str, BeforeValidator(inputs.requirement)]] = []
+    apt: list[Annotated[str, BeforeValidator(inputs.debian_package)]] = []
+    model: list[PathStr] = []
+    env: dict[Annotated[str, BeforeValidator(inputs.env_name)], Annotated[str, BeforeValidator(_env_value)]] = {}
 
     @field_validator("base_image_registry", mode="before")
     @classmethod
@@ -109,28 +125,35 @@ class Extension:
     files: dict[str, str | bytes]
 
 
+def _no_duplicates(pairs: list[tuple]) -> dict:
+    keys = [k for k, _ in pairs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"duplicate key {inputs.shown(dupes[0])}")
+    return dict(pairs)
+
+
 def load_config(path: Path) -> InferenceConfig:
-    """Parse a JSON or YAML inference config. Raises ExtendError (one line per problem)."""
+    """Parse a JSON or YAML inference config strictly (see :mod:`builder.inputs`). Raises
+    ExtendError (one line per problem; a credential is never echoed)."""
     name = path.name
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ExtendError([f"{name}: cannot read: {exc.strerror}"]) from None
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ExtendError([f"{name}: malformed {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"]) from None
+        if path.suffix == ".json":
+            try:
+                raw = json.loads(inputs.read_text(path), object_pairs_hook=_no_duplicates)
+            except (json.JSONDecodeError, ValueError) as exc:
+                where = f"line {exc.lineno}: " if isinstance(exc, json.JSONDecodeError) else ""
+                raise ExtendError([f"{name}: {where}malformed JSON: {exc.msg if hasattr(exc, 'msg') else exc}"]) from None
+        else:
+            raw = inputs.load_yaml(path)
+    except InputError as exc:
+        raise ExtendError(exc.lines) from None
     if not isinstance(raw, dict):
         raise ExtendError([f"{name}: expected a mapping of inference config keys"])
     try:
         return InferenceConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            msg = {"missing": "required field is missing", "extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
-            lines.append(f"{name}: {where}: {msg}")
-        raise ExtendError(lines) from None
+        raise ExtendError(inputs.pydantic_lines(name, exc, InferenceConfig)) from None
 
 
 def resolve_base(reference: str, matrix: Matrix, registry: str) -> Base:
@@ -142,8 +165,8 @@ def resolve_base(reference: str, matrix: Matrix, registry: str) -> Base:
     except KeyError:
         if "/" not in name and ":" not in name and name.endswith("-inference"):
             names = ", ".join(s.name for s in matrix.images())
-            raise ExtendError([f"baseImage: unknown base name {name!r} (expected an image reference or one of: "
-                               f"{names})"]) from None
+            raise ExtendError([f"baseImage: unknown base name {inputs.shown(name)} (expected an image reference or "
+                               f"one of: {names})"]) from None
         return Base(reference, None, None, None)
     repo = tag.repository(registry, spec.name)
     return Base(f"{repo}@{digest}" if digest else f"{repo}:latest", spec.name, spec.device, spec.python)
@@ -153,9 +176,11 @@ def conda_pip_requirements(path: Path) -> list[str]:
     """The ``pip:`` section of a conda environment file. Raises ExtendError naming every conda-only
     package (conda channels cannot be reached; move them to the pip section)."""
     try:
-        env = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ExtendError([f"condaFile {path.name}: cannot read: {exc}"]) from None
+        env = inputs.load_yaml(path) or {}
+    except InputError as exc:
+        raise ExtendError([f"condaFile {line}" for line in exc.lines]) from None
+    if not isinstance(env, dict):
+        raise ExtendError([f"condaFile {path.name}: expected a mapping with a dependencies list"])
     pip: list[str] = []
     conda_only: list[str] = []
     for dep in env.get("dependencies", []) or []:
@@ -166,84 +191,202 @@ def conda_pip_requirements(path: Path) -> list[str]:
     if conda_only:
         raise ExtendError([f"condaFile {path.name}: conda-only packages cannot be installed (conda channels are not "
                            f"reachable): {', '.join(conda_only)}; list them under the pip: section instead"])
+    bad = []
+    for r in pip:
+        try:
+            inputs.requirement(r)
+        except ValueError as exc:
+            bad.append(f"condaFile {path.name}: pip: {exc}")
+    if bad:
+        raise ExtendError(bad)
     return pip
 
 
+class _Paths:
+    """Resolves a config's paths (symlinks followed) and refuses any that leaves the allowed roots:
+    the config's folder and those ``--allow-outside`` names. Collects one line per problem."""
+
+    def __init__(self, config_path: Path, allow_outside: list[Path]):
+        self.name = config_path.name
+        self.here = config_path.parent
+        self.roots = [self.here.resolve(), *(Path(p).resolve() for p in allow_outside)]
+        self.errors: list[str] = []
+
+    def inside(self, path: Path) -> bool:
+        real = path.resolve()
+        return any(real == r or real.is_relative_to(r) for r in self.roots)
+
+    def resolve(self, key: str, value: str, base: Path | None = None, kind: str = "file") -> Path | None:
+        """``value`` under ``base`` (default: the config's folder), or None after recording why."""
+        path = (base or self.here) / value
+        exists = path.is_file() if kind == "file" else path.is_dir() if kind == "dir" else path.exists()
+        if not exists:
+            self.errors.append(f"{self.name}: {key}: {path} does not exist" if kind != "dir"
+                               else f"{self.name}: {key}: {path} is not a directory")
+            return None
+        if not self.inside(path):
+            self.errors.append(f"{self.name}: {key}: {value} resolves to {path.resolve()}, outside the config's "
+                               f"folder {self.here} (name another root with --allow-outside)")
+            return None
+        return path
+
+    def files(self, key: str, folder: Path) -> list[Path]:
+        """Every file below ``folder`` (following links that stay inside the roots; a link that
+        leaves them is refused by name), sorted; ``__pycache__`` skipped."""
+        out: list[Path] = []
+        seen: set[Path] = set()
+        for top, dirs, names in os.walk(folder, followlinks=True):
+            real = Path(top).resolve()
+            if real in seen or "__pycache__" in Path(top).parts:
+                dirs[:] = []
+                continue
+            seen.add(real)
+            for entry in sorted([*dirs, *names]):
+                p = Path(top) / entry
+                if p.is_symlink() and not self.inside(p):
+                    self.errors.append(f"{self.name}: {key}: {p} is a link to {p.resolve()}, outside the config's "
+                                       "folder (name another root with --allow-outside)")
+                    if entry in dirs:
+                        dirs.remove(entry)
+            out += [Path(top) / n for n in names if (Path(top) / n).is_file() and self.inside(Path(top) / n)]
+        return sorted(out)
+
+
 def prepare(config_path: Path, matrix: Matrix, registry: str, template: Path | None = None,
-            image_python: str | None = None, image_device: str | None = None) -> Extension:
+            image_python: str | None = None, image_device: str | None = None,
+            allow_outside: list[Path] = ()) -> Extension:
     """Validate the config and render its Dockerfile and context (nothing is written).
 
     ``image_python``/``image_device`` are what the base image really holds when the caller could
-    inspect it (the ``--build`` path); ``image_python=""`` means it has no python3. Raises
-    ExtendError listing every problem.
+    inspect it (the ``--build`` path); ``image_python=""`` means it has no python3. Every path in
+    the config must resolve, symlinks followed, inside the config's folder or one of
+    ``allow_outside``. Raises ExtendError listing every problem.
     """
     cfg = load_config(config_path)
-    here = config_path.parent
-    errors: list[str] = []
-    name = config_path.name
-    if cfg.runtime.lower() != "python":
-        errors.append(f"{name}: runtime: {cfg.runtime!r} is not supported (expected 'python')")
     base = resolve_base(cfg.base_image, matrix, registry)
-    device = image_device or base.device
-    if cfg.enable_gpu and device == "cpu":
+    errors = _base_problems(cfg, config_path.name, base, image_python, image_device)
+    paths = _Paths(config_path, list(allow_outside))
+    files, entry_rel, has_model, requirements = _context(cfg, config_path, paths)
+    steps = paths.resolve("extraDockerfileSteps", cfg.extra_dockerfile_steps) if cfg.extra_dockerfile_steps else None
+    errors += paths.errors
+    if errors:
+        raise ExtendError(errors)
+    if requirements:
+        files["requirements.txt"] = "\n".join(requirements) + "\n"
+    ctx = {"config_name": config_path.name, "base": base.ref, "apt": cfg.apt, "requirements": bool(requirements),
+           "extra_steps": steps.read_text().rstrip() if steps else "",
+           "extra_steps_name": steps.name if steps else "", "entry_script": entry_rel,
+           "has_model": has_model, "env": cfg.env, "runtime": matrix.data.runtime}
+    files["Dockerfile"] = _render(template, ctx)
+    return Extension(cfg, config_path, base, files["Dockerfile"], files)
+
+
+def _base_problems(cfg: InferenceConfig, name: str, base: Base, image_python: str | None,
+                   image_device: str | None) -> list[str]:
+    errors = []
+    if cfg.runtime.lower() != "python":
+        errors.append(f"{name}: runtime: {inputs.shown(cfg.runtime)} is not supported (expected 'python')")
+    if cfg.enable_gpu and (image_device or base.device) == "cpu":
         errors.append(f"{name}: enableGpu: true, but base {cfg.base_image} is a CPU image")
     python = image_python or base.python
     if image_python == "":
         errors.append(f"{name}: baseImage: {cfg.base_image} has no python3; the inference server needs Python >= {MIN_PYTHON}")
     elif python is not None and Version(python) < MIN_PYTHON:
         errors.append(f"{name}: baseImage: {cfg.base_image} has Python {python}; the inference server needs >= {MIN_PYTHON}")
-    source = (here / cfg.source_directory) if cfg.source_directory else None
-    if source is not None and not source.is_dir():
-        errors.append(f"{name}: sourceDirectory: {source} is not a directory")
-    entry = (source or here) / cfg.entry_script
-    if not entry.is_file():
-        errors.append(f"{name}: entryScript: {entry} does not exist")
-    models = [here / m for m in cfg.model]
-    errors += [f"{name}: model: {m} does not exist" for m in models if not m.exists()]
-    steps = here / cfg.extra_dockerfile_steps if cfg.extra_dockerfile_steps else None
-    if steps is not None and not steps.is_file():
-        errors.append(f"{name}: extraDockerfileSteps: {steps} does not exist")
+    return errors
+
+
+def _context(cfg: InferenceConfig, config_path: Path, paths: _Paths) -> tuple[dict, str, bool, list[str]]:
+    """The build context's app/ and model/ files, the entry script's path inside app/, whether
+    there is a model, and the pip requirements (config plus the conda file's pip section)."""
+    files: dict[str, str | bytes] = {}
+    source = paths.resolve("sourceDirectory", cfg.source_directory, kind="dir") if cfg.source_directory else None
+    entry = paths.resolve("entryScript", cfg.entry_script, base=source)
+    entry_rel = ""
+    if entry is not None:
+        if source is not None:
+            for p in paths.files("sourceDirectory", source):
+                if p.resolve() != config_path.resolve():  # the config itself stays out of the image
+                    files[f"app/{p.relative_to(source).as_posix()}"] = p.read_bytes()
+            entry_rel = entry.relative_to(source).as_posix()
+        else:
+            files[f"app/{entry.name}"] = entry.read_bytes()
+            entry_rel = entry.name
+    models = [m for m in (paths.resolve("model", v, kind="any") for v in cfg.model) if m is not None]
+    for m in models:
+        items = [m] if m.is_file() else paths.files("model", m)
+        for p in items:
+            rel = f"model/{p.name}" if m.is_file() else f"model/{m.name}/{p.relative_to(m).as_posix()}"
+            if rel in files:
+                paths.errors.append(f"{paths.name}: model: two model files would both be {rel[6:]}; rename one")
+            files[rel] = p.read_bytes()
     requirements = list(cfg.requirements)
     if cfg.conda_file:
-        try:
-            requirements += conda_pip_requirements(here / cfg.conda_file)
-        except ExtendError as exc:
-            errors += exc.lines
-    if errors:
-        raise ExtendError(errors)
+        conda = paths.resolve("condaFile", cfg.conda_file)
+        if conda is not None:
+            try:
+                requirements += conda_pip_requirements(conda)
+            except ExtendError as exc:
+                paths.errors += exc.lines
+    return files, entry_rel, bool(models), requirements
 
-    files: dict[str, str | bytes] = {}
-    if source is not None:
-        for p in sorted(source.rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts:
-                files[f"app/{p.relative_to(source).as_posix()}"] = p.read_bytes()
-        entry_rel = entry.relative_to(source).as_posix()
-    else:
-        files[f"app/{entry.name}"] = entry.read_bytes()
-        entry_rel = entry.name
-    for m in models:
-        items = [m] if m.is_file() else [p for p in sorted(m.rglob("*")) if p.is_file()]
-        for p in items:
-            rel = p.name if m.is_file() else f"{m.name}/{p.relative_to(m).as_posix()}"
-            files[f"model/{rel}"] = p.read_bytes()
-    if requirements:
-        files["requirements.txt"] = "\n".join(requirements) + "\n"
-    runtime = matrix.data.runtime
-    env = jinja2.Environment(loader=jinja2.ChoiceLoader(
-        ([jinja2.FileSystemLoader(str(template.parent))] if template else [])
-        + [jinja2.FileSystemLoader(str(TEMPLATES))]), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    ctx = {"config_name": name, "base": base.ref, "apt": cfg.apt, "requirements": bool(requirements),
-           "extra_steps": steps.read_text().rstrip() if steps else "",
-           "extra_steps_name": steps.name if steps else "", "entry_script": entry_rel,
-           "has_model": bool(models), "env": cfg.env, "runtime": runtime}
-    dockerfile = render._tidy(env.get_template(template.name if template else "extend/Dockerfile.j2").render(ctx))
-    files["Dockerfile"] = dockerfile
-    return Extension(cfg, config_path, base, dockerfile, files)
+
+def _render(template: Path | None, ctx: dict) -> str:
+    folders = ([template.parent] if template else []) + [TEMPLATES]
+    try:
+        text = render.environment(*folders).get_template(template.name if template else "extend/Dockerfile.j2").render(ctx)
+    except jinja2.TemplateNotFound as exc:
+        raise ExtendError([f"--template: {exc.name} not found in {', '.join(map(str, folders))}"]) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ExtendError([f"--template: {exc.filename or exc.name}: line {exc.lineno}: {exc.message}"]) from None
+    except (jinja2.TemplateError, ValueError) as exc:
+        raise ExtendError([f"--template: cannot render: {inputs.shown(str(exc))}"]) from None
+    return render._tidy(text)
 
 
 def write(ext: Extension, out: Path) -> None:
-    """Write the extension's build context to ``out`` atomically (see render.write)."""
-    render.write(ext.files, out)
+    """Write the extension's build context to ``out`` atomically (a temporary folder, then a
+    rename), with a marker file. Raises ExtendError when ``out`` is the config's folder or one
+    above it, or a non-empty folder that `builder extend` did not write."""
+    out_real = Path(out).resolve()
+    here = ext.config_path.parent.resolve()
+    if out_real == here or here.is_relative_to(out_real):
+        raise ExtendError([f"--out: {out} is the config's folder or one above it; choose a folder of its own"])
+    if out_real.exists() and any(out_real.iterdir()) and not (out_real / MARKER).is_file():
+        raise ExtendError([f"--out: {out} is not empty and was not written by `builder extend`; refusing to replace it"])
+    render.write({**ext.files, MARKER: "written by `builder extend`; this folder is replaced on the next run\n"}, out)
+
+
+@dataclass
+class Built:
+    """What ``extend --build`` did: the base it used (``base``) and the build's result."""
+
+    base: str
+    build: "build_mod.BuildResult"
+
+
+def build(config_path: Path, matrix: Matrix, registry: str, template: Path | None, image_tag: str, out: Path,
+          allow_outside: list[Path] = ()) -> Built:
+    """Prepare with what the base really holds (pulled with the config's credentials when missing),
+    write the context to ``out`` and build it through BuildKit as ``image_tag``. Raises ExtendError
+    for bad input (nothing written or built); a failed build is in the result."""
+    from builder import engine
+    from builder.sources import Sources, wheelhouse_image
+
+    client = engine.client()
+    ext = prepare(config_path, matrix, registry, template, allow_outside=allow_outside)
+    auth = ext.config.base_image_registry.credentials() if ext.config.base_image_registry else None
+    python, device = inspect_base(client, ext.base, auth, matrix.data.project.label_prefix)
+    ext = prepare(config_path, matrix, registry, template, image_python=python, image_device=device,
+                  allow_outside=allow_outside)
+    write(ext, out)
+    engine.ensure_buildx()
+    sources = Sources.from_env()
+    with sources.secrets() as secrets:
+        result = build_mod.build(image_tag, out, image_tag,
+                                 {"WHEELHOUSE_IMAGE": wheelhouse_image(client, sources.wheelhouse)}, secrets,
+                                 Path("build/logs") / f"extend-{default_name(config_path)}.build.log")
+    return Built(ext.base.ref, result)
 
 
 def default_name(config_path: Path) -> str:
@@ -255,7 +398,6 @@ def default_name(config_path: Path) -> str:
 def default_out(config_path: Path) -> Path:
     """build/extend/<extension name>."""
     return Path("build") / "extend" / default_name(config_path)
-
 
 
 def inspect_base(client, base: Base, auth: dict | None, label_prefix: str) -> tuple[str, str | None]:

@@ -12,84 +12,95 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from builder import compat as compat_mod
-from builder import plan
+from builder import inputs, plan
+from builder.inputs import InputError
 
 #: Frameworks the project knows how to render and smoke-test; each has a folder tests/by_image/<key>/.
 KNOWN_FRAMEWORKS = ("minimal", "sklearn", "xgboost", "onnxruntime", "pytorch", "tensorflow")
 DEVICES = ("cpu", "gpu")
 
 
-class MatrixError(Exception):
+class MatrixError(InputError):
     """A matrix that cannot be used. ``lines`` holds one human-readable line per problem."""
 
-    def __init__(self, lines: list[str]):
-        super().__init__("\n".join(lines))
-        self.lines = lines
+
+def _grammar(check):
+    """A string type checked by one of :mod:`builder.inputs`' grammars on the raw YAML value."""
+    return Annotated[str, BeforeValidator(check)]
 
 
-def _version(value: str) -> str:
-    value = str(value)
-    try:
-        Version(value)
-    except InvalidVersion:
-        raise ValueError(f"{value!r} is not a valid version") from None
-    return value
-
-
-VersionStr = Annotated[str, AfterValidator(_version)]
-# YAML reads 1.5 as a float; versions are coerced to strings before they are checked.
-LooseVersionStr = Annotated[VersionStr, Field(coerce_numbers_to_str=True)]
+VersionStr = _grammar(inputs.version)
+Text = _grammar(inputs.text)
+Key = _grammar(inputs.key_name)
+Reference = _grammar(inputs.docker_reference)
+DistName = _grammar(inputs.distribution_name)
+AbsPath = _grammar(inputs.absolute_path)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Project(_Model):
-    source: str
-    vendor: str
-    licenses: str
-    label_prefix: str
+    source: Text
+    vendor: Text
+    licenses: Text
+    label_prefix: _grammar(inputs.label_prefix)
 
 
 TAG_FIELDS = ("framework_version", "python_version", "image_id")
 
 
-def _tag_template(value: str) -> str:
+def _tag_template(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{inputs.shown(value)} is not a string (expected a tag template)")
     try:
-        value.format(**{f: "x" for f in TAG_FIELDS})
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"{value!r} is not a valid tag template (fields: {', '.join(TAG_FIELDS)}; "
-                         f"problem: {exc})") from None
-    if "{image_id}" not in value:
-        raise ValueError(f"{value!r} must contain {{image_id}} so one tag never names two images")
+        parts = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise ValueError(f"{inputs.shown(value)} is not a valid tag template ({exc})") from None
+    fields = [f for _, f, _, _ in parts if f is not None]
+    for (_, f, spec, conversion) in parts:
+        if f is not None and (f not in TAG_FIELDS or spec or conversion):
+            raise ValueError(f"{inputs.shown(value)}: {{{inputs.shown(f)[1:-1]}}} is not a plain field "
+                             f"(fields: {', '.join(TAG_FIELDS)}; no format spec, index or conversion)")
+    literal = "".join(lit for lit, _, _, _ in parts)
+    if literal and not inputs.TAG.fullmatch("x" + literal):
+        raise ValueError(f"{inputs.shown(value)}: the text around the fields must be tag characters (A-Z a-z 0-9 _ . -)")
+    if "image_id" not in fields:
+        raise ValueError(f"{inputs.shown(value)} must contain {{image_id}} so one tag never names two images")
     return value
 
 
 class TagPolicy(_Model):
-    moving: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]] = ["latest"]
-    immutable: Annotated[str, AfterValidator(_tag_template)]
+    moving: list[Annotated[str, BeforeValidator(lambda v: _check_tag(v))]] = ["latest"]
+    immutable: Annotated[str, BeforeValidator(_tag_template)]
+
+
+def _check_tag(value: object) -> str:
+    if not isinstance(value, str) or not inputs.TAG.fullmatch(value):
+        raise ValueError(f"{inputs.shown(value)} is not a tag ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128)")
+    return value
 
 
 class Bootstrap(_Model):
     tool: Literal["debootstrap"] = "debootstrap"
-    suite: str
-    variant: str = "minbase"
+    suite: Key
+    variant: Literal["minbase", "buildd", "fakechroot"] = "minbase"
 
 
 class Base(_Model):
-    title: str
-    python: LooseVersionStr
-    pull: str
+    title: Text
+    python: VersionStr
+    pull: Reference
     bootstrap: Bootstrap
 
     def recipe_digest(self) -> str:
@@ -98,22 +109,23 @@ class Base(_Model):
 
 
 class Runtime(_Model):
-    user: str
-    uid: int
-    venv: str
-    app_root: str
-    model_dir: str
-    entry_script: str
-    port: int
-    apt: list[str]
-    packages: dict[str, LooseVersionStr]
+    user: _grammar(inputs.user_name)
+    #: any uid but root's: the images promise a non-root user
+    uid: Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
+    venv: AbsPath
+    app_root: AbsPath
+    model_dir: AbsPath
+    entry_script: _grammar(inputs.relative_path)
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)]
+    apt: list[_grammar(inputs.debian_package)]
+    packages: dict[DistName, VersionStr]
 
 
 class BuildTools(_Model):
     """Tools used inside builds only. Each runs from a build stage of its own and is bind-mounted
     into the RUN that needs it, so it is never left in an image (``uv``: the installer)."""
 
-    uv: LooseVersionStr
+    uv: VersionStr
 
 
 class Cuda(_Model):
@@ -122,24 +134,34 @@ class Cuda(_Model):
     base image such as ``nvidia/cuda:<ver>-cudnn-runtime-<os>`` for users who can pull it; the cell
     is then built FROM that image with the runtime layer, and ``version`` is required."""
 
-    version: LooseVersionStr | None = None
+    version: VersionStr | None = None
     source: Literal["pypi", "image"] = "pypi"
-    image: str | None = None
+    image: Reference | None = None
+
+
+def _bases(value: object) -> object:
+    if value == "all":
+        return value
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{inputs.shown(value)} is not 'all' or a non-empty list of base keys")
+    for v in value:
+        inputs.key_name(v)
+    return value
 
 
 class FrameworkVersion(_Model):
-    version: LooseVersionStr
+    version: VersionStr
     #: base keys, or "all": every base whose Python compat.yaml lists for this version
-    bases: list[str] | Literal["all"] = Field(min_length=1)
+    bases: Annotated[Literal["all"] | list[str], BeforeValidator(_bases)]
     devices: list[Literal["cpu", "gpu"]] = Field(min_length=1)
-    companions: dict[str, LooseVersionStr] = {}
+    companions: dict[DistName, VersionStr] = {}
     cuda: Cuda | None = None
     name_version: bool = True
 
 
 class Framework(_Model):
-    title: str
-    parent: str | None = None
+    title: Text
+    parent: Key | None = None
     versions: list[FrameworkVersion] = Field(min_length=1)
 
 
@@ -147,10 +169,10 @@ class MatrixFile(_Model):
     schema_: Literal[1] = Field(alias="schema")
     project: Project
     tags: TagPolicy
-    bases: dict[str, Base] = Field(min_length=1)
+    bases: dict[Key, Base] = Field(min_length=1)
     runtime: Runtime
     build_tools: BuildTools
-    frameworks: dict[str, Framework] = Field(min_length=1)
+    frameworks: dict[Key, Framework] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -251,15 +273,9 @@ def load_file(path: Path) -> MatrixFile:
     path = Path(path)
     fname = path.name
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise MatrixError([f"{fname}: cannot read: {exc.strerror}"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise MatrixError([f"{fname}: {where}: malformed YAML: {exc.problem or exc}"]) from None
+        raw = inputs.load_yaml(path)
+    except InputError as exc:
+        raise MatrixError(exc.lines) from None
     if raw is None or raw == {}:
         raise MatrixError([f"{fname}: the matrix is empty (expected bases, runtime and frameworks)"])
     if not isinstance(raw, dict):
@@ -267,7 +283,7 @@ def load_file(path: Path) -> MatrixFile:
     try:
         return MatrixFile.model_validate(raw)
     except ValidationError as exc:
-        raise MatrixError([_format_error(fname, err) for err in exc.errors()]) from None
+        raise MatrixError(inputs.pydantic_lines(fname, exc, MatrixFile)) from None
 
 
 def load(path: Path, compat_path: Path | None = None) -> Matrix:
@@ -284,70 +300,9 @@ def load(path: Path, compat_path: Path | None = None) -> Matrix:
     compat_path = Path(compat_path) if compat_path else path.parent / "compat.yaml"
     try:
         table = compat_mod.load(compat_path)
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise MatrixError([f"{compat_path.name}: cannot use the compatibility table: {exc}"]) from None
+    except InputError as exc:
+        raise MatrixError(exc.lines) from None
     return Matrix(path, data, table)
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _format_error(fname: str, err: dict) -> str:
-    # Drop pydantic's internal steps (function-after[...], literal choices) from the key path.
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-    where = _loc(loc)
-    kind = err["type"]
-    if kind == "missing":
-        msg = "required field is missing"
-    elif kind == "extra_forbidden":
-        msg = f"unknown key {loc[-1]!r}"
-        allowed = _allowed_keys(loc[:-1])
-        if allowed:
-            msg += f" (expected one of: {', '.join(allowed)})"
-        where = _loc(loc[:-1])
-    elif kind == "value_error":
-        msg = str(err["ctx"]["error"])
-    elif kind in ("too_short",) and err.get("input") in ({}, []):
-        msg = "must not be empty"
-    elif kind == "literal_error":
-        msg = f"{err['input']!r} is not allowed (expected {err['ctx']['expected']})"
-    else:
-        msg = f"{err['msg']} (got {err.get('input')!r})"
-    return f"{fname}: {where}: {msg}"
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    model: type[BaseModel] | None = MatrixFile
-    for part in loc:
-        if model is None:
-            return []
-        if isinstance(part, int):
-            continue
-        fld = model.model_fields.get(part) or next(
-            (f for f in model.model_fields.values() if f.alias == part), None)
-        if fld is None:
-            # a key of a dict of models (frameworks.<key>, bases.<key>)
-            continue
-        model = _inner_model(fld.annotation)
-    return sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
-
-
-def _inner_model(annotation) -> type[BaseModel] | None:
-    import typing
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _inner_model(arg)
-        if found:
-            return found
-    return None
 
 
 def _cell_digest(payload: dict) -> str:

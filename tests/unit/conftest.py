@@ -16,3 +16,16 @@ def root() -> Path:
 def small_matrix_data() -> dict:
     """The small fixture matrix as a dict, for tests that mutate it."""
     return yaml.safe_load(SMALL.read_text())
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Writes shared objects out in full: the matrix loader refuses YAML aliases."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+@pytest.fixture
+def dump_yaml():
+    """``dump_yaml(data) -> str``: YAML without aliases (anchors and ``*refs``), which loaders refuse."""
+    return lambda data: yaml.dump(data, Dumper=_NoAliases, sort_keys=False)

@@ -47,7 +47,7 @@ def test_yaml_config_copies_code_and_model_where_the_server_looks(m):
     ext = extend.prepare(ROOT / "examples/sklearn-iris/extend.yml", m, "registry.invalid:5000/team")
     assert "COPY app/ /var/azureml-app/" in ext.dockerfile
     assert "COPY model/ /var/azureml-app/azureml-models/" in ext.dockerfile
-    assert "ENV AZUREML_ENTRY_SCRIPT=score.py" in ext.dockerfile
+    assert 'ENV AZUREML_ENTRY_SCRIPT="score.py"' in ext.dockerfile
     assert ext.base.ref == "registry.invalid:5000/team/sklearn-1.9-debian12-py311-cpu-inference:latest"
     assert "model/model.joblib" in ext.files and isinstance(ext.files["model/model.joblib"], bytes)
     # root only while installing packages, then back to the non-root user
@@ -68,7 +68,7 @@ def test_a_users_template_overrides_a_named_block(tmp_path, m):
                         'HEALTHCHECK CMD curl -fsS http://127.0.0.1:5001/ || exit 1{% endblock %}\n')
     ext = extend.prepare(ROOT / "examples/sklearn-iris/extend.yml", m, "127.0.0.1:5000", template=template)
     assert ext.dockerfile.rstrip().endswith("HEALTHCHECK CMD curl -fsS http://127.0.0.1:5001/ || exit 1")
-    assert "ENV AZUREML_ENTRY_SCRIPT=score.py" in ext.dockerfile
+    assert 'ENV AZUREML_ENTRY_SCRIPT="score.py"' in ext.dockerfile
 
 
 def test_registry_host_string_and_env_password(monkeypatch):
@@ -107,7 +107,7 @@ BAD = {
                           "baseImage: unknown base name 'sklearn-0.9-debian12-py311-cpu-inference'"),
     "GPU on a CPU base": ({"enableGpu": True}, "enableGpu: true, but base sklearn-1.9-debian12-py311-cpu-inference is a CPU image"),
     "runtime other than python": ({"runtime": "spark-py"}, "runtime: 'spark-py' is not supported (expected 'python')"),
-    "unknown key": ({"entryScrip": "x.py"}, "entryScrip: unknown key"),
+    "unknown key": ({"entryScrip": "x.py"}, "unknown key 'entryScrip'"),
     "missing model": ({"model": ["model.pkl"]}, "model: {dir}/model.pkl does not exist"),
 }
 

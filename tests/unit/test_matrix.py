@@ -95,23 +95,23 @@ def test_gpu_cells_take_cuda_cudnn_and_nvidia_pins_from_the_table(root):
     assert tf.requirements[0] == "tensorflow[and-cuda]==2.21.0" and tf.distribution == "tensorflow"
 
 
-def test_bases_all_keeps_only_bases_whose_python_has_wheels(tmp_path, small_matrix_data, root):
+def test_bases_all_keeps_only_bases_whose_python_has_wheels(tmp_path, small_matrix_data, root, dump_yaml):
     (tmp_path / "compat.yaml").write_text((root / "tests/fixtures/compat.yaml").read_text())
     small_matrix_data["bases"]["old"] = {**small_matrix_data["bases"]["debian12"], "python": "3.9"}
     small_matrix_data["frameworks"]["minimal"]["versions"][0]["bases"] = "all"
     path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(small_matrix_data))
+    path.write_text(dump_yaml(small_matrix_data))
     names = [s.name for s in matrix.load(path).images()]
     assert names == ["minimal-debian12-py311-cpu-inference", "sklearn-1.9-debian12-py311-cpu-inference"]
 
 
-def test_a_cuda_image_cell_is_a_root_image_from_that_image(tmp_path, small_matrix_data, root):
+def test_a_cuda_image_cell_is_a_root_image_from_that_image(tmp_path, small_matrix_data, root, dump_yaml):
     (tmp_path / "compat.yaml").write_text((root / "tests/fixtures/compat.yaml").read_text())
     small_matrix_data["frameworks"]["xgboost"] = {"title": "XGBoost", "parent": "minimal", "versions": [
         {"version": "3.2.0", "bases": ["debian12"], "devices": ["gpu"],
          "cuda": {"source": "image", "version": "12.8", "image": "nvidia/cuda:12.8.0-cudnn-runtime-ubuntu24.04"}}]}
     path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(small_matrix_data))
+    path.write_text(dump_yaml(small_matrix_data))
     spec = matrix.load(path).image("xgboost-3.2-debian12-py311-cuda12.8-gpu-inference")
     assert spec.parent is None and spec.base_image == "nvidia/cuda:12.8.0-cudnn-runtime-ubuntu24.04"
     assert spec.requirements[0].startswith("azureml-inference-server-http==") and "xgboost==3.2.0" in spec.requirements
@@ -126,12 +126,12 @@ def test_pins_are_exact_and_the_cpu_package_is_used(root):
         assert all(re.search(r"={2,3}\d", r) for r in s.requirements), s.name
 
 
-def test_cell_digest_changes_when_a_parent_changes(tmp_path, small_matrix_data):
+def test_cell_digest_changes_when_a_parent_changes(tmp_path, small_matrix_data, dump_yaml):
     (tmp_path / "compat.yaml").write_text((Path(__file__).parents[1] / "fixtures" / "compat.yaml").read_text())
 
     def digests(data):
         p = tmp_path / "m.yaml"
-        p.write_text(yaml.safe_dump(data))
+        p.write_text(dump_yaml(data))
         return {s.name: s.cell_digest for s in matrix.load(p).images()}
 
     before = digests(small_matrix_data)

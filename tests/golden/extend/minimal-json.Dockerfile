@@ -28,4 +28,4 @@ USER 1000
 
 COPY app/ /var/azureml-app/
 
-ENV AZUREML_ENTRY_SCRIPT=score.py
+ENV AZUREML_ENTRY_SCRIPT="score.py"

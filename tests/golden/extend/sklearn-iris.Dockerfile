@@ -30,6 +30,6 @@ COPY app/ /var/azureml-app/
 
 COPY model/ /var/azureml-app/azureml-models/
 
-ENV AZUREML_ENTRY_SCRIPT=score.py
+ENV AZUREML_ENTRY_SCRIPT="score.py"
 ENV AZUREML_LOG_LEVEL="INFO"
 ENV IRIS_CLASSES="setosa,versicolor,virginica"
