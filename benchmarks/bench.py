@@ -8,13 +8,14 @@ Python is this interpreter's (the references install into venvs of this interpre
    its ancestors'):
    - serial: for each image, a fresh venv plus ``pip install`` of its set, one after another;
    - parallel: every set at once, each into a fresh venv, with ``uv pip install --no-cache``;
-2. cold ``builder build --no-cache`` with BuildKit's cache (layers and cache mounts) pruned first,
-   and its ratio to both references; peak number of concurrent builds;
+2. a cold ``builder build``: BuildKit's cache (layers and uv's cache mount) pruned first; its ratio
+   to both references; peak number of concurrent builds;
 3. ``builder all`` right after it (smoke tests, tags, pushes to the local registry);
 4. a no-op ``builder build``: wall seconds, image ids unchanged;
 5. a rerun after one pin change (one companion of one image moved to another release): wall
    seconds, images rebuilt, bytes received on the machine's network interfaces meanwhile;
-6. per-image size and seconds from container start to a healthy ``GET /`` (median of 3 runs of the
+6. a ``builder build --no-cache`` and the no-op ``builder build`` right after it;
+7. per-image size and seconds from container start to a healthy ``GET /`` (median of 3 runs of the
    model-free entry script of tests/by_image/minimal).
 
 Usage: python benchmarks/bench.py [--select GLOB]... (from the repository root).
@@ -161,7 +162,7 @@ def main() -> None:
     parallel = parallel_uv(sets, sources) if len(sets) == len(specs) else float("nan")
 
     subprocess.run(["docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
-    cold_s, cold = builder(["build", "--no-cache", *opts, *select], WORK / "cold")
+    cold_s, cold = builder(["build", *opts, *select], WORK / "cold")
     all_s, full = builder(["all", *opts, *select], WORK / "all")
     noop_s, noop = builder(["build", *opts, *select], WORK / "noop")
     path = SPACE / "matrix.yaml"
@@ -175,11 +176,13 @@ def main() -> None:
     rx = rx_bytes()
     pin_s, pin = builder(["build", *opts, *select], WORK / "pin")
     rx = rx_bytes() - rx
+    nocache_s, nocache = builder(["build", "--no-cache", *opts, *select], WORK / "nocache")
+    noop2_s, noop2 = builder(["build", *opts, *select], WORK / "noop2")
 
     c, a, n, p = images_of(cold), images_of(full), images_of(noop), images_of(pin)
     print(f"serial reference (fresh venv + pip install, one image after another): {serial:7.1f} s")
     print(f"parallel reference (fresh venvs, uv pip install --no-cache, all at once): {parallel:7.1f} s")
-    print(f"cold `builder build --no-cache` (BuildKit cache pruned): {cold_s:7.1f} s wall; "
+    print(f"cold `builder build` (BuildKit cache and uv's cache mount pruned): {cold_s:7.1f} s wall; "
           f"{cold_s / parallel:.2f}x the uv reference, {cold_s / serial:.2f}x the serial pip one; "
           f"peak parallel builds {cold['peak_parallel_builds']} (--jobs {cold['jobs']})")
     print(f"`builder all` after it (smoke tests, tags, pushes): {all_s:7.1f} s wall; "
@@ -192,6 +195,10 @@ def main() -> None:
         rebuilt = [k for k in p if p[k]["image_id"] != n[k]["image_id"]]
         print(f"after one pin change ({PIN[0]}: {PIN[1]} -> {PIN[2]}): {pin_s:7.1f} s wall; "
               f"rebuilt {len(rebuilt)}: {', '.join(rebuilt)}; {rx / 1e6:.2f} MB received on the network")
+    before, after = images_of(nocache), images_of(noop2)
+    same = sum(after[k]["image_id"] == before[k]["image_id"] for k in before)
+    print(f"`builder build --no-cache`: {nocache_s:7.1f} s wall; the no-op `builder build` right after it: "
+          f"{noop2_s:7.1f} s wall, {same}/{len(before)} image ids unchanged")
     print()
     print(f"{'image':48} {'status':12} {'cold build s':>12} {'size MB':>9} {'healthy s':>10}")
     for name, r in a.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, NoReturn, Optional
@@ -175,14 +176,16 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace]; default: a local registry on 127.0.0.1:5000."),
                 base_source: BaseSource = typer.Option(BaseSource.auto, "--base-source", help="Where bases come from."),
                 no_cache: bool = typer.Option(False, "--no-cache", help="Ignore BuildKit's layer cache (a cold build)."),
-                jobs: int = typer.Option(4, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Images worked on at once."),
+                jobs: int = typer.Option(8, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Images worked on at once."),
+                test_jobs: int = typer.Option(max(1, os.cpu_count() or 1), "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1,
+                                              help="Smoke tests run at once [default: one per CPU]."),
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
                 tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
                 build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage.")) -> None:
         opts = pipeline.Options(stage=stage, select=select or [], dry_run=dry_run, registry=registry,
                                 base_source=base_source.value, images_dir=_beside(matrix, images, "images"),
                                 tests_root=_beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
-                                no_cache=no_cache, jobs=jobs)
+                                no_cache=no_cache, jobs=jobs, test_jobs=test_jobs)
         _run(stage, opts, matrix, templates)
     command.__doc__ = doc
     return command

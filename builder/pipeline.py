@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import queue
 import threading
 import uuid
@@ -44,7 +45,8 @@ class Options:
     """What one pipeline run does. ``registry`` is ``host:port[/namespace]``; empty means the local
     registry on 127.0.0.1:5000 (started when needed). ``select`` holds glob patterns over image
     names (their ancestors are included); empty selects every image. ``jobs`` bounds how many
-    images are worked on at once."""
+    images are worked on at once (builds are mostly downloads and disk), ``test_jobs`` how many
+    smoke tests run at once (they are CPU-bound: one per core by default)."""
 
     stage: Stage = "all"
     select: list[str] = field(default_factory=list)
@@ -55,7 +57,8 @@ class Options:
     tests_root: Path = Path("tests/by_image")
     build_dir: Path = Path("build")
     no_cache: bool = False
-    jobs: int = 4
+    jobs: int = 8
+    test_jobs: int = max(1, os.cpu_count() or 1)
 
 
 def select(matrix: Matrix, patterns: list[str]) -> list[ImageSpec]:
@@ -100,6 +103,7 @@ class Pipeline:
         self._building = 0
         self.peak_parallel_builds = 0
         self._events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._testing = threading.BoundedSemaphore(max(1, options.test_jobs))
 
     def say(self, name: str, text: str) -> None:
         """Print one event line for image ``name`` and show it on the image's progress line."""
@@ -287,8 +291,9 @@ class Pipeline:
 
     def _smoke(self, spec: ImageSpec, rep: ImageReport) -> bool:
         """Run the image's smoke tests; False (status test-failed, log tails kept) when they fail."""
-        self.say(spec.name, "smoke testing")
-        t = smoke.run(spec, f"{rep.repository}:{rep.tags[0]}", self.opt.tests_root, self.logs)
+        with self._testing:
+            self.say(spec.name, "smoke testing")
+            t = smoke.run(spec, f"{rep.repository}:{rep.tags[0]}", self.opt.tests_root, self.logs)
         rep.test_seconds, rep.test_outcome, rep.test_log = round(t.seconds, 1), t.summary, str(t.log_path)
         rep.container_logs = [str(p) for p in t.container_logs]
         rep.seconds_to_healthy = _healthy_seconds(self.logs / f"{spec.name}.junit.xml")
