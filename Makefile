@@ -9,7 +9,7 @@ DEVICE ?=
 SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)') $(if $(DEVICE),--select '*-$(DEVICE)-inference')
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render check lint unit test build-all build publish bench compat clean
+.PHONY: help venv render check lint unit test build-all build publish bench load compat clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ publish: venv ## Push the images already tested and tagged latest
 
 bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, seconds to healthy
 	$(BIN)/python benchmarks/bench.py $(SELECT_ARGS)
+
+load: venv ## Served-load benchmark: wrk on the sklearn image's POST /score, 1 worker and the default
+	$(BIN)/python benchmarks/load.py
 
 compat: venv ## Refresh compat.yaml from package metadata (needs the package index), then re-render
 	$(BIN)/builder compat refresh

@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from builder import children
+
 # A step line of buildx's plain progress: "#12 [stage-1 3/6] RUN ..." and "#12 CACHED".
 _STEP = re.compile(r"^#(\d+) \[(?!internal\])[^\]]*\d+/\d+\] ")
 _CACHED = re.compile(r"^#(\d+) CACHED$")
@@ -106,8 +108,8 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
             log.write("$ " + " ".join(full) + "\n")
             log.flush()
             try:
-                proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, errors="replace")
+                proc = children.start(full, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, errors="replace")
             except OSError as exc:
                 return BuildResult(name, False, None, 0.0, log_path, f"cannot run docker buildx: {exc}")
             assert proc.stdout is not None
@@ -128,12 +130,15 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
                 elif error and not errors:
                     errors.append(error.group(1).strip())
             code = proc.wait()
+            children.forget(proc)
         data = json.loads(metadata.read_text()) if metadata.is_file() and metadata.stat().st_size else {}
     seconds = time.monotonic() - start
     result = data.get(target, {}) if target else data
     image_id = result.get("containerimage.config.digest") or result.get("containerimage.digest")
     error = None
-    if code != 0:
+    if code != 0 and children.stopping():
+        error = "interrupted"
+    elif code != 0:
         error = errors[-1] if errors else f"docker buildx exited with code {code}"
     elif not image_id:
         error = "docker buildx reported no image id in its metadata file"

@@ -13,6 +13,7 @@ import contextlib
 import enum
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Iterator, NoReturn, Optional
@@ -161,8 +162,15 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
     p = pipeline.Pipeline(m, opts)
-    with guard():
-        reports = p.run()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a cancelled CI job stops like Ctrl-C
+    try:
+        with guard():
+            reports = p.run()
+    except KeyboardInterrupt:
+        fail([f"interrupted: running builds and smoke tests were stopped; no image that was not done got latest "
+              f"or was pushed; report: {opts.build_dir / 'report.json'}"], 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not opts.dry_run:
         pipeline.wide_console().print(p.summary())
         typer.echo(f"report: {opts.build_dir / 'report.json'}")
@@ -263,8 +271,6 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
           registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named images are published."),
           matrix: Path = MatrixOpt) -> None:
     """Run an image locally with a model and entry script until Ctrl-C, then remove the container."""
-    import signal
-
     import docker
 
     from builder import engine, serve as serve_mod, tag as tag_mod

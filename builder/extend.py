@@ -416,13 +416,15 @@ def inspect_base(client, base: Base, auth: dict | None, label_prefix: str) -> tu
         except docker.errors.APIError as exc:
             # the Engine's message names the reference, never the credentials
             raise ExtendError([f"baseImage: cannot pull {base.ref}: {exc.explanation or exc}"]) from None
+    container = client.containers.create(image.id, entrypoint=["python3", "-c",
+                                         "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                                         network_disabled=True)
     try:
-        out = client.containers.run(image.id, entrypoint=["python3", "-c",
-                                    "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                                    remove=True, network_disabled=True)
-        python = out.decode().strip()
-    except docker.errors.ContainerError:
+        container.start()
+        ok = container.wait(timeout=120)["StatusCode"] == 0
+        python = container.logs(stderr=False).decode().strip() if ok else None
+    except docker.errors.APIError:  # no python3 executable at all: the container never starts
         python = None
-    except docker.errors.APIError:  # no python3 executable at all
-        python = None
+    finally:
+        container.remove(force=True)
     return python or "", (image.labels or {}).get(f"{label_prefix}.device")

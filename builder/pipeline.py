@@ -30,7 +30,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from builder import bake as bake_file
 from builder import bases as bases_mod
 from builder import build as build_mod
-from builder import engine, publish, render, report, smoke, tag
+from builder import children, engine, publish, render, report, smoke, tag
 from builder.matrix import ImageSpec, Matrix
 from builder.report import ImageReport, wide_console
 from builder.sources import Sources, wheelhouse_image
@@ -129,6 +129,19 @@ class Pipeline:
             for s in specs:
                 self.say(s.name, f"would {self.opt.stage} (parent: {s.parent or 'base ' + s.base})")
             return list(self.reports.values())
+        try:
+            self._prepare(specs)
+            with self.progress:
+                self.tasks = {s.name: self.progress.add_task(f"{s.name}: waiting", total=1) for s in specs}
+                self._schedule(specs)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        self.write_report()
+        return list(self.reports.values())
+
+    def _prepare(self, specs: list[ImageSpec]) -> None:
+        """The registry, buildx, package sources, wheelhouse image and bases the run needs."""
         client = self.client
         registry = self.opt.registry
         if not registry:
@@ -142,45 +155,56 @@ class Pipeline:
             self.sources = Sources.from_env()
             self.wheelhouse = wheelhouse_image(client, self.sources.wheelhouse)
             self.base_refs = self._bases(client, [s for s in specs if s.parent is None])
-        with self.progress:
-            self.tasks = {s.name: self.progress.add_task(f"{s.name}: waiting", total=1) for s in specs}
-            self._schedule(specs)
-        self.write_report()
-        return list(self.reports.values())
 
     def _schedule(self, specs: list[ImageSpec]) -> None:
         # Submit an image when its parent is ready for children; skip it when its parent failed.
-        children: dict[str | None, list[ImageSpec]] = {}
+        kids: dict[str | None, list[ImageSpec]] = {}
         for s in specs:
-            children.setdefault(s.parent, []).append(s)
+            kids.setdefault(s.parent, []).append(s)
         open_images = len(specs)
-        with ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="image") as pool:
-            def start(batch: list[ImageSpec]) -> None:
-                for s in batch:
-                    pool.submit(self._image, s)
-
-            start(children.get(None, []))
+        pool = ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="image")
+        try:
+            for s in kids.get(None, []):
+                pool.submit(self._image, s)
             while open_images:
-                event, name = self._events.get()
+                try:
+                    event, name = self._events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
                 if event == "done":
                     open_images -= 1
                     self.progress.update(self.tasks[name], completed=1)
                     continue
                 rep = self.reports[name]
                 if rep.failed or rep.image_id is None:
-                    for child in children.get(name, []):
-                        open_images -= self._skip(child, f"parent {name} {rep.status}", children)
+                    for child in kids.get(name, []):
+                        open_images -= self._skip(child, f"parent {name} {rep.status}", kids)
                 else:
-                    start(children.get(name, []))
+                    for s in kids.get(name, []):
+                        pool.submit(self._image, s)
+        except KeyboardInterrupt:
+            # Stop the children (buildx cancels, pytest removes its containers), start nothing new,
+            # let the running steps see the stop, then record what happened.
+            children.stop_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
-    def _skip(self, spec: ImageSpec, why: str, children: dict) -> int:
+    def _interrupted(self) -> None:
+        for rep in self.reports.values():
+            final = rep.failed or rep.status in ("published", "unchanged") or (
+                rep.status == {"build": "built", "test": "tested"}.get(self.opt.stage))
+            if not final:
+                rep.status, rep.error = "interrupted", rep.error or "the run was interrupted"
+        self.write_report()
+
+    def _skip(self, spec: ImageSpec, why: str, kids: dict) -> int:
         """Mark ``spec`` and its descendants skipped; return how many images that was."""
         rep = self.reports[spec.name]
         rep.status, rep.error = "skipped", why
         self.say(spec.name, f"[yellow]skipped[/yellow]: {escape(why)}")
         self.progress.update(self.tasks[spec.name], completed=1)
-        return 1 + sum(self._skip(child, f"parent {spec.name} skipped", children)
-                       for child in children.get(spec.name, []))
+        return 1 + sum(self._skip(child, f"parent {spec.name} skipped", kids) for child in kids.get(spec.name, []))
 
     def _image(self, spec: ImageSpec) -> None:
         """One image's steps, in a worker thread; tells the scheduler when children may start."""
@@ -206,6 +230,8 @@ class Pipeline:
             release()
             if self.opt.stage == "all":
                 self._push(rep)
+        except children.Interrupted:
+            rep.status, rep.error = "interrupted", "the run was interrupted"
         except Exception as exc:  # isolate: record, go on with the other images
             if not rep.failed:
                 rep.status = {"planned": "build-failed", "built": "test-failed",
@@ -270,6 +296,8 @@ class Pipeline:
                 override.unlink(missing_ok=True)
         rep.build_seconds, rep.build_log = round(result.seconds, 1), str(result.log_path)
         rep.cached_steps, rep.steps = result.cached_steps, result.steps
+        if children.stopping():
+            raise children.Interrupted("the run was interrupted")
         if not result.ok:
             rep.status, rep.error = "build-failed", result.error
             self.say(spec.name, f"[red]build failed[/red]: {escape(str(result.error))} (log {escape(str(result.log_path))})")
@@ -297,6 +325,8 @@ class Pipeline:
         rep.test_seconds, rep.test_outcome, rep.test_log = round(t.seconds, 1), t.summary, str(t.log_path)
         rep.container_logs = [str(p) for p in t.container_logs]
         rep.seconds_to_healthy = _healthy_seconds(self.logs / f"{spec.name}.junit.xml")
+        if children.stopping():
+            raise children.Interrupted("the run was interrupted")
         if t.ok:
             return True
         rep.status, rep.error = "test-failed", t.summary
@@ -330,6 +360,8 @@ class Pipeline:
         self._push(rep)
 
     def _push(self, rep: ImageReport) -> None:
+        if children.stopping():
+            raise children.Interrupted("the run was interrupted")
         self.say(rep.name, "pushing")
         result = publish.push(self.client, rep.repository, rep.tags)
         rep.registry_digest = result.digest

@@ -16,7 +16,8 @@ class ImageReport:
     """One image's outcome, as written to build/report.json. Sizes in bytes, durations in seconds.
 
     ``status`` is one of planned, built, tested, published, unchanged (already published),
-    build-failed, test-failed, publish-failed, skipped. On a failed smoke test
+    build-failed, test-failed, publish-failed, skipped, interrupted (the run was stopped before
+    this image was done: it got no ``latest`` and was not pushed). On a failed smoke test
     ``container_log_tail`` holds the last 40 lines of each scoring container's log.
     """
 
@@ -42,7 +43,7 @@ class ImageReport:
 
     @property
     def failed(self) -> bool:
-        return self.status.endswith("-failed") or self.status == "skipped"
+        return self.status.endswith("-failed") or self.status in ("skipped", "interrupted")
 
 
 def wide_console(**kwargs) -> Console:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from builder import children
 from builder.matrix import ImageSpec
 
 
@@ -116,8 +117,14 @@ def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: 
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE",
                f"--rootdir={tests_root}", f"--junitxml={logs_dir / (spec.name + '.junit.xml')}", *paths]
         with log_path.open("w") as log:
-            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
-        code = proc.returncode
+            proc = children.start(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                children.stop(proc)  # SIGINT first: the fixtures remove their scoring containers
+                raise
+            finally:
+                children.forget(proc)
     except FileNotFoundError as exc:
         log_path.write_text(f"{exc}\n")
         code = -1

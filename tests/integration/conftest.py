@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
+import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -27,6 +29,35 @@ def registry(docker_client) -> str:
     if shutil.which("skopeo") is None:
         engine.apt_install("skopeo")
     return engine.ensure_registry(ROOT / "build")
+
+
+@pytest.fixture(scope="session")
+def start_registry(docker_client):
+    """``start_registry(folder, port, users={}) -> Popen``: Debian's docker-registry on 127.0.0.1:port
+    with its storage, config and log (``registry.log``) in ``folder``; basic auth (htpasswd, bcrypt)
+    when ``users`` maps names to passwords. Waits until it answers. The caller stops it."""
+    engine.apt_install("docker-registry", "apache2-utils")
+
+    def start(folder: Path, port: int, users: dict | None = None) -> subprocess.Popen:
+        folder.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if users:
+            lines = [subprocess.run(["htpasswd", "-Bbn", u, p], capture_output=True, text=True, check=True).stdout.strip()
+                     for u, p in users.items()]
+            (folder / "htpasswd").write_text("\n".join(lines) + "\n")
+            auth = f"auth: {{htpasswd: {{realm: builder-test, path: {folder / 'htpasswd'}}}}}\n"
+        (folder / "config.yml").write_text(
+            "version: 0.1\nlog: {level: info}\n"
+            f"storage: {{filesystem: {{rootdirectory: {folder / 'data'}}}, delete: {{enabled: true}}}}\n"
+            f"http: {{addr: '127.0.0.1:{port}'}}\n" + auth)
+        proc = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")],
+                                stdout=open(folder / "registry.log", "a"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not engine.registry_answers(f"127.0.0.1:{port}"):
+            assert proc.poll() is None and time.monotonic() < deadline, (folder / "registry.log").read_text()
+            time.sleep(0.2)
+        return proc
+    return start
 
 
 def _make_wheel(folder: Path, name: str = "builder_demo", version: str = "1.0") -> Path:

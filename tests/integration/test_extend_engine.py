@@ -76,32 +76,22 @@ def test_a_base_without_python_is_refused_and_nothing_is_built(docker_client, tm
     (tmp_path / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
     (tmp_path / "extend.yml").write_text(f"baseImage: {base}\nentryScript: score.py\n")
     before = {i.id for i in docker_client.images.list()}
+    containers = {c.id for c in docker_client.containers.list(all=True)}
     result = builder("extend", str(tmp_path / "extend.yml"), "--build", "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"baseImage: {base} has no python3; the inference server needs Python >= 3.9" in result.stderr
     assert not (tmp_path / "out").exists()
     assert {i.id for i in docker_client.images.list()} == before
+    assert {c.id for c in docker_client.containers.list(all=True)} == containers, "the probe container was left behind"
 
 
 @pytest.fixture
-def private_registry(tmp_path, docker_client, prebuilt):
+def private_registry(tmp_path, docker_client, prebuilt, start_registry):
     """A second registry on 127.0.0.1:5002 that wants basic auth (htpasswd, bcrypt), holding the
     scikit-learn image as private/sklearn:1.9."""
-    engine.apt_install("apache2-utils", "docker-registry")
     user, password = "builder", "pr1vate-Pa55-9d3e"
-    htpasswd = subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True).stdout
-    (tmp_path / "htpasswd").write_text(htpasswd)
-    (tmp_path / "config.yml").write_text(
-        "version: 0.1\nlog: {level: info}\n"
-        f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n"
-        "http: {addr: '127.0.0.1:5002'}\n"
-        f"auth: {{htpasswd: {{realm: builder-test, path: {tmp_path / 'htpasswd'}}}}}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "config.yml")],
-                            stdout=open(tmp_path / "registry.log", "w"), stderr=subprocess.STDOUT)
+    proc = start_registry(tmp_path / "registry", 5002, {user: password})
     try:
-        deadline = time.monotonic() + 30
-        while not engine.registry_answers("127.0.0.1:5002") and time.monotonic() < deadline:
-            time.sleep(0.3)
         assert requests.get("http://127.0.0.1:5002/v2/", timeout=5).status_code == 401
         ref = "127.0.0.1:5002/private/sklearn"
         docker_client.images.get(prebuilt).tag(ref, "1.9")

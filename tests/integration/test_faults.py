@@ -1,0 +1,202 @@
+"""Faults on real components. In each case: one line per image saying what failed, build/report.json
+written, no `latest` (nor any other tag) of an unfinished image in the registry, no scoring container
+left running, and the next run completes with no manual clean-up.
+
+- the registry is down, or refuses the credentials, during publish;
+- the registry disappears in the middle of a push;
+- the Engine stops during a build (the test stops dockerd and lets the builder start it again);
+- SIGINT during a build, and during a smoke test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from builder import engine
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[2]
+MINIMAL = "minimal-debian12-py311-cpu-inference"
+SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
+BUILDER = [sys.executable, "-m", "builder.cli"]
+
+
+def builder(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*BUILDER, *args], cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, **(env or {})})
+
+
+def started(*args: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([*BUILDER, *args], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def report(build_dir: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads((build_dir / "report.json").read_text())["images"]}
+
+
+def tags(registry: str, repository: str, auth: tuple | None = None) -> list[str]:
+    r = requests.get(f"http://{registry}/v2/{repository}/tags/list", timeout=10, auth=auth)
+    return [] if r.status_code == 404 else (r.json().get("tags") or [])
+
+
+def event_lines(output: str, name: str, word: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith(f"{name} ") and word in line]
+
+
+@pytest.fixture
+def containers(docker_client):
+    """The containers that exist before the test; the test checks that it adds none."""
+    return {c.id for c in docker_client.containers.list(all=True)}
+
+
+def test_registry_down_then_back(tmp_path, start_registry, containers, docker_client):
+    registry = "127.0.0.1:5991"
+    first = builder("all", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b1"))
+    assert first.returncode == 1, first.stdout + first.stderr
+    r = report(tmp_path / "b1")[MINIMAL]
+    assert r["status"] == "publish-failed" and registry in r["error"]
+    assert len(event_lines(first.stdout, MINIMAL, "publish-failed")) == 1
+    proc = start_registry(tmp_path / "registry", 5991)
+    try:
+        assert tags(registry, f"faults/{MINIMAL}") == []
+        again = builder("all", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b2"))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert report(tmp_path / "b2")[MINIMAL]["status"] == "published"
+        assert sorted(tags(registry, f"faults/{MINIMAL}")) == sorted(report(tmp_path / "b2")[MINIMAL]["tags"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert {c.id for c in docker_client.containers.list(all=True)} == containers
+
+
+def test_registry_refuses_the_credentials(tmp_path, start_registry):
+    registry, user, password = "127.0.0.1:5992", "builder", "r1ght-Pa55"
+    proc = start_registry(tmp_path / "registry", 5992, {user: password})
+    try:
+        env = {"REGISTRY_USERNAME": user, "REGISTRY_PASSWORD": "wrong"}
+        first = builder("all", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b1"),
+                        env=env)
+        assert first.returncode == 1, first.stdout + first.stderr
+        r = report(tmp_path / "b1")[MINIMAL]
+        assert r["status"] == "publish-failed" and "401" in r["error"], r["error"]
+        assert "wrong" not in first.stdout + first.stderr + json.dumps(r)
+        assert tags(registry, f"auth/{MINIMAL}", (user, password)) == []
+        again = builder("all", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b2"),
+                        env={"REGISTRY_USERNAME": user, "REGISTRY_PASSWORD": password})
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "latest" in tags(registry, f"auth/{MINIMAL}", (user, password))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_registry_disappears_in_the_middle_of_a_push(tmp_path, start_registry, docker_client):
+    registry = "127.0.0.1:5993"
+    folder = tmp_path / "registry"
+    proc = start_registry(folder, 5993)
+    log = folder / "registry.log"
+    run = started("all", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b1"),
+                  log=tmp_path / "b1.log")
+    try:
+        # the first blob upload has begun: the registry goes away mid-push
+        wait_for(lambda: "blobs/uploads" in log.read_text(errors="replace"), 600, "a blob upload")
+        proc.kill()
+        proc.wait(timeout=10)
+        assert run.wait(timeout=600) == 1, (tmp_path / "b1.log").read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+    r = report(tmp_path / "b1")[MINIMAL]
+    assert r["status"] == "publish-failed", r
+    assert len(event_lines((tmp_path / "b1.log").read_text(), MINIMAL, "publish-failed")) == 1
+    proc = start_registry(folder, 5993)  # back, on the same storage
+    try:
+        assert tags(registry, f"gone/{MINIMAL}") == [], "a tag of the interrupted push is in the registry"
+        again = builder("all", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b2"))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "latest" in tags(registry, f"gone/{MINIMAL}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _dockerd_pids() -> list[int]:
+    out = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def test_engine_stops_during_a_build(tmp_path, docker_client):
+    """Stops this machine's dockerd in the middle of an uncached build; the builder itself starts
+    an Engine again for the next run (builder.engine.client)."""
+    run = started("build", "--no-cache", "--select", MINIMAL, "--registry", "127.0.0.1:5000/engine-fault",
+                  "--build-dir", str(tmp_path / "b1"), log=tmp_path / "b1.log")
+    try:
+        wait_for(lambda: "RUN apt-get update" in _log(tmp_path / "b1" / "logs" / f"{MINIMAL}.build.log"), 300,
+                 "the build's apt step")
+        for pid in _dockerd_pids():
+            os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not _dockerd_pids(), 120, "dockerd to stop")
+        assert run.wait(timeout=300) == 1, (tmp_path / "b1.log").read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+        engine.client(ROOT / "build")  # the Engine again, whatever happened
+    r = report(tmp_path / "b1")[MINIMAL]
+    assert r["status"] == "build-failed" and r["tags"] == [], r
+    assert len(event_lines((tmp_path / "b1.log").read_text(), MINIMAL, "build failed")) == 1
+    again = builder("build", "--select", MINIMAL, "--registry", "127.0.0.1:5000/engine-fault",
+                    "--build-dir", str(tmp_path / "b2"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert report(tmp_path / "b2")[MINIMAL]["status"] == "built"
+
+
+def _log(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.mark.parametrize("moment", ["build", "smoke test"])
+def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, registry, docker_client, containers):
+    namespace = f"{registry}/sigint-{moment.replace(' ', '-')}"
+    args = ["all", "--select", SKLEARN, "--registry", namespace]
+    if moment == "build":
+        args.append("--no-cache")
+    running = len(docker_client.containers.list())
+    run = started(*args, "--build-dir", str(tmp_path / "b1"), log=tmp_path / "b1.log")
+    try:
+        if moment == "build":
+            wait_for(lambda: "RUN apt-get update" in _log(tmp_path / "b1" / "logs" / f"{MINIMAL}.build.log"), 300,
+                     "the build's apt step")
+        else:
+            wait_for(lambda: f"{SKLEARN} smoke testing" in _log(tmp_path / "b1.log"), 900, "the smoke test")
+            wait_for(lambda: len(docker_client.containers.list()) > running, 120, "a container of the smoke test")
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=300) == 130, _log(tmp_path / "b1.log")
+    finally:
+        if run.poll() is None:
+            run.kill()
+    output = _log(tmp_path / "b1.log")
+    assert output.strip().splitlines()[-1].startswith("interrupted:"), output
+    images = report(tmp_path / "b1")
+    assert images[SKLEARN]["status"] == "interrupted" and "latest" not in images[SKLEARN]["tags"]
+    assert {c.id for c in docker_client.containers.list(all=True)} == containers, "a container was left behind"
+    assert tags(registry, f"{namespace.split('/', 1)[1]}/{SKLEARN}") == []
+    again = builder(*[a for a in args if a != "--no-cache"], "--build-dir", str(tmp_path / "b2"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert report(tmp_path / "b2")[SKLEARN]["status"] in ("published", "unchanged")
