@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from yaml_dump import dump
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ROOT / "tests" / "fixtures" / "matrix-small.yaml"
@@ -18,14 +19,8 @@ def small_matrix_data() -> dict:
     return yaml.safe_load(SMALL.read_text())
 
 
-class _NoAliases(yaml.SafeDumper):
-    """Writes shared objects out in full: the matrix loader refuses YAML aliases."""
-
-    def ignore_aliases(self, data):
-        return True
-
 
 @pytest.fixture
 def dump_yaml():
     """``dump_yaml(data) -> str``: YAML without aliases (anchors and ``*refs``), which loaders refuse."""
-    return lambda data: yaml.dump(data, Dumper=_NoAliases, sort_keys=False)
+    return dump

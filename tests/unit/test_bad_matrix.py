@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from builder.cli import app
-from conftest import _NoAliases
+from yaml_dump import dump as _dump_yaml
 
 
 def _set(data, path, value):
@@ -31,7 +31,7 @@ def mutate(*changes):
         data = copy.deepcopy(data)
         for path, value in changes:
             _set(data, path, value)
-        return yaml.dump(data, Dumper=_NoAliases, sort_keys=False)
+        return _dump_yaml(data)
     return apply
 
 

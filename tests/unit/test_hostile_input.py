@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from builder import inputs
 from builder.cli import app
-from conftest import _NoAliases
+from yaml_dump import dump as _dump_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 INJECT = "touch /tmp/pwned"
 
 
 def _dump(data) -> str:
-    return yaml.dump(data, Dumper=_NoAliases, sort_keys=False)
+    return _dump_yaml(data)
 
 
 def _set(path):
