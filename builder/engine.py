@@ -37,13 +37,19 @@ def _can_provision() -> bool:
     return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
 
 
+def installed(package: str) -> bool:
+    """True when dpkg has ``package`` installed (status ``install ok installed``; a removed package
+    whose configuration files remain does not count)."""
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+    return r.returncode == 0 and r.stdout.strip() == "install ok installed"
+
+
 def apt_install(*packages: str) -> None:
     """Install Debian packages (as root) unless all are already installed.
 
     Raises EngineError when not root on Debian, or when apt-get fails (its output is included).
     """
-    missing = [p for p in packages
-               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    missing = [p for p in packages if not installed(p)]
     if not missing:
         return
     if not _can_provision():

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,7 @@ def _log(path: Path) -> str:
 
 @pytest.mark.parametrize("moment", ["build", "smoke test"])
 def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, registry, docker_client, containers):
-    namespace = f"{registry}/sigint-{moment.replace(' ', '-')}"
+    namespace = f"{registry}/sigint-{moment.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
     args = ["all", "--select", SKLEARN, "--registry", namespace]
     if moment == "build":
         args.append("--no-cache")

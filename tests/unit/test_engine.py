@@ -19,3 +19,12 @@ def test_present_buildx_is_left_alone(monkeypatch):
     monkeypatch.setattr(engine, "buildx_version", lambda: "github.com/docker/buildx 0.13.1")
     monkeypatch.setattr(engine, "_can_provision", lambda: pytest.fail("nothing to provision"))
     assert engine.ensure_buildx() == "github.com/docker/buildx 0.13.1"
+
+
+def test_a_removed_package_with_configuration_left_is_not_installed(monkeypatch):
+    import subprocess
+
+    answers = {"docker-registry": "deinstall ok config-files", "skopeo": "install ok installed"}
+    monkeypatch.setattr(engine.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 0, stdout=answers[cmd[-1]], stderr=""))
+    assert not engine.installed("docker-registry") and engine.installed("skopeo")
