@@ -39,8 +39,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import engine, matrix as matrix_mod, pipeline  # noqa: E402
+from builder import engine, plan  # noqa: E402
+from builder.matrix import load as load_matrix  # noqa: E402
 from builder.smoke import wait_healthy  # noqa: E402
+
+PORT = load_matrix(ROOT / "matrix.yaml").data.runtime.port  # the server's port inside every image
 from builder.sources import Sources  # noqa: E402
 
 WORK = ROOT / "build" / "bench"
@@ -128,10 +131,10 @@ def healthy_seconds(client, image: str, runs: int = 3) -> float:
     samples = []
     for _ in range(runs):
         start = time.monotonic()
-        c = client.containers.run(image, detach=True, ports={"5001/tcp": ("127.0.0.1", None)},
+        c = client.containers.run(image, detach=True, ports={f"{PORT}/tcp": ("127.0.0.1", None)},
                                   volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}})
         try:
-            wait_healthy(c, start, 300)
+            wait_healthy(c, start, 300, PORT)
             samples.append(time.monotonic() - start)
         finally:
             c.remove(force=True)
@@ -147,8 +150,8 @@ def main() -> None:
     parser.add_argument("--select", action="append", default=[])
     ns = parser.parse_args()
     py = ".".join(platform.python_version_tuple()[:2])
-    m = matrix_mod.load(ROOT / "matrix.yaml")
-    specs = pipeline.select(m, ns.select) if ns.select else [
+    m = load_matrix(ROOT / "matrix.yaml")
+    specs = plan.select(m, ns.select) if ns.select else [
         s for s in m.images() if s.device == "cpu" and s.python == py]
     select = [a for s in specs for a in ("--select", s.name)]
     client = engine.client(ROOT / "build")

@@ -21,7 +21,7 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from builder import engine
-from builder.matrix import Base
+from builder.schema import Base
 
 Source = Literal["auto", "pull", "bootstrap"]
 
@@ -170,3 +170,23 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
     if not _exists(client, ref):
         raise BaseError(f"docker import did not produce {ref}")
     return ref
+
+
+def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, source: Source, workdir: Path,
+              log: Callable[[str, str], None]) -> dict[str, str]:
+    """The FROM reference of each root image (``ImageSpec`` without a parent), by image name: its
+    base (local, pulled or bootstrapped, once per base), or its CUDA image (pulled as it is, never
+    bootstrapped). ``log(image name, line)`` reports what happened. Raises BaseError."""
+    refs: dict[str, str] = {}
+    by_base: dict[str, str] = {}
+    for spec in roots:
+        if spec.from_cuda_image:
+            ensure_pulled(client, spec.base_image)
+            refs[spec.name] = spec.base_image
+            continue
+        if spec.base not in by_base:
+            b = ensure(client, spec.base, bases[spec.base], source, workdir, log=lambda m, n=spec.name: log(n, m))
+            by_base[spec.base] = b.ref
+            log(spec.name, f"base {spec.base}: {b.ref} ({b.how})")
+        refs[spec.name] = by_base[spec.base]
+    return refs

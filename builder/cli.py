@@ -20,13 +20,13 @@ from typing import Iterator, NoReturn, Optional
 
 import typer
 
-from builder import bake as bake_mod
-from builder import inputs, pipeline
-from builder import matrix as matrix_mod
-from builder import render as render_mod
+from builder import bake, render
+from builder import grammar, pipeline, plan
+from builder.matrix import ImageSpec, Matrix, load as load_matrix
+from builder.schema import load_file
 from builder.bases import BaseError
 from builder.engine import EngineError
-from builder.inputs import InputError
+from builder.inputs import ConfigError
 from builder.publish import PublishError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -52,7 +52,7 @@ def guard() -> Iterator[None]:
     """Turn the project's own errors into one line each and an exit code (see the module doc)."""
     try:
         yield
-    except InputError as exc:
+    except ConfigError as exc:
         fail(exc.lines, 2)
     except OSError as exc:  # a user's path that cannot be read or written
         where = f"{exc.filename}: " if exc.filename else ""
@@ -61,9 +61,9 @@ def guard() -> Iterator[None]:
         fail([f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"], 1)
 
 
-def _load(path: Path) -> matrix_mod.Matrix:
+def _load(path: Path) -> Matrix:
     with guard():
-        return matrix_mod.load(path)
+        return load_matrix(path)
 
 
 def _beside(matrix: Path, given: Optional[Path], name: str) -> Path:
@@ -80,31 +80,31 @@ def _templates(matrix: Path, given: Optional[Path]) -> Path:
     return folder
 
 
-def _select(m: matrix_mod.Matrix, patterns: Optional[list[str]]) -> list[matrix_mod.ImageSpec]:
+def _select(m: Matrix, patterns: Optional[list[str]]) -> list[ImageSpec]:
     try:
-        return pipeline.select(m, patterns or [])
+        return plan.select(m, patterns or [])
     except ValueError as exc:
         fail([str(exc)])
 
 
-@app.command()
-def render(check: bool = typer.Option(False, "--check", help="Only compare; exit 1 listing stale, missing or extra files."),
+@app.command("render")
+def render_command(check: bool = typer.Option(False, "--check", help="Only compare; exit 1 listing stale, missing or extra files."),
            matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt) -> None:
     """Render images/ and docker-bake.json from matrix.yaml and templates/ (atomically; only ever
     replaces what `builder render` wrote)."""
     m = _load(matrix)
     images = _beside(matrix, images, "images")
     with guard():
-        files = render_mod.render_all(m, _templates(matrix, templates))
-        bake_text = bake_mod.render(m, images.name)
+        files = render.render_all(m, _templates(matrix, templates))
+        bake_text = bake.render(m, images.name)
         if check:
-            problems = render_mod.check(files, images) + render_mod.check_bake(bake_text, images)
+            problems = render.check(files, images) + render.check_bake(bake_text, images)
             if problems:
                 fail(problems + [f"{len(problems)} generated file(s) out of date: run `builder render`"], 1)
             typer.echo(f"images/ is fresh ({len(files)} files, {len(m.images())} images)")
             return
-        bake = render_mod.write_all(files, bake_text, images)
-    typer.echo(f"rendered {len(m.images())} images ({len(files)} files) into {images}/ and {bake}")
+        bake_file = render.write_all(files, bake_text, images)
+    typer.echo(f"rendered {len(m.images())} images ({len(files)} files) into {images}/ and {bake_file}")
 
 
 @app.command("list")
@@ -135,7 +135,7 @@ def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Optional[Path] = 
         spec = m.image(name)
     except KeyError as exc:
         fail([str(exc.args[0])])
-    typer.echo(render_mod.render_image(m, spec, _templates(matrix, templates))["Dockerfile"], nl=False)
+    typer.echo(render.render_image(m, spec, _templates(matrix, templates))["Dockerfile"], nl=False)
 
 
 class BaseSource(str, enum.Enum):
@@ -152,13 +152,13 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
     if opts.registry:
         with guard():
             try:
-                inputs.registry(opts.registry)
+                grammar.registry(opts.registry)
             except ValueError as exc:
                 fail([f"--registry: {exc}"])
     if stage != "publish" and not opts.dry_run:
         with guard():
-            problems = (render_mod.check(render_mod.render_all(m, _templates(matrix, templates)), opts.images_dir)
-                        + render_mod.check_bake(bake_mod.render(m, opts.images_dir.name), opts.images_dir))
+            problems = (render.check(render.render_all(m, _templates(matrix, templates)), opts.images_dir)
+                        + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
     p = pipeline.Pipeline(m, opts)
@@ -208,110 +208,12 @@ app.command("all")(_stage_command("all", "Build, smoke-test, tag and publish the
 @app.command("ci-matrix")
 def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt) -> None:
     """Print a GitHub Actions strategy.matrix (JSON): one job per image tree, parents inside the job."""
-    from builder import plan
-
     specs = _select(_load(matrix), select)
     typer.echo(json.dumps(plan.ci_matrix({s.name: s.parent for s in specs})))
 
 
-def _registry(registry: str) -> str:
-    from builder import engine
-
-    if registry:
-        try:
-            inputs.registry(registry)
-        except ValueError as exc:
-            fail([f"--registry: {exc}"])
-    return registry or engine.LOCAL_REGISTRY
-
-
-@app.command()
-def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's JSON form or the YAML equivalent."),
-           out: Optional[Path] = typer.Option(None, "--out", help="Build context folder [default: build/extend/<config folder name>]."),
-           build_it: bool = typer.Option(False, "--build", help="Also build the image."),
-           tag_: Optional[str] = typer.Option(None, "--tag", help="Name for the built image [default: <config folder name>:latest]."),
-           template: Optional[Path] = typer.Option(None, "--template", help='Your template; it may {% extends "extend/Dockerfile.j2" %}.'),
-           allow_outside: Optional[list[Path]] = typer.Option(None, "--allow-outside", help="Another folder the config's paths may point into (repeatable)."),
-           registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named bases are published [default: 127.0.0.1:5000]."),
-           matrix: Path = MatrixOpt) -> None:
-    """Write a Dockerfile and build context that extend a prebuilt image with a model, code and packages."""
-    from builder import extend as ext_mod
-
-    m = _load(matrix)
-    reg = _registry(registry)
-    name = tag_ or f"{ext_mod.default_name(config)}:latest"
-    if tag_ is not None:
-        try:
-            inputs.docker_reference(tag_)
-        except ValueError as exc:
-            fail([f"--tag: {exc}"])
-    target = out or ext_mod.default_out(config)
-    with guard():
-        ext = ext_mod.prepare(config, m, reg, template, allow_outside=allow_outside or [])
-        if build_it:
-            result = ext_mod.build(config, m, reg, template, name, target, allow_outside or [])
-            typer.echo(f"wrote {target}/Dockerfile FROM {result.base}")
-            if not result.build.ok:
-                fail([f"build failed: {result.build.error} (log {result.build.log_path})"], 1)
-            typer.echo(f"built {name} ({result.build.image_id}) in {result.build.seconds:.0f} s")
-            return
-        ext_mod.write(ext, target)
-    typer.echo(f"wrote {target}/Dockerfile FROM {ext.base.ref}")
-
-
 def _stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-@app.command()
-def serve(image: str = typer.Argument(..., help="An image reference, or a matrix image name (its latest tag)."),
-          model: Optional[Path] = typer.Option(None, "--model", help="Model file or folder (mounted read-only)."),
-          entry_script: Path = typer.Option(..., "--entry-script", help="score.py with init() and run(); its folder is mounted read-only."),
-          port: int = typer.Option(8890, "--port", min=1, max=65535, help="Host port on 127.0.0.1."),
-          registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named images are published."),
-          matrix: Path = MatrixOpt) -> None:
-    """Run an image locally with a model and entry script until Ctrl-C, then remove the container."""
-    import docker
-
-    from builder import engine, serve as serve_mod, tag as tag_mod
-    from builder.smoke import NotHealthy
-
-    m = _load(matrix)
-    problems = []
-    if not entry_script.is_file():
-        problems.append(f"--entry-script: {entry_script} is not a file")
-    if model is not None and not model.exists():
-        problems.append(f"--model: {model} does not exist")
-    try:
-        ref = f"{tag_mod.repository(_registry(registry), m.image(image).name)}:latest"
-    except KeyError:
-        ref = image
-        try:
-            inputs.docker_reference(image)
-        except ValueError as exc:
-            fail([f"IMAGE: {exc}"])
-    with guard():
-        client = engine.client()
-    try:
-        client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        problems.append(f"image {ref} is not on this Engine (build or pull it first)")
-    if problems:
-        fail(problems)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `docker stop`-style shutdown cleans up like Ctrl-C
-    try:
-        with serve_mod.running(client, ref, model, entry_script, port, m.data.runtime.app_root) as served:
-            typer.echo(f"serving {ref} (healthy after {served.seconds_to_healthy:.1f} s)")
-            typer.echo(f"scoring URI: {served.scoring_uri}")
-            typer.echo(f"swagger URI: {served.swagger_uri}")
-            typer.echo("press Ctrl-C to stop", err=True)
-            code = served.container.wait()["StatusCode"]
-            sys.stderr.write(served.container.logs(tail=40).decode(errors="replace"))
-            fail([f"the container exited with code {code}"], 1)
-    except NotHealthy as exc:
-        fail([str(exc)], 1)
-    except KeyboardInterrupt:
-        typer.echo("stopped; container removed", err=True)
 
 
 compat_app = typer.Typer(help="The compatibility table (compat.yaml) the matrix is validated against.",
@@ -323,13 +225,19 @@ app.add_typer(compat_app, name="compat")
 def compat_refresh(matrix: Path = MatrixOpt,
                    compat: Path = typer.Option(Path("compat.yaml"), "--compat", help="The table to rewrite.")) -> None:
     """Re-resolve every framework version in the matrix from package metadata (uv; needs the index)."""
-    from builder import compat as compat_mod
+    from builder.compat import refresh
 
     with guard():
-        data = matrix_mod.load_file(matrix)
+        data = load_file(matrix)
         versions = {key: list(dict.fromkeys(v.version for v in fw.versions)) for key, fw in data.frameworks.items()}
-        compat_mod.refresh(compat, versions, log=typer.echo)
+        refresh(compat, versions, log=typer.echo)
     typer.echo(f"wrote {compat}; run `builder render` and review the diff")
+
+
+# The commands that extend and run images live in a module of their own.
+from builder import cli_deploy  # noqa: E402 (it uses the helpers above)
+
+cli_deploy.register(app)
 
 
 def main() -> None:

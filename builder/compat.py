@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from builder import inputs
+from builder import grammar, inputs
 
 #: Pythons the refresh tries for each framework version.
 CANDIDATE_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
@@ -41,7 +41,7 @@ class _Model(BaseModel):
 
 
 def _package(value: object) -> str:
-    inputs.requirement(value)
+    grammar.requirement(value)
     req = Requirement(value)
     if req.specifier or req.marker:
         raise ValueError(f"{inputs.shown(value)}: give the name and extras only; versions come from the matrix")
@@ -54,9 +54,9 @@ def _local(value: object) -> str:
     return value
 
 
-VersionStr = Annotated[str, BeforeValidator(inputs.version)]
-DistName = Annotated[str, BeforeValidator(inputs.distribution_name)]
-Key = Annotated[str, BeforeValidator(inputs.key_name)]
+VersionStr = Annotated[str, BeforeValidator(grammar.version)]
+DistName = Annotated[str, BeforeValidator(grammar.distribution_name)]
+Key = Annotated[str, BeforeValidator(grammar.key_name)]
 
 
 class DevicePackages(_Model):
@@ -108,22 +108,22 @@ class Compat(_Model):
         sibling_local = any(p.local_version and Requirement(p.requirement).name == name for p in pkgs.values())
         return f"{pkg.requirement}{'===' if sibling_local else '=='}{version}"
 
-    def distribution(self, framework: str, device: str) -> str | None:
-        """The installed distribution's name (the requirement without extras)."""
+    def package(self, framework: str, device: str) -> str | None:
+        """The PyPI distribution the image installs for a device (the requirement without extras)."""
         pkg = self.packages.get(framework, {}).get(device)
         return Requirement(pkg.requirement).name if pkg else None
 
 
 def load(path: Path) -> Compat:
     """Read and validate compat.yaml strictly (see :func:`builder.inputs.load_yaml`). Raises
-    :class:`builder.inputs.InputError` with one line per problem."""
+    :class:`builder.inputs.ConfigError` with one line per problem."""
     raw = inputs.load_yaml(path)
     if not isinstance(raw, dict):
-        raise inputs.InputError([f"{path.name}: expected a mapping with packages and versions"])
+        raise inputs.ConfigError([f"{path.name}: expected a mapping with packages and versions"])
     try:
         return Compat.model_validate(raw)
     except ValidationError as exc:
-        raise inputs.InputError(inputs.pydantic_lines(path.name, exc, Compat)) from None
+        raise inputs.ConfigError(inputs.pydantic_lines(path.name, exc, Compat)) from None
 
 
 def _compile(requirement: str, python: str) -> dict[str, str] | None:

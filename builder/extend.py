@@ -15,93 +15,25 @@ this project's machines, so any other package is refused by name. The Dockerfile
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import jinja2
 from packaging.version import Version
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from builder import build as build_mod
-from builder import inputs, render, tag
-from builder.inputs import InputError
+from builder import build, inputs, naming, render
+from builder.inference_config import (ExtendError, InferenceConfig, Paths, RegistryAuth, conda_pip_requirements,
+                                      load_config)
 from builder.matrix import Matrix
+
+__all__ = ["Base", "Built", "ExtendError", "Extension", "InferenceConfig", "RegistryAuth", "build_image",
+           "conda_pip_requirements", "default_name", "default_out", "inspect_base", "load_config", "prepare",
+           "resolve_base", "write"]
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MIN_PYTHON = Version("3.9")  # azureml-inference-server-http's Requires-Python
-# Conda dependencies that are not packages to install: the interpreter and pip itself.
-CONDA_IGNORED = re.compile(r"^(python|pip)\b")
 #: The file that marks an output folder as written by `builder extend` (it may then be replaced).
 MARKER = ".builder-extend"
-_ENV_REF = re.compile(r"\$\{(\w+)\}")
-
-
-class ExtendError(InputError):
-    """Bad extension input. ``lines`` holds one line per problem (file, key, what was expected)."""
-
-
-def _password(value: object) -> object:
-    if value is None:
-        return value
-    if not isinstance(value, str) or not _ENV_REF.fullmatch(value):
-        # never echo the value: it is a credential
-        raise ValueError("a literal password is not accepted; use ${ENV_VAR} and set that variable")
-    return value
-
-
-class RegistryAuth(BaseModel):
-    """A private base-image registry. ``password`` must be ``${VAR}``, read from the environment."""
-
-    model_config = ConfigDict(extra="forbid")
-    address: Annotated[str, BeforeValidator(inputs.registry)]
-    username: Annotated[str, BeforeValidator(inputs.text)] | None = None
-    password: Annotated[str | None, BeforeValidator(_password)] = None
-
-    def credentials(self) -> dict | None:
-        """docker-py auth_config for pulling the base, or None. Raises ExtendError for an unset ${VAR}."""
-        if not (self.username and self.password):
-            return None
-        var = _ENV_REF.fullmatch(self.password).group(1)
-        if var not in os.environ:
-            raise ExtendError([f"baseImageRegistry.password: environment variable {var} is not set"])
-        return {"username": self.username, "password": os.environ[var]}
-
-
-def _env_value(value: object) -> str:
-    if not isinstance(value, str) or inputs._CONTROL.search(value) or "\n" in value or "\r" in value:
-        raise ValueError(f"{inputs.shown(value)} is not one line of text")
-    return value
-
-
-PathStr = Annotated[str, BeforeValidator(lambda v: _env_value(v) and v)]
-
-
-class InferenceConfig(BaseModel):
-    """The inference config (JSON keys as in Azure ML's CLI form; YAML adds the last four)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    entry_script: PathStr = Field(alias="entryScript")
-    runtime: str = "python"
-    conda_file: PathStr | None = Field(None, alias="condaFile")
-    extra_dockerfile_steps: PathStr | None = Field(None, alias="extraDockerfileSteps")
-    source_directory: PathStr | None = Field(None, alias="sourceDirectory")
-    enable_gpu: bool = Field(False, alias="enableGpu")
-    base_image: Annotated[str, BeforeValidator(inputs.docker_reference)] = Field(alias="baseImage")
-    base_image_registry: RegistryAuth | None = Field(None, alias="baseImageRegistry")
-    requirements: list[Annotated[str, BeforeValidator(inputs.requirement)]] = []
-    apt: list[Annotated[str, BeforeValidator(inputs.debian_package)]] = []
-    model: list[PathStr] = []
-    env: dict[Annotated[str, BeforeValidator(inputs.env_name)], Annotated[str, BeforeValidator(_env_value)]] = {}
-
-    @field_validator("base_image_registry", mode="before")
-    @classmethod
-    def _registry_host(cls, value):
-        # The CLI JSON form gives just the host; the SDK form gives address/username/password.
-        return {"address": value} if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -125,37 +57,6 @@ class Extension:
     files: dict[str, str | bytes]
 
 
-def _no_duplicates(pairs: list[tuple]) -> dict:
-    keys = [k for k, _ in pairs]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise ValueError(f"duplicate key {inputs.shown(dupes[0])}")
-    return dict(pairs)
-
-
-def load_config(path: Path) -> InferenceConfig:
-    """Parse a JSON or YAML inference config strictly (see :mod:`builder.inputs`). Raises
-    ExtendError (one line per problem; a credential is never echoed)."""
-    name = path.name
-    try:
-        if path.suffix == ".json":
-            try:
-                raw = json.loads(inputs.read_text(path), object_pairs_hook=_no_duplicates)
-            except (json.JSONDecodeError, ValueError) as exc:
-                where = f"line {exc.lineno}: " if isinstance(exc, json.JSONDecodeError) else ""
-                raise ExtendError([f"{name}: {where}malformed JSON: {exc.msg if hasattr(exc, 'msg') else exc}"]) from None
-        else:
-            raw = inputs.load_yaml(path)
-    except InputError as exc:
-        raise ExtendError(exc.lines) from None
-    if not isinstance(raw, dict):
-        raise ExtendError([f"{name}: expected a mapping of inference config keys"])
-    try:
-        return InferenceConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ExtendError(inputs.pydantic_lines(name, exc, InferenceConfig)) from None
-
-
 def resolve_base(reference: str, matrix: Matrix, registry: str) -> Base:
     """A matrix image name (``NAME`` -> its ``latest`` tag, ``NAME@sha256:...`` -> that digest) or
     any image reference. A name shaped like ours (``*-inference``) that the matrix lacks is an error."""
@@ -168,88 +69,7 @@ def resolve_base(reference: str, matrix: Matrix, registry: str) -> Base:
             raise ExtendError([f"baseImage: unknown base name {inputs.shown(name)} (expected an image reference or "
                                f"one of: {names})"]) from None
         return Base(reference, None, None, None)
-    repo = tag.repository(registry, spec.name)
-    return Base(f"{repo}@{digest}" if digest else f"{repo}:latest", spec.name, spec.device, spec.python)
-
-
-def conda_pip_requirements(path: Path) -> list[str]:
-    """The ``pip:`` section of a conda environment file. Raises ExtendError naming every conda-only
-    package (conda channels cannot be reached; move them to the pip section)."""
-    try:
-        env = inputs.load_yaml(path) or {}
-    except InputError as exc:
-        raise ExtendError([f"condaFile {line}" for line in exc.lines]) from None
-    if not isinstance(env, dict):
-        raise ExtendError([f"condaFile {path.name}: expected a mapping with a dependencies list"])
-    pip: list[str] = []
-    conda_only: list[str] = []
-    for dep in env.get("dependencies", []) or []:
-        if isinstance(dep, dict) and "pip" in dep:
-            pip.extend(str(p) for p in dep["pip"] or [])
-        elif isinstance(dep, str) and not CONDA_IGNORED.match(dep):
-            conda_only.append(dep)
-    if conda_only:
-        raise ExtendError([f"condaFile {path.name}: conda-only packages cannot be installed (conda channels are not "
-                           f"reachable): {', '.join(conda_only)}; list them under the pip: section instead"])
-    bad = []
-    for r in pip:
-        try:
-            inputs.requirement(r)
-        except ValueError as exc:
-            bad.append(f"condaFile {path.name}: pip: {exc}")
-    if bad:
-        raise ExtendError(bad)
-    return pip
-
-
-class _Paths:
-    """Resolves a config's paths (symlinks followed) and refuses any that leaves the allowed roots:
-    the config's folder and those ``--allow-outside`` names. Collects one line per problem."""
-
-    def __init__(self, config_path: Path, allow_outside: list[Path]):
-        self.name = config_path.name
-        self.here = config_path.parent
-        self.roots = [self.here.resolve(), *(Path(p).resolve() for p in allow_outside)]
-        self.errors: list[str] = []
-
-    def inside(self, path: Path) -> bool:
-        real = path.resolve()
-        return any(real == r or real.is_relative_to(r) for r in self.roots)
-
-    def resolve(self, key: str, value: str, base: Path | None = None, kind: str = "file") -> Path | None:
-        """``value`` under ``base`` (default: the config's folder), or None after recording why."""
-        path = (base or self.here) / value
-        exists = path.is_file() if kind == "file" else path.is_dir() if kind == "dir" else path.exists()
-        if not exists:
-            self.errors.append(f"{self.name}: {key}: {path} does not exist" if kind != "dir"
-                               else f"{self.name}: {key}: {path} is not a directory")
-            return None
-        if not self.inside(path):
-            self.errors.append(f"{self.name}: {key}: {value} resolves to {path.resolve()}, outside the config's "
-                               f"folder {self.here} (name another root with --allow-outside)")
-            return None
-        return path
-
-    def files(self, key: str, folder: Path) -> list[Path]:
-        """Every file below ``folder`` (following links that stay inside the roots; a link that
-        leaves them is refused by name), sorted; ``__pycache__`` skipped."""
-        out: list[Path] = []
-        seen: set[Path] = set()
-        for top, dirs, names in os.walk(folder, followlinks=True):
-            real = Path(top).resolve()
-            if real in seen or "__pycache__" in Path(top).parts:
-                dirs[:] = []
-                continue
-            seen.add(real)
-            for entry in sorted([*dirs, *names]):
-                p = Path(top) / entry
-                if p.is_symlink() and not self.inside(p):
-                    self.errors.append(f"{self.name}: {key}: {p} is a link to {p.resolve()}, outside the config's "
-                                       "folder (name another root with --allow-outside)")
-                    if entry in dirs:
-                        dirs.remove(entry)
-            out += [Path(top) / n for n in names if (Path(top) / n).is_file() and self.inside(Path(top) / n)]
-        return sorted(out)
+    return Base(naming.reference(registry, spec.name, digest or "latest"), spec.name, spec.device, spec.python)
 
 
 def prepare(config_path: Path, matrix: Matrix, registry: str, template: Path | None = None,
@@ -265,7 +85,7 @@ def prepare(config_path: Path, matrix: Matrix, registry: str, template: Path | N
     cfg = load_config(config_path)
     base = resolve_base(cfg.base_image, matrix, registry)
     errors = _base_problems(cfg, config_path.name, base, image_python, image_device)
-    paths = _Paths(config_path, list(allow_outside))
+    paths = Paths(config_path, list(allow_outside))
     files, entry_rel, has_model, requirements = _context(cfg, config_path, paths)
     steps = paths.resolve("extraDockerfileSteps", cfg.extra_dockerfile_steps) if cfg.extra_dockerfile_steps else None
     errors += paths.errors
@@ -296,7 +116,7 @@ def _base_problems(cfg: InferenceConfig, name: str, base: Base, image_python: st
     return errors
 
 
-def _context(cfg: InferenceConfig, config_path: Path, paths: _Paths) -> tuple[dict, str, bool, list[str]]:
+def _context(cfg: InferenceConfig, config_path: Path, paths: Paths) -> tuple[dict, str, bool, list[str]]:
     """The build context's app/ and model/ files, the entry script's path inside app/, whether
     there is a model, and the pip requirements (config plus the conda file's pip section)."""
     files: dict[str, str | bytes] = {}
@@ -362,11 +182,11 @@ class Built:
     """What ``extend --build`` did: the base it used (``base``) and the build's result."""
 
     base: str
-    build: "build_mod.BuildResult"
+    result: "build.BuildResult"
 
 
-def build(config_path: Path, matrix: Matrix, registry: str, template: Path | None, image_tag: str, out: Path,
-          allow_outside: list[Path] = ()) -> Built:
+def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path | None, image_tag: str, out: Path,
+                allow_outside: list[Path] = ()) -> Built:
     """Prepare with what the base really holds (pulled with the config's credentials when missing),
     write the context to ``out`` and build it through BuildKit as ``image_tag``. Raises ExtendError
     for bad input (nothing written or built); a failed build is in the result."""
@@ -383,7 +203,7 @@ def build(config_path: Path, matrix: Matrix, registry: str, template: Path | Non
     engine.ensure_buildx()
     sources = Sources.from_env()
     with sources.secrets() as secrets:
-        result = build_mod.build(image_tag, out, image_tag,
+        result = build.build(image_tag, out, image_tag,
                                  {"WHEELHOUSE_IMAGE": wheelhouse_image(client, sources.wheelhouse)}, secrets,
                                  Path("build/logs") / f"extend-{default_name(config_path)}.build.log")
     return Built(ext.base.ref, result)

@@ -1,21 +1,15 @@
-"""Hostile input, made safe: a strict YAML reader and the grammars every user string is checked against.
-
-Every string that reaches a Dockerfile, a shell script or a path is validated at load time against
-its real grammar (below, each with its source) and, where it is free text, written through one
-escaping filter (:func:`dockerfile_quote`, :func:`shell_quote`). Messages never echo more than
-:data:`SHOWN` characters of a value.
+"""Hostile input, read safely: the one error type for bad configuration (:class:`ConfigError`), a
+strict YAML reader, and pydantic errors as one line each. The grammars strings are checked against
+are in :mod:`builder.grammar`. Messages never echo more than :data:`SHOWN` characters of a value.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 import typing
 from pathlib import Path
 
 import yaml
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ValidationError
 
 #: Largest config file read (bytes); larger ones are refused before parsing.
@@ -24,7 +18,7 @@ MAX_BYTES = 1 << 20
 SHOWN = 80
 
 
-class InputError(Exception):
+class ConfigError(Exception):
     """Input that cannot be used. ``lines`` holds one line per problem (file, key path, what was expected)."""
 
     def __init__(self, lines: list[str]):
@@ -64,36 +58,36 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def read_text(path: Path) -> str:
     """A config file's text: at most :data:`MAX_BYTES`, UTF-8, no NUL or other control characters
-    (tab, newline and carriage return aside). Raises InputError (one line) otherwise."""
+    (tab, newline and carriage return aside). Raises ConfigError (one line) otherwise."""
     name = Path(path).name
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise InputError([f"{name}: cannot read: {exc.strerror}"]) from None
+        raise ConfigError([f"{name}: cannot read: {exc.strerror}"]) from None
     if len(data) > MAX_BYTES:
-        raise InputError([f"{name}: larger than {MAX_BYTES} bytes; refusing to parse it"])
+        raise ConfigError([f"{name}: larger than {MAX_BYTES} bytes; refusing to parse it"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
-        raise InputError([f"{name}: line {line}: not UTF-8 text"]) from None
-    bad = _CONTROL.search(text)
+        raise ConfigError([f"{name}: line {line}: not UTF-8 text"]) from None
+    bad = CONTROL.search(text)
     if bad:
         line = text[:bad.start()].count("\n") + 1
-        raise InputError([f"{name}: line {line}: control character {bad.group()!r} (NUL bytes and other control "
+        raise ConfigError([f"{name}: line {line}: control character {bad.group()!r} (NUL bytes and other control "
                           "characters are not allowed)"])
     return text
 
 
 def load_yaml(path: Path):
     """Parse a YAML (or JSON, a subset) config strictly: :func:`read_text`, then PyYAML's safe
-    loader with duplicate keys and aliases refused. Raises InputError with the position and the
+    loader with duplicate keys and aliases refused. Raises ConfigError with the position and the
     problem only (never the offending line, which may hold a credential)."""
     text = read_text(path)
     try:
@@ -101,9 +95,9 @@ def load_yaml(path: Path):
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise InputError([f"{Path(path).name}: {where}: malformed YAML: {exc.problem or exc.context}"]) from None
+        raise ConfigError([f"{Path(path).name}: {where}: malformed YAML: {exc.problem or exc.context}"]) from None
     except yaml.YAMLError as exc:
-        raise InputError([f"{Path(path).name}: malformed YAML: {type(exc).__name__}"]) from None
+        raise ConfigError([f"{Path(path).name}: malformed YAML: {type(exc).__name__}"]) from None
 
 
 # --- pydantic errors as one line each ------------------------------------------------------------
@@ -172,175 +166,3 @@ def _inner_model(annotation) -> type[BaseModel] | None:
         if found:
             return found
     return None
-
-
-
-# --- grammars --------------------------------------------------------------------------------------
-
-def _check(pattern: re.Pattern, value: object, expected: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{shown(value)} is not a string (expected {expected})")
-    if not pattern.fullmatch(value):
-        raise ValueError(f"{shown(value)} is not {expected}")
-    return value
-
-
-# Docker references, after distribution's reference grammar
-# (https://github.com/distribution/reference/blob/main/regexp.go).
-_ALNUM = r"[a-z0-9]+"
-_SEPARATOR = r"(?:[._]|__|[-]+)"
-_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_TAG = r"[\w][\w.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-REFERENCE = re.compile(rf"{_NAME}(?::{_TAG})?(?:@{_DIGEST})?")
-REGISTRY = re.compile(rf"{_DOMAIN}(?:/{_PATH_COMPONENT})*")
-TAG = re.compile(_TAG)
-PATH_COMPONENT = re.compile(_PATH_COMPONENT)
-
-
-def docker_reference(value: object) -> str:
-    """An image reference (``name[:tag][@digest]``, name at most 255 characters); raises ValueError."""
-    _check(REFERENCE, value, "an image reference (distribution's reference grammar: name[:tag][@digest])")
-    if len(value.split("@")[0].rsplit(":", 1)[0]) > 255:
-        raise ValueError(f"{shown(value)} has a name longer than 255 characters")
-    return value
-
-
-def registry(value: object) -> str:
-    """``host[:port][/namespace]`` (reference grammar's domain and path components); raises ValueError."""
-    return _check(REGISTRY, value, "host[:port][/namespace]")
-
-
-def key_name(value: object) -> str:
-    """A key that becomes part of image names and paths (a base or framework key): one path
-    component of the reference grammar, lower case (``debian12``); raises ValueError."""
-    return _check(PATH_COMPONENT, value, "a lower-case name of letters, digits and single . _ - separators")
-
-
-# Python distribution names: PEP 508 / the core metadata "Name" field
-# (https://packaging.python.org/en/latest/specifications/name-normalization/).
-_DIST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
-
-
-def distribution_name(value: object) -> str:
-    """A Python distribution name (``scikit-learn``); raises ValueError."""
-    return _check(_DIST, value, "a Python distribution name (PEP 508)")
-
-
-def requirement(value: object) -> str:
-    """A PEP 508 requirement (``name[extra]>=1,<2; marker``), no URL, no pip option; raises ValueError."""
-    if not isinstance(value, str):
-        raise ValueError(f"{shown(value)} is not a string (expected a PEP 508 requirement)")
-    try:
-        req = Requirement(value)
-    except InvalidRequirement:
-        raise ValueError(f"{shown(value)} is not a PEP 508 requirement (name, extras, version specifier)") from None
-    if req.url:
-        raise ValueError(f"{shown(value)}: direct URL requirements are not allowed; use an index or wheelhouse")
-    return value
-
-
-def version(value: object) -> str:
-    """A PEP 440 version given as a string; a YAML number (``2.10`` reads as 2.1) is refused."""
-    if isinstance(value, bool) or not isinstance(value, str):
-        if isinstance(value, (int, float)):
-            raise ValueError(f"{value!r} is a YAML number; quote the version (e.g. '2.10'), or YAML drops its "
-                             "trailing zeros")
-        raise ValueError(f"{shown(value)} is not a version string")
-    try:
-        Version(value)
-    except InvalidVersion:
-        raise ValueError(f"{shown(value)} is not a valid version (PEP 440)") from None
-    return value
-
-
-# Debian package names: policy 5.6.1 (https://www.debian.org/doc/debian-policy/ch-controlfields.html#source).
-_DEBIAN = re.compile(r"[a-z0-9][a-z0-9+.-]+")
-
-
-def debian_package(value: object) -> str:
-    """A Debian package name (``python3-venv``); raises ValueError."""
-    return _check(_DEBIAN, value, "a Debian package name (policy 5.6.1: a-z 0-9 + - ., two or more)")
-
-
-# POSIX user names: the portable filename character set, not starting with '-'
-# (https://pubs.opengroup.org/onlinepubs/9699919799/basedefs/V1_chap03.html#tag_03_437), and the
-# shadow-utils default of a leading lower-case letter or '_', at most 32 characters.
-_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-
-
-def user_name(value: object) -> str:
-    """A user name safe for useradd (``dockeruser``); raises ValueError."""
-    return _check(_USER, value, "a user name ([a-z_][a-z0-9_-], at most 32 characters)")
-
-
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def env_name(value: object) -> str:
-    """An environment variable name (POSIX: letters, digits, underscore, not starting with a digit)."""
-    return _check(_ENV, value, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
-
-
-# Label keys: the OCI annotation rules, reverse-DNS notation
-# (https://github.com/opencontainers/image-spec/blob/main/annotations.md#rules).
-_LABEL = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
-
-
-def label_prefix(value: object) -> str:
-    """A reverse-DNS label key prefix (``io.github.inference-images``); raises ValueError."""
-    return _check(_LABEL, value, "a reverse-DNS label prefix (OCI annotation rules: a-z 0-9 . -)")
-
-
-_ABSOLUTE = re.compile(r"/(?:[A-Za-z0-9._-]+/?)*")
-
-
-def absolute_path(value: object) -> str:
-    """An absolute POSIX path without white space, quotes or ``..`` (``/opt/venv``); raises ValueError."""
-    _check(_ABSOLUTE, value, "an absolute path of letters, digits and . _ - (no spaces)")
-    if ".." in value.split("/"):
-        raise ValueError(f"{shown(value)} must not contain '..'")
-    return value.rstrip("/") or "/"
-
-
-_RELATIVE = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
-
-
-def relative_path(value: object) -> str:
-    """A relative POSIX path of plain names without ``..`` (``score.py``, ``src/score.py``)."""
-    _check(_RELATIVE, value, "a relative path of letters, digits and . _ - (no spaces)")
-    if ".." in value.split("/"):
-        raise ValueError(f"{shown(value)} must not contain '..'")
-    return value
-
-
-_TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
-
-
-def text(value: object) -> str:
-    """Free text for a label: one line of 1 to 200 printable characters; raises ValueError.
-    (It reaches a Dockerfile only through :func:`dockerfile_quote`.)"""
-    return _check(_TEXT, value, "one line of printable text (1 to 200 characters)")
-
-
-# --- escaping --------------------------------------------------------------------------------------
-
-def dockerfile_quote(value: object) -> str:
-    """``value`` as a double-quoted Dockerfile word (LABEL, ENV): ``\\``, ``"`` and ``$`` escaped, so
-    it stays one literal value (https://docs.docker.com/reference/dockerfile/#environment-replacement).
-    Raises ValueError for a control character (a newline would start a new instruction)."""
-    s = str(value)
-    if _CONTROL.search(s) or "\n" in s or "\r" in s or "\t" in s:
-        raise ValueError(f"{shown(s)} holds a control character and cannot be written into a Dockerfile")
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
-
-
-def shell_quote(value: object) -> str:
-    """``value`` as one POSIX shell word (:func:`shlex.quote`); raises ValueError for a control character."""
-    s = str(value)
-    if _CONTROL.search(s) or "\n" in s or "\r" in s:
-        raise ValueError(f"{shown(s)} holds a control character and cannot be written into a shell command")
-    return shlex.quote(s)

@@ -6,6 +6,7 @@ standard library; the matrix stage uses them both to reject parent cycles and to
 
 from __future__ import annotations
 
+import fnmatch
 import graphlib
 
 
@@ -56,3 +57,27 @@ def ci_matrix(parents: dict[str, str | None]) -> dict:
     one job per image tree, as docker-library's bashbrew generate script splits its builds."""
     return {"include": [{"root": root, "images": " ".join(names)}
                         for root, names in tree_groups(parents).items()]}
+
+
+def select(matrix, patterns: list[str]) -> list:
+    """The images (``ImageSpec``) of ``matrix`` whose names match any glob in ``patterns``, plus their
+    ancestors, in build order.
+
+    Raises ValueError naming a pattern that matches nothing.
+    """
+    specs = matrix.images()
+    if not patterns:
+        return specs
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = [s.name for s in specs if fnmatch.fnmatchcase(s.name, pattern)]
+        if not hits:
+            raise ValueError(f"--select {pattern!r} matches no image (see `builder list`)")
+        chosen.update(hits)
+    by_name = {s.name: s for s in specs}
+    for name in list(chosen):
+        parent = by_name[name].parent
+        while parent:
+            chosen.add(parent)
+            parent = by_name[parent].parent
+    return [s for s in specs if s.name in chosen]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from builder import inputs
+from builder import grammar, inputs
 from builder.matrix import ImageSpec, Matrix
 
 #: Context files a root image (one without a parent) COPYs, rendered from templates/context/.
@@ -34,8 +34,8 @@ def environment(*templates: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["dq"] = inputs.dockerfile_quote
-    env.filters["sh"] = inputs.shell_quote
+    env.filters["dq"] = grammar.dockerfile_quote
+    env.filters["sh"] = grammar.shell_quote
     return env
 
 
@@ -103,10 +103,10 @@ def _head(path: Path) -> str:
 def write_all(files: dict[str, str], bake_text: str, images: Path) -> Path:
     """Write ``files`` into ``images`` (:func:`write`) and the bake file beside it
     (:func:`write_bake`), after checking that both places hold only what `builder render` wrote.
-    Returns the bake file's path. Raises InputError, with nothing written, otherwise."""
+    Returns the bake file's path. Raises ConfigError, with nothing written, otherwise."""
     foreign = foreign_file(images)
     if foreign is not None:
-        raise inputs.InputError([f"--images: {images} holds {foreign}, which `builder render` did not write; "
+        raise inputs.ConfigError([f"--images: {images} holds {foreign}, which `builder render` did not write; "
                                  "refusing to replace it"])
     _check_bake_owner(bake_path(images))
     write(files, images)
@@ -115,7 +115,7 @@ def write_all(files: dict[str, str], bake_text: str, images: Path) -> Path:
 
 def _check_bake_owner(path: Path) -> None:
     if path.is_symlink() or (path.exists() and "by `builder render`" not in _head(path)):
-        raise inputs.InputError([f"--images: {path} exists and was not written by `builder render`; refusing to "
+        raise inputs.ConfigError([f"--images: {path} exists and was not written by `builder render`; refusing to "
                                  "replace it"])
 
 
@@ -165,7 +165,7 @@ def bake_path(images: Path) -> Path:
 
 def write_bake(text: str, images: Path) -> Path:
     """Write the bake file beside ``images`` atomically (a temporary file, then a rename); return its
-    path. Raises InputError when a file of that name exists that `builder render` did not write."""
+    path. Raises ConfigError when a file of that name exists that `builder render` did not write."""
     path = bake_path(images)
     _check_bake_owner(path)
     path.parent.mkdir(parents=True, exist_ok=True)

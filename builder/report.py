@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -9,6 +10,39 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+
+class Status(str, enum.Enum):
+    """Where an image is in the run. The allowed moves are :data:`MOVES`; every change goes through
+    :meth:`ImageReport.move`."""
+
+    PLANNED = "planned"
+    BUILT = "built"
+    TESTED = "tested"
+    PUBLISHED = "published"
+    UNCHANGED = "unchanged"  # already published: the registry held the same manifest
+    BUILD_FAILED = "build-failed"
+    TEST_FAILED = "test-failed"
+    PUBLISH_FAILED = "publish-failed"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+S = Status
+#: The image status machine: planned -> built -> tested -> published|unchanged, each with its
+#: failure; skipped (a parent failed, or nothing to publish) and interrupted from any unfinished state.
+MOVES: dict[Status, set[Status]] = {
+    S.PLANNED: {S.BUILT, S.BUILD_FAILED, S.SKIPPED, S.INTERRUPTED, S.TESTED},  # tested: `publish` of a tested image
+    S.BUILT: {S.TESTED, S.TEST_FAILED, S.INTERRUPTED},
+    S.TESTED: {S.PUBLISHED, S.UNCHANGED, S.PUBLISH_FAILED, S.INTERRUPTED},
+    S.PUBLISHED: set(), S.UNCHANGED: set(), S.BUILD_FAILED: set(), S.TEST_FAILED: set(),
+    S.PUBLISH_FAILED: set(), S.SKIPPED: set(), S.INTERRUPTED: set(),
+}
+#: What a step's failure moves an image to, by the status it had.
+FAILURE = {S.PLANNED: S.BUILD_FAILED, S.BUILT: S.TEST_FAILED, S.TESTED: S.PUBLISH_FAILED}
 
 
 @dataclass
@@ -23,7 +57,7 @@ class ImageReport:
 
     name: str
     parent: str | None
-    status: str = "planned"
+    status: Status = Status.PLANNED
     repository: str = ""
     tags: list[str] = field(default_factory=list)
     image_id: str | None = None
@@ -43,7 +77,20 @@ class ImageReport:
 
     @property
     def failed(self) -> bool:
-        return self.status.endswith("-failed") or self.status in ("skipped", "interrupted")
+        """True for every status that ends the image's run without success."""
+        return self.status in (S.BUILD_FAILED, S.TEST_FAILED, S.PUBLISH_FAILED, S.SKIPPED, S.INTERRUPTED)
+
+    def move(self, status: Status, error: str | None = None) -> None:
+        """Change the status along :data:`MOVES`. Raises ValueError for a move the machine does not have."""
+        if status not in MOVES[self.status]:
+            raise ValueError(f"{self.name}: status {self.status} cannot become {status}")
+        self.status = status
+        if error is not None:
+            self.error = error
+
+    def fail(self, error: str) -> None:
+        """The failure of the step the image is in (build, test or publish), or interrupted."""
+        self.move(FAILURE.get(self.status, S.INTERRUPTED), error)
 
 
 def wide_console(**kwargs) -> Console:
@@ -59,7 +106,7 @@ def write(path: Path, stage: str, reports: list[ImageReport], **run: object) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                 "stage": stage, **run,
-                                "images": [asdict(r) for r in reports]}, indent=2) + "\n")
+                                "images": [{**asdict(r), "status": str(r.status)} for r in reports]}, indent=2) + "\n")
     return path
 
 
@@ -68,7 +115,7 @@ def summary(stage: str, reports: list[ImageReport]) -> Table:
     table = Table(title=f"builder {stage}")
     for col in ("image", "status", "tags", "size MB", "build s", "test s", "digest"):
         table.add_column(col)
-    colour = {"published": "green", "unchanged": "green", "tested": "green", "built": "cyan", "skipped": "yellow"}
+    colour = {S.PUBLISHED: "green", S.UNCHANGED: "green", S.TESTED: "green", S.BUILT: "cyan", S.SKIPPED: "yellow"}
     for r in reports:
         c = colour.get(r.status, "red")
         table.add_row(r.name, f"[{c}]{r.status}[/{c}]", ", ".join(r.tags),

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import requests
 
 from builder import children
 from builder.matrix import ImageSpec
+from builder.schema import Runtime
 
 
 class NotHealthy(RuntimeError):
@@ -33,8 +35,8 @@ def process_uids(container) -> list[int]:
     return [int(row[column]) for row in top["Processes"]]
 
 
-def wait_healthy(container, start: float, timeout: float, port: str = "5001/tcp", poll: float = 0.1) -> str:
-    """Wait until ``container`` (docker-py, published ``port`` on the host) answers ``GET /`` with 200.
+def wait_healthy(container, start: float, timeout: float, port: int, poll: float = 0.1) -> str:
+    """Wait until ``container`` (docker-py, its ``port``/tcp published on the host) answers ``GET /`` with 200.
 
     ``start`` is the time.monotonic() at which the container was started and ``timeout`` the seconds
     allowed from then. Returns the base URL (``http://127.0.0.1:<host port>``). Raises NotHealthy
@@ -46,7 +48,7 @@ def wait_healthy(container, start: float, timeout: float, port: str = "5001/tcp"
         if container.status in ("exited", "dead"):
             raise NotHealthy(f"container exited with code {container.attrs['State']['ExitCode']} before it was "
                              f"healthy:\n{container.logs().decode(errors='replace')[-4000:]}")
-        ports = container.ports.get(port)
+        ports = container.ports.get(f"{port}/tcp")
         if ports:
             url = f"http://127.0.0.1:{ports[0]['HostPort']}"
             try:
@@ -71,6 +73,12 @@ class TestResult:
     log_path: Path
     summary: str
     container_logs: list[Path] = field(default_factory=list)
+    seconds_to_healthy: float | None = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of each scoring container's log, each under ``== <file name>``."""
+        return "".join(f"== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+                       for p in self.container_logs)
 
 
 def folders(spec: ImageSpec, tests_root: Path) -> list[Path]:
@@ -89,17 +97,22 @@ def folders(spec: ImageSpec, tests_root: Path) -> list[Path]:
     return out
 
 
-def expectations(spec: ImageSpec) -> dict:
-    """What the tests may check an image against (passed as JSON in BUILDER_TEST_SPEC): its name,
-    framework, version, device, python, CUDA/cuDNN and the nvidia-* wheels it pins (from
-    compat.yaml, through the spec's requirements)."""
-    wheels = dict(r.split("==", 1) for r in spec.requirements if r.startswith("nvidia-"))
+def expectations(spec: ImageSpec, runtime: Runtime) -> dict:
+    """What the tests may check an image against and how to run it (passed as JSON in
+    BUILDER_TEST_SPEC): its name, framework, version, device, python, CUDA/cuDNN, the nvidia-* wheels
+    it pins (from compat.yaml, through the spec's requirements), and from the matrix's runtime the
+    server's port, the app root, the user id and where models are mounted."""
+    from builder.deploy import MODEL_MOUNT
+
+    wheels = {n: v for n, v in spec.pins().items() if n.startswith("nvidia-")}
     return {"name": spec.name, "framework": spec.framework, "version": spec.version, "device": spec.device,
             "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels,
-            "distribution": spec.distribution}
+            "package": spec.package, "port": runtime.port, "app_root": runtime.app_root, "uid": runtime.uid,
+            "model_mount": MODEL_MOUNT}
 
 
-def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: float = 1800.0) -> TestResult:
+def run(spec: ImageSpec, runtime: Runtime, image: str, tests_root: Path, logs_dir: Path,
+        timeout: float = 1800.0) -> TestResult:
     """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows).
 
     ``timeout`` (seconds) bounds the whole pytest run. Never raises for a failing test; the result
@@ -107,15 +120,16 @@ def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: 
     """
     logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = logs_dir / f"{spec.name}.test.log"
+    junit = logs_dir / f"{spec.name}.junit.xml"
     container_logs = logs_dir / f"{spec.name}.containers"
     container_logs.mkdir(exist_ok=True)
     env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve()),
-           "BUILDER_TEST_SPEC": json.dumps(expectations(spec))}
+           "BUILDER_TEST_SPEC": json.dumps(expectations(spec, runtime))}
     start = time.monotonic()
     try:
         paths = [str(p) for p in folders(spec, tests_root)]
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE",
-               f"--rootdir={tests_root}", f"--junitxml={logs_dir / (spec.name + '.junit.xml')}", *paths]
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-q", "-rfE",
+               f"--rootdir={tests_root}", f"--junitxml={junit}", *paths]
         with log_path.open("w") as log:
             proc = children.start(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
@@ -133,5 +147,13 @@ def run(spec: ImageSpec, image: str, tests_root: Path, logs_dir: Path, timeout: 
             log.write(f"\nsmoke test timed out after {timeout:.0f} s\n")
         code = -1
     lines = [line for line in log_path.read_text().splitlines() if line.strip()]
-    return TestResult(spec.name, code == 0, time.monotonic() - start, log_path,
-                      lines[-1] if lines else "", sorted(container_logs.glob("*.log")))
+    return TestResult(spec.name, code == 0, time.monotonic() - start, log_path, lines[-1] if lines else "",
+                      sorted(container_logs.glob("*.log")), _healthy_seconds(junit))
+
+
+def _healthy_seconds(junit: Path) -> float | None:
+    # The smoke tests record seconds-to-healthy as a JUnit property (see tests/by_image/conftest.py).
+    if not junit.exists():
+        return None
+    values = [float(p.get("value")) for p in ET.parse(junit).iter("property") if p.get("name") == "seconds_to_healthy"]
+    return round(min(values), 2) if values else None

@@ -36,7 +36,7 @@ from typing import Iterator
 import docker
 from docker.errors import ImageNotFound
 
-from builder.inputs import InputError
+from builder.inputs import ConfigError
 
 #: An index URL: an http(s) or file URL without white space or control characters (it is written
 #: into uv.toml and pip.conf).
@@ -53,7 +53,7 @@ def _first(*names: str) -> str | None:
 def _url(value: str, where: str) -> str:
     if not _URL.match(value):
         # never echo the value: an index URL may carry a credential
-        raise InputError([f"{where} (from the environment) is not an http(s) or file URL without spaces"])
+        raise ConfigError([f"{where} (from the environment) is not an http(s) or file URL without spaces"])
     return value
 
 
@@ -68,14 +68,14 @@ class Sources:
 
     @classmethod
     def from_env(cls) -> "Sources":
-        """Read the settings from the environment (see the module doc). Raises InputError for a named
+        """Read the settings from the environment (see the module doc). Raises ConfigError for a named
         CA bundle or wheelhouse that does not exist, or an index URL that is not a URL."""
         ca = _first("BUILDER_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE")
         wh = _first("BUILDER_WHEELHOUSE", "PIP_FIND_LINKS")
         if ca and not Path(ca).is_file():
-            raise InputError([f"CA bundle {ca} (from the environment) is not a file"])
+            raise ConfigError([f"CA bundle {ca} (from the environment) is not a file"])
         if wh and "://" not in wh and not Path(wh).is_dir():
-            raise InputError([f"wheelhouse {wh} (from the environment) is not a directory"])
+            raise ConfigError([f"wheelhouse {wh} (from the environment) is not a directory"])
         index = _first("BUILDER_INDEX_URL", "PIP_INDEX_URL")
         extra = _first("BUILDER_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
         return cls(

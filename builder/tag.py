@@ -14,7 +14,8 @@ import string
 
 import docker
 
-from builder.matrix import ImageSpec, TagPolicy
+from builder.expand import ImageSpec
+from builder.schema import TagPolicy
 
 # Docker's tag grammar: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
 # (https://distribution.github.io/distribution/spec/api/ and docker/reference's regexp.go).
@@ -27,11 +28,11 @@ def _python(client: docker.DockerClient, image: str, code: str) -> str:
 
 
 def framework_version(client: docker.DockerClient, image: str, spec: ImageSpec) -> str:
-    """The installed version of the spec's distribution inside ``image`` (e.g. ``2.13.0+cpu``).
+    """The installed version of the spec's package inside ``image`` (e.g. ``2.13.0+cpu``).
 
     Raises docker.errors.ContainerError when it is not installed.
     """
-    return _python(client, image, f"import importlib.metadata as m; print(m.version({spec.distribution!r}))")
+    return _python(client, image, f"import importlib.metadata as m; print(m.version({spec.package!r}))")
 
 
 def python_version(client: docker.DockerClient, image: str) -> str:
@@ -75,8 +76,3 @@ def existing_immutable(policy: TagPolicy, tags: list[str], image_id: str) -> str
         elif fld:
             pattern += r"[A-Za-z0-9_.-]+"
     return next((t for t in sorted(tags) if re.fullmatch(pattern, t)), None)
-
-
-def repository(registry: str, name: str) -> str:
-    """The repository an image is tagged and pushed under: ``<registry>/<name>``, or ``name`` alone."""
-    return f"{registry.rstrip('/')}/{name}" if registry else name

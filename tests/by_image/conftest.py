@@ -32,9 +32,7 @@ import requests
 from builder.smoke import NotHealthy, process_uids, wait_healthy
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-APP_ROOT = "/var/azureml-app"
 # Models are mounted beside the app root: a mount inside the read-only app mount cannot be created.
-MODEL_DIR = "/var/azureml-models"
 HEALTH_TIMEOUT = 180.0  # seconds from container start to a healthy GET / (TensorFlow imports slowly)
 
 
@@ -104,7 +102,7 @@ def train(client: docker.DockerClient, image: str, folder: Path, out: Path) -> d
 
 @dataclass
 class Server:
-    """A running scoring container: ``url`` is http://127.0.0.1:<port> mapped to the image's 5001."""
+    """A running scoring container: ``url`` is http://127.0.0.1:<port> mapped to the server's port."""
 
     container: docker.models.containers.Container
     url: str
@@ -116,23 +114,24 @@ class Server:
 
 @contextmanager
 def serving(client: docker.DockerClient, image: str, app: Path, model: Path | None, logs_dir: Path,
-            label: str) -> Iterator[Server]:
+            label: str, expected: dict) -> Iterator[Server]:
     """Start ``image`` as its own (non-root) user serving ``app``/score.py, with ``model`` mounted
     read-only at AZUREML_MODEL_DIR; wait (bounded by HEALTH_TIMEOUT) for ``GET /`` to answer 200.
 
     The container's log is written to ``logs_dir``/<label>.container.log whatever happens.
     Raises AssertionError when the container exits or does not become healthy in time.
     """
-    volumes = {str(app): {"bind": APP_ROOT, "mode": "ro"}}
+    volumes = {str(app): {"bind": expected["app_root"], "mode": "ro"}}
     if model is not None:
-        volumes[str(model)] = {"bind": MODEL_DIR, "mode": "ro"}
+        volumes[str(model)] = {"bind": expected["model_mount"], "mode": "ro"}
     start = time.monotonic()
     container = client.containers.run(image, detach=True, volumes=volumes,
-                                      ports={"5001/tcp": ("127.0.0.1", None)},
-                                      environment={"AZUREML_ENTRY_SCRIPT": "score.py", "AZUREML_MODEL_DIR": MODEL_DIR})
+                                      ports={f"{expected['port']}/tcp": ("127.0.0.1", None)},
+                                      environment={"AZUREML_ENTRY_SCRIPT": "score.py",
+                                                   "AZUREML_MODEL_DIR": expected["model_mount"]})
     try:
         try:
-            url = wait_healthy(container, start, HEALTH_TIMEOUT)
+            url = wait_healthy(container, start, HEALTH_TIMEOUT, expected["port"])
         except NotHealthy as exc:
             raise AssertionError(str(exc)) from None
         yield Server(container, url, time.monotonic() - start)
@@ -161,19 +160,19 @@ def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-6, path:
 
 
 @pytest.fixture(scope="module")
-def model_server(request, docker_client, image, logs_dir, tmp_path_factory,
+def model_server(request, docker_client, image, logs_dir, tmp_path_factory, expected,
                  record_testsuite_property) -> Iterator[tuple[Server, dict | None]]:
     """The scoring server for the calling test module's folder: trains first when the folder has a
     train.py. Yields ``(server, expected)`` where expected is train.py's expected.json or None."""
     folder = Path(request.module.__file__).resolve().parent
-    expected = None
+    predictions = None
     model = None
     if (folder / "train.py").exists():
         model = tmp_path_factory.mktemp(f"model-{folder.name}")
-        expected = train(docker_client, image, folder, model)
-    with serving(docker_client, image, folder, model, logs_dir, folder.name) as server:
+        predictions = train(docker_client, image, folder, model)
+    with serving(docker_client, image, folder, model, logs_dir, folder.name, expected) as server:
         record_testsuite_property("seconds_to_healthy", f"{server.seconds_to_healthy:.3f}")
-        yield server, expected
+        yield server, predictions
     if model is not None:
         shutil.rmtree(model, ignore_errors=True)
 

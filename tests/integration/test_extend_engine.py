@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from builder import engine
+from builder import engine, matrix
 from builder.smoke import NotHealthy, process_uids, wait_healthy
 
 pytestmark = pytest.mark.engine
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
 BUILDER = [sys.executable, "-m", "builder.cli"]
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
+PORT = matrix.load(ROOT / "matrix.yaml").data.runtime.port  # the server's port inside every image
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
 
 
@@ -43,7 +44,7 @@ def prebuilt(docker_client, tmp_path_factory):
 
 def scoring(client, image: str, env: dict | None = None, volumes: dict | None = None, timeout: float = 120):
     start = time.monotonic()
-    container = client.containers.run(image, detach=True, ports={"5001/tcp": ("127.0.0.1", None)},
+    container = client.containers.run(image, detach=True, ports={f"{PORT}/tcp": ("127.0.0.1", None)},
                                       environment=env or {}, volumes=volumes or {})
     return container, start
 
@@ -56,7 +57,7 @@ def test_example_builds_and_scores_as_non_root(example, prebuilt, docker_client)
     assert result.returncode == 0, result.stdout + result.stderr
     container, start = scoring(docker_client, tag)
     try:
-        url = wait_healthy(container, start, 120)
+        url = wait_healthy(container, start, 120, PORT)
         r = requests.post(f"{url}/score", data=(example / "request.json").read_text(),
                           headers={"Content-Type": "application/json"}, timeout=30)
         assert r.status_code == 200, r.text
@@ -64,7 +65,7 @@ def test_example_builds_and_scores_as_non_root(example, prebuilt, docker_client)
         assert {k: r.json()[k] for k in expected} == expected
         assert process_uids(container) and 0 not in process_uids(container)
         if example.name == "sklearn-iris":  # the apt and pip packages the config adds
-            assert container.exec_run(["curl", "-fsS", "http://127.0.0.1:5001/"]).exit_code == 0
+            assert container.exec_run(["curl", "-fsS", f"http://127.0.0.1:{PORT}/"]).exit_code == 0
             assert container.exec_run(["python3", "-c", "import tabulate"]).exit_code == 0
     finally:
         container.remove(force=True)
@@ -194,7 +195,7 @@ def with_extras(tmp_path, make_wheel, docker_client, prebuilt):
 
 def test_runtime_extra_requirements_install_as_the_user_before_the_server_starts(with_extras):
     container, start = with_extras("extra-requirements.txt", "builder_demo==2.5")
-    url = wait_healthy(container, start, 120)
+    url = wait_healthy(container, start, 120, PORT)
     answer = requests.post(f"{url}/score", json={}, timeout=30).json()
     assert answer["demo"] == "2.5"
     # installed by the non-root user into its own directory, first on the server's import path
@@ -205,7 +206,7 @@ def test_runtime_extra_requirements_install_as_the_user_before_the_server_starts
 def test_missing_extra_requirements_file_stops_the_container_with_a_clear_message(with_extras):
     container, start = with_extras("missing.txt")
     with pytest.raises(NotHealthy, match="exited with code 3"):
-        wait_healthy(container, start, 60)
+        wait_healthy(container, start, 60, PORT)
     assert ("AZUREML_EXTRA_REQUIREMENTS_TXT names /var/azureml-app/missing.txt, which does not exist; "
             "not starting the server") in container.logs().decode()
 
@@ -213,6 +214,6 @@ def test_missing_extra_requirements_file_stops_the_container_with_a_clear_messag
 def test_failed_extra_requirements_install_stops_the_container(with_extras):
     container, start = with_extras("extra-requirements.txt", "builder_demo==9.9")
     with pytest.raises(NotHealthy, match="exited with code 3"):
-        wait_healthy(container, start, 60)
+        wait_healthy(container, start, 60, PORT)
     assert "installing the extra requirements in /var/azureml-app/extra-requirements.txt failed" in \
         container.logs().decode()

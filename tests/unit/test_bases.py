@@ -3,7 +3,7 @@
 import pytest
 
 from builder import bases
-from builder.matrix import Base
+from builder.schema import Base
 
 
 def _base(**bootstrap):

@@ -19,11 +19,11 @@ def test_gpu_entry_falls_back_to_the_cu_suffix_and_none_without_nvidia_wheels():
     assert compat.gpu_entry({"onnxruntime-gpu": "1.31.1", "numpy": "2.4.6"}) is None
 
 
-def test_requirement_and_distribution(root):
+def test_requirement_and_package(root):
     table = compat.load(root / "compat.yaml")
     assert table.requirement("pytorch", "cpu", "2.13.0") == "torch==2.13.0+cpu"
     assert table.requirement("tensorflow", "gpu", "2.21.0") == "tensorflow[and-cuda]==2.21.0"
-    assert table.distribution("tensorflow", "gpu") == "tensorflow"
+    assert table.package("tensorflow", "gpu") == "tensorflow"
     assert table.requirement("sklearn", "gpu", "1.9.1") is None
 
 

@@ -129,6 +129,12 @@ def test_list_json_shows_every_field(root):
 
 
 def test_every_command_has_help():
-    for command in ("render", "list", "dockerfile", "build", "test", "publish", "all"):
-        result = CliRunner().invoke(app, [command, "--help"])
-        assert result.exit_code == 0, (command, result.output)
+    import typer
+
+    group = typer.main.get_command(app)
+    commands = [[name] for name in group.commands]
+    commands += [[name, sub] for name, cmd in group.commands.items() for sub in getattr(cmd, "commands", {})]
+    assert ["extend"] in commands and ["serve"] in commands and ["compat", "refresh"] in commands
+    for command in commands:
+        result = CliRunner().invoke(app, [*command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, (command, result.output)

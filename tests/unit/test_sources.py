@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.inputs import InputError
+from builder.inputs import ConfigError
 from builder.sources import Sources
 
 VARIABLES = ("BUILDER_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE", "BUILDER_INDEX_URL", "PIP_INDEX_URL",
@@ -35,14 +35,14 @@ def test_builder_variables_win_over_pips_own(clean_env, tmp_path):
 
 def test_a_missing_ca_bundle_is_an_error(clean_env, tmp_path):
     clean_env.setenv("BUILDER_CA_BUNDLE", str(tmp_path / "absent.pem"))
-    with pytest.raises(InputError, match="not a file"):
+    with pytest.raises(ConfigError, match="not a file"):
         Sources.from_env()
 
 
 @pytest.mark.parametrize("url", ["mirror.invalid/simple", "https://a.invalid/simple\nindex-url = x", "ftp://x.invalid/"])
 def test_an_index_url_that_is_not_a_url_is_an_error(clean_env, url):
     clean_env.setenv("BUILDER_INDEX_URL", url)
-    with pytest.raises(InputError, match="index URL"):
+    with pytest.raises(ConfigError, match="index URL"):
         Sources.from_env()
 
 

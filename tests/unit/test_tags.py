@@ -2,8 +2,8 @@
 
 import pytest
 
-from builder import tag
-from builder.matrix import TagPolicy
+from builder import naming, tag
+from builder.schema import TagPolicy
 
 POLICY = TagPolicy(moving=["latest"], immutable="{framework_version}-py{python_version}-{image_id}")
 
@@ -34,8 +34,8 @@ def test_sanitize_refuses_an_empty_tag():
 
 
 def test_repository_is_registry_qualified():
-    assert tag.repository("127.0.0.1:5000/team/", "minimal") == "127.0.0.1:5000/team/minimal"
-    assert tag.repository("", "minimal") == "minimal"
+    assert naming.repository("127.0.0.1:5000/team/", "minimal") == "127.0.0.1:5000/team/minimal"
+    assert naming.repository("", "minimal") == "minimal"
 
 
 def test_an_earlier_immutable_tag_of_the_same_image_is_found_again():

@@ -11,19 +11,19 @@ from builder.smoke import wait_healthy
 APP = Path(__file__).resolve().parent
 
 
-def _run(client, image, **kwargs):
-    return client.containers.run(image, detach=True, ports={"5001/tcp": ("127.0.0.1", None)},
-                                 volumes={str(APP): {"bind": "/var/azureml-app", "mode": "ro"}}, **kwargs)
+def _run(client, image, expected, **kwargs):
+    return client.containers.run(image, detach=True, ports={f"{expected['port']}/tcp": ("127.0.0.1", None)},
+                                 volumes={str(APP): {"bind": expected["app_root"], "mode": "ro"}}, **kwargs)
 
 
 @pytest.mark.parametrize("env, nano_cpus, workers", [({}, 1_000_000_000, 1), ({}, 1_500_000_000, 2),
                                                       ({"WORKER_COUNT": "3"}, None, 3)])
-def test_worker_count_follows_the_variable_or_the_cpu_quota(docker_client, image, processes_uids, env, nano_cpus,
-                                                            workers):
+def test_worker_count_follows_the_variable_or_the_cpu_quota(docker_client, image, expected, processes_uids, env,
+                                                            nano_cpus, workers):
     start = time.monotonic()
-    container = _run(docker_client, image, environment=env, **({"nano_cpus": nano_cpus} if nano_cpus else {}))
+    container = _run(docker_client, image, expected, environment=env, **({"nano_cpus": nano_cpus} if nano_cpus else {}))
     try:
-        wait_healthy(container, start, 120)
+        wait_healthy(container, start, 120, expected["port"])
         assert f"serve: {workers} worker(s)" in container.logs().decode(errors="replace")
         # tini, the gunicorn master and one process per worker
         assert len(processes_uids(container)) == 2 + workers, container.top()
@@ -31,8 +31,8 @@ def test_worker_count_follows_the_variable_or_the_cpu_quota(docker_client, image
         container.remove(force=True)
 
 
-def test_a_bad_worker_count_stops_the_container(docker_client, image):
-    container = _run(docker_client, image, environment={"WORKER_COUNT": "many"})
+def test_a_bad_worker_count_stops_the_container(docker_client, image, expected):
+    container = _run(docker_client, image, expected, environment={"WORKER_COUNT": "many"})
     try:
         assert container.wait(timeout=60)["StatusCode"] == 2
         assert "WORKER_COUNT must be a whole number" in container.logs().decode(errors="replace")

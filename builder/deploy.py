@@ -1,6 +1,8 @@
-"""Serve an image locally with a model and an entry script mounted read-only (Azure ML's
-LocalWebservice): the container runs as the image's own non-root user, port 5001 is published on
-127.0.0.1:<port>, and the caller gets the scoring and swagger URIs once ``GET /`` is healthy."""
+"""Deploy an image locally with a model and an entry script mounted read-only (Azure ML's
+LocalWebservice; the ``builder serve`` command): the container runs as the image's own non-root
+user, the server's port (``runtime.port``) is published on 127.0.0.1:<port>, and the caller gets the
+scoring and swagger URIs once ``GET /`` is healthy. :data:`MODEL_MOUNT` is where models are mounted
+here and in the smoke tests (beside the app root, which is mounted read-only)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Iterator
 
 import docker
 
+from builder.schema import Runtime
 from builder.smoke import wait_healthy
 
 MODEL_MOUNT = "/var/azureml-models"
@@ -50,19 +53,19 @@ def mounts(model: Path | None, entry_script: Path, app_root: str) -> tuple[dict,
 
 @contextmanager
 def running(client: docker.DockerClient, image: str, model: Path | None, entry_script: Path, port: int,
-            app_root: str, env: dict[str, str] | None = None, timeout: float = 300.0) -> Iterator[Served]:
+            runtime: Runtime, env: dict[str, str] | None = None, timeout: float = 300.0) -> Iterator[Served]:
     """Run ``image`` until the ``with`` block ends, then stop and remove the container.
 
     ``port`` 0 picks a free host port. Raises smoke.NotHealthy (with the log tail) when the server
     exits or is not healthy within ``timeout`` seconds; docker.errors.APIError when the port is taken.
     """
-    volumes, environment = mounts(model, entry_script, app_root)
+    volumes, environment = mounts(model, entry_script, runtime.app_root)
     start = time.monotonic()
     container = client.containers.run(image, detach=True, volumes=volumes,
                                       environment={**environment, **(env or {})},
-                                      ports={"5001/tcp": ("127.0.0.1", port or None)})
+                                      ports={f"{runtime.port}/tcp": ("127.0.0.1", port or None)})
     try:
-        url = wait_healthy(container, start, timeout)
+        url = wait_healthy(container, start, timeout, runtime.port)
         yield Served(container, url, time.monotonic() - start)
     finally:
         try:

@@ -1,0 +1,114 @@
+"""The ``builder extend`` and ``builder serve`` commands: a prebuilt image extended with a model and
+code, or run locally with them mounted (:func:`register` adds them to the ``builder`` app)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from builder import grammar
+from builder.cli import MatrixOpt, _load, _stop_on_sigterm, fail, guard
+
+
+def _registry(registry: str) -> str:
+    from builder import engine
+
+    if registry:
+        try:
+            grammar.registry(registry)
+        except ValueError as exc:
+            fail([f"--registry: {exc}"])
+    return registry or engine.LOCAL_REGISTRY
+
+
+def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's JSON form or the YAML equivalent."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Build context folder [default: build/extend/<config folder name>]."),
+           build_it: bool = typer.Option(False, "--build", help="Also build the image."),
+           tag_: Optional[str] = typer.Option(None, "--tag", help="Name for the built image [default: <config folder name>:latest]."),
+           template: Optional[Path] = typer.Option(None, "--template", help='Your template; it may {% extends "extend/Dockerfile.j2" %}.'),
+           allow_outside: Optional[list[Path]] = typer.Option(None, "--allow-outside", help="Another folder the config's paths may point into (repeatable)."),
+           registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named bases are published [default: 127.0.0.1:5000]."),
+           matrix: Path = MatrixOpt) -> None:
+    """Write a Dockerfile and build context that extend a prebuilt image with a model, code and packages."""
+    from builder.extend import build_image, default_name, default_out, prepare, write
+
+    m = _load(matrix)
+    reg = _registry(registry)
+    name = tag_ or f"{default_name(config)}:latest"
+    if tag_ is not None:
+        try:
+            grammar.docker_reference(tag_)
+        except ValueError as exc:
+            fail([f"--tag: {exc}"])
+    target = out or default_out(config)
+    with guard():
+        ext = prepare(config, m, reg, template, allow_outside=allow_outside or [])
+        if build_it:
+            built = build_image(config, m, reg, template, name, target, allow_outside or [])
+            typer.echo(f"wrote {target}/Dockerfile FROM {built.base}")
+            if not built.result.ok:
+                fail([f"build failed: {built.result.error} (log {built.result.log_path})"], 1)
+            typer.echo(f"built {name} ({built.result.image_id}) in {built.result.seconds:.0f} s")
+            return
+        write(ext, target)
+    typer.echo(f"wrote {target}/Dockerfile FROM {ext.base.ref}")
+
+
+def serve(image: str = typer.Argument(..., help="An image reference, or a matrix image name (its latest tag)."),
+          model: Optional[Path] = typer.Option(None, "--model", help="Model file or folder (mounted read-only)."),
+          entry_script: Path = typer.Option(..., "--entry-script", help="score.py with init() and run(); its folder is mounted read-only."),
+          port: int = typer.Option(8890, "--port", min=1, max=65535, help="Host port on 127.0.0.1."),
+          registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named images are published."),
+          matrix: Path = MatrixOpt) -> None:
+    """Run an image locally with a model and entry script until Ctrl-C, then remove the container."""
+    import docker
+
+    from builder import deploy, engine, naming
+    from builder.smoke import NotHealthy
+
+    m = _load(matrix)
+    problems = []
+    if not entry_script.is_file():
+        problems.append(f"--entry-script: {entry_script} is not a file")
+    if model is not None and not model.exists():
+        problems.append(f"--model: {model} does not exist")
+    try:
+        ref = naming.reference(_registry(registry), m.image(image).name)
+    except KeyError:
+        ref = image
+        try:
+            grammar.docker_reference(image)
+        except ValueError as exc:
+            fail([f"IMAGE: {exc}"])
+    with guard():
+        client = engine.client()
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        problems.append(f"image {ref} is not on this Engine (build or pull it first)")
+    if problems:
+        fail(problems)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `docker stop`-style shutdown cleans up like Ctrl-C
+    try:
+        with deploy.running(client, ref, model, entry_script, port, m.data.runtime) as served:
+            typer.echo(f"serving {ref} (healthy after {served.seconds_to_healthy:.1f} s)")
+            typer.echo(f"scoring URI: {served.scoring_uri}")
+            typer.echo(f"swagger URI: {served.swagger_uri}")
+            typer.echo("press Ctrl-C to stop", err=True)
+            code = served.container.wait()["StatusCode"]
+            sys.stderr.write(served.container.logs(tail=40).decode(errors="replace"))
+            fail([f"the container exited with code {code}"], 1)
+    except NotHealthy as exc:
+        fail([str(exc)], 1)
+    except KeyboardInterrupt:
+        typer.echo("stopped; container removed", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``extend`` and ``serve`` to ``app``."""
+    app.command()(extend)
+    app.command()(serve)

@@ -1,0 +1,185 @@
+"""The grammars every user string is checked against, each with its source, and the escaping
+filters free text goes through on its way into a Dockerfile (:func:`dockerfile_quote`) or a shell
+command (:func:`shell_quote`). Each check returns the value or raises ValueError with one line that
+shows at most :data:`builder.inputs.SHOWN` characters of it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+
+from builder.inputs import CONTROL, shown
+
+
+
+def _check(pattern: re.Pattern, value: object, expected: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} is not a string (expected {expected})")
+    if not pattern.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not {expected}")
+    return value
+
+
+# Docker references, after distribution's reference grammar
+# (https://github.com/distribution/reference/blob/main/regexp.go).
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+REFERENCE = re.compile(rf"{_NAME}(?::{_TAG})?(?:@{_DIGEST})?")
+REGISTRY = re.compile(rf"{_DOMAIN}(?:/{_PATH_COMPONENT})*")
+TAG = re.compile(_TAG)
+PATH_COMPONENT = re.compile(_PATH_COMPONENT)
+
+
+def docker_reference(value: object) -> str:
+    """An image reference (``name[:tag][@digest]``, name at most 255 characters); raises ValueError."""
+    _check(REFERENCE, value, "an image reference (distribution's reference grammar: name[:tag][@digest])")
+    if len(value.split("@")[0].rsplit(":", 1)[0]) > 255:
+        raise ValueError(f"{shown(value)} has a name longer than 255 characters")
+    return value
+
+
+def registry(value: object) -> str:
+    """``host[:port][/namespace]`` (reference grammar's domain and path components); raises ValueError."""
+    return _check(REGISTRY, value, "host[:port][/namespace]")
+
+
+def key_name(value: object) -> str:
+    """A key that becomes part of image names and paths (a base or framework key): one path
+    component of the reference grammar, lower case (``debian12``); raises ValueError."""
+    return _check(PATH_COMPONENT, value, "a lower-case name of letters, digits and single . _ - separators")
+
+
+# Python distribution names: PEP 508 / the core metadata "Name" field
+# (https://packaging.python.org/en/latest/specifications/name-normalization/).
+_DIST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def distribution_name(value: object) -> str:
+    """A Python distribution name (``scikit-learn``); raises ValueError."""
+    return _check(_DIST, value, "a Python distribution name (PEP 508)")
+
+
+def requirement(value: object) -> str:
+    """A PEP 508 requirement (``name[extra]>=1,<2; marker``), no URL, no pip option; raises ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} is not a string (expected a PEP 508 requirement)")
+    try:
+        req = Requirement(value)
+    except InvalidRequirement:
+        raise ValueError(f"{shown(value)} is not a PEP 508 requirement (name, extras, version specifier)") from None
+    if req.url:
+        raise ValueError(f"{shown(value)}: direct URL requirements are not allowed; use an index or wheelhouse")
+    return value
+
+
+def version(value: object) -> str:
+    """A PEP 440 version given as a string; a YAML number (``2.10`` reads as 2.1) is refused."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        if isinstance(value, (int, float)):
+            raise ValueError(f"{value!r} is a YAML number; quote the version (e.g. '2.10'), or YAML drops its "
+                             "trailing zeros")
+        raise ValueError(f"{shown(value)} is not a version string")
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"{shown(value)} is not a valid version (PEP 440)") from None
+    return value
+
+
+# Debian package names: policy 5.6.1 (https://www.debian.org/doc/debian-policy/ch-controlfields.html#source).
+_DEBIAN = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+
+
+def debian_package(value: object) -> str:
+    """A Debian package name (``python3-venv``); raises ValueError."""
+    return _check(_DEBIAN, value, "a Debian package name (policy 5.6.1: a-z 0-9 + - ., two or more)")
+
+
+# POSIX user names: the portable filename character set, not starting with '-'
+# (https://pubs.opengroup.org/onlinepubs/9699919799/basedefs/V1_chap03.html#tag_03_437), and the
+# shadow-utils default of a leading lower-case letter or '_', at most 32 characters.
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def user_name(value: object) -> str:
+    """A user name safe for useradd (``dockeruser``); raises ValueError."""
+    return _check(_USER, value, "a user name ([a-z_][a-z0-9_-], at most 32 characters)")
+
+
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_name(value: object) -> str:
+    """An environment variable name (POSIX: letters, digits, underscore, not starting with a digit)."""
+    return _check(_ENV, value, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+
+
+# Label keys: the OCI annotation rules, reverse-DNS notation
+# (https://github.com/opencontainers/image-spec/blob/main/annotations.md#rules).
+_LABEL = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
+
+
+def label_prefix(value: object) -> str:
+    """A reverse-DNS label key prefix (``io.github.inference-images``); raises ValueError."""
+    return _check(_LABEL, value, "a reverse-DNS label prefix (OCI annotation rules: a-z 0-9 . -)")
+
+
+_ABSOLUTE = re.compile(r"/(?:[A-Za-z0-9._-]+/?)*")
+
+
+def absolute_path(value: object) -> str:
+    """An absolute POSIX path without white space, quotes or ``..`` (``/opt/venv``); raises ValueError."""
+    _check(_ABSOLUTE, value, "an absolute path of letters, digits and . _ - (no spaces)")
+    if ".." in value.split("/"):
+        raise ValueError(f"{shown(value)} must not contain '..'")
+    return value.rstrip("/") or "/"
+
+
+_RELATIVE = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+
+
+def relative_path(value: object) -> str:
+    """A relative POSIX path of plain names without ``..`` (``score.py``, ``src/score.py``)."""
+    _check(_RELATIVE, value, "a relative path of letters, digits and . _ - (no spaces)")
+    if ".." in value.split("/"):
+        raise ValueError(f"{shown(value)} must not contain '..'")
+    return value
+
+
+_TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+def text(value: object) -> str:
+    """Free text for a label: one line of 1 to 200 printable characters; raises ValueError.
+    (It reaches a Dockerfile only through :func:`dockerfile_quote`.)"""
+    return _check(_TEXT, value, "one line of printable text (1 to 200 characters)")
+
+
+# --- escaping --------------------------------------------------------------------------------------
+
+def dockerfile_quote(value: object) -> str:
+    """``value`` as a double-quoted Dockerfile word (LABEL, ENV): ``\\``, ``"`` and ``$`` escaped, so
+    it stays one literal value (https://docs.docker.com/reference/dockerfile/#environment-replacement).
+    Raises ValueError for a control character (a newline would start a new instruction)."""
+    s = str(value)
+    if CONTROL.search(s) or "\n" in s or "\r" in s or "\t" in s:
+        raise ValueError(f"{shown(s)} holds a control character and cannot be written into a Dockerfile")
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def shell_quote(value: object) -> str:
+    """``value`` as one POSIX shell word (:func:`shlex.quote`); raises ValueError for a control character."""
+    s = str(value)
+    if CONTROL.search(s) or "\n" in s or "\r" in s:
+        raise ValueError(f"{shown(s)} holds a control character and cannot be written into a shell command")
+    return shlex.quote(s)
