@@ -9,61 +9,25 @@ its traceback.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Iterator, NoReturn, Optional
+from typing import Optional
 
 import typer
 
-from builder import bake, render
-from builder import grammar, pipeline, plan
-from builder.matrix import ImageSpec, Matrix, load as load_matrix
+from builder import bake, cli_deploy, grammar, pipeline, plan, render
+from builder.cli_common import ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, stop_on_sigterm
+from builder.matrix import ImageSpec, Matrix
 from builder.schema import load_file
-from builder.bases import BaseError
-from builder.engine import EngineError
-from builder.inputs import ConfigError
-from builder.publish import PublishError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Render, build, smoke-test, tag and publish ML inference images from matrix.yaml.")
 #: The templates that ship with the project (a checkout or an editable install).
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-MatrixOpt = typer.Option(Path("matrix.yaml"), "--matrix", help="The matrix file.")
-TemplatesOpt = typer.Option(None, "--templates", help="The templates folder [default: templates/ beside the matrix].")
-ImagesOpt = typer.Option(None, "--images", help="Where generated build contexts live [default: images/ beside the matrix].")
-SelectOpt = typer.Option(None, "--select", help="Glob over image names (repeatable); ancestors are included.")
-
-
-def fail(lines: list[str], code: int = 2) -> NoReturn:
-    """Print ``lines`` to stderr as they are (no wrapping, no markup) and exit with ``code``."""
-    for line in lines:
-        sys.stderr.write(line + "\n")
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def guard() -> Iterator[None]:
-    """Turn the project's own errors into one line each and an exit code (see the module doc)."""
-    try:
-        yield
-    except ConfigError as exc:
-        fail(exc.lines, 2)
-    except OSError as exc:  # a user's path that cannot be read or written
-        where = f"{exc.filename}: " if exc.filename else ""
-        fail([f"{where}{exc.strerror or exc}"], 2)
-    except (EngineError, BaseError, PublishError) as exc:
-        fail([f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"], 1)
-
-
-def _load(path: Path) -> Matrix:
-    with guard():
-        return load_matrix(path)
 
 
 def _beside(matrix: Path, given: Optional[Path], name: str) -> Path:
@@ -92,7 +56,7 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
            matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt) -> None:
     """Render images/ and docker-bake.json from matrix.yaml and templates/ (atomically; only ever
     replaces what `builder render` wrote)."""
-    m = _load(matrix)
+    m = load(matrix)
     images = _beside(matrix, images, "images")
     with guard():
         files = render.render_all(m, _templates(matrix, templates))
@@ -111,7 +75,7 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
           matrix: Path = MatrixOpt) -> None:
     """Print the expanded matrix: name, parent, framework, version, device, python, os, tags."""
-    m = _load(matrix)
+    m = load(matrix)
     policy = m.data.tags
     rows = [{"name": s.name, "parent": s.parent, "framework": s.framework, "version": s.version,
              "device": s.device, "python": s.python, "os": s.base, "cuda": s.cuda,
@@ -130,7 +94,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead
 @app.command()
 def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt) -> None:
     """Print one image's rendered Dockerfile."""
-    m = _load(matrix)
+    m = load(matrix)
     try:
         spec = m.image(name)
     except KeyError as exc:
@@ -147,7 +111,7 @@ class BaseSource(str, enum.Enum):
 
 
 def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> None:
-    m = _load(matrix)
+    m = load(matrix)
     _select(m, opts.select)
     if opts.registry:
         with guard():
@@ -162,7 +126,7 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
     p = pipeline.Pipeline(m, opts)
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a cancelled CI job stops like Ctrl-C
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)  # a cancelled CI job stops like Ctrl-C
     try:
         with guard():
             reports = p.run()
@@ -208,12 +172,8 @@ app.command("all")(_stage_command("all", "Build, smoke-test, tag and publish the
 @app.command("ci-matrix")
 def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt) -> None:
     """Print a GitHub Actions strategy.matrix (JSON): one job per image tree, parents inside the job."""
-    specs = _select(_load(matrix), select)
+    specs = _select(load(matrix), select)
     typer.echo(json.dumps(plan.ci_matrix({s.name: s.parent for s in specs})))
-
-
-def _stop_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 compat_app = typer.Typer(help="The compatibility table (compat.yaml) the matrix is validated against.",
@@ -234,10 +194,7 @@ def compat_refresh(matrix: Path = MatrixOpt,
     typer.echo(f"wrote {compat}; run `builder render` and review the diff")
 
 
-# The commands that extend and run images live in a module of their own.
-from builder import cli_deploy  # noqa: E402 (it uses the helpers above)
-
-cli_deploy.register(app)
+cli_deploy.register(app)  # extend and serve
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from builder import grammar
-from builder.cli import MatrixOpt, _load, _stop_on_sigterm, fail, guard
+from builder.cli_common import MatrixOpt, fail, guard, load, stop_on_sigterm
 
 
 def _registry(registry: str) -> str:
@@ -36,7 +36,7 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
     """Write a Dockerfile and build context that extend a prebuilt image with a model, code and packages."""
     from builder.extend import build_image, default_name, default_out, prepare, write
 
-    m = _load(matrix)
+    m = load(matrix)
     reg = _registry(registry)
     name = tag_ or f"{default_name(config)}:latest"
     if tag_ is not None:
@@ -70,7 +70,7 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
     from builder import deploy, engine, naming
     from builder.smoke import NotHealthy
 
-    m = _load(matrix)
+    m = load(matrix)
     problems = []
     if not entry_script.is_file():
         problems.append(f"--entry-script: {entry_script} is not a file")
@@ -92,7 +92,7 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
         problems.append(f"image {ref} is not on this Engine (build or pull it first)")
     if problems:
         fail(problems)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `docker stop`-style shutdown cleans up like Ctrl-C
+    signal.signal(signal.SIGTERM, stop_on_sigterm)  # `docker stop`-style shutdown cleans up like Ctrl-C
     try:
         with deploy.running(client, ref, model, entry_script, port, m.data.runtime) as served:
             typer.echo(f"serving {ref} (healthy after {served.seconds_to_healthy:.1f} s)")

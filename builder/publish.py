@@ -1,11 +1,13 @@
 """Stage 7 — publish: push an image's tags to the registry and read the manifest digest back.
 
 Credentials come from ``REGISTRY_USERNAME``/``REGISTRY_PASSWORD`` or the Docker config the Engine
-client already uses; they are passed to the Engine, never logged. After a push the manifest digest
-is read back from the registry's HTTP API (``HEAD /v2/<repository>/manifests/<tag>``, see
-https://distribution.github.io/distribution/spec/api/#existing-manifests) and compared with the
-digest the Engine reported. Publishing an image whose tags already point at the same manifest is a
-no-op.
+client already uses; they are passed to the Engine, never logged. The manifest digest a registry
+serves is read through the Engine (docker-py's ``images.get_registry_data``, the Engine's
+``/distribution/<ref>/json``), so whatever auth the registry wants (basic, token: Docker Hub, GHCR,
+ACR) is the Engine's business, and compared with the digest the push reported. Publishing an image
+whose tags already point at the same manifest is a no-op. Tags are pushed in the order given
+(immutable first, ``latest`` last), so a push that breaks off never leaves ``latest`` on an image
+whose immutable tag is missing.
 """
 
 from __future__ import annotations
@@ -14,14 +16,6 @@ import os
 from dataclasses import dataclass
 
 import docker
-import requests
-
-MANIFEST_TYPES = ", ".join((
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-))
 
 
 class PublishError(RuntimeError):
@@ -43,31 +37,17 @@ def _auth() -> dict | None:
     return {"username": user, "password": password} if user and password else None
 
 
-def _split(repository: str) -> tuple[str, str]:
-    host, _, path = repository.partition("/")
-    return host, path
+def remote_digest(client: docker.DockerClient, repository: str, tag: str) -> str | None:
+    """The manifest digest the registry serves for ``repository:tag``, or None when it has none.
 
-
-def remote_digest(repository: str, tag: str, timeout: float = 30.0) -> str | None:
-    """The manifest digest the registry serves for ``repository:tag``, or None when absent (404).
-
-    ``repository`` is ``host[:port]/path``; loopback registries are spoken to over plain HTTP, others
-    over HTTPS. Raises PublishError for any other answer.
+    Raises PublishError when the registry cannot be asked (down, refusing the credentials).
     """
-    host, path = _split(repository)
-    scheme = "http" if host.split(":")[0] in ("127.0.0.1", "localhost") else "https"
-    auth = _auth()
     try:
-        r = requests.head(f"{scheme}://{host}/v2/{path}/manifests/{tag}", timeout=timeout,
-                          headers={"Accept": MANIFEST_TYPES},
-                          auth=(auth["username"], auth["password"]) if auth else None)
-    except requests.RequestException as exc:
-        raise PublishError(f"registry {host} did not answer: {exc}") from None
-    if r.status_code == 404:
+        return client.images.get_registry_data(f"{repository}:{tag}", auth_config=_auth()).id
+    except docker.errors.NotFound:
         return None
-    if r.status_code != 200:
-        raise PublishError(f"HEAD {path}:{tag} on {host} answered {r.status_code}")
-    return r.headers.get("Docker-Content-Digest")
+    except docker.errors.APIError as exc:
+        raise PublishError(f"cannot read {repository}:{tag} from the registry: {exc.explanation or exc}") from None
 
 
 def push(client: docker.DockerClient, repository: str, tags: list[str]) -> PublishResult:
@@ -76,7 +56,7 @@ def push(client: docker.DockerClient, repository: str, tags: list[str]) -> Publi
     Skips the push when the registry already serves the same manifest for every tag.
     Raises PublishError on a push error or a digest mismatch.
     """
-    current = {t: remote_digest(repository, t) for t in tags}
+    current = {t: remote_digest(client, repository, t) for t in tags}
     if None not in current.values() and len(set(current.values())) == 1:
         local = _local_digest(client, f"{repository}:{tags[0]}")
         if local is not None and local == next(iter(current.values())):
@@ -91,7 +71,7 @@ def push(client: docker.DockerClient, repository: str, tags: list[str]) -> Publi
                 pushed[t] = digest
     digests = set()
     for t in tags:
-        remote = remote_digest(repository, t)
+        remote = remote_digest(client, repository, t)
         if remote is None or remote != pushed.get(t):
             raise PublishError(f"{repository}:{t}: registry serves {remote}, the push reported {pushed.get(t)}")
         digests.add(remote)

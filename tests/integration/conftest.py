@@ -39,6 +39,7 @@ def start_registry(docker_client):
     engine.apt_install("docker-registry", "apache2-utils")
 
     def start(folder: Path, port: int, users: dict | None = None) -> subprocess.Popen:
+        assert not engine.registry_answers(f"127.0.0.1:{port}"), f"something already answers on 127.0.0.1:{port}"
         folder.mkdir(parents=True, exist_ok=True)
         auth = ""
         if users:
@@ -56,6 +57,7 @@ def start_registry(docker_client):
         while not engine.registry_answers(f"127.0.0.1:{port}"):
             assert proc.poll() is None and time.monotonic() < deadline, (folder / "registry.log").read_text()
             time.sleep(0.2)
+        assert proc.poll() is None, (folder / "registry.log").read_text()
         return proc
     return start
 

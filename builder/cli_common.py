@@ -1,0 +1,54 @@
+"""What the ``builder`` commands share: their common options, the one way an error ends a command
+(one plain line each on stderr, an exit code), and matrix loading."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator, NoReturn
+
+import typer
+
+from builder.bases import BaseError
+from builder.engine import EngineError
+from builder.inputs import ConfigError
+from builder.matrix import Matrix, load as load_matrix
+from builder.publish import PublishError
+
+MatrixOpt = typer.Option(Path("matrix.yaml"), "--matrix", help="The matrix file.")
+TemplatesOpt = typer.Option(None, "--templates", help="The templates folder [default: templates/ beside the matrix].")
+ImagesOpt = typer.Option(None, "--images", help="Where generated build contexts live [default: images/ beside the matrix].")
+SelectOpt = typer.Option(None, "--select", help="Glob over image names (repeatable); ancestors are included.")
+
+
+def fail(lines: list[str], code: int = 2) -> NoReturn:
+    """Print ``lines`` to stderr as they are (no wrapping, no markup) and exit with ``code``."""
+    for line in lines:
+        sys.stderr.write(line + "\n")
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Turn the project's own errors into one line each and an exit code (see the module doc)."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail(exc.lines, 2)
+    except OSError as exc:  # a user's path that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail([f"{where}{exc.strerror or exc}"], 2)
+    except (EngineError, BaseError, PublishError) as exc:
+        fail([f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"], 1)
+
+
+def load(path: Path) -> Matrix:
+    """The matrix at ``path``, or exit 2 with its problems."""
+    with guard():
+        return load_matrix(path)
+
+
+def stop_on_sigterm(signum, frame) -> None:
+    """A SIGTERM handler that stops a command the way Ctrl-C does (a cancelled CI job, `docker stop`)."""
+    raise KeyboardInterrupt
