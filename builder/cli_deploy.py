@@ -63,8 +63,10 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
           entry_script: Path = typer.Option(..., "--entry-script", help="score.py with init() and run(); its folder is mounted read-only."),
           port: int = typer.Option(8890, "--port", min=1, max=65535, help="Host port on 127.0.0.1."),
           registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named images are published."),
+          compose_file: Optional[Path] = typer.Option(None, "--compose-file", help="Write a Compose file that serves it (`docker compose -f FILE up`) instead of running."),
           matrix: Path = MatrixOpt) -> None:
-    """Run an image locally with a model and entry script until Ctrl-C, then remove the container."""
+    """Run an image locally with a model and entry script until Ctrl-C, then remove the container
+    (or, with --compose-file, write the Compose file that does the same)."""
     import docker
 
     from builder import deploy, engine, naming
@@ -84,6 +86,16 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
             grammar.docker_reference(image)
         except ValueError as exc:
             fail([f"IMAGE: {exc}"])
+    if compose_file is not None:
+        if problems:
+            fail(problems)
+        rt = m.data.runtime
+        _write_compose(compose_file, deploy.compose_file({"model": deploy.compose_service(
+            ref, entry_script.parent, model, port=rt.port, app_root=rt.app_root, uid=rt.uid, host_port=port,
+            entry_script=entry_script.name)}))
+        typer.echo(f"wrote {compose_file}; run `docker compose -f {compose_file} up`, then POST "
+                   f"http://127.0.0.1:{port}/score")
+        return
     with guard():
         client = engine.client()
     try:
@@ -112,3 +124,16 @@ def register(app: typer.Typer) -> None:
     """Add ``extend`` and ``serve`` to ``app``."""
     app.command()(extend)
     app.command()(serve)
+
+
+def _write_compose(path: Path, text: str) -> None:
+    # Never overwrite a file `builder serve` did not write.
+    from builder.deploy import COMPOSE_HEADER
+
+    if path.exists() and not path.read_text(errors="replace").startswith(COMPOSE_HEADER):
+        fail([f"--compose-file: {path} exists and was not written by `builder serve`; refusing to replace it"])
+    with guard():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.new")
+        tmp.write_text(text)
+        tmp.replace(path)

@@ -139,6 +139,8 @@ class Pipeline:
         for s in specs:
             self.reports[s.name].repository = naming.repository(registry, s.name)
         self.registry = registry
+        if self.opt.stage in ("test", "all"):
+            engine.ensure_compose(self.opt.build_dir)  # the smoke tests' scoring containers
         if self.opt.stage != "publish":
             engine.ensure_buildx(self.opt.build_dir)
             self.sources = Sources.from_env()

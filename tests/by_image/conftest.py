@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +27,8 @@ import docker
 import pytest
 import requests
 
-from builder.smoke import NotHealthy, process_uids, wait_healthy
+from builder import deploy
+from builder.smoke import process_uids
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 # Models are mounted beside the app root: a mount inside the read-only app mount cannot be created.
@@ -112,34 +111,86 @@ class Server:
         return requests.post(f"{self.url}/score", json=payload, timeout=60)
 
 
-@contextmanager
-def serving(client: docker.DockerClient, image: str, app: Path, model: Path | None, logs_dir: Path,
-            label: str, expected: dict) -> Iterator[Server]:
-    """Start ``image`` as its own (non-root) user serving ``app``/score.py, with ``model`` mounted
-    read-only at AZUREML_MODEL_DIR; wait (bounded by HEALTH_TIMEOUT) for ``GET /`` to answer 200.
+@pytest.fixture(scope="session")
+def trained(request, docker_client, image, tmp_path_factory) -> dict[str, tuple[Path | None, dict | None]]:
+    """Every test folder of this run that has a score.py: ``{folder name: (model dir, predictions)}``,
+    trained first (inside the image) where the folder has a train.py."""
+    folders = sorted({Path(str(item.fspath)).parent for item in request.session.items
+                      if (Path(str(item.fspath)).parent / "score.py").is_file()})
+    out: dict[str, tuple[Path | None, dict | None]] = {}
+    for folder in folders:
+        model = predictions = None
+        if (folder / "train.py").exists():
+            model = tmp_path_factory.mktemp(f"model-{folder.name}")
+            predictions = train(docker_client, image, folder, model)
+        out[folder.name] = (model, predictions)
+    return out
 
-    The container's log is written to ``logs_dir``/<label>.container.log whatever happens.
-    Raises AssertionError when the container exits or does not become healthy in time.
-    """
-    volumes = {str(app): {"bind": expected["app_root"], "mode": "ro"}}
-    if model is not None:
-        volumes[str(model)] = {"bind": expected["model_mount"], "mode": "ro"}
-    start = time.monotonic()
-    container = client.containers.run(image, detach=True, volumes=volumes,
-                                      ports={f"{expected['port']}/tcp": ("127.0.0.1", None)},
-                                      environment={"AZUREML_ENTRY_SCRIPT": "score.py",
-                                                   "AZUREML_MODEL_DIR": expected["model_mount"]})
+
+@pytest.fixture(scope="session")
+def docker_compose_file(trained, image, expected, logs_dir, request) -> str:
+    """pytest-docker's compose file: one scoring service per test folder (builder.deploy's
+    compose_service, the one `builder serve --compose-file` writes), written next to the logs."""
+    folders = {Path(str(item.fspath)).parent.name: Path(str(item.fspath)).parent for item in request.session.items}
+    services = {name: deploy.compose_service(image, folders[name], model, port=expected["port"],
+                                             app_root=expected["app_root"], uid=expected["uid"])
+                for name, (model, _) in trained.items()}
+    for service in services.values():
+        service["environment"]["AZUREML_MODEL_DIR"] = expected["model_mount"]
+    path = logs_dir / "compose.yaml"
+    path.write_text(deploy.compose_file(services))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return f"smoke-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    # Not `up --wait`: a server whose init() raises exits, and the test must see its log.
+    return ["up -d"]
+
+
+def _service_container(client: docker.DockerClient, project: str, service: str):
+    found = client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={project}",
+                                                                f"com.docker.compose.service={service}"]})
+    assert found, f"compose started no container for {service}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def model_server(request, docker_services, docker_client, docker_compose_project_name, trained, expected, logs_dir,
+                 record_testsuite_property) -> Iterator[tuple[Server, dict | None]]:
+    """The scoring server of the calling test module's folder (a service pytest-docker started).
+    Waits (bounded by HEALTH_TIMEOUT) for ``GET /`` to answer 200; fails at once, with the log, if
+    the server exits. Yields ``(server, predictions)``: train.py's expected.json, or None. The
+    container's log goes to ``logs_dir``/<folder>.container.log whatever happens."""
+    service = Path(request.module.__file__).resolve().parent.name
+    container = _service_container(docker_client, docker_compose_project_name, service)
     try:
-        try:
-            url = wait_healthy(container, start, HEALTH_TIMEOUT, expected["port"])
-        except NotHealthy as exc:
-            raise AssertionError(str(exc)) from None
-        yield Server(container, url, time.monotonic() - start)
+        url = None
+
+        def healthy() -> bool:
+            nonlocal url
+            container.reload()
+            if container.status in ("exited", "dead"):
+                raise AssertionError(f"container exited with code {container.attrs['State']['ExitCode']} before it "
+                                     f"was healthy:\n{container.logs().decode(errors='replace')[-4000:]}")
+            url = url or f"http://127.0.0.1:{docker_services.port_for(service, expected['port'])}"
+            try:
+                return requests.get(f"{url}/", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        docker_services.wait_until_responsive(check=healthy, timeout=HEALTH_TIMEOUT, pause=0.1)
+        started = datetime.fromisoformat(container.attrs["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
+        seconds = (datetime.now(timezone.utc) - started).total_seconds()
+        record_testsuite_property("seconds_to_healthy", f"{seconds:.3f}")
+        yield Server(container, url, seconds), trained[service][1]
     finally:
-        try:
-            (logs_dir / f"{label}.container.log").write_bytes(container.logs())
-        finally:
-            container.remove(force=True)
+        (logs_dir / f"{service}.container.log").write_bytes(container.logs())
 
 
 def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-6, path: str = "output") -> None:
@@ -157,24 +208,6 @@ def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-6, path:
         assert abs(actual - expected) <= atol + rtol * abs(expected), f"{path}: {actual} != {expected}"
     else:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
-
-
-@pytest.fixture(scope="module")
-def model_server(request, docker_client, image, logs_dir, tmp_path_factory, expected,
-                 record_testsuite_property) -> Iterator[tuple[Server, dict | None]]:
-    """The scoring server for the calling test module's folder: trains first when the folder has a
-    train.py. Yields ``(server, expected)`` where expected is train.py's expected.json or None."""
-    folder = Path(request.module.__file__).resolve().parent
-    predictions = None
-    model = None
-    if (folder / "train.py").exists():
-        model = tmp_path_factory.mktemp(f"model-{folder.name}")
-        predictions = train(docker_client, image, folder, model)
-    with serving(docker_client, image, folder, model, logs_dir, folder.name, expected) as server:
-        record_testsuite_property("seconds_to_healthy", f"{server.seconds_to_healthy:.3f}")
-        yield server, predictions
-    if model is not None:
-        shutil.rmtree(model, ignore_errors=True)
 
 
 @pytest.fixture(name="assert_close", scope="session")

@@ -6,17 +6,19 @@ from builder import engine
 
 
 def test_missing_buildx_off_debian_names_what_to_install(monkeypatch):
-    monkeypatch.setattr(engine, "buildx_version", lambda: None)
+    monkeypatch.setattr(engine, "plugin_version", lambda name: None)
     monkeypatch.setattr(engine, "_can_provision", lambda: False)
     monkeypatch.setattr(engine.shutil, "which", lambda name: "/usr/bin/docker")
     with pytest.raises(engine.EngineError) as exc:
         engine.ensure_buildx()
     message = str(exc.value)
     assert "\n" not in message and "docker-buildx" in message and "docker-buildx-plugin" in message
+    with pytest.raises(engine.EngineError, match="docker-compose-plugin"):
+        engine.ensure_compose()
 
 
 def test_present_buildx_is_left_alone(monkeypatch):
-    monkeypatch.setattr(engine, "buildx_version", lambda: "github.com/docker/buildx 0.13.1")
+    monkeypatch.setattr(engine, "plugin_version", lambda name: "github.com/docker/buildx 0.13.1")
     monkeypatch.setattr(engine, "_can_provision", lambda: pytest.fail("nothing to provision"))
     assert engine.ensure_buildx() == "github.com/docker/buildx 0.13.1"
 
