@@ -126,6 +126,20 @@ def _exists(client: docker.DockerClient, ref: str) -> bool:
         return False
 
 
+def _strip(rootfs: Path) -> None:
+    # Empty the STRIP folders (docs, man pages, apt lists), keep the folders apt needs.
+    for rel in STRIP:
+        target = rootfs / rel
+        if target.is_dir():
+            for child in target.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    for rel in KEEP_DIRS:
+        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+
+
 def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
               log: Callable[[str], None] = print) -> str:
     """Bootstrap ``base`` with debootstrap into ``workdir``/<key>, strip it, import it; return its ref.
@@ -149,16 +163,7 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
                            stdout=out, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise BaseError(f"debootstrap exited {r.returncode}; see {logfile}")
-    for rel in STRIP:
-        target = rootfs / rel
-        if target.is_dir():
-            for child in target.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-    for rel in KEEP_DIRS:
-        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+    _strip(rootfs)
     tarball = root / "rootfs.tar"
     subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
     ref = bootstrap_ref(key, base)

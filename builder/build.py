@@ -93,14 +93,38 @@ def build(name: str, context: Path, tag: str, build_args: dict[str, str], secret
     return _run(name, None, [*cmd, str(context)], Path.cwd(), dict(os.environ), log_path, lambda line: None)
 
 
+class _Progress:
+    """Reads buildx's plain progress line by line: the steps it started, those it took from its
+    cache, each step's last output line, and the errors (the failing step's last line first)."""
+
+    def __init__(self, on_step: Callable[[str], None]):
+        self.on_step = on_step
+        self.steps: set[str] = set()
+        self.cached: set[str] = set()
+        self.last_output: dict[str, str] = {}
+        self.errors: list[str] = []
+
+    def feed(self, line: str) -> None:
+        step, hit, out = _STEP.match(line), _CACHED.match(line), _OUTPUT.match(line)
+        failed, error = _VERTEX_ERROR.match(line), _ERROR.match(line)
+        if step and step.group(1) not in self.steps:
+            self.steps.add(step.group(1))
+            self.on_step(line.split(" ", 1)[1][:100])
+        elif hit:
+            self.cached.add(hit.group(1))
+        elif out:
+            self.last_output[out.group(1)] = out.group(2).strip()
+        elif failed:
+            self.errors.append(_step_error(failed.group(2), self.last_output.get(failed.group(1))))
+        elif error and not self.errors:
+            self.errors.append(error.group(1).strip())
+
+
 def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path,
          on_step: Callable[[str], None]) -> BuildResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    steps: set[str] = set()
-    cached: set[str] = set()
-    last_output: dict[str, str] = {}
-    errors: list[str] = []
+    progress = _Progress(on_step)
     with tempfile.TemporaryDirectory(prefix="builder-metadata-") as tmp:
         metadata = Path(tmp) / "metadata.json"
         full = [*cmd, "--metadata-file", str(metadata)] + ([target] if target else [])
@@ -112,38 +136,22 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
                                       text=True, errors="replace")
             except OSError as exc:
                 return BuildResult(name, False, None, 0.0, log_path, f"cannot run docker buildx: {exc}")
-            assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
-                line = line.rstrip("\n")
-                step, hit, out = _STEP.match(line), _CACHED.match(line), _OUTPUT.match(line)
-                failed, error = _VERTEX_ERROR.match(line), _ERROR.match(line)
-                if step and step.group(1) not in steps:
-                    steps.add(step.group(1))
-                    on_step(line.split(" ", 1)[1][:100])
-                elif hit:
-                    cached.add(hit.group(1))
-                elif out:
-                    last_output[out.group(1)] = out.group(2).strip()
-                elif failed:
-                    errors.append(_step_error(failed.group(2), last_output.get(failed.group(1))))
-                elif error and not errors:
-                    errors.append(error.group(1).strip())
+                progress.feed(line.rstrip("\n"))
             code = proc.wait()
             children.forget(proc)
         data = json.loads(metadata.read_text()) if metadata.is_file() and metadata.stat().st_size else {}
-    seconds = time.monotonic() - start
     result = data.get(target, {}) if target else data
     image_id = result.get("containerimage.config.digest") or result.get("containerimage.digest")
     error = None
-    if code != 0 and children.stopping():
-        error = "interrupted"
-    elif code != 0:
-        error = errors[-1] if errors else f"docker buildx exited with code {code}"
+    if code != 0:
+        error = "interrupted" if children.stopping() else (
+            progress.errors[-1] if progress.errors else f"docker buildx exited with code {code}")
     elif not image_id:
         error = "docker buildx reported no image id in its metadata file"
-    return BuildResult(name, error is None, image_id if error is None else None, seconds, log_path, error,
-                       len(cached & steps), len(steps))
+    return BuildResult(name, error is None, image_id if error is None else None, time.monotonic() - start, log_path,
+                       error, len(progress.cached & progress.steps), len(progress.steps))
 
 
 def _step_error(message: str, last_output: str | None) -> str:

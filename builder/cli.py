@@ -83,12 +83,15 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    header = ["NAME", "PARENT", "FRAMEWORK", "VERSION", "DEVICE", "PYTHON", "OS", "TAGS"]
-    table = [header] + [[r["name"], r["parent"] or "-", r["framework"], r["version"], r["device"],
-                         r["python"], r["os"], ", ".join(r["tags"])] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for header in ("NAME", "PARENT", "FRAMEWORK", "VERSION", "DEVICE", "PYTHON", "OS", "TAGS"):
+        table.add_column(header, no_wrap=True)
+    for r in rows:
+        table.add_row(r["name"], r["parent"] or "-", r["framework"], r["version"], r["device"], r["python"], r["os"],
+                      ", ".join(r["tags"]))
+    pipeline.wide_console().print(table)
 
 
 @app.command()

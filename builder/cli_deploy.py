@@ -67,10 +67,7 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
           matrix: Path = MatrixOpt) -> None:
     """Run an image locally with a model and entry script until Ctrl-C, then remove the container
     (or, with --compose-file, write the Compose file that does the same)."""
-    import docker
-
-    from builder import deploy, engine, naming
-    from builder.smoke import NotHealthy
+    from builder import deploy
 
     m = load(matrix)
     problems = []
@@ -78,24 +75,39 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
         problems.append(f"--entry-script: {entry_script} is not a file")
     if model is not None and not model.exists():
         problems.append(f"--model: {model} does not exist")
+    ref = _image_ref(m, image, registry)
+    if compose_file is None:
+        _serve(ref, model, entry_script, port, m.data.runtime, problems)
+        return
+    if problems:
+        fail(problems)
+    rt = m.data.runtime
+    _write_compose(compose_file, deploy.compose_file({"model": deploy.compose_service(
+        ref, entry_script.parent, model, port=rt.port, app_root=rt.app_root, uid=rt.uid, host_port=port,
+        entry_script=entry_script.name)}))
+    typer.echo(f"wrote {compose_file}; run `docker compose -f {compose_file} up`, then POST http://127.0.0.1:{port}/score")
+
+
+def _image_ref(m, image: str, registry: str) -> str:
+    # A matrix name is its latest tag in the registry; anything else must be an image reference.
+    from builder import naming
+
     try:
-        ref = naming.reference(_registry(registry), m.image(image).name)
+        return naming.reference(_registry(registry), m.image(image).name)
     except KeyError:
-        ref = image
         try:
-            grammar.docker_reference(image)
+            return grammar.docker_reference(image)
         except ValueError as exc:
             fail([f"IMAGE: {exc}"])
-    if compose_file is not None:
-        if problems:
-            fail(problems)
-        rt = m.data.runtime
-        _write_compose(compose_file, deploy.compose_file({"model": deploy.compose_service(
-            ref, entry_script.parent, model, port=rt.port, app_root=rt.app_root, uid=rt.uid, host_port=port,
-            entry_script=entry_script.name)}))
-        typer.echo(f"wrote {compose_file}; run `docker compose -f {compose_file} up`, then POST "
-                   f"http://127.0.0.1:{port}/score")
-        return
+
+
+def _serve(ref: str, model: Optional[Path], entry_script: Path, port: int, runtime, problems: list[str]) -> None:
+    # Run until Ctrl-C (or SIGTERM), then remove the container.
+    import docker
+
+    from builder import deploy, engine
+    from builder.smoke import NotHealthy
+
     with guard():
         client = engine.client()
     try:
@@ -106,7 +118,7 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
         fail(problems)
     signal.signal(signal.SIGTERM, stop_on_sigterm)  # `docker stop`-style shutdown cleans up like Ctrl-C
     try:
-        with deploy.running(client, ref, model, entry_script, port, m.data.runtime) as served:
+        with deploy.running(client, ref, model, entry_script, port, runtime) as served:
             typer.echo(f"serving {ref} (healthy after {served.seconds_to_healthy:.1f} s)")
             typer.echo(f"scoring URI: {served.scoring_uri}")
             typer.echo(f"swagger URI: {served.swagger_uri}")

@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from builder import grammar, inputs
 
@@ -117,13 +117,7 @@ class Compat(_Model):
 def load(path: Path) -> Compat:
     """Read and validate compat.yaml strictly (see :func:`builder.inputs.load_yaml`). Raises
     :class:`builder.inputs.ConfigError` with one line per problem."""
-    raw = inputs.load_yaml(path)
-    if not isinstance(raw, dict):
-        raise inputs.ConfigError([f"{path.name}: expected a mapping with packages and versions"])
-    try:
-        return Compat.model_validate(raw)
-    except ValidationError as exc:
-        raise inputs.ConfigError(inputs.pydantic_lines(path.name, exc, Compat)) from None
+    return inputs.validate(path.name, inputs.load_yaml(path), Compat, "a mapping with packages and versions")
 
 
 def _compile(requirement: str, python: str) -> dict[str, str] | None:

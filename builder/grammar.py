@@ -16,6 +16,16 @@ from builder.inputs import CONTROL, shown
 
 
 
+def _pattern(regex: str, expected: str, doc: str):
+    """A check of a value against ``regex`` (whole match); ``expected`` goes into its error line."""
+    compiled = re.compile(regex)
+
+    def check(value: object) -> str:
+        return _check(compiled, value, expected)
+    check.__doc__ = doc
+    return check
+
+
 def _check(pattern: re.Pattern, value: object, expected: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{shown(value)} is not a string (expected {expected})")
@@ -97,41 +107,24 @@ def version(value: object) -> str:
 
 
 # Debian package names: policy 5.6.1 (https://www.debian.org/doc/debian-policy/ch-controlfields.html#source).
-_DEBIAN = re.compile(r"[a-z0-9][a-z0-9+.-]+")
-
-
-def debian_package(value: object) -> str:
-    """A Debian package name (``python3-venv``); raises ValueError."""
-    return _check(_DEBIAN, value, "a Debian package name (policy 5.6.1: a-z 0-9 + - ., two or more)")
+debian_package = _pattern(r"[a-z0-9][a-z0-9+.-]+", "a Debian package name (policy 5.6.1: a-z 0-9 + - ., two or more)",
+                          "A Debian package name (``python3-venv``); raises ValueError.")
 
 
 # POSIX user names: the portable filename character set, not starting with '-'
 # (https://pubs.opengroup.org/onlinepubs/9699919799/basedefs/V1_chap03.html#tag_03_437), and the
 # shadow-utils default of a leading lower-case letter or '_', at most 32 characters.
-_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-
-
-def user_name(value: object) -> str:
-    """A user name safe for useradd (``dockeruser``); raises ValueError."""
-    return _check(_USER, value, "a user name ([a-z_][a-z0-9_-], at most 32 characters)")
-
-
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def env_name(value: object) -> str:
-    """An environment variable name (POSIX: letters, digits, underscore, not starting with a digit)."""
-    return _check(_ENV, value, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+user_name = _pattern(r"[a-z_][a-z0-9_-]{0,31}", "a user name ([a-z_][a-z0-9_-], at most 32 characters)",
+                     "A user name safe for useradd (``dockeruser``); raises ValueError.")
+# POSIX environment variable names (letters, digits, underscore, not starting with a digit).
+env_name = _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                    "An environment variable name; raises ValueError.")
 
 
 # Label keys: the OCI annotation rules, reverse-DNS notation
 # (https://github.com/opencontainers/image-spec/blob/main/annotations.md#rules).
-_LABEL = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
-
-
-def label_prefix(value: object) -> str:
-    """A reverse-DNS label key prefix (``io.github.inference-images``); raises ValueError."""
-    return _check(_LABEL, value, "a reverse-DNS label prefix (OCI annotation rules: a-z 0-9 . -)")
+label_prefix = _pattern(r"[a-z0-9]+(?:[.-][a-z0-9]+)*", "a reverse-DNS label prefix (OCI annotation rules: a-z 0-9 . -)",
+                        "A reverse-DNS label key prefix (``io.github.inference-images``); raises ValueError.")
 
 
 _ABSOLUTE = re.compile(r"/(?:[A-Za-z0-9._-]+/?)*")

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from builder import grammar, inputs
 from builder.inputs import ConfigError
@@ -108,12 +108,7 @@ def load_config(path: Path) -> InferenceConfig:
             raw = inputs.load_yaml(path)
     except ConfigError as exc:
         raise ExtendError(exc.lines) from None
-    if not isinstance(raw, dict):
-        raise ExtendError([f"{name}: expected a mapping of inference config keys"])
-    try:
-        return InferenceConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ExtendError(inputs.pydantic_lines(name, exc, InferenceConfig)) from None
+    return inputs.validate(name, raw, InferenceConfig, "a mapping of inference config keys", ExtendError)
 
 
 def conda_pip_requirements(path: Path) -> list[str]:

@@ -102,6 +102,18 @@ def load_yaml(path: Path):
 
 # --- pydantic errors as one line each ------------------------------------------------------------
 
+def validate(fname: str, raw: object, model: type[BaseModel], expected: str,
+             error: type[ConfigError] = ConfigError):
+    """``raw`` (a parsed config) validated as ``model``. Raises ``error`` with one line per problem:
+    ``<fname>: expected <expected>, got <type>`` when it is not a mapping, else pydantic's errors."""
+    if not isinstance(raw, dict):
+        raise error([f"{fname}: expected {expected}, got {type(raw).__name__}"])
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(pydantic_lines(fname, exc, model)) from None
+
+
 def pydantic_lines(fname: str, exc: ValidationError, root: type[BaseModel]) -> list[str]:
     """One ``<file>: <key path>: <what was expected>`` line per error of ``exc`` (raised by
     validating ``root``); values are cut to :data:`SHOWN` characters."""

@@ -14,7 +14,7 @@ import string
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from builder import grammar, inputs
 from builder.inputs import ConfigError
@@ -180,9 +180,4 @@ def load_file(path: Path) -> MatrixFile:
         raise MatrixError(exc.lines) from None
     if raw is None or raw == {}:
         raise MatrixError([f"{fname}: the matrix is empty (expected bases, runtime and frameworks)"])
-    if not isinstance(raw, dict):
-        raise MatrixError([f"{fname}: expected a mapping at the top level, got {type(raw).__name__}"])
-    try:
-        return MatrixFile.model_validate(raw)
-    except ValidationError as exc:
-        raise MatrixError(inputs.pydantic_lines(fname, exc, MatrixFile)) from None
+    return inputs.validate(fname, raw, MatrixFile, "a mapping at the top level", MatrixError)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from builder import engine
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

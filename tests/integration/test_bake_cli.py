@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from builder import bake, engine, matrix
+from repo import ROOT
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_buildx_reads_the_committed_bake_file_and_its_variables(docker_client):

@@ -17,10 +17,10 @@ import pytest
 
 from builder import build, engine
 from builder.sources import Sources, wheelhouse_image
+from repo import ROOT
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-t0ken-4d1f"
 MARKER = "builder-test-ca-7c2e"
 PORT = 8765

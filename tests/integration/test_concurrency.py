@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo import ROOT
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = "sklearn-1.9-debian12-py311-cpu-inference"
 BAD = "sklearn-1.8-debian12-py311-cpu-inference"
 

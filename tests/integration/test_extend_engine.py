@@ -12,17 +12,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from builder import engine, matrix
 from builder.smoke import NotHealthy, process_uids, wait_healthy
+from repo import ROOT
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parents[2]
 BUILDER = [sys.executable, "-m", "builder.cli"]
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
 PORT = matrix.load(ROOT / "matrix.yaml").data.runtime.port  # the server's port inside every image

@@ -23,10 +23,10 @@ import pytest
 import requests
 
 from builder import engine
+from repo import ROOT
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
 BUILDER = [sys.executable, "-m", "builder.cli"]

@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from builder import matrix
+from repo import ROOT
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parents[2]
 SUBSET = "sklearn-1.9-debian12-py311-cpu-inference"
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 BUILDER = [sys.executable, "-m", "builder.cli"]

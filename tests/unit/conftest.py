@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 from yaml_dump import dump
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = ROOT / "tests" / "fixtures" / "matrix-small.yaml"
 
 

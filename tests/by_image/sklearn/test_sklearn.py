@@ -13,5 +13,9 @@ def test_score_returns_the_in_process_probabilities(model_server, assert_close):
 def test_swagger_carries_the_input_schema(model_server):
     server, _ = model_server
     doc = requests.get(f"{server.url}/swagger.json", timeout=10).json()
-    text = str(doc)
-    assert "data" in text and "number" in text, doc
+    body = doc["paths"]["/score"]["post"]["parameters"][0]["schema"]["$ref"]
+    assert body == "#/definitions/ServiceInput", doc["paths"]["/score"]
+    data = doc["definitions"]["ServiceInput"]["properties"]["data"]  # run(data): a 2-D array of numbers
+    assert (data["type"], data["items"]["type"], data["items"]["items"]["type"]) == ("array", "array", "number"), data
+    out = doc["definitions"]["ServiceOutput"]  # predict_proba: one row of probabilities per input row
+    assert (out["type"], out["items"]["type"], out["items"]["items"]["type"]) == ("array", "array", "number"), out
