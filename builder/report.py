@@ -52,7 +52,8 @@ class ImageReport:
     ``status`` is one of planned, built, tested, published, unchanged (already published),
     build-failed, test-failed, publish-failed, skipped, interrupted (the run was stopped before
     this image was done: it got no ``latest`` and was not pushed). On a failed smoke test
-    ``container_log_tail`` holds the last 40 lines of each scoring container's log.
+    ``container_log_tail`` holds the last 100 lines of each scoring container's log (a server with
+    several workers logs each one's failure).
     """
 
     name: str

@@ -75,7 +75,7 @@ class TestResult:
     container_logs: list[Path] = field(default_factory=list)
     seconds_to_healthy: float | None = None
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 100) -> str:
         """The last ``lines`` lines of each scoring container's log, each under ``== <file name>``."""
         return "".join(f"== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) + "\n"
                        for p in self.container_logs)

@@ -161,7 +161,7 @@ def test_engine_stops_during_a_build(tmp_path, docker_client):
         engine.client(ROOT / "build")  # the Engine again, whatever happened
     r = report(tmp_path / "b1")[MINIMAL]
     assert r["status"] == "build-failed" and r["tags"] == [], r
-    assert len(event_lines((tmp_path / "b1.log").read_text(), MINIMAL, "build failed")) == 1
+    assert len(event_lines((tmp_path / "b1.log").read_text(), MINIMAL, "build-failed")) == 1
     again = builder("build", "--select", MINIMAL, "--registry", "127.0.0.1:5000/engine-fault",
                     "--build-dir", str(tmp_path / "b2"))
     assert again.returncode == 0, again.stdout + again.stderr
