@@ -92,7 +92,7 @@ def package_sets(specs) -> dict[str, list[str]]:
         while cur:
             chain.insert(0, cur)
             cur = by_name.get(cur.parent) if cur.parent else None
-        out[s.name] = [r for c in chain for r in c.requirements]
+        out[s.name] = [str(r) for c in chain for r in c.requirements]
     return out
 
 
