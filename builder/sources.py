@@ -41,6 +41,8 @@ from builder.inputs import ConfigError
 #: An index URL: an http(s) or file URL without white space or control characters (it is written
 #: into uv.toml and pip.conf).
 _URL = re.compile(r"^(https?|file)://[^\s\x00-\x1f\x7f]+$")
+#: What a path passed as ``src=`` in a BuildKit secret specification (CSV) must not hold.
+_SPEC_UNSAFE = re.compile(r'[,"\x00-\x1f\x7f]')
 
 
 def _first(*names: str) -> str | None:
@@ -74,6 +76,10 @@ class Sources:
         wh = _first("BUILDER_WHEELHOUSE", "PIP_FIND_LINKS")
         if ca and not Path(ca).is_file():
             raise ConfigError([f"CA bundle {ca} (from the environment) is not a file"])
+        if ca and _SPEC_UNSAFE.search(str(Path(ca).resolve())):
+            # it becomes src=<path> in a BuildKit secret specification, a comma-separated list
+            raise ConfigError(["CA bundle path (from the environment) holds a comma, a quote or a control "
+                               "character; BuildKit's secret specification cannot carry it"])
         if wh and "://" not in wh and not Path(wh).is_dir():
             raise ConfigError([f"wheelhouse {wh} (from the environment) is not a directory"])
         index = _first("BUILDER_INDEX_URL", "PIP_INDEX_URL")

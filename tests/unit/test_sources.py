@@ -76,3 +76,13 @@ def test_secrets_live_in_a_private_folder_only_for_the_block(tmp_path):
         folder = files["uv.toml"].parent
         assert folder.stat().st_mode & 0o077 == 0
     assert not folder.exists() and ca.exists()
+
+
+@pytest.mark.parametrize("name", ["ca,id=evil.pem", 'ca".pem', "ca\nx.pem"])
+def test_a_ca_bundle_path_that_would_break_the_secret_spec_is_refused(clean_env, tmp_path, name):
+    ca = tmp_path / name
+    ca.write_text("CERT")
+    clean_env.setenv("BUILDER_CA_BUNDLE", str(ca))
+    with pytest.raises(ConfigError, match="secret specification") as exc:
+        Sources.from_env()
+    assert len(exc.value.lines) == 1
