@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Optional
 
 import typer
 
-from builder import bake, cli_deploy, grammar, pipeline, plan, render
-from builder.cli_common import ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, stop_on_sigterm
+from builder import bake, cli_deploy, pipeline, plan, render
+from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
+                                stop_on_sigterm)
 from builder.matrix import ImageSpec, Matrix
 from builder.schema import load_file
 
@@ -116,12 +116,7 @@ class BaseSource(str, enum.Enum):
 def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> None:
     m = load(matrix)
     _select(m, opts.select)
-    if opts.registry:
-        with guard():
-            try:
-                grammar.registry(opts.registry)
-            except ValueError as exc:
-                fail([f"--registry: {exc}"])
+    registry_option(opts.registry)
     if stage != "publish" and not opts.dry_run:
         with guard():
             problems = (render.check(render.render_all(m, _templates(matrix, templates)), opts.images_dir)
@@ -151,8 +146,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace]; default: a local registry on 127.0.0.1:5000."),
                 base_source: BaseSource = typer.Option(BaseSource.auto, "--base-source", help="Where bases come from."),
                 no_cache: bool = typer.Option(False, "--no-cache", help="Ignore BuildKit's layer cache (a cold build)."),
-                jobs: int = typer.Option(8, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Images worked on at once."),
-                test_jobs: int = typer.Option(max(1, os.cpu_count() or 1), "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1,
+                jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Images worked on at once."),
+                test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1,
                                               help="Smoke tests run at once [default: one per CPU]."),
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
                 tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),

@@ -49,6 +49,19 @@ def load(path: Path) -> Matrix:
         return load_matrix(path)
 
 
+def registry_option(value: str) -> str:
+    """``--registry``'s value, checked against ``host[:port][/namespace]`` (empty: the default
+    registry); exit 2 with one line otherwise."""
+    from builder import grammar
+
+    if value:
+        try:
+            grammar.registry(value)
+        except ValueError as exc:
+            fail([f"--registry: {exc}"])
+    return value
+
+
 def stop_on_sigterm(signum, frame) -> None:
     """A SIGTERM handler that stops a command the way Ctrl-C does (a cancelled CI job, `docker stop`)."""
     raise KeyboardInterrupt

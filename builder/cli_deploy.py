@@ -11,18 +11,13 @@ from typing import Optional
 import typer
 
 from builder import grammar
-from builder.cli_common import MatrixOpt, fail, guard, load, stop_on_sigterm
+from builder.cli_common import MatrixOpt, fail, guard, load, registry_option, stop_on_sigterm
 
 
 def _registry(registry: str) -> str:
     from builder import engine
 
-    if registry:
-        try:
-            grammar.registry(registry)
-        except ValueError as exc:
-            fail([f"--registry: {exc}"])
-    return registry or engine.LOCAL_REGISTRY
+    return registry_option(registry) or engine.LOCAL_REGISTRY
 
 
 def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's JSON form or the YAML equivalent."),

@@ -35,6 +35,12 @@ def repository(registry: str, name: str) -> str:
     return f"{registry.rstrip('/')}/{name}" if registry else name
 
 
+def own_tags(image_tags: list[str], repository: str) -> list[str]:
+    """The tag names an image carries in ``repository`` (``image_tags`` as docker-py lists them:
+    ``<repository>:<tag>``)."""
+    return [t.rsplit(":", 1)[1] for t in image_tags if t.rsplit(":", 1)[0] == repository]
+
+
 def reference(registry: str, name: str, tag: str = "latest") -> str:
     """``<registry>/<name>:<tag>``, or ``…@sha256:…`` when ``tag`` is a digest."""
     sep = "@" if ":" in tag else ":"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import docker
 from rich.markup import escape
 
-from builder import bake, build, children, publish, render, smoke, tag
+from builder import bake, build, children, naming, publish, render, smoke, tag
 from builder.expand import ImageSpec
 from builder.report import ImageReport, Status
 
@@ -81,7 +81,7 @@ def tag_image(run, spec: ImageSpec, rep: ImageReport, built: Built) -> str:
     image = client.images.get(built.image_id)
     rep.image_id, rep.size_bytes = image.id, image.attrs["Size"]
     policy = run.matrix.data.tags
-    own = [t.rsplit(":", 1)[1] for t in image.tags if t.rsplit(":", 1)[0] == rep.repository]
+    own = naming.own_tags(image.tags, rep.repository)
     immutable = tag.existing_immutable(policy, own, image.id) or tag.immutable_tag(
         policy, tag.framework_version(client, image.id, spec), tag.python_version(client, image.id), image.id)
     image.tag(rep.repository, immutable)
@@ -142,7 +142,7 @@ def tested_image(run, spec: ImageSpec, rep: ImageReport) -> list[str] | None:
         run.say(spec.name, f"[yellow]skipped[/yellow]: {escape(rep.error)}")
         return None
     rep.image_id, rep.size_bytes = image.id, image.attrs["Size"]
-    own = [t.rsplit(":", 1)[1] for t in image.tags if t.rsplit(":", 1)[0] == rep.repository]
+    own = naming.own_tags(image.tags, rep.repository)
     rep.tags = sorted((t for t in own if t not in moving), reverse=True)[:1] + list(moving)
     rep.move(Status.TESTED)
     return rep.tags
