@@ -29,6 +29,9 @@ from builder.matrix import ImageSpec, Matrix
 #: bake's grammar for target and group names (buildx bake: 'only "[a-zA-Z0-9_-]+" are allowed').
 NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 
+#: The do-not-edit notice, the bake file's top-level ``_generated`` key (JSON has no comments).
+NOTICE = "by `builder render` from matrix.yaml — do not edit; run `builder render`"
+
 VARIABLES = {
     "REGISTRY": "",
     "TAG": "latest",
@@ -100,6 +103,6 @@ def bake_file(matrix: Matrix, images_dir: str = "images") -> dict:
 def render(matrix: Matrix, images_dir: str = "images") -> str:
     """``docker-bake.json``'s text: :func:`bake_file` as indented JSON with a trailing newline. JSON
     has no comments, so the do-not-edit notice is a top-level ``_generated`` key, which bake ignores."""
-    data = {"_generated": "by `builder render` from matrix.yaml — do not edit; run `builder render`",
+    data = {"_generated": NOTICE,
             **bake_file(matrix, images_dir)}
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"

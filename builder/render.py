@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from builder import grammar, inputs
+from builder import bake, grammar, inputs
 from builder.matrix import ImageSpec, Matrix
 
 #: Context files a root image (one without a parent) COPYs, rendered from templates/context/.
@@ -27,7 +27,7 @@ def environment(*templates: Path) -> jinja2.Environment:
     """A Jinja2 environment over the ``templates`` folders (the first that has a name wins) that
     fails on any undefined name (StrictUndefined), with the two escaping filters every value written
     into a Dockerfile goes through: ``dq`` (a double-quoted Dockerfile word, for LABEL and ENV) and
-    ``sh`` (one shell word, for RUN), both from :mod:`builder.inputs`."""
+    ``sh`` (one shell word, for RUN), both from :mod:`builder.grammar`."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(t) for t in templates]),
         undefined=jinja2.StrictUndefined,
@@ -102,7 +102,7 @@ def _head(path: Path) -> str:
 
 def write_all(files: dict[str, str], bake_text: str, images: Path) -> Path:
     """Write ``files`` into ``images`` (:func:`write`) and the bake file beside it
-    (:func:`write_bake`), after checking that both places hold only what `builder render` wrote.
+    (:func:`_write_bake`), after checking that both places hold only what `builder render` wrote.
     Returns the bake file's path. Raises ConfigError, with nothing written, otherwise."""
     foreign = foreign_file(images)
     if foreign is not None:
@@ -110,11 +110,11 @@ def write_all(files: dict[str, str], bake_text: str, images: Path) -> Path:
                                  "refusing to replace it"])
     _check_bake_owner(bake_path(images))
     write(files, images)
-    return write_bake(bake_text, images)
+    return _write_bake(bake_text, images)
 
 
 def _check_bake_owner(path: Path) -> None:
-    if path.is_symlink() or (path.exists() and "by `builder render`" not in _head(path)):
+    if path.is_symlink() or (path.exists() and bake.NOTICE not in _head(path)):
         raise inputs.ConfigError([f"--images: {path} exists and was not written by `builder render`; refusing to "
                                  "replace it"])
 
@@ -163,11 +163,9 @@ def bake_path(images: Path) -> Path:
     return Path(images).parent / BAKE_FILE
 
 
-def write_bake(text: str, images: Path) -> Path:
-    """Write the bake file beside ``images`` atomically (a temporary file, then a rename); return its
-    path. Raises ConfigError when a file of that name exists that `builder render` did not write."""
+def _write_bake(text: str, images: Path) -> Path:
+    # The bake file beside ``images``, atomically (a temporary file, then a rename); its owner was checked.
     path = bake_path(images)
-    _check_bake_owner(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".docker-bake-", suffix=".json", dir=path.parent)
     try:
