@@ -9,7 +9,7 @@ DEVICE ?=
 SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)') $(if $(DEVICE),--select '*-$(DEVICE)-inference')
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render check lint unit test build-all build publish bench load compat clean
+.PHONY: help venv render lock check lint unit test build-all build publish bench load compat clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,24 +25,31 @@ venv: $(BIN)/builder ## Create .venv with the builder and its test tools
 render: venv ## Re-render images/ from matrix.yaml and templates/
 	$(BIN)/builder render
 
+lock: venv ## Re-lock every image's install set (needs the index; SELECT narrows), then re-render
+	$(BIN)/builder lock $(SELECT_ARGS)
+	$(BIN)/builder render
+
 lint: venv ## hadolint every generated Dockerfile (config: .hadolint.yaml)
 	$(BIN)/hadolint images/*/Dockerfile
 
 unit: venv ## Fast tests: matrix, render, tags, lint (no engine)
 	$(BIN)/pytest tests/unit
 
-check: venv ## render --check + hadolint + unit tests
+check: venv ## render --check + lock --check (offline) + hadolint + unit tests
 	$(BIN)/builder render --check
+	$(BIN)/builder lock --check
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit
 
-test: venv ## The tests CI runs: render check, hadolint, unit and engine-backed tests
+test: venv ## The tests CI runs: render and lock checks, hadolint, unit and engine-backed tests
 	$(BIN)/builder render --check
+	$(BIN)/builder lock --check
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
 build-all: venv ## The main job: build, smoke-test, tag and publish every image (SELECT='glob', DEVICE=cpu narrow)
 	$(BIN)/builder render --check
+	$(BIN)/builder lock --check
 	$(BIN)/builder all $(SELECT_ARGS)
 
 build: venv ## Build and smoke-test (no push) the images (SELECT='glob ...' narrows)

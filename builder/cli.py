@@ -18,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from builder import bake, cli_deploy, pipeline, plan, render
+from builder import bake, cli_deploy, lock, pipeline, plan, render
 from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
                                 stop_on_sigterm)
 from builder.matrix import ImageSpec, Matrix
@@ -59,7 +59,7 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
     m = load(matrix)
     images = _beside(matrix, images, "images")
     with guard():
-        files = render.render_all(m, _templates(matrix, templates))
+        files = render.render_all(m, _templates(matrix, templates), lock.read_all(images, m.images()))
         bake_text = bake.render(m, images.name)
         if check:
             problems = render.check(files, images) + render.check_bake(bake_text, images)
@@ -69,6 +69,37 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
             return
         bake_file = render.write_all(files, bake_text, images)
     typer.echo(f"rendered {len(m.images())} images ({len(files)} files) into {images}/ and {bake_file}")
+
+
+@app.command("lock")
+def lock_command(select: Optional[list[str]] = SelectOpt,
+                 upgrade_package: Optional[list[str]] = typer.Option(None, "--upgrade-package", help="Let this package move to its newest version (repeatable); every other keeps its locked version."),
+                 check: bool = typer.Option(False, "--check", help="Offline: exit 1 when a lock is missing, invalid, no longer satisfies the matrix pins or disagrees with its parent's."),
+                 matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt) -> None:
+    """Resolve each image's whole install set with uv into images/<name>/requirements.lock (hashes,
+    the parent's lock as a constraint). Needs the package index, except with --check."""
+    from builder.sources import Sources
+
+    m = load(matrix)
+    images = _beside(matrix, images, "images")
+    if check:
+        with guard():
+            problems = lock.check(m, images)
+        if problems:
+            fail(problems + [f"{len(problems)} lock problem(s): run `builder lock`"], 1)
+        typer.echo(f"locks are fresh ({len(m.images())} images)")
+        return
+    specs = _select(m, select)
+    for name in upgrade_package or []:
+        from builder import grammar
+        try:
+            grammar.distribution_name(name)
+        except ValueError as exc:
+            fail([f"--upgrade-package: {exc}"])
+    with guard():
+        sources = Sources.from_env()
+        locks = lock.lock_all(m, specs, images, sources, upgrade_package or [], log=typer.echo)
+    typer.echo(f"wrote {len(locks)} lock(s); run `builder render` and review the diff")
 
 
 @app.command("list")
@@ -102,7 +133,9 @@ def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Optional[Path] = 
         spec = m.image(name)
     except KeyError as exc:
         fail([str(exc.args[0])])
-    typer.echo(render.render_image(m, spec, _templates(matrix, templates))["Dockerfile"], nl=False)
+    with guard():
+        image_lock = lock.read(_beside(matrix, None, "images"), name)
+    typer.echo(render.render_image(m, spec, _templates(matrix, templates), image_lock)["Dockerfile"], nl=False)
 
 
 class BaseSource(str, enum.Enum):
@@ -119,7 +152,8 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
     registry_option(opts.registry)
     if stage != "publish" and not opts.dry_run:
         with guard():
-            problems = (render.check(render.render_all(m, _templates(matrix, templates)), opts.images_dir)
+            locks = lock.read_all(opts.images_dir, m.images())
+            problems = (render.check(render.render_all(m, _templates(matrix, templates), locks), opts.images_dir)
                         + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])

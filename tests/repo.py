@@ -3,3 +3,15 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Where the small test matrix's golden files and committed locks live.
+GOLDEN_SMALL = ROOT / "tests" / "golden" / "small"
+
+
+def seed_locks(images: Path, source: Path = GOLDEN_SMALL) -> Path:
+    """Copy the locks under ``source`` (``<name>/requirements.lock``) into ``images``, as `builder lock`
+    would have left them, so `builder render` can run there. Returns ``images``."""
+    for lock in source.glob("*/requirements.lock"):
+        (images / lock.parent.name).mkdir(parents=True, exist_ok=True)
+        (images / lock.parent.name / lock.name).write_text(lock.read_text())
+    return images

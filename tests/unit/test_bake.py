@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from repo import seed_locks
+
 from builder import bake, matrix, render
 from builder.cli import app
 
@@ -59,6 +61,7 @@ def test_render_writes_the_bake_file_and_check_finds_it_stale(tmp_path, root, mo
     (tmp_path / "compat.yaml").write_text((root / "tests" / "fixtures" / "compat.yaml").read_text())
     (tmp_path / "m.yaml").write_text((root / "tests" / "fixtures" / "matrix-small.yaml").read_text())
     args = ["--matrix", str(tmp_path / "m.yaml"), "--templates", str(root / "templates"), "--images", str(tmp_path / "images")]
+    seed_locks(tmp_path / "images")
     r = CliRunner().invoke(app, ["render", *args])
     assert r.exit_code == 0, r.output
     written = tmp_path / "docker-bake.json"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from builder import inputs
 from builder.cli import app
 from yaml_dump import dump as _dump_yaml
-from repo import ROOT
+from repo import ROOT, seed_locks
 
 INJECT = "touch /tmp/pwned"
 
@@ -189,6 +189,7 @@ def test_free_text_reaches_the_dockerfile_only_quoted(workspace, small_matrix_da
     data = copy.deepcopy(small_matrix_data)
     data["project"]["vendor"] = 'evil" $(id) \\ `id`'
     (workspace / "m.yaml").write_text(_dump(data))
+    seed_locks(workspace / "images")
     result = _render(workspace)
     assert result.exit_code == 0, result.output
     dockerfile = (workspace / "images" / "minimal-debian12-py311-cpu-inference" / "Dockerfile").read_text()
@@ -309,11 +310,13 @@ def _user_folder(ws: Path) -> list[str]:
     folder = ws / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_text("my notes\n")
+    seed_locks(folder, ROOT / "images")
     return ["render", "--matrix", str(ROOT / "matrix.yaml"), "--images", str(folder)]
 
 
 def _foreign_bake_file(ws: Path) -> list[str]:
     (ws / "docker-bake.json").write_text("{}\n")
+    seed_locks(ws / "images", ROOT / "images")
     return ["render", "--matrix", str(ROOT / "matrix.yaml"), "--images", str(ws / "images")]
 
 
