@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from builder import children
+from builder.lock import Lock
 from builder.matrix import ImageSpec
 from builder.schema import Runtime
 
@@ -97,23 +98,26 @@ def folders(spec: ImageSpec, tests_root: Path) -> list[Path]:
     return out
 
 
-def expectations(spec: ImageSpec, runtime: Runtime) -> dict:
+def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock) -> dict:
     """What the tests may check an image against and how to run it (passed as JSON in
     BUILDER_TEST_SPEC): its name, framework, version, device, python, CUDA/cuDNN, the nvidia-* wheels
-    it pins (from compat.yaml, through the spec's requirements), and from the matrix's runtime the
-    server's port, the app root, the user id and where models are mounted."""
+    it pins (from compat.yaml, through the spec's requirements), its lock (``{name: version}``) and
+    the lock's digest, and from the matrix's runtime the server's port, the app root, the venv, the
+    user id and where models are mounted."""
     from builder.deploy import MODEL_MOUNT
 
     wheels = {n: v for n, v in spec.pins().items() if n.startswith("nvidia-")}
     return {"name": spec.name, "framework": spec.framework, "version": spec.version, "device": spec.device,
             "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels,
             "package": spec.package, "port": runtime.port, "app_root": runtime.app_root, "uid": runtime.uid,
-            "model_mount": MODEL_MOUNT}
+            "model_mount": MODEL_MOUNT, "venv": runtime.venv, "lock": image_lock.versions(),
+            "lock_digest": image_lock.digest}
 
 
-def run(spec: ImageSpec, runtime: Runtime, image: str, tests_root: Path, logs_dir: Path,
+def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_root: Path, logs_dir: Path,
         timeout: float = 1800.0) -> TestResult:
-    """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows).
+    """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows), built from
+    ``image_lock``.
 
     ``timeout`` (seconds) bounds the whole pytest run. Never raises for a failing test; the result
     has ``ok=False`` and the log holds pytest's report, including the failing container's output.
@@ -124,7 +128,7 @@ def run(spec: ImageSpec, runtime: Runtime, image: str, tests_root: Path, logs_di
     container_logs = logs_dir / f"{spec.name}.containers"
     container_logs.mkdir(exist_ok=True)
     env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve()),
-           "BUILDER_TEST_SPEC": json.dumps(expectations(spec, runtime))}
+           "BUILDER_TEST_SPEC": json.dumps(expectations(spec, runtime, image_lock))}
     start = time.monotonic()
     try:
         paths = [str(p) for p in folders(spec, tests_root)]

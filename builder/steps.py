@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import docker
 from rich.markup import escape
 
-from builder import bake, build, children, naming, publish, render, smoke, tag
+from builder import bake, build, children, lock, naming, publish, render, smoke, tag
 from builder.expand import ImageSpec
 from builder.report import ImageReport, Status
 
@@ -98,7 +98,8 @@ def smoke_test(run, spec: ImageSpec, rep: ImageReport, immutable: str) -> smoke.
     scoring containers' log tails kept in the report, when they fail."""
     with run.test_slot():
         run.say(spec.name, "smoke testing")
-        t = smoke.run(spec, run.matrix.data.runtime, f"{rep.repository}:{immutable}", run.opt.tests_root, run.logs)
+        t = smoke.run(spec, run.matrix.data.runtime, lock.read(run.opt.images_dir, spec.name),
+                      f"{rep.repository}:{immutable}", run.opt.tests_root, run.logs)
     rep.test_seconds, rep.test_outcome, rep.test_log = round(t.seconds, 1), t.summary, str(t.log_path)
     rep.container_logs = [str(p) for p in t.container_logs]
     rep.seconds_to_healthy = t.seconds_to_healthy

@@ -86,8 +86,10 @@ def test_gpu_cells_take_cuda_cudnn_and_nvidia_pins_from_the_table(root):
         assert f"cuda{s.cuda}-gpu-inference" in s.name
         for wheel, version in entry.gpu.wheels.items():
             assert f"{wheel}=={version}" in map(str, s.requirements)
-        from builder import smoke
-        assert smoke.expectations(s, m.data.runtime)["wheels"] == entry.gpu.wheels
+        from builder import lock, smoke
+        got = smoke.expectations(s, m.data.runtime, lock.read(root / "images", s.name))
+        assert got["wheels"] == entry.gpu.wheels
+        assert all(got["lock"][n] == v for n, v in entry.gpu.wheels.items())
     torch = m.image("pytorch-2.13-debian12-py311-cuda13.0-gpu-inference")
     # === (PEP 440 arbitrary equality): ==2.13.0 would also take the wheelhouse's 2.13.0+cpu
     assert str(torch.requirements[0]) == "torch===2.13.0" and torch.package == "torch"

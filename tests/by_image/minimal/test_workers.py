@@ -25,7 +25,11 @@ def test_worker_count_follows_the_variable_or_the_cpu_quota(docker_client, image
     try:
         wait_healthy(container, start, 120, expected["port"])
         assert f"serve: {workers} worker(s)" in container.logs().decode(errors="replace")
-        # tini, the gunicorn master and one process per worker
+        # tini, the gunicorn master and one process per worker, once the workers have booted (a booting
+        # worker may run a short-lived helper, e.g. ctypes' `ldconfig -p`)
+        deadline = time.monotonic() + 30
+        while len(processes_uids(container)) != 2 + workers and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert len(processes_uids(container)) == 2 + workers, container.top()
     finally:
         container.remove(force=True)
