@@ -29,7 +29,8 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
            registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named bases are published [default: 127.0.0.1:5000]."),
            matrix: Path = MatrixOpt) -> None:
     """Write a Dockerfile and build context that extend a prebuilt image with a model, code and packages."""
-    from builder.extend import build_image, default_name, default_out, prepare, write
+    from builder.extend import build_image, default_name, default_out, lock_requirements, prepare, write
+    from builder.sources import Sources
 
     m = load(matrix)
     reg = _registry(registry)
@@ -49,6 +50,7 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
                 fail([f"build failed: {built.result.error} (log {built.result.log_path})"], 1)
             typer.echo(f"built {name} ({built.result.image_id}) in {built.result.seconds:.0f} s")
             return
+        lock_requirements(ext, Path(matrix).resolve().parent / "images", Sources.from_env())
         write(ext, target)
     typer.echo(f"wrote {target}/Dockerfile FROM {ext.base.ref}")
 

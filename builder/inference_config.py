@@ -17,7 +17,7 @@ from builder import grammar, inputs
 from builder.inputs import ConfigError
 
 # Conda dependencies that are not packages to install: the interpreter and pip itself.
-CONDA_IGNORED = re.compile(r"^(python|pip)\b")
+CONDA_IGNORED = ("python", "pip")
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
 
 
@@ -112,28 +112,50 @@ def load_config(path: Path) -> InferenceConfig:
 
 
 def conda_pip_requirements(path: Path) -> list[str]:
-    """The ``pip:`` section of a conda environment file. Raises ExtendError naming every conda-only
-    package (conda channels cannot be reached; move them to the pip section)."""
+    """The ``pip:`` section of a conda environment file, as PEP 508 strings, read for linux-64 by
+    conda-lock's own environment-file parser (selectors and markers as conda-lock applies them,
+    https://conda.github.io/conda-lock/). The file is first read by this project's strict YAML reader
+    (size, encoding, duplicate keys, aliases). Raises ExtendError naming every conda-only package
+    (conda channels cannot be reached; move them to the pip section)."""
+    import tempfile
+    import warnings
+
+    from conda_lock.src_parser.environment_yaml import parse_environment_file
+
     try:
         env = inputs.load_yaml(path) or {}
     except ConfigError as exc:
         raise ExtendError([f"condaFile {line}" for line in exc.lines]) from None
-    if not isinstance(env, dict):
+    if not isinstance(env, dict) or not isinstance(env.get("dependencies"), list):
         raise ExtendError([f"condaFile {path.name}: expected a mapping with a dependencies list"])
-    pip: list[str] = []
-    conda_only: list[str] = []
-    for dep in env.get("dependencies", []) or []:
-        if isinstance(dep, dict) and "pip" in dep:
-            pip.extend(str(p) for p in dep["pip"] or [])
-        elif isinstance(dep, str) and not CONDA_IGNORED.match(dep):
-            conda_only.append(dep)
+    with tempfile.TemporaryDirectory(prefix="builder-conda-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # conda-lock warns that it leaves python_version markers to pip
+        # An empty PyPI-to-conda name mapping (conda-lock's default is fetched from GitHub): the pip
+        # names are kept as they are, and only the pip section is installed.
+        mapping = Path(tmp) / "pypi-mapping.json"
+        mapping.write_text("{}")
+        try:
+            spec = parse_environment_file(path, platforms=["linux-64"], mapping_url=str(mapping))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ExtendError([f"condaFile {path.name}: conda-lock cannot read it: {inputs.shown(str(exc))}"]) from None
+    deps = spec.dependencies["linux-64"]
+    conda_only = [d.name + ("" if getattr(d, "version", "") in ("", "*", None) else f" {d.version}")
+                  for d in deps if d.manager == "conda" and d.name not in CONDA_IGNORED]
     if conda_only:
         raise ExtendError([f"condaFile {path.name}: conda-only packages cannot be installed (conda channels are not "
                            f"reachable): {', '.join(conda_only)}; list them under the pip: section instead"])
-    bad = []
-    for r in pip:
+    pip, bad = [], []
+    for d in deps:
+        if d.manager != "pip":
+            continue
+        version = getattr(d, "version", None)
+        if version is None:  # a URL or VCS dependency: locks need an index or a wheelhouse
+            bad.append(f"condaFile {path.name}: pip: {d.name}: only name and version specifiers are supported (no URLs)")
+            continue
+        text = d.name + (f"[{','.join(d.extras)}]" if d.extras else "") + ("" if version in ("", "*") else version)
+        text += f"; {d.markers}" if d.markers else ""
         try:
-            grammar.requirement(r)
+            pip.append(grammar.requirement(text))
         except ValueError as exc:
             bad.append(f"condaFile {path.name}: pip: {exc}")
     if bad:

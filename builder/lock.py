@@ -228,21 +228,21 @@ def header(spec: ImageSpec, own: list[Requirement], platform: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lock_image(spec: ImageSpec, parent: Lock | None, sources: Sources, previous: Lock | None,
-               upgrade: Iterable[str] = (), platform: str = DEFAULT_PLATFORM) -> Lock:
-    """Resolve ``spec``'s whole install set with uv and return the new lock (not written).
+def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sources: Sources,
+            previous: Lock | None = None, upgrade: Iterable[str] = (), platform: str = DEFAULT_PLATFORM) -> str:
+    """Resolve ``requirements`` (PEP 508 strings) with uv for ``python`` on ``platform`` from wheels
+    only, and return the lock's body: ``name==version`` entries with every ``--hash``, sorted by name.
 
-    ``parent`` is the parent's lock (its packages are requirements and constraints, and their
-    entries are copied verbatim); ``previous`` the image's current lock, whose versions uv keeps
+    ``parent`` is the lock of the image installed beneath (its packages are requirements and
+    constraints, and its entries are copied verbatim); ``previous`` a lock whose versions uv keeps
     unless ``upgrade`` names the package. Raises ConfigError with uv's last lines when the set does
-    not resolve (from wheels only, for the image's Python and ``platform``).
+    not resolve.
     """
-    own = list(spec.requirements)
     with tempfile.TemporaryDirectory(prefix="builder-lock-") as tmp:
         root = Path(tmp)
-        (root / "requirements.in").write_text("".join(f"{r}\n" for r in own))
+        (root / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
         args = [sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--no-config", "--generate-hashes",
-                "--only-binary", ":all:", "--no-header", "--no-annotate", "--python-version", spec.python,
+                "--only-binary", ":all:", "--no-header", "--no-annotate", "--python-version", python,
                 "--python-platform", PYTHON_PLATFORMS[platform], "-o", "out.lock", "requirements.in"]
         if parent is not None:
             pins = "".join(f"{n}=={e.version}\n" for n, e in parent.entries.items())
@@ -255,11 +255,22 @@ def lock_image(spec: ImageSpec, parent: Lock | None, sources: Sources, previous:
         r = subprocess.run(args, cwd=root, env=uv_environment(sources), capture_output=True, text=True)
         if r.returncode != 0:
             tail = [line for line in r.stderr.splitlines() if line.strip()][-6:]
-            raise ConfigError([f"{spec.name}: uv pip compile failed:"] + [f"  {line}" for line in tail])
+            raise ConfigError(["uv pip compile failed:"] + [f"  {line}" for line in tail])
         body = (root / "out.lock").read_text()
-    resolved = parse(header(spec, own, platform) + body, f"{spec.name} (uv's output)")
-    text = header(spec, own, platform) + _body(resolved, parent)
-    return parse(text, f"{spec.name} (new lock)")
+    resolved = parse(f"# image: -\n# python: {python}\n# platform: {platform}\n" + body, "uv's output")
+    return _body(resolved, parent)
+
+
+def lock_image(spec: ImageSpec, parent: Lock | None, sources: Sources, previous: Lock | None,
+               upgrade: Iterable[str] = (), platform: str = DEFAULT_PLATFORM) -> Lock:
+    """Resolve ``spec``'s whole install set (:func:`resolve`) and return the new lock (not written).
+    Raises ConfigError naming the image when it does not resolve."""
+    own = list(spec.requirements)
+    try:
+        body = resolve([str(r) for r in own], spec.python, parent, sources, previous, upgrade, platform)
+    except ConfigError as exc:
+        raise ConfigError([f"{spec.name}: {exc.lines[0]}", *exc.lines[1:]]) from None
+    return parse(header(spec, own, platform) + body, f"{spec.name} (new lock)")
 
 
 def _body(resolved: Lock, parent: Lock | None) -> str:

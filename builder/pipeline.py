@@ -219,7 +219,9 @@ class Pipeline:
             immutable = steps.tag_image(self, spec, rep, built)
             if self.opt.stage == "build":
                 return
-            tags = steps.promote(self, rep, steps.smoke_test(self, spec, rep, immutable))
+            tested = steps.smoke_test(self, spec, rep, immutable)
+            steps.make_sbom(self, spec, rep, immutable)
+            tags = steps.promote(self, rep, tested)
             release()
             if self.opt.stage == "all":
                 steps.push(self, rep, tags)

@@ -53,7 +53,9 @@ class ImageReport:
     build-failed, test-failed, publish-failed, skipped, interrupted (the run was stopped before
     this image was done: it got no ``latest`` and was not pushed). On a failed smoke test
     ``container_log_tail`` holds the last 100 lines of each scoring container's log (a server with
-    several workers logs each one's failure).
+    several workers logs each one's failure). ``sbom`` is the SBOM's path (build/sbom/<name>.cdx.json),
+    ``sbom_components`` its component count, ``sbom_digest`` the manifest digest of the artifact
+    pushed beside the image.
     """
 
     name: str
@@ -63,6 +65,9 @@ class ImageReport:
     tags: list[str] = field(default_factory=list)
     image_id: str | None = None
     registry_digest: str | None = None
+    sbom: str | None = None
+    sbom_components: int | None = None
+    sbom_digest: str | None = None
     size_bytes: int | None = None
     build_seconds: float | None = None
     cached_steps: int | None = None

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 from rich.markup import escape
 
-from builder import bake, build, children, lock, naming, publish, render, smoke, tag
+from builder import bake, build, children, lock, naming, publish, render, sbom, smoke, tag
 from builder.expand import ImageSpec
 from builder.report import ImageReport, Status
 
@@ -110,6 +111,20 @@ def smoke_test(run, spec: ImageSpec, rep: ImageReport, immutable: str) -> smoke.
     return t
 
 
+def make_sbom(run, spec: ImageSpec, rep: ImageReport, immutable: str) -> None:
+    """Write the tested image's SBOM to ``build/sbom/<name>.cdx.json`` (:func:`builder.sbom.generate`).
+    Raises StepFailed: an image without its SBOM gets no ``latest``."""
+    _stop_if_interrupted()
+    out = run.opt.build_dir / "sbom" / f"{spec.name}.cdx.json"
+    try:
+        made = sbom.generate(run.client, f"{rep.repository}:{immutable}", spec.name, run.matrix.data.runtime.venv,
+                             spec.python, out, run.opt.build_dir, run.sources)
+    except sbom.SbomError as exc:
+        raise StepFailed(f"SBOM: {exc}") from None
+    rep.sbom, rep.sbom_components = made["path"], made["components"]
+    run.say(spec.name, f"SBOM {out} ({made['components']} components)")
+
+
 def promote(run, rep: ImageReport, tested: smoke.TestResult) -> list[str]:
     """Give an image whose smoke test passed the moving tags (``latest``); returns all its tags."""
     image = run.client.images.get(rep.image_id)
@@ -127,6 +142,11 @@ def push(run, rep: ImageReport, tags: list[str]) -> publish.PublishResult:
     run.say(rep.name, "pushing")
     result = publish.push(run.client, rep.repository, tags)
     rep.registry_digest = result.digest
+    if rep.sbom:
+        try:
+            rep.sbom_digest = sbom.push(run.client, rep.repository, result.digest, Path(rep.sbom))
+        except sbom.SbomError as exc:
+            raise StepFailed(f"SBOM push: {exc}") from None
     rep.move(Status.PUBLISHED if result.pushed else Status.UNCHANGED)
     run.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(tags)} @ {result.digest}")
     return result
@@ -145,5 +165,10 @@ def tested_image(run, spec: ImageSpec, rep: ImageReport) -> list[str] | None:
     rep.image_id, rep.size_bytes = image.id, image.attrs["Size"]
     own = naming.own_tags(image.tags, rep.repository)
     rep.tags = sorted((t for t in own if t not in moving), reverse=True)[:1] + list(moving)
+    made = sbom.made_for(run.opt.build_dir / "sbom" / f"{spec.name}.cdx.json", image.id)
+    if made is None:  # the test run's SBOM is gone or describes another image: make it again
+        make_sbom(run, spec, rep, rep.tags[0])
+    else:
+        rep.sbom, rep.sbom_components = made["path"], made["components"]
     rep.move(Status.TESTED)
     return rep.tags

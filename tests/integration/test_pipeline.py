@@ -7,6 +7,7 @@ plus the fault case: an entry script that raises in init() gets no `latest` and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from builder import matrix
+from builder import lock, matrix
 from repo import ROOT
 
 pytestmark = pytest.mark.engine
@@ -86,6 +87,33 @@ def test_published_image_carries_the_oci_and_project_labels(main_job, registry, 
     assert labels["io.github.inference-images.cell-digest"] == f"sha256:{spec.cell_digest}"
     # the immutable tag carries the version really installed, read by the tagger
     assert r["tags"][0].startswith("1.9.1-py3.11.")
+
+
+def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, registry, tmp_path):
+    import oras.provider
+
+    _, build_dir = main_job
+    for name, r in report(build_dir).items():
+        hex_ = r["registry_digest"].split(":", 1)[1]
+        ref = f"{registry}/{name}:sha256-{hex_}.sbom"
+        raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+                             capture_output=True, check=True).stdout
+        manifest = json.loads(raw)
+        assert manifest["subject"]["digest"] == r["registry_digest"]
+        assert manifest["layers"][0]["mediaType"] == "application/vnd.cyclonedx+json"
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == r["sbom_digest"]
+        # read back with oras (a real OCI client), then look for the framework at its locked version
+        pulled = oras.provider.Registry(hostname=registry, insecure=True).pull(target=ref, outdir=str(tmp_path / name))
+        bom = json.loads(Path(pulled[0]).read_text())
+        assert bom["bomFormat"] == "CycloneDX" and len(bom["components"]) == r["sbom_components"]
+        pypi = {lock.canonicalize_name(c["name"]): c["version"] for c in bom["components"]
+                if c.get("purl", "").startswith("pkg:pypi/")}
+        debs = {c["name"] for c in bom["components"] if c.get("purl", "").startswith("pkg:deb/debian/")}
+        locked = lock.read(ROOT / "images", name).versions()
+        package = "scikit-learn" if name == SUBSET else "azureml-inference-server-http"
+        assert pypi[package] == locked[package]
+        assert pypi == locked  # the venv's packages are exactly the lock's
+        assert {"python3", "tini", "ca-certificates"} <= debs
 
 
 def test_rerun_with_nothing_changed_rebuilds_nothing_and_publishes_nothing(main_job, registry, tmp_path):

@@ -131,4 +131,15 @@ def test_conda_only_packages_are_named(tmp_path):
                                       "--matrix", str(ROOT / "matrix.yaml")])
     assert result.exit_code == 2
     assert ("condaFile env.yml: conda-only packages cannot be installed (conda channels are not reachable): "
-            "numpy=1.26, cudatoolkit; list them under the pip: section instead") in result.output
+            "numpy 1.26.*, cudatoolkit; list them under the pip: section instead") in result.output  # conda-lock's reading
+
+
+def test_conda_file_is_read_by_conda_lock_with_selectors_and_markers(tmp_path):
+    from builder.inference_config import conda_pip_requirements
+
+    (tmp_path / "env.yml").write_text(
+        "channels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n"
+        "      - tabulate==0.9.0\n      - pydantic[email]>=2; python_version >= '3.9'\n"
+        "      - pywin32==306  # [win]\n      - requests\n")
+    assert conda_pip_requirements(tmp_path / "env.yml") == [
+        "tabulate==0.9.0", "pydantic[email]>=2; python_version >= '3.9'", "requests"]

@@ -247,7 +247,7 @@ EXTEND = {
     "requirement is a pip option": ({"requirements": ["--index-url http://evil.example/simple"]}, "PEP 508"),
     "requirement is a command": ({"requirements": [f"$({INJECT})"]}, "PEP 508"),
     "requirement is a URL": ({"requirements": ["x @ https://evil.example/x.whl"]}, "direct URL"),
-    "conda pip item is a URL": (_conda_url, "is not a PEP 508 requirement"),
+    "conda pip item is a URL": (_conda_url, "no URLs"),
     "apt item with a command": ({"apt": [f"curl; {INJECT}"]}, "Debian package"),
     "env key with a space": ({"env": {"A B": "1"}}, "environment variable name"),
     "env value with a newline": ({"env": {"A": f"1\nRUN {INJECT}"}}, "one line of text"),

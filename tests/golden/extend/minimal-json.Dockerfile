@@ -11,13 +11,15 @@ SHELL ["/bin/sh", "-eu", "-c"]
 # Root only for installing packages; the image goes back to its non-root user below.
 USER 0
 
-COPY requirements.txt /opt/extend/requirements.txt
+# requirements.txt as the config gives it; requirements.lock is its hash-locked resolution (on the
+# base's own lock), which is what gets installed: every file's sha256 checked, nothing outside it.
+COPY requirements.txt requirements.lock /opt/extend/
 # pip-install (in this project's images) takes the build's package sources, which arrive as BuildKit
 # secrets, and the wheelhouse; other bases use pip with its defaults.
 RUN --mount=type=bind,from=wheelhouse,target=/run/wheelhouse \
     --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.pem \
-    if command -v pip-install >/dev/null; then pip-install -r /opt/extend/requirements.txt; \
-    else python3 -m pip install --no-cache-dir -r /opt/extend/requirements.txt; fi
+    if command -v pip-install >/dev/null; then pip-install --require-hashes --no-deps -r /opt/extend/requirements.lock; \
+    else python3 -m pip install --no-cache-dir --require-hashes --no-deps -r /opt/extend/requirements.lock; fi
 
 # ---- begin extraDockerfileSteps (steps.dockerfile) ----
 # Extra Dockerfile instructions (Azure ML's extraDockerfileSteps); they run as root.
