@@ -7,9 +7,11 @@ SELECT ?=
 DEVICE ?=
 # SELECT='glob ...' picks images by name; DEVICE=cpu (or gpu) picks every image of that device.
 SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)') $(if $(DEVICE),--select '*-$(DEVICE)-inference')
+# The committed catalog (docs/images.md) comes from a full run; a narrowed run writes its own into build/.
+CATALOG_DIR := $(if $(SELECT)$(DEVICE),build,docs)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render lock check lint unit test build-all build publish bench load compat clean
+.PHONY: help venv render lock catalog check lint unit test build-all build publish bench load compat clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +53,7 @@ build-all: venv ## The main job: build, smoke-test, tag and publish every image 
 	$(BIN)/builder render --check
 	$(BIN)/builder lock --check
 	$(BIN)/builder all $(SELECT_ARGS)
+	$(BIN)/builder catalog --out $(CATALOG_DIR)/images.md --json $(CATALOG_DIR)/images.json
 
 build: venv ## Build and smoke-test (no push) the images (SELECT='glob ...' narrows)
 	$(BIN)/builder test $(SELECT_ARGS)
@@ -63,6 +66,9 @@ bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, second
 
 load: venv ## Served-load benchmark: wrk on the sklearn image's POST /score, 1 worker and the default
 	$(BIN)/python benchmarks/load.py
+
+catalog: venv ## Write docs/images.md and docs/images.json from build/report.json, the locks and the built images
+	$(BIN)/builder catalog
 
 compat: venv ## Refresh compat.yaml from package metadata (needs the package index), then re-render
 	$(BIN)/builder compat refresh

@@ -201,6 +201,23 @@ app.command("publish")(_stage_command("publish", "Push the selected images alrea
 app.command("all")(_stage_command("all", "Build, smoke-test, tag and publish the selected images."))
 
 
+@app.command("catalog")
+def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report", help="A run's report.json (repeatable) [default: build/report.json]."),
+                    out: Path = typer.Option(Path("docs/images.md"), "--out", help="The Markdown table."),
+                    json_out: Path = typer.Option(Path("docs/images.json"), "--json", help="The same rows as JSON."),
+                    matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt) -> None:
+    """Write the image catalog (docs/images.md and JSON) from run reports, the locks and the built
+    images (pulled when not on this machine). Lists the images whose run passed."""
+    from builder import catalog, engine
+
+    m = load(matrix)
+    with guard():
+        reports = catalog.read_reports(report or [Path("build/report.json")])
+        found = catalog.rows(m, reports, _beside(matrix, images, "images"), engine.client())
+        catalog.write(found, out, json_out)
+    typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")
+
+
 @app.command("ci-matrix")
 def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt) -> None:
     """Print a GitHub Actions strategy.matrix (JSON): one job per image tree, parents inside the job."""

@@ -35,6 +35,11 @@ def framework_version(client: docker.DockerClient, image: str, spec: ImageSpec) 
     return _python(client, image, f"import importlib.metadata as m; print(m.version({spec.package!r}))")
 
 
+def os_name(client: docker.DockerClient, image: str) -> str:
+    """The OS inside ``image`` as /etc/os-release names it (``PRETTY_NAME``, e.g. ``Debian GNU/Linux 12 (bookworm)``)."""
+    return _python(client, image, "import platform; print(platform.freedesktop_os_release().get('PRETTY_NAME', ''))")
+
+
 def python_version(client: docker.DockerClient, image: str) -> str:
     """The full Python version inside ``image`` (e.g. ``3.11.2``)."""
     return _python(client, image, "import platform; print(platform.python_version())")

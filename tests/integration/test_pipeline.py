@@ -116,6 +116,20 @@ def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, r
         assert {"python3", "tini", "ca-certificates"} <= debs
 
 
+def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path):
+    _, build_dir = main_job
+    result = builder("catalog", "--report", str(build_dir / "report.json"), "--out", str(tmp_path / "images.md"),
+                     "--json", str(tmp_path / "images.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["name"]: r for r in json.loads((tmp_path / "images.json").read_text())["images"]}
+    assert set(rows) == {MINIMAL, SUBSET}
+    row, r = rows[SUBSET], report(build_dir)[SUBSET]
+    assert row["framework_version"] == "1.9.1" and row["python"].startswith("3.11.") and "bookworm" in row["os"]
+    assert row["packages"]["scikit-learn"] == lock.read(ROOT / "images", SUBSET).versions()["scikit-learn"]
+    assert row["digest"] == r["registry_digest"] and row["immutable_tag"] == r["tags"][0]
+    assert f"`{SUBSET}`" in (tmp_path / "images.md").read_text()
+
+
 def test_rerun_with_nothing_changed_rebuilds_nothing_and_publishes_nothing(main_job, registry, tmp_path):
     _, first = main_job
     result = builder("all", "--select", SUBSET, "--build-dir", str(tmp_path), env={"REGISTRY": registry})
