@@ -32,7 +32,9 @@ class PublishResult:
     pushed: bool
 
 
-def _auth() -> dict | None:
+def auth() -> dict | None:
+    """The registry credentials from ``REGISTRY_USERNAME``/``REGISTRY_PASSWORD`` as docker-py's
+    ``auth_config``, or None (the Engine's own configuration then applies)."""
     user, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
     return {"username": user, "password": password} if user and password else None
 
@@ -43,7 +45,7 @@ def remote_digest(client: docker.DockerClient, repository: str, tag: str) -> str
     Raises PublishError when the registry cannot be asked (down, refusing the credentials).
     """
     try:
-        return client.images.get_registry_data(f"{repository}:{tag}", auth_config=_auth()).id
+        return client.images.get_registry_data(f"{repository}:{tag}", auth_config=auth()).id
     except docker.errors.NotFound:
         return None
     except docker.errors.APIError as exc:
@@ -63,7 +65,7 @@ def push(client: docker.DockerClient, repository: str, tags: list[str]) -> Publi
             return PublishResult(repository, tags, local, pushed=False)
     pushed: dict[str, str] = {}
     for t in tags:
-        for chunk in client.api.push(repository, tag=t, stream=True, decode=True, auth_config=_auth()):
+        for chunk in client.api.push(repository, tag=t, stream=True, decode=True, auth_config=auth()):
             if "error" in chunk:
                 raise PublishError(f"push {repository}:{t}: {chunk['error']}")
             digest = chunk.get("aux", {}).get("Digest")

@@ -183,6 +183,20 @@ def _insecure(host: str) -> bool:
         return False
 
 
+def _auth_scheme(host: str) -> str:
+    """oras's auth backend for the registry at ``host``: ``basic`` when its API version check
+    (``GET /v2/``, https://distribution.github.io/distribution/spec/api/#api-version-check) challenges
+    with Basic, else ``token`` (Bearer tokens: Docker Hub, GHCR, ACR)."""
+    import requests
+
+    scheme = "http" if _insecure(host) else "https"
+    try:
+        challenge = requests.get(f"{scheme}://{host}/v2/", timeout=30).headers.get("WWW-Authenticate", "")
+    except requests.RequestException as exc:
+        raise SbomError(f"cannot reach the registry {host}: {type(exc).__name__}") from None
+    return "basic" if challenge.lower().startswith("basic") else "token"
+
+
 def push(client: docker.DockerClient, repository: str, digest: str, path: Path) -> str:
     """Push the SBOM at ``path`` as an OCI artifact (config media type ``application/vnd.cyclonedx+json``)
     whose ``subject`` is the manifest ``digest`` of ``repository``, tagged :func:`referrer_tag`.
@@ -191,10 +205,13 @@ def push(client: docker.DockerClient, repository: str, digest: str, path: Path) 
     import oras.provider
 
     host = repository.split("/", 1)[0]
-    descriptor = client.images.get_registry_data(f"{repository}@{digest}").attrs["Descriptor"]
+    from builder.publish import auth
+
+    descriptor = client.images.get_registry_data(f"{repository}@{digest}", auth_config=auth()).attrs["Descriptor"]
     subject = oras.oci.Subject(mediaType=descriptor["mediaType"], digest=descriptor["digest"], size=descriptor["size"])
-    registry = oras.provider.Registry(hostname=host, insecure=_insecure(host))
     user, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
+    registry = oras.provider.Registry(hostname=host, insecure=_insecure(host),
+                                      auth_backend=_auth_scheme(host) if user and password else "token")
     if user and password:
         registry.auth.set_basic_auth(user, password)
     with tempfile.TemporaryDirectory(prefix="builder-sbom-config-") as tmp:

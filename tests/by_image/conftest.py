@@ -241,6 +241,16 @@ def run_python(docker_client, image):
     """``run_python(code) -> stdout``: run Python code in a throw-away container of the image (no
     network, the image's own user). Raises docker.errors.ContainerError when the code fails."""
     def run(code: str) -> str:
-        return docker_client.containers.run(image, entrypoint=["python3", "-c", code], remove=True,
-                                            network_disabled=True).decode().strip()
+        # create, start, wait, remove in a finally: an interrupted run (Ctrl-C) leaves no container
+        container = docker_client.containers.create(image, entrypoint=["python3", "-c", code], network_disabled=True)
+        try:
+            container.start()
+            status = container.wait(timeout=300)["StatusCode"]
+            out = container.logs(stdout=True, stderr=False).decode()
+            if status != 0:
+                raise docker.errors.ContainerError(container, status, ["python3", "-c", code], image,
+                                                   container.logs(stdout=False, stderr=True))
+            return out.strip()
+        finally:
+            container.remove(force=True)
     return run

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from repo import ROOT
+from repo import ROOT, seed_locks
 
 pytestmark = pytest.mark.engine
 
@@ -20,12 +20,14 @@ BAD = "sklearn-1.8-debian12-py311-cpu-inference"
 
 
 def test_a_failing_build_does_not_cancel_its_siblings(docker_client, tmp_path):
-    # A copy of the matrix in which one sibling pins a release that does not exist.
-    for name in ("compat.yaml",):
+    # A copy of the matrix and its locks in which one sibling's lock holds a release that does not exist.
+    for name in ("compat.yaml", "matrix.yaml"):
         shutil.copy2(ROOT / name, tmp_path / name)
-    text = (ROOT / "matrix.yaml").read_text()
-    assert "joblib: 1.5.3" in text
-    (tmp_path / "matrix.yaml").write_text(text.replace("joblib: 1.5.3", "joblib: 999.0.0", 1))
+    seed_locks(tmp_path / "images", ROOT / "images")
+    bad_lock = tmp_path / "images" / BAD / "requirements.lock"
+    text = bad_lock.read_text()
+    assert "\njoblib==1.5.3 \\\n" in text  # the entry, not the header's list of pins
+    bad_lock.write_text(text.replace("\njoblib==1.5.3 \\\n", "\njoblib==999.0.0 \\\n", 1))
     opts = ["--matrix", str(tmp_path / "matrix.yaml"), "--templates", str(ROOT / "templates"),
             "--images", str(tmp_path / "images")]
     run = lambda *a: subprocess.run([sys.executable, "-m", "builder.cli", *a], cwd=ROOT, capture_output=True,

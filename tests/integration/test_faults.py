@@ -80,7 +80,9 @@ def test_registry_down_then_back(tmp_path, start_registry, containers, docker_cl
         again = builder("all", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b2"))
         assert again.returncode == 0, again.stdout + again.stderr
         assert report(tmp_path / "b2")[MINIMAL]["status"] == "published"
-        assert sorted(tags(registry, f"faults/{MINIMAL}")) == sorted(report(tmp_path / "b2")[MINIMAL]["tags"])
+        published = report(tmp_path / "b2")[MINIMAL]
+        sbom_tag = "sha256-" + published["registry_digest"].split(":", 1)[1] + ".sbom"  # the SBOM beside it
+        assert sorted(tags(registry, f"faults/{MINIMAL}")) == sorted(published["tags"] + [sbom_tag])
     finally:
         proc.terminate()
         proc.wait(timeout=10)
