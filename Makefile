@@ -11,7 +11,7 @@ SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)') $(if $(DEVICE),--select '*
 CATALOG_DIR := $(if $(SELECT)$(DEVICE),build,docs)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render lock catalog check lint unit test build-all build publish bench load compat clean
+.PHONY: help venv render lock catalog check lint unit test build-all build publish bench bench-platforms load compat clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ publish: venv ## Push the images already tested and tagged latest
 
 bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, seconds to healthy
 	$(BIN)/python benchmarks/bench.py $(SELECT_ARGS)
+
+bench-platforms: venv ## Benchmark: the arm64 build of the sklearn image against amd64 and against pip under QEMU
+	$(BIN)/python benchmarks/platforms.py
 
 load: venv ## Served-load benchmark: wrk on the sklearn image's POST /score, 1 worker and the default
 	$(BIN)/python benchmarks/load.py

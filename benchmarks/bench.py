@@ -155,7 +155,7 @@ def main() -> None:
         s for s in m.images() if s.device == "cpu" and s.python == py]
     select = [a for s in specs for a in ("--select", s.name)]
     client = engine.client(ROOT / "build")
-    opts = workspace()
+    opts = [*workspace(), "--platform", "linux/amd64"]  # the references install amd64 wheels (benchmarks/platforms.py: arm64)
     sources = Sources.from_env()
     print(f"{len(specs)} images: {', '.join(s.name for s in specs)}")
 
@@ -173,6 +173,9 @@ def main() -> None:
     changed = PIN[0] in {s.name for s in specs} and PIN[1] in text
     if changed:
         path.write_text(text.replace(PIN[1], PIN[2], 1))
+        # the updater first (the image's lock moves one package), then the renderer
+        subprocess.run([sys.executable, "-m", "builder.cli", "lock", "--select", PIN[0], "--matrix", str(path),
+                        "--images", str(SPACE / "images")], cwd=ROOT, check=True, capture_output=True)
         subprocess.run([sys.executable, "-m", "builder.cli", "render", "--matrix", str(path), "--templates",
                         str(SPACE / "templates"), "--images", str(SPACE / "images")], cwd=ROOT, check=True,
                        capture_output=True)

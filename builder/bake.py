@@ -11,6 +11,11 @@ capability (dockerfile 1.4, BuildKit 0.10); the BuildKit inside Docker Engine 20
 ``PARENT_IMAGE`` names the parent's tag, and the tree is built one level at a time, parents first:
 the ``level0``, ``level1``, … groups (``builder`` schedules each image as soon as its parent passed).
 
+Platforms. Each target lists its image's ``platforms``. A multi-platform build in one bake run
+needs a builder that can export an image index (the ``docker-container`` driver, pushing); on the
+``docker`` driver of Engine 20.10, ``builder`` runs one platform at a time (``--set
+<target>.platform=...``), loads each, and makes the index when it publishes.
+
 Variables (environment variables of the same name override them):
 
 - ``REGISTRY``: ``host[:port][/namespace]`` prefix of every tag; empty for bare names.
@@ -90,6 +95,7 @@ def bake_file(matrix: Matrix, images_dir: str = "images") -> dict:
             "labels": {"org.opencontainers.image.revision": "${REVISION}",
                        "org.opencontainers.image.created": "${CREATED}"},
             "tags": [image_ref(s.name)],
+            "platforms": list(s.platforms),
         }
         for group in (s.framework, s.device, f"level{depth[s.name]}", "default"):
             groups.setdefault(group, []).append(t)

@@ -21,6 +21,7 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from builder import engine
+from builder.compat import DEFAULT_PLATFORM
 from builder.schema import Base
 
 Source = Literal["auto", "pull", "bootstrap"]
@@ -46,9 +47,21 @@ class BaseImage:
     how: str
 
 
-def bootstrap_ref(key: str, base: Base) -> str:
-    """The local tag of a bootstrapped base: ``builder-base/<key>:<12 hex of the recipe digest>``."""
-    return f"builder-base/{key}:{base.recipe_digest()}"
+def bootstrap_ref(key: str, base: Base, platform: str = DEFAULT_PLATFORM) -> str:
+    """The local tag of a bootstrapped base: ``builder-base/<key>:<12 hex of the recipe digest>``,
+    ``builder-base/<key>-<arch>:...`` for a platform other than linux/amd64 (the Engine's image
+    store keeps one platform per tag)."""
+    suffix = "" if platform == DEFAULT_PLATFORM else "-" + platform.split("/")[1]
+    return f"builder-base/{key}{suffix}:{base.recipe_digest()}"
+
+
+def platform_of(client: docker.DockerClient, ref: str) -> str | None:
+    """``os/architecture`` of a local image, or None when there is none."""
+    try:
+        attrs = client.images.get(ref).attrs
+    except ImageNotFound:
+        return None
+    return f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
 
 
 def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
@@ -81,30 +94,37 @@ def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
 
 
 def ensure(client: docker.DockerClient, key: str, base: Base, source: Source = "auto",
-           workdir: Path = Path("build/bases"), log: Callable[[str], None] = print) -> BaseImage:
-    """Make base ``key`` available and return it. Raises BaseError when every allowed way failed."""
-    if source in ("auto", "pull"):
-        if _exists(client, base.pull):
-            return BaseImage(key, base.pull, "local")
-    ref = bootstrap_ref(key, base)
-    if source in ("auto", "bootstrap") and _exists(client, ref):
+           workdir: Path = Path("build/bases"), log: Callable[[str], None] = print,
+           platform: str = DEFAULT_PLATFORM) -> BaseImage:
+    """Make base ``key`` available for ``platform`` and return it: a local image of that platform,
+    else a pull of that platform (kept under :func:`bootstrap_ref`'s name for another platform than
+    linux/amd64, so the pull reference keeps naming the amd64 image), else a bootstrap. Raises
+    BaseError when every allowed way failed."""
+    ref = bootstrap_ref(key, base, platform)
+    pulled_ref = base.pull if platform == DEFAULT_PLATFORM else ref
+    if source in ("auto", "pull") and platform_of(client, pulled_ref) == platform:
+        return BaseImage(key, pulled_ref, "local")
+    if source in ("auto", "bootstrap") and platform_of(client, ref) == platform:
         return BaseImage(key, ref, "local")
     errors = []
     if source in ("auto", "pull"):
         try:
-            log(f"pulling base {base.pull}")
-            client.images.pull(base.pull)
-            return BaseImage(key, base.pull, "pulled")
+            log(f"pulling base {base.pull} ({platform})")
+            image = client.images.pull(base.pull, platform=platform)
+            if platform != DEFAULT_PLATFORM:
+                image.tag(*ref.rsplit(":", 1))
+                client.images.pull(base.pull, platform=DEFAULT_PLATFORM)  # the pull reference names amd64 again
+            return BaseImage(key, pulled_ref, "pulled")
         except (APIError, docker.errors.DockerException) as exc:
             errors.append(f"pull {base.pull}: {exc}")
             if source == "pull":
                 raise BaseError(f"base {key}: {errors[-1]}") from None
-            log(f"pull failed, bootstrapping base {key} instead")
+            log(f"pull failed, bootstrapping base {key} ({platform}) instead")
     try:
-        bootstrap(client, key, base, workdir, log)
-    except (BaseError, OSError, subprocess.CalledProcessError) as exc:
+        bootstrap(client, key, base, workdir, log, platform)
+    except (BaseError, engine.EngineError, OSError, subprocess.CalledProcessError) as exc:
         errors.append(f"bootstrap: {exc}")
-        raise BaseError(f"base {key}: " + "; ".join(errors)) from None
+        raise BaseError(f"base {key} ({platform}): " + "; ".join(errors)) from None
     return BaseImage(key, ref, "bootstrapped")
 
 
@@ -141,57 +161,73 @@ def _strip(rootfs: Path) -> None:
 
 
 def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
-              log: Callable[[str], None] = print) -> str:
-    """Bootstrap ``base`` with debootstrap into ``workdir``/<key>, strip it, import it; return its ref.
+              log: Callable[[str], None] = print, platform: str = DEFAULT_PLATFORM) -> str:
+    """Bootstrap ``base`` for ``platform`` with debootstrap into ``workdir``/<key>[-<arch>], strip it,
+    load it; return its ref.
 
-    Needs root and Debian (debootstrap is installed from Debian's packages when missing).
-    Raises BaseError or subprocess.CalledProcessError (debootstrap's log is in ``workdir``).
+    linux/amd64 is imported (``docker import``). Another platform is bootstrapped with ``--arch``
+    under QEMU user emulation (:func:`builder.engine.ensure_emulation`) and loaded by a BuildKit build
+    for that platform (``FROM scratch`` + ``ADD rootfs.tar /``), so its image config names the
+    platform (``docker import --platform`` on Engine 20.10 leaves it amd64). Needs root and Debian
+    (debootstrap is installed from Debian's packages when missing). Raises BaseError, EngineError or
+    subprocess.CalledProcessError (debootstrap's log is in ``workdir``).
     """
     if shutil.which("debootstrap") is None:
         engine.apt_install("debootstrap")
+    engine.ensure_emulation(platform)
+    arch = platform.split("/")[1]
     recipe = base.bootstrap
     mirror = apt_mirror()
-    root = (workdir / key).resolve()
+    root = (workdir / (key if platform == DEFAULT_PLATFORM else f"{key}-{arch}")).resolve()
     rootfs = root / "rootfs"
     if rootfs.exists():
         shutil.rmtree(rootfs)
     root.mkdir(parents=True, exist_ok=True)
     logfile = root / "debootstrap.log"
-    log(f"debootstrap {recipe.suite} ({recipe.variant}) for base {key}; log {logfile}")
+    log(f"debootstrap {recipe.suite} ({recipe.variant}, {arch}) for base {key}; log {logfile}")
     with logfile.open("wb") as out:
-        r = subprocess.run(["debootstrap", f"--variant={recipe.variant}", recipe.suite, str(rootfs), mirror],
-                           stdout=out, stderr=subprocess.STDOUT)
+        r = subprocess.run(["debootstrap", f"--arch={arch}", f"--variant={recipe.variant}", recipe.suite, str(rootfs),
+                            mirror], stdout=out, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise BaseError(f"debootstrap exited {r.returncode}; see {logfile}")
     _strip(rootfs)
     tarball = root / "rootfs.tar"
     subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-    ref = bootstrap_ref(key, base)
+    ref = bootstrap_ref(key, base, platform)
     repo, tag = ref.rsplit(":", 1)
-    client.api.import_image_from_file(str(tarball), repository=repo, tag=tag,
-                                      changes=['CMD ["/bin/bash"]'])
-    tarball.unlink()
     shutil.rmtree(rootfs)
+    if platform == DEFAULT_PLATFORM:
+        client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=['CMD ["/bin/bash"]'])
+    else:
+        (root / "Dockerfile").write_text('FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n')
+        r = subprocess.run(["docker", "buildx", "build", "--platform", platform, "--load", "--tag", ref, str(root)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BaseError(f"loading the {platform} base failed: {r.stderr.strip()[-400:]}")
+    tarball.unlink()
     if not _exists(client, ref):
         raise BaseError(f"docker import did not produce {ref}")
     return ref
 
 
 def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, source: Source, workdir: Path,
-              log: Callable[[str, str], None]) -> dict[str, str]:
-    """The FROM reference of each root image (``ImageSpec`` without a parent), by image name: its
-    base (local, pulled or bootstrapped, once per base), or its CUDA image (pulled as it is, never
-    bootstrapped). ``log(image name, line)`` reports what happened. Raises BaseError."""
-    refs: dict[str, str] = {}
-    by_base: dict[str, str] = {}
+              log: Callable[[str, str], None]) -> dict[tuple[str, str], str]:
+    """The FROM reference of each root image (``ImageSpec`` without a parent) per platform, by
+    ``(image name, platform)``: its base (local, pulled or bootstrapped, once per base and
+    platform), or its CUDA image (pulled as it is, never bootstrapped). ``log(image name, line)``
+    reports what happened. Raises BaseError."""
+    refs: dict[tuple[str, str], str] = {}
+    by_base: dict[tuple[str, str], str] = {}
     for spec in roots:
-        if spec.from_cuda_image:
-            ensure_pulled(client, spec.base_image)
-            refs[spec.name] = spec.base_image
-            continue
-        if spec.base not in by_base:
-            b = ensure(client, spec.base, bases[spec.base], source, workdir, log=lambda m, n=spec.name: log(n, m))
-            by_base[spec.base] = b.ref
-            log(spec.name, f"base {spec.base}: {b.ref} ({b.how})")
-        refs[spec.name] = by_base[spec.base]
+        for platform in spec.platforms:
+            if spec.from_cuda_image:
+                ensure_pulled(client, spec.base_image)
+                refs[spec.name, platform] = spec.base_image
+                continue
+            if (spec.base, platform) not in by_base:
+                b = ensure(client, spec.base, bases[spec.base], source, workdir, log=lambda m, n=spec.name: log(n, m),
+                           platform=platform)
+                by_base[spec.base, platform] = b.ref
+                log(spec.name, f"base {spec.base} ({platform}): {b.ref} ({b.how})")
+            refs[spec.name, platform] = by_base[spec.base, platform]
     return refs

@@ -18,6 +18,7 @@ import docker
 from packaging.utils import canonicalize_name
 
 from builder import lock, tag
+from builder.compat import DEFAULT_PLATFORM
 from builder.inputs import ConfigError
 from builder.matrix import Matrix
 
@@ -71,7 +72,9 @@ def _image(client: docker.DockerClient, ref: str):
 
 
 def rows(matrix: Matrix, reports: dict[str, dict], images_dir: Path, client: docker.DockerClient) -> list[Row]:
-    """One :class:`Row` per matrix image whose report entry passed (:data:`LISTED`), in matrix order."""
+    """One :class:`Row` per matrix image and platform whose report entry passed (:data:`LISTED`), in
+    matrix order. For an image built for several platforms, ``immutable_tag`` is the index's tag and
+    ``digest`` the platform's own manifest."""
     out = []
     prefix = matrix.data.project.label_prefix
     for spec in matrix.images():
@@ -79,19 +82,26 @@ def rows(matrix: Matrix, reports: dict[str, dict], images_dir: Path, client: doc
         if r is None or r.get("status") not in LISTED or not r.get("tags"):
             continue
         immutable = next(t for t in r["tags"] if t not in matrix.data.tags.moving)
-        ref = f"{r['repository']}:{immutable}"
-        image = _image(client, ref)
-        labels = image.labels or {}
-        versions = lock.read(images_dir, spec.name).versions()
+        per_platform = r.get("platforms") or {DEFAULT_PLATFORM: {"tag": immutable, "registry_digest": r.get("registry_digest"),
+                                                                 "sbom_digest": r.get("sbom_digest")}}
         names = [*SERVING, *(canonicalize_name(req.name) for req in spec.requirements)]
-        packages = {n: versions[n] for n in dict.fromkeys(names) if n in versions and not n.startswith("nvidia-")}
-        out.append(Row(
-            name=spec.name, framework=spec.framework_title, framework_version=tag.framework_version(client, ref, spec),
-            device=spec.device, python=tag.python_version(client, ref), os=tag.os_name(client, ref),
-            cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
-            size_bytes=int(image.attrs["Size"]), immutable_tag=immutable, reference=ref,
-            digest=r.get("registry_digest"), sbom_digest=r.get("sbom_digest"),
-            platform=f"{image.attrs.get('Os', 'linux')}/{image.attrs.get('Architecture', 'amd64')}"))
+        for platform in spec.platforms:
+            facts = per_platform.get(platform)
+            if facts is None:
+                continue
+            ref = f"{r['repository']}:{facts['tag']}"
+            image = _image(client, ref)
+            labels = image.labels or {}
+            versions = lock.read(images_dir, spec.name, platform).versions()
+            packages = {n: versions[n] for n in dict.fromkeys(names) if n in versions and not n.startswith("nvidia-")}
+            out.append(Row(
+                name=spec.name, framework=spec.framework_title,
+                framework_version=tag.framework_version(client, ref, spec), device=spec.device,
+                python=tag.python_version(client, ref), os=tag.os_name(client, ref),
+                cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
+                size_bytes=int(image.attrs["Size"]), immutable_tag=immutable, reference=ref,
+                digest=facts.get("registry_digest"), sbom_digest=facts.get("sbom_digest"),
+                platform=f"{image.attrs.get('Os', 'linux')}/{image.attrs.get('Architecture', 'amd64')}"))
     return out
 
 
@@ -103,13 +113,13 @@ def markdown(rows_: list[Row]) -> str:
              "inside the image; key packages are the image's own pins at their locked versions "
              "(`images/<name>/requirements.lock` has the whole set, with hashes). Each image has a CycloneDX SBOM "
              "beside it in the registry (tag `sha256-<digest>.sbom`).", "",
-             "| Image | Framework | Version | Device | Python | OS | CUDA / cuDNN | Key packages | Size | Immutable tag |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| Image | Platform | Framework | Version | Device | Python | OS | CUDA / cuDNN | Key packages | Size | Immutable tag |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows_:
         cuda = f"{r.cuda} / {r.cudnn or '-'}" if r.cuda else "-"
         pkgs = ", ".join(f"{n} {v}" for n, v in r.packages.items())
         digest = f"<br>`{r.digest[:19]}`" if r.digest else ""
-        lines.append(f"| `{r.name}` | {r.framework} | {r.framework_version} | {r.device.upper()} | {r.python} | "
+        lines.append(f"| `{r.name}` | {r.platform} | {r.framework} | {r.framework_version} | {r.device.upper()} | {r.python} | "
                      f"{r.os} | {cuda} | {pkgs} | {r.size_bytes / 1e6:.0f} MB | `{r.immutable_tag}`{digest} |")
     return "\n".join(lines) + "\n"
 

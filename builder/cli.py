@@ -59,7 +59,7 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
     m = load(matrix)
     images = _beside(matrix, images, "images")
     with guard():
-        files = render.render_all(m, _templates(matrix, templates), lock.read_all(images, m.images()))
+        files = render.render_all(m, _templates(matrix, templates), lock.read_every(images, m.images()))
         bake_text = bake.render(m, images.name)
         if check:
             problems = render.check(files, images) + render.check_bake(bake_text, images)
@@ -134,8 +134,9 @@ def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Optional[Path] = 
     except KeyError as exc:
         fail([str(exc.args[0])])
     with guard():
-        image_lock = lock.read(_beside(matrix, None, "images"), name)
-    typer.echo(render.render_image(m, spec, _templates(matrix, templates), image_lock)["Dockerfile"], nl=False)
+        locks = lock.read_every(_beside(matrix, None, "images"), [spec] + ([m.image(spec.parent)] if spec.parent else []))
+    typer.echo(render.render_image(m, spec, _templates(matrix, templates), locks[spec.name],
+                                   locks.get(spec.parent))["Dockerfile"], nl=False)
 
 
 class BaseSource(str, enum.Enum):
@@ -152,7 +153,7 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
     registry_option(opts.registry)
     if stage != "publish" and not opts.dry_run:
         with guard():
-            locks = lock.read_all(opts.images_dir, m.images())
+            locks = lock.read_every(opts.images_dir, m.images())
             problems = (render.check(render.render_all(m, _templates(matrix, templates), locks), opts.images_dir)
                         + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
         if problems:
@@ -185,8 +186,17 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                               help="Smoke tests run at once [default: one per CPU]."),
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
                 tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
-                build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage.")) -> None:
+                build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage."),
+                platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64); a narrowed image is published single-platform.")) -> None:
+        from builder.compat import DEFAULT_PLATFORM, PLATFORMS
+
+        for p in platform or []:
+            if p not in PLATFORMS:
+                fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
+        if platform and DEFAULT_PLATFORM not in platform:
+            fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs)"])
         opts = pipeline.Options(stage=stage, select=select or [], dry_run=dry_run, registry=registry,
+                                platforms=tuple(platform or ()),
                                 base_source=base_source.value, images_dir=_beside(matrix, images, "images"),
                                 tests_root=_beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
                                 no_cache=no_cache, jobs=jobs, test_jobs=test_jobs)

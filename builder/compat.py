@@ -29,8 +29,12 @@ from builder import grammar, inputs
 
 #: Pythons the refresh tries for each framework version.
 CANDIDATE_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
-#: The platform wheels are resolved for (this project builds linux/amd64 images).
-PLATFORM = "x86_64-manylinux_2_28"
+#: The OCI platforms images are built for, each with the wheel platform uv resolves it as
+#: (https://docs.astral.sh/uv/reference/cli/#uv-pip-compile--python-platform). linux/amd64 is the
+#: default and the build platform; the others are built by cross-installing their wheels.
+PLATFORMS = {"linux/amd64": "x86_64-manylinux_2_28", "linux/arm64": "aarch64-manylinux_2_28"}
+DEFAULT_PLATFORM = "linux/amd64"
+Platform = Literal["linux/amd64", "linux/arm64"]
 _CUDA_RUNTIME = re.compile(r"^nvidia-cuda-runtime(-cu\d+)?$")
 _CUDNN = re.compile(r"^nvidia-cudnn-cu(\d+)$")
 _CU_SUFFIX = re.compile(r"^nvidia-.*-cu(\d+)$")
@@ -77,8 +81,16 @@ class GpuEntry(_Model):
 
 
 class VersionEntry(_Model):
+    """``python``: the Pythons with wheels on linux/amd64; ``platforms``: the same for each other
+    platform that has any; ``gpu``: what the GPU wheels need (linux/amd64)."""
+
     python: list[VersionStr]
+    platforms: dict[Platform, list[VersionStr]] = {}
     gpu: GpuEntry | None = None
+
+    def pythons(self, platform: str) -> list[str]:
+        """The Pythons this version has wheels for on ``platform``."""
+        return list(self.python) if platform == DEFAULT_PLATFORM else list(self.platforms.get(platform, []))
 
 
 class Compat(_Model):
@@ -120,14 +132,14 @@ def load(path: Path) -> Compat:
     return inputs.validate(path.name, inputs.load_yaml(path), Compat, "a mapping with packages and versions")
 
 
-def _compile(requirement: str, python: str) -> dict[str, str] | None:
-    """``{name: version}`` of everything ``requirement`` resolves to for ``python`` from wheels only,
-    or None when it does not resolve (no wheel for that Python)."""
+def _compile(requirement: str, python: str, platform: str = DEFAULT_PLATFORM) -> dict[str, str] | None:
+    """``{name: version}`` of everything ``requirement`` resolves to for ``python`` on ``platform``
+    from wheels only, or None when it does not resolve (no wheel for that Python or platform)."""
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "requirements.in"
         req.write_text(requirement + "\n")
         r = subprocess.run([sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--only-binary", ":all:",
-                            "--python-version", python, "--python-platform", PLATFORM, "--no-header",
+                            "--python-version", python, "--python-platform", PLATFORMS[platform], "--no-header",
                             "--no-annotate", str(req)], capture_output=True, text=True)
     if r.returncode != 0:
         return None
@@ -171,14 +183,18 @@ def refresh(path: Path, versions: dict[str, list[str]], log=print) -> Compat:
             # Pythons come from the CPU requirement without its local version: PyTorch's +cpu wheels
             # live on PyTorch's own index, and PyPI's wheels of the same release cover the same Pythons.
             cpu = pkgs.get("cpu")
-            pythons = [py for py in CANDIDATE_PYTHONS
-                       if cpu and _compile(f"{cpu.requirement}=={version}", py) is not None]
+            per_platform = {platform: [py for py in CANDIDATE_PYTHONS
+                                       if cpu and _compile(f"{cpu.requirement}=={version}", py, platform) is not None]
+                            for platform in PLATFORMS}
+            pythons = per_platform.pop(DEFAULT_PLATFORM)
             gpu = None
             if "gpu" in pkgs:
                 pins = _compile(f"{pkgs['gpu'].requirement}=={version}", pythons[0] if pythons else "3.11")
                 gpu = gpu_entry(pins) if pins else None
-            out.setdefault(framework, {})[version] = VersionEntry(python=pythons, gpu=gpu)
+            others = {p: pys for p, pys in per_platform.items() if pys}
+            out.setdefault(framework, {})[version] = VersionEntry(python=pythons, platforms=others, gpu=gpu)
             log(f"{framework} {version}: python {', '.join(pythons) or 'none'}"
+                + "".join(f"; {p} python {', '.join(pys)}" for p, pys in others.items())
                 + (f"; gpu cuda {gpu.cuda} cudnn {gpu.cudnn}" if gpu else ""))
     table = Compat(generated=date.today().isoformat(), packages=current.packages, versions=out)
     write(table, path)

@@ -226,3 +226,54 @@ def ensure_registry(state_dir: Path = Path("build"), timeout: float = 30.0) -> s
             return LOCAL_REGISTRY
         time.sleep(0.5)
     raise EngineError(f"the local registry did not answer within {timeout:.0f} s; see {root / 'registry.log'}")
+
+
+#: Where the kernel lists binfmt_misc handlers (https://docs.kernel.org/admin-guide/binfmt-misc.html).
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+#: The QEMU handler per non-native platform, and its registration in Debian's qemu-user-static.
+QEMU = {"linux/arm64": ("qemu-aarch64", Path("/usr/lib/binfmt.d/qemu-aarch64.conf"))}
+
+
+def emulation_ready(platform: str) -> bool:
+    """True when the kernel runs ``platform``'s binaries through QEMU with the ``F`` flag (the
+    interpreter opened at registration, so it works inside containers and chroots)."""
+    if platform not in QEMU:
+        return True
+    entry = BINFMT / QEMU[platform][0]
+    try:
+        text = entry.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("flags:")), "")
+    return text.startswith("enabled") and "F" in flags
+
+
+def ensure_emulation(platform: str) -> None:
+    """Make ``platform`` (linux/arm64) binaries run on this machine under QEMU: on Debian as root,
+    install ``qemu-user-static``, mount binfmt_misc when it is missing and register the handler with
+    the ``F`` flag. Nothing to do for linux/amd64 or when a handler is already registered (for
+    example by ``tonistiigi/binfmt``). Raises EngineError with one line saying what to run otherwise."""
+    if emulation_ready(platform):
+        return
+    how = ("register QEMU for it: on Debian as root `apt-get install qemu-user-static` and register "
+           "/usr/lib/binfmt.d/qemu-aarch64.conf with the F flag, or on a machine that can pull "
+           "`docker run --privileged --rm tonistiigi/binfmt --install arm64`")
+    if not _can_provision():
+        raise EngineError(f"{platform} images need QEMU user emulation, which is not registered; {how}")
+    apt_install("qemu-user-static")
+    if not (BINFMT / "register").exists():
+        r = subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EngineError(f"cannot mount binfmt_misc ({r.stderr.strip()}); {how}")
+    name, conf = QEMU[platform]
+    rule = conf.read_text().strip().splitlines()[-1]
+    fields = rule.split(":")  # :name:type:offset:magic:mask:interpreter:flags
+    fields[-1] = "".join(sorted(set(fields[-1]) | {"F"}))
+    if (BINFMT / name).exists():  # registered without F, or disabled: register it again
+        (BINFMT / name).write_text("-1")
+    try:
+        (BINFMT / "register").write_text(":".join(fields))
+    except OSError as exc:
+        raise EngineError(f"cannot register {name} with binfmt_misc ({exc.strerror}); {how}") from None
+    if not emulation_ready(platform):
+        raise EngineError(f"{name} is registered but not enabled with the F flag; {how}")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from packaging.requirements import Requirement
 
 from builder import plan
-from builder.compat import Compat, VersionEntry
+from builder.compat import DEFAULT_PLATFORM, Compat, VersionEntry
 from builder.naming import image_name
 from builder.schema import Framework, FrameworkVersion, MatrixError, MatrixFile
 
@@ -30,7 +30,8 @@ class ImageSpec:
     built FROM its base. ``ancestors`` lists the frameworks from the root image down to this one
     (test selection). ``cuda``/``cudnn`` come from compat.yaml for GPU cells; ``base_image`` is the
     reference a root image is built FROM (the base's pull reference, or a CUDA image, then
-    ``from_cuda_image``).
+    ``from_cuda_image``). ``platforms`` are the OCI platforms the image is built for, linux/amd64
+    first; one tag names them all (an image index).
     """
 
     name: str
@@ -48,6 +49,7 @@ class ImageSpec:
     cudnn: str | None
     base_image: str
     from_cuda_image: bool = False
+    platforms: tuple[str, ...] = ("linux/amd64",)
     cell_digest: str = field(default="")
 
     def pins(self) -> dict[str, str]:
@@ -94,7 +96,8 @@ def cells(fname: str, m: MatrixFile, table: Compat) -> tuple[dict[str, tuple[str
                 continue
             for base in _bases(fname, where, m, key, fv, entry, errors):
                 for device in fv.devices:
-                    problem = _device_problem(table, key, fv, entry, device)
+                    problem = (_device_problem(table, key, fv, entry, device)
+                               or _platform_problem(m, key, fv, entry, base, device))
                     spec = None if problem else _spec(m, table, key, fw, fv, base, device)
                     if problem or spec.name in found:
                         errors.append(f"{fname}: {where}: " + (problem or f"duplicate image name {spec.name!r} "
@@ -142,6 +145,27 @@ def _device_problem(table: Compat, key: str, fv: FrameworkVersion, entry: Versio
     return None
 
 
+def platforms(m: MatrixFile, fv: FrameworkVersion, base: str, device: str) -> tuple[str, ...]:
+    """The platforms of one cell: the version's own, else its base's; GPU cells are linux/amd64 only
+    (compat.yaml has GPU wheel data for no other platform). linux/amd64 comes first."""
+    asked = fv.platforms or m.bases[base].platforms
+    if device == "gpu":
+        asked = [p for p in asked if p == DEFAULT_PLATFORM]
+    return tuple(sorted(asked, key=lambda p: (p != DEFAULT_PLATFORM, p)))
+
+
+def _platform_problem(m: MatrixFile, key: str, fv: FrameworkVersion, entry: VersionEntry, base: str,
+                      device: str) -> str | None:
+    if device == "gpu" and fv.platforms and any(p != DEFAULT_PLATFORM for p in fv.platforms):
+        return f"platforms: GPU images are {DEFAULT_PLATFORM} only (compat.yaml has no GPU wheels for another platform)"
+    python = m.bases[base].python
+    missing = [p for p in platforms(m, fv, base, device) if python not in entry.pythons(p)]
+    if missing:
+        return (f"platforms: {key} {fv.version} has no {', '.join(missing)} wheels for Python {python} (base {base}) "
+                f"in compat.yaml; drop the platform or run `builder compat refresh`")
+    return None
+
+
 def _spec(m: MatrixFile, table: Compat, key: str, fw: Framework, fv: FrameworkVersion, base: str,
           device: str) -> ImageSpec:
     b = m.bases[base]
@@ -160,7 +184,8 @@ def _spec(m: MatrixFile, table: Compat, key: str, fw: Framework, fv: FrameworkVe
         framework=key, framework_title=fw.title, version=fv.version, device=device, base=base, python=b.python,
         parent=None, package=table.package(key, device), requirements=tuple(pins), ancestors=(), cuda=cuda,
         cudnn=entry.gpu.cudnn if device == "gpu" and not from_image else None,
-        base_image=fv.cuda.image if from_image else b.pull, from_cuda_image=from_image)
+        base_image=fv.cuda.image if from_image else b.pull, from_cuda_image=from_image,
+        platforms=platforms(m, fv, base, device))
 
 
 def link_parents(fname: str, m: MatrixFile, found: dict[str, tuple[str, ImageSpec]],
@@ -177,6 +202,11 @@ def link_parents(fname: str, m: MatrixFile, found: dict[str, tuple[str, ImageSpe
             if parent is None:
                 errors.append(f"{fname}: {where}: unknown parent: framework {parent_fw!r} has no "
                               f"{spec.device} image on base {spec.base!r}")
+                continue
+            extra = [p for p in spec.platforms if p not in found[parent][1].platforms]
+            if extra:
+                errors.append(f"{fname}: {where}.platforms: {', '.join(extra)}: the parent image {parent} is not "
+                              f"built for it (give the parent's version the platform too)")
                 continue
         linked[name] = replace(spec, parent=parent)
     if errors:

@@ -16,7 +16,7 @@ import queue
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -41,7 +41,9 @@ class Options:
     registry on 127.0.0.1:5000 (started when needed). ``select`` holds glob patterns over image
     names (their ancestors are included); empty selects every image. ``jobs`` bounds how many
     images are worked on at once (builds are mostly downloads and disk), ``test_jobs`` how many
-    smoke tests run at once (they are CPU-bound: one per core by default)."""
+    smoke tests run at once (they are CPU-bound: one per core by default). ``platforms``, when set,
+    narrows every image to those of its platforms (it must hold linux/amd64, the build platform); an
+    image narrowed to one platform is built, tagged and published as a single-platform image."""
 
     stage: Stage = "all"
     select: list[str] = field(default_factory=list)
@@ -54,6 +56,7 @@ class Options:
     no_cache: bool = False
     jobs: int = 8
     test_jobs: int = max(1, os.cpu_count() or 1)
+    platforms: tuple[str, ...] = ()
 
 
 class Pipeline:
@@ -113,6 +116,8 @@ class Pipeline:
     def run(self) -> list[ImageReport]:
         """Run and return one report per selected image; also writes build/report.json."""
         specs = plan.select(self.matrix, self.opt.select)
+        if self.opt.platforms:
+            specs = [replace(s, platforms=tuple(p for p in s.platforms if p in self.opt.platforms)) for s in specs]
         self.reports = {s.name: ImageReport(s.name, s.parent) for s in specs}
         if self.opt.dry_run:
             for s in specs:
@@ -213,18 +218,22 @@ class Pipeline:
                 tags = steps.tested_image(self, spec, rep)
                 release()
                 if tags:
-                    steps.push(self, rep, tags)
+                    steps.push(self, spec, rep, tags)
                 return
-            built = steps.build_image(self, spec, rep)
-            immutable = steps.tag_image(self, spec, rep, built)
+            builts = {p: steps.build_image(self, spec, rep, p) for p in spec.platforms}
+            if steps.multi(spec):
+                steps.tag_platforms(self, spec, rep, builts)
+            else:
+                steps.tag_image(self, spec, rep, builts[spec.platforms[0]])
             if self.opt.stage == "build":
                 return
-            tested = steps.smoke_test(self, spec, rep, immutable)
-            steps.make_sbom(self, spec, rep, immutable)
-            tags = steps.promote(self, rep, tested)
+            for platform in spec.platforms:  # latest only when every platform passed
+                tested = steps.smoke_test(self, spec, rep, platform)
+                steps.make_sbom(self, spec, rep, platform)
+            tags = steps.promote(self, spec, rep, tested)
             release()
             if self.opt.stage == "all":
-                steps.push(self, rep, tags)
+                steps.push(self, spec, rep, tags)
         except children.Interrupted:
             rep.move(Status.INTERRUPTED, "the run was interrupted")
         except Exception as exc:  # isolate: record, go on with the other images

@@ -12,7 +12,10 @@ whose immutable tag is missing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import subprocess
 from dataclasses import dataclass
 
 import docker
@@ -94,3 +97,43 @@ def _local_digest(client: docker.DockerClient, ref: str) -> str | None:
         if repo == repository:
             return digest
     return None
+
+
+def _imagetools(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "buildx", "imagetools", *args], capture_output=True, text=True, timeout=600)
+
+
+def index_manifests(ref: str) -> tuple[str, dict[str, str]] | None:
+    """``(digest, {platform: manifest digest})`` of the image index ``ref`` in the registry (read
+    with ``docker buildx imagetools inspect --raw``), or None when the registry has no such tag or
+    it is not an index."""
+    r = _imagetools("inspect", "--raw", ref)
+    if r.returncode != 0:
+        return None
+    try:
+        doc = json.loads(r.stdout)
+        platforms = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in doc["manifests"]}
+    except (ValueError, KeyError, TypeError):
+        return None
+    return "sha256:" + hashlib.sha256(r.stdout.encode()).hexdigest(), platforms
+
+
+def push_index(repository: str, tags: list[str], digests: dict[str, str]) -> PublishResult:
+    """Make every one of ``tags`` (the immutable tag first, ``latest`` last) name one image index of
+    the already pushed manifests ``digests`` ({platform: digest}), with ``docker buildx imagetools
+    create`` (https://docs.docker.com/reference/cli/docker/buildx/imagetools/create/). A tag already
+    naming exactly these manifests is left alone. Raises PublishError when the index cannot be made
+    or the registry serves something else afterwards."""
+    wanted = {p: d for p, d in digests.items()}
+    current = {t: index_manifests(f"{repository}:{t}") for t in tags}
+    if all(c is not None and c[1] == wanted for c in current.values()) and len({c[0] for c in current.values()}) == 1:
+        return PublishResult(repository, tags, next(iter(current.values()))[0], pushed=False)
+    sources = [f"{repository}@{d}" for d in digests.values()]
+    for t in tags:  # one at a time, in order: latest only after the immutable tag exists
+        r = _imagetools("create", "--tag", f"{repository}:{t}", *sources)
+        if r.returncode != 0:
+            raise PublishError(f"imagetools create {repository}:{t}: {' '.join(r.stderr.split())[-300:]}")
+    found = {t: index_manifests(f"{repository}:{t}") for t in tags}
+    if any(f is None or f[1] != wanted for f in found.values()) or len({f[0] for f in found.values()}) != 1:
+        raise PublishError(f"{repository}: tags {tags} do not all name an index of {sorted(wanted)}")
+    return PublishResult(repository, tags, next(iter(found.values()))[0], pushed=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import jinja2
 
 from builder import bake, grammar, inputs, lock
+from builder.compat import DEFAULT_PLATFORM, PLATFORMS
 from builder.matrix import ImageSpec, Matrix
 
 #: Context files a root image (one without a parent) COPYs, rendered from templates/context/.
@@ -40,22 +41,33 @@ def environment(*templates: Path) -> jinja2.Environment:
     return env
 
 
-def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, image_lock: lock.Lock) -> dict[str, str]:
-    """The files of one image's build context: ``{"Dockerfile": text, "requirements.lock": text, ...}``;
-    ``image_lock`` is the image's lock (installed from, its digest a label, passed through as is).
+def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[str, lock.Lock],
+                 parent_locks: dict[str, lock.Lock] | None = None) -> dict[str, str]:
+    """The files of one image's build context: ``{"Dockerfile": text, "requirements.lock": text, ...}``.
+
+    ``locks`` are the image's locks by platform (installed from, the linux/amd64 one's digest a
+    label, passed through as they are); a child also gets ``layer.<arch>.lock``, the entries its
+    ``parent_locks`` lack (:func:`builder.lock.layer`), which its own layer installs.
 
     Raises jinja2.TemplateError (e.g. UndefinedError) when a template uses a name it was not given.
     """
     env = environment(templates)
     data = matrix.data
     ctx = {"spec": spec, "project": data.project, "runtime": data.runtime, "base": data.bases[spec.base],
-           "build_tools": data.build_tools, "lock": image_lock, "lock_file": lock.FILE}
+           "build_tools": data.build_tools, "lock": locks[DEFAULT_PLATFORM], "locks": locks,
+           "platforms": [{"platform": p, "arch": lock.arch(p), "wheels": PLATFORMS[p], "lock": lock.file_name(p),
+                          "install": lock.layer_file(p) if spec.parent else lock.file_name(p)} for p in spec.platforms]}
     kind = "framework" if spec.parent else "runtime"
     files = {"Dockerfile": env.get_template(f"layers/{kind}.Dockerfile.j2").render(ctx)}
     if spec.parent is None:
         for name in ROOT_CONTEXT:
             files[name] = env.get_template(f"context/{name}.j2").render(ctx)
-    return {**{name: _tidy(text) for name, text in files.items()}, lock.FILE: image_lock.text}
+    out = {name: _tidy(text) for name, text in files.items()}
+    for platform, image_lock in locks.items():
+        out[lock.file_name(platform)] = image_lock.text
+        if spec.parent is not None:
+            out[lock.layer_file(platform)] = lock.layer(image_lock, (parent_locks or {})[platform])
+    return out
 
 
 def _tidy(text: str) -> str:
@@ -69,12 +81,13 @@ def _tidy(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_all(matrix: Matrix, templates: Path, locks: dict[str, lock.Lock]) -> dict[str, str]:
+def render_all(matrix: Matrix, templates: Path, locks: dict[str, dict[str, lock.Lock]]) -> dict[str, str]:
     """Every generated file, keyed by its path relative to images/ (``"<name>/Dockerfile"``);
-    ``locks`` maps every image name to its lock (:func:`builder.lock.read_all`)."""
+    ``locks`` maps every image name to its locks by platform (:func:`builder.lock.read_every`)."""
     out: dict[str, str] = {}
     for spec in matrix.images():
-        for name, text in render_image(matrix, spec, templates, locks[spec.name]).items():
+        parent = locks[spec.parent] if spec.parent else None
+        for name, text in render_image(matrix, spec, templates, locks[spec.name], parent).items():
             out[f"{spec.name}/{name}"] = text
     return out
 
@@ -91,7 +104,7 @@ def foreign_file(images: Path) -> Path | None:
     if not images.is_dir():
         return images if images.exists() else None
     for p in sorted(images.rglob("*")):
-        mark = lock.GENERATED if p.name == lock.FILE else GENERATED
+        mark = lock.GENERATED if p.name.startswith("requirements") and p.suffix == ".lock" else GENERATED
         if p.is_symlink() or (p.is_file() and mark not in _head(p)):
             return p
     return None

@@ -55,7 +55,10 @@ class ImageReport:
     ``container_log_tail`` holds the last 100 lines of each scoring container's log (a server with
     several workers logs each one's failure). ``sbom`` is the SBOM's path (build/sbom/<name>.cdx.json),
     ``sbom_components`` its component count, ``sbom_digest`` the manifest digest of the artifact
-    pushed beside the image.
+    pushed beside the image. An image built for more than one platform has ``platforms``:
+    ``{platform: {image_id, tag, size_bytes, build_seconds, test_outcome, registry_digest, sbom, ...}}``;
+    its top-level ``tags`` and ``registry_digest`` are then those of the image index, the other
+    top-level fields those of linux/amd64.
     """
 
     name: str
@@ -68,6 +71,7 @@ class ImageReport:
     sbom: str | None = None
     sbom_components: int | None = None
     sbom_digest: str | None = None
+    platforms: dict[str, dict] = field(default_factory=dict)
     size_bytes: int | None = None
     build_seconds: float | None = None
     cached_steps: int | None = None

@@ -49,11 +49,13 @@ def tool_version() -> str:
     return importlib.metadata.version("cyclonedx-bom")
 
 
-def tool(build_dir: Path, python: str, sources: Sources) -> Path:
-    """``build/sbom-tool/py<python>``: cyclonedx-bom installed by uv (wheels only) for ``python`` on
-    linux/amd64, made once per version. Raises SbomError with uv's last lines when it cannot be made."""
+def tool(build_dir: Path, python: str, sources: Sources, platform: str = DEFAULT_PLATFORM) -> Path:
+    """``build/sbom-tool/py<python>-<version>[-<arch>]``: cyclonedx-bom installed by uv (wheels
+    only) for ``python`` on ``platform``, made once per version. Raises SbomError with uv's last
+    lines when it cannot be made."""
     version = tool_version()
-    target = Path(build_dir).resolve() / "sbom-tool" / f"py{python}-{version}"
+    suffix = "" if platform == DEFAULT_PLATFORM else "-" + platform.split("/")[1]
+    target = Path(build_dir).resolve() / "sbom-tool" / f"py{python}-{version}{suffix}"
     with _tool_locks_guard:
         guard = _tool_locks.setdefault(str(target), threading.Lock())
     with guard:
@@ -62,7 +64,7 @@ def tool(build_dir: Path, python: str, sources: Sources) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".sbom-tool-", dir=target.parent))
         r = subprocess.run([sys.executable, "-m", "uv", "pip", "install", "--quiet", "--no-config", "--only-binary", ":all:",
-                            "--python-version", python, "--python-platform", PYTHON_PLATFORMS[DEFAULT_PLATFORM],
+                            "--python-version", python, "--python-platform", PYTHON_PLATFORMS[platform],
                             "--target", str(tmp), f"cyclonedx-bom=={version}"],
                            env=uv_environment(sources), capture_output=True, text=True)
         if r.returncode != 0:
@@ -118,21 +120,23 @@ _SYSTEM = ("import json, platform; os = platform.freedesktop_os_release(); "
 
 
 def generate(client: docker.DockerClient, image: str, name: str, venv: str, python: str, out: Path,
-             build_dir: Path, sources: Sources) -> dict:
+             build_dir: Path, sources: Sources, platform: str = DEFAULT_PLATFORM) -> dict:
     """Make, validate and write the SBOM of ``image`` (a reference the Engine knows) to ``out``.
 
     The main component is the image (``type: container``, ``name``, its tag as version, its id as
     hash, its labels as properties); components are the venv's distributions (cyclonedx-py in the
     image, ``python`` being its X.Y) and the Debian packages of its dpkg status (purl ``distro`` from
-    its /etc/os-release, e.g. ``debian-12``). Returns ``{"path", "components"}``. Raises SbomError.
+    its /etc/os-release, e.g. ``debian-12``), for the image's ``platform`` (another than linux/amd64
+    runs under QEMU). Returns ``{"path", "components"}``. Raises SbomError.
     """
-    bom = _python_bom(client, image, venv, tool(build_dir, python, sources))
+    bom = _python_bom(client, image, venv, tool(build_dir, python, sources, platform))
     try:
         system = json.loads(client.containers.run(image, entrypoint=["python3", "-I", "-c", _SYSTEM], remove=True,
                                                   network_disabled=True))
     except docker.errors.ContainerError as exc:
         raise SbomError(f"cannot read /etc/os-release and /var/lib/dpkg/status from {image}: {exc}") from None
-    bom.setdefault("components", []).extend(debian_components(system["status"], system["distro"]))
+    bom.setdefault("components", []).extend(debian_components(system["status"], system["distro"],
+                                                              platform.split("/")[1]))
     labels = client.images.get(image).labels or {}
     image_id = client.images.get(image).id
     bom.setdefault("metadata", {})["component"] = {

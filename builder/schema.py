@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from builder import grammar, inputs
+from builder.compat import Platform
 from builder.inputs import ConfigError
 
 
@@ -88,11 +89,24 @@ class Bootstrap(_Model):
     variant: Literal["minbase", "buildd", "fakechroot"] = "minbase"
 
 
+def _platforms(value: object) -> object:
+    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
+        raise ValueError(f"{inputs.shown(value)} is not a non-empty list of distinct platforms")
+    if "linux/amd64" not in value:
+        raise ValueError(f"{inputs.shown(value)} must include linux/amd64 (the build platform)")
+    return value
+
+
+Platforms = Annotated[list[Platform], BeforeValidator(_platforms)]
+
+
 class Base(_Model):
     title: Text
     python: VersionStr
     pull: Reference
     bootstrap: Bootstrap
+    #: the platforms every cell on this base is built for unless its version says otherwise
+    platforms: Platforms = ["linux/amd64"]
 
     def recipe_digest(self) -> str:
         """sha256 (hex, 12 chars) of the bootstrap recipe: a changed recipe names a new base image."""
@@ -148,6 +162,8 @@ class FrameworkVersion(_Model):
     companions: dict[DistName, VersionStr] = {}
     cuda: Cuda | None = None
     name_version: bool = True
+    #: overrides the bases' platforms for this version (each needs wheels in compat.yaml)
+    platforms: Platforms | None = None
 
 
 class Framework(_Model):

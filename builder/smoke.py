@@ -115,17 +115,19 @@ def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock) -> dict:
 
 
 def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_root: Path, logs_dir: Path,
-        timeout: float = 1800.0) -> TestResult:
+        timeout: float = 1800.0, label: str | None = None) -> TestResult:
     """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows), built from
-    ``image_lock``.
+    ``image_lock``; ``label`` names the logs (default: the image's name; ``<name>-arm64`` for
+    another platform's image). An image of another platform runs under QEMU emulation.
 
     ``timeout`` (seconds) bounds the whole pytest run. Never raises for a failing test; the result
     has ``ok=False`` and the log holds pytest's report, including the failing container's output.
     """
     logs_dir.mkdir(parents=True, exist_ok=True)
-    log_path = logs_dir / f"{spec.name}.test.log"
-    junit = logs_dir / f"{spec.name}.junit.xml"
-    container_logs = logs_dir / f"{spec.name}.containers"
+    label = label or spec.name
+    log_path = logs_dir / f"{label}.test.log"
+    junit = logs_dir / f"{label}.junit.xml"
+    container_logs = logs_dir / f"{label}.containers"
     container_logs.mkdir(exist_ok=True)
     env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve()),
            "BUILDER_TEST_SPEC": json.dumps(expectations(spec, runtime, image_lock))}

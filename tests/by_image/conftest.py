@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -57,12 +56,13 @@ def logs_dir() -> Path:
 
 def _training_wheels(client: docker.DockerClient, image: str, requirements: Path) -> Path:
     """Download (on the host, through its own pip configuration) the wheels a folder's
-    train-requirements.txt pins, for the image's Python and this machine's architecture."""
+    train-requirements.txt pins, for the image's Python and architecture."""
     py = client.containers.run(image, entrypoint=["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                remove=True, network_disabled=True).decode().strip()
-    dest = Path(os.environ.get("BUILDER_TEST_LOGS", "build/logs")).resolve().parent / f"train-wheels-py{py}"
+    # the image's own architecture (an arm64 image runs under QEMU on an amd64 machine)
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}[client.images.get(image).attrs["Architecture"]]
+    dest = Path(os.environ.get("BUILDER_TEST_LOGS", "build/logs")).resolve().parent / f"train-wheels-py{py}-{arch}"
     dest.mkdir(parents=True, exist_ok=True)
-    arch = platform.machine()
     platforms = [f"--platform={p}_{arch}" for p in ("manylinux_2_28", "manylinux_2_17", "manylinux2014")]
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                     f"--python-version={py}", "--implementation=cp", *platforms, "-d", str(dest),

@@ -31,7 +31,7 @@ MINIMAL = "minimal-debian12-py311-cpu-inference"
 def minimal_image(docker_client, tmp_path_factory) -> str:
     """The minimal image, built (from cache when possible) by the main job's code path."""
     build_dir = tmp_path_factory.mktemp("sources-minimal")
-    r = subprocess.run([sys.executable, "-m", "builder.cli", "build", "--select", MINIMAL, "--build-dir", str(build_dir)],
+    r = subprocess.run([sys.executable, "-m", "builder.cli", "build", "--platform", "linux/amd64", "--select", MINIMAL, "--build-dir", str(build_dir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
     image = json.loads((build_dir / "report.json").read_text())["images"][0]

@@ -36,7 +36,7 @@ def builder(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedPr
 @pytest.fixture(scope="session")
 def prebuilt(docker_client, tmp_path_factory):
     """The minimal and scikit-learn images, tested and tagged latest in the local registry's namespace."""
-    result = builder("test", "--select", SKLEARN, "--build-dir", str(tmp_path_factory.mktemp("prebuilt")))
+    result = builder("test", "--platform", "linux/amd64", "--select", SKLEARN, "--build-dir", str(tmp_path_factory.mktemp("prebuilt")))
     assert result.returncode == 0, result.stdout + result.stderr
     return f"{engine.LOCAL_REGISTRY}/{SKLEARN}:latest"
 

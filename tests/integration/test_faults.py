@@ -69,7 +69,7 @@ def containers(docker_client):
 
 def test_registry_down_then_back(tmp_path, start_registry, containers, docker_client):
     registry = "127.0.0.1:5991"
-    first = builder("all", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b1"))
+    first = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b1"))
     assert first.returncode == 1, first.stdout + first.stderr
     r = report(tmp_path / "b1")[MINIMAL]
     assert r["status"] == "publish-failed" and registry in r["error"]
@@ -77,7 +77,7 @@ def test_registry_down_then_back(tmp_path, start_registry, containers, docker_cl
     proc = start_registry(tmp_path / "registry", 5991)
     try:
         assert tags(registry, f"faults/{MINIMAL}") == []
-        again = builder("all", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b2"))
+        again = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b2"))
         assert again.returncode == 0, again.stdout + again.stderr
         assert report(tmp_path / "b2")[MINIMAL]["status"] == "published"
         published = report(tmp_path / "b2")[MINIMAL]
@@ -94,14 +94,14 @@ def test_registry_refuses_the_credentials(tmp_path, start_registry):
     proc = start_registry(tmp_path / "registry", 5992, {user: password})
     try:
         env = {"REGISTRY_USERNAME": user, "REGISTRY_PASSWORD": "wrong"}
-        first = builder("all", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b1"),
+        first = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b1"),
                         env=env)
         assert first.returncode == 1, first.stdout + first.stderr
         r = report(tmp_path / "b1")[MINIMAL]
         assert r["status"] == "publish-failed" and ("401" in r["error"] or "unauthorized" in r["error"]), r["error"]
         assert "wrong" not in first.stdout + first.stderr + json.dumps(r)
         assert tags(registry, f"auth/{MINIMAL}", (user, password)) == []
-        again = builder("all", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b2"),
+        again = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b2"),
                         env={"REGISTRY_USERNAME": user, "REGISTRY_PASSWORD": password})
         assert again.returncode == 0, again.stdout + again.stderr
         assert "latest" in tags(registry, f"auth/{MINIMAL}", (user, password))
@@ -115,7 +115,7 @@ def test_registry_disappears_in_the_middle_of_a_push(tmp_path, start_registry, d
     folder = tmp_path / "registry"
     proc = start_registry(folder, 5993)
     log = folder / "registry.log"
-    run = started("all", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b1"),
+    run = started("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b1"),
                   log=tmp_path / "b1.log")
     try:
         # the first blob upload has begun: the registry goes away mid-push
@@ -132,7 +132,7 @@ def test_registry_disappears_in_the_middle_of_a_push(tmp_path, start_registry, d
     proc = start_registry(folder, 5993)  # back, on the same storage
     try:
         assert tags(registry, f"gone/{MINIMAL}") == [], "a tag of the interrupted push is in the registry"
-        again = builder("all", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b2"))
+        again = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b2"))
         assert again.returncode == 0, again.stdout + again.stderr
         assert "latest" in tags(registry, f"gone/{MINIMAL}")
     finally:
@@ -148,7 +148,7 @@ def _dockerd_pids() -> list[int]:
 def test_engine_stops_during_a_build(tmp_path, docker_client):
     """Stops this machine's dockerd in the middle of an uncached build; the builder itself starts
     an Engine again for the next run (builder.engine.client)."""
-    run = started("build", "--no-cache", "--select", MINIMAL, "--registry", "127.0.0.1:5000/engine-fault",
+    run = started("build", "--platform", "linux/amd64", "--no-cache", "--select", MINIMAL, "--registry", "127.0.0.1:5000/engine-fault",
                   "--build-dir", str(tmp_path / "b1"), log=tmp_path / "b1.log")
     try:
         wait_for(lambda: "RUN apt-get update" in _log(tmp_path / "b1" / "logs" / f"{MINIMAL}.build.log"), 300,
@@ -164,7 +164,7 @@ def test_engine_stops_during_a_build(tmp_path, docker_client):
     r = report(tmp_path / "b1")[MINIMAL]
     assert r["status"] == "build-failed" and r["tags"] == [], r
     assert len(event_lines((tmp_path / "b1.log").read_text(), MINIMAL, "build-failed")) == 1
-    again = builder("build", "--select", MINIMAL, "--registry", "127.0.0.1:5000/engine-fault",
+    again = builder("build", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", "127.0.0.1:5000/engine-fault",
                     "--build-dir", str(tmp_path / "b2"))
     assert again.returncode == 0, again.stdout + again.stderr
     assert report(tmp_path / "b2")[MINIMAL]["status"] == "built"
@@ -177,7 +177,7 @@ def _log(path: Path) -> str:
 @pytest.mark.parametrize("moment", ["build", "smoke test"])
 def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, registry, docker_client, containers):
     namespace = f"{registry}/sigint-{moment.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
-    args = ["all", "--select", SKLEARN, "--registry", namespace]
+    args = ["all", "--platform", "linux/amd64", "--select", SKLEARN, "--registry", namespace]
     if moment == "build":
         args.append("--no-cache")
     running = len(docker_client.containers.list())

@@ -37,6 +37,13 @@ def report(build_dir: Path) -> dict[str, dict]:
     return {r["name"]: r for r in json.loads((build_dir / "report.json").read_text())["images"]}
 
 
+def raw_digest(ref: str) -> str | None:
+    """The digest of the manifest or image index the registry serves for ``ref`` (sha256 of what
+    ``skopeo inspect --raw`` reads), or None when the reference is absent."""
+    r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True)
+    return "sha256:" + hashlib.sha256(r.stdout).hexdigest() if r.returncode == 0 else None
+
+
 def skopeo_digest(ref: str) -> str | None:
     """The manifest digest skopeo reads from the registry, or None when the reference is absent."""
     r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
@@ -69,7 +76,24 @@ def test_main_job_builds_tests_tags_and_publishes_the_subset(main_job, registry,
         assert r["test_outcome"].endswith(("s", "seconds")) and "passed" in r["test_outcome"]
         assert r["seconds_to_healthy"] > 0
         for t in r["tags"]:
-            assert skopeo_digest(f"{registry}/{name}:{t}") == r["registry_digest"]
+            assert raw_digest(f"{registry}/{name}:{t}") == r["registry_digest"]
+
+
+def test_both_platforms_passed_and_each_tag_is_a_two_platform_index(main_job, registry, docker_client):
+    _, build_dir = main_job
+    for name, r in report(build_dir).items():
+        assert set(r["platforms"]) == {"linux/amd64", "linux/arm64"}, r
+        for platform, facts in r["platforms"].items():
+            assert "passed" in facts["test_outcome"] and facts["registry_digest"] and facts["sbom_digest"], (platform, facts)
+        for t in r["tags"]:
+            index = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                                               f"docker://{registry}/{name}:{t}"], capture_output=True, check=True).stdout)
+            listed = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in index["manifests"]}
+            assert listed == {p: f["registry_digest"] for p, f in r["platforms"].items()}
+    machine = docker_client.containers.run(f"{registry}/{MINIMAL}:{report(build_dir)[MINIMAL]['platforms']['linux/arm64']['tag']}",
+                                           entrypoint=["python3", "-c", "import platform; print(platform.machine())"],
+                                           remove=True, network_disabled=True).decode().strip()
+    assert machine == "aarch64"
 
 
 def test_published_image_carries_the_oci_and_project_labels(main_job, registry, docker_client):
@@ -93,7 +117,10 @@ def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, r
     import oras.provider
 
     _, build_dir = main_job
-    for name, r in report(build_dir).items():
+    published = [(name, platform, r) for name, image in report(build_dir).items()
+                 for platform, r in (image["platforms"] or {"linux/amd64": image}).items()]  # one SBOM per manifest
+    assert len(published) == 4
+    for name, platform, r in published:
         hex_ = r["registry_digest"].split(":", 1)[1]
         ref = f"{registry}/{name}:sha256-{hex_}.sbom"
         raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
@@ -103,17 +130,20 @@ def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, r
         assert manifest["layers"][0]["mediaType"] == "application/vnd.cyclonedx+json"
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == r["sbom_digest"]
         # read back with oras (a real OCI client), then look for the framework at its locked version
-        pulled = oras.provider.Registry(hostname=registry, insecure=True).pull(target=ref, outdir=str(tmp_path / name))
+        pulled = oras.provider.Registry(hostname=registry, insecure=True).pull(target=ref,
+                                                                              outdir=str(tmp_path / name / platform))
         bom = json.loads(Path(pulled[0]).read_text())
         assert bom["bomFormat"] == "CycloneDX" and len(bom["components"]) == r["sbom_components"]
         pypi = {lock.canonicalize_name(c["name"]): c["version"] for c in bom["components"]
                 if c.get("purl", "").startswith("pkg:pypi/")}
-        debs = {c["name"] for c in bom["components"] if c.get("purl", "").startswith("pkg:deb/debian/")}
-        locked = lock.read(ROOT / "images", name).versions()
+        debs = [c for c in bom["components"] if c.get("purl", "").startswith("pkg:deb/debian/")]
+        locked = lock.read(ROOT / "images", name, platform).versions()
         package = "scikit-learn" if name == SUBSET else "azureml-inference-server-http"
         assert pypi[package] == locked[package]
         assert pypi == locked  # the venv's packages are exactly the lock's
-        assert {"python3", "tini", "ca-certificates"} <= debs
+        assert {"python3", "tini", "ca-certificates"} <= {c["name"] for c in debs}
+        arch = platform.split("/")[1]
+        assert all(f"arch={arch}" in c["purl"] or "arch=all" in c["purl"] for c in debs)
 
 
 def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path):
@@ -121,12 +151,14 @@ def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path)
     result = builder("catalog", "--report", str(build_dir / "report.json"), "--out", str(tmp_path / "images.md"),
                      "--json", str(tmp_path / "images.json"))
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = {r["name"]: r for r in json.loads((tmp_path / "images.json").read_text())["images"]}
-    assert set(rows) == {MINIMAL, SUBSET}
-    row, r = rows[SUBSET], report(build_dir)[SUBSET]
-    assert row["framework_version"] == "1.9.1" and row["python"].startswith("3.11.") and "bookworm" in row["os"]
-    assert row["packages"]["scikit-learn"] == lock.read(ROOT / "images", SUBSET).versions()["scikit-learn"]
-    assert row["digest"] == r["registry_digest"] and row["immutable_tag"] == r["tags"][0]
+    rows = {(r["name"], r["platform"]): r for r in json.loads((tmp_path / "images.json").read_text())["images"]}
+    assert set(rows) == {(n, p) for n in (MINIMAL, SUBSET) for p in ("linux/amd64", "linux/arm64")}
+    r = report(build_dir)[SUBSET]
+    for platform in ("linux/amd64", "linux/arm64"):
+        row = rows[SUBSET, platform]
+        assert row["framework_version"] == "1.9.1" and row["python"].startswith("3.11.") and "bookworm" in row["os"]
+        assert row["packages"]["scikit-learn"] == lock.read(ROOT / "images", SUBSET, platform).versions()["scikit-learn"]
+        assert row["digest"] == r["platforms"][platform]["registry_digest"] and row["immutable_tag"] == r["tags"][0]
     assert f"`{SUBSET}`" in (tmp_path / "images.md").read_text()
 
 
@@ -149,7 +181,7 @@ def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_cli
         "def init():\n    raise RuntimeError('model file is corrupt')\n\n\ndef run(raw_data):\n    return raw_data\n")
     namespace = f"{registry}/faultcase"
     build_dir = tmp_path / "build"
-    result = builder("all", "--select", SUBSET, "--tests", str(tests), "--build-dir", str(build_dir),
+    result = builder("all", "--platform", "linux/amd64", "--select", SUBSET, "--tests", str(tests), "--build-dir", str(build_dir),
                      env={"REGISTRY": namespace})
     assert result.returncode == 1, result.stdout + result.stderr
     images = report(build_dir)

@@ -36,7 +36,23 @@ def mutate(*changes):
 
 SK = ("frameworks", "sklearn")
 SKV = SK + ("versions", 0)
+MV = ("frameworks", "minimal", "versions", 0)
 CASES = {
+    "platform without wheels": (
+        mutate((MV + ("platforms",), ["linux/amd64", "linux/arm64"])),
+        "m.yaml: frameworks.minimal.versions[0]: platforms: minimal 1.5.1 has no linux/arm64 wheels for Python 3.11 "
+        "(base debian12) in compat.yaml; drop the platform or run `builder compat refresh`"),
+    "child on a platform its parent lacks": (
+        mutate((SKV + ("platforms",), ["linux/amd64", "linux/arm64"])),
+        "m.yaml: frameworks.sklearn.versions[0].platforms: linux/arm64: the parent image "
+        "minimal-debian12-py311-cpu-inference is not built for it (give the parent's version the platform too)"),
+    "platforms without linux/amd64": (
+        mutate((SKV + ("platforms",), ["linux/arm64"])),
+        "m.yaml: frameworks.sklearn.versions[0].platforms: ['linux/arm64'] must include linux/amd64 (the build platform)"),
+    "unknown platform": (
+        mutate((SKV + ("platforms",), ["linux/amd64", "linux/s390x"])),
+        "m.yaml: frameworks.sklearn.versions[0].platforms[1]: 'linux/s390x' is not allowed (expected 'linux/amd64' or "
+        "'linux/arm64')"),
     "unknown framework": (
         lambda d: mutate((("frameworks", "caffe"), copy.deepcopy(d["frameworks"]["sklearn"])))(d),
         "m.yaml: frameworks.caffe: unknown framework 'caffe' (expected one of: minimal, sklearn, xgboost)"),

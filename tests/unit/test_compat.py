@@ -32,10 +32,12 @@ def test_refresh_keeps_packages_and_rewrites_versions(tmp_path, root, monkeypatc
     path.write_text((root / "tests" / "fixtures" / "compat.yaml").read_text())
     calls = []
 
-    def fake_compile(requirement: str, python: str):
-        calls.append((requirement, python))
+    def fake_compile(requirement: str, python: str, platform: str = "linux/amd64"):
+        calls.append((requirement, python, platform))
         if requirement == "xgboost==3.2.0":
-            return {"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.40.0"}
+            return {"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.40.0"} if platform == "linux/amd64" else None
+        if platform == "linux/arm64":
+            return {"scikit-learn": "1.9.1"} if python == "3.13" and requirement.startswith("scikit-learn") else None
         return {"scikit-learn": "1.9.1"} if python in ("3.12", "3.13") else None
 
     monkeypatch.setattr(compat, "_compile", fake_compile)
@@ -43,6 +45,8 @@ def test_refresh_keeps_packages_and_rewrites_versions(tmp_path, root, monkeypatc
     table = compat.load(path)
     assert table.packages["xgboost"]["gpu"].requirement == "xgboost"
     assert table.versions["sklearn"]["1.9.1"].python == ["3.12", "3.13"]
+    assert table.versions["sklearn"]["1.9.1"].pythons("linux/arm64") == ["3.13"]
     assert table.versions["xgboost"]["3.2.0"].gpu.wheels == {"nvidia-nccl-cu12": "2.40.0"}
-    assert ("xgboost==3.2.0", "3.12") in calls
+    assert table.versions["xgboost"]["3.2.0"].platforms == {}  # no arm64 wheels: no entry
+    assert ("xgboost==3.2.0", "3.12", "linux/amd64") in calls
     assert path.read_text().startswith("# compat.yaml")

@@ -115,8 +115,12 @@ def test_the_locker_never_replaces_a_file_it_did_not_write(small):
 def test_the_dockerfile_installs_from_the_lock_and_labels_its_digest():
     for spec in matrix.load(ROOT / "matrix.yaml").images():
         text = (ROOT / "images" / spec.name / "Dockerfile").read_text()
-        assert "pip-install --require-hashes --no-deps --only-binary :all: -r /opt/venv/requirements.lock" in text
+        assert 'pip-install --prefix /opt/packages --python-platform "$wheels" --require-hashes --no-deps' in text
         assert f'lock-digest="{lock.read(ROOT / "images", spec.name).digest}"' in text
+        for platform in spec.platforms[1:]:
+            arch = lock.arch(platform)
+            assert f'lock-digest-{arch}="{lock.read(ROOT / "images", spec.name, platform).digest}"' in text
+            assert f"{arch}) wheels=aarch64-manylinux_2_28 lock=requirements.{arch}.lock" in text
 
 
 def test_uv_gets_the_sources_as_its_own_variables(tmp_path):
