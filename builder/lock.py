@@ -23,7 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -47,11 +47,19 @@ _HEADER = re.compile(r"^# (python|platform|image|parent): (\S+)$")
 @dataclass(frozen=True)
 class Entry:
     """One locked distribution: canonical ``name``, exact ``version`` as written, and its
-    ``hashes`` (``sha256:<hex>`` of every file uv may install for that version)."""
+    ``hashes`` (``sha256:<hex>`` of every file uv may install for that version). ``operator`` is
+    ``==``, or ``===`` (PEP 440 arbitrary equality) where the matrix pins so: ``torch===2.13.0``
+    must not take a wheelhouse's ``2.13.0+cpu``, which ``==2.13.0`` would."""
 
     name: str
     version: str
     hashes: tuple[str, ...]
+    operator: str = "=="
+
+    def line(self) -> str:
+        """The entry as the lock writes it (continuation lines, hashes sorted)."""
+        return (f"{self.name}{self.operator}{self.version} \\\n"
+                + " \\\n".join(f"    --hash={h}" for h in sorted(self.hashes)) + "\n")
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ def parse(text: str, where: str) -> Lock:
         try:
             req = Requirement(words[0])
             spec = list(req.specifier)
-            if req.extras or req.marker or req.url or len(spec) != 1 or spec[0].operator != "==" or "*" in spec[0].version:
+            if req.extras or req.marker or req.url or len(spec) != 1 or spec[0].operator not in ("==", "===") or "*" in spec[0].version:
                 raise InvalidRequirement("not a plain name==version")
             Version(spec[0].version)
         except (InvalidRequirement, InvalidVersion) as exc:
@@ -134,7 +142,7 @@ def parse(text: str, where: str) -> Lock:
         elif name in entries:
             errors.append(f"{where}:{n}: {name} is locked twice")
         else:
-            entries[name] = Entry(name, spec[0].version, hashes)
+            entries[name] = Entry(name, spec[0].version, hashes, spec[0].operator)
     for key in ("image", "python", "platform"):
         if key not in header:
             errors.append(f"{where}: the header has no '# {key}: ...' line (re-run `builder lock`)")
@@ -304,6 +312,11 @@ def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sourc
             raise ConfigError(["uv pip compile failed:"] + [f"  {line}" for line in tail])
         body = (root / "out.lock").read_text()
     resolved = parse(f"# image: -\n# python: {python}\n# platform: {platform}\n" + body, "uv's output")
+    for text in requirements:  # uv writes ==; keep the matrix's arbitrary equality (===)
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        if any(s.operator == "===" for s in req.specifier) and name in resolved.entries:
+            resolved.entries[name] = replace(resolved.entries[name], operator="===")
     return _body(resolved, parent)
 
 
@@ -324,11 +337,7 @@ def _body(resolved: Lock, parent: Lock | None) -> str:
     entries = dict(resolved.entries)
     for name, entry in (parent.entries.items() if parent else ()):
         entries[name] = entry
-    out = []
-    for name in sorted(entries):
-        e = entries[name]
-        out.append(f"{e.name}=={e.version} \\\n" + " \\\n".join(f"    --hash={h}" for h in sorted(e.hashes)) + "\n")
-    return "".join(out)
+    return "".join(entries[name].line() for name in sorted(entries))
 
 
 def write(images: Path, lock: Lock) -> Path:
@@ -385,5 +394,4 @@ def layer(lock: Lock, parent: Lock) -> str:
             f"# image: {lock.image}\n# python: {lock.python}\n# platform: {lock.platform}\n# parent: {lock.parent}\n"
             f"# The entries of {file_name(lock.platform)} that {parent.image}'s lock does not have.\n")
     own = {n: e for n, e in lock.entries.items() if n not in parent.entries}
-    return head + "".join(f"{e.name}=={e.version} \\\n" + " \\\n".join(f"    --hash={h}" for h in sorted(e.hashes))
-                          + "\n" for _, e in sorted(own.items()))
+    return head + "".join(e.line() for _, e in sorted(own.items()))

@@ -131,3 +131,10 @@ def test_uv_gets_the_sources_as_its_own_variables(tmp_path):
     assert env["UV_INDEX_URL"] == "https://i.example/simple" and env["UV_EXTRA_INDEX_URL"] == "https://e.example/simple"
     assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match" and env["UV_FIND_LINKS"] == str(tmp_path)
     assert env["SSL_CERT_FILE"] == str(tmp_path / "ca.pem")
+
+
+def test_arbitrary_equality_survives_the_lock_so_a_wheelhouse_local_version_is_not_taken():
+    got = lock.parse(HEAD + f"torch===2.13.0 \\\n    --hash={H1}\n", "f")
+    assert got.entries["torch"].operator == "===" and got.entries["torch"].line().startswith("torch===2.13.0 \\")
+    gpu = lock.read(ROOT / "images", "pytorch-2.13-debian12-py311-cuda13.0-gpu-inference")
+    assert gpu.entries["torch"].operator == "==="  # the matrix pins torch===2.13.0 (the wheelhouse has +cpu)
