@@ -191,20 +191,6 @@ def read_every(images: Path, specs: Iterable[ImageSpec]) -> dict[str, dict[str, 
     return out
 
 
-def read_all(images: Path, specs: Iterable[ImageSpec]) -> dict[str, Lock]:
-    """``{image name: Lock}`` for ``specs``. Raises ConfigError listing every missing or invalid lock."""
-    out: dict[str, Lock] = {}
-    errors: list[str] = []
-    for spec in specs:
-        try:
-            out[spec.name] = read(images, spec.name)
-        except ConfigError as exc:
-            errors += exc.lines
-    if errors:
-        raise ConfigError(errors)
-    return out
-
-
 def problems(spec: ImageSpec, lock: Lock, parent: Lock | None) -> list[str]:
     """Why ``lock`` does not fit ``spec`` (empty when it does): a header naming another image, Python
     or parent; a pin of the image (or of an ancestor) the locked version does not satisfy (PEP 440

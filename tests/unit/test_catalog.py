@@ -43,3 +43,12 @@ def test_reports_merge_and_a_foreign_file_is_refused(tmp_path):
     (tmp_path / "c.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="not a report"):
         catalog.read_reports([tmp_path / "c.json"])
+
+
+def test_a_file_the_catalog_did_not_write_is_not_replaced(tmp_path):
+    (tmp_path / "images.md").write_text("my notes\n")
+    with pytest.raises(ConfigError, match="not written by `builder catalog`"):
+        catalog.write([_row()], tmp_path / "images.md", tmp_path / "images.json")
+    assert (tmp_path / "images.md").read_text() == "my notes\n" and not (tmp_path / "images.json").exists()
+    catalog.write([_row()], tmp_path / "a.md", tmp_path / "a.json")
+    catalog.write([_row()], tmp_path / "a.md", tmp_path / "a.json")  # its own files: replaced

@@ -61,12 +61,12 @@ def test_parse_needs_the_header():
 def test_committed_locks_are_fresh_and_each_child_holds_its_parent():
     m = matrix.load(ROOT / "matrix.yaml")
     assert lock.check(m, ROOT / "images") == []
-    locks = lock.read_all(ROOT / "images", m.images())
+    locks = lock.read_every(ROOT / "images", m.images())
     for spec in m.images():
-        got = locks[spec.name]
+        got = locks[spec.name]["linux/amd64"]
         assert got.entries[spec.package.split("[")[0]].version.split("+")[0] == spec.version.split("+")[0]
         if spec.parent:
-            parent = locks[spec.parent]
+            parent = locks[spec.parent]["linux/amd64"]
             assert {n: got.entries[n] for n in parent.entries} == parent.entries
 
 
