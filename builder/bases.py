@@ -211,15 +211,16 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
 
 
 def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, source: Source, workdir: Path,
-              log: Callable[[str, str], None]) -> dict[tuple[str, str], str]:
+              log: Callable[[str, str], None], build_platform: str = DEFAULT_PLATFORM) -> dict[tuple[str, str], str]:
     """The FROM reference of each root image (``ImageSpec`` without a parent) per platform, by
     ``(image name, platform)``: its base (local, pulled or bootstrapped, once per base and
-    platform), or its CUDA image (pulled as it is, never bootstrapped). ``log(image name, line)``
-    reports what happened. Raises BaseError."""
+    platform), or its CUDA image (pulled as it is, never bootstrapped), for each of the image's
+    platforms and for ``build_platform`` (the build stage, where uv runs, is of that platform).
+    ``log(image name, line)`` reports what happened. Raises BaseError."""
     refs: dict[tuple[str, str], str] = {}
     by_base: dict[tuple[str, str], str] = {}
     for spec in roots:
-        for platform in spec.platforms:
+        for platform in dict.fromkeys((*spec.platforms, build_platform)):
             if spec.from_cuda_image:
                 ensure_pulled(client, spec.base_image)
                 refs[spec.name, platform] = spec.base_image

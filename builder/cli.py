@@ -18,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from builder import bake, cli_deploy, lock, pipeline, plan, render
+from builder import bake, cli_deploy, engine, lock, pipeline, plan, render
 from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
                                 stop_on_sigterm)
 from builder.matrix import ImageSpec, Matrix
@@ -187,16 +187,19 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
                 tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
                 build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage."),
-                platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64); a narrowed image is published single-platform.")) -> None:
+                platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); a narrowed image is published single-platform."),
+                by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes.")) -> None:
         from builder.compat import DEFAULT_PLATFORM, PLATFORMS
 
         for p in platform or []:
             if p not in PLATFORMS:
                 fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
-        if platform and DEFAULT_PLATFORM not in platform:
-            fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs)"])
+        if platform and DEFAULT_PLATFORM not in platform and not by_platform:
+            fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
+        if by_platform and stage == "publish":
+            fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
         opts = pipeline.Options(stage=stage, select=select or [], dry_run=dry_run, registry=registry,
-                                platforms=tuple(platform or ()),
+                                platforms=tuple(platform or ()), by_platform=by_platform,
                                 base_source=base_source.value, images_dir=_beside(matrix, images, "images"),
                                 tests_root=_beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
                                 no_cache=no_cache, jobs=jobs, test_jobs=test_jobs)
@@ -228,11 +231,32 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
     typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")
 
 
+@app.command("merge")
+def merge_command(report: list[Path] = typer.Option(..., "--report", help="One job's report.json (repeatable): every job of a run split by platform."),
+                  out: Path = typer.Option(Path("build/report.json"), "--out", help="The merged report (read by `builder catalog`)."),
+                  matrix: Path = MatrixOpt) -> None:
+    """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
+    image indexes: latest and the immutable tag move only for an image whose every platform passed."""
+    from builder import merge
+
+    m = load(matrix)
+    with guard():
+        found = merge.read(report)
+        engine.ensure_buildx(Path("build"))  # docker buildx imagetools makes the indexes
+        entries = merge.merge(m, found, log=typer.echo)
+    merge.write(out, entries)
+    typer.echo(f"report: {out}")
+    if any(e["status"] not in merge.PUSHED for e in entries):
+        raise typer.Exit(1)
+
+
 @app.command("ci-matrix")
-def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt) -> None:
+def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt,
+              by_platform: bool = typer.Option(False, "--by-platform", help="One job per image tree and platform, each on its platform's native runner (then `builder merge`).")) -> None:
     """Print a GitHub Actions strategy.matrix (JSON): one job per image tree, parents inside the job."""
     specs = _select(load(matrix), select)
-    typer.echo(json.dumps(plan.ci_matrix({s.name: s.parent for s in specs})))
+    split = {s.name: s.platforms for s in specs} if by_platform else None
+    typer.echo(json.dumps(plan.ci_matrix({s.name: s.parent for s in specs}, split)))
 
 
 compat_app = typer.Typer(help="The compatibility table (compat.yaml) the matrix is validated against.",

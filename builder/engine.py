@@ -234,6 +234,20 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU = {"linux/arm64": ("qemu-aarch64", Path("/usr/lib/binfmt.d/qemu-aarch64.conf"))}
 
 
+#: The Engine's ``Architecture`` (``docker info``, uname -m) -> its platform.
+NATIVE = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}
+
+
+def native_platform(client: docker.DockerClient) -> str:
+    """The platform the Engine runs natively (``linux/amd64`` on x86_64, ``linux/arm64`` on
+    aarch64): BuildKit's ``BUILDPLATFORM``, where uv cross-installs. Raises EngineError for an
+    architecture the builder has no platform for."""
+    arch = client.info().get("Architecture", "")
+    if arch not in NATIVE:
+        raise EngineError(f"the Engine runs on {arch!r}; the builder supports {', '.join(NATIVE)}")
+    return NATIVE[arch]
+
+
 def emulation_ready(platform: str) -> bool:
     """True when the kernel runs ``platform``'s binaries through QEMU with the ``F`` flag (the
     interpreter opened at registration, so it works inside containers and chroots)."""

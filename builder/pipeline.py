@@ -42,8 +42,11 @@ class Options:
     names (their ancestors are included); empty selects every image. ``jobs`` bounds how many
     images are worked on at once (builds are mostly downloads and disk), ``test_jobs`` how many
     smoke tests run at once (they are CPU-bound: one per core by default). ``platforms``, when set,
-    narrows every image to those of its platforms (it must hold linux/amd64, the build platform); an
-    image narrowed to one platform is built, tagged and published as a single-platform image."""
+    narrows every image to those of its platforms (an image with none of them is left out); an
+    image narrowed to one platform is built, tagged and published as a single-platform image.
+    ``by_platform`` publishes every build under per-platform tags only (``<tag>-<arch>``,
+    ``latest-<arch>``): one job of a run split by platform, whose images ``builder merge`` joins
+    into image indexes (:mod:`builder.merge`)."""
 
     stage: Stage = "all"
     select: list[str] = field(default_factory=list)
@@ -57,6 +60,7 @@ class Options:
     jobs: int = 8
     test_jobs: int = max(1, os.cpu_count() or 1)
     platforms: tuple[str, ...] = ()
+    by_platform: bool = False
 
 
 class Pipeline:
@@ -117,8 +121,10 @@ class Pipeline:
         """Run and return one report per selected image; also writes build/report.json."""
         specs = plan.select(self.matrix, self.opt.select)
         if self.opt.platforms:
-            specs = [replace(s, platforms=tuple(p for p in s.platforms if p in self.opt.platforms)) for s in specs]
-        self.reports = {s.name: ImageReport(s.name, s.parent) for s in specs}
+            narrowed = [replace(s, platforms=tuple(p for p in s.platforms if p in self.opt.platforms)) for s in specs]
+            specs = [s for s in narrowed if s.platforms]
+        self.specs = {s.name: s for s in specs}
+        self.reports = {s.name: ImageReport(s.name, s.parent, by_platform=self._by_platform(s)) for s in specs}
         if self.opt.dry_run:
             for s in specs:
                 self.say(s.name, f"would {self.opt.stage} (parent: {s.parent or 'base ' + s.base})")
@@ -134,6 +140,11 @@ class Pipeline:
         self.write_report()
         return list(self.reports.values())
 
+    def _by_platform(self, spec: ImageSpec) -> bool:
+        # Published per platform: in a run split by platform, an image the matrix builds for several
+        # (one built for a single platform is published whole, with its latest, as in any run).
+        return self.opt.by_platform and len(self.matrix.image(spec.name).platforms) > 1
+
     def _prepare(self, specs: list[ImageSpec]) -> None:
         """The registry, buildx, package sources, wheelhouse image and bases the run needs."""
         client = self.client
@@ -146,12 +157,14 @@ class Pipeline:
         self.registry = registry
         if self.opt.stage in ("test", "all"):
             engine.ensure_compose(self.opt.build_dir)  # the smoke tests' scoring containers
+        self.build_platform = engine.native_platform(client)
         if self.opt.stage != "publish":
             engine.ensure_buildx(self.opt.build_dir)
             self.sources = Sources.from_env()
             self.wheelhouse = wheelhouse_image(client, self.sources.wheelhouse)
             self.base_refs = bases.for_roots(client, self.matrix.data.bases, [s for s in specs if s.parent is None],
-                                             self.opt.base_source, self.opt.build_dir / "bases", self.say)
+                                             self.opt.base_source, self.opt.build_dir / "bases", self.say,
+                                             self.build_platform)
 
     def _schedule(self, specs: list[ImageSpec]) -> None:
         # Submit an image when its parent is ready for children; skip it when its parent failed.
@@ -221,7 +234,9 @@ class Pipeline:
                     steps.push(self, spec, rep, tags)
                 return
             builts = {p: steps.build_image(self, spec, rep, p) for p in spec.platforms}
-            if steps.multi(spec):
+            if self.opt.by_platform:
+                steps.tag_by_platform(self, spec, rep, builts)
+            elif steps.multi(spec):
                 steps.tag_platforms(self, spec, rep, builts)
             else:
                 steps.tag_image(self, spec, rep, builts[spec.platforms[0]])

@@ -58,7 +58,9 @@ class ImageReport:
     pushed beside the image. An image built for more than one platform has ``platforms``:
     ``{platform: {image_id, tag, size_bytes, build_seconds, test_outcome, registry_digest, sbom, ...}}``;
     its top-level ``tags`` and ``registry_digest`` are then those of the image index, the other
-    top-level fields those of linux/amd64.
+    top-level fields those of linux/amd64. ``by_platform`` marks one job of a run split by platform:
+    every build is in ``platforms`` (with the ``framework_version`` and ``python_version`` the
+    taggers read), ``tags`` are per-platform tags, and ``builder merge`` makes the index.
     """
 
     name: str
@@ -72,6 +74,7 @@ class ImageReport:
     sbom_components: int | None = None
     sbom_digest: str | None = None
     platforms: dict[str, dict] = field(default_factory=dict)
+    by_platform: bool = False
     size_bytes: int | None = None
     build_seconds: float | None = None
     cached_steps: int | None = None

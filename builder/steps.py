@@ -10,7 +10,6 @@ status (:class:`builder.report.Status`) and goes on with the other images. ``run
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +47,11 @@ def multi(spec: ImageSpec) -> bool:
 
 def record(rep: ImageReport, spec: ImageSpec, platform: str, **fields) -> None:
     """Store a step's figures: on the report itself for linux/amd64, and per platform in
-    ``rep.platforms`` for an image built for several."""
+    ``rep.platforms`` for an image built for several or published per platform."""
     if platform == DEFAULT_PLATFORM:
         for k, v in fields.items():
             setattr(rep, k, v)
-    if multi(spec):
+    if multi(spec) or rep.by_platform:
         rep.platforms.setdefault(platform, {}).update(fields)
 
 
@@ -78,16 +77,19 @@ def build_image(run, spec: ImageSpec, rep: ImageReport, platform: str = DEFAULT_
     args = {"WHEELHOUSE_IMAGE": run.wheelhouse}
     if spec.parent is None:
         args["BASE_IMAGE"] = run.base_refs[spec.name, platform]
-        args["BUILD_BASE_IMAGE"] = run.base_refs[spec.name, DEFAULT_PLATFORM]
+        args["BUILD_BASE_IMAGE"] = run.base_refs[spec.name, run.build_platform]
     else:
         parent = run.reports[spec.parent]
+        if run.build_platform not in run.specs[spec.parent].platforms:
+            raise StepFailed(f"its build stage runs on {run.build_platform}, for which this run does not build "
+                             f"the parent {spec.parent}: build that platform too, or run {platform} on a native runner")
         args["PARENT_IMAGE"] = local_ref(parent, platform)
-        args["BUILD_PARENT_IMAGE"] = local_ref(parent, DEFAULT_PLATFORM)
+        args["BUILD_PARENT_IMAGE"] = local_ref(parent, run.build_platform)
     labels = build.vcs_labels([opt.images_dir / a for a in run.lineage(spec)])
     temporary = f"build-{run.run_id}" + ("" if platform == DEFAULT_PLATFORM else f"-{lock.arch(platform)}")
     override = opt.build_dir / "bake" / f"{target}.{run.run_id}.{lock.arch(platform)}.json"
     override.parent.mkdir(parents=True, exist_ok=True)
-    if platform != DEFAULT_PLATFORM:
+    if platform != run.build_platform:
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
     run.say(spec.name, "building" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
     with run.sources.secrets() as secrets, run.build_slot():
@@ -138,9 +140,8 @@ def tag_platforms(run, spec: ImageSpec, rep: ImageReport, builts: dict[str, Buil
     client = run.client
     images = {p: client.images.get(b.image_id) for p, b in builts.items()}
     first = images[DEFAULT_PLATFORM]
-    combined = hashlib.sha256(" ".join(images[p].id for p in spec.platforms).encode()).hexdigest()
-    immutable = tag.immutable_tag(run.matrix.data.tags, tag.framework_version(client, first.id, spec),
-                                  tag.python_version(client, first.id), f"sha256:{combined}")
+    immutable = tag.index_tag(run.matrix.data.tags, tag.framework_version(client, first.id, spec),
+                              tag.python_version(client, first.id), [images[p].id for p in spec.platforms])
     for platform, image in images.items():
         own = f"{immutable}-{lock.arch(platform)}"
         image.tag(rep.repository, own)
@@ -151,6 +152,26 @@ def tag_platforms(run, spec: ImageSpec, rep: ImageReport, builts: dict[str, Buil
     seconds = ", ".join("%s %.0f s" % (p, rep.platforms[p]["build_seconds"]) for p in spec.platforms)
     run.say(spec.name, f"built {rep.repository}:{immutable} ({seconds})")
     return immutable
+
+
+def tag_by_platform(run, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> list[str]:
+    """Tag each build of a run split by platform on its own: the tag policy filled with the versions
+    the taggers read in that build and its own image id, plus ``-<arch>`` (``1.9.1-py3.11.2-<id>-arm64``),
+    so a job needs no other platform's build to name its own. The versions go into the report for
+    ``builder merge``, which names the index from them and every platform's image id. Returns the tags."""
+    client = run.client
+    for platform, built in builts.items():
+        image = client.images.get(built.image_id)
+        fw, py = tag.framework_version(client, image.id, spec), tag.python_version(client, image.id)
+        own = f"{tag.immutable_tag(run.matrix.data.tags, fw, py, image.id)}-{lock.arch(platform)}"
+        image.tag(rep.repository, own)
+        client.api.remove_image(f"{rep.repository}:{built.temporary}", noprune=True)
+        record(rep, spec, platform, image_id=image.id, size_bytes=image.attrs["Size"], tag=own,
+               framework_version=fw, python_version=py)
+    rep.tags = [rep.platforms[p]["tag"] for p in spec.platforms]
+    rep.move(Status.BUILT)
+    run.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} (per platform)")
+    return rep.tags
 
 
 def smoke_test(run, spec: ImageSpec, rep: ImageReport, platform: str = DEFAULT_PLATFORM) -> smoke.TestResult:
@@ -167,7 +188,7 @@ def smoke_test(run, spec: ImageSpec, rep: ImageReport, platform: str = DEFAULT_P
     _stop_if_interrupted()
     if not t.ok:
         rep.container_log_tail = t.log_tail()
-        raise StepFailed(f"{platform}: {t.summary} (log {t.log_path})" if multi(spec) else
+        raise StepFailed(f"{platform}: {t.summary} (log {t.log_path})" if multi(spec) or rep.by_platform else
                          f"{t.summary} (log {t.log_path})")
     return t
 
@@ -189,19 +210,22 @@ def make_sbom(run, spec: ImageSpec, rep: ImageReport, platform: str = DEFAULT_PL
 
 def promote(run, spec: ImageSpec, rep: ImageReport, tested: smoke.TestResult) -> list[str]:
     """Give an image whose smoke tests passed (on every platform) the moving tags (``latest``);
-    returns its tags. Locally the linux/amd64 build gets them, another platform's ``latest-<arch>``."""
+    returns its tags. Locally the linux/amd64 build gets them, another platform's ``latest-<arch>``;
+    in a run split by platform every build gets ``latest-<arch>`` only (``builder merge`` moves ``latest``)."""
+    moving = run.matrix.data.tags.moving
     for platform in spec.platforms:
         image = run.client.images.get(local_ref(rep, platform))
-        for moving in run.matrix.data.tags.moving:
-            image.tag(rep.repository, moving if platform == DEFAULT_PLATFORM else f"{moving}-{lock.arch(platform)}")
-    rep.tags += list(run.matrix.data.tags.moving)
+        for tag_ in moving:
+            own = platform == DEFAULT_PLATFORM and not rep.by_platform
+            image.tag(rep.repository, tag_ if own else f"{tag_}-{lock.arch(platform)}")
+    rep.tags += ([f"{m}-{lock.arch(p)}" for p in spec.platforms for m in moving] if rep.by_platform else list(moving))
     rep.move(Status.TESTED)
     run.say(rep.name, f"[green]smoke test passed[/green] ({escape(tested.summary)}); tagged {', '.join(rep.tags)}")
     return rep.tags
 
 
 def _push_sbom(run, rep: ImageReport, spec: ImageSpec, platform: str, digest: str) -> None:
-    path = rep.platforms[platform]["sbom"] if multi(spec) else rep.sbom
+    path = rep.platforms[platform]["sbom"] if multi(spec) or rep.by_platform else rep.sbom
     if path:
         try:
             record(rep, spec, platform, sbom_digest=sbom.push(run.client, rep.repository, digest, Path(path)))
@@ -216,7 +240,15 @@ def push(run, spec: ImageSpec, rep: ImageReport, tags: list[str]) -> str:
     digest ``tags`` name."""
     _stop_if_interrupted()
     run.say(rep.name, "pushing")
-    if not multi(spec):
+    if rep.by_platform:  # one job of a split run: each build under its own tags, no index
+        pushed = False
+        for platform in spec.platforms:
+            arch = lock.arch(platform)
+            one = publish.push(run.client, rep.repository, [t for t in tags if t.endswith(f"-{arch}")])
+            pushed = pushed or one.pushed
+            record(rep, spec, platform, registry_digest=one.digest)
+            _push_sbom(run, rep, spec, platform, one.digest)
+    elif not multi(spec):
         result = publish.push(run.client, rep.repository, tags)
         rep.registry_digest = result.digest
         _push_sbom(run, rep, spec, DEFAULT_PLATFORM, result.digest)
@@ -231,7 +263,8 @@ def push(run, spec: ImageSpec, rep: ImageReport, tags: list[str]) -> str:
         index = publish.push_index(rep.repository, tags, digests)
         rep.registry_digest, pushed = index.digest, pushed or index.pushed
     rep.move(Status.PUBLISHED if pushed else Status.UNCHANGED)
-    run.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(tags)} @ {rep.registry_digest}")
+    run.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(tags)} @ "
+                      + (rep.registry_digest or ", ".join(rep.platforms[p]["registry_digest"] for p in spec.platforms)))
     return rep.registry_digest
 
 

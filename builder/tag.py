@@ -9,6 +9,7 @@ smoke test passed — the pipeline stage enforces that.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 
@@ -65,6 +66,14 @@ def immutable_tag(policy: TagPolicy, framework_version: str, python_version: str
     short = image_id.split(":", 1)[-1][:12]
     return sanitize(policy.immutable.format(framework_version=framework_version,
                                             python_version=python_version, image_id=short))
+
+
+def index_tag(policy: TagPolicy, framework_version: str, python_version: str, image_ids: list[str]) -> str:
+    """The immutable tag of an image index: :func:`immutable_tag` with, for the image id, the sha256 of
+    the platforms' image ids (``sha256:<hex>`` each, in the matrix's platform order, joined by spaces),
+    so the tag names exactly these builds. Raises KeyError as :func:`immutable_tag`."""
+    combined = hashlib.sha256(" ".join(image_ids).encode()).hexdigest()
+    return immutable_tag(policy, framework_version, python_version, f"sha256:{combined}")
 
 
 def existing_immutable(policy: TagPolicy, tags: list[str], image_id: str) -> str | None:

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,17 +23,11 @@ import requests
 
 from builder import engine
 from repo import ROOT
+from run_builder import BUILDER, MINIMAL, builder, report
 
 pytestmark = pytest.mark.engine
 
-MINIMAL = "minimal-debian12-py311-cpu-inference"
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
-BUILDER = [sys.executable, "-m", "builder.cli"]
-
-
-def builder(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*BUILDER, *args], cwd=ROOT, capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, **(env or {})})
 
 
 def started(*args: str, log: Path) -> subprocess.Popen:
@@ -46,10 +39,6 @@ def wait_for(predicate, seconds: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
-
-
-def report(build_dir: Path) -> dict[str, dict]:
-    return {r["name"]: r for r in json.loads((build_dir / "report.json").read_text())["images"]}
 
 
 def tags(registry: str, repository: str, auth: tuple | None = None) -> list[str]:

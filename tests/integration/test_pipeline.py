@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,28 +18,11 @@ import requests
 
 from builder import lock, matrix
 from repo import ROOT
+from run_builder import MINIMAL, builder, raw_digest, report
 
 pytestmark = pytest.mark.engine
 
 SUBSET = "sklearn-1.9-debian12-py311-cpu-inference"
-MINIMAL = "minimal-debian12-py311-cpu-inference"
-BUILDER = [sys.executable, "-m", "builder.cli"]
-
-
-def builder(*args: str, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
-    return subprocess.run([*BUILDER, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-def report(build_dir: Path) -> dict[str, dict]:
-    return {r["name"]: r for r in json.loads((build_dir / "report.json").read_text())["images"]}
-
-
-def raw_digest(ref: str) -> str | None:
-    """The digest of the manifest or image index the registry serves for ``ref`` (sha256 of what
-    ``skopeo inspect --raw`` reads), or None when the reference is absent."""
-    r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True)
-    return "sha256:" + hashlib.sha256(r.stdout).hexdigest() if r.returncode == 0 else None
 
 
 def skopeo_digest(ref: str) -> str | None:

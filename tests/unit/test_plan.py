@@ -18,3 +18,13 @@ def test_tree_groups_keep_build_order_and_put_every_descendant_with_its_root():
     assert plan.tree_groups(parents) == {"root-a": ["root-a", "a1", "a1x"], "root-b": ["root-b", "b1"]}
     assert plan.ci_matrix(parents) == {"include": [{"root": "root-a", "images": "root-a a1 a1x"},
                                                    {"root": "root-b", "images": "root-b b1"}]}
+
+
+def test_ci_matrix_split_by_platform_gives_one_job_per_tree_and_platform_with_its_runner():
+    parents = {"root-a": None, "root-b": None, "a1": "root-a", "a2": "root-a", "b1": "root-b"}
+    platforms = {"root-a": ("linux/amd64", "linux/arm64"), "a1": ("linux/amd64",), "a2": ("linux/amd64", "linux/arm64"),
+                 "root-b": ("linux/amd64",), "b1": ("linux/amd64",)}
+    assert plan.ci_matrix(parents, platforms) == {"include": [
+        {"root": "root-a", "platform": "linux/amd64", "arch": "amd64", "runner": "ubuntu-22.04", "images": "root-a a1 a2"},
+        {"root": "root-a", "platform": "linux/arm64", "arch": "arm64", "runner": "ubuntu-22.04-arm", "images": "root-a a2"},
+        {"root": "root-b", "platform": "linux/amd64", "arch": "amd64", "runner": "ubuntu-22.04", "images": "root-b b1"}]}

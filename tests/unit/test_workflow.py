@@ -73,3 +73,17 @@ def test_ci_matrix_refuses_a_selection_that_matches_nothing(root, monkeypatch):
     monkeypatch.chdir(root)
     r = CliRunner().invoke(app, ["ci-matrix", "--select", "nothing*"])
     assert r.exit_code == 2
+
+
+def test_ci_matrix_by_platform_puts_arm64_images_in_jobs_of_their_own(root, monkeypatch):
+    monkeypatch.chdir(root)
+    r = CliRunner().invoke(app, ["ci-matrix", "--by-platform", "--select", "sklearn-1.9-debian12-*"])
+    assert r.exit_code == 0, r.output
+    jobs = {j["platform"]: j for j in json.loads(r.stdout)["include"]}
+    assert set(jobs) == {"linux/amd64", "linux/arm64"}
+    assert jobs["linux/arm64"]["runner"].endswith("-arm") and jobs["linux/arm64"]["arch"] == "arm64"
+    assert jobs["linux/arm64"]["images"].split() == ["minimal-debian12-py311-cpu-inference",
+                                                     "sklearn-1.9-debian12-py311-cpu-inference"]
+    everything = json.loads(CliRunner().invoke(app, ["ci-matrix", "--by-platform"]).stdout)["include"]
+    gpu = [n for j in everything for n in j["images"].split() if n.endswith("gpu-inference")]
+    assert gpu and all(j["platform"] == "linux/amd64" for j in everything for n in j["images"].split() if n in gpu)

@@ -1,0 +1,106 @@
+"""Stage 7b — merge: the jobs of a run split by platform join into image indexes.
+
+In a run split by platform (``builder ci-matrix --by-platform``: one job per image tree and platform,
+each on its platform's native runner), every job runs ``builder all --by-platform``: it builds,
+smoke-tests and pushes each build of a multi-platform image under that platform's tags only
+(``<tag>-<arch>``, ``latest-<arch>``). :func:`merge` then reads every job's report and, for each
+image whose every matrix platform passed and was pushed, makes the index tag and ``latest`` one
+image index of those manifests, as docker-stacks' merge-tags job does. An image with a platform
+missing or failed gets neither: ``latest`` moves only when every platform passed. The result is one
+report (``build/report.json``'s shape) that :mod:`builder.catalog` reads like a one-job run's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from builder import publish, tag
+from builder.compat import DEFAULT_PLATFORM
+from builder.inputs import ConfigError
+from builder.matrix import Matrix
+
+#: Report statuses of a job whose builds were pushed.
+PUSHED = ("published", "unchanged")
+
+
+def read(paths: list[Path]) -> dict[str, list[dict]]:
+    """``{image name: [report entry, one per report that has it]}`` over the reports in ``paths``
+    (``build/report.json`` of each job). Raises ConfigError for a report that is missing or not this
+    tool's JSON."""
+    out: dict[str, list[dict]] = {}
+    for path in paths:
+        try:
+            for entry in json.loads(Path(path).read_text())["images"]:
+                out.setdefault(entry["name"], []).append(entry)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError([f"--report: {path}: not a report written by `builder` ({type(exc).__name__})"]) from None
+    return out
+
+
+def _problem(platforms: tuple[str, ...], entries: list[dict], found: dict[str, dict]) -> str | None:
+    # Why an image cannot be merged, or None.
+    missing = [p for p in platforms if p not in found]
+    if missing:
+        failed = [f"{e['status']}" + (f" ({e['error']})" if e.get("error") else "") for e in entries
+                  if e["status"] not in PUSHED]
+        return f"no pushed {', '.join(missing)} build in the reports" + (f": {'; '.join(failed)}" if failed else "")
+    if len({f["repository"] for f in found.values()}) != 1:
+        return f"the platforms were pushed to different repositories: {sorted({f['repository'] for f in found.values()})}"
+    for key in ("framework_version", "python_version"):
+        if len({f.get(key) for f in found.values()}) != 1:
+            return f"the platforms' {key.replace('_', ' ')}s differ: {sorted(str(f.get(key)) for f in found.values())}"
+    return None
+
+
+def merge(matrix: Matrix, reports: dict[str, list[dict]], log: Callable[[str], None] = print) -> list[dict]:
+    """Join the per-platform builds of ``reports`` (:func:`read`) into image indexes in the registry;
+    return the merged report entries in matrix order.
+
+    An image whose entries are not ``by_platform`` (published whole, with its ``latest``, by its job)
+    is passed through. A merged entry is the linux/amd64 job's entry with every platform in
+    ``platforms``, ``tags`` = [index tag (:func:`builder.tag.index_tag`), moving tags], the index's
+    ``registry_digest`` and status published (unchanged when the registry already had it); one that
+    cannot be merged has status publish-failed and the reason in ``error``. ``log`` gets one line
+    per image. Raises nothing for a registry error: it is the entry's error."""
+    out = []
+    policy = matrix.data.tags
+    for spec in matrix.images():
+        entries = reports.get(spec.name)
+        if not entries:
+            continue
+        if not any(e.get("by_platform") for e in entries):
+            out.append(entries[-1])
+            continue
+        found = {p: {**facts, "repository": e["repository"]} for e in entries if e["status"] in PUSHED
+                 for p, facts in e["platforms"].items() if facts.get("registry_digest")}
+        first = next((e for e in entries if DEFAULT_PLATFORM in e["platforms"]), entries[0])
+        merged = {**first, "platforms": {p: {k: v for k, v in f.items() if k != "repository"} for p, f in found.items()},
+                  "by_platform": False}
+        why = _problem(spec.platforms, entries, found)
+        if why is None:
+            one = found[spec.platforms[0]]
+            tags = [tag.index_tag(policy, one["framework_version"], one["python_version"],
+                                  [found[p]["image_id"] for p in spec.platforms]), *policy.moving]
+            try:
+                result = publish.push_index(one["repository"], tags, {p: found[p]["registry_digest"] for p in spec.platforms})
+            except publish.PublishError as exc:
+                why = str(exc)
+            else:
+                merged.update(repository=one["repository"], tags=tags, registry_digest=result.digest, error=None,
+                              status="published" if result.pushed else "unchanged")
+                log(f"{spec.name} {merged['status']} {one['repository']} {', '.join(tags)} @ {result.digest} "
+                    f"({', '.join(spec.platforms)})")
+        if why is not None:
+            merged.update(status="publish-failed", error=f"not merged: {why}", registry_digest=None)
+            log(f"{spec.name} publish-failed: not merged: {why}")
+        out.append(merged)
+    return out
+
+
+def write(path: Path, entries: list[dict]) -> Path:
+    """Write ``entries`` as a report (``{"stage": "merge", "images": [...]}``) to ``path``; returns it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"stage": "merge", "images": entries}, indent=2) + "\n")
+    return path

@@ -1,0 +1,34 @@
+"""What the engine tests share: the `builder` CLI as a subprocess, a run's report, and the digest
+the registry serves for a reference (read back with skopeo)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from repo import ROOT
+
+BUILDER = [sys.executable, "-m", "builder.cli"]
+MINIMAL = "minimal-debian12-py311-cpu-inference"
+
+
+def builder(*args: str, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """Run ``builder *args`` from the repository root; the environment plus ``env``."""
+    return subprocess.run([*BUILDER, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def report(build_dir: Path) -> dict[str, dict]:
+    """``{image name: entry}`` of the run report in ``build_dir``."""
+    return {r["name"]: r for r in json.loads((build_dir / "report.json").read_text())["images"]}
+
+
+def raw_digest(ref: str) -> str | None:
+    """The digest of the manifest or image index the registry serves for ``ref`` (sha256 of what
+    ``skopeo inspect --raw`` reads), or None when the reference is absent."""
+    r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True)
+    return "sha256:" + hashlib.sha256(r.stdout).hexdigest() if r.returncode == 0 else None

@@ -1,0 +1,75 @@
+"""A run split by platform, on real components: one `builder all --by-platform` job per platform
+pushes per-platform tags only, and `builder merge` makes `latest` a two-platform index only once
+every platform's job has passed (docker-stacks' merge-tags)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from builder import matrix, tag
+from repo import ROOT
+from run_builder import MINIMAL, builder, raw_digest, report
+
+pytestmark = pytest.mark.engine
+
+
+def _raw(ref: str) -> dict:
+    r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True, check=True)
+    return json.loads(r.stdout)
+
+
+@pytest.fixture
+def namespace(registry, docker_client):
+    """A registry namespace of this test's own; its local tags are removed afterwards."""
+    ns = f"{registry}/split-{uuid.uuid4().hex[:8]}"
+    yield ns
+    for image in docker_client.images.list():
+        for t in image.tags:
+            if t.startswith(ns + "/"):
+                docker_client.api.remove_image(t, noprune=True)
+
+
+def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_both_passed(namespace, tmp_path):
+    jobs = {}
+    for platform in ("linux/amd64", "linux/arm64"):
+        arch = platform.split("/")[1]
+        r = builder("all", "--by-platform", "--platform", platform, "--select", MINIMAL, "--registry", namespace,
+                    "--build-dir", str(tmp_path / arch))
+        assert r.returncode == 0, r.stdout + r.stderr
+        entry = jobs[platform] = report(tmp_path / arch)[MINIMAL]
+        facts = entry["platforms"][platform]
+        assert entry["by_platform"] and set(entry["platforms"]) == {platform}, entry
+        assert entry["tags"] == [facts["tag"], f"latest-{arch}"] and facts["tag"].endswith(f"-{arch}")
+        assert "passed" in facts["test_outcome"] and facts["sbom_digest"]
+        for t in entry["tags"]:  # the build itself under its own tags, no index
+            assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == facts["registry_digest"]
+        if platform == "linux/amd64":
+            assert raw_digest(f"{namespace}/{MINIMAL}:latest") is None
+            # one platform's report: nothing to merge, latest stays where it was (absent)
+            half = builder("merge", "--report", str(tmp_path / "amd64" / "report.json"), "--out", str(tmp_path / "half.json"))
+            assert half.returncode == 1, half.stdout + half.stderr
+            (half_entry,) = json.loads((tmp_path / "half.json").read_text())["images"]
+            assert half_entry["status"] == "publish-failed" and "linux/arm64" in half_entry["error"], half_entry
+            assert raw_digest(f"{namespace}/{MINIMAL}:latest") is None
+
+    r = builder("merge", "--report", str(tmp_path / "amd64" / "report.json"), "--report", str(tmp_path / "arm64" / "report.json"),
+                "--out", str(tmp_path / "merged.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    (merged,) = json.loads((tmp_path / "merged.json").read_text())["images"]
+    assert merged["status"] == "published" and merged["tags"][1:] == ["latest"]
+    first = jobs["linux/amd64"]["platforms"]["linux/amd64"]
+    policy = matrix.load(ROOT / "matrix.yaml").data.tags
+    assert merged["tags"][0] == tag.index_tag(policy, first["framework_version"], first["python_version"],
+                                              [jobs[p]["platforms"][p]["image_id"] for p in ("linux/amd64", "linux/arm64")])
+    for t in merged["tags"]:
+        index = _raw(f"{namespace}/{MINIMAL}:{t}")
+        listed = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in index["manifests"]}
+        assert listed == {p: jobs[p]["platforms"][p]["registry_digest"] for p in jobs}
+        assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == merged["registry_digest"]
+    for p, entry in jobs.items():  # each manifest is the very build its job tested
+        manifest = _raw(f"{namespace}/{MINIMAL}@{entry['platforms'][p]['registry_digest']}")
+        assert manifest["config"]["digest"] == entry["platforms"][p]["image_id"]

@@ -1,0 +1,81 @@
+"""``builder merge``'s decisions over the reports of a run split by platform (the index itself is
+made against a real registry in tests/integration/test_by_platform.py)."""
+
+import pytest
+
+from builder import merge, publish, tag
+from builder.matrix import load
+from repo import ROOT
+
+MINIMAL = "minimal-debian12-py311-cpu-inference"
+GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return load(ROOT / "matrix.yaml")
+
+
+def _job(platform: str, status: str = "published", **facts) -> dict:
+    arch = platform.split("/")[1]
+    n = "1" if arch == "amd64" else "2"
+    one = {"image_id": f"sha256:{n * 64}", "tag": f"1.5.1-py3.11.2-x-{arch}", "registry_digest": f"sha256:{'d' * 63}{n}",
+           "framework_version": "1.5.1", "python_version": "3.11.2", **facts}
+    return {"name": MINIMAL, "parent": None, "status": status, "repository": "127.0.0.1:5000/" + MINIMAL, "by_platform": True,
+            "tags": [one["tag"], f"latest-{arch}"], "registry_digest": None, "error": None,
+            "platforms": {platform: one} if status in merge.PUSHED else {}}
+
+
+@pytest.fixture
+def made(monkeypatch):
+    calls = []
+
+    def push_index(repository, tags, digests):
+        calls.append((repository, tags, digests))
+        return publish.PublishResult(repository, tags, "sha256:" + "e" * 64, pushed=True)
+
+    monkeypatch.setattr(publish, "push_index", push_index)
+    return calls
+
+
+def test_every_platform_pushed_gives_one_index_named_from_both_builds(matrix, made):
+    entries = merge.merge(matrix, {MINIMAL: [_job("linux/arm64"), _job("linux/amd64")]}, log=lambda line: None)
+    (only,) = entries
+    expected = tag.index_tag(matrix.data.tags, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
+    assert made == [(only["repository"], [expected, "latest"], {"linux/amd64": "sha256:" + "d" * 63 + "1",
+                                                                "linux/arm64": "sha256:" + "d" * 63 + "2"})]
+    assert only["status"] == "published" and only["tags"] == [expected, "latest"] and not only["by_platform"]
+    assert set(only["platforms"]) == {"linux/amd64", "linux/arm64"} and only["registry_digest"] == "sha256:" + "e" * 64
+
+
+def test_index_tag_depends_on_every_platform_build():
+    policy = load(ROOT / "matrix.yaml").data.tags
+    a = tag.index_tag(policy, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
+    assert a != tag.index_tag(policy, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "3" * 64])
+    assert a.startswith("1.5.1-py3.11.2-")
+
+
+@pytest.mark.parametrize("arm64", ["test-failed", None])
+def test_a_platform_failed_or_missing_moves_no_latest(matrix, made, arm64):
+    jobs = [_job("linux/amd64")] + ([_job("linux/arm64", arm64)] if arm64 else [])
+    (only,) = merge.merge(matrix, {MINIMAL: jobs}, log=lambda line: None)
+    assert made == []
+    assert only["status"] == "publish-failed" and "linux/arm64" in only["error"] and only["registry_digest"] is None
+    assert "latest" not in only["tags"]
+
+
+def test_platforms_that_disagree_on_versions_are_not_merged(matrix, made):
+    jobs = [_job("linux/amd64"), _job("linux/arm64", python_version="3.11.9")]
+    (only,) = merge.merge(matrix, {MINIMAL: jobs}, log=lambda line: None)
+    assert made == [] and only["status"] == "publish-failed" and "python version" in only["error"]
+
+
+def test_an_image_published_whole_by_its_job_passes_through(matrix, made):
+    whole = {"name": GPU, "status": "published", "by_platform": False, "tags": ["x", "latest"], "platforms": {}}
+    assert merge.merge(matrix, {GPU: [whole]}, log=lambda line: None) == [whole] and made == []
+
+
+def test_a_foreign_report_is_refused(tmp_path):
+    (tmp_path / "r.json").write_text("[]")
+    with pytest.raises(merge.ConfigError):
+        merge.read([tmp_path / "r.json"])
