@@ -47,13 +47,16 @@ def test_actionlint_does_report_a_bad_workflow(actionlint, tmp_path):
     assert r.returncode == 1 and "nope" in r.stdout, r.stdout + r.stderr
 
 
-def test_release_workflow_builds_each_ci_matrix_entry_with_builder_all(root):
+def test_release_workflow_builds_each_ci_matrix_entry_on_its_runner_and_merges(root):
     wf = yaml.safe_load((root / ".github" / "workflows" / "release.yml").read_text())
     images = wf["jobs"]["images"]
     assert images["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert images["runs-on"] == "${{ matrix.runner }}"
     runs = " ".join(step.get("run", "") for step in images["steps"])
-    assert "make build-all" in runs
-    assert "ci-matrix" in " ".join(step.get("run", "") for step in wf["jobs"]["plan"]["steps"])
+    assert "builder all --by-platform --platform" in runs
+    assert "ci-matrix --by-platform" in " ".join(step.get("run", "") for step in wf["jobs"]["plan"]["steps"])
+    reports = " ".join(step.get("run", "") for step in wf["jobs"]["reports"]["steps"])
+    assert reports.index("builder merge") < reports.index("builder catalog")
 
 
 def test_ci_matrix_is_one_job_per_image_tree_with_parents_first(root, monkeypatch):
