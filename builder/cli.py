@@ -149,8 +149,13 @@ class BaseSource(str, enum.Enum):
 
 def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> None:
     m = load(matrix)
-    _select(m, opts.select)
+    specs = _select(m, opts.select)
     registry_option(opts.registry)
+    split = [s.name for s in specs if opts.platforms and set(s.platforms) - set(opts.platforms)]
+    if stage in ("publish", "all") and split and not opts.by_platform:
+        fail([f"--platform {' '.join(opts.platforms)} would publish {split[0]} without its other platforms under "
+              f"tags that name all of them: add --by-platform (per-platform tags, then `builder merge`), "
+              f"or narrow `builder build` or `builder test` only"])
     if stage != "publish" and not opts.dry_run:
         with guard():
             locks = lock.read_every(opts.images_dir, m.images())
@@ -187,7 +192,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
                 tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
                 build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage."),
-                platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); a narrowed image is published single-platform."),
+                platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); all/publish need --by-platform then."),
                 by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes.")) -> None:
         from builder.compat import DEFAULT_PLATFORM, PLATFORMS
 

@@ -42,8 +42,8 @@ class Options:
     names (their ancestors are included); empty selects every image. ``jobs`` bounds how many
     images are worked on at once (builds are mostly downloads and disk), ``test_jobs`` how many
     smoke tests run at once (they are CPU-bound: one per core by default). ``platforms``, when set,
-    narrows every image to those of its platforms (an image with none of them is left out); an
-    image narrowed to one platform is built, tagged and published as a single-platform image.
+    narrows every image to those of its platforms (an image with none of them is left out; the CLI
+    lets ``all`` and ``publish`` narrow only with ``by_platform``).
     ``by_platform`` publishes every build under per-platform tags only (``<tag>-<arch>``,
     ``latest-<arch>``): one job of a run split by platform, whose images ``builder merge`` joins
     into image indexes (:mod:`builder.merge`)."""

@@ -58,7 +58,7 @@ def containers(docker_client):
 
 def test_registry_down_then_back(tmp_path, start_registry, containers, docker_client):
     registry = "127.0.0.1:5991"
-    first = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b1"))
+    first = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b1"))
     assert first.returncode == 1, first.stdout + first.stderr
     r = report(tmp_path / "b1")[MINIMAL]
     assert r["status"] == "publish-failed" and registry in r["error"]
@@ -66,7 +66,7 @@ def test_registry_down_then_back(tmp_path, start_registry, containers, docker_cl
     proc = start_registry(tmp_path / "registry", 5991)
     try:
         assert tags(registry, f"faults/{MINIMAL}") == []
-        again = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b2"))
+        again = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b2"))
         assert again.returncode == 0, again.stdout + again.stderr
         assert report(tmp_path / "b2")[MINIMAL]["status"] == "published"
         published = report(tmp_path / "b2")[MINIMAL]
@@ -83,17 +83,17 @@ def test_registry_refuses_the_credentials(tmp_path, start_registry):
     proc = start_registry(tmp_path / "registry", 5992, {user: password})
     try:
         env = {"REGISTRY_USERNAME": user, "REGISTRY_PASSWORD": "wrong"}
-        first = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b1"),
+        first = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b1"),
                         env=env)
         assert first.returncode == 1, first.stdout + first.stderr
         r = report(tmp_path / "b1")[MINIMAL]
         assert r["status"] == "publish-failed" and ("401" in r["error"] or "unauthorized" in r["error"]), r["error"]
         assert "wrong" not in first.stdout + first.stderr + json.dumps(r)
         assert tags(registry, f"auth/{MINIMAL}", (user, password)) == []
-        again = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b2"),
+        again = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/auth", "--build-dir", str(tmp_path / "b2"),
                         env={"REGISTRY_USERNAME": user, "REGISTRY_PASSWORD": password})
         assert again.returncode == 0, again.stdout + again.stderr
-        assert "latest" in tags(registry, f"auth/{MINIMAL}", (user, password))
+        assert "latest-amd64" in tags(registry, f"auth/{MINIMAL}", (user, password))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -104,7 +104,7 @@ def test_registry_disappears_in_the_middle_of_a_push(tmp_path, start_registry, d
     folder = tmp_path / "registry"
     proc = start_registry(folder, 5993)
     log = folder / "registry.log"
-    run = started("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b1"),
+    run = started("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b1"),
                   log=tmp_path / "b1.log")
     try:
         # the first blob upload has begun: the registry goes away mid-push
@@ -121,9 +121,9 @@ def test_registry_disappears_in_the_middle_of_a_push(tmp_path, start_registry, d
     proc = start_registry(folder, 5993)  # back, on the same storage
     try:
         assert tags(registry, f"gone/{MINIMAL}") == [], "a tag of the interrupted push is in the registry"
-        again = builder("all", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b2"))
+        again = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b2"))
         assert again.returncode == 0, again.stdout + again.stderr
-        assert "latest" in tags(registry, f"gone/{MINIMAL}")
+        assert "latest-amd64" in tags(registry, f"gone/{MINIMAL}")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -166,7 +166,7 @@ def _log(path: Path) -> str:
 @pytest.mark.parametrize("moment", ["build", "smoke test"])
 def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, registry, docker_client, containers):
     namespace = f"{registry}/sigint-{moment.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
-    args = ["all", "--platform", "linux/amd64", "--select", SKLEARN, "--registry", namespace]
+    args = ["all", "--by-platform", "--platform", "linux/amd64", "--select", SKLEARN, "--registry", namespace]
     if moment == "build":
         args.append("--no-cache")
     running = len(docker_client.containers.list())
@@ -186,7 +186,7 @@ def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, regist
     output = _log(tmp_path / "b1.log")
     assert output.strip().splitlines()[-1].startswith("interrupted:"), output
     images = report(tmp_path / "b1")
-    assert images[SKLEARN]["status"] == "interrupted" and "latest" not in images[SKLEARN]["tags"]
+    assert images[SKLEARN]["status"] == "interrupted" and not any(t.startswith("latest") for t in images[SKLEARN]["tags"])
     assert {c.id for c in docker_client.containers.list(all=True)} == containers, "a container was left behind"
     assert tags(registry, f"{namespace.split('/', 1)[1]}/{SKLEARN}") == []
     again = builder(*[a for a in args if a != "--no-cache"], "--build-dir", str(tmp_path / "b2"))

@@ -162,7 +162,7 @@ def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_cli
         "def init():\n    raise RuntimeError('model file is corrupt')\n\n\ndef run(raw_data):\n    return raw_data\n")
     namespace = f"{registry}/faultcase"
     build_dir = tmp_path / "build"
-    result = builder("all", "--platform", "linux/amd64", "--select", SUBSET, "--tests", str(tests), "--build-dir", str(build_dir),
+    result = builder("all", "--select", SUBSET, "--tests", str(tests), "--build-dir", str(build_dir),
                      env={"REGISTRY": namespace})
     assert result.returncode == 1, result.stdout + result.stderr
     images = report(build_dir)
@@ -174,7 +174,7 @@ def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_cli
     assert "model file is corrupt" in images[MINIMAL]["container_log_tail"]
     assert "model file is corrupt" in Path(images[MINIMAL]["test_log"]).read_text()
     local_tags = [t for i in docker_client.images.list() for t in i.tags if t.startswith(namespace)]
-    assert local_tags and not any(t.endswith(":latest") for t in local_tags), local_tags
+    assert local_tags and not any(":latest" in t for t in local_tags), local_tags
     for name in (MINIMAL, SUBSET):
         for t in ("latest", images[MINIMAL]["tags"][0]):
             assert skopeo_digest(f"{namespace}/{name}:{t}") is None

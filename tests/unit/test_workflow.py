@@ -90,3 +90,16 @@ def test_ci_matrix_by_platform_puts_arm64_images_in_jobs_of_their_own(root, monk
     everything = json.loads(CliRunner().invoke(app, ["ci-matrix", "--by-platform"]).stdout)["include"]
     gpu = [n for j in everything for n in j["images"].split() if n.endswith("gpu-inference")]
     assert gpu and all(j["platform"] == "linux/amd64" for j in everything for n in j["images"].split() if n in gpu)
+
+
+@pytest.mark.parametrize("stage", ["all", "publish"])
+def test_narrowing_a_multi_platform_image_is_refused_where_it_would_publish_unless_by_platform(root, monkeypatch, tmp_path, stage):
+    monkeypatch.chdir(root)
+    r = CliRunner().invoke(app, [stage, "--platform", "linux/amd64", "--select", "minimal-debian12-*", "--build-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "--by-platform" in r.output, r.output
+    assert not (tmp_path / "report.json").exists()
+    dry = CliRunner().invoke(app, ["all", "--by-platform", "--platform", "linux/arm64", "--dry-run",
+                                   "--select", "minimal-debian12-*", "--build-dir", str(tmp_path)])
+    assert dry.exit_code == 0, dry.output
+    r = CliRunner().invoke(app, ["all", "--platform", "linux/arm64", "--select", "minimal-debian12-*", "--build-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "linux/amd64" in r.output, r.output
