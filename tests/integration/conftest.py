@@ -10,10 +10,30 @@ import time
 import zipfile
 from pathlib import Path
 
+import docker
 import pytest
 
 from builder import engine
 from repo import ROOT
+
+#: Registry namespaces (and throw-away registries) only the tests push to; their local tags are
+#: removed when the session ends, so test runs do not pile images up on the machine's disk.
+TEST_NAMESPACES = ("127.0.0.1:5000/sigint-", "127.0.0.1:5000/faultcase/", "127.0.0.1:5000/engine-fault/",
+                   "127.0.0.1:5000/split-", "127.0.0.1:5991/", "127.0.0.1:5992/", "127.0.0.1:5993/")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_test_namespaces():
+    """After the session: untag every local image in :data:`TEST_NAMESPACES` (layers other tags use stay)."""
+    yield
+    client = engine.client(ROOT / "build")
+    for image in client.images.list():
+        for t in image.tags:
+            if t.startswith(TEST_NAMESPACES):
+                try:
+                    client.api.remove_image(t, noprune=False)
+                except docker.errors.APIError as exc:  # in use by a container: left, and said
+                    print(f"left {t}: {exc}")
 
 
 
