@@ -98,12 +98,24 @@ def folders(spec: ImageSpec, tests_root: Path) -> list[Path]:
     return out
 
 
-def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock) -> dict:
+#: Seconds from a scoring container's start to a healthy ``GET /`` on the machine's own platform
+#: (TensorFlow imports slowly).
+HEALTH_TIMEOUT = 180.0
+#: How much longer every wait is for an image of another platform, run under QEMU user emulation.
+#: Measured here: three workers of the Debian 13 scikit-learn image booted and imported
+#: scikit-learn under QEMU (arm64 on 2 x86_64 cores, another smoke test beside them) in more than
+#: 120 s; the whole arm64 test folder took 633 s against 30-60 s natively.
+EMULATION_SLOWDOWN = 4
+
+
+def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock, emulated: bool = False) -> dict:
     """What the tests may check an image against and how to run it (passed as JSON in
     BUILDER_TEST_SPEC): its name, framework, version, device, python, CUDA/cuDNN, the nvidia-* wheels
     it pins (from compat.yaml, through the spec's requirements), its lock (``{name: version}``) and
-    the lock's digest, and from the matrix's runtime the server's port, the app root, the venv, the
-    user id and where models are mounted."""
+    the lock's digest, from the matrix's runtime the server's port, the app root, the venv, the
+    user id and where models are mounted, ``slowdown`` (:data:`EMULATION_SLOWDOWN` when the image
+    runs ``emulated``, else 1: the factor of the tests' own waits) and ``health_timeout``: the
+    seconds a scoring container gets to answer ``GET /`` (:data:`HEALTH_TIMEOUT` times ``slowdown``)."""
     from builder.deploy import MODEL_MOUNT
 
     wheels = {n: v for n, v in spec.pins().items() if n.startswith("nvidia-")}
@@ -111,14 +123,16 @@ def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock) -> dict:
             "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels,
             "package": spec.package, "port": runtime.port, "app_root": runtime.app_root, "uid": runtime.uid,
             "model_mount": MODEL_MOUNT, "venv": runtime.venv, "lock": image_lock.versions(),
-            "lock_digest": image_lock.digest}
+            "lock_digest": image_lock.digest, "slowdown": EMULATION_SLOWDOWN if emulated else 1,
+            "health_timeout": HEALTH_TIMEOUT * (EMULATION_SLOWDOWN if emulated else 1)}
 
 
 def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_root: Path, logs_dir: Path,
-        timeout: float = 1800.0, label: str | None = None) -> TestResult:
+        timeout: float = 1800.0, label: str | None = None, emulated: bool = False) -> TestResult:
     """Run ``spec``'s smoke tests against ``image`` (a reference the Engine knows), built from
     ``image_lock``; ``label`` names the logs (default: the image's name; ``<name>-arm64`` for
-    another platform's image). An image of another platform runs under QEMU emulation.
+    another platform's image). An image of another platform runs under QEMU emulation: say so
+    with ``emulated``, which makes every wait :data:`EMULATION_SLOWDOWN` times longer.
 
     ``timeout`` (seconds) bounds the whole pytest run. Never raises for a failing test; the result
     has ``ok=False`` and the log holds pytest's report, including the failing container's output.
@@ -130,7 +144,8 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
     container_logs = logs_dir / f"{label}.containers"
     container_logs.mkdir(exist_ok=True)
     env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve()),
-           "BUILDER_TEST_SPEC": json.dumps(expectations(spec, runtime, image_lock))}
+           "BUILDER_TEST_SPEC": json.dumps(expectations(spec, runtime, image_lock, emulated))}
+    timeout *= EMULATION_SLOWDOWN if emulated else 1
     start = time.monotonic()
     try:
         paths = [str(p) for p in folders(spec, tests_root)]

@@ -182,7 +182,8 @@ def smoke_test(run, spec: ImageSpec, rep: ImageReport, platform: str = DEFAULT_P
     with run.test_slot():
         run.say(spec.name, "smoke testing" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
         t = smoke.run(spec, run.matrix.data.runtime, lock.read(run.opt.images_dir, spec.name, platform),
-                      local_ref(rep, platform), run.opt.tests_root, run.logs, label=label)
+                      local_ref(rep, platform), run.opt.tests_root, run.logs, label=label,
+                      emulated=platform != run.build_platform)
     record(rep, spec, platform, test_seconds=round(t.seconds, 1), test_outcome=t.summary, test_log=str(t.log_path),
            container_logs=[str(p) for p in t.container_logs], seconds_to_healthy=t.seconds_to_healthy)
     _stop_if_interrupted()

@@ -31,7 +31,6 @@ from builder.smoke import process_uids
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 # Models are mounted beside the app root: a mount inside the read-only app mount cannot be created.
-HEALTH_TIMEOUT = 180.0  # seconds from container start to a healthy GET / (TensorFlow imports slowly)
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +105,10 @@ class Server:
     container: docker.models.containers.Container
     url: str
     seconds_to_healthy: float
+    slowdown: int = 1  # the spec's: waits are this many times longer under emulation
 
     def score(self, payload: object) -> requests.Response:
-        return requests.post(f"{self.url}/score", json=payload, timeout=60)
+        return requests.post(f"{self.url}/score", json=payload, timeout=60 * self.slowdown)
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +164,7 @@ def _service_container(client: docker.DockerClient, project: str, service: str):
 def model_server(request, docker_services, docker_client, docker_compose_project_name, trained, expected, logs_dir,
                  record_testsuite_property) -> Iterator[tuple[Server, dict | None]]:
     """The scoring server of the calling test module's folder (a service pytest-docker started).
-    Waits (bounded by HEALTH_TIMEOUT) for ``GET /`` to answer 200; fails at once, with the log, if
+    Waits (bounded by the spec's ``health_timeout``) for ``GET /`` to answer 200; fails at once, with the log, if
     the server exits. Yields ``(server, predictions)``: train.py's expected.json, or None. The
     container's log goes to ``logs_dir``/<folder>.container.log whatever happens."""
     service = Path(request.module.__file__).resolve().parent.name
@@ -184,11 +184,11 @@ def model_server(request, docker_services, docker_client, docker_compose_project
             except requests.RequestException:
                 return False
 
-        docker_services.wait_until_responsive(check=healthy, timeout=HEALTH_TIMEOUT, pause=0.1)
+        docker_services.wait_until_responsive(check=healthy, timeout=expected["health_timeout"], pause=0.1)
         started = datetime.fromisoformat(container.attrs["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
         seconds = (datetime.now(timezone.utc) - started).total_seconds()
         record_testsuite_property("seconds_to_healthy", f"{seconds:.3f}")
-        yield Server(container, url, seconds), trained[service][1]
+        yield Server(container, url, seconds, expected["slowdown"]), trained[service][1]
     finally:
         (logs_dir / f"{service}.container.log").write_bytes(container.logs())
 

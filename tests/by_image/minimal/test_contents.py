@@ -66,3 +66,16 @@ def test_name_and_labels_say_what_is_installed(docker_client, image, expected, r
     elif cuda is not None:  # a GPU image whose CUDA comes from wheels (not from a CUDA base image)
         assert f"-cuda{cuda.cuda}-gpu-" in expected["name"]
         assert (labels.get("cuda"), labels.get("cudnn")) == (cuda.cuda, cuda.cudnn)
+
+
+COMPILED = ("import importlib.util, json, pathlib, sys; "
+            "site = pathlib.Path(next(p for p in sys.path if p.endswith('site-packages'))); "
+            "sources = [p for p in site.rglob('*.py')]; "
+            "print(json.dumps([len(sources), sum(pathlib.Path(importlib.util.cache_from_source(str(p))).exists() for p in sources)]))")
+
+
+def test_the_environment_is_compiled_to_bytecode(run_python):
+    # The image runs with PYTHONDONTWRITEBYTECODE on a read-only environment: a module without its
+    # .pyc is compiled again by every worker of every container (seconds per start, minutes under QEMU).
+    sources, compiled = json.loads(run_python(COMPILED))
+    assert sources > 100 and compiled >= 0.95 * sources, f"{compiled} of {sources} modules have bytecode"

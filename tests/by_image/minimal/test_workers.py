@@ -23,11 +23,11 @@ def test_worker_count_follows_the_variable_or_the_cpu_quota(docker_client, image
     start = time.monotonic()
     container = _run(docker_client, image, expected, environment=env, **({"nano_cpus": nano_cpus} if nano_cpus else {}))
     try:
-        wait_healthy(container, start, 120, expected["port"])
+        wait_healthy(container, start, expected["health_timeout"], expected["port"])
         assert f"serve: {workers} worker(s)" in container.logs().decode(errors="replace")
         # tini, the gunicorn master and one process per worker, once the workers have booted (a booting
         # worker may run a short-lived helper, e.g. ctypes' `ldconfig -p`)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 30 * expected["slowdown"]
         while len(processes_uids(container)) != 2 + workers and time.monotonic() < deadline:
             time.sleep(0.5)
         assert len(processes_uids(container)) == 2 + workers, container.top()
@@ -38,7 +38,7 @@ def test_worker_count_follows_the_variable_or_the_cpu_quota(docker_client, image
 def test_a_bad_worker_count_stops_the_container(docker_client, image, expected):
     container = _run(docker_client, image, expected, environment={"WORKER_COUNT": "many"})
     try:
-        assert container.wait(timeout=60)["StatusCode"] == 2
+        assert container.wait(timeout=60 * expected["slowdown"])["StatusCode"] == 2
         assert "WORKER_COUNT must be a whole number" in container.logs().decode(errors="replace")
     finally:
         container.remove(force=True)
