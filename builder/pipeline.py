@@ -234,7 +234,7 @@ class Pipeline:
                     steps.push(self, spec, rep, tags)
                 return
             builts = {p: steps.build_image(self, spec, rep, p) for p in spec.platforms}
-            if self.opt.by_platform:
+            if rep.by_platform:
                 steps.tag_by_platform(self, spec, rep, builts)
             elif steps.multi(spec):
                 steps.tag_platforms(self, spec, rep, builts)

@@ -28,12 +28,20 @@ def namespace(registry):
     return f"{registry}/split-{uuid.uuid4().hex[:8]}"
 
 
+#: A child built for linux/amd64 only: in its tree's amd64 job it is published whole, with its latest.
+AMD64_ONLY = "sklearn-1.8-debian12-py311-cpu-inference"
+
+
+def _images(path) -> dict[str, dict]:
+    return {e["name"]: e for e in json.loads(path.read_text())["images"]}
+
+
 def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_both_passed(namespace, tmp_path):
     jobs = {}
-    for platform in ("linux/amd64", "linux/arm64"):
+    for platform, select in (("linux/amd64", [MINIMAL, AMD64_ONLY]), ("linux/arm64", [MINIMAL])):
         arch = platform.split("/")[1]
-        r = builder("all", "--by-platform", "--platform", platform, "--select", MINIMAL, "--registry", namespace,
-                    "--build-dir", str(tmp_path / arch))
+        r = builder("all", "--by-platform", "--platform", platform, *(a for n in select for a in ("--select", n)),
+                    "--registry", namespace, "--build-dir", str(tmp_path / arch))
         assert r.returncode == 0, r.stdout + r.stderr
         entry = jobs[platform] = report(tmp_path / arch)[MINIMAL]
         facts = entry["platforms"][platform]
@@ -43,18 +51,23 @@ def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_b
         for t in entry["tags"]:  # the build itself under its own tags, no index
             assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == facts["registry_digest"]
         if platform == "linux/amd64":
+            whole = report(tmp_path / arch)[AMD64_ONLY]
+            assert not whole["by_platform"] and whole["status"] == "published" and whole["tags"][1:] == ["latest"], whole
+            assert raw_digest(f"{namespace}/{AMD64_ONLY}:latest") == whole["registry_digest"]
             assert raw_digest(f"{namespace}/{MINIMAL}:latest") is None
             # one platform's report: nothing to merge, latest stays where it was (absent)
             half = builder("merge", "--report", str(tmp_path / "amd64" / "report.json"), "--out", str(tmp_path / "half.json"))
             assert half.returncode == 1, half.stdout + half.stderr
-            (half_entry,) = json.loads((tmp_path / "half.json").read_text())["images"]
+            half_entry = _images(tmp_path / "half.json")[MINIMAL]
             assert half_entry["status"] == "publish-failed" and "linux/arm64" in half_entry["error"], half_entry
             assert raw_digest(f"{namespace}/{MINIMAL}:latest") is None
 
     r = builder("merge", "--report", str(tmp_path / "amd64" / "report.json"), "--report", str(tmp_path / "arm64" / "report.json"),
                 "--out", str(tmp_path / "merged.json"))
     assert r.returncode == 0, r.stdout + r.stderr
-    (merged,) = json.loads((tmp_path / "merged.json").read_text())["images"]
+    merged_images = _images(tmp_path / "merged.json")
+    assert merged_images[AMD64_ONLY] == report(tmp_path / "amd64")[AMD64_ONLY]  # passed through as its job left it
+    merged = merged_images[MINIMAL]
     assert merged["status"] == "published" and merged["tags"][1:] == ["latest"]
     first = jobs["linux/amd64"]["platforms"]["linux/amd64"]
     policy = matrix.load(ROOT / "matrix.yaml").data.tags
