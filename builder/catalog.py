@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 from packaging.utils import canonicalize_name
 
-from builder import lock, tag
+from builder import lock, report, tag
 from builder.compat import DEFAULT_PLATFORM
 from builder.inputs import ConfigError
 from builder.matrix import Matrix
@@ -53,14 +53,7 @@ class Row:
 def read_reports(paths: list[Path]) -> dict[str, dict]:
     """``{image name: report entry}`` over every report in ``paths`` (later ones win). Raises
     ConfigError for a report that is missing or not this tool's JSON."""
-    out: dict[str, dict] = {}
-    for path in paths:
-        try:
-            for entry in json.loads(Path(path).read_text())["images"]:
-                out[entry["name"]] = entry
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError([f"--report: {path}: not a report written by `builder` ({type(exc).__name__})"]) from None
-    return out
+    return {name: entries[-1] for name, entries in report.read_entries(paths).items()}
 
 
 def _image(client: docker.DockerClient, ref: str):

@@ -243,13 +243,15 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
     """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
     image indexes: latest and the immutable tag move only for an image whose every platform passed."""
     from builder import merge
+    from builder.report import read_entries, refuse_foreign, write_entries
 
     m = load(matrix)
     with guard():
-        found = merge.read(report)
+        found = read_entries(report)
+        refuse_foreign(out)  # before anything is pushed
         engine.ensure_buildx(Path("build"))  # docker buildx imagetools makes the indexes
         entries = merge.merge(m, found, log=typer.echo)
-    merge.write(out, entries)
+        write_entries(out, "merge", entries)
     typer.echo(f"report: {out}")
     if any(e["status"] not in merge.PUSHED for e in entries):
         raise typer.Exit(1)

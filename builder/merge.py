@@ -12,31 +12,14 @@ report (``build/report.json``'s shape) that :mod:`builder.catalog` reads like a 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Callable
 
 from builder import publish, tag
 from builder.compat import DEFAULT_PLATFORM
-from builder.inputs import ConfigError
 from builder.matrix import Matrix
 
 #: Report statuses of a job whose builds were pushed.
 PUSHED = ("published", "unchanged")
-
-
-def read(paths: list[Path]) -> dict[str, list[dict]]:
-    """``{image name: [report entry, one per report that has it]}`` over the reports in ``paths``
-    (``build/report.json`` of each job). Raises ConfigError for a report that is missing or not this
-    tool's JSON."""
-    out: dict[str, list[dict]] = {}
-    for path in paths:
-        try:
-            for entry in json.loads(Path(path).read_text())["images"]:
-                out.setdefault(entry["name"], []).append(entry)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError([f"--report: {path}: not a report written by `builder` ({type(exc).__name__})"]) from None
-    return out
 
 
 def _problem(platforms: tuple[str, ...], entries: list[dict], found: dict[str, dict]) -> str | None:
@@ -55,7 +38,7 @@ def _problem(platforms: tuple[str, ...], entries: list[dict], found: dict[str, d
 
 
 def merge(matrix: Matrix, reports: dict[str, list[dict]], log: Callable[[str], None] = print) -> list[dict]:
-    """Join the per-platform builds of ``reports`` (:func:`read`) into image indexes in the registry;
+    """Join the per-platform builds of ``reports`` (:func:`builder.report.read_entries`) into image indexes in the registry;
     return the merged report entries in matrix order.
 
     An image whose entries are not ``by_platform`` (published whole, with its ``latest``, by its job)
@@ -97,10 +80,3 @@ def merge(matrix: Matrix, reports: dict[str, list[dict]], log: Callable[[str], N
             log(f"{spec.name} publish-failed: not merged: {why}")
         out.append(merged)
     return out
-
-
-def write(path: Path, entries: list[dict]) -> Path:
-    """Write ``entries`` as a report (``{"stage": "merge", "images": [...]}``) to ``path``; returns it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"stage": "merge", "images": entries}, indent=2) + "\n")
-    return path

@@ -11,6 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from builder.inputs import ConfigError
+
 
 class Status(str, enum.Enum):
     """Where an image is in the run. The allowed moves are :data:`MOVES`; every change goes through
@@ -116,11 +118,42 @@ def wide_console(**kwargs) -> Console:
 
 def write(path: Path, stage: str, reports: list[ImageReport], **run: object) -> Path:
     """Write ``{"generated", "stage", <run figures>, "images": [ImageReport...]}`` to ``path``."""
+    return write_entries(path, stage, [{**asdict(r), "status": str(r.status)} for r in reports], **run)
+
+
+def write_entries(path: Path, stage: str, entries: list[dict], **run: object) -> Path:
+    """Write report ``entries`` (:class:`ImageReport` as JSON dicts) as :func:`write` does; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "stage": stage, **run,
-                                "images": [{**asdict(r), "status": str(r.status)} for r in reports]}, indent=2) + "\n")
+                                "stage": stage, **run, "images": entries}, indent=2) + "\n")
     return path
+
+
+def read_entries(paths: list[Path]) -> dict[str, list[dict]]:
+    """``{image name: [its entry in each report of paths that has it, in order]}`` over run reports
+    (``build/report.json``). Raises ConfigError for a report that is missing or not this tool's JSON."""
+    out: dict[str, list[dict]] = {}
+    for path in paths:
+        try:
+            for entry in json.loads(Path(path).read_text())["images"]:
+                out.setdefault(entry["name"], []).append(entry)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError([f"--report: {path}: not a report written by `builder` ({type(exc).__name__})"]) from None
+    return out
+
+
+def refuse_foreign(path: Path) -> None:
+    """Raise ConfigError when ``path`` is a symlink or an existing file that is not a run report:
+    the tool never replaces a file it did not write."""
+    if path.is_symlink() or (path.exists() and not _is_report(path)):
+        raise ConfigError([f"{path} exists and is not a report written by `builder`; refusing to replace it"])
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text())["images"], list)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def summary(stage: str, reports: list[ImageReport]) -> Table:

@@ -1,9 +1,14 @@
 """``builder merge``'s decisions over the reports of a run split by platform (the index itself is
 made against a real registry in tests/integration/test_by_platform.py)."""
 
-import pytest
+import json
 
-from builder import merge, publish, tag
+import pytest
+from typer.testing import CliRunner
+
+from builder import merge, publish, report, tag
+from builder.cli import app
+from builder.inputs import ConfigError
 from builder.matrix import load
 from repo import ROOT
 
@@ -77,5 +82,21 @@ def test_an_image_published_whole_by_its_job_passes_through(matrix, made):
 
 def test_a_foreign_report_is_refused(tmp_path):
     (tmp_path / "r.json").write_text("[]")
-    with pytest.raises(merge.ConfigError):
-        merge.read([tmp_path / "r.json"])
+    with pytest.raises(ConfigError):
+        report.read_entries([tmp_path / "r.json"])
+
+
+@pytest.mark.parametrize("existing", ["# my notes\n", '{"images": "not a list"}', None])
+def test_merge_never_replaces_a_file_it_did_not_write(tmp_path, existing):
+    (tmp_path / "job.json").write_text(json.dumps({"images": [_job("linux/amd64")]}))
+    out = tmp_path / "notes.md"
+    if existing is None:  # a symlink, whatever it points at
+        (tmp_path / "target.json").write_text('{"images": []}')
+        out.symlink_to(tmp_path / "target.json")
+    else:
+        out.write_text(existing)
+    before = out.read_text()
+    r = CliRunner().invoke(app, ["merge", "--report", str(tmp_path / "job.json"), "--out", str(out),
+                                 "--matrix", str(ROOT / "matrix.yaml")])
+    assert r.exit_code == 2 and "refusing to replace" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert out.read_text() == before
