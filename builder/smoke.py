@@ -119,12 +119,12 @@ def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock, emulated: 
     from builder.deploy import MODEL_MOUNT
 
     wheels = {n: v for n, v in spec.pins().items() if n.startswith("nvidia-")}
+    slowdown = EMULATION_SLOWDOWN if emulated else 1
     return {"name": spec.name, "framework": spec.framework, "version": spec.version, "device": spec.device,
             "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels,
             "package": spec.package, "port": runtime.port, "app_root": runtime.app_root, "uid": runtime.uid,
             "model_mount": MODEL_MOUNT, "venv": runtime.venv, "lock": image_lock.versions(),
-            "lock_digest": image_lock.digest, "slowdown": EMULATION_SLOWDOWN if emulated else 1,
-            "health_timeout": HEALTH_TIMEOUT * (EMULATION_SLOWDOWN if emulated else 1)}
+            "lock_digest": image_lock.digest, "slowdown": slowdown, "health_timeout": HEALTH_TIMEOUT * slowdown}
 
 
 def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_root: Path, logs_dir: Path,
@@ -143,9 +143,10 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
     junit = logs_dir / f"{label}.junit.xml"
     container_logs = logs_dir / f"{label}.containers"
     container_logs.mkdir(exist_ok=True)
+    expected = expectations(spec, runtime, image_lock, emulated)
     env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve()),
-           "BUILDER_TEST_SPEC": json.dumps(expectations(spec, runtime, image_lock, emulated))}
-    timeout *= EMULATION_SLOWDOWN if emulated else 1
+           "BUILDER_TEST_SPEC": json.dumps(expected)}
+    timeout *= expected["slowdown"]
     start = time.monotonic()
     try:
         paths = [str(p) for p in folders(spec, tests_root)]

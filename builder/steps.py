@@ -132,6 +132,14 @@ def tag_image(run, spec: ImageSpec, rep: ImageReport, built: Built) -> str:
     return immutable
 
 
+def _tag_build(run, spec: ImageSpec, rep: ImageReport, platform: str, built: Built, image, own: str, **facts) -> None:
+    # One platform's build (``image``, docker-py) under its own tag ``own``: bake's temporary tag
+    # dropped, the build recorded.
+    image.tag(rep.repository, own)
+    run.client.api.remove_image(f"{rep.repository}:{built.temporary}", noprune=True)
+    record(rep, spec, platform, image_id=image.id, size_bytes=image.attrs["Size"], tag=own, **facts)
+
+
 def tag_platforms(run, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> str:
     """Tag the builds of an image built for several platforms. The index's immutable tag is the tag
     policy filled with the versions the taggers read in the linux/amd64 image and, for the image id,
@@ -143,10 +151,7 @@ def tag_platforms(run, spec: ImageSpec, rep: ImageReport, builts: dict[str, Buil
     immutable = tag.index_tag(run.matrix.data.tags, tag.framework_version(client, first.id, spec),
                               tag.python_version(client, first.id), [images[p].id for p in spec.platforms])
     for platform, image in images.items():
-        own = f"{immutable}-{lock.arch(platform)}"
-        image.tag(rep.repository, own)
-        client.api.remove_image(f"{rep.repository}:{builts[platform].temporary}", noprune=True)
-        record(rep, spec, platform, image_id=image.id, size_bytes=image.attrs["Size"], tag=own)
+        _tag_build(run, spec, rep, platform, builts[platform], image, f"{immutable}-{lock.arch(platform)}")
     rep.tags = [immutable]
     rep.move(Status.BUILT)
     seconds = ", ".join("%s %.0f s" % (p, rep.platforms[p]["build_seconds"]) for p in spec.platforms)
@@ -164,10 +169,7 @@ def tag_by_platform(run, spec: ImageSpec, rep: ImageReport, builts: dict[str, Bu
         image = client.images.get(built.image_id)
         fw, py = tag.framework_version(client, image.id, spec), tag.python_version(client, image.id)
         own = f"{tag.immutable_tag(run.matrix.data.tags, fw, py, image.id)}-{lock.arch(platform)}"
-        image.tag(rep.repository, own)
-        client.api.remove_image(f"{rep.repository}:{built.temporary}", noprune=True)
-        record(rep, spec, platform, image_id=image.id, size_bytes=image.attrs["Size"], tag=own,
-               framework_version=fw, python_version=py)
+        _tag_build(run, spec, rep, platform, built, image, own, framework_version=fw, python_version=py)
     rep.tags = [rep.platforms[p]["tag"] for p in spec.platforms]
     rep.move(Status.BUILT)
     run.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} (per platform)")
