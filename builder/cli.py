@@ -58,8 +58,10 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
     replaces what `builder render` wrote)."""
     m = load(matrix)
     images = _beside(matrix, images, "images")
+    folder = _templates(matrix, templates)
     with guard():
-        files = render.render_all(m, _templates(matrix, templates), lock.read_every(images, m.images()))
+        lock.verify(images, m.images(), layers=False, stopped="nothing was rendered")  # render writes the layers
+        files = render.render_all(m, folder, lock.read_every(images, m.images()))
         bake_text = bake.render(m, images.name)
         if check:
             problems = render.check(files, images) + render.check_bake(bake_text, images)
@@ -158,6 +160,7 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
               f"or narrow `builder build` or `builder test` only"])
     if stage != "publish" and not opts.dry_run:
         with guard():
+            lock.verify(opts.images_dir, specs)
             locks = lock.read_every(opts.images_dir, m.images())
             problems = (render.check(render.render_all(m, _templates(matrix, templates), locks), opts.images_dir)
                         + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))

@@ -157,7 +157,11 @@ def read(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Lock:
     path = path_of(images, name, platform)
     if not path.is_file() or path.is_symlink():
         raise ConfigError([f"{path}: missing; run `builder lock --select {name}`"])
-    got = parse(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: byte {exc.start} is not UTF-8; run `builder lock --select {name}`"]) from None
+    got = parse(text, str(path))
     if got.platform != platform:
         raise ConfigError([f"{path}: made for {got.platform}, not {platform}; run `builder lock --select {name}`"])
     return got
@@ -381,3 +385,46 @@ def layer(lock: Lock, parent: Lock) -> str:
             f"# The entries of {file_name(lock.platform)} that {parent.image}'s lock does not have.\n")
     own = {n: e for n, e in lock.entries.items() if n not in parent.entries}
     return head + "".join(e.line() for _, e in sorted(own.items()))
+
+
+def layer_problems(images: Path, spec: ImageSpec, own: Lock, parent: Lock) -> list[str]:
+    """Why ``images/<name>/layer.<arch>.lock`` is not :func:`layer` of ``own`` and ``parent`` (empty
+    when it is): the child's layer installs from that file, so it must be derived from the lock."""
+    path = Path(images) / spec.name / layer_file(own.platform)
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() else None
+    except (OSError, UnicodeDecodeError):
+        text = None
+    if text != layer(own, parent):
+        return [f"images/{spec.name}/{layer_file(own.platform)}: not derived from {file_name(own.platform)} "
+                f"(edited, or stale); run `builder render`"]
+    return []
+
+
+def verify(images: Path, specs: Iterable[ImageSpec], layers: bool = True, stopped: str = "nothing was built") -> None:
+    """The offline check of the locks a run uses, before anything is built: for each of ``specs``
+    (ancestors first, as :func:`builder.plan.select` gives them) and each of its platforms, the lock
+    parses (:func:`parse`), fits the image (:func:`problems`: header, matrix pins, parent agreement)
+    and, with ``layers``, its ``layer.<arch>.lock`` is derived from it (:func:`layer_problems`).
+
+    Raises ConfigError with one line: the first image that fails, its first mismatch, how many more
+    images fail, and ``stopped`` (what the caller did not do). Returns None when every lock holds."""
+    seen: dict[tuple[str, str], Lock] = {}
+    failed: list[str] = []
+    for spec in specs:
+        for platform in spec.platforms:
+            try:
+                own = seen[spec.name, platform] = read(images, spec.name, platform)
+            except ConfigError as exc:
+                failed.append(exc.lines[0])
+                break
+            parent = seen.get((spec.parent, platform)) if spec.parent else None
+            if spec.parent and parent is None:
+                parent = read(images, spec.parent, platform)
+            found = problems(spec, own, parent) + (layer_problems(images, spec, own, parent) if layers and parent else [])
+            if found:
+                failed.append(found[0])
+                break
+    if failed:
+        more = f" ({len(failed) - 1} more image(s) fail: `builder lock --check` lists them)" if len(failed) > 1 else ""
+        raise ConfigError([f"lock check: {failed[0]}{more}; {stopped}"])

@@ -28,12 +28,59 @@ class NotHealthy(RuntimeError):
     """A scoring container exited, or did not answer ``GET /`` in time; the message has its log tail."""
 
 
+def process_table(container) -> list[dict]:
+    """Every process of ``container`` (docker-py) as the host's ``ps`` sees it through ``docker top``:
+    ``[{"pid": int, "ppid": int, "uid": int, "args": str}]`` (host pids; the Engine needs the pid
+    column to match processes to the container). One reading: the table of that instant."""
+    top = container.top(ps_args="-o pid,ppid,uid,args")
+    titles = [t.strip().upper() for t in top["Titles"]]
+    col = {name: titles.index(name) for name in ("PID", "PPID", "UID")}
+    args = titles.index("COMMAND") if "COMMAND" in titles else len(titles) - 1
+    return [{"pid": int(row[col["PID"]]), "ppid": int(row[col["PPID"]]), "uid": int(row[col["UID"]]),
+             "args": row[args]} for row in top["Processes"]]
+
+
 def process_uids(container) -> list[int]:
-    """The uids of every process in ``container`` (docker-py), as the host's ``ps`` sees them
-    through ``docker top``; the Engine needs the pid column to match processes to the container."""
-    top = container.top(ps_args="-o pid,uid")
-    column = [t.strip().upper() for t in top["Titles"]].index("UID")
-    return [int(row[column]) for row in top["Processes"]]
+    """The uids of every process in ``container`` (see :func:`process_table`)."""
+    return [p["uid"] for p in process_table(container)]
+
+
+def gunicorn_workers(table: list[dict]) -> list[dict]:
+    """The worker processes in a :func:`process_table` of a serving container, found by role:
+    the container's init (tini: the one process whose parent is outside the container) starts the
+    server, whose process is gunicorn's master (azmlinfsrv runs gunicorn in-process), and the
+    master's children are its workers (https://docs.gunicorn.org/en/stable/design.html). Helpers
+    a worker starts (ctypes' ``ldconfig -p``, say) are the worker's children, so they never count."""
+    pids = {p["pid"] for p in table}
+    init = [p["pid"] for p in table if p["ppid"] not in pids]
+    masters = [p["pid"] for p in table if p["ppid"] in init]
+    return [p for p in table if p["ppid"] in masters]
+
+
+def wait_workers(container, count: int, timeout: float, poll: float = 0.5) -> list[dict]:
+    """Wait until ``container``'s gunicorn master has exactly ``count`` workers
+    (:func:`gunicorn_workers`): the event that the last worker was forked and no extra one remains.
+    A worker that boots slowly, or is replaced, only delays it. ``timeout`` is in seconds.
+
+    Returns the workers. Raises AssertionError with the last process table and the log tail when
+    the count was not reached in time, or when the container exits."""
+    deadline = time.monotonic() + timeout
+    table: list[dict] = []
+    while True:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            break
+        table = process_table(container)
+        workers = gunicorn_workers(table)
+        if len(workers) == count:
+            return workers
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(poll)
+    shown = "\n".join(f"  pid {p['pid']} ppid {p['ppid']} uid {p['uid']}: {p['args']}" for p in table)
+    raise AssertionError(f"not exactly {count} gunicorn worker(s) within {timeout:.0f} s (container "
+                         f"{container.status}); last process table:\n{shown}\n"
+                         f"log tail:\n{container.logs().decode(errors='replace')[-3000:]}")
 
 
 def wait_healthy(container, start: float, timeout: float, port: int, poll: float = 0.1) -> str:

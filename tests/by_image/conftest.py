@@ -237,7 +237,7 @@ def expected() -> dict:
 
 
 @pytest.fixture(scope="session")
-def run_python(docker_client, image):
+def run_python(docker_client, image, expected):
     """``run_python(code) -> stdout``: run Python code in a throw-away container of the image (no
     network, the image's own user). Raises docker.errors.ContainerError when the code fails."""
     def run(code: str) -> str:
@@ -245,7 +245,7 @@ def run_python(docker_client, image):
         container = docker_client.containers.create(image, entrypoint=["python3", "-c", code], network_disabled=True)
         try:
             container.start()
-            status = container.wait(timeout=300)["StatusCode"]
+            status = container.wait(timeout=300 * expected["slowdown"])["StatusCode"]
             out = container.logs(stdout=True, stderr=False).decode()
             if status != 0:
                 raise docker.errors.ContainerError(container, status, ["python3", "-c", code], image,

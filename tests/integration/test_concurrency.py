@@ -20,10 +20,14 @@ BAD = "sklearn-1.8-debian12-py311-cpu-inference"
 
 
 def test_a_failing_build_does_not_cancel_its_siblings(docker_client, tmp_path):
-    # A copy of the matrix and its locks in which one sibling's lock holds a release that does not exist.
+    # A copy of the matrix and its locks in which one sibling pins, and locks, a release that does not
+    # exist: the offline lock check passes (lock and pin agree), the install in the build fails.
     for name in ("compat.yaml", "matrix.yaml"):
         shutil.copy2(ROOT / name, tmp_path / name)
     seed_locks(tmp_path / "images", ROOT / "images")
+    matrix = tmp_path / "matrix.yaml"
+    assert matrix.read_text().count("joblib: 1.5.3}") == 1
+    matrix.write_text(matrix.read_text().replace("joblib: 1.5.3}", "joblib: 999.0.0}"))
     bad_lock = tmp_path / "images" / BAD / "requirements.lock"
     text = bad_lock.read_text()
     assert "\njoblib==1.5.3 \\\n" in text  # the entry, not the header's list of pins

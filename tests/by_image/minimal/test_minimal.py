@@ -6,7 +6,7 @@ import requests
 
 def test_liveness_route_answers_healthy(model_server):
     server, _ = model_server
-    r = requests.get(f"{server.url}/", timeout=10)
+    r = requests.get(f"{server.url}/", timeout=60 * server.slowdown)
     assert r.status_code == 200
     assert "healthy" in r.text.lower()
 
@@ -20,7 +20,7 @@ def test_score_route_runs_the_entry_script(model_server):
 
 def test_swagger_document_parses(model_server):
     server, _ = model_server
-    r = requests.get(f"{server.url}/swagger.json", timeout=10)
+    r = requests.get(f"{server.url}/swagger.json", timeout=60 * server.slowdown)
     assert r.status_code == 200, r.text
     doc = r.json()
     assert "paths" in doc and "/score" in doc["paths"]

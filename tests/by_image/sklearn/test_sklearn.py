@@ -12,7 +12,7 @@ def test_score_returns_the_in_process_probabilities(model_server, assert_close):
 
 def test_swagger_carries_the_input_schema(model_server):
     server, _ = model_server
-    doc = requests.get(f"{server.url}/swagger.json", timeout=10).json()
+    doc = requests.get(f"{server.url}/swagger.json", timeout=60 * server.slowdown).json()
     body = doc["paths"]["/score"]["post"]["parameters"][0]["schema"]["$ref"]
     assert body == "#/definitions/ServiceInput", doc["paths"]["/score"]
     data = doc["definitions"]["ServiceInput"]["properties"]["data"]  # run(data): a 2-D array of numbers
