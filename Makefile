@@ -77,5 +77,6 @@ compat: venv ## Refresh compat.yaml from package metadata (needs the package ind
 	$(BIN)/builder compat refresh
 	$(BIN)/builder render
 
-clean: ## Remove build/ (logs, report, registry storage) and .venv
-	rm -rf build $(VENV)
+clean: ## builder prune (the builder's images, BuildKit cache, registry storage, build/), then remove .venv
+	if [ -x $(BIN)/builder ]; then $(BIN)/builder prune; fi
+	rm -rf $(VENV)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from builder import bake, cli_deploy, engine, lock, pipeline, plan, render
+from builder import bake, cli_deploy, engine, lock, pipeline, plan, prune, render
 from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
                                 stop_on_sigterm)
 from builder.matrix import ImageSpec, Matrix
@@ -166,6 +167,9 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
                         + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
+    if not opts.dry_run:
+        with guard():
+            prune.claim(opts.build_dir)
     p = pipeline.Pipeline(m, opts)
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm)  # a cancelled CI job stops like Ctrl-C
     try:
@@ -196,7 +200,9 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
                 build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage."),
                 platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); all/publish need --by-platform then."),
-                by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes.")) -> None:
+                by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes."),
+                no_space_check: bool = typer.Option(False, "--no-space-check", help="Run even when the disk looks too small for it (see docs: disk)."),
+                keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed.")) -> None:
         from builder.compat import DEFAULT_PLATFORM, PLATFORMS
 
         for p in platform or []:
@@ -210,7 +216,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                 platforms=tuple(platform or ()), by_platform=by_platform,
                                 base_source=base_source.value, images_dir=_beside(matrix, images, "images"),
                                 tests_root=_beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
-                                no_cache=no_cache, jobs=jobs, test_jobs=test_jobs)
+                                no_cache=no_cache, jobs=jobs, test_jobs=test_jobs, space_check=not no_space_check,
+                                keep_last=keep_last, catalog=_beside(matrix, None, "docs") / "images.json")
         _run(stage, opts, matrix, templates)
     command.__doc__ = doc
     return command
@@ -258,6 +265,28 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
     typer.echo(f"report: {out}")
     if any(e["status"] not in merge.PUSHED for e in entries):
         raise typer.Exit(1)
+
+
+@app.command("prune")
+def prune_command(build_dir: Path = typer.Option(Path("build"), "--build-dir", help="The build folder to remove (only when the builder made it)."),
+                  matrix: Path = MatrixOpt) -> None:
+    """Remove what the builder made on this machine, and only that: its images and tags (matrix
+    images, bases, the wheelhouse image), the BuildKit cache its runs created, the local registry it
+    started with this build folder, and the build folder. Prints the bytes freed."""
+    m = load(matrix)
+    if build_dir.exists() and not prune.owned(build_dir):
+        fail([f"--build-dir: {build_dir} was not made by `builder` (no {prune.MARKER}); refusing to remove it"])
+    with guard():
+        client = engine.client()
+        names = {s.name for s in m.images()}
+        images = prune.remove_images(client, names, m.data.project.label_prefix, typer.echo)
+        cache = prune.remove_cache(client)
+        stopped = prune.stop_registry(build_dir) if build_dir.exists() else False
+        folder = prune.folder_bytes(build_dir) if build_dir.exists() else 0
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+    typer.echo(f"freed {(images + cache + folder) / 1e9:.2f} GB: images {images / 1e9:.2f} GB, BuildKit cache "
+               f"{cache / 1e9:.2f} GB, {build_dir} {folder / 1e9:.2f} GB" + (" (its registry stopped)" if stopped else ""))
 
 
 @app.command("ci-matrix")

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from builder import bases, children, engine, naming, plan, report, steps
+from builder import bases, children, disk, engine, lock, naming, plan, prune, report, steps
 from builder.matrix import ImageSpec, Matrix
 from builder.report import ImageReport, Status, wide_console
 from builder.sources import Sources, wheelhouse_image
@@ -43,7 +43,9 @@ class Options:
     images are worked on at once (builds are mostly downloads and disk), ``test_jobs`` how many
     smoke tests run at once (they are CPU-bound: one per core by default). ``platforms``, when set,
     narrows every image to those of its platforms (an image with none of them is left out; the CLI
-    lets ``all`` and ``publish`` narrow only with ``by_platform``).
+    lets ``all`` and ``publish`` narrow only with ``by_platform``). ``space_check`` refuses a run the
+    disk cannot hold (:mod:`builder.disk`; sizes from the ``catalog`` JSON); after the run each
+    image keeps its ``keep_last`` newest local builds (the one just made counts).
     ``by_platform`` publishes every build under per-platform tags only (``<tag>-<arch>``,
     ``latest-<arch>``): one job of a run split by platform, whose images ``builder merge`` joins
     into image indexes (:mod:`builder.merge`)."""
@@ -61,6 +63,9 @@ class Options:
     test_jobs: int = max(1, os.cpu_count() or 1)
     platforms: tuple[str, ...] = ()
     by_platform: bool = False
+    space_check: bool = True
+    keep_last: int = 1
+    catalog: Path = Path("docs/images.json")
 
 
 class Pipeline:
@@ -129,6 +134,9 @@ class Pipeline:
             for s in specs:
                 self.say(s.name, f"would {self.opt.stage} (parent: {s.parent or 'base ' + s.base})")
             return list(self.reports.values())
+        if self.opt.space_check and self.opt.stage != "publish":
+            self._check_space(specs)
+        cache_before = prune.cache_ids(self.client)
         try:
             self._prepare(specs)
             with self.progress:
@@ -137,8 +145,42 @@ class Pipeline:
         except KeyboardInterrupt:
             self._interrupted()
             raise
+        finally:  # the BuildKit cache this run made, for `builder prune`
+            prune.record_cache(cache_before, prune.cache_ids(self.client))
         self.write_report()
+        if self.opt.stage != "publish":
+            self._remove_superseded()
         return list(self.reports.values())
+
+    def _check_space(self, specs: list[ImageSpec]) -> None:
+        """Refuse (ConfigError, one line) a run the Engine's data root or the build folder cannot hold."""
+        client = self.client
+        prefix = self.matrix.data.project.label_prefix
+        held = {i.labels.get("org.opencontainers.image.title") for i in
+                client.images.list(filters={"label": f"{prefix}.cell-digest"})}
+        locks = {(s.name, p): lock.read(self.opt.images_dir, s.name, p) for s in specs for p in s.platforms}
+
+        def packages(spec: ImageSpec, platform: str) -> int:
+            parent = locks.get((spec.parent, platform))
+            return len(set(locks[spec.name, platform].entries) - set(parent.entries if parent else ()))
+
+        pushing = self.opt.stage == "all" and not self.opt.registry
+        engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(self.opt.catalog), lambda s: s.name in held,
+                                                     packages, disk.BASE_SIZE, pushing)
+        disk.check(disk.needs(engine_bytes, registry_bytes, Path(client.info()["DockerRootDir"]), self.opt.build_dir))
+
+    def _remove_superseded(self) -> None:
+        """Remove the local builds this run superseded (:func:`builder.disk.remove_superseded`)."""
+        current: dict[str, set[str]] = {}
+        for rep in self.reports.values():
+            ids = {f.get("image_id") for f in rep.platforms.values()} | {rep.image_id}
+            if rep.repository and ids - {None}:
+                current.setdefault(rep.repository, set()).update(ids - {None})
+        moving = tuple(self.matrix.data.tags.moving)
+        freed = disk.remove_superseded(self.client, current, self.opt.keep_last, moving,
+                                       lambda line: self.console.print(line, highlight=False, markup=False))
+        if freed:
+            self.console.print(f"superseded local builds removed: {freed / 1e9:.2f} GB", highlight=False)
 
     def _by_platform(self, spec: ImageSpec) -> bool:
         # Published per platform: in a run split by platform, an image the matrix builds for several

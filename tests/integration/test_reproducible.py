@@ -22,8 +22,10 @@ DISTRIBUTIONS = ("import importlib.metadata as m, json; "
 
 
 def _build_uncached(build_dir) -> dict:
+    # --keep-last 2: the second build must not remove the first, which the test compares it with
     r = subprocess.run([sys.executable, "-m", "builder.cli", "build", "--no-cache", "--platform", "linux/amd64", "--select", MINIMAL,
-                        "--build-dir", str(build_dir)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+                        "--keep-last", "2", "--build-dir", str(build_dir)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads((build_dir / "report.json").read_text())["images"][0]
 

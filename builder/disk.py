@@ -1,0 +1,180 @@
+"""Disk: the space a run needs (checked before anything is built), and the local builds a run
+superseded (removed after it).
+
+Measured on this project's 2-core machine (Docker Engine 20.10, classic image store), a full
+``make build-all`` of the 16 images, whose catalog sizes add up to 26.5 GB (each image counted
+with its parents' layers), left 23.6 GB of images in the Engine, 43 GB of BuildKit cache and 9.9 GB
+in the local registry. Per byte of catalog size that is :data:`ENGINE_FACTOR`,
+:data:`CACHE_FACTOR` and :data:`REGISTRY_FACTOR`: about 76 GB in all for the full matrix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import docker
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from builder.inputs import ConfigError, pydantic_lines
+from builder.matrix import ImageSpec
+
+#: Engine image bytes per catalog byte (shared parent layers are stored once): 23.6 / 26.5.
+ENGINE_FACTOR = 0.89
+#: BuildKit cache bytes per catalog byte (snapshots, uv's cache mount, the build stage): 43 / 26.5.
+CACHE_FACTOR = 1.62
+#: Local registry bytes per catalog byte (compressed layers, SBOMs): 9.9 / 26.5.
+REGISTRY_FACTOR = 0.37
+#: The share of an image's size a run needs when the Engine already holds a build of it: BuildKit's
+#: cache gives back the unchanged layers, a changed input rebuilds the image's own layer.
+HELD_SHARE = 0.1
+#: Bytes per locked package for an image without a catalog entry: the 20 rows of docs/images.json
+#: add up to 26.5 GB for the 1,198 entries of their locks.
+BYTES_PER_PACKAGE = 22_000_000
+#: Bytes of a root image's base when the catalog has no entry for the image (a debootstrapped
+#: Debian 12 or 13 minbase is 110-130 MB).
+BASE_SIZE = 130_000_000
+#: The largest catalog file read (bytes).
+MAX_CATALOG = 16 << 20
+
+
+class CatalogRow(BaseModel):
+    """The fields of one docs/images.json row the estimate reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(max_length=200)
+    platform: str = Field(default="linux/amd64", max_length=40)
+    size_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
+
+
+class Catalog(BaseModel):
+    """docs/images.json as far as the estimate reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+    images: list[CatalogRow] = Field(max_length=10_000)
+
+
+def catalog_sizes(path: Path) -> dict[tuple[str, str], int]:
+    """``{(image name, platform): size in bytes}`` from a catalog JSON file (docs/images.json);
+    empty when there is none. Raises ConfigError (one line) for a file that is too large, not JSON
+    or not of the catalog's shape."""
+    if not path.is_file():
+        return {}
+    with path.open("rb") as f:
+        raw = f.read(MAX_CATALOG + 1)
+    if len(raw) > MAX_CATALOG:
+        raise ConfigError([f"{path}: larger than {MAX_CATALOG} bytes; not a catalog written by `builder catalog`"])
+    try:
+        catalog = Catalog.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ConfigError(pydantic_lines(str(path), exc, Catalog)[:1]) from None
+    return {(r.name, r.platform): r.size_bytes for r in catalog.images if r.size_bytes}
+
+
+def image_size(spec: ImageSpec, platform: str, sizes: dict[tuple[str, str], int],
+               packages: Callable[[ImageSpec, str], int], base_size: int) -> int:
+    """Estimated size in bytes of ``spec``'s build for ``platform``: its catalog entry for that
+    platform (else for linux/amd64); without one, its parent's estimate (the base's ``base_size``
+    for a root image) plus :data:`BYTES_PER_PACKAGE` per package its lock adds (``packages``)."""
+    for key in ((spec.name, platform), (spec.name, "linux/amd64")):
+        if key in sizes:
+            return sizes[key]
+    return base_size + BYTES_PER_PACKAGE * packages(spec, platform)
+
+
+@dataclass(frozen=True)
+class Need:
+    """Bytes a run needs on one file system, and the folders there that receive them."""
+
+    where: tuple[Path, ...]
+    need: int
+    free: int
+
+    def line(self) -> str:
+        """The refusal: need / have / where."""
+        return (f"not enough disk space: this run needs about {self.need / 1e9:.1f} GB on the file system of "
+                f"{', '.join(str(p) for p in self.where)}, which has {self.free / 1e9:.1f} GB free; free space "
+                f"(`builder prune`, `docker system df`) or pass --no-space-check")
+
+
+def _existing(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def needs(engine_bytes: int, registry_bytes: int, data_root: Path, build_dir: Path) -> list[Need]:
+    """The bytes needed per file system: ``engine_bytes`` (images and BuildKit cache) on the Engine's
+    ``data_root``, ``registry_bytes`` (a local registry's storage) in ``build_dir``; both added up
+    when they share one file system. Free bytes come from ``shutil.disk_usage``."""
+    by_device: dict[int, tuple[list[Path], int]] = {}
+    for path, need in ((data_root, engine_bytes), (build_dir, registry_bytes)):
+        found = _existing(path)
+        folders, total = by_device.get(os.stat(found).st_dev, ([], 0))
+        by_device[os.stat(found).st_dev] = (folders + [path], total + need)
+    return [Need(tuple(folders), total, shutil.disk_usage(_existing(folders[0])).free)
+            for folders, total in by_device.values()]
+
+
+def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], held: Callable[[ImageSpec], bool],
+             packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool) -> tuple[int, int]:
+    """``(engine bytes, registry bytes)`` a run of ``specs`` needs (see the module doc for the
+    factors). An image the Engine already ``held`` counts :data:`HELD_SHARE` of its size; the
+    registry share counts only when ``pushing_locally`` (a local registry under the build folder)."""
+    engine_bytes = registry_bytes = 0.0
+    for spec in specs:
+        share = HELD_SHARE if held(spec) else 1.0
+        for platform in spec.platforms:
+            size = image_size(spec, platform, sizes, packages, base_size) * share
+            engine_bytes += size * (ENGINE_FACTOR + CACHE_FACTOR)
+            registry_bytes += size * REGISTRY_FACTOR if pushing_locally else 0
+    return int(engine_bytes), int(registry_bytes)
+
+
+def check(found: list[Need]) -> None:
+    """Raise ConfigError with one line (need / have / where) for the first file system that lacks
+    the space; return None when every one has it."""
+    for need in found:
+        if need.need > need.free:
+            raise ConfigError([need.line()])
+
+
+def superseded(images: list, current: set[str], keep_last: int, moving: tuple[str, ...], used: set[str]) -> list:
+    """The local builds of one repository to remove after a run: ``images`` (docker-py Image objects
+    of the repository) less ``current`` (image ids of this run), less any tagged with a moving tag
+    (``moving``: the last build that passed keeps ``latest``), less any a container uses (``used``:
+    image ids), keeping the ``keep_last - 1`` newest of the rest (``keep_last`` counts the current
+    build). Newest by the image's Created time."""
+    def tag_names(image) -> list[str]:
+        return [t.rsplit(":", 1)[1] for t in image.tags]
+
+    others = [i for i in images if i.id not in current and i.id not in used
+              and not any(t == m or t.startswith(f"{m}-") for t in tag_names(i) for m in moving)]
+    others.sort(key=lambda i: i.attrs.get("Created", ""), reverse=True)
+    return others[max(0, keep_last - 1):]
+
+
+def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[str]], keep_last: int,
+                      moving: tuple[str, ...], log: Callable[[str], None]) -> int:
+    """Untag and remove, in each repository of ``repositories`` (``{repository: this run's image
+    ids}``), the builds :func:`superseded` names; an image another repository also tags keeps those
+    tags and its layers. Returns the bytes freed (the removed images' sizes; shared layers stay)."""
+    used = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
+    freed = 0
+    for repository, current in repositories.items():
+        for image in superseded(client.images.list(name=repository), current, keep_last, moving, used):
+            own = [t for t in image.tags if t.rsplit(":", 1)[0] == repository]
+            for t in own:
+                try:
+                    client.api.remove_image(t, noprune=False)
+                except docker.errors.APIError as exc:
+                    log(f"kept {t}: {exc.explanation or exc}")
+                    break
+            else:
+                freed += image.attrs.get("Size", 0) if len(own) == len(image.tags) else 0
+                log(f"removed superseded {', '.join(own)} ({image.attrs.get('Size', 0) / 1e6:.0f} MB)")
+    return freed

@@ -1,0 +1,127 @@
+"""``builder prune``: remove what the builder made on this machine, and only that.
+
+- **Images and tags**: images carrying the matrix's ``<label_prefix>.cell-digest`` label whose
+  ``org.opencontainers.image.title`` names an image of the matrix, the bootstrapped bases
+  (``builder-base/*``) and the wheelhouse image (:data:`builder.sources.WHEELHOUSE_REPOSITORY`).
+- **BuildKit cache**: the records the builder's runs created, from the ledger they keep
+  (:func:`record_cache`): BuildKit's cache of the Engine is shared and carries no owner, so the
+  records are told apart by when they appeared (one taken before and one after each run).
+- **The local registry it started**: stopped, and its storage removed with the build folder.
+- **The build folder** (``--build-dir``): only when the builder made it (its marker file).
+
+An image a container uses is kept, and said. Sources: the Engine API's image, container and
+build-cache routes (https://docs.docker.com/reference/api/engine/version/v1.41/#tag/Image).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import docker
+
+from builder.sources import WHEELHOUSE_REPOSITORY
+
+#: Where the ledger of BuildKit cache records made by builder runs is kept (machine-wide: a
+#: record outlives the build folder of the run that made it).
+LEDGER = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "inference-builder" / "buildkit-cache.ids"
+
+
+#: The file that marks a build folder the builder made (``builder prune`` removes only such a folder).
+MARKER = ".made-by-builder"
+
+
+def claim(build_dir: Path) -> Path:
+    """Create ``build_dir`` with its :data:`MARKER` when it does not exist; return it. An existing
+    folder is left as it is (and so is not the builder's to remove unless it has the marker)."""
+    if not build_dir.exists():
+        build_dir.mkdir(parents=True)
+        (build_dir / MARKER).write_text("made by `builder`; `builder prune` removes this folder\n")
+    return build_dir
+
+
+def owned(build_dir: Path) -> bool:
+    """True when ``build_dir`` is a real folder (not a symlink) holding :data:`MARKER`."""
+    return build_dir.is_dir() and not build_dir.is_symlink() and (build_dir / MARKER).is_file()
+
+
+def cache_ids(client: docker.DockerClient) -> set[str]:
+    """The ids of BuildKit's cache records on the Engine now (``GET /system/df``)."""
+    return {r["ID"] for r in (client.df().get("BuildCache") or [])}
+
+
+def record_cache(before: set[str], after: set[str], ledger: Path = LEDGER) -> int:
+    """Add the records in ``after`` but not in ``before`` (a run's) to the ledger; return how many."""
+    new = sorted(after - before)
+    if new:
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        with ledger.open("a") as f:
+            f.write("".join(f"{i}\n" for i in new))
+    return len(new)
+
+
+def ours(image, names: set[str], prefix: str) -> bool:
+    """True for an image the builder made: a matrix image (label and title), a base or the wheelhouse."""
+    labels = image.labels or {}
+    if f"{prefix}.cell-digest" in labels and labels.get("org.opencontainers.image.title") in names:
+        return True
+    return any(t.startswith(("builder-base/", f"{WHEELHOUSE_REPOSITORY}:")) for t in image.tags)
+
+
+def remove_images(client: docker.DockerClient, names: set[str], prefix: str, log: Callable[[str], None]) -> int:
+    """Remove every tag of every image :func:`ours` names; return the bytes of the images that went."""
+    used = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
+    freed = 0
+    for image in client.images.list():
+        if not ours(image, names, prefix):
+            continue
+        if image.id in used:
+            log(f"kept {', '.join(image.tags) or image.short_id}: a container uses it")
+            continue
+        try:
+            for t in image.tags or [image.id]:
+                client.api.remove_image(t, noprune=False)
+        except docker.errors.APIError as exc:
+            log(f"kept {', '.join(image.tags) or image.short_id}: {exc.explanation or exc}")
+            continue
+        freed += image.attrs.get("Size", 0)
+    return freed
+
+
+def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
+    """Remove the BuildKit cache records the ledger names (each by its id; a record in use stays);
+    return the bytes BuildKit reports reclaimed. The ledger is emptied of what is gone."""
+    if not ledger.is_file():
+        return 0
+    wanted = {line.strip() for line in ledger.read_text().splitlines() if line.strip().isalnum()}
+    freed = 0
+    for record in wanted & cache_ids(client):
+        freed += client.api.prune_builds(filters={"id": [record]}).get("SpaceReclaimed") or 0
+    left = wanted & cache_ids(client)
+    ledger.write_text("".join(f"{i}\n" for i in sorted(left)))
+    return freed
+
+
+def stop_registry(build_dir: Path) -> bool:
+    """Stop the ``docker-registry`` the builder started with ``build_dir``'s config; True when one ran."""
+    config = str((build_dir / "registry" / "config.yml").resolve())
+    found = False
+    for proc in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = proc.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[0].endswith(b"docker-registry") and argv[2].decode(errors="replace") == config:
+            os.kill(int(proc.parent.name), signal.SIGTERM)
+            found = True
+    return found
+
+
+def folder_bytes(path: Path) -> int:
+    """The bytes of the regular files under ``path`` (``du``'s apparent size)."""
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())

@@ -1,0 +1,115 @@
+"""Disk: the preflight estimate and its refusal, the choice of superseded local builds, and what
+`builder prune` counts as the builder's own (offline; the real Engine is in the engine tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from builder import disk, matrix, prune
+from builder.cli import app
+from builder.inputs import ConfigError
+from repo import ROOT
+
+M = matrix.load(ROOT / "matrix.yaml")
+MINIMAL = M.image("minimal-debian12-py311-cpu-inference")
+SKLEARN = M.image("sklearn-1.9-debian12-py311-cpu-inference")
+
+
+def test_catalog_sizes_come_from_the_committed_catalog():
+    sizes = disk.catalog_sizes(ROOT / "docs" / "images.json")
+    assert sizes[MINIMAL.name, "linux/amd64"] > 100_000_000 and (MINIMAL.name, "linux/arm64") in sizes
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[", "images.json"), ('{"images": [{"name": 3}]}', "name"), ('{"images": {}}', "images"),
+    ('{"images": [{"name": "x", "size_bytes": -1}]}', "size_bytes"), ("[" * 100_000, "images.json")])
+def test_a_hostile_catalog_is_one_line(tmp_path, text, words):
+    path = tmp_path / "images.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        disk.catalog_sizes(path)
+    assert len(exc.value.lines) == 1 and words in exc.value.lines[0] and "\n" not in exc.value.lines[0]
+
+
+def test_the_estimate_uses_the_catalog_then_the_locks_and_spares_held_images():
+    sizes = {(MINIMAL.name, "linux/amd64"): 200_000_000}
+    packages = lambda spec, platform: 10
+    one = disk.image_size(MINIMAL, "linux/arm64", sizes, packages, disk.BASE_SIZE)
+    assert one == 200_000_000  # the amd64 entry stands in for a platform without one
+    assert disk.image_size(SKLEARN, "linux/amd64", sizes, packages, 1) == 1 + 10 * disk.BYTES_PER_PACKAGE
+    cold = disk.estimate([MINIMAL], sizes, lambda s: False, packages, disk.BASE_SIZE, pushing_locally=True)
+    held = disk.estimate([MINIMAL], sizes, lambda s: True, packages, disk.BASE_SIZE, pushing_locally=True)
+    factor = disk.ENGINE_FACTOR + disk.CACHE_FACTOR
+    assert cold == (int(2 * 200e6 * factor), int(2 * 200e6 * disk.REGISTRY_FACTOR))
+    assert held[0] == int(2 * 200e6 * disk.HELD_SHARE * factor)
+    assert disk.estimate([MINIMAL], sizes, lambda s: False, packages, 0, pushing_locally=False)[1] == 0
+
+
+def test_the_full_matrix_needs_what_was_measured():
+    sizes = disk.catalog_sizes(ROOT / "docs" / "images.json")
+    engine_bytes, registry_bytes = disk.estimate(M.images(), sizes, lambda s: False, lambda s, p: 0, 0, True)
+    assert 70e9 < engine_bytes + registry_bytes < 80e9  # 23.6 + 43 + 9.9 GB measured
+
+
+def test_a_run_that_cannot_fit_is_refused_in_one_line(tmp_path):
+    needs = disk.needs(10**18, 0, tmp_path, tmp_path / "build")
+    assert len(needs) == 1 and needs[0].where == (tmp_path, tmp_path / "build")  # one file system, summed
+    with pytest.raises(ConfigError) as exc:
+        disk.check(needs)
+    line = exc.value.lines[0]
+    assert "needs about 1000000000.0 GB" in line and "GB free" in line and "--no-space-check" in line
+    disk.check(disk.needs(1, 1, tmp_path, tmp_path))  # fits: no error
+
+
+def _image(id_, tags, created):
+    return SimpleNamespace(id=id_, tags=tags, attrs={"Created": created, "Size": 1})
+
+
+def test_superseded_keeps_the_current_latest_used_and_newest():
+    images = [_image("new", ["r:2"], "2026-11-03"), _image("latest", ["r:1", "r:latest"], "2026-11-01"),
+              _image("arm", ["r:0-arm64", "r:latest-arm64"], "2026-10-01"), _image("used", ["r:u"], "2026-11-02"),
+              _image("old1", ["r:o1"], "2026-10-20"), _image("old2", ["r:o2"], "2026-10-10")]
+    gone = disk.superseded(images, {"new"}, 1, ("latest",), {"used"})
+    assert [i.id for i in gone] == ["old1", "old2"]
+    assert [i.id for i in disk.superseded(images, {"new"}, 2, ("latest",), {"used"})] == ["old2"]
+
+
+def test_only_the_builders_images_are_its_own():
+    prefix = M.data.project.label_prefix
+    mine = SimpleNamespace(labels={f"{prefix}.cell-digest": "x", "org.opencontainers.image.title": MINIMAL.name}, tags=[])
+    foreign = SimpleNamespace(labels={"org.opencontainers.image.title": MINIMAL.name}, tags=["someone/minimal:1"])
+    base = SimpleNamespace(labels={}, tags=["builder-base/debian12:abc"])
+    names = {s.name for s in M.images()}
+    assert prune.ours(mine, names, prefix) and prune.ours(base, names, prefix)
+    assert not prune.ours(foreign, names, prefix)
+    assert not prune.ours(SimpleNamespace(labels={f"{prefix}.cell-digest": "x", "org.opencontainers.image.title": "other"},
+                                          tags=[]), names, prefix)
+
+
+def test_a_build_folder_is_the_builders_only_when_it_made_it(tmp_path):
+    made = prune.claim(tmp_path / "b")
+    assert prune.owned(made)
+    (tmp_path / "mine").mkdir()
+    assert prune.claim(tmp_path / "mine") and not prune.owned(tmp_path / "mine")
+    (tmp_path / "link").symlink_to(made)
+    assert not prune.owned(tmp_path / "link")
+
+
+def test_prune_refuses_a_build_folder_it_did_not_make(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("user data")
+    r = CliRunner().invoke(app, ["prune", "--build-dir", str(folder), "--matrix", str(ROOT / "matrix.yaml")])
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1 and "not made by `builder`" in r.stderr
+    assert (folder / "keep.txt").read_text() == "user data"
+
+
+def test_the_ledger_records_only_a_runs_new_cache_records(tmp_path):
+    ledger = tmp_path / "state" / "ids"
+    assert prune.record_cache({"a", "b"}, {"a", "b", "c", "d"}, ledger) == 2
+    assert prune.record_cache({"a"}, {"a"}, ledger) == 0
+    assert ledger.read_text() == "c\nd\n"
