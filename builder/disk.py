@@ -145,17 +145,25 @@ def check(found: list[Need]) -> None:
 
 def superseded(images: list, current: set[str], keep_last: int, moving: tuple[str, ...], used: set[str]) -> list:
     """The local builds of one repository to remove after a run: ``images`` (docker-py Image objects
-    of the repository) less ``current`` (image ids of this run), less any tagged with a moving tag
-    (``moving``: the last build that passed keeps ``latest``), less any a container uses (``used``:
-    image ids), keeping the ``keep_last - 1`` newest of the rest (``keep_last`` counts the current
-    build). Newest by the image's Created time."""
-    def tag_names(image) -> list[str]:
-        return [t.rsplit(":", 1)[1] for t in image.tags]
+    of the repository) of the architectures this run built (``current``: its image ids; a build for
+    another platform is not superseded by this one), less ``current``, less any tagged with a
+    moving tag (``moving``: the last build that passed keeps ``latest``, ``latest-<arch>``), less
+    any a container uses (``used``: image ids), keeping per architecture the ``keep_last - 1`` newest
+    of the rest (``keep_last`` counts the current build). Newest by the image's Created time."""
+    def arch(image) -> str:
+        return image.attrs.get("Architecture", "")
 
-    others = [i for i in images if i.id not in current and i.id not in used
-              and not any(t == m or t.startswith(f"{m}-") for t in tag_names(i) for m in moving)]
-    others.sort(key=lambda i: i.attrs.get("Created", ""), reverse=True)
-    return others[max(0, keep_last - 1):]
+    def has_moving_tag(image) -> bool:
+        names = [t.rsplit(":", 1)[1] for t in image.tags]
+        return any(t == m or t.startswith(f"{m}-") for t in names for m in moving)
+
+    built = {arch(i) for i in images if i.id in current}
+    others = sorted((i for i in images if arch(i) in built and i.id not in current | used and not has_moving_tag(i)),
+                    key=lambda i: i.attrs.get("Created", ""), reverse=True)
+    out = []
+    for a in sorted(built):
+        out += [i for i in others if arch(i) == a][max(0, keep_last - 1):]
+    return out
 
 
 def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[str]], keep_last: int,

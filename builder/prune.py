@@ -50,13 +50,20 @@ def owned(build_dir: Path) -> bool:
     return build_dir.is_dir() and not build_dir.is_symlink() and (build_dir / MARKER).is_file()
 
 
-def cache_ids(client: docker.DockerClient) -> set[str]:
-    """The ids of BuildKit's cache records on the Engine now (``GET /system/df``)."""
-    return {r["ID"] for r in (client.df().get("BuildCache") or [])}
+def cache_ids(client: docker.DockerClient) -> set[str] | None:
+    """The ids of BuildKit's cache records on the Engine now (``GET /system/df``), or None when the
+    Engine cannot say (it runs one disk-usage query at a time)."""
+    try:
+        return {r["ID"] for r in (client.df().get("BuildCache") or [])}
+    except docker.errors.APIError:
+        return None
 
 
-def record_cache(before: set[str], after: set[str], ledger: Path = LEDGER) -> int:
-    """Add the records in ``after`` but not in ``before`` (a run's) to the ledger; return how many."""
+def record_cache(before: set[str] | None, after: set[str] | None, ledger: Path = LEDGER) -> int:
+    """Add the records in ``after`` but not in ``before`` (a run's) to the ledger; return how many
+    (0 when either reading is missing: a run's records are then not recorded)."""
+    if before is None or after is None:
+        return 0
     new = sorted(after - before)
     if new:
         ledger.parent.mkdir(parents=True, exist_ok=True)
@@ -100,9 +107,9 @@ def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
         return 0
     wanted = {line.strip() for line in ledger.read_text().splitlines() if line.strip().isalnum()}
     freed = 0
-    for record in wanted & cache_ids(client):
-        freed += client.api.prune_builds(filters={"id": [record]}).get("SpaceReclaimed") or 0
-    left = wanted & cache_ids(client)
+    for record in wanted & (cache_ids(client) or set()):
+        freed += client.api.prune_builds(filters={"id": [record]}, all=True).get("SpaceReclaimed") or 0
+    left = wanted & (cache_ids(client) or wanted)
     ledger.write_text("".join(f"{i}\n" for i in sorted(left)))
     return freed
 

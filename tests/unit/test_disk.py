@@ -65,17 +65,20 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line(tmp_path):
     disk.check(disk.needs(1, 1, tmp_path, tmp_path))  # fits: no error
 
 
-def _image(id_, tags, created):
-    return SimpleNamespace(id=id_, tags=tags, attrs={"Created": created, "Size": 1})
+def _image(id_, tags, created, arch="amd64"):
+    return SimpleNamespace(id=id_, tags=tags, attrs={"Created": created, "Size": 1, "Architecture": arch})
 
 
 def test_superseded_keeps_the_current_latest_used_and_newest():
     images = [_image("new", ["r:2"], "2026-11-03"), _image("latest", ["r:1", "r:latest"], "2026-11-01"),
-              _image("arm", ["r:0-arm64", "r:latest-arm64"], "2026-10-01"), _image("used", ["r:u"], "2026-11-02"),
-              _image("old1", ["r:o1"], "2026-10-20"), _image("old2", ["r:o2"], "2026-10-10")]
+              _image("arm", ["r:0-arm64", "r:latest-arm64"], "2026-10-01", "arm64"), _image("used", ["r:u"], "2026-11-02"),
+              _image("old1", ["r:o1"], "2026-10-20"), _image("old2", ["r:o2"], "2026-10-10"),
+              _image("other-platform", ["r:o3-arm64"], "2026-09-01", "arm64")]
     gone = disk.superseded(images, {"new"}, 1, ("latest",), {"used"})
-    assert [i.id for i in gone] == ["old1", "old2"]
+    assert [i.id for i in gone] == ["old1", "old2"]  # an arm64 build is not superseded by an amd64 one
     assert [i.id for i in disk.superseded(images, {"new"}, 2, ("latest",), {"used"})] == ["old2"]
+    assert [i.id for i in disk.superseded(images, {"new", "arm"}, 1, ("latest",), set())] == ["used", "old1", "old2",
+                                                                                            "other-platform"]
 
 
 def test_only_the_builders_images_are_its_own():
