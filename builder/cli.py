@@ -269,6 +269,7 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
 
 @app.command("prune")
 def prune_command(build_dir: Path = typer.Option(Path("build"), "--build-dir", help="The build folder to remove (only when the builder made it)."),
+                  keep_bases: bool = typer.Option(False, "--keep-bases", help="Keep the bases (bootstrapping them again takes minutes)."),
                   matrix: Path = MatrixOpt) -> None:
     """Remove what the builder made on this machine, and only that: its images and tags (matrix
     images, bases, the wheelhouse image), the BuildKit cache its runs created, the local registry it
@@ -279,7 +280,7 @@ def prune_command(build_dir: Path = typer.Option(Path("build"), "--build-dir", h
     with guard():
         client = engine.client()
         names = {s.name for s in m.images()}
-        images = prune.remove_images(client, names, m.data.project.label_prefix, typer.echo)
+        images = prune.remove_images(client, names, m.data.project.label_prefix, typer.echo, keep_bases)
         cache = prune.remove_cache(client)
         stopped = prune.stop_registry(build_dir) if build_dir.exists() else False
         folder = prune.folder_bytes(build_dir) if build_dir.exists() else 0

@@ -72,45 +72,71 @@ def record_cache(before: set[str] | None, after: set[str] | None, ledger: Path =
     return len(new)
 
 
+def own_tags(image, names: set[str], keep_bases: bool = False) -> list[str]:
+    """The tags of ``image`` in the builder's repositories: ``[<registry>/]<matrix image name>``,
+    ``builder-base/*`` (unless ``keep_bases``) and the wheelhouse image's. A tag in any other
+    repository is somebody else's."""
+    def mine(tag: str) -> bool:
+        repository = tag.rsplit(":", 1)[0]
+        if repository.startswith("builder-base/"):
+            return not keep_bases
+        return repository == WHEELHOUSE_REPOSITORY or repository.rsplit("/", 1)[-1] in names
+    return [t for t in image.tags if mine(t)]
+
+
 def ours(image, names: set[str], prefix: str) -> bool:
-    """True for an image the builder made: a matrix image (label and title), a base or the wheelhouse."""
+    """True for an image the builder made: a matrix image (its ``<prefix>.cell-digest`` label and
+    a title naming a matrix image), a base or the wheelhouse (by repository)."""
     labels = image.labels or {}
     if f"{prefix}.cell-digest" in labels and labels.get("org.opencontainers.image.title") in names:
         return True
     return any(t.startswith(("builder-base/", f"{WHEELHOUSE_REPOSITORY}:")) for t in image.tags)
 
 
-def remove_images(client: docker.DockerClient, names: set[str], prefix: str, log: Callable[[str], None]) -> int:
-    """Remove every tag of every image :func:`ours` names; return the bytes of the images that went."""
+def remove_images(client: docker.DockerClient, names: set[str], prefix: str, log: Callable[[str], None],
+                  keep_bases: bool = False) -> int:
+    """Untag every image :func:`ours` names from the builder's repositories (:func:`own_tags`); an
+    image that keeps another tag, or that a container uses, stays (said in a ``log`` line). Returns
+    the bytes of the images that went."""
     used = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
     freed = 0
     for image in client.images.list():
-        if not ours(image, names, prefix):
+        mine = own_tags(image, names, keep_bases) if image.tags else [image.id]
+        if not ours(image, names, prefix) or not mine:
             continue
         if image.id in used:
             log(f"kept {', '.join(image.tags) or image.short_id}: a container uses it")
             continue
         try:
-            for t in image.tags or [image.id]:
+            for t in mine:
                 client.api.remove_image(t, noprune=False)
         except docker.errors.APIError as exc:
             log(f"kept {', '.join(image.tags) or image.short_id}: {exc.explanation or exc}")
             continue
-        freed += image.attrs.get("Size", 0)
+        if len(mine) == len(image.tags) or not image.tags:
+            freed += image.attrs.get("Size", 0)
+        else:
+            log(f"kept {', '.join(t for t in image.tags if t not in mine)}: not the builder's tag")
     return freed
 
 
 def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
-    """Remove the BuildKit cache records the ledger names (each by its id; a record in use stays);
-    return the bytes BuildKit reports reclaimed. The ledger is emptied of what is gone."""
+    """Remove the BuildKit cache records the ledger names, each by its id (a record in use stays).
+    A record that others were built on goes once they are gone, so this takes passes until one
+    removes nothing. Returns the bytes BuildKit reports reclaimed; the ledger keeps what is left."""
     if not ledger.is_file():
         return 0
-    wanted = {line.strip() for line in ledger.read_text().splitlines() if line.strip().isalnum()}
+    left = {line.strip() for line in ledger.read_text().splitlines() if line.strip().isalnum()}
     freed = 0
-    for record in wanted & (cache_ids(client) or set()):
-        freed += client.api.prune_builds(filters={"id": [record]}, all=True).get("SpaceReclaimed") or 0
-    left = wanted & (cache_ids(client) or wanted)
-    ledger.write_text("".join(f"{i}\n" for i in sorted(left)))
+    while True:
+        present = left & (cache_ids(client) or left)
+        for record in present:
+            freed += client.api.prune_builds(filters={"id": [record]}, all=True).get("SpaceReclaimed") or 0
+        after = left & (cache_ids(client) or left)
+        if not after or after == present:
+            break
+        left = after
+    ledger.write_text("".join(f"{i}\n" for i in sorted(after)))
     return freed
 
 
