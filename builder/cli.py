@@ -228,6 +228,8 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
     images (pulled when not on this machine). Lists the images whose run passed."""
     from builder import catalog, engine
 
+    if out.resolve() == json_out.resolve():
+        fail([f"--out and --json name the same file ({out}); give each its own"])
     m = load(matrix)
     with guard():
         reports = catalog.read_reports(report or [Path("build/report.json")])

@@ -31,6 +31,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from builder import files
 from builder.compat import DEFAULT_PLATFORM, PLATFORMS as PYTHON_PLATFORMS
 from builder.inputs import ConfigError
 from builder.matrix import ImageSpec, Matrix
@@ -332,16 +333,7 @@ def write(images: Path, lock: Lock) -> Path:
     path = path_of(images, lock.image, lock.platform)
     if path.is_symlink() or (path.exists() and GENERATED not in path.read_text(errors="replace")[:400]):
         raise ConfigError([f"{path} exists and was not written by `builder lock`; refusing to replace it"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lock-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(lock.text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_atomic(path, lock.text)
     return path
 
 

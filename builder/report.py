@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from builder import files
 from builder.inputs import ConfigError
 
 
@@ -123,10 +124,8 @@ def write(path: Path, stage: str, reports: list[ImageReport], **run: object) -> 
 
 def write_entries(path: Path, stage: str, entries: list[dict], **run: object) -> Path:
     """Write report ``entries`` (:class:`ImageReport` as JSON dicts) as :func:`write` does; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "stage": stage, **run, "images": entries}, indent=2) + "\n")
-    return path
+    return files.write_atomic(path, json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                "stage": stage, **run, "images": entries}, indent=2) + "\n")
 
 
 def read_entries(paths: list[Path]) -> dict[str, list[dict]]:
