@@ -5,7 +5,6 @@ file's pip section, and the containment of every path it names (:class:`Paths`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -99,11 +98,7 @@ def load_config(path: Path) -> InferenceConfig:
     name = path.name
     try:
         if path.suffix == ".json":
-            try:
-                raw = json.loads(inputs.read_text(path), object_pairs_hook=_no_duplicates)
-            except (json.JSONDecodeError, ValueError) as exc:
-                where = f"line {exc.lineno}: " if isinstance(exc, json.JSONDecodeError) else ""
-                raise ExtendError([f"{name}: {where}malformed JSON: {exc.msg if hasattr(exc, 'msg') else exc}"]) from None
+            raw = inputs.load_json(inputs.read_text(path), name, object_pairs_hook=_no_duplicates)
         else:
             raw = inputs.load_yaml(path)
     except ConfigError as exc:

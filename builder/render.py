@@ -163,7 +163,7 @@ def check_bake(text: str, images: Path) -> list[str]:
     path = bake_path(images)
     if not path.is_file():
         return [f"missing: {BAKE_FILE}"]
-    return [] if path.read_text() == text else [f"stale: {BAKE_FILE}"]
+    return [] if path.read_bytes() == text.encode() else [f"stale: {BAKE_FILE}"]
 
 
 def check(files: dict[str, str], images: Path) -> list[str]:
@@ -176,11 +176,16 @@ def check(files: dict[str, str], images: Path) -> list[str]:
         path = images / rel
         if rel not in present:
             problems.append(f"missing: images/{rel}")
-        elif path.read_text() != files[rel] or _exec_bit(path) != (path.name in EXECUTABLE):
+        elif path.read_bytes() != _encoded(files[rel]) or _exec_bit(path) != (path.name in EXECUTABLE):
             problems.append(f"stale: images/{rel}")
     for rel in sorted(present - set(files)):
         problems.append(f"extra: images/{rel}")
     return problems
+
+
+def _encoded(data: str | bytes) -> bytes:
+    # Compared as bytes: a tampered file that is not UTF-8 is stale, not a UnicodeDecodeError.
+    return data.encode() if isinstance(data, str) else data
 
 
 def _exec_bit(path: Path) -> bool:
