@@ -50,10 +50,12 @@ class Row:
     platform: str
 
 
-def read_reports(paths: list[Path]) -> dict[str, dict]:
-    """``{image name: report entry}`` over every report in ``paths`` (later ones win). Raises
-    ConfigError for a report that is missing or not this tool's JSON."""
-    return {name: entries[-1] for name, entries in report.read_entries(paths).items()}
+def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, dict]:
+    """``{image name: report entry}`` over every report in ``paths`` (later ones win), validated by
+    :func:`builder.report.read_entries` (an image not in ``matrix`` is refused). Raises ConfigError
+    for a report that is missing, not this tool's report or names an image the matrix lacks."""
+    names = [s.name for s in matrix.images()] if matrix is not None else None
+    return {name: entries[-1] for name, entries in report.read_entries(paths, names).items()}
 
 
 def _image(client: docker.DockerClient, ref: str):
