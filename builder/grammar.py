@@ -131,7 +131,8 @@ def requirement(value: object) -> str:
     try:
         req = Requirement(value)
     except InvalidRequirement:
-        raise ValueError(f"{shown(value)} is not a PEP 508 requirement (name, extras, version specifier)") from None
+        raise ValueError(f"{shown(value)} is not a PEP 508 requirement (name, extras, version specifier: no URLs, "
+                         "paths or pip options)") from None
     if req.url:
         raise ValueError(f"{shown(value)}: direct URL requirements are not allowed; use an index or wheelhouse")
     return value
