@@ -48,6 +48,7 @@ def nothing_pushed(monkeypatch):
     for module, name in ((publish, "push_index"), (publish, "_imagetools"), (engine, "ensure_buildx"),
                          (engine, "client")):
         monkeypatch.setattr(module, name, called)
+    monkeypatch.delenv("REGISTRY", raising=False)  # merge's default registry, as the cases expect
 
 
 # --- run reports -----------------------------------------------------------------------------------
