@@ -20,7 +20,7 @@ from typing import Callable, Literal
 import docker
 from docker.errors import APIError, ImageNotFound
 
-from builder import engine
+from builder import engine, files
 from builder.compat import DEFAULT_PLATFORM
 from builder.schema import Base
 
@@ -199,7 +199,7 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
     if platform == DEFAULT_PLATFORM:
         client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=['CMD ["/bin/bash"]'])
     else:
-        (root / "Dockerfile").write_text('FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n')
+        files.write_atomic(root / "Dockerfile", 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n')
         r = subprocess.run(["docker", "buildx", "build", "--platform", platform, "--load", "--tag", ref, str(root)],
                            capture_output=True, text=True)
         if r.returncode != 0:

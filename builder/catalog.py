@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 from packaging.utils import canonicalize_name
 
-from builder import lock, report, tag
+from builder import files, lock, report, tag
 from builder.compat import DEFAULT_PLATFORM
 from builder.inputs import ConfigError
 from builder.matrix import Matrix
@@ -50,10 +50,12 @@ class Row:
     platform: str
 
 
-def read_reports(paths: list[Path]) -> dict[str, dict]:
-    """``{image name: report entry}`` over every report in ``paths`` (later ones win). Raises
-    ConfigError for a report that is missing or not this tool's JSON."""
-    return {name: entries[-1] for name, entries in report.read_entries(paths).items()}
+def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, dict]:
+    """``{image name: report entry}`` over every report in ``paths`` (later ones win), validated by
+    :func:`builder.report.read_entries` (an image not in ``matrix`` is refused). Raises ConfigError
+    for a report that is missing, not this tool's report or names an image the matrix lacks."""
+    names = [s.name for s in matrix.images()] if matrix is not None else None
+    return {name: entries[-1] for name, entries in report.read_entries(paths, names).items()}
 
 
 def _image(client: docker.DockerClient, ref: str):
@@ -128,7 +130,5 @@ def write(rows_: list[Row], md: Path, js: Path) -> None:
     for path, ours in ((md, lambda t: GENERATED in t[:200]), (js, lambda t: t.lstrip().startswith('{\n  "images"'))):
         if path.is_symlink() or (path.exists() and not ours(path.read_text(errors="replace"))):
             raise ConfigError([f"{path} exists and was not written by `builder catalog`; refusing to replace it"])
-    md.parent.mkdir(parents=True, exist_ok=True)
-    js.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(markdown(rows_))
-    js.write_text(json.dumps({"images": [asdict(r) for r in rows_]}, indent=2) + "\n")
+    files.write_atomic(md, markdown(rows_))
+    files.write_atomic(js, json.dumps({"images": [asdict(r) for r in rows_]}, indent=2) + "\n")

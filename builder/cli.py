@@ -238,9 +238,11 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
     images (pulled when not on this machine). Lists the images whose run passed."""
     from builder import catalog, engine
 
+    if out.resolve() == json_out.resolve():
+        fail([f"--out and --json name the same file ({out}); give each its own"])
     m = load(matrix)
     with guard():
-        reports = catalog.read_reports(report or [Path("build/report.json")])
+        reports = catalog.read_reports(report or [Path("build/report.json")], m)
         found = catalog.rows(m, reports, _beside(matrix, images, "images"), engine.client())
         catalog.write(found, out, json_out)
     typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")
@@ -249,6 +251,7 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
 @app.command("merge")
 def merge_command(report: list[Path] = typer.Option(..., "--report", help="One job's report.json (repeatable): every job of a run split by platform."),
                   out: Path = typer.Option(Path("build/report.json"), "--out", help="The merged report (read by `builder catalog`)."),
+                  registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the jobs pushed to; every report's repository must be the one it gives [default: 127.0.0.1:5000]."),
                   matrix: Path = MatrixOpt) -> None:
     """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
     image indexes: latest and the immutable tag move only for an image whose every platform passed."""
@@ -256,8 +259,10 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
     from builder.report import read_entries, refuse_foreign, write_entries
 
     m = load(matrix)
+    target = registry_option(registry) or engine.LOCAL_REGISTRY  # as the pipeline's default
     with guard():
-        found = read_entries(report)
+        found = read_entries(report, [s.name for s in m.images()])
+        merge.check_repositories(found, target)  # the push target is --registry's, never a report's
         refuse_foreign(out)  # before anything is pushed
         engine.ensure_buildx(Path("build"))  # docker buildx imagetools makes the indexes
         entries = merge.merge(m, found, log=typer.echo)

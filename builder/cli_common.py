@@ -12,7 +12,7 @@ import typer
 
 from builder.bases import BaseError
 from builder.engine import EngineError
-from builder.inputs import ConfigError
+from builder.inputs import ConfigError, one_line
 from builder.matrix import Matrix, load as load_matrix
 from builder.publish import PublishError
 
@@ -23,9 +23,11 @@ SelectOpt = typer.Option(None, "--select", help="Glob over image names (repeatab
 
 
 def fail(lines: list[str], code: int = 2) -> NoReturn:
-    """Print ``lines`` to stderr as they are (no wrapping, no markup) and exit with ``code``."""
+    """Print ``lines`` to stderr (no wrapping, no markup), each as one bounded line
+    (:func:`builder.inputs.one_line`: control characters escaped, at most 400 characters), and exit
+    with ``code``. The one place every error line of a command goes through."""
     for line in lines:
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(one_line(str(line)) + "\n")
     raise typer.Exit(code)
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from builder import grammar
+from builder import files, grammar
 from builder.cli_common import MatrixOpt, fail, guard, load, registry_option, stop_on_sigterm
 
 
@@ -136,13 +136,20 @@ def register(app: typer.Typer) -> None:
 
 
 def _write_compose(path: Path, text: str) -> None:
-    # Never overwrite a file `builder serve` did not write.
+    # Never overwrite a file `builder serve` did not write, a folder or a symlink (files.write_atomic).
     from builder.deploy import COMPOSE_HEADER
 
-    if path.exists() and not path.read_text(errors="replace").startswith(COMPOSE_HEADER):
+    if path.is_dir() and not path.is_symlink():
+        fail([f"--compose-file: {path} is a folder; name the Compose file to write"])
+    with guard():
+        ours = path.is_file() and not path.is_symlink() and _head(path).startswith(COMPOSE_HEADER)
+    if (path.exists() or path.is_symlink()) and not ours:
         fail([f"--compose-file: {path} exists and was not written by `builder serve`; refusing to replace it"])
     with guard():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.new")
-        tmp.write_text(text)
-        tmp.replace(path)
+        files.write_atomic(path, text)
+
+
+def _head(path: Path) -> str:
+    # The first bytes of a file, as text (enough to see the Compose header).
+    with open(path, "rb") as f:
+        return f.read(400).decode("utf-8", "replace")

@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from builder import grammar, inputs
+from builder import files, grammar, inputs
 
 #: Pythons the refresh tries for each framework version.
 CANDIDATE_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
@@ -208,4 +208,4 @@ def write(table: Compat, path: Path) -> None:
               "# `packages` is kept by hand; `generated` and `versions` are written by `builder compat refresh`\n"
               "# (uv pip compile over wheels only, per Python; nvidia-* wheels give CUDA and cuDNN). Do not edit\n"
               "# `versions` by hand: refresh it.\n")
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=110))
+    files.write_atomic(path, header + yaml.safe_dump(data, sort_keys=False, width=110))

@@ -19,6 +19,8 @@ import docker
 import requests
 from docker.errors import DockerException
 
+from builder import files
+
 
 class EngineError(RuntimeError):
     """No Docker Engine or registry could be reached or started; the message says what to do."""
@@ -142,11 +144,8 @@ def ensure_plugin(name: str, state_dir: Path = Path("build"), mirror: str | None
     unpacked = deb.parent / "unpacked"
     shutil.rmtree(unpacked, ignore_errors=True)
     subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-    PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = PLUGIN_DIR / f".docker-{name}.new"
-    shutil.copy2(unpacked / f"usr/libexec/docker/cli-plugins/docker-{name}", tmp)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, PLUGIN_DIR / f"docker-{name}")
+    files.copy_atomic(unpacked / f"usr/libexec/docker/cli-plugins/docker-{name}", PLUGIN_DIR / f"docker-{name}",
+                      files.EXEC_MODE)
     shutil.rmtree(unpacked)
     found = plugin_version(name)
     if not found:
@@ -162,7 +161,7 @@ def _download(package: str, root: Path, mirror: str | None) -> Path:
     lists = root / "lists"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     sources = root / f"{PLUGIN_SUITE}.sources"
-    sources.write_text(f"Types: deb\nURIs: {mirror or apt_mirror()}\nSuites: {PLUGIN_SUITE}\nComponents: main\n"
+    files.write_atomic(sources, f"Types: deb\nURIs: {mirror or apt_mirror()}\nSuites: {PLUGIN_SUITE}\nComponents: main\n"
                        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
     opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
             "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0", "-q"]
@@ -211,8 +210,8 @@ def ensure_registry(state_dir: Path = Path("build"), timeout: float = 30.0) -> s
     root = (state_dir / "registry").resolve()
     (root / "data").mkdir(parents=True, exist_ok=True)
     config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
+    files.write_atomic(
+        config, "version: 0.1\n"
         "log: {level: info}\n"
         f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
         f"http: {{addr: '{LOCAL_REGISTRY}'}}\n"

@@ -16,6 +16,7 @@ from packaging.requirements import Requirement
 
 from builder import plan
 from builder.compat import DEFAULT_PLATFORM, Compat, VersionEntry
+from builder.inputs import SHOWN, shown
 from builder.naming import image_name
 from builder.schema import Framework, FrameworkVersion, MatrixError, MatrixFile
 
@@ -120,7 +121,8 @@ def _bases(fname: str, where: str, m: MatrixFile, key: str, fv: FrameworkVersion
     out = []
     for base in fv.bases:
         if base not in m.bases:
-            errors.append(f"{fname}: {where}.bases: unknown base {base!r} (expected one of: {', '.join(sorted(m.bases))})")
+            errors.append(f"{fname}: {where}.bases: unknown base {shown(base)} (expected one of: "
+                          f"{', '.join(b if len(b) <= SHOWN else shown(b) for b in sorted(m.bases))})")
         elif m.bases[base].python not in entry.python:
             errors.append(f"{fname}: {where}.bases: {key} {fv.version} has no wheels for Python {m.bases[base].python} "
                           f"(base {base}); supported: {', '.join(entry.python)}")

@@ -15,6 +15,7 @@ this project's machines, so any other package is refused by name. The Dockerfile
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,13 +90,14 @@ def prepare(config_path: Path, matrix: Matrix, registry: str, template: Path | N
     paths = Paths(config_path, list(allow_outside))
     files, entry_rel, has_model, requirements = _context(cfg, config_path, paths)
     steps = paths.resolve("extraDockerfileSteps", cfg.extra_dockerfile_steps) if cfg.extra_dockerfile_steps else None
+    extra_steps = _steps_text(steps, paths) if steps else ""
     errors += paths.errors
     if errors:
         raise ExtendError(errors)
     if requirements:
         files["requirements.txt"] = "\n".join(requirements) + "\n"
     ctx = {"config_name": config_path.name, "base": base.ref, "apt": cfg.apt, "requirements": bool(requirements),
-           "extra_steps": steps.read_text().rstrip() if steps else "",
+           "extra_steps": extra_steps,
            "extra_steps_name": steps.name if steps else "", "entry_script": entry_rel,
            "has_model": has_model, "env": cfg.env, "runtime": matrix.data.runtime}
     files["Dockerfile"] = _render(template, ctx)
@@ -150,14 +152,15 @@ def _context(cfg: InferenceConfig, config_path: Path, paths: Paths) -> tuple[dic
     there is a model, and the pip requirements (config plus the conda file's pip section)."""
     files: dict[str, str | bytes] = {}
     source = paths.resolve("sourceDirectory", cfg.source_directory, kind="dir") if cfg.source_directory else None
-    entry = paths.resolve("entryScript", cfg.entry_script, base=source)
+    inside = _entry_in_source(cfg, paths) if source is not None else cfg.entry_script
+    entry = paths.resolve("entryScript", inside, base=source) if inside is not None else None
     entry_rel = ""
     if entry is not None:
         if source is not None:
             for p in paths.files("sourceDirectory", source):
                 if p.resolve() != config_path.resolve():  # the config itself stays out of the image
                     files[f"app/{p.relative_to(source).as_posix()}"] = p.read_bytes()
-            entry_rel = entry.relative_to(source).as_posix()
+            entry_rel = inside
         else:
             files[f"app/{entry.name}"] = entry.read_bytes()
             entry_rel = entry.name
@@ -178,6 +181,27 @@ def _context(cfg: InferenceConfig, config_path: Path, paths: Paths) -> tuple[dic
             except ExtendError as exc:
                 paths.errors += exc.lines
     return files, entry_rel, bool(models), requirements
+
+
+def _steps_text(steps: Path, paths: Paths) -> str:
+    # The extra Dockerfile steps as text (inputs.read_text: UTF-8, no NUL or control characters,
+    # at most 1 MiB), or "" after recording why not.
+    try:
+        return inputs.read_text(steps).rstrip()
+    except inputs.ConfigError as exc:
+        paths.errors += [f"{paths.name}: extraDockerfileSteps: {line}" for line in exc.lines]
+        return ""
+
+
+def _entry_in_source(cfg: InferenceConfig, paths: Paths) -> str | None:
+    # entryScript relative to sourceDirectory, normalised; None (recorded) when it leaves it: only
+    # sourceDirectory is copied into the image, so a script beside it would not be there.
+    rel = os.path.normpath(cfg.entry_script)
+    if os.path.isabs(rel) or rel.split(os.sep)[0] == "..":
+        paths.errors.append(f"{paths.name}: entryScript: {inputs.shown(cfg.entry_script)} is outside "
+                            f"sourceDirectory {cfg.source_directory}; only that folder is copied into the image")
+        return None
+    return Path(rel).as_posix()
 
 
 def _render(template: Path | None, ctx: dict) -> str:

@@ -58,6 +58,51 @@ def docker_reference(value: object) -> str:
     return value
 
 
+_REPOSITORY = re.compile(_NAME)
+# Tags and digests as distribution's grammar has them, ASCII only (Go's \w); neither may begin with
+# '-' (nor any grammar here), so no value can read as an option on a command line.
+_ASCII_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def repository(value: object) -> str:
+    """A repository: a reference's name without tag or digest (``127.0.0.1:5000/minimal-...``), at
+    most 255 characters; raises ValueError."""
+    _check(_REPOSITORY, value, "a repository (distribution's reference grammar: [host[:port]/]path)")
+    if len(value) > 255:
+        raise ValueError(f"{shown(value)} has a name longer than 255 characters")
+    return value
+
+
+def tag(value: object) -> str:
+    """A tag (distribution's grammar, ASCII: ``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``); raises ValueError."""
+    return _check(_ASCII_TAG, value, "a tag ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)")
+
+
+def digest(value: object) -> str:
+    """A content digest ``sha256:<64 lower-case hex>`` (OCI image spec, descriptor digests:
+    https://github.com/opencontainers/image-spec/blob/main/descriptor.md#digests); raises ValueError."""
+    return _check(_SHA256, value, "a digest (sha256:<64 hex>)")
+
+
+def platform(value: object) -> str:
+    """One of the platforms images are built for (:data:`builder.compat.PLATFORMS`); raises ValueError."""
+    from builder.compat import PLATFORMS
+
+    if not isinstance(value, str) or value not in PLATFORMS:
+        raise ValueError(f"{shown(value)} is not a platform (expected one of: {', '.join(PLATFORMS)})")
+    return value
+
+
+def image_name(value: object) -> str:
+    """An image name of the matrix's shape: one lower-case path component of the reference grammar
+    (``sklearn-1.9-debian12-py311-cpu-inference``), at most 128 characters; raises ValueError."""
+    _check(PATH_COMPONENT, value, "an image name (lower-case letters, digits and single . _ - separators)")
+    if len(value) > 128:
+        raise ValueError(f"{shown(value)} is longer than 128 characters")
+    return value
+
+
 def registry(value: object) -> str:
     """``host[:port][/namespace]`` (reference grammar's domain and path components); raises ValueError."""
     return _check(REGISTRY, value, "host[:port][/namespace]")
@@ -86,7 +131,8 @@ def requirement(value: object) -> str:
     try:
         req = Requirement(value)
     except InvalidRequirement:
-        raise ValueError(f"{shown(value)} is not a PEP 508 requirement (name, extras, version specifier)") from None
+        raise ValueError(f"{shown(value)} is not a PEP 508 requirement (name, extras, version specifier: no URLs, "
+                         "paths or pip options)") from None
     if req.url:
         raise ValueError(f"{shown(value)}: direct URL requirements are not allowed; use an index or wheelhouse")
     return value
@@ -99,6 +145,8 @@ def version(value: object) -> str:
             raise ValueError(f"{value!r} is a YAML number; quote the version (e.g. '2.10'), or YAML drops its "
                              "trailing zeros")
         raise ValueError(f"{shown(value)} is not a version string")
+    if value != value.strip() or CONTROL.search(value):  # packaging strips white space, a newline included
+        raise ValueError(f"{shown(value)} is not a valid version (PEP 440; no white space or control characters)")
     try:
         Version(value)
     except InvalidVersion:

@@ -5,7 +5,6 @@ file's pip section, and the containment of every path it names (:class:`Paths`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -99,11 +98,7 @@ def load_config(path: Path) -> InferenceConfig:
     name = path.name
     try:
         if path.suffix == ".json":
-            try:
-                raw = json.loads(inputs.read_text(path), object_pairs_hook=_no_duplicates)
-            except (json.JSONDecodeError, ValueError) as exc:
-                where = f"line {exc.lineno}: " if isinstance(exc, json.JSONDecodeError) else ""
-                raise ExtendError([f"{name}: {where}malformed JSON: {exc.msg if hasattr(exc, 'msg') else exc}"]) from None
+            raw = inputs.load_json(inputs.read_text(path), name, object_pairs_hook=_no_duplicates)
         else:
             raw = inputs.load_yaml(path)
     except ConfigError as exc:
@@ -128,6 +123,7 @@ def conda_pip_requirements(path: Path) -> list[str]:
         raise ExtendError([f"condaFile {line}" for line in exc.lines]) from None
     if not isinstance(env, dict) or not isinstance(env.get("dependencies"), list):
         raise ExtendError([f"condaFile {path.name}: expected a mapping with a dependencies list"])
+    _check_pip_section(path.name, env["dependencies"])
     with tempfile.TemporaryDirectory(prefix="builder-conda-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # conda-lock warns that it leaves python_version markers to pip
         # An empty PyPI-to-conda name mapping (conda-lock's default is fetched from GitHub): the pip
@@ -161,6 +157,27 @@ def conda_pip_requirements(path: Path) -> list[str]:
     if bad:
         raise ExtendError(bad)
     return pip
+
+
+def _check_pip_section(name: str, dependencies: list) -> None:
+    """Every ``pip:`` entry of a conda file's ``dependencies``, as written, against the grammar the
+    config's ``requirements`` use (:func:`builder.grammar.requirement`: PEP 508, no URL, VCS, file
+    path, editable install or pip option). conda-lock drops some of those with only a warning
+    (an editable VCS URL), so they are checked before it reads the file. Raises ExtendError naming each."""
+    bad = []
+    for dep in dependencies:
+        if not isinstance(dep, dict) or "pip" not in dep:
+            continue
+        if not isinstance(dep["pip"], list):
+            bad.append(f"condaFile {name}: pip: expected a list of requirements, got {type(dep['pip']).__name__}")
+            continue
+        for item in dep["pip"]:
+            try:
+                grammar.requirement(item)
+            except ValueError as exc:
+                bad.append(f"condaFile {name}: pip: {exc}")
+    if bad:
+        raise ExtendError(bad)
 
 
 class Paths:

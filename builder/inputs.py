@@ -5,6 +5,7 @@ are in :mod:`builder.grammar`. Messages never echo more than :data:`SHOWN` chara
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from pathlib import Path
@@ -16,6 +17,13 @@ from pydantic import BaseModel, ValidationError
 MAX_BYTES = 1 << 20
 #: How much of an offending value a message shows.
 SHOWN = 80
+#: Deepest nesting of mappings and lists accepted in a YAML or JSON input (the parsers recurse).
+MAX_DEPTH = 64
+#: The longest error line printed (characters), whatever it holds.
+MAX_LINE = 400
+#: What would break a message line or a terminal: C0 and C1 control characters and the Unicode line
+#: and paragraph separators (every character :meth:`str.splitlines` splits on is among them).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class ConfigError(Exception):
@@ -32,6 +40,14 @@ def shown(value: object) -> str:
     return text if len(text) <= SHOWN else text[:SHOWN - 1] + "…"
 
 
+def one_line(text: str) -> str:
+    """``text`` made one bounded line for stderr: every character of :data:`_UNPRINTABLE` escaped
+    as Python writes it (a newline becomes the two characters ``\\n``, NUL ``\\x00``), then cut
+    to :data:`MAX_LINE` characters (with ``…``)."""
+    escaped = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return escaped if len(escaped) <= MAX_LINE else escaped[:MAX_LINE - 1] + "…"
+
+
 # --- YAML ------------------------------------------------------------------------------------------
 
 class _StrictLoader(yaml.SafeLoader):
@@ -41,7 +57,14 @@ class _StrictLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.MarkedYAMLError(None, None, "aliases (*name) are not allowed", event.start_mark)
-        return super().compose_node(parent, index)
+        self._depth = getattr(self, "_depth", 0) + 1  # the composer recurses once per level
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                           self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen: set = set()
@@ -100,6 +123,36 @@ def load_yaml(path: Path):
         raise ConfigError([f"{Path(path).name}: malformed YAML: {type(exc).__name__}"]) from None
 
 
+# --- JSON ------------------------------------------------------------------------------------------
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # the unrolled loop: fast on long strings
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of objects and arrays in JSON ``text`` (brackets inside strings do not
+    count), found without parsing, so it can be checked before :func:`json.loads` recurses."""
+    depth = deepest = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub('""', text)):
+        depth += 1 if m.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def load_json(text: str, fname: str, **kwargs):
+    """``json.loads(text, **kwargs)`` after refusing nesting deeper than :data:`MAX_DEPTH`. Raises
+    ConfigError (one line: position and problem) for malformed or too deep JSON; ValueError
+    raised by a hook of ``kwargs`` becomes a line too."""
+    if json_depth(text) > MAX_DEPTH:
+        raise ConfigError([f"{fname}: nested deeper than {MAX_DEPTH} levels; refusing to parse it"])
+    try:
+        return json.loads(text, **kwargs)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"{fname}: line {exc.lineno}: malformed JSON: {exc.msg}"]) from None
+    except ValueError as exc:
+        raise ConfigError([f"{fname}: malformed JSON: {exc}"]) from None
+
+
 # --- pydantic errors as one line each ------------------------------------------------------------
 
 def validate(fname: str, raw: object, model: type[BaseModel], expected: str,
@@ -126,7 +179,8 @@ def _loc(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            key = str(part)
+            out += ("." if out else "") + (key if len(key) <= SHOWN else shown(key))
     return out or "(top level)"
 
 
@@ -138,7 +192,7 @@ def _format_error(fname: str, err: dict, root: type[BaseModel]) -> str:
     if kind == "missing":
         msg = "required field is missing"
     elif kind == "extra_forbidden":
-        msg = f"unknown key {loc[-1]!r}"
+        msg = f"unknown key {shown(loc[-1])}"
         allowed = _allowed_keys(root, loc[:-1])
         if allowed:
             msg += f" (expected one of: {', '.join(allowed)})"

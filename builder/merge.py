@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from builder import publish, tag
+from builder import naming, publish, tag
 from builder.compat import DEFAULT_PLATFORM
+from builder.inputs import ConfigError, shown
 from builder.matrix import Matrix
 
 #: Report statuses of a job whose builds were pushed.
@@ -35,6 +36,18 @@ def _problem(platforms: tuple[str, ...], entries: list[dict], found: dict[str, d
         if len({f.get(key) for f in found.values()}) != 1:
             return f"the platforms' {key.replace('_', ' ')}s differ: {sorted(str(f.get(key)) for f in found.values())}"
     return None
+
+
+def check_repositories(reports: dict[str, list[dict]], registry: str) -> None:
+    """Refuse reports whose images would be pushed elsewhere than ``registry`` gives them
+    (:func:`builder.naming.repository`): the push target comes from the command line, never from a
+    report. Raises ConfigError (one line: the image, both repositories) before anything is pushed."""
+    for name, entries in reports.items():
+        expected = naming.repository(registry, name)
+        for entry in entries:
+            if entry.get("repository", "") != expected:
+                raise ConfigError([f"--report: {name} names repository {shown(entry.get('repository', ''))}, "
+                                   f"not {expected} (--registry {registry}); refusing to push anywhere else"])
 
 
 def merge(matrix: Matrix, reports: dict[str, list[dict]], log: Callable[[str], None] = print) -> list[dict]:

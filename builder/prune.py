@@ -25,6 +25,7 @@ from typing import Callable
 
 import docker
 
+from builder import files
 from builder.sources import WHEELHOUSE_REPOSITORY
 
 #: Where the ledger of BuildKit cache records made by builder runs is kept (machine-wide: a
@@ -41,7 +42,7 @@ def claim(build_dir: Path) -> Path:
     folder is left as it is (and so is not the builder's to remove unless it has the marker)."""
     if not build_dir.exists():
         build_dir.mkdir(parents=True)
-        (build_dir / MARKER).write_text("made by `builder`; `builder prune` removes this folder\n")
+        files.write_atomic(build_dir / MARKER, "made by `builder`; `builder prune` removes this folder\n")
     return build_dir
 
 
@@ -136,7 +137,7 @@ def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
         if not after or after == present:
             break
         left = after
-    ledger.write_text("".join(f"{i}\n" for i in sorted(after)))
+    files.write_atomic(ledger, "".join(f"{i}\n" for i in sorted(after)))
     return freed
 
 

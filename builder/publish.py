@@ -100,6 +100,9 @@ def _local_digest(client: docker.DockerClient, ref: str) -> str | None:
 
 
 def _imagetools(*args: str) -> subprocess.CompletedProcess:
+    # Callers end the options with "--" before positional references: buildx is a cobra/pflag command,
+    # and pflag stops parsing flags at "--" (https://github.com/spf13/pflag#command-line-flag-syntax),
+    # so no reference, whatever a report held, can read as an option; flag values go as --flag=value.
     return subprocess.run(["docker", "buildx", "imagetools", *args], capture_output=True, text=True, timeout=600)
 
 
@@ -107,7 +110,7 @@ def index_manifests(ref: str) -> tuple[str, dict[str, str]] | None:
     """``(digest, {platform: manifest digest})`` of the image index ``ref`` in the registry (read
     with ``docker buildx imagetools inspect --raw``), or None when the registry has no such tag or
     it is not an index."""
-    r = _imagetools("inspect", "--raw", ref)
+    r = _imagetools("inspect", "--raw", "--", ref)
     if r.returncode != 0:
         return None
     try:
@@ -118,19 +121,35 @@ def index_manifests(ref: str) -> tuple[str, dict[str, str]] | None:
     return "sha256:" + hashlib.sha256(r.stdout.encode()).hexdigest(), platforms
 
 
+def _check_names(repository: str, tags: list[str], digests: dict[str, str]) -> None:
+    # Everything that becomes part of an imagetools argument, against its grammar.
+    from builder import grammar
+
+    try:
+        grammar.repository(repository)
+        for t in tags:
+            grammar.tag(t)
+        for d in digests.values():
+            grammar.digest(d)
+    except ValueError as exc:
+        raise PublishError(f"not making an index: {exc}") from None
+
+
 def push_index(repository: str, tags: list[str], digests: dict[str, str]) -> PublishResult:
     """Make every one of ``tags`` (the immutable tag first, ``latest`` last) name one image index of
     the already pushed manifests ``digests`` ({platform: digest}), with ``docker buildx imagetools
     create`` (https://docs.docker.com/reference/cli/docker/buildx/imagetools/create/). A tag already
     naming exactly these manifests is left alone. Raises PublishError when the index cannot be made
-    or the registry serves something else afterwards."""
+    or the registry serves something else afterwards, or before running anything when a repository,
+    tag or digest does not pass its grammar (:mod:`builder.grammar`)."""
+    _check_names(repository, tags, digests)
     wanted = {p: d for p, d in digests.items()}
     current = {t: index_manifests(f"{repository}:{t}") for t in tags}
     if all(c is not None and c[1] == wanted for c in current.values()) and len({c[0] for c in current.values()}) == 1:
         return PublishResult(repository, tags, next(iter(current.values()))[0], pushed=False)
     sources = [f"{repository}@{d}" for d in digests.values()]
     for t in tags:  # one at a time, in order: latest only after the immutable tag exists
-        r = _imagetools("create", "--tag", f"{repository}:{t}", *sources)
+        r = _imagetools("create", f"--tag={repository}:{t}", "--", *sources)
         if r.returncode != 0:
             raise PublishError(f"imagetools create {repository}:{t}: {' '.join(r.stderr.split())[-300:]}")
     found = {t: index_manifests(f"{repository}:{t}") for t in tags}

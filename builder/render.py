@@ -8,15 +8,13 @@ atomically; :func:`check` compares them with what is committed (docker-library's
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
-import tempfile
 from pathlib import Path
 
 import jinja2
 
 from builder import bake, grammar, inputs, lock
+from builder import files as files_
 from builder.compat import DEFAULT_PLATFORM, PLATFORMS
 from builder.matrix import ImageSpec, Matrix
 
@@ -138,38 +136,11 @@ def _check_bake_owner(path: Path) -> None:
 
 
 def write(files: dict[str, str | bytes], images: Path) -> None:
-    """Replace ``images`` with exactly ``files`` (text or bytes), atomically.
-
-    Everything is written into a temporary directory beside ``images`` first and then swapped in
-    with two renames, so a failure leaves ``images`` exactly as it was; images no longer in the
-    matrix disappear with the old directory.
-    """
-    images = Path(images)
-    parent = images.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".images-new-", dir=parent))
-    try:
-        for rel, text in files.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(text, bytes):
-                path.write_bytes(text)
-            else:
-                path.write_text(text)
-            mode = 0o755 if path.name in EXECUTABLE else 0o644
-            os.chmod(path, mode)
-        os.chmod(tmp, 0o755)
-        old = None
-        if images.exists():
-            old = Path(tempfile.mkdtemp(prefix=".images-old-", dir=parent))
-            old.rmdir()
-            images.rename(old)
-        tmp.rename(images)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Replace ``images`` with exactly ``files`` (text or bytes), atomically
+    (:func:`builder.files.replace_folder`: a private temporary folder beside it, then two renames),
+    so a failure leaves ``images`` exactly as it was; images no longer in the matrix disappear with
+    the old folder. Raises OSError."""
+    files_.replace_folder(Path(images), files, EXECUTABLE)
 
 
 #: The bake file's name; it is written beside the images folder (bake resolves contexts from there).
@@ -182,19 +153,8 @@ def bake_path(images: Path) -> Path:
 
 
 def _write_bake(text: str, images: Path) -> Path:
-    # The bake file beside ``images``, atomically (a temporary file, then a rename); its owner was checked.
-    path = bake_path(images)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".docker-bake-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # The bake file beside ``images``, atomically (builder.files); its owner was checked.
+    return files_.write_atomic(bake_path(images), text)
 
 
 def check_bake(text: str, images: Path) -> list[str]:
@@ -203,7 +163,7 @@ def check_bake(text: str, images: Path) -> list[str]:
     path = bake_path(images)
     if not path.is_file():
         return [f"missing: {BAKE_FILE}"]
-    return [] if path.read_text() == text else [f"stale: {BAKE_FILE}"]
+    return [] if path.read_bytes() == text.encode() else [f"stale: {BAKE_FILE}"]
 
 
 def check(files: dict[str, str], images: Path) -> list[str]:
@@ -216,11 +176,16 @@ def check(files: dict[str, str], images: Path) -> list[str]:
         path = images / rel
         if rel not in present:
             problems.append(f"missing: images/{rel}")
-        elif path.read_text() != files[rel] or _exec_bit(path) != (path.name in EXECUTABLE):
+        elif path.read_bytes() != _encoded(files[rel]) or _exec_bit(path) != (path.name in EXECUTABLE):
             problems.append(f"stale: images/{rel}")
     for rel in sorted(present - set(files)):
         problems.append(f"extra: images/{rel}")
     return problems
+
+
+def _encoded(data: str | bytes) -> bytes:
+    # Compared as bytes: a tampered file that is not UTF-8 is stale, not a UnicodeDecodeError.
+    return data.encode() if isinstance(data, str) else data
 
 
 def _exec_bit(path: Path) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from builder import files
 from builder.inputs import ConfigError
 
 
@@ -123,22 +124,23 @@ def write(path: Path, stage: str, reports: list[ImageReport], **run: object) -> 
 
 def write_entries(path: Path, stage: str, entries: list[dict], **run: object) -> Path:
     """Write report ``entries`` (:class:`ImageReport` as JSON dicts) as :func:`write` does; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "stage": stage, **run, "images": entries}, indent=2) + "\n")
-    return path
+    return files.write_atomic(path, json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                "stage": stage, **run, "images": entries}, indent=2) + "\n")
 
 
-def read_entries(paths: list[Path]) -> dict[str, list[dict]]:
+def read_entries(paths: list[Path], names: list[str] | None = None) -> dict[str, list[dict]]:
     """``{image name: [its entry in each report of paths that has it, in order]}`` over run reports
-    (``build/report.json``). Raises ConfigError for a report that is missing or not this tool's JSON."""
+    (``build/report.json``), each validated by :func:`builder.report_file.read`. With ``names`` (the
+    matrix's images), an entry naming another image is refused. Raises ConfigError (one line each)
+    for a report that is missing, too large, too deep or not this tool's report."""
+    from builder import report_file  # it imports this module
+
     out: dict[str, list[dict]] = {}
     for path in paths:
-        try:
-            for entry in json.loads(Path(path).read_text())["images"]:
-                out.setdefault(entry["name"], []).append(entry)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError([f"--report: {path}: not a report written by `builder` ({type(exc).__name__})"]) from None
+        for entry in report_file.read(Path(path)):
+            if names is not None and entry["name"] not in names:
+                raise ConfigError([f"--report: {path}: image {entry['name']} is not in the matrix"])
+            out.setdefault(entry["name"], []).append(entry)
     return out
 
 
@@ -150,10 +152,13 @@ def refuse_foreign(path: Path) -> None:
 
 
 def _is_report(path: Path) -> bool:
+    from builder import report_file
+
     try:
-        return isinstance(json.loads(path.read_text())["images"], list)
-    except (OSError, ValueError, KeyError, TypeError):
+        report_file.read(path)
+    except ConfigError:
         return False
+    return True
 
 
 def summary(stage: str, reports: list[ImageReport]) -> Table:

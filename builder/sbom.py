@@ -31,6 +31,7 @@ import docker
 from debian.deb822 import Deb822
 from packageurl import PackageURL
 
+from builder import files
 from builder.lock import PYTHON_PLATFORMS, DEFAULT_PLATFORM, uv_environment
 from builder.sources import Sources
 
@@ -71,7 +72,7 @@ def tool(build_dir: Path, python: str, sources: Sources, platform: str = DEFAULT
             shutil.rmtree(tmp, ignore_errors=True)
             raise SbomError(f"cannot install cyclonedx-bom {version} for Python {python}: "
                             + " ".join(r.stderr.split()[-40:]))
-        (tmp / ".complete").write_text(version + "\n")
+        files.write_atomic(tmp / ".complete", version + "\n")
         os.chmod(tmp, 0o755)
         tmp.rename(target)
     return target
@@ -144,8 +145,7 @@ def generate(client: docker.DockerClient, image: str, name: str, venv: str, pyth
         "hashes": [{"alg": "SHA-256", "content": image_id.split(":", 1)[-1]}],
         "properties": [{"name": k, "value": v} for k, v in sorted(labels.items())]}
     _validate(bom)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(bom, indent=2) + "\n")
+    files.write_atomic(out, json.dumps(bom, indent=2) + "\n")
     return {"path": str(out), "components": len(bom["components"])}
 
 

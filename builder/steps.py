@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 from rich.markup import escape
 
-from builder import bake, build, children, engine, lock, naming, publish, render, sbom, smoke, tag
+from builder import bake, build, children, engine, files, lock, naming, publish, render, sbom, smoke, tag
 from builder.compat import DEFAULT_PLATFORM
 from builder.expand import ImageSpec
 from builder.report import ImageReport, Status
@@ -93,7 +93,7 @@ def build_image(run, spec: ImageSpec, rep: ImageReport, platform: str = DEFAULT_
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
     run.say(spec.name, "building" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
     with run.sources.secrets() as secrets, run.build_slot():
-        override.write_text(json.dumps({"target": {target: {"args": args, "secret": secrets, "platforms": [platform]}}},
+        files.write_atomic(override, json.dumps({"target": {target: {"args": args, "secret": secrets, "platforms": [platform]}}},
                                        indent=2))
         try:
             result = build.bake(

@@ -56,14 +56,15 @@ def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_b
             assert raw_digest(f"{namespace}/{AMD64_ONLY}:latest") == whole["registry_digest"]
             assert raw_digest(f"{namespace}/{MINIMAL}:latest") is None
             # one platform's report: nothing to merge, latest stays where it was (absent)
-            half = builder("merge", "--report", str(tmp_path / "amd64" / "report.json"), "--out", str(tmp_path / "half.json"))
+            half = builder("merge", "--report", str(tmp_path / "amd64" / "report.json"), "--out", str(tmp_path / "half.json"),
+                           "--registry", namespace)
             assert half.returncode == 1, half.stdout + half.stderr
             half_entry = _images(tmp_path / "half.json")[MINIMAL]
             assert half_entry["status"] == "publish-failed" and "linux/arm64" in half_entry["error"], half_entry
             assert raw_digest(f"{namespace}/{MINIMAL}:latest") is None
 
     r = builder("merge", "--report", str(tmp_path / "amd64" / "report.json"), "--report", str(tmp_path / "arm64" / "report.json"),
-                "--out", str(tmp_path / "merged.json"))
+                "--out", str(tmp_path / "merged.json"), "--registry", namespace)
     assert r.returncode == 0, r.stdout + r.stderr
     merged_images = _images(tmp_path / "merged.json")
     assert merged_images[AMD64_ONLY] == report(tmp_path / "amd64")[AMD64_ONLY]  # passed through as its job left it

@@ -91,7 +91,7 @@ def test_a_failed_write_leaves_images_exactly_as_it_was(tmp_path, root, monkeypa
             raise OSError("disk full")
         real_chmod(path, mode)
 
-    monkeypatch.setattr(render.os, "chmod", failing_chmod)
+    monkeypatch.setattr(os, "chmod", failing_chmod)  # builder.files sets each mode
     with pytest.raises(OSError, match="disk full"):
         render.write(files, images)
     assert sorted(p.relative_to(images).as_posix() for p in images.rglob("*")) == ["old", "old/Dockerfile"]

@@ -1,0 +1,100 @@
+"""Every file and folder the tool writes, written one way: into a temporary name that only this
+process could have created, then renamed over the target.
+
+A temporary file is made by :func:`tempfile.mkstemp` (``O_CREAT|O_EXCL``, mode 0600, in the
+target's own folder so the rename stays on one file system) and a temporary folder by
+:func:`tempfile.mkdtemp`; neither follows a symlink planted in advance, since the name is random and
+``O_EXCL`` fails on any existing entry, a symlink included
+(https://docs.python.org/3/library/tempfile.html#tempfile.mkstemp). :func:`os.replace` then swaps
+the target in one step (rename(2) replaces a symlink at the target, it never writes through it), so
+a reader sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+#: Mode of a written file (rw-r--r--) and of an executable one or a folder (rwxr-xr-x).
+FILE_MODE = 0o644
+EXEC_MODE = 0o755
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int = FILE_MODE) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically with ``mode``; creates the
+    parent folders. Returns ``path``. Raises OSError (e.g. IsADirectoryError when ``path`` is a
+    folder); nothing is left behind then."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def copy_atomic(source: Path, path: Path, mode: int = FILE_MODE) -> Path:
+    """Copy the file ``source`` to ``path`` the way :func:`write_atomic` writes (streamed, not read
+    whole). Returns ``path``. Raises OSError."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fill(folder: Path, files: dict[str, str | bytes], executable: set[str]) -> None:
+    # Every file of ``files`` (relative POSIX paths) under the fresh private ``folder``.
+    for rel, data in files.items():
+        path = folder / rel
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise ValueError(f"{rel!r} is not a path inside the folder being written")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "xb") as f:  # x: O_EXCL, in a folder nobody else can write into
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(path, EXEC_MODE if path.name in executable else FILE_MODE)
+
+
+def replace_folder(folder: Path, files: dict[str, str | bytes], executable: set[str] = frozenset()) -> Path:
+    """Replace ``folder`` with exactly ``files`` (``{relative path: text or bytes}``), atomically:
+    everything is written into a :func:`tempfile.mkdtemp` folder beside it, then swapped in with two
+    renames, so a failure leaves ``folder`` as it was. Files named in ``executable`` get mode 0755.
+    Returns ``folder``. Raises OSError, or ValueError for a path that leaves the folder."""
+    folder = Path(folder)
+    parent = folder.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name[:40]}-new-", dir=parent))
+    try:
+        _fill(tmp, files, set(executable))
+        os.chmod(tmp, EXEC_MODE)
+        old = None
+        if folder.exists() or folder.is_symlink():
+            # moved into a private folder first (a symlink there is moved itself, never followed)
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name[:40]}-old-", dir=parent))
+            os.rename(folder, old / "old")
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if old is not None:
+                os.rename(old / "old", folder)  # put the old one back
+            raise
+        if old is not None:
+            shutil.rmtree(old)  # rmtree unlinks symlinks, it does not follow them
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
