@@ -185,7 +185,7 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
     root.mkdir(parents=True, exist_ok=True)
     logfile = root / "debootstrap.log"
     log(f"debootstrap {recipe.suite} ({recipe.variant}, {arch}) for base {key}; log {logfile}")
-    with logfile.open("wb") as out:
+    with files.open_log(logfile) as out:
         r = subprocess.run(["debootstrap", f"--arch={arch}", f"--variant={recipe.variant}", recipe.suite, str(rootfs),
                             mirror], stdout=out, stderr=subprocess.STDOUT)
     if r.returncode != 0:

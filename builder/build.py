@@ -11,6 +11,7 @@ Package sources reach builds as BuildKit secrets (see :mod:`builder.sources`).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from builder import children
+from builder import children, files
 
 # A step line of buildx's plain progress: "#12 [stage-1 3/6] RUN ..." and "#12 CACHED".
 _STEP = re.compile(r"^#(\d+) \[(?!internal\])[^\]]*\d+/\d+\] ")
@@ -128,7 +129,7 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
     with tempfile.TemporaryDirectory(prefix="builder-metadata-") as tmp:
         metadata = Path(tmp) / "metadata.json"
         full = [*cmd, "--metadata-file", str(metadata)] + ([target] if target else [])
-        with log_path.open("w") as log:
+        with io.TextIOWrapper(files.open_log(log_path), encoding="utf-8", errors="replace") as log:
             log.write("$ " + " ".join(full) + "\n")
             log.flush()
             try:

@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from builder import bake, cli_deploy, engine, lock, pipeline, plan, prune, render
+from builder import bake, cli_deploy, engine, files, lock, pipeline, plan, prune, render
 from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
                                 stop_on_sigterm)
 from builder.matrix import ImageSpec, Matrix
@@ -167,9 +167,6 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
                         + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
-    if not opts.dry_run:
-        with guard():
-            prune.claim(opts.build_dir)
     p = pipeline.Pipeline(m, opts)
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm)  # a cancelled CI job stops like Ctrl-C
     try:
@@ -274,22 +271,26 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
 
 @app.command("prune")
 def prune_command(build_dir: Path = typer.Option(Path("build"), "--build-dir", help="The build folder to remove (only when the builder made it)."),
+                  registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the builder tagged for, besides the local registry 127.0.0.1:5000."),
                   keep_bases: bool = typer.Option(False, "--keep-bases", help="Keep the bases (bootstrapping them again takes minutes)."),
                   matrix: Path = MatrixOpt) -> None:
-    """Remove what the builder made on this machine, and only that: its images and tags (matrix
-    images, bases, the wheelhouse image), the BuildKit cache its runs created, the local registry it
-    started with this build folder, and the build folder. Prints the bytes freed."""
+    """Remove what the builder made on this machine, and only that: its images' tags (matrix images
+    under the local registry or --registry, bases, the wheelhouse image), the BuildKit cache its runs
+    recorded, the local registry it started with this build folder, and the build folder (only one
+    it made). Prints the bytes freed."""
     m = load(matrix)
-    if build_dir.exists() and not prune.owned(build_dir):
-        fail([f"--build-dir: {build_dir} was not made by `builder` (no {prune.MARKER}); refusing to remove it"])
+    registries = tuple(dict.fromkeys(r for r in (engine.LOCAL_REGISTRY, registry_option(registry)) if r))
+    if build_dir.exists() and not files.owned_folder(build_dir):
+        fail([f"--build-dir: {build_dir} was not made by `builder` (it has no {files.MARKER}); refusing to remove "
+              f"it: remove it yourself, or pass --build-dir"])
     with guard():
-        client = engine.client()
+        client = engine.client(build_dir)
         names = {s.name for s in m.images()}
-        images = prune.remove_images(client, names, m.data.project.label_prefix, typer.echo, keep_bases)
+        images = prune.remove_images(client, names, m.data.project.label_prefix, registries, typer.echo, keep_bases)
         cache = prune.remove_cache(client)
-        stopped = prune.stop_registry(build_dir) if build_dir.exists() else False
-        folder = prune.folder_bytes(build_dir) if build_dir.exists() else 0
-        if build_dir.exists():
+        stopped = files.owned_folder(build_dir) and prune.stop_registry(build_dir)
+        folder = prune.folder_bytes(build_dir) if files.owned_folder(build_dir) else 0
+        if files.owned_folder(build_dir):
             shutil.rmtree(build_dir)
     typer.echo(f"freed {(images + cache + folder) / 1e9:.2f} GB: images {images / 1e9:.2f} GB, BuildKit cache "
                f"{cache / 1e9:.2f} GB, {build_dir} {folder / 1e9:.2f} GB" + (" (its registry stopped)" if stopped else ""))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import docker
+import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from builder.inputs import ConfigError, pydantic_lines
@@ -28,9 +29,6 @@ ENGINE_FACTOR = 0.89
 CACHE_FACTOR = 1.62
 #: Local registry bytes per catalog byte (compressed layers, SBOMs): 9.9 / 26.5.
 REGISTRY_FACTOR = 0.37
-#: The share of an image's size a run needs when the Engine already holds a build of it: BuildKit's
-#: cache gives back the unchanged layers, a changed input rebuilds the image's own layer.
-HELD_SHARE = 0.1
 #: Bytes per locked package for an image without a catalog entry: the 20 rows of docs/images.json
 #: add up to 26.5 GB for the 1,198 entries of their locks.
 BYTES_PER_PACKAGE = 22_000_000
@@ -107,12 +105,15 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def needs(engine_bytes: int, registry_bytes: int, data_root: Path, build_dir: Path) -> list[Need]:
+def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_dir: Path) -> list[Need]:
     """The bytes needed per file system: ``engine_bytes`` (images and BuildKit cache) on the Engine's
-    ``data_root``, ``registry_bytes`` (a local registry's storage) in ``build_dir``; both added up
-    when they share one file system. Free bytes come from ``shutil.disk_usage``."""
+    ``data_root`` (None for an Engine on another machine: not checked), ``registry_bytes`` (a local
+    registry's storage) in ``build_dir``; both added up when they share one file system. Free bytes
+    come from ``shutil.disk_usage``."""
     by_device: dict[int, tuple[list[Path], int]] = {}
     for path, need in ((data_root, engine_bytes), (build_dir, registry_bytes)):
+        if path is None:
+            continue
         found = _existing(path)
         folders, total = by_device.get(os.stat(found).st_dev, ([], 0))
         by_device[os.stat(found).st_dev] = (folders + [path], total + need)
@@ -120,19 +121,36 @@ def needs(engine_bytes: int, registry_bytes: int, data_root: Path, build_dir: Pa
             for folders, total in by_device.values()]
 
 
-def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], held: Callable[[ImageSpec], bool],
+def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[str],
              packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool) -> tuple[int, int]:
     """``(engine bytes, registry bytes)`` a run of ``specs`` needs (see the module doc for the
-    factors). An image the Engine already ``held`` counts :data:`HELD_SHARE` of its size; the
-    registry share counts only when ``pushing_locally`` (a local registry under the build folder)."""
+    factors). An image in ``unchanged`` (:func:`unchanged`) needs nothing: BuildKit's cache gives it
+    back whole. The registry share counts only when ``pushing_locally`` (a local registry under the
+    build folder)."""
     engine_bytes = registry_bytes = 0.0
     for spec in specs:
-        share = HELD_SHARE if held(spec) else 1.0
+        if spec.name in unchanged:
+            continue
         for platform in spec.platforms:
-            size = image_size(spec, platform, sizes, packages, base_size) * share
+            size = image_size(spec, platform, sizes, packages, base_size)
             engine_bytes += size * (ENGINE_FACTOR + CACHE_FACTOR)
             registry_bytes += size * REGISTRY_FACTOR if pushing_locally else 0
     return int(engine_bytes), int(registry_bytes)
+
+
+def unchanged(specs: Iterable[ImageSpec], held: dict[str, list[dict[str, str]]],
+              expected: Callable[[ImageSpec], dict[str, str]]) -> set[str]:
+    """The names of ``specs`` (parents first) whose build the Engine already holds with the inputs
+    of this run: ``held`` maps an image name to the labels of each local image of that title, and
+    one of them carries every label ``expected(spec)`` gives (cell digest, lock digest, the
+    revision of its build contexts); the parent must be unchanged too."""
+    out: set[str] = set()
+    for spec in specs:
+        want = expected(spec)
+        same = any(all(labels.get(k) == v for k, v in want.items()) for labels in held.get(spec.name, []))
+        if same and (spec.parent is None or spec.parent in out):
+            out.add(spec.name)
+    return out
 
 
 def check(found: list[Need]) -> None:
@@ -143,46 +161,79 @@ def check(found: list[Need]) -> None:
             raise ConfigError([need.line()])
 
 
-def superseded(images: list, current: set[str], keep_last: int, moving: tuple[str, ...], used: set[str]) -> list:
-    """The local builds of one repository to remove after a run: ``images`` (docker-py Image objects
-    of the repository) of the architectures this run built (``current``: its image ids; a build for
-    another platform is not superseded by this one), less ``current``, less any tagged with a
-    moving tag (``moving``: the last build that passed keeps ``latest``, ``latest-<arch>``), less
-    any a container uses (``used``: image ids), keeping per architecture the ``keep_last - 1`` newest
-    of the rest (``keep_last`` counts the current build). Newest by the image's Created time."""
-    def arch(image) -> str:
-        return image.attrs.get("Architecture", "")
+@dataclass(frozen=True)
+class LocalBuild:
+    """One local image of a repository: ``id``, its ``tags`` (``repository:tag``), ``created``
+    (epoch seconds), ``arch`` (its OCI architecture) and ``size`` (bytes)."""
 
-    def has_moving_tag(image) -> bool:
-        names = [t.rsplit(":", 1)[1] for t in image.tags]
+    id: str
+    tags: tuple[str, ...]
+    created: float
+    arch: str
+    size: int
+
+
+def superseded(builds: list[LocalBuild], current: set[str], keep_last: int, moving: tuple[str, ...],
+               used: set[str], before: float) -> list[LocalBuild]:
+    """The local builds of one repository to remove after a run: ``builds`` of the architectures
+    this run built (``current``: its image ids; a build for another platform is not superseded by
+    this one) created ``before`` the run started (epoch seconds: a concurrent run's build is never
+    taken for an old one), less ``current``, less any tagged with a moving tag (``moving``: the last
+    build that passed keeps ``latest``, ``latest-<arch>``), less any a container uses (``used``),
+    keeping per architecture the ``keep_last - 1`` newest of the rest (``keep_last`` counts the
+    current build)."""
+    def has_moving_tag(b: LocalBuild) -> bool:
+        names = [t.rsplit(":", 1)[1] for t in b.tags]
         return any(t == m or t.startswith(f"{m}-") for t in names for m in moving)
 
-    built = {arch(i) for i in images if i.id in current}
-    others = sorted((i for i in images if arch(i) in built and i.id not in current | used and not has_moving_tag(i)),
-                    key=lambda i: i.attrs.get("Created", ""), reverse=True)
+    built = {b.arch for b in builds if b.id in current}
+    others = sorted((b for b in builds if b.arch in built and b.created < before and b.id not in current | used
+                     and not has_moving_tag(b)), key=lambda b: b.created, reverse=True)
+    out: list[LocalBuild] = []
+    for arch in sorted(built):
+        out += [b for b in others if b.arch == arch][max(0, keep_last - 1):]
+    return out
+
+
+def local_builds(client: docker.DockerClient, repository: str) -> list[LocalBuild]:
+    """The images the Engine holds in ``repository`` (``GET /images/json`` then one inspect each;
+    an image removed meanwhile is left out)."""
     out = []
-    for a in sorted(built):
-        out += [i for i in others if arch(i) == a][max(0, keep_last - 1):]
+    for row in client.api.images(name=repository):
+        try:
+            arch = client.api.inspect_image(row["Id"]).get("Architecture", "")
+        except docker.errors.NotFound:
+            continue
+        out.append(LocalBuild(row["Id"], tuple(row.get("RepoTags") or ()), float(row.get("Created", 0)), arch,
+                              int(row.get("Size", 0))))
     return out
 
 
 def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[str]], keep_last: int,
-                      moving: tuple[str, ...], log: Callable[[str], None]) -> int:
+                      moving: tuple[str, ...], before: float, log: Callable[[str], None]) -> int:
     """Untag and remove, in each repository of ``repositories`` (``{repository: this run's image
     ids}``), the builds :func:`superseded` names; an image another repository also tags keeps those
-    tags and its layers. Returns the bytes freed (the removed images' sizes; shared layers stay)."""
-    used = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
+    tags and its layers. Returns the bytes freed (the removed images' sizes; shared layers stay).
+    Housekeeping only: an Engine error is one ``log`` line, never an exception."""
     freed = 0
-    for repository, current in repositories.items():
-        for image in superseded(client.images.list(name=repository), current, keep_last, moving, used):
-            own = [t for t in image.tags if t.rsplit(":", 1)[0] == repository]
-            for t in own:
-                try:
-                    client.api.remove_image(t, noprune=False)
-                except docker.errors.APIError as exc:
-                    log(f"kept {t}: {exc.explanation or exc}")
-                    break
-            else:
-                freed += image.attrs.get("Size", 0) if len(own) == len(image.tags) else 0
-                log(f"removed superseded {', '.join(own)} ({image.attrs.get('Size', 0) / 1e6:.0f} MB)")
+    try:
+        used = {c["ImageID"] for c in client.api.containers(all=True)}
+        for repository, current in repositories.items():
+            for build in superseded(local_builds(client, repository), current, keep_last, moving, used, before):
+                freed += _untag(client, build, repository, log)
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        log(f"superseded builds not removed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
     return freed
+
+
+def _untag(client: docker.DockerClient, build: LocalBuild, repository: str, log: Callable[[str], None]) -> int:
+    # Remove build's tags in repository; the bytes freed when that was every tag it had.
+    own = [t for t in build.tags if t.rsplit(":", 1)[0] == repository]
+    for t in own:
+        try:
+            client.api.remove_image(t, noprune=False)
+        except docker.errors.APIError as exc:
+            log(f"kept {t}: {exc.explanation or exc}")
+            return 0
+    log(f"removed superseded {', '.join(own)} ({build.size / 1e6:.0f} MB)")
+    return build.size if len(own) == len(build.tags) else 0

@@ -35,6 +35,12 @@ def _ping() -> docker.DockerClient | None:
         return None
 
 
+def is_local(c: docker.DockerClient) -> bool:
+    """True when ``c`` talks to an Engine on this machine (a unix socket), so its data root is a
+    local path."""
+    return c.api.base_url.startswith("http+docker://localhost") or c.api.base_url.startswith("http+unix://")
+
+
 def _can_provision() -> bool:
     return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
 
@@ -79,8 +85,8 @@ def client(state_dir: Path = Path("build"), timeout: float = 90.0) -> docker.Doc
         raise EngineError("no Docker Engine answers on the default socket; start one or set DOCKER_HOST")
     if shutil.which("dockerd") is None:
         apt_install("docker.io")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = (state_dir / "dockerd.log").open("ab")
+    files.claim_folder(state_dir)
+    log = files.open_log(state_dir / "dockerd.log", append=True)
     subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -140,6 +146,7 @@ def ensure_plugin(name: str, state_dir: Path = Path("build"), mirror: str | None
     if not _can_provision():
         raise EngineError(f"docker {name} is missing: install the {name} CLI plugin (Debian/Ubuntu: {package}; "
                           f"Docker's packages: {package}-plugin) and try again")
+    files.claim_folder(state_dir)
     deb = _download(package, (state_dir / "plugins").resolve(), mirror)
     unpacked = deb.parent / "unpacked"
     shutil.rmtree(unpacked, ignore_errors=True)
@@ -207,6 +214,7 @@ def ensure_registry(state_dir: Path = Path("build"), timeout: float = 30.0) -> s
         return LOCAL_REGISTRY
     if shutil.which("docker-registry") is None:
         apt_install("docker-registry")
+    files.claim_folder(state_dir)
     root = (state_dir / "registry").resolve()
     (root / "data").mkdir(parents=True, exist_ok=True)
     config = root / "config.yml"
@@ -216,7 +224,7 @@ def ensure_registry(state_dir: Path = Path("build"), timeout: float = 30.0) -> s
         f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
         f"http: {{addr: '{LOCAL_REGISTRY}'}}\n"
     )
-    log = (root / "registry.log").open("ab")
+    log = files.open_log(root / "registry.log", append=True)
     subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
                      start_new_session=True)
     deadline = time.monotonic() + timeout

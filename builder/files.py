@@ -98,3 +98,34 @@ def replace_folder(folder: Path, files: dict[str, str | bytes], executable: set[
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+#: The file that marks a folder the builder made (``builder prune`` removes only such a build folder).
+MARKER = ".made-by-builder"
+
+
+def claim_folder(folder: Path) -> Path:
+    """Create ``folder`` (and its parents) with a :data:`MARKER` file when it does not exist; return
+    it. An existing folder is left as it is, and so stays somebody else's unless it has the marker.
+    Every place that may create the build folder creates it through here."""
+    folder = Path(folder)
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / MARKER, "made by `builder`; `builder prune` removes this folder\n")
+    return folder
+
+
+def owned_folder(folder: Path) -> bool:
+    """True when ``folder`` is a real folder (not a symlink) holding :data:`MARKER`."""
+    folder = Path(folder)
+    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+
+
+def open_log(path: Path, append: bool = False):
+    """Open a log file for writing (binary; truncated unless ``append``) that a child process or
+    the tool streams into, without following a symlink planted at its name (``O_NOFOLLOW``: ELOOP,
+    an OSError). Creates the parent folders. A log is written as it goes, so it is not atomic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, FILE_MODE), "ab" if append else "wb")

@@ -40,6 +40,18 @@ def shown(value: object) -> str:
     return text if len(text) <= SHOWN else text[:SHOWN - 1] + "…"
 
 
+#: Control characters a block of text (an error, a log tail) may not keep: all but tab and newline.
+_BLOCK_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def text_block(text: str, limit: int) -> str:
+    """``text`` kept as lines (tabs and newlines stay) with every other control character escaped
+    as :func:`one_line` does (no terminal escape sequence survives), its last ``limit`` characters
+    kept (the end of a log matters most). What a run report stores of an error or a log tail."""
+    escaped = _BLOCK_UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return escaped if len(escaped) <= limit else "…" + escaped[-(limit - 1):]
+
+
 def one_line(text: str) -> str:
     """``text`` made one bounded line for stderr: every character of :data:`_UNPRINTABLE` escaped
     as Python writes it (a newline becomes the two characters ``\\n``, NUL ``\\x00``), then cut

@@ -419,12 +419,10 @@ def verify(images: Path, specs: Iterable[ImageSpec], layers: bool = True, stoppe
         for platform in spec.platforms:
             try:
                 own = seen[spec.name, platform] = read(images, spec.name, platform)
+                parent = (seen.get((spec.parent, platform)) or read(images, spec.parent, platform)) if spec.parent else None
             except ConfigError as exc:
                 failed.append(exc.lines[0])
                 break
-            parent = seen.get((spec.parent, platform)) if spec.parent else None
-            if spec.parent and parent is None:
-                parent = read(images, spec.parent, platform)
             found = problems(spec, own, parent) + (layer_problems(images, spec, own, parent) if layers and parent else [])
             if found:
                 failed.append(found[0])

@@ -16,7 +16,7 @@ from typing import Callable
 
 from builder import naming, publish, tag
 from builder.compat import DEFAULT_PLATFORM
-from builder.inputs import ConfigError, shown
+from builder.inputs import ConfigError, one_line, shown, text_block
 from builder.matrix import Matrix
 
 #: Report statuses of a job whose builds were pushed.
@@ -89,7 +89,7 @@ def merge(matrix: Matrix, reports: dict[str, list[dict]], log: Callable[[str], N
                 log(f"{spec.name} {merged['status']} {one['repository']} {', '.join(tags)} @ {result.digest} "
                     f"({', '.join(spec.platforms)})")
         if why is not None:
-            merged.update(status="publish-failed", error=f"not merged: {why}", registry_digest=None)
-            log(f"{spec.name} publish-failed: not merged: {why}")
+            merged.update(status="publish-failed", error=text_block(f"not merged: {why}", 4096), registry_digest=None)
+            log(one_line(f"{spec.name} publish-failed: not merged: {why}"))
         out.append(merged)
     return out

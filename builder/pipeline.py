@@ -14,6 +14,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from builder import bases, children, disk, engine, lock, naming, plan, prune, report, steps
+from builder import bases, build, children, disk, engine, files, lock, naming, plan, prune, report, steps
 from builder.matrix import ImageSpec, Matrix
 from builder.report import ImageReport, Status, wide_console
 from builder.sources import Sources, wheelhouse_image
@@ -136,6 +137,8 @@ class Pipeline:
             return list(self.reports.values())
         if self.opt.space_check and self.opt.stage != "publish":
             self._check_space(specs)
+        files.claim_folder(self.opt.build_dir)
+        started = time.time()
         cache_before = prune.cache_ids(self.client)
         try:
             self._prepare(specs)
@@ -145,39 +148,60 @@ class Pipeline:
         except KeyboardInterrupt:
             self._interrupted()
             raise
-        finally:  # the BuildKit cache this run made, for `builder prune`
+        finally:  # the BuildKit cache this run made, for `builder prune` (never raises)
             prune.record_cache(cache_before, prune.cache_ids(self.client))
         self.write_report()
         if self.opt.stage != "publish":
-            self._remove_superseded()
+            self._remove_superseded(started)
         return list(self.reports.values())
 
     def _check_space(self, specs: list[ImageSpec]) -> None:
         """Refuse (ConfigError, one line) a run the Engine's data root or the build folder cannot hold."""
         client = self.client
-        prefix = self.matrix.data.project.label_prefix
-        held = {i.labels.get("org.opencontainers.image.title") for i in
-                client.images.list(filters={"label": f"{prefix}.cell-digest"})}
         locks = {(s.name, p): lock.read(self.opt.images_dir, s.name, p) for s in specs for p in s.platforms}
 
         def packages(spec: ImageSpec, platform: str) -> int:
             parent = locks.get((spec.parent, platform))
             return len(set(locks[spec.name, platform].entries) - set(parent.entries if parent else ()))
 
+        same = disk.unchanged(specs, self._held_labels(), self._expected_labels())
         pushing = self.opt.stage == "all" and not self.opt.registry
-        engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(self.opt.catalog), lambda s: s.name in held,
-                                                     packages, disk.BASE_SIZE, pushing)
-        disk.check(disk.needs(engine_bytes, registry_bytes, Path(client.info()["DockerRootDir"]), self.opt.build_dir))
+        engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(self.opt.catalog), same, packages,
+                                                     disk.BASE_SIZE, pushing)
+        data_root = Path(client.info()["DockerRootDir"]) if engine.is_local(client) else None
+        disk.check(disk.needs(engine_bytes, registry_bytes, data_root, self.opt.build_dir))
 
-    def _remove_superseded(self) -> None:
-        """Remove the local builds this run superseded (:func:`builder.disk.remove_superseded`)."""
+    def _held_labels(self) -> dict[str, list[dict[str, str]]]:
+        # {image title: [labels of each local image of the builder's with that title]}
+        prefix = self.matrix.data.project.label_prefix
+        out: dict[str, list[dict[str, str]]] = {}
+        for row in self.client.api.images(filters={"label": f"{prefix}.cell-digest"}):
+            labels = row.get("Labels") or {}
+            out.setdefault(labels.get("org.opencontainers.image.title", ""), []).append(labels)
+        return out
+
+    def _expected_labels(self):
+        # The labels a build of spec made now would carry that say its inputs are the same.
+        prefix = self.matrix.data.project.label_prefix
+
+        def expected(spec: ImageSpec) -> dict[str, str]:
+            revision = build.vcs_labels([self.opt.images_dir / a for a in self.lineage(spec)])
+            return {f"{prefix}.cell-digest": f"sha256:{spec.cell_digest}",
+                    f"{prefix}.lock-digest": lock.read(self.opt.images_dir, spec.name).digest,  # the label's lock
+                    "org.opencontainers.image.revision": revision["org.opencontainers.image.revision"]}
+        return expected
+
+    def _remove_superseded(self, started: float) -> None:
+        """Remove the local builds this run superseded (:func:`builder.disk.remove_superseded`): only
+        images created before the run ``started`` (epoch seconds), so a build of another run on the
+        same Engine is never taken for an old one."""
         current: dict[str, set[str]] = {}
         for rep in self.reports.values():
             ids = {f.get("image_id") for f in rep.platforms.values()} | {rep.image_id}
             if rep.repository and ids - {None}:
                 current.setdefault(rep.repository, set()).update(ids - {None})
         moving = tuple(self.matrix.data.tags.moving)
-        freed = disk.remove_superseded(self.client, current, self.opt.keep_last, moving,
+        freed = disk.remove_superseded(self.client, current, self.opt.keep_last, moving, started,
                                        lambda line: self.console.print(line, highlight=False, markup=False))
         if freed:
             self.console.print(f"superseded local builds removed: {freed / 1e9:.2f} GB", highlight=False)

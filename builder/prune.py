@@ -15,15 +15,14 @@ build-cache routes (https://docs.docker.com/reference/api/engine/version/v1.41/#
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
 import docker
+import requests
 
 from builder import files
 from builder.sources import WHEELHOUSE_REPOSITORY
@@ -33,55 +32,45 @@ from builder.sources import WHEELHOUSE_REPOSITORY
 LEDGER = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "inference-builder" / "buildkit-cache.ids"
 
 
-#: The file that marks a build folder the builder made (``builder prune`` removes only such a folder).
-MARKER = ".made-by-builder"
-
-
-def claim(build_dir: Path) -> Path:
-    """Create ``build_dir`` with its :data:`MARKER` when it does not exist; return it. An existing
-    folder is left as it is (and so is not the builder's to remove unless it has the marker)."""
-    if not build_dir.exists():
-        build_dir.mkdir(parents=True)
-        files.write_atomic(build_dir / MARKER, "made by `builder`; `builder prune` removes this folder\n")
-    return build_dir
-
-
-def owned(build_dir: Path) -> bool:
-    """True when ``build_dir`` is a real folder (not a symlink) holding :data:`MARKER`."""
-    return build_dir.is_dir() and not build_dir.is_symlink() and (build_dir / MARKER).is_file()
-
-
-def cache_ids(client: docker.DockerClient) -> set[str] | None:
+def cache_ids(client: docker.DockerClient, tries: int = 5) -> set[str] | None:
     """The ids of BuildKit's cache records on the Engine now (``GET /system/df``), or None when the
-    Engine cannot say (it runs one disk-usage query at a time)."""
-    try:
-        return {r["ID"] for r in (client.df().get("BuildCache") or [])}
-    except docker.errors.APIError:
-        return None
+    Engine cannot say: it answers one disk-usage query at a time (retried ``tries`` times, a second
+    apart), or it is gone."""
+    for attempt in range(tries):
+        try:
+            return {r["ID"] for r in (client.df().get("BuildCache") or [])}
+        except docker.errors.APIError:
+            time.sleep(1)
+        except (docker.errors.DockerException, requests.RequestException):
+            return None
+    return None
 
 
 def record_cache(before: set[str] | None, after: set[str] | None, ledger: Path = LEDGER) -> int:
     """Add the records in ``after`` but not in ``before`` (a run's) to the ledger; return how many
-    (0 when either reading is missing: a run's records are then not recorded)."""
+    (0 when either reading is missing: a run's records are then not recorded). A record another
+    process's build made on the same Engine during the run is recorded too: BuildKit's records
+    carry no owner."""
     if before is None or after is None:
         return 0
     new = sorted(after - before)
     if new:
-        ledger.parent.mkdir(parents=True, exist_ok=True)
-        with ledger.open("a") as f:
-            f.write("".join(f"{i}\n" for i in new))
+        with files.open_log(ledger, append=True) as f:
+            f.write("".join(f"{i}\n" for i in new).encode())
     return len(new)
 
 
-def own_tags(image, names: set[str], keep_bases: bool = False) -> list[str]:
-    """The tags of ``image`` in the builder's repositories: ``[<registry>/]<matrix image name>``,
-    ``builder-base/*`` (unless ``keep_bases``) and the wheelhouse image's. A tag in any other
-    repository is somebody else's."""
+def own_tags(image, names: set[str], registries: tuple[str, ...], keep_bases: bool = False) -> list[str]:
+    """The tags of ``image`` in the builder's repositories: ``<registry>[/<namespace>...]/<matrix
+    image name>`` for a registry of ``registries`` (those the builder tags for), ``builder-base/*``
+    (unless ``keep_bases``) and the wheelhouse image's. A tag in any other repository (an image
+    pulled from elsewhere, or tagged by a user) is somebody else's."""
     def mine(tag: str) -> bool:
         repository = tag.rsplit(":", 1)[0]
         if repository.startswith("builder-base/"):
             return not keep_bases
-        return repository == WHEELHOUSE_REPOSITORY or repository.rsplit("/", 1)[-1] in names
+        under = any(repository.startswith(f"{r.rstrip('/')}/") for r in registries)
+        return repository == WHEELHOUSE_REPOSITORY or (under and repository.rsplit("/", 1)[-1] in names)
     return [t for t in image.tags if mine(t)]
 
 
@@ -94,15 +83,15 @@ def ours(image, names: set[str], prefix: str) -> bool:
     return any(t.startswith(("builder-base/", f"{WHEELHOUSE_REPOSITORY}:")) for t in image.tags)
 
 
-def remove_images(client: docker.DockerClient, names: set[str], prefix: str, log: Callable[[str], None],
-                  keep_bases: bool = False) -> int:
+def remove_images(client: docker.DockerClient, names: set[str], prefix: str, registries: tuple[str, ...],
+                  log: Callable[[str], None], keep_bases: bool = False) -> int:
     """Untag every image :func:`ours` names from the builder's repositories (:func:`own_tags`); an
     image that keeps another tag, or that a container uses, stays (said in a ``log`` line). Returns
     the bytes of the images that went."""
     used = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
     freed = 0
     for image in client.images.list():
-        mine = own_tags(image, names, keep_bases) if image.tags else [image.id]
+        mine = own_tags(image, names, registries, keep_bases) if image.tags else [image.id]
         if not ours(image, names, prefix) or not mine:
             continue
         if image.id in used:
@@ -129,15 +118,18 @@ def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
         return 0
     left = {line.strip() for line in ledger.read_text().splitlines() if line.strip().isalnum()}
     freed = 0
-    while True:
-        present = left & (cache_ids(client) or left)
+    while left:
+        ids = cache_ids(client)
+        present = left if ids is None else left & ids
         for record in present:
             freed += client.api.prune_builds(filters={"id": [record]}, all=True).get("SpaceReclaimed") or 0
-        after = left & (cache_ids(client) or left)
-        if not after or after == present:
+        ids = cache_ids(client)
+        after = present if ids is None else present & ids
+        if after == present:
+            left = after
             break
         left = after
-    files.write_atomic(ledger, "".join(f"{i}\n" for i in sorted(after)))
+    files.write_atomic(ledger, "".join(f"{i}\n" for i in sorted(left)))
     return freed
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from builder import files
-from builder.inputs import ConfigError
+from builder.inputs import ConfigError, text_block
 
 
 class Status(str, enum.Enum):
@@ -102,7 +102,7 @@ class ImageReport:
             raise ValueError(f"{self.name}: status {self.status} cannot become {status}")
         self.status = status
         if error is not None:
-            self.error = error
+            self.error = text_block(error, 4096)
 
     def fail(self, error: str) -> None:
         """The failure of the step the image is in (build, test or publish), or interrupted."""

@@ -32,6 +32,10 @@ Digest = Annotated[str, BeforeValidator(grammar.digest)]
 Platform = Annotated[str, BeforeValidator(grammar.platform)]
 Version = Annotated[str, BeforeValidator(grammar.version)]
 Line = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x1f\x7f]*$")]  # a path the run wrote
+#: Text of several lines (an error, a log tail): tabs and newlines, no other control character (no
+#: terminal escape sequence), at most ``max_length`` characters.
+Text = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+LogTail = Annotated[str, Field(max_length=1 << 20, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
 Count = Annotated[int, Field(ge=0)]
 Seconds = Annotated[float, Field(ge=0)]
 StatusName = Literal[tuple(s.value for s in Status)]  # type: ignore[valid-type]
@@ -54,7 +58,7 @@ class _Figures(_Strict):
     cached_steps: Count | None = None
     steps: Count | None = None
     test_seconds: Seconds | None = None
-    test_outcome: str | None = None
+    test_outcome: Line | None = None
     seconds_to_healthy: Seconds | None = None
     build_log: Line | None = None
     test_log: Line | None = None
@@ -79,8 +83,8 @@ class Entry(_Figures):
     tags: list[Tag] = []
     platforms: dict[Platform, PlatformBuild] = {}
     by_platform: bool = False
-    container_log_tail: str | None = None
-    error: str | None = None
+    container_log_tail: LogTail | None = None
+    error: Text | None = None
 
 
 class ReportFile(_Strict):

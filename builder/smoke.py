@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from builder import children
+from builder import children, files
 from builder.lock import Lock
 from builder.matrix import ImageSpec
 from builder.schema import Runtime
@@ -199,7 +199,7 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
         paths = [str(p) for p in folders(spec, tests_root)]
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-q", "-rfE",
                f"--rootdir={tests_root}", f"--junitxml={junit}", *paths]
-        with log_path.open("w") as log:
+        with files.open_log(log_path) as log:
             proc = children.start(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 code = proc.wait(timeout=timeout)
@@ -209,11 +209,12 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
             finally:
                 children.forget(proc)
     except FileNotFoundError as exc:
-        log_path.write_text(f"{exc}\n")
+        with files.open_log(log_path) as log:
+            log.write(f"{exc}\n".encode())
         code = -1
     except subprocess.TimeoutExpired:
-        with log_path.open("a") as log:
-            log.write(f"\nsmoke test timed out after {timeout:.0f} s\n")
+        with files.open_log(log_path, append=True) as log:
+            log.write(f"\nsmoke test timed out after {timeout:.0f} s\n".encode())
         code = -1
     lines = [line for line in log_path.read_text().splitlines() if line.strip()]
     return TestResult(spec.name, code == 0, time.monotonic() - start, log_path, lines[-1] if lines else "",

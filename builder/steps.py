@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 from rich.markup import escape
 
-from builder import bake, build, children, engine, files, lock, naming, publish, render, sbom, smoke, tag
+from builder import bake, build, children, engine, files, inputs, lock, naming, publish, render, sbom, smoke, tag
 from builder.compat import DEFAULT_PLATFORM
 from builder.expand import ImageSpec
 from builder.report import ImageReport, Status
@@ -190,7 +190,7 @@ def smoke_test(run, spec: ImageSpec, rep: ImageReport, platform: str = DEFAULT_P
            container_logs=[str(p) for p in t.container_logs], seconds_to_healthy=t.seconds_to_healthy)
     _stop_if_interrupted()
     if not t.ok:
-        rep.container_log_tail = t.log_tail()
+        rep.container_log_tail = inputs.text_block(t.log_tail(), 1 << 20)
         raise StepFailed(f"{platform}: {t.summary} (log {t.log_path})" if multi(spec) or rep.by_platform else
                          f"{t.summary} (log {t.log_path})")
     return t

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from builder import disk, matrix, prune
+from builder import disk, files, matrix, prune
 from builder.cli import app
 from builder.inputs import ConfigError
 from repo import ROOT
@@ -35,23 +35,32 @@ def test_a_hostile_catalog_is_one_line(tmp_path, text, words):
     assert len(exc.value.lines) == 1 and words in exc.value.lines[0] and "\n" not in exc.value.lines[0]
 
 
-def test_the_estimate_uses_the_catalog_then_the_locks_and_spares_held_images():
+def test_the_estimate_uses_the_catalog_then_the_locks_and_skips_unchanged_images():
     sizes = {(MINIMAL.name, "linux/amd64"): 200_000_000}
     packages = lambda spec, platform: 10
     one = disk.image_size(MINIMAL, "linux/arm64", sizes, packages, disk.BASE_SIZE)
     assert one == 200_000_000  # the amd64 entry stands in for a platform without one
     assert disk.image_size(SKLEARN, "linux/amd64", sizes, packages, 1) == 1 + 10 * disk.BYTES_PER_PACKAGE
-    cold = disk.estimate([MINIMAL], sizes, lambda s: False, packages, disk.BASE_SIZE, pushing_locally=True)
-    held = disk.estimate([MINIMAL], sizes, lambda s: True, packages, disk.BASE_SIZE, pushing_locally=True)
+    cold = disk.estimate([MINIMAL], sizes, set(), packages, disk.BASE_SIZE, pushing_locally=True)
     factor = disk.ENGINE_FACTOR + disk.CACHE_FACTOR
     assert cold == (int(2 * 200e6 * factor), int(2 * 200e6 * disk.REGISTRY_FACTOR))
-    assert held[0] == int(2 * 200e6 * disk.HELD_SHARE * factor)
-    assert disk.estimate([MINIMAL], sizes, lambda s: False, packages, 0, pushing_locally=False)[1] == 0
+    assert disk.estimate([MINIMAL], sizes, {MINIMAL.name}, packages, disk.BASE_SIZE, True) == (0, 0)
+    assert disk.estimate([MINIMAL], sizes, set(), packages, 0, pushing_locally=False)[1] == 0
+
+
+def test_an_image_is_unchanged_only_with_its_inputs_and_its_parents():
+    want = lambda spec: {"cell": spec.name, "lock": "L"}
+    held = {MINIMAL.name: [{"cell": MINIMAL.name, "lock": "old"}, {"cell": MINIMAL.name, "lock": "L", "x": "y"}],
+            SKLEARN.name: [{"cell": SKLEARN.name, "lock": "L"}]}
+    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == {MINIMAL.name, SKLEARN.name}
+    held[MINIMAL.name] = held[MINIMAL.name][:1]  # the root's lock changed: its child rebuilds as well
+    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == set()
+    assert disk.unchanged([MINIMAL, SKLEARN], {}, want) == set()
 
 
 def test_the_full_matrix_needs_what_was_measured():
     sizes = disk.catalog_sizes(ROOT / "docs" / "images.json")
-    engine_bytes, registry_bytes = disk.estimate(M.images(), sizes, lambda s: False, lambda s, p: 0, 0, True)
+    engine_bytes, registry_bytes = disk.estimate(M.images(), sizes, set(), lambda s, p: 0, 0, True)
     assert 70e9 < engine_bytes + registry_bytes < 80e9  # 23.6 + 43 + 9.9 GB measured
 
 
@@ -63,22 +72,23 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line(tmp_path):
     line = exc.value.lines[0]
     assert "needs about 1000000000.0 GB" in line and "GB free" in line and "--no-space-check" in line
     disk.check(disk.needs(1, 1, tmp_path, tmp_path))  # fits: no error
+    assert disk.needs(10**18, 0, None, tmp_path)[0].need == 0  # a remote Engine's data root is not checked
 
 
-def _image(id_, tags, created, arch="amd64"):
-    return SimpleNamespace(id=id_, tags=tags, attrs={"Created": created, "Size": 1, "Architecture": arch})
+def _build(id_, tags, created, arch="amd64"):
+    return disk.LocalBuild(id_, tuple(tags), created, arch, 1)
 
 
-def test_superseded_keeps_the_current_latest_used_and_newest():
-    images = [_image("new", ["r:2"], "2026-11-03"), _image("latest", ["r:1", "r:latest"], "2026-11-01"),
-              _image("arm", ["r:0-arm64", "r:latest-arm64"], "2026-10-01", "arm64"), _image("used", ["r:u"], "2026-11-02"),
-              _image("old1", ["r:o1"], "2026-10-20"), _image("old2", ["r:o2"], "2026-10-10"),
-              _image("other-platform", ["r:o3-arm64"], "2026-09-01", "arm64")]
-    gone = disk.superseded(images, {"new"}, 1, ("latest",), {"used"})
-    assert [i.id for i in gone] == ["old1", "old2"]  # an arm64 build is not superseded by an amd64 one
-    assert [i.id for i in disk.superseded(images, {"new"}, 2, ("latest",), {"used"})] == ["old2"]
-    assert [i.id for i in disk.superseded(images, {"new", "arm"}, 1, ("latest",), set())] == ["used", "old1", "old2",
-                                                                                            "other-platform"]
+def test_superseded_keeps_the_current_latest_used_newest_and_concurrent():
+    builds = [_build("new", ["r:2"], 300), _build("latest", ["r:1", "r:latest"], 100),
+              _build("arm", ["r:0-arm64", "r:latest-arm64"], 50, "arm64"), _build("used", ["r:u"], 200),
+              _build("old1", ["r:o1"], 90), _build("old2", ["r:o2"], 80),
+              _build("other-platform", ["r:o3-arm64"], 10, "arm64"), _build("concurrent", ["r:c"], 1000)]
+    gone = lambda current, keep: [b.id for b in disk.superseded(builds, current, keep, ("latest",), {"used"}, 500)]
+    assert gone({"new"}, 1) == ["old1", "old2"]  # an arm64 build is not superseded by an amd64 one
+    assert gone({"new"}, 2) == ["old2"]
+    assert gone({"new", "arm"}, 1) == ["old1", "old2", "other-platform"]
+    assert [b.id for b in disk.superseded(builds, {"new"}, 1, ("latest",), set(), 500)] == ["used", "old1", "old2"]
 
 
 def test_only_the_builders_images_are_its_own():
@@ -88,18 +98,21 @@ def test_only_the_builders_images_are_its_own():
     base = SimpleNamespace(labels={}, tags=["builder-base/debian12:abc"])
     names = {s.name for s in M.images()}
     assert prune.ours(mine, names, prefix) and prune.ours(base, names, prefix)
+    pulled = SimpleNamespace(labels=mine.labels, tags=[f"ghcr.io/org/{MINIMAL.name}:1", f"127.0.0.1:5000/ns/{MINIMAL.name}:2"])
+    assert prune.own_tags(pulled, names, ("127.0.0.1:5000",)) == [f"127.0.0.1:5000/ns/{MINIMAL.name}:2"]
+    assert prune.own_tags(base, names, ("127.0.0.1:5000",), keep_bases=True) == []
     assert not prune.ours(foreign, names, prefix)
     assert not prune.ours(SimpleNamespace(labels={f"{prefix}.cell-digest": "x", "org.opencontainers.image.title": "other"},
                                           tags=[]), names, prefix)
 
 
 def test_a_build_folder_is_the_builders_only_when_it_made_it(tmp_path):
-    made = prune.claim(tmp_path / "b")
-    assert prune.owned(made)
+    made = files.claim_folder(tmp_path / "b")
+    assert files.owned_folder(made)
     (tmp_path / "mine").mkdir()
-    assert prune.claim(tmp_path / "mine") and not prune.owned(tmp_path / "mine")
+    assert files.claim_folder(tmp_path / "mine") and not files.owned_folder(tmp_path / "mine")
     (tmp_path / "link").symlink_to(made)
-    assert not prune.owned(tmp_path / "link")
+    assert not files.owned_folder(tmp_path / "link")
 
 
 def test_prune_refuses_a_build_folder_it_did_not_make(tmp_path):
@@ -116,3 +129,4 @@ def test_the_ledger_records_only_a_runs_new_cache_records(tmp_path):
     assert prune.record_cache({"a", "b"}, {"a", "b", "c", "d"}, ledger) == 2
     assert prune.record_cache({"a"}, {"a"}, ledger) == 0
     assert ledger.read_text() == "c\nd\n"
+    assert prune.record_cache(None, {"e"}, ledger) == 0 and ledger.read_text() == "c\nd\n"

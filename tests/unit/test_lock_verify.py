@@ -69,7 +69,13 @@ def _not_utf8(folder):
     return SKLEARN
 
 
-TAMPER = {"a pinned version changed": _tamper_pin, "another image's lock copied over": _copy_other,
+def _bad_parent(folder):
+    path = folder / "images" / MINIMAL / "requirements.lock"
+    path.write_bytes(path.read_bytes() + b"\xff\n")
+    return MINIMAL
+
+
+TAMPER = {"the parent's lock is not UTF-8": _bad_parent, "a pinned version changed": _tamper_pin, "another image's lock copied over": _copy_other,
           "a parent's entry changed in the child": _tamper_parent_entry, "the layer lock edited": _edit_layer,
           "a byte that is not UTF-8": _not_utf8}
 
