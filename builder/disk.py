@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -121,35 +123,38 @@ def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_
             for folders, total in by_device.values()]
 
 
-def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[str],
+def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[tuple[str, str]],
              packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool) -> tuple[int, int]:
     """``(engine bytes, registry bytes)`` a run of ``specs`` needs (see the module doc for the
-    factors). An image in ``unchanged`` (:func:`unchanged`) needs nothing: BuildKit's cache gives it
-    back whole. The registry share counts only when ``pushing_locally`` (a local registry under the
-    build folder)."""
+    factors). A build in ``unchanged`` (``(name, platform)``, :func:`unchanged`) needs nothing:
+    BuildKit's cache gives it back whole. The registry share counts only when ``pushing_locally``
+    (a local registry under the build folder)."""
     engine_bytes = registry_bytes = 0.0
     for spec in specs:
-        if spec.name in unchanged:
-            continue
         for platform in spec.platforms:
+            if (spec.name, platform) in unchanged:
+                continue
             size = image_size(spec, platform, sizes, packages, base_size)
             engine_bytes += size * (ENGINE_FACTOR + CACHE_FACTOR)
             registry_bytes += size * REGISTRY_FACTOR if pushing_locally else 0
     return int(engine_bytes), int(registry_bytes)
 
 
-def unchanged(specs: Iterable[ImageSpec], held: dict[str, list[dict[str, str]]],
-              expected: Callable[[ImageSpec], dict[str, str]]) -> set[str]:
-    """The names of ``specs`` (parents first) whose build the Engine already holds with the inputs
-    of this run: ``held`` maps an image name to the labels of each local image of that title, and
-    one of them carries every label ``expected(spec)`` gives (cell digest, lock digest, the
-    revision of its build contexts); the parent must be unchanged too."""
-    out: set[str] = set()
+def unchanged(specs: Iterable[ImageSpec], held: dict[tuple[str, str], list[dict[str, str]]],
+              expected: Callable[[ImageSpec], dict[str, str]]) -> set[tuple[str, str]]:
+    """The ``(name, platform)`` builds of ``specs`` (parents first) the Engine already holds with the
+    inputs of this run: ``held`` maps ``(image title, OCI architecture)`` to the labels of each local
+    image of the builder's, and one of them carries every label ``expected(spec)`` gives (cell
+    digest, every platform's lock digest, the revision of its build contexts); the parent's build
+    for that platform must be unchanged too."""
+    out: set[tuple[str, str]] = set()
     for spec in specs:
         want = expected(spec)
-        same = any(all(labels.get(k) == v for k, v in want.items()) for labels in held.get(spec.name, []))
-        if same and (spec.parent is None or spec.parent in out):
-            out.add(spec.name)
+        for platform in spec.platforms:
+            found = held.get((spec.name, platform.split("/")[1]), [])
+            same = any(all(labels.get(k) == v for k, v in want.items()) for labels in found)
+            if same and (spec.parent is None or (spec.parent, platform) in out):
+                out.add((spec.name, platform))
     return out
 
 
@@ -181,10 +186,11 @@ def superseded(builds: list[LocalBuild], current: set[str], keep_last: int, movi
     taken for an old one), less ``current``, less any tagged with a moving tag (``moving``: the last
     build that passed keeps ``latest``, ``latest-<arch>``), less any a container uses (``used``),
     keeping per architecture the ``keep_last - 1`` newest of the rest (``keep_last`` counts the
-    current build)."""
-    def has_moving_tag(b: LocalBuild) -> bool:
+    current build). A build still holding a run's temporary tag (``build-<run id>``) is in flight
+    and kept."""
+    def has_moving_tag(b: LocalBuild) -> bool:  # or a run's temporary tag (build-<run id>): in flight
         names = [t.rsplit(":", 1)[1] for t in b.tags]
-        return any(t == m or t.startswith(f"{m}-") for t in names for m in moving)
+        return any(t == m or t.startswith(f"{m}-") for t in names for m in (*moving, "build"))
 
     built = {b.arch for b in builds if b.id in current}
     others = sorted((b for b in builds if b.arch in built and b.created < before and b.id not in current | used
@@ -195,31 +201,42 @@ def superseded(builds: list[LocalBuild], current: set[str], keep_last: int, movi
     return out
 
 
-def local_builds(client: docker.DockerClient, repository: str) -> list[LocalBuild]:
-    """The images the Engine holds in ``repository`` (``GET /images/json`` then one inspect each;
-    an image removed meanwhile is left out)."""
+def local_builds(client: docker.DockerClient, repository: str, label: str) -> list[LocalBuild]:
+    """The builder's images in ``repository``: those carrying the label ``label`` (the matrix's
+    cell-digest label), from ``GET /images/json`` then one inspect each, which gives every tag of
+    the image, in any repository (an image removed meanwhile is left out)."""
     out = []
-    for row in client.api.images(name=repository):
+    for row in client.api.images(name=repository, filters={"label": label}):
         try:
-            arch = client.api.inspect_image(row["Id"]).get("Architecture", "")
+            found = client.api.inspect_image(row["Id"])
         except docker.errors.NotFound:
             continue
-        out.append(LocalBuild(row["Id"], tuple(row.get("RepoTags") or ()), float(row.get("Created", 0)), arch,
-                              int(row.get("Size", 0))))
+        out.append(LocalBuild(row["Id"], tuple(found.get("RepoTags") or ()), float(row.get("Created", 0)),
+                              found.get("Architecture", ""), int(row.get("Size", 0))))
     return out
 
 
-def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[str]], keep_last: int,
+def engine_time(client: docker.DockerClient) -> float:
+    """The Engine's clock now (epoch seconds, from ``GET /info`` SystemTime), the clock its images'
+    creation times use; this machine's when the Engine does not say."""
+    try:
+        return datetime.fromisoformat(client.info()["SystemTime"]).timestamp()
+    except (KeyError, TypeError, ValueError, docker.errors.DockerException, requests.RequestException):
+        return time.time()
+
+
+def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[str]], label: str, keep_last: int,
                       moving: tuple[str, ...], before: float, log: Callable[[str], None]) -> int:
     """Untag and remove, in each repository of ``repositories`` (``{repository: this run's image
-    ids}``), the builds :func:`superseded` names; an image another repository also tags keeps those
+    ids}``), the builds :func:`superseded` names among the builder's (:func:`local_builds` with
+    ``label``); an image another repository also tags keeps those
     tags and its layers. Returns the bytes freed (the removed images' sizes; shared layers stay).
     Housekeeping only: an Engine error is one ``log`` line, never an exception."""
     freed = 0
     try:
         used = {c["ImageID"] for c in client.api.containers(all=True)}
         for repository, current in repositories.items():
-            for build in superseded(local_builds(client, repository), current, keep_last, moving, used, before):
+            for build in superseded(local_builds(client, repository, label), current, keep_last, moving, used, before):
                 freed += _untag(client, build, repository, log)
     except (docker.errors.DockerException, requests.RequestException) as exc:
         log(f"superseded builds not removed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
@@ -235,5 +252,8 @@ def _untag(client: docker.DockerClient, build: LocalBuild, repository: str, log:
         except docker.errors.APIError as exc:
             log(f"kept {t}: {exc.explanation or exc}")
             return 0
+    if len(own) < len(build.tags):  # another repository still names it: its layers stay
+        log(f"untagged superseded {', '.join(own)} (the image keeps its other tags)")
+        return 0
     log(f"removed superseded {', '.join(own)} ({build.size / 1e6:.0f} MB)")
-    return build.size if len(own) == len(build.tags) else 0
+    return build.size

@@ -109,9 +109,12 @@ def claim_folder(folder: Path) -> Path:
     it. An existing folder is left as it is, and so stays somebody else's unless it has the marker.
     Every place that may create the build folder creates it through here."""
     folder = Path(folder)
-    if not folder.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / MARKER, "made by `builder`; `builder prune` removes this folder\n")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()  # mkdir(2): fails on any existing entry, so only the creator writes the marker
+    except FileExistsError:
+        return folder
+    write_atomic(folder / MARKER, "made by `builder`; `builder prune` removes this folder\n")
     return folder
 
 

@@ -14,7 +14,6 @@ import contextlib
 import os
 import queue
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -138,7 +137,7 @@ class Pipeline:
         if self.opt.space_check and self.opt.stage != "publish":
             self._check_space(specs)
         files.claim_folder(self.opt.build_dir)
-        started = time.time()
+        started = disk.engine_time(self.client)
         cache_before = prune.cache_ids(self.client)
         try:
             self._prepare(specs)
@@ -164,36 +163,48 @@ class Pipeline:
             parent = locks.get((spec.parent, platform))
             return len(set(locks[spec.name, platform].entries) - set(parent.entries if parent else ()))
 
-        same = disk.unchanged(specs, self._held_labels(), self._expected_labels())
+        same = set() if self.opt.no_cache else disk.unchanged(specs, self._held_labels(), self._expected_labels())
         pushing = self.opt.stage == "all" and not self.opt.registry
         engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(self.opt.catalog), same, packages,
                                                      disk.BASE_SIZE, pushing)
         data_root = Path(client.info()["DockerRootDir"]) if engine.is_local(client) else None
+        if data_root is not None and not data_root.is_dir():  # a socket from elsewhere (a VM, a container)
+            data_root = None
         disk.check(disk.needs(engine_bytes, registry_bytes, data_root, self.opt.build_dir))
 
-    def _held_labels(self) -> dict[str, list[dict[str, str]]]:
-        # {image title: [labels of each local image of the builder's with that title]}
+    def _held_labels(self) -> dict[tuple[str, str], list[dict[str, str]]]:
+        # {(image title, architecture): [labels of each local image of the builder's with them]}
         prefix = self.matrix.data.project.label_prefix
-        out: dict[str, list[dict[str, str]]] = {}
+        out: dict[tuple[str, str], list[dict[str, str]]] = {}
         for row in self.client.api.images(filters={"label": f"{prefix}.cell-digest"}):
+            try:
+                arch = self.client.api.inspect_image(row["Id"]).get("Architecture", "")
+            except docker.errors.NotFound:  # removed meanwhile
+                continue
             labels = row.get("Labels") or {}
-            out.setdefault(labels.get("org.opencontainers.image.title", ""), []).append(labels)
+            out.setdefault((labels.get("org.opencontainers.image.title", ""), arch), []).append(labels)
         return out
 
     def _expected_labels(self):
-        # The labels a build of spec made now would carry that say its inputs are the same.
+        # The labels a build of spec made now would carry that say its inputs are the same: the cell
+        # digest, every platform's lock digest (lock-digest is linux/amd64's, lock-digest-<arch> the
+        # others', as templates/macros.j2 renders them) and the revision of its build contexts.
         prefix = self.matrix.data.project.label_prefix
 
         def expected(spec: ImageSpec) -> dict[str, str]:
             revision = build.vcs_labels([self.opt.images_dir / a for a in self.lineage(spec)])
-            return {f"{prefix}.cell-digest": f"sha256:{spec.cell_digest}",
-                    f"{prefix}.lock-digest": lock.read(self.opt.images_dir, spec.name).digest,  # the label's lock
+            want = {f"{prefix}.cell-digest": f"sha256:{spec.cell_digest}",
+                    f"{prefix}.lock-digest": lock.read(self.opt.images_dir, spec.name).digest,
                     "org.opencontainers.image.revision": revision["org.opencontainers.image.revision"]}
+            for platform in set(self.matrix.image(spec.name).platforms) - {lock.DEFAULT_PLATFORM}:
+                arch = platform.split("/")[1]
+                want[f"{prefix}.lock-digest-{arch}"] = lock.read(self.opt.images_dir, spec.name, platform).digest
+            return want
         return expected
 
     def _remove_superseded(self, started: float) -> None:
         """Remove the local builds this run superseded (:func:`builder.disk.remove_superseded`): only
-        images created before the run ``started`` (epoch seconds), so a build of another run on the
+        images created before the run ``started`` (epoch seconds, the Engine's clock), so a build of another run on the
         same Engine is never taken for an old one."""
         current: dict[str, set[str]] = {}
         for rep in self.reports.values():
@@ -201,7 +212,8 @@ class Pipeline:
             if rep.repository and ids - {None}:
                 current.setdefault(rep.repository, set()).update(ids - {None})
         moving = tuple(self.matrix.data.tags.moving)
-        freed = disk.remove_superseded(self.client, current, self.opt.keep_last, moving, started,
+        label = f"{self.matrix.data.project.label_prefix}.cell-digest"
+        freed = disk.remove_superseded(self.client, current, label, self.opt.keep_last, moving, started,
                                        lambda line: self.console.print(line, highlight=False, markup=False))
         if freed:
             self.console.print(f"superseded local builds removed: {freed / 1e9:.2f} GB", highlight=False)

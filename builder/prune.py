@@ -16,6 +16,7 @@ build-cache routes (https://docs.docker.com/reference/api/engine/version/v1.41/#
 from __future__ import annotations
 
 import os
+import sys
 import signal
 import time
 from pathlib import Path
@@ -54,9 +55,13 @@ def record_cache(before: set[str] | None, after: set[str] | None, ledger: Path =
     if before is None or after is None:
         return 0
     new = sorted(after - before)
-    if new:
-        with files.open_log(ledger, append=True) as f:
-            f.write("".join(f"{i}\n" for i in new).encode())
+    try:
+        if new:
+            with files.open_log(ledger, append=True) as f:
+                f.write("".join(f"{i}\n" for i in new).encode())
+    except OSError as exc:  # housekeeping: never hides the run's own outcome
+        print(f"BuildKit cache records not recorded in {ledger}: {exc.strerror or exc}", file=sys.stderr)
+        return 0
     return len(new)
 
 
@@ -88,7 +93,7 @@ def remove_images(client: docker.DockerClient, names: set[str], prefix: str, reg
     """Untag every image :func:`ours` names from the builder's repositories (:func:`own_tags`); an
     image that keeps another tag, or that a container uses, stays (said in a ``log`` line). Returns
     the bytes of the images that went."""
-    used = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
+    used = {c["ImageID"] for c in client.api.containers(all=True)}  # one call: no per-container inspect
     freed = 0
     for image in client.images.list():
         mine = own_tags(image, names, registries, keep_bases) if image.tags else [image.id]
@@ -122,7 +127,10 @@ def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
         ids = cache_ids(client)
         present = left if ids is None else left & ids
         for record in present:
-            freed += client.api.prune_builds(filters={"id": [record]}, all=True).get("SpaceReclaimed") or 0
+            try:
+                freed += client.api.prune_builds(filters={"id": [record]}, all=True).get("SpaceReclaimed") or 0
+            except docker.errors.APIError:  # busy (another prune, a build using it): kept for a later prune
+                continue
         ids = cache_ids(client)
         after = present if ids is None else present & ids
         if after == present:
@@ -143,9 +151,31 @@ def stop_registry(build_dir: Path) -> bool:
         except OSError:
             continue
         if len(argv) > 2 and argv[0].endswith(b"docker-registry") and argv[2].decode(errors="replace") == config:
-            os.kill(int(proc.parent.name), signal.SIGTERM)
-            found = True
+            found = _terminate(int(proc.parent.name)) or found
     return found
+
+
+def _terminate(pid: int, deadline: float = 60.0) -> bool:
+    # SIGTERM pid, then wait (up to deadline seconds) until it is gone, so nothing writes into the
+    # folder about to be removed; False when it was already gone.
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    end = time.monotonic() + deadline
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.2)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    # Running: /proc/<pid>/stat exists and its state (after the command's closing parenthesis,
+    # proc(5)) is not Z, a zombie its parent has not reaped yet.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:][:1] != "Z"
 
 
 def folder_bytes(path: Path) -> int:

@@ -8,9 +8,11 @@ runs in a subprocess with ``BUILDER_TEST_IMAGE`` set; its output and a JUnit XML
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from builder import children, files
+from builder import children, files, inputs
 from builder.lock import Lock
 from builder.matrix import ImageSpec
 from builder.schema import Runtime
@@ -195,10 +197,11 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
            "BUILDER_TEST_SPEC": json.dumps(expected)}
     timeout *= expected["slowdown"]
     start = time.monotonic()
+    private = Path(tempfile.mkdtemp(prefix=f".{label[:40]}-junit-", dir=logs_dir))  # pytest's own writes
     try:
         paths = [str(p) for p in folders(spec, tests_root)]
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-q", "-rfE",
-               f"--rootdir={tests_root}", f"--junitxml={junit}", *paths]
+               f"--rootdir={tests_root}", f"--junitxml={private / 'junit.xml'}", *paths]
         with files.open_log(log_path) as log:
             proc = children.start(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
@@ -216,9 +219,13 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
         with files.open_log(log_path, append=True) as log:
             log.write(f"\nsmoke test timed out after {timeout:.0f} s\n".encode())
         code = -1
-    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
-    return TestResult(spec.name, code == 0, time.monotonic() - start, log_path, lines[-1] if lines else "",
-                      sorted(container_logs.glob("*.log")), _healthy_seconds(junit))
+    if (private / "junit.xml").is_file():
+        files.copy_atomic(private / "junit.xml", junit)
+    shutil.rmtree(private, ignore_errors=True)
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    return TestResult(spec.name, code == 0, time.monotonic() - start, log_path,
+                      inputs.one_line(lines[-1]) if lines else "", sorted(container_logs.glob("*.log")),
+                      _healthy_seconds(junit))
 
 
 def _healthy_seconds(junit: Path) -> float | None:

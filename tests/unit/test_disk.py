@@ -44,17 +44,27 @@ def test_the_estimate_uses_the_catalog_then_the_locks_and_skips_unchanged_images
     cold = disk.estimate([MINIMAL], sizes, set(), packages, disk.BASE_SIZE, pushing_locally=True)
     factor = disk.ENGINE_FACTOR + disk.CACHE_FACTOR
     assert cold == (int(2 * 200e6 * factor), int(2 * 200e6 * disk.REGISTRY_FACTOR))
-    assert disk.estimate([MINIMAL], sizes, {MINIMAL.name}, packages, disk.BASE_SIZE, True) == (0, 0)
+    both = {(MINIMAL.name, p) for p in MINIMAL.platforms}
+    assert disk.estimate([MINIMAL], sizes, both, packages, disk.BASE_SIZE, True) == (0, 0)
+    assert disk.estimate([MINIMAL], sizes, {(MINIMAL.name, "linux/amd64")}, packages, disk.BASE_SIZE, True) == (
+        int(200e6 * factor), int(200e6 * disk.REGISTRY_FACTOR))  # arm64 still to build
     assert disk.estimate([MINIMAL], sizes, set(), packages, 0, pushing_locally=False)[1] == 0
 
 
-def test_an_image_is_unchanged_only_with_its_inputs_and_its_parents():
+def test_an_image_is_unchanged_only_with_its_inputs_and_its_parents_per_platform():
     want = lambda spec: {"cell": spec.name, "lock": "L"}
-    held = {MINIMAL.name: [{"cell": MINIMAL.name, "lock": "old"}, {"cell": MINIMAL.name, "lock": "L", "x": "y"}],
-            SKLEARN.name: [{"cell": SKLEARN.name, "lock": "L"}]}
-    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == {MINIMAL.name, SKLEARN.name}
-    held[MINIMAL.name] = held[MINIMAL.name][:1]  # the root's lock changed: its child rebuilds as well
-    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == set()
+    held = {(MINIMAL.name, "amd64"): [{"cell": MINIMAL.name, "lock": "old"},
+                                      {"cell": MINIMAL.name, "lock": "L", "x": "y"}],
+            (SKLEARN.name, "amd64"): [{"cell": SKLEARN.name, "lock": "L"}],
+            (SKLEARN.name, "arm64"): [{"cell": SKLEARN.name, "lock": "L"}]}
+    amd64 = {(MINIMAL.name, "linux/amd64"), (SKLEARN.name, "linux/amd64")}
+    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == amd64  # minimal has no arm64 build: nor its child
+    held[MINIMAL.name, "arm64"] = [{"cell": MINIMAL.name, "lock": "L"}]
+    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == amd64 | {(MINIMAL.name, "linux/arm64"),
+                                                                      (SKLEARN.name, "linux/arm64")}
+    held[MINIMAL.name, "amd64"] = held[MINIMAL.name, "amd64"][:1]  # the root's lock changed: its child rebuilds
+    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == {(MINIMAL.name, "linux/arm64"),
+                                                              (SKLEARN.name, "linux/arm64")}
     assert disk.unchanged([MINIMAL, SKLEARN], {}, want) == set()
 
 
@@ -83,9 +93,11 @@ def test_superseded_keeps_the_current_latest_used_newest_and_concurrent():
     builds = [_build("new", ["r:2"], 300), _build("latest", ["r:1", "r:latest"], 100),
               _build("arm", ["r:0-arm64", "r:latest-arm64"], 50, "arm64"), _build("used", ["r:u"], 200),
               _build("old1", ["r:o1"], 90), _build("old2", ["r:o2"], 80),
-              _build("other-platform", ["r:o3-arm64"], 10, "arm64"), _build("concurrent", ["r:c"], 1000)]
+              _build("other-platform", ["r:o3-arm64"], 10, "arm64"), _build("concurrent", ["r:c"], 1000),
+              _build("in-flight", ["r:build-0123abcd"], 95)]
     gone = lambda current, keep: [b.id for b in disk.superseded(builds, current, keep, ("latest",), {"used"}, 500)]
-    assert gone({"new"}, 1) == ["old1", "old2"]  # an arm64 build is not superseded by an amd64 one
+    assert gone({"new"}, 1) == ["old1", "old2"]  # an arm64 build is not superseded by an amd64 one,
+    # nor one another run is still making (its temporary tag build-<run id>)
     assert gone({"new"}, 2) == ["old2"]
     assert gone({"new", "arm"}, 1) == ["old1", "old2", "other-platform"]
     assert [b.id for b in disk.superseded(builds, {"new"}, 1, ("latest",), set(), 500)] == ["used", "old1", "old2"]
