@@ -60,8 +60,11 @@ def test_prune_removes_the_builders_images_cache_and_folder_and_nothing_else(doc
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     assert builder("render", *opts).returncode == 0
     build_dir = tmp_path / "build"
+    # A repository of its own (no other test's build is superseded) and a cold build: an earlier
+    # test's build of the same image would otherwise give every step from BuildKit's cache, and
+    # this run would make no cache record of its own to prune.
     r = builder("build", *opts, "--platform", "linux/amd64", "--select", MINIMAL, "--build-dir", str(build_dir),
-                "--registry", "127.0.0.1:5000/prune-test", env=env)  # a repository of its own: no other build superseded
+                "--registry", "127.0.0.1:5000/prune-test", "--no-cache", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     built = report(build_dir)[MINIMAL]
     ours = docker_client.images.get(f"{built['repository']}:{built['tags'][0]}")
