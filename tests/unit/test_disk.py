@@ -71,7 +71,7 @@ def test_an_image_is_unchanged_only_with_its_inputs_and_its_parents_per_platform
 def test_the_full_matrix_needs_what_was_measured():
     sizes = disk.catalog_sizes(ROOT / "docs" / "images.json")
     engine_bytes, registry_bytes = disk.estimate(M.images(), sizes, set(), lambda s, p: 0, 0, True)
-    assert 70e9 < engine_bytes + registry_bytes < 80e9  # 23.6 + 43 + 9.9 GB measured
+    assert 78e9 < engine_bytes + registry_bytes < 83e9  # 80.5 GB measured on a fresh machine
 
 
 def test_a_run_that_cannot_fit_is_refused_in_one_line(tmp_path):
