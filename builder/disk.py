@@ -131,17 +131,16 @@ def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_
 def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[tuple[str, str]],
              packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool) -> tuple[int, int]:
     """``(engine bytes, registry bytes)`` a run of ``specs`` needs (see the module doc for the
-    factors). A build in ``unchanged`` (``(name, platform)``, :func:`unchanged`) needs nothing:
-    BuildKit's cache gives it back whole. The registry share counts only when ``pushing_locally``
-    (a local registry under the build folder)."""
+    factors). A build in ``unchanged`` (``(name, platform)``, :func:`unchanged`) needs no Engine
+    space: BuildKit's cache gives it back whole. The registry share counts, for every build, only
+    when ``pushing_locally`` (a local registry under the build folder, perhaps new)."""
     engine_bytes = registry_bytes = 0.0
     for spec in specs:
         for platform in spec.platforms:
-            if (spec.name, platform) in unchanged:
-                continue
             size = image_size(spec, platform, sizes, packages, base_size)
-            engine_bytes += size * (ENGINE_FACTOR + CACHE_FACTOR)
-            registry_bytes += size * REGISTRY_FACTOR if pushing_locally else 0
+            registry_bytes += size * REGISTRY_FACTOR if pushing_locally else 0  # a new registry needs it all
+            if (spec.name, platform) not in unchanged:
+                engine_bytes += size * (ENGINE_FACTOR + CACHE_FACTOR)
     return int(engine_bytes), int(registry_bytes)
 
 
@@ -235,7 +234,8 @@ def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[s
     """Untag and remove, in each repository of ``repositories`` (``{repository: this run's image
     ids}``), the builds :func:`superseded` names among the builder's (:func:`local_builds` with
     ``label``); an image another repository also tags keeps those
-    tags and its layers. Returns the bytes freed (the removed images' sizes; shared layers stay).
+    tags and its layers. Returns at most the bytes freed (the removed images' sizes, shared layers
+    included, though those stay).
     Housekeeping only: an Engine error is one ``log`` line, never an exception."""
     freed = 0
     try:
@@ -251,6 +251,8 @@ def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[s
 def _untag(client: docker.DockerClient, build: LocalBuild, repository: str, log: Callable[[str], None]) -> int:
     # Remove build's tags in repository; the bytes freed when that was every tag it had.
     own = [t for t in build.tags if t.rsplit(":", 1)[0] == repository]
+    if not own:  # untagged meanwhile
+        return 0
     for t in own:
         try:
             client.api.remove_image(t, noprune=False)
@@ -260,5 +262,5 @@ def _untag(client: docker.DockerClient, build: LocalBuild, repository: str, log:
     if len(own) < len(build.tags):  # another repository still names it: its layers stay
         log(f"untagged superseded {', '.join(own)} (the image keeps its other tags)")
         return 0
-    log(f"removed superseded {', '.join(own)} ({build.size / 1e6:.0f} MB)")
+    log(f"removed superseded {', '.join(own)} (up to {build.size / 1e6:.0f} MB: layers kept builds share stay)")
     return build.size

@@ -173,16 +173,22 @@ class Pipeline:
         disk.check(disk.needs(engine_bytes, registry_bytes, data_root, self.opt.build_dir))
 
     def _held_labels(self) -> dict[tuple[str, str], list[dict[str, str]]]:
-        # {(image title, architecture): [labels of each local image of the builder's with them]}
+        # {(image title, architecture): [labels of each local image of the builder's with them]},
+        # only images tagged in the repository this run builds into: one pulled from elsewhere has
+        # the labels but no BuildKit cache behind it.
         prefix = self.matrix.data.project.label_prefix
+        registry = self.opt.registry or engine.LOCAL_REGISTRY
         out: dict[tuple[str, str], list[dict[str, str]]] = {}
         for row in self.client.api.images(filters={"label": f"{prefix}.cell-digest"}):
+            labels = row.get("Labels") or {}
+            title = labels.get("org.opencontainers.image.title", "")
+            if not naming.own_tags(row.get("RepoTags") or [], naming.repository(registry, title)):
+                continue
             try:
                 arch = self.client.api.inspect_image(row["Id"]).get("Architecture", "")
             except docker.errors.NotFound:  # removed meanwhile
                 continue
-            labels = row.get("Labels") or {}
-            out.setdefault((labels.get("org.opencontainers.image.title", ""), arch), []).append(labels)
+            out.setdefault((title, arch), []).append(labels)
         return out
 
     def _expected_labels(self):
@@ -216,7 +222,7 @@ class Pipeline:
         freed = disk.remove_superseded(self.client, current, label, self.opt.keep_last, moving, started,
                                        lambda line: self.console.print(line, highlight=False, markup=False))
         if freed:
-            self.console.print(f"superseded local builds removed: {freed / 1e9:.2f} GB", highlight=False)
+            self.console.print(f"superseded local builds removed: up to {freed / 1e9:.2f} GB", highlight=False)
 
     def _by_platform(self, spec: ImageSpec) -> bool:
         # Published per platform: in a run split by platform, an image the matrix builds for several

@@ -199,9 +199,25 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
     start = time.monotonic()
     private = Path(tempfile.mkdtemp(prefix=f".{label[:40]}-junit-", dir=logs_dir))  # pytest's own writes
     try:
+        code = _pytest(spec, tests_root, private / "junit.xml", log_path, env, timeout)
+        healthy = _healthy_seconds(private / "junit.xml")  # this run's figure, never an earlier run's
+        if (private / "junit.xml").is_file():
+            files.copy_atomic(private / "junit.xml", junit)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    return TestResult(spec.name, code == 0, time.monotonic() - start, log_path,
+                      inputs.one_line(lines[-1]) if lines else "", sorted(container_logs.glob("*.log")), healthy)
+
+
+def _pytest(spec: ImageSpec, tests_root: Path, junit: Path, log_path: Path, env: dict[str, str],
+            timeout: float) -> int:
+    # Run the image's test folders in a pytest child (output to log_path); its exit code, or -1
+    # when it could not start or ran out of time (said at the end of the log).
+    try:
         paths = [str(p) for p in folders(spec, tests_root)]
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-q", "-rfE",
-               f"--rootdir={tests_root}", f"--junitxml={private / 'junit.xml'}", *paths]
+               f"--rootdir={tests_root}", f"--junitxml={junit}", *paths]
         with files.open_log(log_path) as log:
             proc = children.start(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
@@ -219,18 +235,16 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
         with files.open_log(log_path, append=True) as log:
             log.write(f"\nsmoke test timed out after {timeout:.0f} s\n".encode())
         code = -1
-    if (private / "junit.xml").is_file():
-        files.copy_atomic(private / "junit.xml", junit)
-    shutil.rmtree(private, ignore_errors=True)
-    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    return TestResult(spec.name, code == 0, time.monotonic() - start, log_path,
-                      inputs.one_line(lines[-1]) if lines else "", sorted(container_logs.glob("*.log")),
-                      _healthy_seconds(junit))
+    return code
 
 
 def _healthy_seconds(junit: Path) -> float | None:
     # The smoke tests record seconds-to-healthy as a JUnit property (see tests/by_image/conftest.py).
     if not junit.exists():
         return None
-    values = [float(p.get("value")) for p in ET.parse(junit).iter("property") if p.get("name") == "seconds_to_healthy"]
+    try:  # a pytest stopped at its deadline may leave half a file
+        values = [float(p.get("value")) for p in ET.parse(junit).iter("property")
+                  if p.get("name") == "seconds_to_healthy"]
+    except (ET.ParseError, TypeError, ValueError):
+        return None
     return round(min(values), 2) if values else None
