@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from builder import bake, cli_deploy, engine, files, lock, pipeline, plan, prune, render
+from builder import bake, cli_deploy, disk, engine, files, lock, pipeline, plan, prune, render
 from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
                                 stop_on_sigterm)
 from builder.matrix import ImageSpec, Matrix
@@ -285,6 +285,9 @@ def prune_command(build_dir: Path = typer.Option(Path("build"), "--build-dir", h
               f"it: remove it yourself, or pass --build-dir"])
     with guard():
         client = engine.client(build_dir)
+        data_root = Path(client.info()["DockerRootDir"]) if engine.is_local(client) else None
+        watched = [data_root if data_root is not None and data_root.is_dir() else None, build_dir]
+        before = disk.free_space(watched)
         names = {s.name for s in m.images()}
         images = prune.remove_images(client, names, m.data.project.label_prefix, registries, typer.echo, keep_bases)
         cache = prune.remove_cache(client)
@@ -292,8 +295,20 @@ def prune_command(build_dir: Path = typer.Option(Path("build"), "--build-dir", h
         folder = prune.folder_bytes(build_dir) if files.owned_folder(build_dir) else 0
         if files.owned_folder(build_dir):
             shutil.rmtree(build_dir)
-    typer.echo(f"freed {(images + cache + folder) / 1e9:.2f} GB: images {images / 1e9:.2f} GB, BuildKit cache "
-               f"{cache / 1e9:.2f} GB, {build_dir} {folder / 1e9:.2f} GB" + (" (its registry stopped)" if stopped else ""))
+        after = disk.free_space(watched)
+    typer.echo(_freed_line(sum(after[d] - before.get(d, after[d]) for d in after), watched[0] is not None,
+                           images, cache, folder, build_dir, stopped))
+
+
+def _freed_line(measured: int, whole: bool, images: int, cache: int, folder: int, build_dir: Path,
+                stopped: bool) -> str:
+    # prune's last line: the free space gained on the file systems of the data root and the build
+    # folder (``whole``: the data root's is among them), then what each removal reported (an
+    # image's size counts layers it shared with an image kept, so those are upper bounds).
+    where = "the Engine's data root and " if whole else ""
+    return (f"freed {measured / 1e9:.2f} GB (free space gained on the file systems of {where}{build_dir}); "
+            f"removed images of up to {images / 1e9:.2f} GB, BuildKit cache BuildKit counts {cache / 1e9:.2f} GB, "
+            f"{build_dir} {folder / 1e9:.2f} GB" + (" (its registry stopped)" if stopped else ""))
 
 
 @app.command("ci-matrix")

@@ -112,6 +112,17 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def free_space(paths: Iterable[Path | None]) -> dict[int, int]:
+    """``{device id: free bytes}`` of the file systems holding ``paths`` (None skipped; a path not
+    there yet counts as its nearest existing parent), from ``shutil.disk_usage``."""
+    out: dict[int, int] = {}
+    for path in paths:
+        if path is not None:
+            found = _existing(path)
+            out[os.stat(found).st_dev] = shutil.disk_usage(found).free
+    return out
+
+
 def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_dir: Path) -> list[Need]:
     """The bytes needed per file system: ``engine_bytes`` (images and BuildKit cache) on the Engine's
     ``data_root`` (None for an Engine on another machine: not checked), ``registry_bytes`` (a local
