@@ -285,8 +285,7 @@ def prune_command(build_dir: Path = typer.Option(Path("build"), "--build-dir", h
               f"it: remove it yourself, or pass --build-dir"])
     with guard():
         client = engine.client(build_dir)
-        data_root = Path(client.info()["DockerRootDir"]) if engine.is_local(client) else None
-        watched = [data_root if data_root is not None and data_root.is_dir() else None, build_dir]
+        watched = [engine.data_root(client), build_dir]
         before = disk.free_space(watched)
         names = {s.name for s in m.images()}
         images = prune.remove_images(client, names, m.data.project.label_prefix, registries, typer.echo, keep_bases)

@@ -115,12 +115,12 @@ def _existing(path: Path) -> Path:
 def free_space(paths: Iterable[Path | None]) -> dict[int, int]:
     """``{device id: free bytes}`` of the file systems holding ``paths`` (None skipped; a path not
     there yet counts as its nearest existing parent), from ``shutil.disk_usage``."""
-    out: dict[int, int] = {}
-    for path in paths:
-        if path is not None:
-            found = _existing(path)
-            out[os.stat(found).st_dev] = shutil.disk_usage(found).free
-    return out
+    return {_device(path): shutil.disk_usage(_existing(path)).free for path in paths if path is not None}
+
+
+def _device(path: Path) -> int:
+    # The id of the file system holding path (its nearest existing parent when it is not there yet).
+    return os.stat(_existing(path)).st_dev
 
 
 def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_dir: Path) -> list[Need]:
@@ -132,9 +132,8 @@ def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_
     for path, need in ((data_root, engine_bytes), (build_dir, registry_bytes)):
         if path is None:
             continue
-        found = _existing(path)
-        folders, total = by_device.get(os.stat(found).st_dev, ([], 0))
-        by_device[os.stat(found).st_dev] = (folders + [path], total + need)
+        folders, total = by_device.get(_device(path), ([], 0))
+        by_device[_device(path)] = (folders + [path], total + need)
     return [Need(tuple(folders), total, shutil.disk_usage(_existing(folders[0])).free)
             for folders, total in by_device.values()]
 

@@ -41,6 +41,16 @@ def is_local(c: docker.DockerClient) -> bool:
     return c.api.base_url.startswith("http+docker://localhost") or c.api.base_url.startswith("http+unix://")
 
 
+def data_root(c: docker.DockerClient) -> Path | None:
+    """The Engine's data root (``GET /info`` DockerRootDir) as a local folder, or None when ``c``
+    talks to an Engine elsewhere (another machine, or a socket from a VM or container whose data
+    root is not a folder here)."""
+    if not is_local(c):
+        return None
+    root = Path(c.info()["DockerRootDir"])
+    return root if root.is_dir() else None
+
+
 def _can_provision() -> bool:
     return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
 

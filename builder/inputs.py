@@ -48,15 +48,20 @@ def text_block(text: str, limit: int) -> str:
     """``text`` kept as lines (tabs and newlines stay) with every other control character escaped
     as :func:`one_line` does (no terminal escape sequence survives), its last ``limit`` characters
     kept (the end of a log matters most). What a run report stores of an error or a log tail."""
-    escaped = _BLOCK_UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    escaped = _escape(_BLOCK_UNPRINTABLE, text)
     return escaped if len(escaped) <= limit else "…" + escaped[-(limit - 1):]
+
+
+def _escape(unprintable: re.Pattern, text: str) -> str:
+    # Every match of unprintable written as Python writes it (a newline: the two characters \n).
+    return unprintable.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def one_line(text: str) -> str:
     """``text`` made one bounded line for stderr: every character of :data:`_UNPRINTABLE` escaped
     as Python writes it (a newline becomes the two characters ``\\n``, NUL ``\\x00``), then cut
     to :data:`MAX_LINE` characters (with ``…``)."""
-    escaped = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    escaped = _escape(_UNPRINTABLE, text)
     return escaped if len(escaped) <= MAX_LINE else escaped[:MAX_LINE - 1] + "…"
 
 

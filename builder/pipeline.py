@@ -167,10 +167,7 @@ class Pipeline:
         pushing = self.opt.stage == "all" and not self.opt.registry
         engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(self.opt.catalog), same, packages,
                                                      disk.BASE_SIZE, pushing)
-        data_root = Path(client.info()["DockerRootDir"]) if engine.is_local(client) else None
-        if data_root is not None and not data_root.is_dir():  # a socket from elsewhere (a VM, a container)
-            data_root = None
-        disk.check(disk.needs(engine_bytes, registry_bytes, data_root, self.opt.build_dir))
+        disk.check(disk.needs(engine_bytes, registry_bytes, engine.data_root(client), self.opt.build_dir))
 
     def _held_labels(self) -> dict[tuple[str, str], list[dict[str, str]]]:
         # {(image title, architecture): [labels of each local image of the builder's with them]},
