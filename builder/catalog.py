@@ -17,13 +17,13 @@ from pathlib import Path
 import docker
 from packaging.utils import canonicalize_name
 
-from builder import files, lock, report, tag
-from builder.compat import DEFAULT_PLATFORM
+from builder import files, lock, report_file, tag
 from builder.inputs import ConfigError
-from builder.matrix import Matrix
+from builder.matrix import ImageSpec, Matrix
+from builder.report import PASSED, ImageReport, PlatformBuild
 
 #: Report statuses whose image passed its smoke test.
-LISTED = ("published", "unchanged", "tested")
+LISTED = PASSED
 #: Always shown among the key packages when installed (the serving stack).
 SERVING = ("azureml-inference-server-http",)
 
@@ -50,12 +50,12 @@ class Row:
     platform: str
 
 
-def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, dict]:
-    """``{image name: report entry}`` over every report in ``paths`` (later ones win), validated by
-    :func:`builder.report.read_entries` (an image not in ``matrix`` is refused). Raises ConfigError
+def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, ImageReport]:
+    """``{image name: report}`` over every report in ``paths`` (later ones win), validated by
+    :func:`builder.report_file.read_all` (an image not in ``matrix`` is refused). Raises ConfigError
     for a report that is missing, not this tool's report or names an image the matrix lacks."""
     names = [s.name for s in matrix.images()] if matrix is not None else None
-    return {name: entries[-1] for name, entries in report.read_entries(paths, names).items()}
+    return {name: entries[-1] for name, entries in report_file.read_all(paths, names).items()}
 
 
 def _image(client: docker.DockerClient, ref: str):
@@ -66,37 +66,35 @@ def _image(client: docker.DockerClient, ref: str):
         return client.images.pull(ref)
 
 
-def rows(matrix: Matrix, reports: dict[str, dict], images_dir: Path, client: docker.DockerClient) -> list[Row]:
-    """One :class:`Row` per matrix image and platform whose report entry passed (:data:`LISTED`), in
-    matrix order. For an image built for several platforms, ``immutable_tag`` is the index's tag and
+def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, images_dir: Path,
+         client: docker.DockerClient) -> Row:
+    # One platform's row: versions read inside the image, key packages from its lock.
+    prefix = matrix.data.project.label_prefix
+    ref = f"{r.repository}:{b.tag}"
+    image = _image(client, ref)
+    labels = image.labels or {}
+    versions = lock.read(images_dir, spec.name, b.platform).versions()
+    names = [*SERVING, *(canonicalize_name(req.name) for req in spec.requirements)]
+    packages = {n: versions[n] for n in dict.fromkeys(names) if n in versions and not n.startswith("nvidia-")}
+    return Row(name=spec.name, framework=spec.framework_title,
+               framework_version=tag.framework_version(client, ref, spec), device=spec.device,
+               python=tag.python_version(client, ref), os=tag.os_name(client, ref),
+               cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
+               size_bytes=int(image.attrs["Size"]), immutable_tag=r.tags[0], reference=ref, digest=b.digest,
+               sbom_digest=b.sbom.digest if b.sbom else None,
+               platform=f"{image.attrs.get('Os', 'linux')}/{image.attrs.get('Architecture', 'amd64')}")
+
+
+def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient) -> list[Row]:
+    """One :class:`Row` per matrix image and platform whose report passed (:data:`LISTED`), in
+    matrix order. ``immutable_tag`` is the image's (an index's, for several platforms) and
     ``digest`` the platform's own manifest."""
     out = []
-    prefix = matrix.data.project.label_prefix
     for spec in matrix.images():
         r = reports.get(spec.name)
-        if r is None or r.get("status") not in LISTED or not r.get("tags"):
+        if r is None or r.status not in LISTED or not r.tags:
             continue
-        immutable = next(t for t in r["tags"] if t not in matrix.data.tags.moving)
-        per_platform = r.get("platforms") or {DEFAULT_PLATFORM: {"tag": immutable, "registry_digest": r.get("registry_digest"),
-                                                                 "sbom_digest": r.get("sbom_digest")}}
-        names = [*SERVING, *(canonicalize_name(req.name) for req in spec.requirements)]
-        for platform in spec.platforms:
-            facts = per_platform.get(platform)
-            if facts is None:
-                continue
-            ref = f"{r['repository']}:{facts['tag']}"
-            image = _image(client, ref)
-            labels = image.labels or {}
-            versions = lock.read(images_dir, spec.name, platform).versions()
-            packages = {n: versions[n] for n in dict.fromkeys(names) if n in versions and not n.startswith("nvidia-")}
-            out.append(Row(
-                name=spec.name, framework=spec.framework_title,
-                framework_version=tag.framework_version(client, ref, spec), device=spec.device,
-                python=tag.python_version(client, ref), os=tag.os_name(client, ref),
-                cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
-                size_bytes=int(image.attrs["Size"]), immutable_tag=immutable, reference=ref,
-                digest=facts.get("registry_digest"), sbom_digest=facts.get("sbom_digest"),
-                platform=f"{image.attrs.get('Os', 'linux')}/{image.attrs.get('Architecture', 'amd64')}"))
+        out += [_row(matrix, spec, r, b, images_dir, client) for p in spec.platforms if (b := r.built(p)) and b.tag]
     return out
 
 

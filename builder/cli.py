@@ -22,6 +22,7 @@ import typer
 from builder import bake, cli_deploy, disk, engine, files, lock, pipeline, plan, prune, render
 from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
                                 stop_on_sigterm)
+from builder.console import wide_console
 from builder.matrix import ImageSpec, Matrix
 from builder.schema import load_file
 
@@ -125,7 +126,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead
     for r in rows:
         table.add_row(r["name"], r["parent"] or "-", r["framework"], r["version"], r["device"], r["python"], r["os"],
                       ", ".join(r["tags"]))
-    pipeline.wide_console().print(table)
+    wide_console().print(table)
 
 
 @app.command()
@@ -178,7 +179,7 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not opts.dry_run:
-        pipeline.wide_console().print(p.summary())
+        wide_console().print(p.summary())
         typer.echo(f"report: {opts.build_dir / 'report.json'}")
     if any(r.failed for r in reports):
         raise typer.Exit(1)
@@ -209,7 +210,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
             fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
         if by_platform and stage == "publish":
             fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
-        opts = pipeline.Options(stage=stage, select=select or [], dry_run=dry_run, registry=registry,
+        opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,
                                 platforms=tuple(platform or ()), by_platform=by_platform,
                                 base_source=base_source.value, images_dir=_beside(matrix, images, "images"),
                                 tests_root=_beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
@@ -252,20 +253,21 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
                   matrix: Path = MatrixOpt) -> None:
     """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
     image indexes: latest and the immutable tag move only for an image whose every platform passed."""
-    from builder import merge
-    from builder.report import read_entries, refuse_foreign, write_entries
+    from builder import merge, report_file
+    from builder.registry import Credentials, Registry, host_of
+    from builder.report import PUSHED, write
 
     m = load(matrix)
     target = registry_option(registry) or engine.LOCAL_REGISTRY  # as the pipeline's default
     with guard():
-        found = read_entries(report, [s.name for s in m.images()])
+        found = report_file.read_all(report, [s.name for s in m.images()])
         merge.check_repositories(found, target)  # the push target is --registry's, never a report's
-        refuse_foreign(out)  # before anything is pushed
+        report_file.refuse_foreign(out)  # before anything is pushed
         engine.ensure_buildx(Path("build"))  # docker buildx imagetools makes the indexes
-        entries = merge.merge(m, found, log=typer.echo)
-        write_entries(out, "merge", entries)
+        merged = merge.merge(m, found, Registry(host_of(target), Credentials.from_env()), log=typer.echo)
+        write(out, "merge", merged)
     typer.echo(f"report: {out}")
-    if any(e["status"] not in merge.PUSHED for e in entries):
+    if any(r.status not in PUSHED for r in merged):
         raise typer.Exit(1)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable
@@ -183,13 +183,14 @@ def check(found: list[Need]) -> None:
 @dataclass(frozen=True)
 class LocalBuild:
     """One local image of a repository: ``id``, its ``tags`` (``repository:tag``), ``created``
-    (epoch seconds), ``arch`` (its OCI architecture) and ``size`` (bytes)."""
+    (epoch seconds), ``arch`` (its OCI architecture), ``size`` (bytes) and its ``labels``."""
 
     id: str
     tags: tuple[str, ...]
     created: float
     arch: str
     size: int
+    labels: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 def superseded(builds: list[LocalBuild], current: set[str], keep_last: int, moving: tuple[str, ...],
@@ -215,10 +216,10 @@ def superseded(builds: list[LocalBuild], current: set[str], keep_last: int, movi
     return out
 
 
-def local_builds(client: docker.DockerClient, repository: str, label: str) -> list[LocalBuild]:
-    """The builder's images in ``repository``: those carrying the label ``label`` (the matrix's
-    cell-digest label), from ``GET /images/json`` then one inspect each, which gives every tag of
-    the image, in any repository (an image removed meanwhile is left out)."""
+def local_builds(client: docker.DockerClient, repository: str | None, label: str) -> list[LocalBuild]:
+    """The builder's images in ``repository`` (None: in any): those carrying the label ``label``
+    (the matrix's cell-digest label), from ``GET /images/json`` then one inspect each, which gives
+    every tag of the image, in any repository (an image removed meanwhile is left out)."""
     out = []
     for row in client.api.images(name=repository, filters={"label": label}):
         try:
@@ -226,7 +227,7 @@ def local_builds(client: docker.DockerClient, repository: str, label: str) -> li
         except docker.errors.NotFound:
             continue
         out.append(LocalBuild(row["Id"], tuple(found.get("RepoTags") or ()), float(row.get("Created", 0)),
-                              found.get("Architecture", ""), int(row.get("Size", 0))))
+                              found.get("Architecture", ""), int(row.get("Size", 0)), row.get("Labels") or {}))
     return out
 
 

@@ -20,6 +20,7 @@ import requests
 from docker.errors import DockerException
 
 from builder import files
+from builder import registry as registry_api
 
 
 class EngineError(RuntimeError):
@@ -196,21 +197,9 @@ LOCAL_REGISTRY = "127.0.0.1:5000"
 
 
 def registry_answers(registry: str, timeout: float = 3.0) -> bool:
-    """True when ``registry`` (host:port) answers the distribution API's base route ``GET /v2/``
-    (200, or 401 when it wants credentials). See https://distribution.github.io/distribution/spec/api/."""
-    host = registry.split("/", 1)[0]
-    for scheme in ("http", "https") if _is_local(host) else ("https",):
-        try:
-            r = requests.get(f"{scheme}://{host}/v2/", timeout=timeout)
-            if r.status_code in (200, 401):
-                return True
-        except requests.RequestException:
-            continue
-    return False
-
-
-def _is_local(host: str) -> bool:
-    return host.split(":")[0] in ("127.0.0.1", "localhost", "::1")
+    """True when ``registry`` (``host:port[/namespace]``) answers the distribution API's base route
+    (:func:`builder.registry.answers`)."""
+    return registry_api.answers(registry_api.host_of(registry), timeout)
 
 
 def ensure_registry(state_dir: Path = Path("build"), timeout: float = 30.0) -> str:

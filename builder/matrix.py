@@ -39,6 +39,13 @@ class Matrix:
                 return spec
         raise KeyError(f"no image {name!r} in {self.path.name} (see `builder list`)")
 
+    def lineage(self, name: str) -> list[str]:
+        """``name`` and its ancestors' names, from it up to the root image. Raises KeyError."""
+        names = [name]
+        while (spec := self.image(names[-1])).parent:
+            names.append(spec.parent)
+        return names
+
     def children(self, name: str) -> list[ImageSpec]:
         """Direct and indirect descendants of ``name``, in build order."""
         out: list[ImageSpec] = []

@@ -1,18 +1,41 @@
-"""The run's record: one :class:`ImageReport` per image, ``build/report.json`` and the summary table."""
+"""The run's record, in one shape: :class:`RunReport` of one :class:`ImageReport` per image, each with
+one :class:`PlatformBuild` per platform it was built for (``build/report.json``).
+
+The same pydantic models describe what the pipeline records, what ``builder merge`` and
+``builder catalog`` read back (:func:`builder.report_file.read`, strictly: extra keys refused,
+nothing coerced) and what they write, so a single-platform image, an image index and one job of a
+run split by platform differ only in their ``publish`` policy (:mod:`builder.policy`), never in
+the report's shape. Sizes are bytes, durations seconds.
+"""
 
 from __future__ import annotations
 
 import enum
-import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
-from rich.console import Console
-from rich.table import Table
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from builder import files
-from builder.inputs import ConfigError, text_block
+from builder import files, grammar
+from builder.inputs import text_block
+
+#: The longest path or other one-line text field (characters).
+MAX_TEXT = 4096
+
+ImageName = Annotated[str, BeforeValidator(grammar.image_name)]
+Repository = Annotated[str, BeforeValidator(lambda v: v if v == "" else grammar.repository(v))]
+Tag = Annotated[str, BeforeValidator(grammar.tag)]
+Digest = Annotated[str, BeforeValidator(grammar.digest)]
+PlatformName = Annotated[str, BeforeValidator(grammar.platform)]
+Version = Annotated[str, BeforeValidator(grammar.version)]
+Line = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x1f\x7f]*$")]  # a path the run wrote
+#: Text of several lines (an error, a log tail): tabs and newlines, no other control character (no
+#: terminal escape sequence).
+Text = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+LogTail = Annotated[str, Field(max_length=1 << 20, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+Count = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0)]
 
 
 class Status(str, enum.Enum):
@@ -46,55 +69,101 @@ MOVES: dict[Status, set[Status]] = {
 }
 #: What a step's failure moves an image to, by the status it had.
 FAILURE = {S.PLANNED: S.BUILD_FAILED, S.BUILT: S.TEST_FAILED, S.TESTED: S.PUBLISH_FAILED}
+#: Statuses whose image passed its smoke test (and, but for tested, was pushed).
+PASSED = (S.TESTED, S.PUBLISHED, S.UNCHANGED)
+#: Statuses of an image that was pushed.
+PUSHED = (S.PUBLISHED, S.UNCHANGED)
 
 
-@dataclass
-class ImageReport:
-    """One image's outcome, as written to build/report.json. Sizes in bytes, durations in seconds.
+class _Model(BaseModel):
+    # Strict for what is read back (JSON mode still takes an enum's value); assignment unchecked.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    ``status`` is one of planned, built, tested, published, unchanged (already published),
-    build-failed, test-failed, publish-failed, skipped, interrupted (the run was stopped before
-    this image was done: it got no ``latest`` and was not pushed). On a failed smoke test
-    ``container_log_tail`` holds the last 100 lines of each scoring container's log (a server with
-    several workers logs each one's failure). ``sbom`` is the SBOM's path (build/sbom/<name>.cdx.json),
-    ``sbom_components`` its component count, ``sbom_digest`` the manifest digest of the artifact
-    pushed beside the image. An image built for more than one platform has ``platforms``:
-    ``{platform: {image_id, tag, size_bytes, build_seconds, test_outcome, registry_digest, sbom, ...}}``;
-    its top-level ``tags`` and ``registry_digest`` are then those of the image index, the other
-    top-level fields those of linux/amd64. ``by_platform`` marks one job of a run split by platform:
-    every build is in ``platforms`` (with the ``framework_version`` and ``python_version`` the
-    taggers read), ``tags`` are per-platform tags, and ``builder merge`` makes the index.
-    """
 
-    name: str
-    parent: str | None
+class TestRecord(_Model):
+    """One platform's smoke test: ``outcome`` is pytest's summary line, ``log`` its log file,
+    ``container_logs`` the scoring containers' logs."""
+
+    __test__ = False  # not a pytest class
+    outcome: Line
+    seconds: Seconds
+    log: Line
+    container_logs: list[Line] = []
+    seconds_to_healthy: Seconds | None = None
+
+    @property
+    def passed(self) -> bool:
+        """True when the suite ran and nothing failed (pytest's summary line)."""
+        return "passed" in self.outcome and not any(w in self.outcome for w in ("failed", "error"))
+
+
+class SbomRecord(_Model):
+    """One platform's CycloneDX SBOM: its file, component count and, once pushed, the artifact's
+    manifest digest."""
+
+    path: Line
+    components: Count
+    digest: Digest | None = None
+
+
+class PlatformBuild(_Model):
+    """One platform's build of an image: ``tag`` is its own tag (the image's immutable tag for an
+    image published as one manifest, ``<tag>-<arch>`` otherwise), ``digest`` the manifest digest
+    the registry serves for it, ``framework_version``/``python_version`` what the taggers read."""
+
+    platform: PlatformName
+    image_id: Digest | None = None
+    tag: Tag | None = None
+    size_bytes: Count | None = None
+    build_seconds: Seconds | None = None
+    cached_steps: Count | None = None
+    steps: Count | None = None
+    build_log: Line | None = None
+    framework_version: Version | None = None
+    python_version: Version | None = None
+    test: TestRecord | None = None
+    sbom: SbomRecord | None = None
+    digest: Digest | None = None
+
+
+PublishName = Literal["manifest", "index", "per-platform"]
+
+
+class ImageReport(_Model):
+    """One image's outcome. ``tags`` are the image's tags (immutable first, moving last) and
+    ``digest`` what they name in the registry: the one build's manifest (``publish`` manifest), an
+    image index of every build (index), or nothing (per-platform: one job of a run split by
+    platform; each build has its own tags and digest, ``builder merge`` makes the index).
+    ``status``: :class:`Status`. ``container_log_tail``: the last lines of each scoring container's
+    log after a failed smoke test."""
+
+    name: ImageName
+    parent: ImageName | None = None
     status: Status = Status.PLANNED
-    repository: str = ""
-    tags: list[str] = field(default_factory=list)
-    image_id: str | None = None
-    registry_digest: str | None = None
-    sbom: str | None = None
-    sbom_components: int | None = None
-    sbom_digest: str | None = None
-    platforms: dict[str, dict] = field(default_factory=dict)
-    by_platform: bool = False
-    size_bytes: int | None = None
-    build_seconds: float | None = None
-    cached_steps: int | None = None
-    steps: int | None = None
-    test_seconds: float | None = None
-    test_outcome: str | None = None
-    seconds_to_healthy: float | None = None
-    build_log: str | None = None
-    test_log: str | None = None
-    container_logs: list[str] = field(default_factory=list)
-    container_log_tail: str | None = None
-    error: str | None = None
+    publish: PublishName = "manifest"
+    repository: Repository = ""
+    tags: list[Tag] = []
+    digest: Digest | None = None
+    platforms: list[PlatformBuild] = []
+    container_log_tail: LogTail | None = None
+    error: Text | None = None
 
     @property
     def failed(self) -> bool:
         """True for every status that ends the image's run without success."""
         return self.status in (S.BUILD_FAILED, S.TEST_FAILED, S.PUBLISH_FAILED, S.SKIPPED, S.INTERRUPTED)
+
+    def build(self, platform: str) -> PlatformBuild:
+        """The build for ``platform`` (``linux/arm64``), added when missing."""
+        for b in self.platforms:
+            if b.platform == platform:
+                return b
+        self.platforms.append(PlatformBuild(platform=platform))
+        return self.platforms[-1]
+
+    def built(self, platform: str) -> PlatformBuild | None:
+        """The build for ``platform``, or None."""
+        return next((b for b in self.platforms if b.platform == platform), None)
 
     def move(self, status: Status, error: str | None = None) -> None:
         """Change the status along :data:`MOVES`. Raises ValueError for a move the machine does not have."""
@@ -102,76 +171,27 @@ class ImageReport:
             raise ValueError(f"{self.name}: status {self.status} cannot become {status}")
         self.status = status
         if error is not None:
-            self.error = text_block(error, 4096)
+            self.error = text_block(error, MAX_TEXT)
 
     def fail(self, error: str) -> None:
         """The failure of the step the image is in (build, test or publish), or interrupted."""
         self.move(FAILURE.get(self.status, S.INTERRUPTED), error)
 
 
-def wide_console(**kwargs) -> Console:
-    """A rich console that does not wrap report lines at 80 columns when output is not a terminal."""
-    console = Console(highlight=False, **kwargs)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=200, **kwargs)
-    return console
+class RunReport(_Model):
+    """``build/report.json``: when and by which stage it was written, the run's figures and one
+    :class:`ImageReport` per image."""
+
+    generated: Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")] | None = None
+    stage: Literal["build", "test", "publish", "all", "merge"] | None = None
+    jobs: Count | None = None
+    peak_parallel_builds: Count | None = None
+    images: list[ImageReport]
 
 
-def write(path: Path, stage: str, reports: list[ImageReport], **run: object) -> Path:
-    """Write ``{"generated", "stage", <run figures>, "images": [ImageReport...]}`` to ``path``."""
-    return write_entries(path, stage, [{**asdict(r), "status": str(r.status)} for r in reports], **run)
-
-
-def write_entries(path: Path, stage: str, entries: list[dict], **run: object) -> Path:
-    """Write report ``entries`` (:class:`ImageReport` as JSON dicts) as :func:`write` does; returns ``path``."""
-    return files.write_atomic(path, json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                                "stage": stage, **run, "images": entries}, indent=2) + "\n")
-
-
-def read_entries(paths: list[Path], names: list[str] | None = None) -> dict[str, list[dict]]:
-    """``{image name: [its entry in each report of paths that has it, in order]}`` over run reports
-    (``build/report.json``), each validated by :func:`builder.report_file.read`. With ``names`` (the
-    matrix's images), an entry naming another image is refused. Raises ConfigError (one line each)
-    for a report that is missing, too large, too deep or not this tool's report."""
-    from builder import report_file  # it imports this module
-
-    out: dict[str, list[dict]] = {}
-    for path in paths:
-        for entry in report_file.read(Path(path)):
-            if names is not None and entry["name"] not in names:
-                raise ConfigError([f"--report: {path}: image {entry['name']} is not in the matrix"])
-            out.setdefault(entry["name"], []).append(entry)
-    return out
-
-
-def refuse_foreign(path: Path) -> None:
-    """Raise ConfigError when ``path`` is a symlink or an existing file that is not a run report:
-    the tool never replaces a file it did not write."""
-    if path.is_symlink() or (path.exists() and not _is_report(path)):
-        raise ConfigError([f"{path} exists and is not a report written by `builder`; refusing to replace it"])
-
-
-def _is_report(path: Path) -> bool:
-    from builder import report_file
-
-    try:
-        report_file.read(path)
-    except ConfigError:
-        return False
-    return True
-
-
-def summary(stage: str, reports: list[ImageReport]) -> Table:
-    """A rich table with one row per image."""
-    table = Table(title=f"builder {stage}")
-    for col in ("image", "status", "tags", "size MB", "build s", "test s", "digest"):
-        table.add_column(col)
-    colour = {S.PUBLISHED: "green", S.UNCHANGED: "green", S.TESTED: "green", S.BUILT: "cyan", S.SKIPPED: "yellow"}
-    for r in reports:
-        c = colour.get(r.status, "red")
-        table.add_row(r.name, f"[{c}]{r.status}[/{c}]", ", ".join(r.tags),
-                      f"{r.size_bytes / 1e6:.0f}" if r.size_bytes else "",
-                      f"{r.build_seconds:.0f}" if r.build_seconds is not None else "",
-                      f"{r.test_seconds:.0f}" if r.test_seconds is not None else "",
-                      (r.registry_digest or "")[:19])
-    return table
+def write(path: Path, stage: str, images: list[ImageReport], **figures: int) -> Path:
+    """Write a :class:`RunReport` of ``images`` by ``stage`` (and run ``figures``) to ``path``
+    atomically (:func:`builder.files.write_atomic`); returns ``path``."""
+    doc = RunReport(generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), stage=stage, images=images,
+                    **figures)
+    return files.write_atomic(path, doc.model_dump_json(indent=2, exclude_none=False) + "\n")

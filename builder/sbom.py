@@ -17,7 +17,6 @@ the image manifest as its ``subject`` (OCI distribution spec 1.1, referrers) and
 from __future__ import annotations
 
 import importlib.metadata
-import ipaddress
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from packageurl import PackageURL
 
 from builder import files
 from builder.lock import PYTHON_PLATFORMS, DEFAULT_PLATFORM, uv_environment
+from builder.registry import Registry, RegistryError
 from builder.sources import Sources
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
@@ -176,58 +176,12 @@ def referrer_tag(digest: str) -> str:
     return f"{algorithm}-{hex_}.sbom"
 
 
-def _insecure(host: str) -> bool:
-    # Plain HTTP only for a loopback registry, as the Docker Engine allows it by default.
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    if name == "localhost":
-        return True
+def push(registry: Registry, repository: str, digest: str, path: Path) -> str:
+    """Push the SBOM at ``path`` as an OCI artifact (media type :data:`MEDIA_TYPE`) whose ``subject``
+    is the manifest ``digest`` of ``repository``, tagged :func:`referrer_tag`
+    (:meth:`builder.registry.Registry.push_artifact`). Returns the artifact's manifest digest.
+    Raises SbomError."""
     try:
-        return ipaddress.ip_address(name.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _auth_scheme(host: str) -> str:
-    """oras's auth backend for the registry at ``host``: ``basic`` when its API version check
-    (``GET /v2/``, https://distribution.github.io/distribution/spec/api/#api-version-check) challenges
-    with Basic, else ``token`` (Bearer tokens: Docker Hub, GHCR, ACR)."""
-    import requests
-
-    scheme = "http" if _insecure(host) else "https"
-    try:
-        challenge = requests.get(f"{scheme}://{host}/v2/", timeout=30).headers.get("WWW-Authenticate", "")
-    except requests.RequestException as exc:
-        raise SbomError(f"cannot reach the registry {host}: {type(exc).__name__}") from None
-    return "basic" if challenge.lower().startswith("basic") else "token"
-
-
-def push(client: docker.DockerClient, repository: str, digest: str, path: Path) -> str:
-    """Push the SBOM at ``path`` as an OCI artifact (config media type ``application/vnd.cyclonedx+json``)
-    whose ``subject`` is the manifest ``digest`` of ``repository``, tagged :func:`referrer_tag`.
-    Returns the artifact's manifest digest. Raises SbomError."""
-    import oras.oci
-    import oras.provider
-
-    host = repository.split("/", 1)[0]
-    from builder.publish import auth
-
-    descriptor = client.images.get_registry_data(f"{repository}@{digest}", auth_config=auth()).attrs["Descriptor"]
-    subject = oras.oci.Subject(mediaType=descriptor["mediaType"], digest=descriptor["digest"], size=descriptor["size"])
-    user, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
-    registry = oras.provider.Registry(hostname=host, insecure=_insecure(host),
-                                      auth_backend=_auth_scheme(host) if user and password else "token")
-    if user and password:
-        registry.auth.set_basic_auth(user, password)
-    with tempfile.TemporaryDirectory(prefix="builder-sbom-config-") as tmp:
-        config = Path(tmp) / "config.json"
-        config.write_text("{}")
-        try:
-            response = registry.push(target=f"{repository}:{referrer_tag(digest)}", files=[f"{path}:{MEDIA_TYPE}"],
-                                     manifest_config=f"{config}:{MEDIA_TYPE}", subject=subject,
-                                     disable_path_validation=True, quiet=True)
-        except Exception as exc:  # oras raises requests' and its own errors
-            raise SbomError(f"cannot push the SBOM of {repository}@{digest}: {exc}") from None
-    artifact = response.headers.get("Docker-Content-Digest")
-    if not artifact:
-        raise SbomError(f"the registry did not say the SBOM manifest's digest ({response.status_code})")
-    return artifact
+        return registry.push_artifact(repository, referrer_tag(digest), path, MEDIA_TYPE, digest)
+    except RegistryError as exc:
+        raise SbomError(f"cannot push the SBOM of {repository}@{digest}: {exc}") from None
