@@ -27,6 +27,11 @@ def report(build_dir: Path) -> dict[str, dict]:
     return {r["name"]: r for r in json.loads((build_dir / "report.json").read_text())["images"]}
 
 
+def builds(entry: dict) -> dict[str, dict]:
+    """``{platform: its build}`` of one report entry (``platforms`` is a list of builds)."""
+    return {b["platform"]: b for b in entry["platforms"]}
+
+
 def raw_digest(ref: str) -> str | None:
     """The digest of the manifest or image index the registry serves for ``ref`` (sha256 of what
     ``skopeo inspect --raw`` reads), or None when the reference is absent."""

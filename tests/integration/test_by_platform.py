@@ -12,7 +12,7 @@ import pytest
 
 from builder import matrix, tag
 from repo import ROOT
-from run_builder import MINIMAL, builder, raw_digest, report
+from run_builder import MINIMAL, builder, builds, raw_digest, report
 
 pytestmark = pytest.mark.engine
 
@@ -44,16 +44,16 @@ def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_b
                     "--registry", namespace, "--build-dir", str(tmp_path / arch))
         assert r.returncode == 0, r.stdout + r.stderr
         entry = jobs[platform] = report(tmp_path / arch)[MINIMAL]
-        facts = entry["platforms"][platform]
-        assert entry["by_platform"] and set(entry["platforms"]) == {platform}, entry
+        facts = builds(entry)[platform]
+        assert entry["publish"] == "per-platform" and set(builds(entry)) == {platform}, entry
         assert entry["tags"] == [facts["tag"], f"latest-{arch}"] and facts["tag"].endswith(f"-{arch}")
-        assert "passed" in facts["test_outcome"] and facts["sbom_digest"]
+        assert "passed" in facts["test"]["outcome"] and facts["sbom"]["digest"] and entry["digest"] is None
         for t in entry["tags"]:  # the build itself under its own tags, no index
-            assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == facts["registry_digest"]
+            assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == facts["digest"]
         if platform == "linux/amd64":
             whole = report(tmp_path / arch)[AMD64_ONLY]
-            assert not whole["by_platform"] and whole["status"] == "published" and whole["tags"][1:] == ["latest"], whole
-            assert raw_digest(f"{namespace}/{AMD64_ONLY}:latest") == whole["registry_digest"]
+            assert whole["publish"] == "manifest" and whole["status"] == "published" and whole["tags"][1:] == ["latest"], whole
+            assert raw_digest(f"{namespace}/{AMD64_ONLY}:latest") == whole["digest"] == whole["platforms"][0]["digest"]
             assert raw_digest(f"{namespace}/{MINIMAL}:latest") is None
             # one platform's report: nothing to merge, latest stays where it was (absent)
             half = builder("merge", "--report", str(tmp_path / "amd64" / "report.json"), "--out", str(tmp_path / "half.json"),
@@ -70,15 +70,15 @@ def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_b
     assert merged_images[AMD64_ONLY] == report(tmp_path / "amd64")[AMD64_ONLY]  # passed through as its job left it
     merged = merged_images[MINIMAL]
     assert merged["status"] == "published" and merged["tags"][1:] == ["latest"]
-    first = jobs["linux/amd64"]["platforms"]["linux/amd64"]
+    first = builds(jobs["linux/amd64"])["linux/amd64"]
     policy = matrix.load(ROOT / "matrix.yaml").data.tags
     assert merged["tags"][0] == tag.index_tag(policy, first["framework_version"], first["python_version"],
-                                              [jobs[p]["platforms"][p]["image_id"] for p in ("linux/amd64", "linux/arm64")])
+                                              [builds(jobs[p])[p]["image_id"] for p in ("linux/amd64", "linux/arm64")])
     for t in merged["tags"]:
         index = _raw(f"{namespace}/{MINIMAL}:{t}")
         listed = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in index["manifests"]}
-        assert listed == {p: jobs[p]["platforms"][p]["registry_digest"] for p in jobs}
-        assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == merged["registry_digest"]
+        assert listed == {p: builds(jobs[p])[p]["digest"] for p in jobs}
+        assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == merged["digest"] and merged["publish"] == "index"
     for p, entry in jobs.items():  # each manifest is the very build its job tested
-        manifest = _raw(f"{namespace}/{MINIMAL}@{entry['platforms'][p]['registry_digest']}")
-        assert manifest["config"]["digest"] == entry["platforms"][p]["image_id"]
+        manifest = _raw(f"{namespace}/{MINIMAL}@{builds(entry)[p]['digest']}")
+        assert manifest["config"]["digest"] == builds(entry)[p]["image_id"]

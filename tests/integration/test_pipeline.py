@@ -18,7 +18,7 @@ import requests
 
 from builder import lock, matrix
 from repo import ROOT
-from run_builder import MINIMAL, builder, raw_digest, report
+from run_builder import MINIMAL, builder, builds, raw_digest, report
 
 pytestmark = pytest.mark.engine
 
@@ -52,26 +52,27 @@ def test_main_job_builds_tests_tags_and_publishes_the_subset(main_job, registry,
     assert list(images) == [MINIMAL, SUBSET]
     for name, r in images.items():
         assert r["status"] in ("published", "unchanged"), r
-        assert "latest" in r["tags"] and len(r["tags"]) == 2
-        assert r["size_bytes"] > 50_000_000 and r["build_seconds"] is not None
-        assert r["test_outcome"].endswith(("s", "seconds")) and "passed" in r["test_outcome"]
-        assert r["seconds_to_healthy"] > 0
+        assert "latest" in r["tags"] and len(r["tags"]) == 2 and r["publish"] == "index"
+        for b in r["platforms"]:
+            assert b["size_bytes"] > 50_000_000 and b["build_seconds"] is not None
+            assert b["test"]["outcome"].endswith(("s", "seconds")) and "passed" in b["test"]["outcome"]
+            assert b["test"]["seconds_to_healthy"] > 0
         for t in r["tags"]:
-            assert raw_digest(f"{registry}/{name}:{t}") == r["registry_digest"]
+            assert raw_digest(f"{registry}/{name}:{t}") == r["digest"]
 
 
 def test_both_platforms_passed_and_each_tag_is_a_two_platform_index(main_job, registry, docker_client):
     _, build_dir = main_job
     for name, r in report(build_dir).items():
-        assert set(r["platforms"]) == {"linux/amd64", "linux/arm64"}, r
-        for platform, facts in r["platforms"].items():
-            assert "passed" in facts["test_outcome"] and facts["registry_digest"] and facts["sbom_digest"], (platform, facts)
+        assert set(builds(r)) == {"linux/amd64", "linux/arm64"}, r
+        for platform, facts in builds(r).items():
+            assert "passed" in facts["test"]["outcome"] and facts["digest"] and facts["sbom"]["digest"], (platform, facts)
         for t in r["tags"]:
             index = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
                                                f"docker://{registry}/{name}:{t}"], capture_output=True, check=True).stdout)
             listed = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in index["manifests"]}
-            assert listed == {p: f["registry_digest"] for p, f in r["platforms"].items()}
-    machine = docker_client.containers.run(f"{registry}/{MINIMAL}:{report(build_dir)[MINIMAL]['platforms']['linux/arm64']['tag']}",
+            assert listed == {p: f["digest"] for p, f in builds(r).items()}
+    machine = docker_client.containers.run(f"{registry}/{MINIMAL}:{builds(report(build_dir)[MINIMAL])['linux/arm64']['tag']}",
                                            entrypoint=["python3", "-c", "import platform; print(platform.machine())"],
                                            remove=True, network_disabled=True).decode().strip()
     assert machine == "aarch64"
@@ -80,7 +81,7 @@ def test_both_platforms_passed_and_each_tag_is_a_two_platform_index(main_job, re
 def test_published_image_carries_the_oci_and_project_labels(main_job, registry, docker_client):
     _, build_dir = main_job
     r = report(build_dir)[SUBSET]
-    labels = docker_client.images.get(r["image_id"]).labels
+    labels = docker_client.images.get(builds(r)["linux/amd64"]["image_id"]).labels
     spec = matrix.load(ROOT / "matrix.yaml").image(SUBSET)
     for key in ("title", "version", "created", "revision", "source"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
@@ -99,22 +100,22 @@ def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, r
 
     _, build_dir = main_job
     published = [(name, platform, r) for name, image in report(build_dir).items()
-                 for platform, r in (image["platforms"] or {"linux/amd64": image}).items()]  # one SBOM per manifest
+                 for platform, r in builds(image).items()]  # one SBOM per manifest
     assert len(published) == 4
     for name, platform, r in published:
-        hex_ = r["registry_digest"].split(":", 1)[1]
+        hex_ = r["digest"].split(":", 1)[1]
         ref = f"{registry}/{name}:sha256-{hex_}.sbom"
         raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
                              capture_output=True, check=True).stdout
         manifest = json.loads(raw)
-        assert manifest["subject"]["digest"] == r["registry_digest"]
+        assert manifest["subject"]["digest"] == r["digest"]
         assert manifest["layers"][0]["mediaType"] == "application/vnd.cyclonedx+json"
-        assert "sha256:" + hashlib.sha256(raw).hexdigest() == r["sbom_digest"]
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == r["sbom"]["digest"]
         # read back with oras (a real OCI client), then look for the framework at its locked version
         pulled = oras.provider.Registry(hostname=registry, insecure=True).pull(target=ref,
                                                                               outdir=str(tmp_path / name / platform))
         bom = json.loads(Path(pulled[0]).read_text())
-        assert bom["bomFormat"] == "CycloneDX" and len(bom["components"]) == r["sbom_components"]
+        assert bom["bomFormat"] == "CycloneDX" and len(bom["components"]) == r["sbom"]["components"]
         pypi = {lock.canonicalize_name(c["name"]): c["version"] for c in bom["components"]
                 if c.get("purl", "").startswith("pkg:pypi/")}
         debs = [c for c in bom["components"] if c.get("purl", "").startswith("pkg:deb/debian/")]
@@ -139,7 +140,7 @@ def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path)
         row = rows[SUBSET, platform]
         assert row["framework_version"] == "1.9.1" and row["python"].startswith("3.11.") and "bookworm" in row["os"]
         assert row["packages"]["scikit-learn"] == lock.read(ROOT / "images", SUBSET, platform).versions()["scikit-learn"]
-        assert row["digest"] == r["platforms"][platform]["registry_digest"] and row["immutable_tag"] == r["tags"][0]
+        assert row["digest"] == builds(r)[platform]["digest"] and row["immutable_tag"] == r["tags"][0]
     assert f"`{SUBSET}`" in (tmp_path / "images.md").read_text()
 
 
@@ -149,9 +150,9 @@ def test_rerun_with_nothing_changed_rebuilds_nothing_and_publishes_nothing(main_
     assert result.returncode == 0, result.stdout + result.stderr
     again, before = report(tmp_path), report(first)
     for name in (MINIMAL, SUBSET):
-        assert again[name]["image_id"] == before[name]["image_id"]
+        assert [b["image_id"] for b in again[name]["platforms"]] == [b["image_id"] for b in before[name]["platforms"]]
         assert again[name]["status"] == "unchanged"
-        assert again[name]["registry_digest"] == before[name]["registry_digest"]
+        assert again[name]["digest"] == before[name]["digest"]
 
 
 def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_client, tmp_path):
@@ -169,10 +170,11 @@ def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_cli
     assert images[MINIMAL]["status"] == "test-failed"
     assert images[MINIMAL]["tags"] == [images[MINIMAL]["tags"][0]] and "latest" not in images[MINIMAL]["tags"]
     assert images[SUBSET]["status"] == "skipped" and MINIMAL in images[SUBSET]["error"]
-    logs = "".join(Path(p).read_text() for p in images[MINIMAL]["container_logs"])
+    tested = [b["test"] for b in images[MINIMAL]["platforms"] if b["test"]]
+    logs = "".join(Path(p).read_text() for t in tested for p in t["container_logs"])
     assert "model file is corrupt" in logs
     assert "model file is corrupt" in images[MINIMAL]["container_log_tail"]
-    assert "model file is corrupt" in Path(images[MINIMAL]["test_log"]).read_text()
+    assert "model file is corrupt" in Path(tested[0]["log"]).read_text()
     local_tags = [t for i in docker_client.images.list() for t in i.tags if t.startswith(namespace)]
     assert local_tags and not any(":latest" in t for t in local_tags), local_tags
     for name in (MINIMAL, SUBSET):

@@ -15,7 +15,7 @@ import pytest
 
 from builder import engine, lock, matrix, smoke
 from repo import ROOT
-from run_builder import MINIMAL, builder, report
+from run_builder import MINIMAL, builder, builds, report
 
 pytestmark = pytest.mark.engine
 
@@ -43,7 +43,7 @@ def test_two_smoke_suites_pass_at_once_on_a_saturated_machine(docker_client, tmp
 
     def suite(platform: str) -> smoke.TestResult:
         return smoke.run(spec, m.data.runtime, lock.read(ROOT / "images", MINIMAL, platform),
-                         f"{built['repository']}:{built['platforms'][platform]['tag']}", ROOT / "tests" / "by_image",
+                         f"{built['repository']}:{builds(built)[platform]['tag']}", ROOT / "tests" / "by_image",
                          tmp_path / "logs", label=f"{MINIMAL}-{lock.arch(platform)}",
                          emulated=platform != "linux/amd64")
 

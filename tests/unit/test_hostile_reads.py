@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder import engine, files, publish, report, report_file
+from builder import engine, files, publish, registry, report, report_file
 from builder.cli import app
 from repo import ROOT, seed_locks
 from yaml_dump import dump
@@ -23,7 +23,8 @@ from yaml_dump import dump
 MATRIX = str(ROOT / "matrix.yaml")
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 REPO = f"{engine.LOCAL_REGISTRY}/{MINIMAL}"
-PUSH_INDEX = publish.push_index  # the real one; the autouse fixture below makes any call fail
+PUSH_INDEX = publish.push_index  # the real ones; the autouse fixture below makes any call fail
+MAKE_INDEX = registry.make_index
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -46,8 +47,8 @@ def nothing_pushed(monkeypatch):
     """merge must refuse before its first registry call; catalog before it asks the Engine."""
     def called(*args, **kwargs):
         raise AssertionError("reached the registry or the Engine")
-    for module, name in ((publish, "push_index"), (publish, "_imagetools"), (engine, "ensure_buildx"),
-                         (engine, "client")):
+    for module, name in ((publish, "push_index"), (registry, "make_index"), (registry.Registry, "_client"),
+                         (engine, "ensure_buildx"), (engine, "client")):
         monkeypatch.setattr(module, name, called)
     monkeypatch.delenv("REGISTRY", raising=False)  # merge's default registry, as the cases expect
 
@@ -55,13 +56,12 @@ def nothing_pushed(monkeypatch):
 # --- run reports -----------------------------------------------------------------------------------
 
 def _entry(**changes) -> dict:
-    build = {"image_id": "sha256:" + "1" * 64, "tag": "1.5.1-py3.11.2-x-amd64", "registry_digest": "sha256:" + "d" * 64,
-             "framework_version": "1.5.1", "python_version": "3.11.2"}
-    entry = {"name": MINIMAL, "parent": None, "status": "published", "repository": REPO, "by_platform": True,
-             "tags": [build["tag"], "latest-amd64"], "registry_digest": None, "error": None,
-             "platforms": {"linux/amd64": build}}
+    build = {"platform": "linux/amd64", "image_id": "sha256:" + "1" * 64, "tag": "1.5.1-py3.11.2-x-amd64",
+             "digest": "sha256:" + "d" * 64, "framework_version": "1.5.1", "python_version": "3.11.2"}
+    entry = {"name": MINIMAL, "parent": None, "status": "published", "publish": "per-platform", "repository": REPO,
+             "tags": [build["tag"], "latest-amd64"], "digest": None, "error": None, "platforms": [build]}
     for key, value in changes.items():
-        target = entry["platforms"]["linux/amd64"] if key.startswith("p_") else entry
+        target = entry["platforms"][0] if key.startswith("p_") else entry
         target[key.removeprefix("p_")] = value
     return entry
 
@@ -79,17 +79,18 @@ REPORTS = {
     "larger than 16 MiB": (b" " * (report_file.MAX_BYTES + 1), "larger than 16777216 bytes"),
     "endless (/dev/zero)": (Path("/dev/zero"), "larger than 16777216 bytes"),
     "nested 10,000 levels": ('{"images": [' + "[" * 10_000 + "]" * 10_000 + "]}", "nested deeper than 64"),
-    "size is a string": (_report(_entry(size_bytes="big")), "images[0].size_bytes"),
-    "platform build seconds negative": (_report(_entry(p_build_seconds=-1)), "platforms.linux/amd64.build_seconds"),
-    "by_platform is a string": (_report(_entry(by_platform="yes")), "images[0].by_platform"),
+    "size is a string": (_report(_entry(p_size_bytes="big")), "images[0].platforms[0].size_bytes"),
+    "platform build seconds negative": (_report(_entry(p_build_seconds=-1)), "images[0].platforms[0].build_seconds"),
+    "unknown publish policy": (_report(_entry(publish="yes")), "images[0].publish"),
+    "platforms as the old mapping": (_report(_entry(platforms={"linux/amd64": {}})), "images[0].platforms"),
     "unknown status": (_report(_entry(status="pwned")), "images[0].status"),
     "unknown key": (_report(_entry(command="rm -rf /")), "unknown key 'command'"),
     "repository reads as an option": (_report(_entry(repository="--builder=x")), "'--builder=x' is not a repository"),
     "tag reads as an option": (_report(_entry(tags=["--push"])), "'--push' is not a tag"),
     "platform tag reads as an option": (_report(_entry(p_tag="-x")), "'-x' is not a tag"),
-    "digest is not sha256 hex": (_report(_entry(p_registry_digest="sha256:--x")), "is not a digest"),
+    "digest is not sha256 hex": (_report(_entry(p_digest="sha256:--x")), "is not a digest"),
     "image id reads as an option": (_report(_entry(p_image_id="--rm")), "is not a digest"),
-    "unknown platform": (_report(_entry(platforms={"linux/s390x": {}})), "is not a platform"),
+    "unknown platform": (_report(_entry(p_platform="linux/s390x")), "is not a platform"),
     "image name reads as an option": (_report(_entry(name="-rf")), "is not an image name"),
     "image not in the matrix": (_report(_entry(name="evil-inference")), "evil-inference is not in the matrix"),
     "version with a newline": (_report(_entry(p_framework_version="1.5.1\n")), "is not a valid version"),
@@ -130,12 +131,19 @@ def test_merge_pushes_only_where_registry_says(tmp_path, registry):
     assert not (tmp_path / "out.json").exists()
 
 
+class _NoIndexes:
+    """A registry client whose tags name no index yet."""
+
+    def index(self, repository, tag):
+        return None
+
+
 def test_an_option_looking_repository_never_reaches_imagetools(monkeypatch):
-    argv = []
-    monkeypatch.setattr(publish, "_imagetools", lambda *args: argv.append(args))
+    made = []
+    monkeypatch.setattr(publish, "make_index", lambda *args: made.append(args))
     with pytest.raises(publish.PublishError, match="is not a repository"):
-        PUSH_INDEX("--builder=x", ["1.0", "latest"], {"linux/amd64": "sha256:" + "d" * 64})
-    assert argv == []
+        PUSH_INDEX(_NoIndexes(), "--builder=x", ["1.0", "latest"], {"linux/amd64": "sha256:" + "d" * 64})
+    assert made == []
 
 
 def test_imagetools_ends_options_before_references(monkeypatch):
@@ -143,12 +151,11 @@ def test_imagetools_ends_options_before_references(monkeypatch):
 
     class Failed:
         returncode, stdout, stderr = 1, "", "no such manifest"
-    monkeypatch.setattr(publish, "_imagetools", lambda *args: calls.append(args) or Failed())
+    monkeypatch.setattr(registry.subprocess, "run", lambda argv, **kw: calls.append(argv) or Failed())
+    monkeypatch.setattr(publish, "make_index", MAKE_INDEX)
     with pytest.raises(publish.PublishError, match="imagetools create"):
-        PUSH_INDEX(REPO, ["1.0"], {"linux/amd64": "sha256:" + "d" * 64})
-    create = next(c for c in calls if c[0] == "create")
-    assert create[:3] == ("create", f"--tag={REPO}:1.0", "--")
-    assert all(c[:3] == ("inspect", "--raw", "--") for c in calls if c[0] == "inspect")
+        PUSH_INDEX(_NoIndexes(), REPO, ["1.0"], {"linux/amd64": "sha256:" + "d" * 64})
+    assert calls == [["docker", "buildx", "imagetools", "create", f"--tag={REPO}:1.0", "--", f"{REPO}@sha256:{'d' * 64}"]]
 
 
 # --- extend: conda files, extra steps, entry script, deep configs ----------------------------------
@@ -352,10 +359,11 @@ def test_the_run_report_replaces_a_symlink_at_its_path_never_its_target(tmp_path
     victim = _victim(tmp_path)
     (tmp_path / "build").mkdir()
     (tmp_path / "build" / "report.json").symlink_to(victim)
-    report.write_entries(tmp_path / "build" / "report.json", "all", [_entry()])
+    written = report.ImageReport.model_validate_json(json.dumps(_entry()))
+    report.write(tmp_path / "build" / "report.json", "all", [written])
     assert victim.read_text() == "the user's file\n"
     assert not (tmp_path / "build" / "report.json").is_symlink()
-    assert report_file.read(tmp_path / "build" / "report.json") == [_entry()]
+    assert report_file.read(tmp_path / "build" / "report.json") == [written]
     assert [p.name for p in (tmp_path / "build").iterdir()] == ["report.json"]
 
 

@@ -6,10 +6,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from builder import merge, publish, report, tag
+from builder import merge, publish, report_file, tag
 from builder.cli import app
 from builder.inputs import ConfigError
 from builder.matrix import load
+from builder.report import ImageReport, Status
 from repo import ROOT
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
@@ -21,21 +22,26 @@ def matrix():
     return load(ROOT / "matrix.yaml")
 
 
-def _job(platform: str, status: str = "published", **facts) -> dict:
-    arch = platform.split("/")[1]
+def _job(platform: str, status: str = "published", **facts) -> ImageReport:
+    arch = {"linux/amd64": "amd64", "linux/arm64": "arm64"}[platform]
     n = "1" if arch == "amd64" else "2"
-    one = {"image_id": f"sha256:{n * 64}", "tag": f"1.5.1-py3.11.2-x-{arch}", "registry_digest": f"sha256:{'d' * 63}{n}",
-           "framework_version": "1.5.1", "python_version": "3.11.2", **facts}
-    return {"name": MINIMAL, "parent": None, "status": status, "repository": "127.0.0.1:5000/" + MINIMAL, "by_platform": True,
-            "tags": [one["tag"], f"latest-{arch}"], "registry_digest": None, "error": None,
-            "platforms": {platform: one} if status in merge.PUSHED else {}}
+    one = {"platform": platform, "image_id": f"sha256:{n * 64}", "tag": f"1.5.1-py3.11.2-x-{arch}",
+           "digest": f"sha256:{'d' * 63}{n}", "framework_version": "1.5.1", "python_version": "3.11.2", **facts}
+    return ImageReport.model_validate_json(json.dumps(
+        {"name": MINIMAL, "parent": None, "status": status, "publish": "per-platform",
+         "repository": "127.0.0.1:5000/" + MINIMAL, "tags": [one["tag"], f"latest-{arch}"],
+         "platforms": [one] if status in ("published", "unchanged") else []}))
+
+
+REGISTRY = object()  # the registry client merge hands to push_index (replaced below)
 
 
 @pytest.fixture
 def made(monkeypatch):
     calls = []
 
-    def push_index(repository, tags, digests):
+    def push_index(registry, repository, tags, digests):
+        assert registry is REGISTRY
         calls.append((repository, tags, digests))
         return publish.PublishResult(repository, tags, "sha256:" + "e" * 64, pushed=True)
 
@@ -44,13 +50,13 @@ def made(monkeypatch):
 
 
 def test_every_platform_pushed_gives_one_index_named_from_both_builds(matrix, made):
-    entries = merge.merge(matrix, {MINIMAL: [_job("linux/arm64"), _job("linux/amd64")]}, log=lambda line: None)
+    entries = merge.merge(matrix, {MINIMAL: [_job("linux/arm64"), _job("linux/amd64")]}, REGISTRY, log=lambda line: None)
     (only,) = entries
     expected = tag.index_tag(matrix.data.tags, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
-    assert made == [(only["repository"], [expected, "latest"], {"linux/amd64": "sha256:" + "d" * 63 + "1",
-                                                                "linux/arm64": "sha256:" + "d" * 63 + "2"})]
-    assert only["status"] == "published" and only["tags"] == [expected, "latest"] and not only["by_platform"]
-    assert set(only["platforms"]) == {"linux/amd64", "linux/arm64"} and only["registry_digest"] == "sha256:" + "e" * 64
+    assert made == [(only.repository, [expected, "latest"], {"linux/amd64": "sha256:" + "d" * 63 + "1",
+                                                             "linux/arm64": "sha256:" + "d" * 63 + "2"})]
+    assert only.status == "published" and only.tags == [expected, "latest"] and only.publish == "index"
+    assert [b.platform for b in only.platforms] == ["linux/amd64", "linux/arm64"] and only.digest == "sha256:" + "e" * 64
 
 
 def test_index_tag_depends_on_every_platform_build():
@@ -63,32 +69,32 @@ def test_index_tag_depends_on_every_platform_build():
 @pytest.mark.parametrize("arm64", ["test-failed", None])
 def test_a_platform_failed_or_missing_moves_no_latest(matrix, made, arm64):
     jobs = [_job("linux/amd64")] + ([_job("linux/arm64", arm64)] if arm64 else [])
-    (only,) = merge.merge(matrix, {MINIMAL: jobs}, log=lambda line: None)
+    (only,) = merge.merge(matrix, {MINIMAL: jobs}, REGISTRY, log=lambda line: None)
     assert made == []
-    assert only["status"] == "publish-failed" and "linux/arm64" in only["error"] and only["registry_digest"] is None
-    assert "latest" not in only["tags"]
+    assert only.status == "publish-failed" and "linux/arm64" in only.error and only.digest is None
+    assert "latest" not in only.tags
 
 
 def test_platforms_that_disagree_on_versions_are_not_merged(matrix, made):
     jobs = [_job("linux/amd64"), _job("linux/arm64", python_version="3.11.9")]
-    (only,) = merge.merge(matrix, {MINIMAL: jobs}, log=lambda line: None)
-    assert made == [] and only["status"] == "publish-failed" and "python version" in only["error"]
+    (only,) = merge.merge(matrix, {MINIMAL: jobs}, REGISTRY, log=lambda line: None)
+    assert made == [] and only.status == "publish-failed" and "python version" in only.error
 
 
 def test_an_image_published_whole_by_its_job_passes_through(matrix, made):
-    whole = {"name": GPU, "status": "published", "by_platform": False, "tags": ["x", "latest"], "platforms": {}}
-    assert merge.merge(matrix, {GPU: [whole]}, log=lambda line: None) == [whole] and made == []
+    whole = ImageReport(name=GPU, status=Status.PUBLISHED, tags=["x", "latest"])
+    assert merge.merge(matrix, {GPU: [whole]}, REGISTRY, log=lambda line: None) == [whole] and made == []
 
 
 def test_a_foreign_report_is_refused(tmp_path):
     (tmp_path / "r.json").write_text("[]")
     with pytest.raises(ConfigError):
-        report.read_entries([tmp_path / "r.json"])
+        report_file.read_all([tmp_path / "r.json"])
 
 
 @pytest.mark.parametrize("existing", ["# my notes\n", '{"images": "not a list"}', None])
 def test_merge_never_replaces_a_file_it_did_not_write(tmp_path, existing):
-    (tmp_path / "job.json").write_text(json.dumps({"images": [_job("linux/amd64")]}))
+    (tmp_path / "job.json").write_text(json.dumps({"images": [_job("linux/amd64").model_dump(mode="json")]}))
     out = tmp_path / "notes.md"
     if existing is None:  # a symlink, whatever it points at
         (tmp_path / "target.json").write_text('{"images": []}')
