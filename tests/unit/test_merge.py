@@ -10,6 +10,7 @@ from builder import merge, publish, report, tag
 from builder.cli import app
 from builder.inputs import ConfigError
 from builder.matrix import load
+from builder.platform import Platform
 from repo import ROOT
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
@@ -22,7 +23,7 @@ def matrix():
 
 
 def _job(platform: str, status: str = "published", **facts) -> dict:
-    arch = platform.split("/")[1]
+    arch = Platform.parse(platform).arch
     n = "1" if arch == "amd64" else "2"
     one = {"image_id": f"sha256:{n * 64}", "tag": f"1.5.1-py3.11.2-x-{arch}", "registry_digest": f"sha256:{'d' * 63}{n}",
            "framework_version": "1.5.1", "python_version": "3.11.2", **facts}
