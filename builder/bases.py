@@ -22,6 +22,7 @@ from docker.errors import APIError, ImageNotFound
 
 from builder import engine, files
 from builder.compat import DEFAULT_PLATFORM
+from builder.platform import Platform
 from builder.schema import Base
 
 Source = Literal["auto", "pull", "bootstrap"]
@@ -51,8 +52,7 @@ def bootstrap_ref(key: str, base: Base, platform: str = DEFAULT_PLATFORM) -> str
     """The local tag of a bootstrapped base: ``builder-base/<key>:<12 hex of the recipe digest>``,
     ``builder-base/<key>-<arch>:...`` for a platform other than linux/amd64 (the Engine's image
     store keeps one platform per tag)."""
-    suffix = "" if platform == DEFAULT_PLATFORM else "-" + platform.split("/")[1]
-    return f"builder-base/{key}{suffix}:{base.recipe_digest()}"
+    return f"builder-base/{key}{Platform.parse(platform).suffix}:{base.recipe_digest()}"
 
 
 def platform_of(client: docker.DockerClient, ref: str) -> str | None:
@@ -175,10 +175,11 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
     if shutil.which("debootstrap") is None:
         engine.apt_install("debootstrap")
     engine.ensure_emulation(platform)
-    arch = platform.split("/")[1]
+    pf = Platform.parse(platform)
+    arch = pf.arch
     recipe = base.bootstrap
     mirror = apt_mirror()
-    root = (workdir / (key if platform == DEFAULT_PLATFORM else f"{key}-{arch}")).resolve()
+    root = (workdir / f"{key}{pf.suffix}").resolve()
     rootfs = root / "rootfs"
     if rootfs.exists():
         shutil.rmtree(rootfs)

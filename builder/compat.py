@@ -26,15 +26,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from builder import files, grammar, inputs
+from builder.platform import DEFAULT, PLATFORMS, Platform
 
 #: Pythons the refresh tries for each framework version.
 CANDIDATE_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
-#: The OCI platforms images are built for, each with the wheel platform uv resolves it as
-#: (https://docs.astral.sh/uv/reference/cli/#uv-pip-compile--python-platform). linux/amd64 is the
-#: default and the build platform; the others are built by cross-installing their wheels.
-PLATFORMS = {"linux/amd64": "x86_64-manylinux_2_28", "linux/arm64": "aarch64-manylinux_2_28"}
-DEFAULT_PLATFORM = "linux/amd64"
-Platform = Literal["linux/amd64", "linux/arm64"]
+#: The default platform's name (:data:`builder.platform.DEFAULT`), for the modules that still
+#: compare platform names.
+DEFAULT_PLATFORM = DEFAULT.name
 _CUDA_RUNTIME = re.compile(r"^nvidia-cuda-runtime(-cu\d+)?$")
 _CUDNN = re.compile(r"^nvidia-cudnn-cu(\d+)$")
 _CU_SUFFIX = re.compile(r"^nvidia-.*-cu(\d+)$")
@@ -61,6 +59,7 @@ def _local(value: object) -> str:
 VersionStr = Annotated[str, BeforeValidator(grammar.version)]
 DistName = Annotated[str, BeforeValidator(grammar.distribution_name)]
 Key = Annotated[str, BeforeValidator(grammar.key_name)]
+PlatformName = Annotated[str, BeforeValidator(grammar.platform)]
 
 
 class DevicePackages(_Model):
@@ -85,12 +84,12 @@ class VersionEntry(_Model):
     platform that has any; ``gpu``: what the GPU wheels need (linux/amd64)."""
 
     python: list[VersionStr]
-    platforms: dict[Platform, list[VersionStr]] = {}
+    platforms: dict[PlatformName, list[VersionStr]] = {}
     gpu: GpuEntry | None = None
 
     def pythons(self, platform: str) -> list[str]:
         """The Pythons this version has wheels for on ``platform``."""
-        return list(self.python) if platform == DEFAULT_PLATFORM else list(self.platforms.get(platform, []))
+        return list(self.python) if Platform.parse(platform).is_default else list(self.platforms.get(platform, []))
 
 
 class Compat(_Model):
@@ -139,8 +138,8 @@ def _compile(requirement: str, python: str, platform: str = DEFAULT_PLATFORM) ->
         req = Path(tmp) / "requirements.in"
         req.write_text(requirement + "\n")
         r = subprocess.run([sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--only-binary", ":all:",
-                            "--python-version", python, "--python-platform", PLATFORMS[platform], "--no-header",
-                            "--no-annotate", str(req)], capture_output=True, text=True)
+                            "--python-version", python, "--python-platform", Platform.parse(platform).uv_triple,
+                            "--no-header", "--no-annotate", str(req)], capture_output=True, text=True)
     if r.returncode != 0:
         return None
     pins = {}
@@ -186,7 +185,7 @@ def refresh(path: Path, versions: dict[str, list[str]], log=print) -> Compat:
             per_platform = {platform: [py for py in CANDIDATE_PYTHONS
                                        if cpu and _compile(f"{cpu.requirement}=={version}", py, platform) is not None]
                             for platform in PLATFORMS}
-            pythons = per_platform.pop(DEFAULT_PLATFORM)
+            pythons = per_platform.pop(DEFAULT.name)
             gpu = None
             if "gpu" in pkgs:
                 pins = _compile(f"{pkgs['gpu'].requirement}=={version}", pythons[0] if pythons else "3.11")

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from builder.inputs import ConfigError, pydantic_lines
 from builder.matrix import ImageSpec
+from builder.platform import Platform
 
 #: Engine image bytes per catalog byte (shared parent layers are stored once): 23.6 / 26.5.
 ENGINE_FACTOR = 0.89
@@ -165,7 +166,7 @@ def unchanged(specs: Iterable[ImageSpec], held: dict[tuple[str, str], list[dict[
     for spec in specs:
         want = expected(spec)
         for platform in spec.platforms:
-            found = held.get((spec.name, platform.split("/")[1]), [])
+            found = held.get((spec.name, Platform.parse(platform).arch), [])
             same = any(all(labels.get(k) == v for k, v in want.items()) for labels in found)
             if same and (spec.parent is None or (spec.parent, platform) in out):
                 out.add((spec.name, platform))

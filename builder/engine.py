@@ -21,6 +21,7 @@ from docker.errors import DockerException
 
 from builder import files
 from builder import registry as registry_api
+from builder.platform import PLATFORMS, Platform, of_machine
 
 
 class EngineError(RuntimeError):
@@ -236,30 +237,30 @@ def ensure_registry(state_dir: Path = Path("build"), timeout: float = 30.0) -> s
 
 #: Where the kernel lists binfmt_misc handlers (https://docs.kernel.org/admin-guide/binfmt-misc.html).
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
-#: The QEMU handler per non-native platform, and its registration in Debian's qemu-user-static.
-QEMU = {"linux/arm64": ("qemu-aarch64", Path("/usr/lib/binfmt.d/qemu-aarch64.conf"))}
-
-
-#: The Engine's ``Architecture`` (``docker info``, uname -m) -> its platform.
-NATIVE = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}
+#: Where Debian's qemu-user-static keeps each handler's registration (``<handler>.conf``).
+BINFMT_D = Path("/usr/lib/binfmt.d")
 
 
 def native_platform(client: docker.DockerClient) -> str:
     """The platform the Engine runs natively (``linux/amd64`` on x86_64, ``linux/arm64`` on
-    aarch64): BuildKit's ``BUILDPLATFORM``, where uv cross-installs. Raises EngineError for an
-    architecture the builder has no platform for."""
+    aarch64; the Engine's ``Architecture`` is ``uname -m``, :attr:`Platform.machine`): BuildKit's
+    ``BUILDPLATFORM``, where uv cross-installs. Raises EngineError for an architecture the builder
+    has no platform for."""
     arch = client.info().get("Architecture", "")
-    if arch not in NATIVE:
-        raise EngineError(f"the Engine runs on {arch!r}; the builder supports {', '.join(NATIVE)}")
-    return NATIVE[arch]
+    try:
+        return of_machine(arch).name
+    except ValueError:
+        machines = ", ".join(p.machine for p in PLATFORMS.values())
+        raise EngineError(f"the Engine runs on {arch!r}; the builder supports {machines}") from None
 
 
 def emulation_ready(platform: str) -> bool:
     """True when the kernel runs ``platform``'s binaries through QEMU with the ``F`` flag (the
     interpreter opened at registration, so it works inside containers and chroots)."""
-    if platform not in QEMU:
+    handler = Platform.parse(platform).qemu_handler
+    if handler is None:
         return True
-    entry = BINFMT / QEMU[platform][0]
+    entry = BINFMT / handler
     try:
         text = entry.read_text()
     except OSError:
@@ -275,9 +276,11 @@ def ensure_emulation(platform: str) -> None:
     example by ``tonistiigi/binfmt``). Raises EngineError with one line saying what to run otherwise."""
     if emulation_ready(platform):
         return
-    how = ("register QEMU for it: on Debian as root `apt-get install qemu-user-static` and register "
-           "/usr/lib/binfmt.d/qemu-aarch64.conf with the F flag, or on a machine that can pull "
-           "`docker run --privileged --rm tonistiigi/binfmt --install arm64`")
+    pf = Platform.parse(platform)
+    name, conf = pf.qemu_handler, BINFMT_D / f"{pf.qemu_handler}.conf"
+    how = (f"register QEMU for it: on Debian as root `apt-get install qemu-user-static` and register "
+           f"{conf} with the F flag, or on a machine that can pull "
+           f"`docker run --privileged --rm tonistiigi/binfmt --install {pf.arch}`")
     if not _can_provision():
         raise EngineError(f"{platform} images need QEMU user emulation, which is not registered; {how}")
     apt_install("qemu-user-static")
@@ -285,7 +288,6 @@ def ensure_emulation(platform: str) -> None:
         r = subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], capture_output=True, text=True)
         if r.returncode != 0:
             raise EngineError(f"cannot mount binfmt_misc ({r.stderr.strip()}); {how}")
-    name, conf = QEMU[platform]
     rule = conf.read_text().strip().splitlines()[-1]
     fields = rule.split(":")  # :name:type:offset:magic:mask:interpreter:flags
     fields[-1] = "".join(sorted(set(fields[-1]) | {"F"}))

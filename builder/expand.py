@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field, replace
 from packaging.requirements import Requirement
 
 from builder import plan
-from builder.compat import DEFAULT_PLATFORM, Compat, VersionEntry
+from builder.compat import Compat, VersionEntry
 from builder.inputs import SHOWN, shown
 from builder.naming import image_name
+from builder.platform import DEFAULT, PLATFORMS
 from builder.schema import Framework, FrameworkVersion, MatrixError, MatrixFile
 
 
@@ -50,7 +51,7 @@ class ImageSpec:
     cudnn: str | None
     base_image: str
     from_cuda_image: bool = False
-    platforms: tuple[str, ...] = ("linux/amd64",)
+    platforms: tuple[str, ...] = (DEFAULT.name,)
     cell_digest: str = field(default="")
 
     def pins(self) -> dict[str, str]:
@@ -149,17 +150,18 @@ def _device_problem(table: Compat, key: str, fv: FrameworkVersion, entry: Versio
 
 def platforms(m: MatrixFile, fv: FrameworkVersion, base: str, device: str) -> tuple[str, ...]:
     """The platforms of one cell: the version's own, else its base's; GPU cells are linux/amd64 only
-    (compat.yaml has GPU wheel data for no other platform). linux/amd64 comes first."""
+    (compat.yaml has GPU wheel data for no other platform). In :data:`builder.platform.PLATFORMS`
+    order, linux/amd64 first."""
     asked = fv.platforms or m.bases[base].platforms
     if device == "gpu":
-        asked = [p for p in asked if p == DEFAULT_PLATFORM]
-    return tuple(sorted(asked, key=lambda p: (p != DEFAULT_PLATFORM, p)))
+        asked = [p for p in asked if p == DEFAULT.name]
+    return tuple(sorted(asked, key=list(PLATFORMS).index))
 
 
 def _platform_problem(m: MatrixFile, key: str, fv: FrameworkVersion, entry: VersionEntry, base: str,
                       device: str) -> str | None:
-    if device == "gpu" and fv.platforms and any(p != DEFAULT_PLATFORM for p in fv.platforms):
-        return f"platforms: GPU images are {DEFAULT_PLATFORM} only (compat.yaml has no GPU wheels for another platform)"
+    if device == "gpu" and fv.platforms and any(p != DEFAULT.name for p in fv.platforms):
+        return f"platforms: GPU images are {DEFAULT} only (compat.yaml has no GPU wheels for another platform)"
     python = m.bases[base].python
     missing = [p for p in platforms(m, fv, base, device) if python not in entry.pythons(p)]
     if missing:

@@ -13,6 +13,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from builder.inputs import CONTROL, shown
+from builder.platform import PLATFORMS
 
 
 
@@ -86,9 +87,8 @@ def digest(value: object) -> str:
 
 
 def platform(value: object) -> str:
-    """One of the platforms images are built for (:data:`builder.compat.PLATFORMS`); raises ValueError."""
-    from builder.compat import PLATFORMS
-
+    """One of the platforms images are built for (:data:`builder.platform.PLATFORMS`), by its OCI
+    name; raises ValueError."""
     if not isinstance(value, str) or value not in PLATFORMS:
         raise ValueError(f"{shown(value)} is not a platform (expected one of: {', '.join(PLATFORMS)})")
     return value

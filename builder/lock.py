@@ -32,9 +32,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder import files
-from builder.compat import DEFAULT_PLATFORM, PLATFORMS as PYTHON_PLATFORMS
+from builder.compat import DEFAULT_PLATFORM
 from builder.inputs import ConfigError, shown
 from builder.matrix import ImageSpec, Matrix
+from builder.platform import Platform
 from builder.sources import Sources
 
 FILE = "requirements.lock"
@@ -90,12 +91,13 @@ class Lock:
 def file_name(platform: str = DEFAULT_PLATFORM) -> str:
     """The lock's file name for ``platform``: ``requirements.lock`` (linux/amd64) or
     ``requirements.<arch>.lock`` (``requirements.arm64.lock``)."""
-    return FILE if platform == DEFAULT_PLATFORM else f"requirements.{arch(platform)}.lock"
+    pf = Platform.parse(platform)
+    return FILE if pf.is_default else f"requirements.{pf.arch}.lock"
 
 
 def arch(platform: str) -> str:
-    """``linux/arm64`` -> ``arm64`` (the OCI architecture, BuildKit's ``TARGETARCH``)."""
-    return platform.split("/")[1]
+    """:attr:`Platform.arch` of ``platform``; kept for steps.py/pipeline.py until they take Platform."""
+    return Platform.parse(platform).arch
 
 
 def path_of(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Path:
@@ -300,7 +302,7 @@ def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sourc
         (root / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
         args = [sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--no-config", "--generate-hashes",
                 "--only-binary", ":all:", "--no-header", "--no-annotate", "--python-version", python,
-                "--python-platform", PYTHON_PLATFORMS[platform], "-o", "out.lock", "requirements.in"]
+                "--python-platform", Platform.parse(platform).uv_triple, "-o", "out.lock", "requirements.in"]
         if parent is not None:
             pins = "".join(f"{n}=={e.version}\n" for n, e in parent.entries.items())
             (root / "parent.txt").write_text(pins)
@@ -377,7 +379,7 @@ def lock_all(matrix: Matrix, specs: list[ImageSpec], images: Path, sources: Sour
 
 def layer_file(platform: str) -> str:
     """The file a child image's own layer installs from on ``platform``: ``layer.<arch>.lock``."""
-    return f"layer.{arch(platform)}.lock"
+    return f"layer.{Platform.parse(platform).arch}.lock"
 
 
 def layer(lock: Lock, parent: Lock) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import fnmatch
 import graphlib
 
+from builder.platform import PLATFORMS, Platform
+
 
 def build_order(deps: dict[str, list[str]]) -> list[str]:
     """Nodes in an order where every dependency comes first; ties keep ``deps``' own order.
@@ -51,12 +53,6 @@ def tree_groups(parents: dict[str, str | None]) -> dict[str, list[str]]:
     return groups
 
 
-#: The GitHub-hosted runner of each platform's job in a split run: a native arm64 runner builds and
-#: smoke-tests linux/arm64 without emulation (docker-stacks' way; GitHub's arm64 hosted runners:
-#: https://docs.github.com/en/actions/using-github-hosted-runners/about-github-hosted-runners).
-RUNNERS = {"linux/amd64": "ubuntu-22.04", "linux/arm64": "ubuntu-22.04-arm"}
-
-
 def ci_matrix(parents: dict[str, str | None], platforms: dict[str, tuple[str, ...]] | None = None) -> dict:
     """A GitHub Actions ``strategy.matrix`` (https://docs.github.com/en/actions/using-jobs/using-a-matrix-for-your-jobs):
     ``{"include": [{"root": <root image>, "images": "<space-separated names, parents first>"}, ...]}``,
@@ -64,17 +60,18 @@ def ci_matrix(parents: dict[str, str | None], platforms: dict[str, tuple[str, ..
 
     With ``platforms`` (``{image: its platforms}``) the jobs are split by platform as well: one per
     image tree and platform, holding the tree's images built for that platform, each entry with
-    ``platform`` (``linux/arm64``), ``arch`` (``arm64``) and ``runner`` (:data:`RUNNERS`), in
-    :data:`RUNNERS` order. Raises KeyError for a platform without a runner."""
+    ``platform`` (``linux/arm64``), ``arch`` (``arm64``) and ``runner`` (:attr:`Platform.runner`: a
+    native arm64 runner builds and smoke-tests linux/arm64 without emulation, docker-stacks' way), in
+    :data:`builder.platform.PLATFORMS` order. Raises ValueError for an unknown platform."""
     include = []
     for root, names in tree_groups(parents).items():
         if platforms is None:
             include.append({"root": root, "images": " ".join(names)})
             continue
-        for platform in sorted({p for n in names for p in platforms[n]}, key=list(RUNNERS).index):
-            include.append({"root": root, "platform": platform, "arch": platform.split("/")[1],
-                            "runner": RUNNERS[platform],
-                            "images": " ".join(n for n in names if platform in platforms[n])})
+        for name in sorted({p for n in names for p in platforms[n]}, key=list(PLATFORMS).index):
+            pf = Platform.parse(name)
+            include.append({"root": root, "platform": pf.name, "arch": pf.arch, "runner": pf.runner,
+                            "images": " ".join(n for n in names if pf.name in platforms[n])})
     return {"include": include}
 
 

@@ -15,8 +15,8 @@ import jinja2
 
 from builder import bake, grammar, inputs, lock
 from builder import files as files_
-from builder.compat import DEFAULT_PLATFORM, PLATFORMS
 from builder.matrix import ImageSpec, Matrix
+from builder.platform import DEFAULT, Platform
 
 #: Context files a root image (one without a parent) COPYs, rendered from templates/context/.
 ROOT_CONTEXT = ("pip-install", "serve")
@@ -51,10 +51,11 @@ def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[s
     """
     env = environment(templates)
     data = matrix.data
+    pfs = [Platform.parse(p) for p in spec.platforms]
     ctx = {"spec": spec, "project": data.project, "runtime": data.runtime, "base": data.bases[spec.base],
-           "build_tools": data.build_tools, "lock": locks[DEFAULT_PLATFORM], "locks": locks,
-           "platforms": [{"platform": p, "arch": lock.arch(p), "wheels": PLATFORMS[p], "lock": lock.file_name(p),
-                          "install": lock.layer_file(p) if spec.parent else lock.file_name(p)} for p in spec.platforms]}
+           "build_tools": data.build_tools, "lock": locks[DEFAULT.name], "locks": locks,
+           "platforms": [{"platform": p.name, "arch": p.arch, "wheels": p.uv_triple, "lock": lock.file_name(p.name),
+                          "install": lock.layer_file(p.name) if spec.parent else lock.file_name(p.name)} for p in pfs]}
     kind = "framework" if spec.parent else "runtime"
     files = {"Dockerfile": env.get_template(f"layers/{kind}.Dockerfile.j2").render(ctx)}
     if spec.parent is None:

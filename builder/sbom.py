@@ -31,7 +31,8 @@ from debian.deb822 import Deb822
 from packageurl import PackageURL
 
 from builder import files
-from builder.lock import PYTHON_PLATFORMS, DEFAULT_PLATFORM, uv_environment
+from builder.lock import DEFAULT_PLATFORM, uv_environment
+from builder.platform import Platform
 from builder.registry import Registry, RegistryError
 from builder.sources import Sources
 
@@ -55,8 +56,8 @@ def tool(build_dir: Path, python: str, sources: Sources, platform: str = DEFAULT
     only) for ``python`` on ``platform``, made once per version. Raises SbomError with uv's last
     lines when it cannot be made."""
     version = tool_version()
-    suffix = "" if platform == DEFAULT_PLATFORM else "-" + platform.split("/")[1]
-    target = Path(build_dir).resolve() / "sbom-tool" / f"py{python}-{version}{suffix}"
+    pf = Platform.parse(platform)
+    target = Path(build_dir).resolve() / "sbom-tool" / f"py{python}-{version}{pf.suffix}"
     with _tool_locks_guard:
         guard = _tool_locks.setdefault(str(target), threading.Lock())
     with guard:
@@ -65,7 +66,7 @@ def tool(build_dir: Path, python: str, sources: Sources, platform: str = DEFAULT
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".sbom-tool-", dir=target.parent))
         r = subprocess.run([sys.executable, "-m", "uv", "pip", "install", "--quiet", "--no-config", "--only-binary", ":all:",
-                            "--python-version", python, "--python-platform", PYTHON_PLATFORMS[platform],
+                            "--python-version", python, "--python-platform", pf.uv_triple,
                             "--target", str(tmp), f"cyclonedx-bom=={version}"],
                            env=uv_environment(sources), capture_output=True, text=True)
         if r.returncode != 0:
@@ -137,7 +138,7 @@ def generate(client: docker.DockerClient, image: str, name: str, venv: str, pyth
     except docker.errors.ContainerError as exc:
         raise SbomError(f"cannot read /etc/os-release and /var/lib/dpkg/status from {image}: {exc}") from None
     bom.setdefault("components", []).extend(debian_components(system["status"], system["distro"],
-                                                              platform.split("/")[1]))
+                                                              Platform.parse(platform).arch))
     labels = client.images.get(image).labels or {}
     image_id = client.images.get(image).id
     bom.setdefault("metadata", {})["component"] = {

@@ -17,8 +17,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from builder import grammar, inputs
-from builder.compat import Platform
 from builder.inputs import ConfigError
+from builder.platform import DEFAULT
 
 
 class MatrixError(ConfigError):
@@ -36,6 +36,7 @@ Key = _grammar(grammar.key_name)
 Reference = _grammar(grammar.docker_reference)
 DistName = _grammar(grammar.distribution_name)
 AbsPath = _grammar(grammar.absolute_path)
+PlatformName = _grammar(grammar.platform)
 
 
 class _Model(BaseModel):
@@ -92,12 +93,12 @@ class Bootstrap(_Model):
 def _platforms(value: object) -> object:
     if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
         raise ValueError(f"{inputs.shown(value)} is not a non-empty list of distinct platforms")
-    if "linux/amd64" not in value:
-        raise ValueError(f"{inputs.shown(value)} must include linux/amd64 (the build platform)")
+    if DEFAULT.name not in value:
+        raise ValueError(f"{inputs.shown(value)} must include {DEFAULT} (the build platform)")
     return value
 
 
-Platforms = Annotated[list[Platform], BeforeValidator(_platforms)]
+Platforms = Annotated[list[PlatformName], BeforeValidator(_platforms)]
 
 
 class Base(_Model):
@@ -106,7 +107,7 @@ class Base(_Model):
     pull: Reference
     bootstrap: Bootstrap
     #: the platforms every cell on this base is built for unless its version says otherwise
-    platforms: Platforms = ["linux/amd64"]
+    platforms: Platforms = [DEFAULT.name]
 
     def recipe_digest(self) -> str:
         """sha256 (hex, 12 chars) of the bootstrap recipe: a changed recipe names a new base image."""

@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from builder import deploy
+from builder.platform import Platform
 from builder.smoke import process_uids
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -59,7 +60,8 @@ def _training_wheels(client: docker.DockerClient, image: str, requirements: Path
     py = client.containers.run(image, entrypoint=["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                remove=True, network_disabled=True).decode().strip()
     # the image's own architecture (an arm64 image runs under QEMU on an amd64 machine)
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}[client.images.get(image).attrs["Architecture"]]
+    attrs = client.images.get(image).attrs
+    arch = Platform.parse(f"{attrs['Os']}/{attrs['Architecture']}").machine
     dest = Path(os.environ.get("BUILDER_TEST_LOGS", "build/logs")).resolve().parent / f"train-wheels-py{py}-{arch}"
     dest.mkdir(parents=True, exist_ok=True)
     platforms = [f"--platform={p}_{arch}" for p in ("manylinux_2_28", "manylinux_2_17", "manylinux2014")]

@@ -10,6 +10,7 @@ from repo import GOLDEN_SMALL, ROOT
 from builder import lock, matrix
 from builder.cli import app
 from builder.inputs import ConfigError
+from builder.platform import Platform
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
@@ -118,9 +119,9 @@ def test_the_dockerfile_installs_from_the_lock_and_labels_its_digest():
         assert 'pip-install --prefix /opt/packages --python-platform "$wheels" --require-hashes --no-deps' in text
         assert f'lock-digest="{lock.read(ROOT / "images", spec.name).digest}"' in text
         for platform in spec.platforms[1:]:
-            arch = lock.arch(platform)
-            assert f'lock-digest-{arch}="{lock.read(ROOT / "images", spec.name, platform).digest}"' in text
-            assert f"{arch}) wheels=aarch64-manylinux_2_28 lock=requirements.{arch}.lock" in text
+            pf = Platform.parse(platform)
+            assert f'lock-digest-{pf.arch}="{lock.read(ROOT / "images", spec.name, platform).digest}"' in text
+            assert f"{pf.arch}) wheels={pf.uv_triple} lock=requirements.{pf.arch}.lock" in text
 
 
 def test_uv_gets_the_sources_as_its_own_variables(tmp_path):

@@ -10,6 +10,7 @@ from builder import merge, publish, report_file, tag
 from builder.cli import app
 from builder.inputs import ConfigError
 from builder.matrix import load
+from builder.platform import Platform
 from builder.report import ImageReport, Status
 from repo import ROOT
 
@@ -23,7 +24,7 @@ def matrix():
 
 
 def _job(platform: str, status: str = "published", **facts) -> ImageReport:
-    arch = {"linux/amd64": "amd64", "linux/arm64": "arm64"}[platform]
+    arch = Platform.parse(platform).arch
     n = "1" if arch == "amd64" else "2"
     one = {"platform": platform, "image_id": f"sha256:{n * 64}", "tag": f"1.5.1-py3.11.2-x-{arch}",
            "digest": f"sha256:{'d' * 63}{n}", "framework_version": "1.5.1", "python_version": "3.11.2", **facts}

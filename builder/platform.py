@@ -1,0 +1,88 @@
+"""The platforms images are built for, each one :class:`Platform` made once from its OCI name.
+
+A platform's name is the OCI ``os/architecture[/variant]`` (image index ``platform`` fields:
+https://github.com/opencontainers/image-spec/blob/main/image-index.md). Its other facts live in
+:data:`PLATFORMS` and nowhere else: the wheel platform uv resolves it as (``--python-platform``,
+https://docs.astral.sh/uv/reference/cli/#uv-pip-compile--python-platform), the QEMU user-emulation
+handler an x86_64 machine runs its binaries with (Debian's qemu-user-static names), and the
+GitHub-hosted runner that builds it natively in a split run
+(https://docs.github.com/en/actions/using-github-hosted-runners/about-github-hosted-runners).
+linux/amd64 is :data:`DEFAULT`: the build platform, where uv runs; the others are built by
+cross-installing their wheels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One platform: ``name`` (``linux/arm64``), its OCI ``os`` (``linux``), ``arch`` (``arm64``,
+    BuildKit's ``TARGETARCH``) and ``variant`` (None); ``machine`` is ``uname -m`` (``aarch64``,
+    the Engine's ``Architecture``), ``uv_triple`` uv's ``--python-platform``
+    (``aarch64-manylinux_2_28``), ``qemu_handler`` the binfmt_misc handler (``qemu-aarch64``, None
+    for linux/amd64) and ``runner`` the GitHub runner label (``ubuntu-22.04-arm``)."""
+
+    name: str
+    os: str
+    arch: str
+    variant: str | None
+    machine: str
+    uv_triple: str
+    qemu_handler: str | None
+    runner: str
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_default(self) -> bool:
+        """True for :data:`DEFAULT` (linux/amd64)."""
+        return self.name == DEFAULT_NAME
+
+    @property
+    def suffix(self) -> str:
+        """What local names and files of this platform end with: ``""`` for linux/amd64, else
+        ``-<arch>`` (``builder-base/<key>-arm64``, ``sbom-tool/py3.11-<version>-arm64``)."""
+        return "" if self.is_default else f"-{self.arch}"
+
+    @property
+    def tag_suffix(self) -> str:
+        """What a per-platform tag ends with, for every platform: ``-amd64``, ``-arm64``."""
+        return f"-{self.arch}"
+
+    @classmethod
+    def parse(cls, name: str) -> Platform:
+        """The :class:`Platform` named ``name`` (``linux/arm64``); raises ValueError naming the
+        supported ones for any other."""
+        found = PLATFORMS.get(name) if isinstance(name, str) else None
+        if found is None:
+            raise ValueError(f"{name!r} is not a platform (expected one of: {', '.join(PLATFORMS)})")
+        return found
+
+
+def _platform(name: str, machine: str, runner: str, qemu_handler: str | None) -> Platform:
+    """A table row: ``name`` is split here, once, into its OCI fields."""
+    os, arch, *variant = name.split("/")
+    return Platform(name=name, os=os, arch=arch, variant=variant[0] if variant else None, machine=machine,
+                    uv_triple=f"{machine}-manylinux_2_28", qemu_handler=qemu_handler, runner=runner)
+
+
+DEFAULT_NAME = "linux/amd64"
+#: The supported platforms by name, :data:`DEFAULT` first (the order of a split run's jobs).
+PLATFORMS: dict[str, Platform] = {p.name: p for p in (
+    _platform("linux/amd64", machine="x86_64", runner="ubuntu-22.04", qemu_handler=None),
+    _platform("linux/arm64", machine="aarch64", runner="ubuntu-22.04-arm", qemu_handler="qemu-aarch64"),
+)}
+DEFAULT = PLATFORMS[DEFAULT_NAME]
+
+
+def of_machine(machine: str) -> Platform:
+    """The platform whose binaries ``machine`` (``uname -m``, ``x86_64``) runs natively; raises
+    ValueError naming the supported machines for any other."""
+    found = next((p for p in PLATFORMS.values() if p.machine == machine), None)
+    if found is None:
+        raise ValueError(f"{machine!r} runs no supported platform (expected one of: "
+                         f"{', '.join(p.machine for p in PLATFORMS.values())})")
+    return found
