@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from builder.inputs import ConfigError, pydantic_lines
 from builder.matrix import ImageSpec
-from builder.platform import Platform
+from builder.platform import DEFAULT, Platform
 
 #: Engine image bytes per catalog byte (shared parent layers are stored once): 23.6 / 26.5.
 ENGINE_FACTOR = 0.89
@@ -52,7 +52,7 @@ class CatalogRow(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     name: str = Field(max_length=200)
-    platform: str = Field(default="linux/amd64", max_length=40)
+    platform: str = Field(default=DEFAULT.name, max_length=40)
     size_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
 
 
@@ -85,7 +85,7 @@ def image_size(spec: ImageSpec, platform: str, sizes: dict[tuple[str, str], int]
     """Estimated size in bytes of ``spec``'s build for ``platform``: its catalog entry for that
     platform (else for linux/amd64); without one, its parent's estimate (the base's ``base_size``
     for a root image) plus :data:`BYTES_PER_PACKAGE` per package its lock adds (``packages``)."""
-    for key in ((spec.name, platform), (spec.name, "linux/amd64")):
+    for key in ((spec.name, platform), (spec.name, DEFAULT.name)):
         if key in sizes:
             return sizes[key]
     return base_size + BYTES_PER_PACKAGE * packages(spec, platform)

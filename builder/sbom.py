@@ -31,8 +31,8 @@ from debian.deb822 import Deb822
 from packageurl import PackageURL
 
 from builder import files
-from builder.lock import DEFAULT_PLATFORM, uv_environment
-from builder.platform import Platform
+from builder.lock import uv_environment
+from builder.platform import DEFAULT, Platform
 from builder.registry import Registry, RegistryError
 from builder.sources import Sources
 
@@ -51,7 +51,7 @@ def tool_version() -> str:
     return importlib.metadata.version("cyclonedx-bom")
 
 
-def tool(build_dir: Path, python: str, sources: Sources, platform: str = DEFAULT_PLATFORM) -> Path:
+def tool(build_dir: Path, python: str, sources: Sources, platform: str = DEFAULT.name) -> Path:
     """``build/sbom-tool/py<python>-<version>[-<arch>]``: cyclonedx-bom installed by uv (wheels
     only) for ``python`` on ``platform``, made once per version. Raises SbomError with uv's last
     lines when it cannot be made."""
@@ -100,7 +100,7 @@ def _python_bom(client: docker.DockerClient, image: str, venv: str, tool_dir: Pa
         return json.loads((Path(out) / "python.cdx.json").read_text())
 
 
-def debian_components(status: str, distro: str, arch: str = "amd64") -> list[dict]:
+def debian_components(status: str, distro: str, arch: str = DEFAULT.arch) -> list[dict]:
     """CycloneDX components (``type: library``, a ``pkg:deb/debian/<name>@<version>`` purl with
     ``arch`` and ``distro``) for every package dpkg's ``status`` text marks installed."""
     out = []
@@ -122,7 +122,7 @@ _SYSTEM = ("import json, platform; os = platform.freedesktop_os_release(); "
 
 
 def generate(client: docker.DockerClient, image: str, name: str, venv: str, python: str, out: Path,
-             build_dir: Path, sources: Sources, platform: str = DEFAULT_PLATFORM) -> dict:
+             build_dir: Path, sources: Sources, platform: str = DEFAULT.name) -> dict:
     """Make, validate and write the SBOM of ``image`` (a reference the Engine knows) to ``out``.
 
     The main component is the image (``type: container``, ``name``, its tag as version, its id as

@@ -72,7 +72,7 @@ def _report(*entries: dict, **top) -> str:
 
 # name: (report file content, or a path to read; words the one line must hold)
 REPORTS = {
-    "images is not a list": ('{"images": "all of them"}', "images: Input should be a valid list"),
+    "images is not a list": ('{"images": "all of them"}', "images: Input should be a valid array"),
     "report is a list": ("[1, 2]", "not a report written by `builder`"),
     "not JSON": ("{images: [", "malformed JSON"),
     "not UTF-8": (b'{"images": [{"name": "caf\xe9"}]}', "not UTF-8"),

@@ -39,9 +39,3 @@ def test_an_invalid_document_is_refused():
 
 def test_the_sbom_is_tagged_after_the_image_digest():
     assert sbom.referrer_tag("sha256:" + "ab" * 32) == "sha256-" + "ab" * 32 + ".sbom"
-
-
-@pytest.mark.parametrize("host, insecure", [("127.0.0.1:5000", True), ("localhost:5000", True), ("[::1]:5000", True),
-                                            ("registry.example:443", False), ("10.0.0.1:5000", False)])
-def test_only_loopback_registries_are_spoken_to_over_http(host, insecure):
-    assert sbom._insecure(host) is insecure
