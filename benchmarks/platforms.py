@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from builder import engine, lock, naming  # noqa: E402
 from builder.matrix import load as load_matrix  # noqa: E402
+from builder.platform import Platform  # noqa: E402
 from builder.sources import Sources, wheelhouse_image  # noqa: E402
 
 IMAGE = "sklearn-1.9-debian12-py311-cpu-inference"
@@ -35,7 +36,7 @@ IMAGE = "sklearn-1.9-debian12-py311-cpu-inference"
 
 def timed_build(context: Path, platform: str, args: dict[str, str], secrets: list[str]) -> float:
     cmd = ["docker", "buildx", "build", "--no-cache", "--progress=plain", "--platform", platform, "--load",
-           "-t", f"builder-bench-platforms:{platform.split('/')[1]}"]
+           "-t", f"builder-bench-platforms:{Platform.parse(platform).arch}"]
     cmd += [a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")]
     cmd += [a for s in secrets for a in ("--secret", s)]
     start = time.monotonic()

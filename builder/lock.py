@@ -95,11 +95,6 @@ def file_name(platform: str = DEFAULT_PLATFORM) -> str:
     return FILE if pf.is_default else f"requirements.{pf.arch}.lock"
 
 
-def arch(platform: str) -> str:
-    """:attr:`Platform.arch` of ``platform``; kept for steps.py/pipeline.py until they take Platform."""
-    return Platform.parse(platform).arch
-
-
 def path_of(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Path:
     """``images/<name>/requirements.lock`` (or :func:`file_name` for another platform)."""
     return Path(images) / name / file_name(platform)

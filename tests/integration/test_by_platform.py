@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from builder import matrix, tag
+from builder.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, raw_digest, report
 
@@ -39,7 +40,7 @@ def _images(path) -> dict[str, dict]:
 def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_both_passed(namespace, tmp_path):
     jobs = {}
     for platform, select in (("linux/amd64", [MINIMAL, AMD64_ONLY]), ("linux/arm64", [MINIMAL])):
-        arch = platform.split("/")[1]
+        arch = Platform.parse(platform).arch
         r = builder("all", "--by-platform", "--platform", platform, *(a for n in select for a in ("--select", n)),
                     "--registry", namespace, "--build-dir", str(tmp_path / arch))
         assert r.returncode == 0, r.stdout + r.stderr

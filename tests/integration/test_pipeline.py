@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from builder import lock, matrix
+from builder.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, raw_digest, report
 
@@ -124,7 +125,7 @@ def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, r
         assert pypi[package] == locked[package]
         assert pypi == locked  # the venv's packages are exactly the lock's
         assert {"python3", "tini", "ca-certificates"} <= {c["name"] for c in debs}
-        arch = platform.split("/")[1]
+        arch = Platform.parse(platform).arch
         assert all(f"arch={arch}" in c["purl"] or "arch=all" in c["purl"] for c in debs)
 
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from builder import engine, lock, matrix, smoke
+from builder.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, report
 
@@ -44,7 +45,7 @@ def test_two_smoke_suites_pass_at_once_on_a_saturated_machine(docker_client, tmp
     def suite(platform: str) -> smoke.TestResult:
         return smoke.run(spec, m.data.runtime, lock.read(ROOT / "images", MINIMAL, platform),
                          f"{built['repository']}:{builds(built)[platform]['tag']}", ROOT / "tests" / "by_image",
-                         tmp_path / "logs", label=f"{MINIMAL}-{lock.arch(platform)}",
+                         tmp_path / "logs", label=f"{MINIMAL}{Platform.parse(platform).suffix}",
                          emulated=platform != "linux/amd64")
 
     engine.ensure_compose(build_dir)  # the suites' scoring containers (a `builder test` run does this)
