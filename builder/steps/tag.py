@@ -8,7 +8,7 @@ from rich.markup import escape
 from builder import naming, policy, tag
 from builder.context import RunContext
 from builder.matrix import ImageSpec
-from builder.report import ImageReport, Status
+from builder.report import ImageReport, PlatformBuild, Status
 from builder.steps import Built
 
 
@@ -48,12 +48,16 @@ def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[
         b.image_id, b.size_bytes, b.tag = image.id, image.attrs["Size"], own[platform]
         if platform in versions.read:
             b.framework_version, b.python_version = versions.read[platform]
-    rep.tags = [immutable] if immutable else [own[p] for p in spec.platforms]
+    rep.tags = [immutable] if immutable else [own[p] for p in builts]
     rep.move(Status.BUILT)
-    ctx.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} ("
-                       + ", ".join(f"{b.platform} {b.build_seconds:.0f} s, {b.cached_steps}/{b.steps} steps cached, "
-                                   f"{b.size_bytes / 1e6:.0f} MB" for b in rep.platforms) + ")")
+    ctx.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} ({'; '.join(map(_figures, rep.platforms))})")
     return rep.tags
+
+
+def _figures(b: PlatformBuild) -> str:
+    # "linux/amd64 41 s, 10/12 steps cached, 193 MB" for the event line.
+    seconds = f" {b.build_seconds:.0f} s," if b.build_seconds is not None else ""
+    return f"{b.platform}{seconds} {b.cached_steps}/{b.steps} steps cached, {(b.size_bytes or 0) / 1e6:.0f} MB"
 
 
 def promote(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> list[str]:

@@ -1,0 +1,232 @@
+"""The run path offline: the tag, promote, push and publish-stage steps for each publish policy
+(one manifest, an image index, per-platform tags of a split run), against a fake Engine and a fake of
+the one registry client. The same steps run against a real Engine and registry in
+tests/integration/test_pipeline.py and test_by_platform.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from rich.progress import Progress
+
+from builder import policy, publish, tag
+from builder.context import Events, Options, RunContext
+from builder.matrix import load
+from builder.registry import Credentials
+from builder.report import ImageReport, SbomRecord, Status
+from builder.steps import Built
+from builder.steps import push as push_step
+from builder.steps.push import push
+from builder.steps.tag import promote, tag_builds
+from repo import ROOT
+
+MINIMAL = "minimal-debian12-py311-cpu-inference"  # linux/amd64 and linux/arm64
+GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"  # linux/amd64 only
+REGISTRY = "127.0.0.1:5000"
+
+
+def _sha(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+class FakeImage:
+    def __init__(self, engine: "FakeEngine", image_id: str):
+        self.engine, self.id = engine, image_id
+        self.attrs = {"Size": 100_000_000, "RepoDigests": []}
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted(ref for ref, i in self.engine.refs.items() if i == self.id)
+
+    @property
+    def labels(self) -> dict:
+        return {}
+
+    def tag(self, repository: str, tag_: str) -> None:
+        self.engine.refs[f"{repository}:{tag_}"] = self.id
+
+
+class FakeEngine:
+    """The docker-py surface the steps use: images by id or reference, tags, the taggers'
+    containers, and pushes into a :class:`FakeRegistry`."""
+
+    def __init__(self, registry: "FakeRegistry"):
+        self.registry, self.refs, self.images_by_id = registry, {}, {}
+        self.images, self.api, self.containers = self, self, self
+
+    def add(self, image_id: str, ref: str) -> None:
+        self.images_by_id[image_id] = FakeImage(self, image_id)
+        self.refs[ref] = image_id
+
+    def get(self, ref: str) -> FakeImage:
+        import docker
+
+        image_id = ref if ref in self.images_by_id else self.refs.get(ref)
+        if image_id is None:
+            raise docker.errors.ImageNotFound(ref)
+        return self.images_by_id[image_id]
+
+    def remove_image(self, ref: str, noprune: bool) -> None:
+        del self.refs[ref]
+
+    def run(self, image: str, entrypoint: list[str], remove: bool, network_disabled: bool) -> bytes:
+        return b"3.11.2\n" if "python_version" in entrypoint[-1] else b"1.5.1\n"
+
+    def push(self, repository: str, tag: str, stream: bool, decode: bool, auth_config):
+        image = self.get(f"{repository}:{tag}")
+        digest = self.registry.store(repository, tag, {"config": {"digest": image.id}})
+        image.attrs["RepoDigests"] = [f"{repository}@{digest}"]
+        yield {"aux": {"Tag": tag, "Digest": digest}}
+
+
+class FakeRegistry:
+    """A fake of :class:`builder.registry.Registry`: manifests by digest, tags naming digests."""
+
+    credentials = Credentials()
+
+    def __init__(self):
+        self.manifests: dict[str, dict] = {}
+        self.tags: dict[str, str] = {}
+        self.artifacts: list[tuple[str, str]] = []
+
+    def store(self, repository: str, tag_: str, manifest: dict) -> str:
+        digest = _sha(json.dumps(manifest, sort_keys=True))
+        self.manifests[digest] = manifest
+        self.tags[f"{repository}:{tag_}"] = digest
+        return digest
+
+    def digest(self, repository: str, reference: str) -> str | None:
+        return self.tags.get(f"{repository}:{reference}")
+
+    def index(self, repository: str, tag_: str):
+        digest = self.digest(repository, tag_)
+        manifest = self.manifests.get(digest, {})
+        return (digest, dict(manifest["manifests"])) if "manifests" in manifest else None
+
+    def push_artifact(self, repository, tag_, path, media_type, subject_digest) -> str:
+        self.artifacts.append((tag_, subject_digest))
+        return self.store(repository, tag_, {"subject": subject_digest})
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    registry = FakeRegistry()
+    engine = FakeEngine(registry)
+
+    def make_index(repository: str, tag_: str, digests: list[str]) -> None:  # imagetools create
+        platforms = {("linux/amd64", "linux/arm64")[i]: d for i, d in enumerate(digests)}
+        registry.store(repository, tag_, {"manifests": sorted(platforms.items())})
+    monkeypatch.setattr(publish, "make_index", make_index)
+    return engine, registry
+
+
+def _context(engine, registry, tmp_path: Path, **options) -> tuple[RunContext, dict]:
+    matrix = load(ROOT / "matrix.yaml")
+    specs = {s.name: s for s in matrix.images()}
+    opt = Options(build_dir=tmp_path, **options)
+    reports: dict[str, ImageReport] = {}
+
+    class Clients:
+        def get(self):
+            return engine
+    events = Events(Console(file=open("/dev/null", "w")), Progress(disable=True), 1)
+    return RunContext(matrix=matrix, options=opt, registry=REGISTRY, registry_client=registry, run_id="r1",
+                      build_platform="linux/amd64", specs=specs, reports=reports, events=events,
+                      clients=Clients()), reports
+
+
+def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platforms: tuple[str, ...],
+           tmp_path: Path) -> ImageReport:
+    """Builds of ``name`` for ``platforms``, named, tested (with an SBOM) and promoted."""
+    spec = ctx.specs[name]
+    choice = policy.choose(platforms, spec.platforms, ctx.options.by_platform)
+    rep = reports[name] = ImageReport(name=name, publish=choice, repository=f"{REGISTRY}/{name}")
+    builts = {}
+    for p in platforms:
+        image_id = _sha(name + p)
+        engine.add(image_id, f"{rep.repository}:build-r1-{p}")
+        builts[p] = Built(image_id, f"build-r1-{p}")
+    tag_builds(ctx, spec, rep, builts)
+    for b in rep.platforms:
+        (tmp_path / f"{b.platform.replace('/', '-')}.cdx.json").write_text("{}")
+        b.sbom = SbomRecord(path=str(tmp_path / f"{b.platform.replace('/', '-')}.cdx.json"), components=1)
+    promote(ctx, spec, rep)
+    return rep
+
+
+def test_an_image_of_two_platforms_is_one_index_of_its_builds(fakes, tmp_path):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    rep = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    ids = [_sha(MINIMAL + p) for p in ("linux/amd64", "linux/arm64")]
+    index_tag = tag.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", ids)
+    assert rep.publish == "index" and rep.tags == [index_tag, "latest"]
+    assert [b.tag for b in rep.platforms] == [f"{index_tag}-amd64", f"{index_tag}-arm64"]
+    assert engine.refs[f"{rep.repository}:latest"] == ids[0] and engine.refs[f"{rep.repository}:latest-arm64"] == ids[1]
+    assert not any(":build-" in ref for ref in engine.refs)  # bake's temporary tags are gone
+
+    assert push(ctx, ctx.specs[MINIMAL], rep) == rep.digest and rep.status == Status.PUBLISHED
+    listed = registry.index(rep.repository, "latest")
+    assert listed == (rep.digest, {b.platform: b.digest for b in rep.platforms})
+    assert registry.digest(rep.repository, index_tag) == rep.digest
+    assert f"{rep.repository}:latest-arm64" not in registry.tags  # per-platform moving tags stay local
+    assert sorted(s for _, s in registry.artifacts) == sorted(b.digest for b in rep.platforms)  # an SBOM each
+    assert all(b.sbom.digest for b in rep.platforms)
+
+
+def test_an_image_of_one_platform_is_its_build_s_manifest(fakes, tmp_path):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
+    immutable = tag.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(GPU + "linux/amd64"))
+    assert rep.publish == "manifest" and rep.tags == [immutable, "latest"] and rep.platforms[0].tag == immutable
+    push(ctx, ctx.specs[GPU], rep)
+    assert rep.digest == rep.platforms[0].digest == registry.digest(rep.repository, "latest")
+    assert registry.digest(rep.repository, immutable) == rep.digest and registry.index(rep.repository, "latest") is None
+
+
+def test_a_job_of_a_split_run_pushes_its_build_under_per_platform_tags_only(fakes, tmp_path):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=("linux/arm64",))
+    rep = _built(ctx, reports, engine, MINIMAL, ("linux/arm64",), tmp_path)
+    own = tag.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(MINIMAL + "linux/arm64")) + "-arm64"
+    assert rep.publish == "per-platform" and rep.tags == [own, "latest-arm64"]
+    assert (rep.platforms[0].framework_version, rep.platforms[0].python_version) == ("1.5.1", "3.11.2")
+    assert push(ctx, ctx.specs[MINIMAL], rep) is None
+    assert registry.digest(rep.repository, own) == registry.digest(rep.repository, "latest-arm64") == rep.platforms[0].digest
+    assert registry.digest(rep.repository, "latest") is None
+
+
+def test_pushing_again_changes_nothing(fakes, tmp_path):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    rep = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    push(ctx, ctx.specs[MINIMAL], rep)
+    again = rep.model_copy(update={"status": Status.TESTED}, deep=True)
+    push(ctx, ctx.specs[MINIMAL], again)
+    assert again.status == Status.UNCHANGED and again.digest == rep.digest
+
+
+def test_publish_finds_the_tested_builds_by_the_tags_the_test_run_gave_them(fakes, tmp_path, monkeypatch):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    tested = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    monkeypatch.setattr("builder.sbom.made_for", lambda path, image_id: {"path": str(path), "components": 3})
+    later = ImageReport(name=MINIMAL, publish="index", repository=tested.repository)
+    assert push_step.tested_image(ctx, ctx.specs[MINIMAL], later) == tested.tags
+    assert [(b.platform, b.tag, b.image_id) for b in later.platforms] == \
+        [(b.platform, b.tag, b.image_id) for b in tested.platforms]
+    assert later.status == Status.TESTED and all(b.sbom.components == 3 for b in later.platforms)
+
+
+def test_a_registry_that_serves_another_manifest_fails_the_push(fakes, tmp_path, monkeypatch):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
+    monkeypatch.setattr(registry, "digest", lambda repository, reference: _sha("someone else's"))
+    with pytest.raises(publish.PublishError, match="registry serves"):
+        push(ctx, ctx.specs[GPU], rep)
