@@ -160,7 +160,8 @@ def test_serve_prints_the_uris_scores_and_removes_the_container_on_ctrl_c(prebui
         r = requests.post("http://127.0.0.1:8891/score", data=(example / "request.json").read_text(), timeout=30)
         assert r.status_code == 200 and r.json()["class"] == ["0", "1", "2"]  # IRIS_CLASSES is not set here
         assert requests.get("http://127.0.0.1:8891/swagger.json", timeout=10).status_code == 200
-        running = [c for c in docker_client.containers.list() if "8891" in json.dumps(c.ports)]
+        running = [c for c in docker_client.containers.list()  # the one publishing host port 8891: serve's
+                   if any(b.get("HostPort") == "8891" for bs in (c.ports or {}).values() for b in bs or [])]
         assert len(running) == 1
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
