@@ -11,7 +11,7 @@ SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)') $(if $(DEVICE),--select '*
 CATALOG_DIR := $(if $(SELECT)$(DEVICE),build,docs)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render lock catalog check lint unit test build-all build publish bench bench-platforms load compat clean
+.PHONY: help venv render lock catalog check lint unit golden test build-all build publish bench bench-platforms load compat clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: venv ## hadolint every generated Dockerfile (config: .hadolint.yaml)
 
 unit: venv ## Fast tests: matrix, render, tags, lint (no engine)
 	$(BIN)/pytest tests/unit
+
+golden: venv ## Rewrite tests/golden/ from the templates (the unit tests only compare; review the diff)
+	$(BIN)/python tests/update_golden.py
 
 check: venv ## render --check + lock --check (offline) + hadolint + unit tests
 	$(BIN)/builder render --check

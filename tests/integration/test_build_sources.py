@@ -41,6 +41,7 @@ def minimal_image(docker_client, tmp_path_factory) -> str:
 def _dockerfile(parent: str, uv: str) -> str:
     # The extra index is a stdlib http.server started inside the RUN on the build's own loopback; it
     # answers 404, which uv takes as "not on this index", so the wheel must come from the wheelhouse.
+    # The install waits (at most 5 minutes) until the server accepts a connection.
     return f"""ARG WHEELHOUSE_IMAGE=scratch
 FROM ${{WHEELHOUSE_IMAGE}} AS wheelhouse
 FROM {parent} AS uv
@@ -53,7 +54,8 @@ RUN --mount=type=bind,from=uv,source=/opt/uv,target=/run/uv \\
     --mount=type=secret,id=uv.toml --mount=type=secret,id=ca.pem \\
     test -s /run/secrets/uv.toml && test -s /run/secrets/ca.pem \\
  && mkdir /tmp/index && (cd /tmp/index && exec python3 -m http.server {PORT} --bind 127.0.0.1 >/dev/null 2>&1 &) \\
- && sleep 1 && pip-install builder_demo==1.0 && rm -rf /tmp/index
+ && python3 -c "import socket, time; any(socket.socket().connect_ex(('127.0.0.1', {PORT})) == 0 or time.sleep(0.2) for _ in range(1500)) or exit('the extra index never answered')" \\
+ && pip-install builder_demo==1.0 && rm -rf /tmp/index
 USER 1000
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 
 import pytest
 
@@ -30,10 +31,10 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_built(docker_client
     opts = ["--matrix", str(tmp_path / "matrix.yaml"), "--templates", str(ROOT / "templates"),
             "--images", str(tmp_path / "images")]
     assert builder("render", *opts).returncode == 0
-    images_before = {i.id for i in docker_client.images.list(all=True)}
+    namespace = f"127.0.0.1:5000/preflight-{uuid.uuid4().hex[:8]}"  # where a build of this run would be tagged
     build_dir = tmp_path / "build"
 
-    r = builder("build", *opts, "--select", MINIMAL, "--no-cache", "--build-dir", str(build_dir))
+    r = builder("build", *opts, "--select", MINIMAL, "--no-cache", "--registry", namespace, "--build-dir", str(build_dir))
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "not enough disk space" in lines[0] and "--no-space-check" in lines[0], r.stderr
@@ -41,4 +42,5 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_built(docker_client
     assert "GB on the file system of" in lines[0] and "GB free" in lines[0], lines[0]
     assert root in lines[0] or str(build_dir) in lines[0], lines[0]  # where: the data root (and build/ with it)
     assert not build_dir.exists(), "the refused run wrote its build folder"
-    assert {i.id for i in docker_client.images.list(all=True)} <= images_before, "the refused run built an image"
+    built = [t for i in docker_client.images.list() for t in i.tags if t.startswith(namespace + "/")]
+    assert built == [], f"the refused run built an image: {built}"

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -50,32 +53,88 @@ def event_lines(output: str, name: str, word: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith(f"{name} ") and word in line]
 
 
-@pytest.fixture
-def containers(docker_client):
-    """The containers that exist before the test; the test checks that it adds none."""
-    return {c.id for c in docker_client.containers.list(all=True)}
+def own_containers(docker_client, namespace: str, running_only: bool = False) -> list[str]:
+    """This test's containers: those made from an image of the run's registry ``namespace`` (the smoke
+    tests' scoring, training and probe containers all are), never the rest of the Engine's.
+    ``<name> <status>`` of each."""
+    return [f"{c.name} {c.status}" for c in docker_client.containers.list(all=not running_only)
+            if (c.attrs.get("Config") or {}).get("Image", "").startswith(namespace + "/")]
 
 
-def test_registry_down_then_back(tmp_path, start_registry, containers, docker_client):
+class HoldingProxy:
+    """A TCP proxy from 127.0.0.1:``port`` to a registry on 127.0.0.1:``upstream`` that forwards
+    everything until a client sends the first blob upload's data (a PATCH or PUT to
+    /v2/.../blobs/uploads/...): that request, and anything any client sends after it, is never
+    forwarded, and ``held`` is set. So a push through it has begun and cannot have finished."""
+
+    _UPLOAD = re.compile(rb"(?:PATCH|PUT) /v2/\S*/blobs/uploads/")
+
+    def __init__(self, port: int, upstream: int):
+        self.upstream = upstream
+        self.held = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._server = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=30)
+                upstream.settimeout(None)
+            except OSError:
+                return
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        tail = b""
+        try:
+            while data := src.recv(65536):
+                if from_client and not self.held.is_set():
+                    match = self._UPLOAD.search(tail + data)
+                    if match:
+                        dst.sendall(data[:max(0, match.start() - len(tail))])  # up to the upload request
+                        self.held.set()
+                    tail = (tail + data)[-256:]
+                if not (from_client and self.held.is_set()):
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Stop listening and cut every connection (the pushing client sees them reset)."""
+        self._server.close()
+        for s in self._sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_registry_down_then_back(tmp_path, start_registry, docker_client):
     registry = "127.0.0.1:5991"
-    first = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b1"))
+    namespace = f"{registry}/faults-{uuid.uuid4().hex[:8]}"
+    first = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", namespace, "--build-dir", str(tmp_path / "b1"))
     assert first.returncode == 1, first.stdout + first.stderr
     r = report(tmp_path / "b1")[MINIMAL]
     assert r["status"] == "publish-failed" and registry in r["error"]
     assert len(event_lines(first.stdout, MINIMAL, "publish-failed")) == 1
     proc = start_registry(tmp_path / "registry", 5991)
     try:
-        assert tags(registry, f"faults/{MINIMAL}") == []
-        again = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/faults", "--build-dir", str(tmp_path / "b2"))
+        assert tags(registry, f"{namespace.split('/', 1)[1]}/{MINIMAL}") == []
+        again = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", namespace, "--build-dir", str(tmp_path / "b2"))
         assert again.returncode == 0, again.stdout + again.stderr
         assert report(tmp_path / "b2")[MINIMAL]["status"] == "published"
         published = report(tmp_path / "b2")[MINIMAL]
         sbom_tag = "sha256-" + published["registry_digest"].split(":", 1)[1] + ".sbom"  # the SBOM beside it
-        assert sorted(tags(registry, f"faults/{MINIMAL}")) == sorted(published["tags"] + [sbom_tag])
+        assert sorted(tags(registry, f"{namespace.split('/', 1)[1]}/{MINIMAL}")) == sorted(published["tags"] + [sbom_tag])
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert {c.id for c in docker_client.containers.list(all=True)} == containers
+    assert own_containers(docker_client, namespace) == [], "a container of the runs was left behind"
 
 
 def test_registry_refuses_the_credentials(tmp_path, start_registry):
@@ -102,23 +161,28 @@ def test_registry_refuses_the_credentials(tmp_path, start_registry):
 def test_registry_disappears_in_the_middle_of_a_push(tmp_path, start_registry, docker_client):
     registry = "127.0.0.1:5993"
     folder = tmp_path / "registry"
-    proc = start_registry(folder, 5993)
-    log = folder / "registry.log"
+    # The run pushes to 5993 through a proxy to the registry on 5994 that holds the first blob
+    # upload's data: the registry goes away at a known point, after the push began and before it
+    # could have written a blob or a tag, however fast the push is.
+    proc = start_registry(folder, 5994)
+    proxy = HoldingProxy(5993, 5994)
     run = started("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b1"),
                   log=tmp_path / "b1.log")
     try:
-        # the first blob upload has begun: the registry goes away mid-push
-        wait_for(lambda: "blobs/uploads" in log.read_text(errors="replace"), 600, "a blob upload")
+        wait_for(lambda: proxy.held.is_set() or run.poll() is not None, 1800, "the first blob upload")
+        assert proxy.held.is_set(), f"the run ended before it uploaded a blob:\n{_log(tmp_path / 'b1.log')}"
         proc.kill()
         proc.wait(timeout=10)
+        proxy.close()
         assert run.wait(timeout=600) == 1, (tmp_path / "b1.log").read_text()
     finally:
+        proxy.close()
         if run.poll() is None:
             run.kill()
     r = report(tmp_path / "b1")[MINIMAL]
     assert r["status"] == "publish-failed", r
     assert len(event_lines((tmp_path / "b1.log").read_text(), MINIMAL, "publish-failed")) == 1
-    proc = start_registry(folder, 5993)  # back, on the same storage
+    proc = start_registry(folder, 5993)  # back, on the same storage, without the proxy
     try:
         assert tags(registry, f"gone/{MINIMAL}") == [], "a tag of the interrupted push is in the registry"
         again = builder("all", "--by-platform", "--platform", "linux/amd64", "--select", MINIMAL, "--registry", f"{registry}/gone", "--build-dir", str(tmp_path / "b2"))
@@ -164,12 +228,11 @@ def _log(path: Path) -> str:
 
 
 @pytest.mark.parametrize("moment", ["build", "smoke test"])
-def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, registry, docker_client, containers):
+def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, registry, docker_client):
     namespace = f"{registry}/sigint-{moment.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
     args = ["all", "--by-platform", "--platform", "linux/amd64", "--select", SKLEARN, "--registry", namespace]
     if moment == "build":
         args.append("--no-cache")
-    running = len(docker_client.containers.list())
     run = started(*args, "--build-dir", str(tmp_path / "b1"), log=tmp_path / "b1.log")
     try:
         if moment == "build":
@@ -177,7 +240,8 @@ def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, regist
                      "the build's apt step")
         else:
             wait_for(lambda: f"{SKLEARN} smoke testing" in _log(tmp_path / "b1.log"), 900, "the smoke test")
-            wait_for(lambda: len(docker_client.containers.list()) > running, 120, "a container of the smoke test")
+            wait_for(lambda: own_containers(docker_client, namespace, running_only=True), 120,
+                     "a container of the smoke test")
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=300) == 130, _log(tmp_path / "b1.log")
     finally:
@@ -187,7 +251,7 @@ def test_sigint_stops_the_run_and_leaves_nothing_behind(moment, tmp_path, regist
     assert output.strip().splitlines()[-1].startswith("interrupted:"), output
     images = report(tmp_path / "b1")
     assert images[SKLEARN]["status"] == "interrupted" and not any(t.startswith("latest") for t in images[SKLEARN]["tags"])
-    assert {c.id for c in docker_client.containers.list(all=True)} == containers, "a container was left behind"
+    assert own_containers(docker_client, namespace) == [], "a container of the run was left behind"
     assert tags(registry, f"{namespace.split('/', 1)[1]}/{SKLEARN}") == []
     again = builder(*[a for a in args if a != "--no-cache"], "--build-dir", str(tmp_path / "b2"))
     assert again.returncode == 0, again.stdout + again.stderr

@@ -51,4 +51,8 @@ def test_a_file_the_catalog_did_not_write_is_not_replaced(tmp_path):
         catalog.write([_row()], tmp_path / "images.md", tmp_path / "images.json")
     assert (tmp_path / "images.md").read_text() == "my notes\n" and not (tmp_path / "images.json").exists()
     catalog.write([_row()], tmp_path / "a.md", tmp_path / "a.json")
-    catalog.write([_row()], tmp_path / "a.md", tmp_path / "a.json")  # its own files: replaced
+    catalog.write([_row(name="other-cpu-inference", size_bytes=7_000_000)], tmp_path / "a.md", tmp_path / "a.json")
+    # its own files: replaced, by the second call's rows only
+    assert [r["name"] for r in json.loads((tmp_path / "a.json").read_text())["images"]] == ["other-cpu-inference"]
+    text = (tmp_path / "a.md").read_text()
+    assert "`other-cpu-inference`" in text and "7 MB" in text and _row().name not in text

@@ -1,22 +1,15 @@
 """`builder extend` without an engine: config parsing, base resolution, rendering, bad input."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import golden_files
 from builder import extend, matrix
 from builder.cli import app
+from golden_files import EXAMPLES
 from repo import ROOT
-
-GOLDEN = ROOT / "tests" / "golden" / "extend"
-EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
-
-
-def _config(example: Path) -> Path:
-    return next(p for p in example.iterdir() if p.name in ("extend.yml", "inference-config.json"))
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +19,9 @@ def m():
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
 def test_example_dockerfiles_equal_the_golden_files(example, m):
-    ext = extend.prepare(_config(example), m, "127.0.0.1:5000")
-    golden = GOLDEN / f"{example.name}.Dockerfile"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(ext.dockerfile)
-    assert ext.dockerfile == golden.read_text()
+    golden = golden_files.extend_golden(example)
+    assert golden.is_file(), f"{golden} is missing; {golden_files.UPDATE}"
+    assert golden_files.extend_dockerfile(example, m) == golden.read_text(), golden_files.UPDATE
 
 
 def test_json_config_takes_the_conda_pip_section_and_marks_the_extra_steps(m):

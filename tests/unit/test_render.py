@@ -1,26 +1,26 @@
 """Rendering: golden files for a small matrix, templates' strictness, atomic writes and --check."""
 
 import os
-from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+import golden_files
 from builder import lock, matrix, render
 from builder.cli import app
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "small"
+GOLDEN = golden_files.SMALL
 
 
 def _small(root):
-    return matrix.load(root / "tests" / "fixtures" / "matrix-small.yaml")
+    return golden_files.small_matrix()
 
 
 def _locks(m, images=GOLDEN):
     # The small matrix's locks are committed beside its golden files (made with `builder lock`).
-    return lock.read_every(images, m.images())
+    return golden_files.small_locks(m, images)
 
 
 def _real(root):
@@ -28,12 +28,8 @@ def _real(root):
     return m, _locks(m, root / "images")
 
 
-def test_rendered_files_equal_the_golden_files(root):
-    files = render.render_all(_small(root), root / "templates", _locks(_small(root)))
-    if os.environ.get("UPDATE_GOLDEN"):
-        render.write(files, GOLDEN)
-    golden = {p.relative_to(GOLDEN).as_posix(): p.read_text() for p in GOLDEN.rglob("*") if p.is_file()}
-    assert files == golden
+def test_rendered_files_equal_the_golden_files():
+    assert golden_files.rendered_small() == golden_files.committed_small(), golden_files.UPDATE
 
 
 def test_every_generated_file_says_it_is_generated(root):
