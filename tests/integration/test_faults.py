@@ -129,7 +129,7 @@ def test_registry_down_then_back(tmp_path, start_registry, docker_client):
         assert again.returncode == 0, again.stdout + again.stderr
         assert report(tmp_path / "b2")[MINIMAL]["status"] == "published"
         published = report(tmp_path / "b2")[MINIMAL]
-        sbom_tag = "sha256-" + published["registry_digest"].split(":", 1)[1] + ".sbom"  # the SBOM beside it
+        sbom_tag = "sha256-" + published["platforms"][0]["digest"].split(":", 1)[1] + ".sbom"  # the SBOM beside it
         assert sorted(tags(registry, f"{namespace.split('/', 1)[1]}/{MINIMAL}")) == sorted(published["tags"] + [sbom_tag])
     finally:
         proc.terminate()
