@@ -12,49 +12,49 @@ a reader sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 #: Mode of a written file (rw-r--r--) and of an executable one or a folder (rwxr-xr-x).
 FILE_MODE = 0o644
 EXEC_MODE = 0o755
 
 
-def write_atomic(path: Path, data: str | bytes, mode: int = FILE_MODE) -> Path:
-    """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically with ``mode``; creates the
-    parent folders. Returns ``path``. Raises OSError (e.g. IsADirectoryError when ``path`` is a
-    folder); nothing is left behind then."""
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic(path: Path, mode: int) -> Iterator[BinaryIO]:
+    # A temporary file beside ``path`` (mkstemp: a new name, never a planted one) that becomes
+    # ``path`` with ``mode`` when the block ends, or is removed when it raises.
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            yield f
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int = FILE_MODE) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically with ``mode``; creates the
+    parent folders. Returns ``path``. Raises OSError (e.g. IsADirectoryError when ``path`` is a
+    folder); nothing is left behind then."""
+    with _atomic(Path(path), mode) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def copy_atomic(source: Path, path: Path, mode: int = FILE_MODE) -> Path:
     """Copy the file ``source`` to ``path`` the way :func:`write_atomic` writes (streamed, not read
     whole). Returns ``path``. Raises OSError."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with _atomic(Path(path), mode) as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out)
+    return Path(path)
 
 
 def _fill(folder: Path, files: dict[str, str | bytes], executable: set[str]) -> None:

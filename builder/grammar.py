@@ -27,6 +27,14 @@ def _pattern(regex: str, expected: str, doc: str):
     return check
 
 
+def _limited(pattern: re.Pattern, value: object, expected: str, limit: int, too_long: str) -> str:
+    # _check, then at most ``limit`` characters.
+    _check(pattern, value, expected)
+    if len(value) > limit:
+        raise ValueError(f"{shown(value)} {too_long}")
+    return value
+
+
 def _check(pattern: re.Pattern, value: object, expected: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{shown(value)} is not a string (expected {expected})")
@@ -69,10 +77,8 @@ _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 def repository(value: object) -> str:
     """A repository: a reference's name without tag or digest (``127.0.0.1:5000/minimal-...``), at
     most 255 characters; raises ValueError."""
-    _check(_REPOSITORY, value, "a repository (distribution's reference grammar: [host[:port]/]path)")
-    if len(value) > 255:
-        raise ValueError(f"{shown(value)} has a name longer than 255 characters")
-    return value
+    return _limited(_REPOSITORY, value, "a repository (distribution's reference grammar: [host[:port]/]path)",
+                    255, "has a name longer than 255 characters")
 
 
 def tag(value: object) -> str:
@@ -97,10 +103,8 @@ def platform(value: object) -> str:
 def image_name(value: object) -> str:
     """An image name of the matrix's shape: one lower-case path component of the reference grammar
     (``sklearn-1.9-debian12-py311-cpu-inference``), at most 128 characters; raises ValueError."""
-    _check(PATH_COMPONENT, value, "an image name (lower-case letters, digits and single . _ - separators)")
-    if len(value) > 128:
-        raise ValueError(f"{shown(value)} is longer than 128 characters")
-    return value
+    return _limited(PATH_COMPONENT, value, "an image name (lower-case letters, digits and single . _ - separators)",
+                    128, "is longer than 128 characters")
 
 
 def registry(value: object) -> str:

@@ -101,17 +101,25 @@ class _StrictLoader(yaml.SafeLoader):
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def read_bounded(path: Path, limit: int, fname: str, refusal: str) -> bytes:
+    """At most ``limit`` bytes of the file at ``path`` (one more is read, so ``/dev/zero`` ends).
+    Raises ConfigError (one line, naming ``fname``, then ``refusal`` for a larger file) when it
+    cannot be read or is larger."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError([f"{fname}: cannot read: {exc.strerror or exc}"]) from None
+    if len(data) > limit:
+        raise ConfigError([f"{fname}: larger than {limit} bytes; {refusal}"])
+    return data
+
+
 def read_text(path: Path) -> str:
     """A config file's text: at most :data:`MAX_BYTES`, UTF-8, no NUL or other control characters
     (tab, newline and carriage return aside). Raises ConfigError (one line) otherwise."""
     name = Path(path).name
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError([f"{name}: cannot read: {exc.strerror}"]) from None
-    if len(data) > MAX_BYTES:
-        raise ConfigError([f"{name}: larger than {MAX_BYTES} bytes; refusing to parse it"])
+    data = read_bounded(path, MAX_BYTES, name, "refusing to parse it")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -23,13 +23,7 @@ MAX_BYTES = 16 << 20
 
 
 def _text(path: Path, fname: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError([f"{fname}: cannot read: {exc.strerror or exc}"]) from None
-    if len(data) > MAX_BYTES:
-        raise ConfigError([f"{fname}: larger than {MAX_BYTES} bytes; not a report written by `builder`"])
+    data = inputs.read_bounded(path, MAX_BYTES, fname, "not a report written by `builder`")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
