@@ -23,7 +23,7 @@ from docker.errors import APIError, ImageNotFound
 from builder import engine, files
 from builder.compat import DEFAULT_PLATFORM
 from builder.platform import Platform
-from builder.schema import Base
+from builder.schema import Base, Bootstrap
 
 Source = Literal["auto", "pull", "bootstrap"]
 
@@ -176,10 +176,25 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
         engine.apt_install("debootstrap")
     engine.ensure_emulation(platform)
     pf = Platform.parse(platform)
-    arch = pf.arch
-    recipe = base.bootstrap
     mirror = apt_mirror()
     root = (workdir / f"{key}{pf.suffix}").resolve()
+    rootfs = _debootstrap(key, base.bootstrap, pf.arch, mirror, root, log)
+    _strip(rootfs)
+    tarball = root / "rootfs.tar"
+    subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+    ref = bootstrap_ref(key, base, platform)
+    shutil.rmtree(rootfs)
+    _load(client, tarball, ref, platform)
+    tarball.unlink()
+    if not _exists(client, ref):
+        raise BaseError(f"docker import did not produce {ref}")
+    return ref
+
+
+def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path, log: Callable[[str], None]) -> Path:
+    """Run debootstrap for ``recipe`` (suite, variant) on ``arch`` (Debian's name: amd64, arm64)
+    from ``mirror`` into a fresh ``root``/rootfs and return that path; its output goes to
+    ``root``/debootstrap.log. Raises BaseError when debootstrap exits non-zero."""
     rootfs = root / "rootfs"
     if rootfs.exists():
         shutil.rmtree(rootfs)
@@ -191,12 +206,16 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
                             mirror], stdout=out, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise BaseError(f"debootstrap exited {r.returncode}; see {logfile}")
-    _strip(rootfs)
-    tarball = root / "rootfs.tar"
-    subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-    ref = bootstrap_ref(key, base, platform)
+    return rootfs
+
+
+def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str) -> None:
+    """Load ``tarball`` (a root file system, ``rootfs.tar``) into the Engine as ``ref``
+    (``repository:tag``): ``docker import`` for linux/amd64, else a BuildKit build for ``platform``
+    (``FROM scratch`` + ``ADD rootfs.tar /``, its Dockerfile written beside the tarball). Raises
+    BaseError with buildx's last 400 characters when that build fails."""
     repo, tag = ref.rsplit(":", 1)
-    shutil.rmtree(rootfs)
+    root = tarball.parent
     if platform == DEFAULT_PLATFORM:
         client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=['CMD ["/bin/bash"]'])
     else:
@@ -205,10 +224,6 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise BaseError(f"loading the {platform} base failed: {r.stderr.strip()[-400:]}")
-    tarball.unlink()
-    if not _exists(client, ref):
-        raise BaseError(f"docker import did not produce {ref}")
-    return ref
 
 
 def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, source: Source, workdir: Path,

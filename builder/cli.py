@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from builder import bake, cli_deploy, disk, engine, files, lock, pipeline, plan, prune, render
+from builder import bake, cli_deploy, disk, engine, files, lock, locking, pipeline, plan, prune, render
 from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
                                 stop_on_sigterm)
 from builder.console import wide_console
@@ -62,7 +62,7 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
     images = _beside(matrix, images, "images")
     folder = _templates(matrix, templates)
     with guard():
-        lock.verify(images, m.images(), layers=False, stopped="nothing was rendered")  # render writes the layers
+        locking.verify(images, m.images(), layers=False, stopped="nothing was rendered")  # render writes the layers
         files = render.render_all(m, folder, lock.read_every(images, m.images()))
         bake_text = bake.render(m, images.name)
         if check:
@@ -88,7 +88,7 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
     images = _beside(matrix, images, "images")
     if check:
         with guard():
-            problems = lock.check(m, images)
+            problems = locking.check(m, images)
         if problems:
             fail(problems + [f"{len(problems)} lock problem(s): run `builder lock`"], 1)
         typer.echo(f"locks are fresh ({len(m.images())} images)")
@@ -102,7 +102,7 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
             fail([f"--upgrade-package: {exc}"])
     with guard():
         sources = Sources.from_env()
-        locks = lock.lock_all(m, specs, images, sources, upgrade_package or [], log=typer.echo)
+        locks = locking.lock_all(m, specs, images, sources, upgrade_package or [], log=typer.echo)
     typer.echo(f"wrote {len(locks)} lock(s); run `builder render` and review the diff")
 
 
@@ -162,7 +162,7 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
               f"or narrow `builder build` or `builder test` only"])
     if stage != "publish" and not opts.dry_run:
         with guard():
-            lock.verify(opts.images_dir, specs)
+            locking.verify(opts.images_dir, specs)
             locks = lock.read_every(opts.images_dir, m.images())
             problems = (render.check(render.render_all(m, _templates(matrix, templates), locks), opts.images_dir)
                         + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))

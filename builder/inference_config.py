@@ -112,11 +112,6 @@ def conda_pip_requirements(path: Path) -> list[str]:
     https://conda.github.io/conda-lock/). The file is first read by this project's strict YAML reader
     (size, encoding, duplicate keys, aliases). Raises ExtendError naming every conda-only package
     (conda channels cannot be reached; move them to the pip section)."""
-    import tempfile
-    import warnings
-
-    from conda_lock.src_parser.environment_yaml import parse_environment_file
-
     try:
         env = inputs.load_yaml(path) or {}
     except ConfigError as exc:
@@ -124,6 +119,23 @@ def conda_pip_requirements(path: Path) -> list[str]:
     if not isinstance(env, dict) or not isinstance(env.get("dependencies"), list):
         raise ExtendError([f"condaFile {path.name}: expected a mapping with a dependencies list"])
     _check_pip_section(path.name, env["dependencies"])
+    deps = _conda_lock_dependencies(path)
+    conda_only = [d.name + ("" if getattr(d, "version", "") in ("", "*", None) else f" {d.version}")
+                  for d in deps if d.manager == "conda" and d.name not in CONDA_IGNORED]
+    if conda_only:
+        raise ExtendError([f"condaFile {path.name}: conda-only packages cannot be installed (conda channels are not "
+                           f"reachable): {', '.join(conda_only)}; list them under the pip: section instead"])
+    return _pip_requirements(path.name, deps)
+
+
+def _conda_lock_dependencies(path: Path) -> list:
+    """conda-lock's dependencies of the environment file at ``path`` for linux-64 (its
+    ``Dependency`` objects, conda and pip alike). Raises ExtendError when conda-lock cannot read it."""
+    import tempfile
+    import warnings
+
+    from conda_lock.src_parser.environment_yaml import parse_environment_file
+
     with tempfile.TemporaryDirectory(prefix="builder-conda-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # conda-lock warns that it leaves python_version markers to pip
         # An empty PyPI-to-conda name mapping (conda-lock's default is fetched from GitHub): the pip
@@ -134,26 +146,27 @@ def conda_pip_requirements(path: Path) -> list[str]:
             spec = parse_environment_file(path, platforms=["linux-64"], mapping_url=str(mapping))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ExtendError([f"condaFile {path.name}: conda-lock cannot read it: {inputs.shown(str(exc))}"]) from None
-    deps = spec.dependencies["linux-64"]
-    conda_only = [d.name + ("" if getattr(d, "version", "") in ("", "*", None) else f" {d.version}")
-                  for d in deps if d.manager == "conda" and d.name not in CONDA_IGNORED]
-    if conda_only:
-        raise ExtendError([f"condaFile {path.name}: conda-only packages cannot be installed (conda channels are not "
-                           f"reachable): {', '.join(conda_only)}; list them under the pip: section instead"])
+    return spec.dependencies["linux-64"]
+
+
+def _pip_requirements(name: str, deps: list) -> list[str]:
+    """The pip dependencies among conda-lock's ``deps`` as PEP 508 strings (name, extras, version
+    specifier, markers), each checked by :func:`builder.grammar.requirement`. Raises ExtendError
+    naming each one that is a URL or VCS dependency or fails the grammar (``name`` is the file's)."""
     pip, bad = [], []
     for d in deps:
         if d.manager != "pip":
             continue
         version = getattr(d, "version", None)
         if version is None:  # a URL or VCS dependency: locks need an index or a wheelhouse
-            bad.append(f"condaFile {path.name}: pip: {d.name}: only name and version specifiers are supported (no URLs)")
+            bad.append(f"condaFile {name}: pip: {d.name}: only name and version specifiers are supported (no URLs)")
             continue
         text = d.name + (f"[{','.join(d.extras)}]" if d.extras else "") + ("" if version in ("", "*") else version)
         text += f"; {d.markers}" if d.markers else ""
         try:
             pip.append(grammar.requirement(text))
         except ValueError as exc:
-            bad.append(f"condaFile {path.name}: pip: {exc}")
+            bad.append(f"condaFile {name}: pip: {exc}")
     if bad:
         raise ExtendError(bad)
     return pip

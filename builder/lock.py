@@ -1,42 +1,34 @@
 """Stage 2 — locks: each image's whole install set, hash-pinned, in ``images/<name>/requirements.lock``.
 
-An updater, separate from the offline renderer (docker-library's ``versions.sh`` beside
-``apply-templates.sh``), like ``builder compat refresh``: :func:`lock_image` resolves with uv
-(``uv pip compile --generate-hashes --only-binary :all:``, https://docs.astral.sh/uv/pip/compile/)
-for the image's Python and platform. The parent's lock is a constraint and is carried over verbatim,
-so a child never changes a package its parent installed and every lock names its image's whole
-install set. Builds install from the lock with ``--require-hashes --no-deps``
+This module is the lock FILE, what the rest of the tool reads: its format (:func:`parse`), its name
+per platform (:func:`file_name`, :func:`path_of`), reading one or every image's locks
+(:func:`read`, :func:`read_every`) and the ``layer.<arch>.lock`` a child's own layer installs from
+(:func:`layer`). Checking a lock against the matrix and making locks with uv (``builder lock``) is
+:mod:`builder.locking`. Builds install from the lock with ``--require-hashes --no-deps``
 (https://pip.pypa.io/en/stable/topics/secure-installs/#hash-checking-mode).
 
 The file is pip's requirements format restricted to what uv writes for a hashed lock: one
 ``name==version`` per entry followed by ``--hash=sha256:<hex>`` options (continuation lines ending
 in ``\\``), comments and blank lines. :func:`parse` accepts exactly that and nothing else.
-:func:`check` is offline: every lock exists, parses, satisfies its image's pins and agrees with its
-parent's lock.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import subprocess
-import sys
-import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import Specifier
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder import files
 from builder.compat import DEFAULT_PLATFORM
 from builder.inputs import ConfigError, shown
-from builder.matrix import ImageSpec, Matrix
+from builder.matrix import ImageSpec
 from builder.platform import Platform
-from builder.sources import Sources
 
 FILE = "requirements.lock"
 #: The words every lock carries in its first lines; the locker only replaces files that have them.
@@ -100,12 +92,29 @@ def path_of(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Path:
     return Path(images) / name / file_name(platform)
 
 
+def layer_file(platform: str) -> str:
+    """The file a child image's own layer installs from on ``platform``: ``layer.<arch>.lock``."""
+    return f"layer.{Platform.parse(platform).arch}.lock"
+
+
 def parse(text: str, where: str) -> Lock:
     """Parse a lock's text (the module doc gives the format). ``where`` names the file in errors.
     Raises ConfigError with one line per problem (line number, what was expected)."""
-    errors: list[str] = []
+    header, logical, errors = _logical_lines(text, where)
+    entries = _entries(logical, where, errors)
+    for key in ("image", "python", "platform"):
+        if key not in header:
+            errors.append(f"{where}: the header has no '# {key}: ...' line (re-run `builder lock`)")
+    if errors:
+        raise ConfigError(errors)
+    return Lock(header["image"], header["python"], header["platform"], header.get("parent"), entries, text)
+
+
+def _logical_lines(text: str, where: str) -> tuple[dict[str, str], list[tuple[int, str]], list[str]]:
+    """``(header, lines, errors)`` of a lock's text: the first value of each ``# key: value`` header
+    comment, the logical lines that are not comments or blank as ``(first line number, text)`` with
+    continuations (a trailing ``\\``) joined, and an error line when the text ends inside one."""
     header: dict[str, str] = {}
-    entries: dict[str, Entry] = {}
     logical: list[tuple[int, str]] = []
     buf, start = "", 0
     for n, raw in enumerate(text.splitlines(), 1):
@@ -121,35 +130,43 @@ def parse(text: str, where: str) -> Lock:
             continue
         logical.append((start, buf + raw))
         buf = ""
-    if buf:
-        errors.append(f"{where}:{start}: the file ends inside a continued line")
+    return header, logical, [f"{where}:{start}: the file ends inside a continued line"] if buf else []
+
+
+def _entries(logical: list[tuple[int, str]], where: str, errors: list[str]) -> dict[str, Entry]:
+    """``{canonical name: Entry}`` of the logical lines (:func:`_logical_lines`); appends to
+    ``errors`` one line per line that is not ``name==version`` with hashes, or locks a name twice."""
+    entries: dict[str, Entry] = {}
     for n, line in logical:
         words = line.split() or [""]
         hashes = tuple(w[len("--hash="):] for w in words[1:])
-        bad = [w for w in words[1:] if not _HASH.match(w)]
-        try:
-            req = Requirement(words[0])
-            spec = list(req.specifier)
-            if req.extras or req.marker or req.url or len(spec) != 1 or spec[0].operator not in ("==", "===") or "*" in spec[0].version:
-                raise InvalidRequirement("not a plain name==version")
-            Version(spec[0].version)
-        except (InvalidRequirement, InvalidVersion):  # their messages quote the whole line, over several lines
+        pin = _pin(words[0])
+        if pin is None:  # packaging's messages quote the whole line, over several lines
             errors.append(f"{where}:{n}: expected name==version followed by --hash=sha256:<64 hex> options "
                           f"(got {shown(words[0])})")
             continue
-        name = canonicalize_name(req.name)
-        if bad or not hashes:
+        name, spec = pin
+        if any(not _HASH.match(w) for w in words[1:]) or not hashes:
             errors.append(f"{where}:{n}: {name}: expected one or more --hash=sha256:<64 hex> options")
         elif name in entries:
             errors.append(f"{where}:{n}: {name} is locked twice")
         else:
-            entries[name] = Entry(name, spec[0].version, hashes, spec[0].operator)
-    for key in ("image", "python", "platform"):
-        if key not in header:
-            errors.append(f"{where}: the header has no '# {key}: ...' line (re-run `builder lock`)")
-    if errors:
-        raise ConfigError(errors)
-    return Lock(header["image"], header["python"], header["platform"], header.get("parent"), entries, text)
+            entries[name] = Entry(name, spec.version, hashes, spec.operator)
+    return entries
+
+
+def _pin(word: str) -> tuple[str, Specifier] | None:
+    """``(canonical name, its one specifier)`` when ``word`` is a plain ``name==version`` or
+    ``name===version`` (PEP 508 without extras, marker, URL or wildcard; PEP 440 version), else None."""
+    try:
+        req = Requirement(word)
+        spec = list(req.specifier)
+        if req.extras or req.marker or req.url or len(spec) != 1 or spec[0].operator not in ("==", "===") or "*" in spec[0].version:
+            return None
+        Version(spec[0].version)
+    except (InvalidRequirement, InvalidVersion):
+        return None
+    return canonicalize_name(req.name), spec[0]
 
 
 def read(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Lock:
@@ -205,178 +222,6 @@ def read_every(images: Path, specs: Iterable[ImageSpec]) -> dict[str, dict[str, 
     return out
 
 
-def problems(spec: ImageSpec, lock: Lock, parent: Lock | None) -> list[str]:
-    """Why ``lock`` does not fit ``spec`` (empty when it does): a header naming another image, Python
-    or parent; a pin of the image (or of an ancestor) the locked version does not satisfy (PEP 440
-    ``==``, https://peps.python.org/pep-0440/#version-matching); a parent entry missing or changed."""
-    where = f"images/{spec.name}/{file_name(lock.platform)}"
-    out = []
-    if lock.image != spec.name or lock.python != spec.python or lock.parent != spec.parent:
-        out.append(f"{where}: made for image {lock.image} (Python {lock.python}, parent {lock.parent}), not for "
-                   f"{spec.name} (Python {spec.python}, parent {spec.parent})")
-    for req in spec.requirements:
-        got = lock.entries.get(canonicalize_name(req.name))
-        if got is None:
-            out.append(f"{where}: {req.name} is not locked (the matrix pins {req})")
-        elif not req.specifier.contains(got.version, prereleases=True):
-            out.append(f"{where}: {req.name} is locked at {got.version}, the matrix pins {req}")
-    for name, entry in (parent.entries.items() if parent else ()):
-        got = lock.entries.get(name)
-        if got is None or got.version != entry.version or set(got.hashes) != set(entry.hashes):
-            out.append(f"{where}: {name} differs from the parent's lock ({spec.parent}: {entry.version}); "
-                       f"re-run `builder lock`")
-    return out
-
-
-def check(matrix: Matrix, images: Path) -> list[str]:
-    """Offline: one line per lock that is missing, invalid, or does not fit (:func:`problems`)."""
-    out: list[str] = []
-    locks: dict[tuple[str, str], Lock] = {}
-    for spec in matrix.images():
-        for platform in spec.platforms:
-            try:
-                locks[spec.name, platform] = read(images, spec.name, platform)
-            except ConfigError as exc:
-                out += exc.lines
-                continue
-            if spec.parent is not None and (spec.parent, platform) not in locks:
-                continue  # the parent's own problem is reported already
-            out += problems(spec, locks[spec.name, platform], locks.get((spec.parent, platform)))
-        stray = {p.name for p in (Path(images) / spec.name).glob("requirements*.lock")} - {
-            file_name(p) for p in spec.platforms}
-        out += [f"images/{spec.name}/{f}: a lock for a platform the image is not built for; delete it"
-                for f in sorted(stray)]
-    return out
-
-
-def uv_environment(sources: Sources) -> dict[str, str]:
-    """uv's environment for ``sources`` (uv reads no pip configuration): ``UV_INDEX_URL``,
-    ``UV_EXTRA_INDEX_URL`` with ``UV_INDEX_STRATEGY=unsafe-best-match`` (pip's behaviour),
-    ``UV_FIND_LINKS`` for a wheelhouse and ``SSL_CERT_FILE`` for a CA bundle
-    (https://docs.astral.sh/uv/reference/environment/)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
-    if sources.index_url:
-        env["UV_INDEX_URL"] = sources.index_url
-    if sources.extra_index_urls:
-        env["UV_EXTRA_INDEX_URL"] = " ".join(sources.extra_index_urls)
-        env["UV_INDEX_STRATEGY"] = "unsafe-best-match"
-    if sources.wheelhouse:
-        env["UV_FIND_LINKS"] = str(sources.wheelhouse)
-    if sources.ca_bundle:
-        env["SSL_CERT_FILE"] = str(sources.ca_bundle)
-    env["UV_NO_PROGRESS"] = "1"
-    return env
-
-
-def header(spec: ImageSpec, own: list[Requirement], platform: str) -> str:
-    """The lock's comment header: ownership notice, the facts :func:`parse` reads back, the pins."""
-    lines = [f"# {GENERATED} from matrix.yaml — do not edit.",
-             "# Change matrix.yaml, then run `builder lock` (`--upgrade-package NAME` moves one package).",
-             f"# image: {spec.name}",
-             f"# python: {spec.python}",
-             f"# platform: {platform}"]
-    if spec.parent:
-        lines.append(f"# parent: {spec.parent}")
-        lines.append("# Every package of the parent's lock is here unchanged (it was the resolution's constraint).")
-    lines.append("# The image's own pins: " + " ".join(str(r) for r in own))
-    return "\n".join(lines) + "\n"
-
-
-def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sources: Sources,
-            previous: Lock | None = None, upgrade: Iterable[str] = (), platform: str = DEFAULT_PLATFORM) -> str:
-    """Resolve ``requirements`` (PEP 508 strings) with uv for ``python`` on ``platform`` from wheels
-    only, and return the lock's body: ``name==version`` entries with every ``--hash``, sorted by name.
-
-    ``parent`` is the lock of the image installed beneath (its packages are requirements and
-    constraints, and its entries are copied verbatim); ``previous`` a lock whose versions uv keeps
-    unless ``upgrade`` names the package. Raises ConfigError with uv's last lines when the set does
-    not resolve.
-    """
-    with tempfile.TemporaryDirectory(prefix="builder-lock-") as tmp:
-        root = Path(tmp)
-        (root / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
-        args = [sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--no-config", "--generate-hashes",
-                "--only-binary", ":all:", "--no-header", "--no-annotate", "--python-version", python,
-                "--python-platform", Platform.parse(platform).uv_triple, "-o", "out.lock", "requirements.in"]
-        if parent is not None:
-            pins = "".join(f"{n}=={e.version}\n" for n, e in parent.entries.items())
-            (root / "parent.txt").write_text(pins)
-            args[-1:] = ["-c", "parent.txt", "requirements.in", "parent.txt"]
-        if previous is not None:
-            (root / "out.lock").write_text(previous.text)  # uv prefers the versions already in the output file
-        for name in upgrade:
-            args[-1:-1] = ["--upgrade-package", name]
-        r = subprocess.run(args, cwd=root, env=uv_environment(sources), capture_output=True, text=True)
-        if r.returncode != 0:
-            tail = [line for line in r.stderr.splitlines() if line.strip()][-6:]
-            raise ConfigError(["uv pip compile failed:"] + [f"  {line}" for line in tail])
-        body = (root / "out.lock").read_text()
-    resolved = parse(f"# image: -\n# python: {python}\n# platform: {platform}\n" + body, "uv's output")
-    for text in requirements:  # uv writes ==; keep the matrix's arbitrary equality (===)
-        req = Requirement(text)
-        name = canonicalize_name(req.name)
-        if any(s.operator == "===" for s in req.specifier) and name in resolved.entries:
-            resolved.entries[name] = replace(resolved.entries[name], operator="===")
-    return _body(resolved, parent)
-
-
-def lock_image(spec: ImageSpec, parent: Lock | None, sources: Sources, previous: Lock | None,
-               upgrade: Iterable[str] = (), platform: str = DEFAULT_PLATFORM) -> Lock:
-    """Resolve ``spec``'s whole install set (:func:`resolve`) and return the new lock (not written).
-    Raises ConfigError naming the image when it does not resolve."""
-    own = list(spec.requirements)
-    try:
-        body = resolve([str(r) for r in own], spec.python, parent, sources, previous, upgrade, platform)
-    except ConfigError as exc:
-        raise ConfigError([f"{spec.name}: {exc.lines[0]}", *exc.lines[1:]]) from None
-    return parse(header(spec, own, platform) + body, f"{spec.name} (new lock)")
-
-
-def _body(resolved: Lock, parent: Lock | None) -> str:
-    # Entries sorted by name; the parent's entries replace uv's for the same package (same version).
-    entries = dict(resolved.entries)
-    for name, entry in (parent.entries.items() if parent else ()):
-        entries[name] = entry
-    return "".join(entries[name].line() for name in sorted(entries))
-
-
-def write(images: Path, lock: Lock) -> Path:
-    """Write ``lock`` to ``images/<image>/<file_name(platform)>`` atomically. Raises ConfigError,
-    writing nothing, when a file is there that `builder lock` did not write."""
-    path = path_of(images, lock.image, lock.platform)
-    if path.is_symlink() or (path.exists() and GENERATED not in path.read_text(errors="replace")[:400]):
-        raise ConfigError([f"{path} exists and was not written by `builder lock`; refusing to replace it"])
-    files.write_atomic(path, lock.text)
-    return path
-
-
-def lock_all(matrix: Matrix, specs: list[ImageSpec], images: Path, sources: Sources, upgrade: Iterable[str] = (),
-             log: Callable[[str], None] = print) -> list[Lock]:
-    """Lock ``specs`` (build order; parents of a selection are read from disk when not selected) and
-    write each lock as soon as it resolves. Raises ConfigError on the first image that fails."""
-    upgrade = list(upgrade)
-    done: dict[tuple[str, str], Lock] = {}
-    for spec in specs:
-        for platform in spec.platforms:
-            parent = None
-            if spec.parent is not None:
-                parent = done.get((spec.parent, platform)) or read(images, spec.parent, platform)
-            try:
-                previous = read(images, spec.name, platform)
-            except ConfigError:
-                previous = None
-            new = lock_image(spec, parent, sources, previous, upgrade, platform)
-            write(images, new)
-            done[spec.name, platform] = new
-            log(f"locked {spec.name} ({platform}): {len(new.entries)} packages")
-    return list(done.values())
-
-
-def layer_file(platform: str) -> str:
-    """The file a child image's own layer installs from on ``platform``: ``layer.<arch>.lock``."""
-    return f"layer.{Platform.parse(platform).arch}.lock"
-
-
 def layer(lock: Lock, parent: Lock) -> str:
     """What a child's own layer installs: the entries of ``lock`` its ``parent``'s lock lacks, verbatim
     (hashes included), under a `builder render` header. The image is built FROM its parent, so these
@@ -386,44 +231,3 @@ def layer(lock: Lock, parent: Lock) -> str:
             f"# The entries of {file_name(lock.platform)} that {parent.image}'s lock does not have.\n")
     own = {n: e for n, e in lock.entries.items() if n not in parent.entries}
     return head + "".join(e.line() for _, e in sorted(own.items()))
-
-
-def layer_problems(images: Path, spec: ImageSpec, own: Lock, parent: Lock) -> list[str]:
-    """Why ``images/<name>/layer.<arch>.lock`` is not :func:`layer` of ``own`` and ``parent`` (empty
-    when it is): the child's layer installs from that file, so it must be derived from the lock."""
-    path = Path(images) / spec.name / layer_file(own.platform)
-    try:
-        text = path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() else None
-    except (OSError, UnicodeDecodeError):
-        text = None
-    if text != layer(own, parent):
-        return [f"images/{spec.name}/{layer_file(own.platform)}: not derived from {file_name(own.platform)} "
-                f"(edited, or stale); run `builder render`"]
-    return []
-
-
-def verify(images: Path, specs: Iterable[ImageSpec], layers: bool = True, stopped: str = "nothing was built") -> None:
-    """The offline check of the locks a run uses, before anything is built: for each of ``specs``
-    (ancestors first, as :func:`builder.plan.select` gives them) and each of its platforms, the lock
-    parses (:func:`parse`), fits the image (:func:`problems`: header, matrix pins, parent agreement)
-    and, with ``layers``, its ``layer.<arch>.lock`` is derived from it (:func:`layer_problems`).
-
-    Raises ConfigError with one line: the first image that fails, its first mismatch, how many more
-    images fail, and ``stopped`` (what the caller did not do). Returns None when every lock holds."""
-    seen: dict[tuple[str, str], Lock] = {}
-    failed: list[str] = []
-    for spec in specs:
-        for platform in spec.platforms:
-            try:
-                own = seen[spec.name, platform] = read(images, spec.name, platform)
-                parent = (seen.get((spec.parent, platform)) or read(images, spec.parent, platform)) if spec.parent else None
-            except ConfigError as exc:
-                failed.append(exc.lines[0])
-                break
-            found = problems(spec, own, parent) + (layer_problems(images, spec, own, parent) if layers and parent else [])
-            if found:
-                failed.append(found[0])
-                break
-    if failed:
-        more = f" ({len(failed) - 1} more image(s) fail: `builder lock --check` lists them)" if len(failed) > 1 else ""
-        raise ConfigError([f"lock check: {failed[0]}{more}; {stopped}"])

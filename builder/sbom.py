@@ -31,7 +31,7 @@ from debian.deb822 import Deb822
 from packageurl import PackageURL
 
 from builder import files
-from builder.lock import uv_environment
+from builder.locking import uv_environment
 from builder.platform import DEFAULT, Platform
 from builder.registry import Registry, RegistryError
 from builder.sources import Sources
