@@ -19,6 +19,7 @@ import docker
 import requests
 from docker.errors import DockerException
 
+from builder.sources import apt_mirror
 from builder import files
 
 
@@ -142,7 +143,7 @@ def ensure_plugin(name: str, state_dir: Path = Path("build"), mirror: str | None
 
     When it is missing on a Debian machine where we are root, Debian 13's package is downloaded with
     apt from ``mirror`` (default: the mirror this machine's apt sources name, see
-    :func:`builder.bases.apt_mirror`) through a private apt state under ``state_dir``/plugins (the
+    :func:`builder.sources.apt_mirror`) through a private apt state under ``state_dir``/plugins (the
     machine's own apt sources are not touched), and its plugin binary is put into
     :data:`PLUGIN_DIR`. Raises EngineError with what to install anywhere else, or when the download
     or the plugin fails.
@@ -173,8 +174,6 @@ def ensure_plugin(name: str, state_dir: Path = Path("build"), mirror: str | None
 
 def _download(package: str, root: Path, mirror: str | None) -> Path:
     # apt-get download from PLUGIN_SUITE with a private source list and package lists.
-    from builder.bases import apt_mirror  # bases imports this module
-
     lists = root / "lists"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     sources = root / f"{PLUGIN_SUITE}.sources"
