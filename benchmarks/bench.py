@@ -41,10 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from builder import engine, plan  # noqa: E402
 from builder.matrix import load as load_matrix  # noqa: E402
-from builder.smoke import wait_healthy  # noqa: E402
-
-PORT = load_matrix(ROOT / "matrix.yaml").data.runtime.port  # the server's port inside every image
+from builder.deploy import wait_healthy  # noqa: E402
 from builder.sources import Sources  # noqa: E402
+
+#: The server's port and the app root: the matrix's runtime, as every image has them.
+RUNTIME = load_matrix(ROOT / "matrix.yaml").data.runtime
 
 WORK = ROOT / "build" / "bench"
 SPACE = WORK / "workspace"
@@ -131,10 +132,10 @@ def healthy_seconds(client, image: str, runs: int = 3) -> float:
     samples = []
     for _ in range(runs):
         start = time.monotonic()
-        c = client.containers.run(image, detach=True, ports={f"{PORT}/tcp": ("127.0.0.1", None)},
-                                  volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}})
+        c = client.containers.run(image, detach=True, ports={f"{RUNTIME.port}/tcp": ("127.0.0.1", None)},
+                                  volumes={str(app): {"bind": RUNTIME.app_root, "mode": "ro"}})
         try:
-            wait_healthy(c, start, 300, PORT)
+            wait_healthy(c, start, 300, RUNTIME.port)
             samples.append(time.monotonic() - start)
         finally:
             c.remove(force=True)

@@ -80,8 +80,8 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
         fail(problems)
     rt = m.data.runtime
     _write_compose(compose_file, deploy.compose_file({"model": deploy.compose_service(
-        ref, entry_script.parent, model, port=rt.port, app_root=rt.app_root, uid=rt.uid, host_port=port,
-        entry_script=entry_script.name)}))
+        ref, entry_script.parent, model, port=rt.port, app_root=rt.app_root, uid=rt.uid, model_mount=rt.model_mount,
+        host_port=port, entry_script=entry_script.name)}))
     typer.echo(f"wrote {compose_file}; run `docker compose -f {compose_file} up`, then POST http://127.0.0.1:{port}/score")
 
 
@@ -103,7 +103,6 @@ def _serve(ref: str, model: Optional[Path], entry_script: Path, port: int, runti
     import docker
 
     from builder import deploy, engine
-    from builder.smoke import NotHealthy
 
     with guard():
         client = engine.client()
@@ -123,7 +122,7 @@ def _serve(ref: str, model: Optional[Path], entry_script: Path, port: int, runti
             code = served.container.wait()["StatusCode"]
             sys.stderr.write(served.container.logs(tail=40).decode(errors="replace"))
             fail([f"the container exited with code {code}"], 1)
-    except NotHealthy as exc:
+    except deploy.NotHealthy as exc:
         fail([str(exc)], 1)
     except KeyboardInterrupt:
         typer.echo("stopped; container removed", err=True)

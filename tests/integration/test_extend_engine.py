@@ -17,14 +17,16 @@ import pytest
 import requests
 
 from builder import bases, engine, matrix
-from builder.smoke import NotHealthy, process_uids, wait_healthy
+from builder.deploy import NotHealthy, wait_healthy
+from builder.smoke import process_uids
 from repo import ROOT
 
 pytestmark = pytest.mark.engine
 
 BUILDER = [sys.executable, "-m", "builder.cli"]
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
-PORT = matrix.load(ROOT / "matrix.yaml").data.runtime.port  # the server's port inside every image
+RUNTIME = matrix.load(ROOT / "matrix.yaml").data.runtime
+PORT = RUNTIME.port  # the server's port inside every image
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
 
 
@@ -186,7 +188,7 @@ def with_extras(tmp_path, make_wheel, docker_client, prebuilt):
             (app / requirements_file).write_text(requirement + "\n")
         container, t0 = scoring(docker_client, prebuilt, env={
             "AZUREML_EXTRA_REQUIREMENTS_TXT": requirements_file, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"},
-            volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
+            volumes={str(app): {"bind": RUNTIME.app_root, "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
         started.append(container)
         return container, t0
 
@@ -209,7 +211,7 @@ def test_missing_extra_requirements_file_stops_the_container_with_a_clear_messag
     container, start = with_extras("missing.txt")
     with pytest.raises(NotHealthy, match="exited with code 3"):
         wait_healthy(container, start, 60, PORT)
-    assert ("AZUREML_EXTRA_REQUIREMENTS_TXT names /var/azureml-app/missing.txt, which does not exist; "
+    assert (f"AZUREML_EXTRA_REQUIREMENTS_TXT names {RUNTIME.app_root}/missing.txt, which does not exist; "
             "not starting the server") in container.logs().decode()
 
 
@@ -217,5 +219,5 @@ def test_failed_extra_requirements_install_stops_the_container(with_extras):
     container, start = with_extras("extra-requirements.txt", "builder_demo==9.9")
     with pytest.raises(NotHealthy, match="exited with code 3"):
         wait_healthy(container, start, 60, PORT)
-    assert "installing the extra requirements in /var/azureml-app/extra-requirements.txt failed" in \
+    assert f"installing the extra requirements in {RUNTIME.app_root}/extra-requirements.txt failed" in \
         container.logs().decode()
