@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import engine, plan  # noqa: E402
+from builder import engine, files, plan  # noqa: E402
 from builder.matrix import load as load_matrix  # noqa: E402
 from builder.deploy import wait_healthy  # noqa: E402
 from builder.sources import Sources  # noqa: E402
@@ -47,7 +47,7 @@ from builder.sources import Sources  # noqa: E402
 #: The server's port and the app root: the matrix's runtime, as every image has them.
 RUNTIME = load_matrix(ROOT / "matrix.yaml").data.runtime
 
-WORK = ROOT / "build" / "bench"
+WORK = ROOT / files.BUILD_DIR / "bench"
 SPACE = WORK / "workspace"
 PIN = ("sklearn-1.8-debian12-py311-cpu-inference", "joblib: 1.5.3", "joblib: 1.5.2")
 
@@ -155,7 +155,7 @@ def main() -> None:
     specs = plan.select(m, ns.select) if ns.select else [
         s for s in m.images() if s.device == "cpu" and s.python == py]
     select = [a for s in specs for a in ("--select", s.name)]
-    client = engine.client(ROOT / "build")
+    client = engine.client(ROOT / files.BUILD_DIR)
     opts = [*workspace(), "--platform", "linux/amd64"]  # the references install amd64 wheels (benchmarks/platforms.py: arm64)
     sources = Sources.from_env()
     print(f"{len(specs)} images: {', '.join(s.name for s in specs)}")

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import engine  # noqa: E402
+from builder import engine, files  # noqa: E402
 from builder.matrix import load as load_matrix  # noqa: E402
 from builder.deploy import wait_healthy  # noqa: E402
 
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     ns = parser.parse_args()
     engine.apt_install("wrk")
-    client = engine.client(ROOT / "build")
+    client = engine.client(ROOT / files.BUILD_DIR)
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         model = Path(tmp) / "model"
         model.mkdir()

@@ -64,8 +64,8 @@ def platform_of(client: docker.DockerClient, ref: str) -> str | None:
     return f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
 
 
-def ensure(client: docker.DockerClient, key: str, base: Base, source: Source = "auto",
-           workdir: Path = Path("build/bases"), log: Callable[[str], None] = print,
+def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, workdir: Path,
+           log: Callable[[str], None] = print,
            platform: str = DEFAULT_PLATFORM) -> BaseImage:
     """Make base ``key`` available for ``platform`` and return it: a local image of that platform,
     else a pull of that platform (kept under :func:`bootstrap_ref`'s name for another platform than

@@ -77,7 +77,7 @@ def test_a_base_without_python_is_refused_and_nothing_is_built(docker_client, tm
     # The matrix's Debian 12 base, made the way a run makes it (pulled, or bootstrapped when no
     # registry answers): neither has python3. Whatever ran before this test.
     m = matrix.load(ROOT / "matrix.yaml")
-    base = bases.ensure(docker_client, "debian12", m.data.bases["debian12"], workdir=tmp_path / "bases").ref
+    base = bases.ensure(docker_client, "debian12", m.data.bases["debian12"], "auto", tmp_path / "bases").ref
     (tmp_path / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
     (tmp_path / "extend.yml").write_text(f"baseImage: {base}\nentryScript: score.py\n")
     before = {i.id for i in docker_client.images.list()}
