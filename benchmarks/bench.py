@@ -39,14 +39,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import engine, plan  # noqa: E402
+from builder import engine, files, plan  # noqa: E402
 from builder.matrix import load as load_matrix  # noqa: E402
-from builder.smoke import wait_healthy  # noqa: E402
-
-PORT = load_matrix(ROOT / "matrix.yaml").data.runtime.port  # the server's port inside every image
+from builder.deploy import wait_healthy  # noqa: E402
 from builder.sources import Sources  # noqa: E402
 
-WORK = ROOT / "build" / "bench"
+#: The server's port and the app root: the matrix's runtime, as every image has them.
+RUNTIME = load_matrix(ROOT / "matrix.yaml").data.runtime
+
+WORK = ROOT / files.BUILD_DIR / "bench"
 SPACE = WORK / "workspace"
 PIN = ("sklearn-1.8-debian12-py311-cpu-inference", "joblib: 1.5.3", "joblib: 1.5.2")
 
@@ -131,10 +132,10 @@ def healthy_seconds(client, image: str, runs: int = 3) -> float:
     samples = []
     for _ in range(runs):
         start = time.monotonic()
-        c = client.containers.run(image, detach=True, ports={f"{PORT}/tcp": ("127.0.0.1", None)},
-                                  volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}})
+        c = client.containers.run(image, detach=True, ports={f"{RUNTIME.port}/tcp": ("127.0.0.1", None)},
+                                  volumes={str(app): {"bind": RUNTIME.app_root, "mode": "ro"}})
         try:
-            wait_healthy(c, start, 300, PORT)
+            wait_healthy(c, start, 300, RUNTIME.port)
             samples.append(time.monotonic() - start)
         finally:
             c.remove(force=True)
@@ -159,7 +160,7 @@ def main() -> None:
     specs = plan.select(m, ns.select) if ns.select else [
         s for s in m.images() if s.device == "cpu" and s.python == py]
     select = [a for s in specs for a in ("--select", s.name)]
-    client = engine.client(ROOT / "build")
+    client = engine.client(ROOT / files.BUILD_DIR)
     opts = [*workspace(), "--platform", "linux/amd64"]  # the references install amd64 wheels (benchmarks/platforms.py: arm64)
     sources = Sources.from_env()
     print(f"{len(specs)} images: {', '.join(s.name for s in specs)}")

@@ -22,11 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import engine  # noqa: E402
+from builder import engine, files  # noqa: E402
 from builder.matrix import load as load_matrix  # noqa: E402
-from builder.smoke import wait_healthy  # noqa: E402
+from builder.deploy import wait_healthy  # noqa: E402
 
-PORT = load_matrix(ROOT / "matrix.yaml").data.runtime.port  # the server's port inside every image
+#: The server's port, the app root and where a model is mounted: the matrix's runtime, as every image has them.
+RUNTIME = load_matrix(ROOT / "matrix.yaml").data.runtime
 
 IMAGE = "127.0.0.1:5000/sklearn-1.9-debian12-py311-cpu-inference:latest"
 TRAIN = """
@@ -70,7 +71,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     ns = parser.parse_args()
     engine.apt_install("wrk")
-    client = engine.client(ROOT / "build")
+    client = engine.client(ROOT / files.BUILD_DIR)
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         model = Path(tmp) / "model"
         model.mkdir()
@@ -82,12 +83,12 @@ def main() -> None:
         for label, env in (("WORKER_COUNT=1", {"WORKER_COUNT": "1"}), ("default workers", {})):
             start = time.monotonic()
             container = client.containers.run(
-                ns.image, detach=True, ports={f"{PORT}/tcp": ("127.0.0.1", None)},
-                environment={**env, "AZUREML_MODEL_DIR": "/var/azureml-models"},
-                volumes={str(ROOT / "tests" / "by_image" / "sklearn"): {"bind": "/var/azureml-app", "mode": "ro"},
-                         str(model): {"bind": "/var/azureml-models", "mode": "ro"}})
+                ns.image, detach=True, ports={f"{RUNTIME.port}/tcp": ("127.0.0.1", None)},
+                environment={**env, "AZUREML_MODEL_DIR": RUNTIME.model_mount},
+                volumes={str(ROOT / "tests" / "by_image" / "sklearn"): {"bind": RUNTIME.app_root, "mode": "ro"},
+                         str(model): {"bind": RUNTIME.model_mount, "mode": "ro"}})
             try:
-                url = wait_healthy(container, start, 120, PORT)
+                url = wait_healthy(container, start, 120, RUNTIME.port)
                 workers = re.search(r"serve: (\d+) worker", container.logs().decode()).group(1)
                 r = run_wrk(url, script, ns.seconds, ns.connections)
                 print(f"{label:16} ({workers} workers): {r['rps']:8.1f} requests/s, {r['requests']} requests, "

@@ -9,8 +9,6 @@ never written into the repository.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -21,9 +19,11 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from builder import engine, files
+from builder.inputs import ConfigError
 from builder.compat import DEFAULT_PLATFORM
 from builder.platform import Platform
 from builder.schema import Base, Bootstrap
+from builder.sources import apt_mirror
 
 Source = Literal["auto", "pull", "bootstrap"]
 
@@ -64,37 +64,8 @@ def platform_of(client: docker.DockerClient, ref: str) -> str | None:
     return f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
 
 
-def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
-    """The Debian archive URL to bootstrap from: ``$BUILDER_APT_MIRROR``, else the first non-security
-    ``deb`` source in this machine's apt configuration (sources.list and deb822 ``*.sources``).
-
-    Raises BaseError when neither gives one.
-    """
-    if os.environ.get("BUILDER_APT_MIRROR"):
-        return os.environ["BUILDER_APT_MIRROR"]
-    candidates: list[tuple[str, list[str]]] = []
-    files = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
-    for f in files:
-        if f.is_file():
-            for line in f.read_text().splitlines():
-                m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
-                if m:
-                    candidates.append((m.group(1), [m.group(2)]))
-    for f in sorted((sources_dir / "sources.list.d").glob("*.sources")):
-        for stanza in re.split(r"\n\s*\n", f.read_text()):
-            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, flags=re.M))
-            if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
-                for uri in fields.get("URIs", "").split():
-                    candidates.append((uri, fields.get("Suites", "").split()))
-    for uri, suites in candidates:
-        if suites and all(s.endswith("-security") for s in suites):
-            continue
-        return uri
-    raise BaseError("no Debian mirror found in the apt sources; set BUILDER_APT_MIRROR")
-
-
-def ensure(client: docker.DockerClient, key: str, base: Base, source: Source = "auto",
-           workdir: Path = Path("build/bases"), log: Callable[[str], None] = print,
+def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, workdir: Path,
+           log: Callable[[str], None] = print,
            platform: str = DEFAULT_PLATFORM) -> BaseImage:
     """Make base ``key`` available for ``platform`` and return it: a local image of that platform,
     else a pull of that platform (kept under :func:`bootstrap_ref`'s name for another platform than
@@ -122,7 +93,7 @@ def ensure(client: docker.DockerClient, key: str, base: Base, source: Source = "
             log(f"pull failed, bootstrapping base {key} ({platform}) instead")
     try:
         bootstrap(client, key, base, workdir, log, platform)
-    except (BaseError, engine.EngineError, OSError, subprocess.CalledProcessError) as exc:
+    except (BaseError, ConfigError, engine.EngineError, OSError, subprocess.CalledProcessError) as exc:
         errors.append(f"bootstrap: {exc}")
         raise BaseError(f"base {key} ({platform}): " + "; ".join(errors)) from None
     return BaseImage(key, ref, "bootstrapped")

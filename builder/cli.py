@@ -20,14 +20,16 @@ from typing import Optional
 import typer
 
 from builder import bake, cli_deploy, disk, engine, files, lock, locking, pipeline, plan, prune, render
-from builder.cli_common import (ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load, registry_option,
-                                stop_on_sigterm)
+from builder.cli_common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, fail, guard, load,
+                                registry_option, stop_on_sigterm)
 from builder.console import wide_console
 from builder.matrix import ImageSpec, Matrix
 from builder.schema import load_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
-                  help="Render, build, smoke-test, tag and publish ML inference images from matrix.yaml.")
+                  help="Render, build, smoke-test, tag and publish ML inference images from matrix.yaml. Every "
+                       "command takes --build-dir (default: build): the one folder for its logs, reports and "
+                       "state.")
 #: The templates that ship with the project (a checkout or an editable install).
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -55,9 +57,10 @@ def _select(m: Matrix, patterns: Optional[list[str]]) -> list[ImageSpec]:
 
 @app.command("render")
 def render_command(check: bool = typer.Option(False, "--check", help="Only compare; exit 1 listing stale, missing or extra files."),
-           matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt) -> None:
+           matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
+           build_dir: Path = BuildDirOpt) -> None:
     """Render images/ and docker-bake.json from matrix.yaml and templates/ (atomically; only ever
-    replaces what `builder render` wrote)."""
+    replaces what `builder render` wrote). Writes nothing to the build folder."""
     m = load(matrix)
     images = _beside(matrix, images, "images")
     folder = _templates(matrix, templates)
@@ -79,9 +82,10 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
 def lock_command(select: Optional[list[str]] = SelectOpt,
                  upgrade_package: Optional[list[str]] = typer.Option(None, "--upgrade-package", help="Let this package move to its newest version (repeatable); every other keeps its locked version."),
                  check: bool = typer.Option(False, "--check", help="Offline: exit 1 when a lock is missing, invalid, no longer satisfies the matrix pins or disagrees with its parent's."),
-                 matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt) -> None:
+                 matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
     """Resolve each image's whole install set with uv into images/<name>/requirements.lock (hashes,
-    the parent's lock as a constraint). Needs the package index, except with --check."""
+    the parent's lock as a constraint). Needs the package index, except with --check. Writes
+    nothing to the build folder."""
     from builder.sources import Sources
 
     m = load(matrix)
@@ -108,8 +112,9 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
 
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-          matrix: Path = MatrixOpt) -> None:
-    """Print the expanded matrix: name, parent, framework, version, device, python, os, tags."""
+          matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
+    """Print the expanded matrix: name, parent, framework, version, device, python, os, tags.
+    Writes nothing to the build folder."""
     m = load(matrix)
     policy = m.data.tags
     rows = [{"name": s.name, "parent": s.parent, "framework": s.framework, "version": s.version,
@@ -130,8 +135,9 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead
 
 
 @app.command()
-def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt) -> None:
-    """Print one image's rendered Dockerfile."""
+def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt,
+               build_dir: Path = BuildDirOpt) -> None:
+    """Print one image's rendered Dockerfile. Writes nothing to the build folder."""
     m = load(matrix)
     try:
         spec = m.image(name)
@@ -196,7 +202,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                               help="Smoke tests run at once [default: one per CPU]."),
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
                 tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
-                build_dir: Path = typer.Option(Path("build"), "--build-dir", help="Logs, report, bases, registry storage."),
+                build_dir: Path = BuildDirOpt,
                 platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); all/publish need --by-platform then."),
                 by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes."),
                 no_space_check: bool = typer.Option(False, "--no-space-check", help="Run even when the disk looks too small for it (see docs: disk)."),
@@ -228,29 +234,30 @@ app.command("all")(_stage_command("all", "Build, smoke-test, tag and publish the
 
 
 @app.command("catalog")
-def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report", help="A run's report.json (repeatable) [default: build/report.json]."),
+def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report", help="A run's report.json (repeatable) [default: report.json in --build-dir]."),
                     out: Path = typer.Option(Path("docs/images.md"), "--out", help="The Markdown table."),
                     json_out: Path = typer.Option(Path("docs/images.json"), "--json", help="The same rows as JSON."),
-                    matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt) -> None:
+                    matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
     """Write the image catalog (docs/images.md and JSON) from run reports, the locks and the built
-    images (pulled when not on this machine). Lists the images whose run passed."""
+    images (pulled when not on this machine). Lists the images whose run passed. Reads the build
+    folder's report.json unless --report is given."""
     from builder import catalog, engine
 
     if out.resolve() == json_out.resolve():
         fail([f"--out and --json name the same file ({out}); give each its own"])
     m = load(matrix)
     with guard():
-        reports = catalog.read_reports(report or [Path("build/report.json")], m)
-        found = catalog.rows(m, reports, _beside(matrix, images, "images"), engine.client())
+        reports = catalog.read_reports(report or [build_dir / "report.json"], m)
+        found = catalog.rows(m, reports, _beside(matrix, images, "images"), engine.client(build_dir))
         catalog.write(found, out, json_out)
     typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")
 
 
 @app.command("merge")
 def merge_command(report: list[Path] = typer.Option(..., "--report", help="One job's report.json (repeatable): every job of a run split by platform."),
-                  out: Path = typer.Option(Path("build/report.json"), "--out", help="The merged report (read by `builder catalog`)."),
+                  out: Optional[Path] = typer.Option(None, "--out", help="The merged report (read by `builder catalog`) [default: report.json in --build-dir]."),
                   registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the jobs pushed to; every report's repository must be the one it gives [default: 127.0.0.1:5000]."),
-                  matrix: Path = MatrixOpt) -> None:
+                  matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
     """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
     image indexes: latest and the immutable tag move only for an image whose every platform passed."""
     from builder import merge, report_file
@@ -259,11 +266,12 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
 
     m = load(matrix)
     target = registry_option(registry) or engine.LOCAL_REGISTRY  # as the pipeline's default
+    out = out if out is not None else build_dir / "report.json"
     with guard():
         found = report_file.read_all(report, [s.name for s in m.images()])
         merge.check_repositories(found, target)  # the push target is --registry's, never a report's
         report_file.refuse_foreign(out)  # before anything is pushed
-        engine.ensure_buildx(Path("build"))  # docker buildx imagetools makes the indexes
+        engine.ensure_buildx(build_dir)  # docker buildx imagetools makes the indexes
         merged = merge.merge(m, found, Registry(host_of(target), Credentials.from_env()), log=typer.echo)
         write(out, "merge", merged)
     typer.echo(f"report: {out}")
@@ -272,14 +280,14 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
 
 
 @app.command("prune")
-def prune_command(build_dir: Path = typer.Option(Path("build"), "--build-dir", help="The build folder to remove (only when the builder made it)."),
+def prune_command(build_dir: Path = BuildDirOpt,
                   registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the builder tagged for, besides the local registry 127.0.0.1:5000."),
                   keep_bases: bool = typer.Option(False, "--keep-bases", help="Keep the bases (bootstrapping them again takes minutes)."),
                   matrix: Path = MatrixOpt) -> None:
     """Remove what the builder made on this machine, and only that: its images' tags (matrix images
     under the local registry or --registry, bases, the wheelhouse image), the BuildKit cache its runs
-    recorded, the local registry it started with this build folder, and the build folder (only one
-    it made). Prints the bytes freed."""
+    recorded, the local registry it started with this build folder, and the build folder (--build-dir;
+    only one it made). Prints the bytes freed."""
     m = load(matrix)
     registries = tuple(dict.fromkeys(r for r in (engine.LOCAL_REGISTRY, registry_option(registry)) if r))
     if build_dir.exists() and not files.owned_folder(build_dir):
@@ -314,8 +322,10 @@ def _freed_line(measured: int, whole: bool, images: int, cache: int, folder: int
 
 @app.command("ci-matrix")
 def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt,
-              by_platform: bool = typer.Option(False, "--by-platform", help="One job per image tree and platform, each on its platform's native runner (then `builder merge`).")) -> None:
-    """Print a GitHub Actions strategy.matrix (JSON): one job per image tree, parents inside the job."""
+              by_platform: bool = typer.Option(False, "--by-platform", help="One job per image tree and platform, each on its platform's native runner (then `builder merge`)."),
+              build_dir: Path = BuildDirOpt) -> None:
+    """Print a GitHub Actions strategy.matrix (JSON): one job per image tree, parents inside the job.
+    Writes nothing to the build folder."""
     specs = _select(load(matrix), select)
     split = {s.name: s.platforms for s in specs} if by_platform else None
     typer.echo(json.dumps(plan.ci_matrix({s.name: s.parent for s in specs}, split)))
@@ -328,8 +338,10 @@ app.add_typer(compat_app, name="compat")
 
 @compat_app.command("refresh")
 def compat_refresh(matrix: Path = MatrixOpt,
-                   compat: Path = typer.Option(Path("compat.yaml"), "--compat", help="The table to rewrite.")) -> None:
-    """Re-resolve every framework version in the matrix from package metadata (uv; needs the index)."""
+                   compat: Path = typer.Option(Path("compat.yaml"), "--compat", help="The table to rewrite."),
+                   build_dir: Path = BuildDirOpt) -> None:
+    """Re-resolve every framework version in the matrix from package metadata (uv; needs the index).
+    Writes nothing to the build folder."""
     from builder.compat import refresh
 
     with guard():

@@ -10,6 +10,7 @@ from typing import Iterator, NoReturn
 
 import typer
 
+from builder import files
 from builder.bases import BaseError
 from builder.engine import EngineError
 from builder.inputs import ConfigError, one_line
@@ -20,6 +21,10 @@ MatrixOpt = typer.Option(Path("matrix.yaml"), "--matrix", help="The matrix file.
 TemplatesOpt = typer.Option(None, "--templates", help="The templates folder [default: templates/ beside the matrix].")
 ImagesOpt = typer.Option(None, "--images", help="Where generated build contexts live [default: images/ beside the matrix].")
 SelectOpt = typer.Option(None, "--select", help="Glob over image names (repeatable); ancestors are included.")
+#: Every command takes it; what a command writes outside images/ and docs/ goes under it, nowhere else.
+BuildDirOpt = typer.Option(files.BUILD_DIR, "--build-dir",
+                           help="The build folder: logs, report.json, bases, SBOMs, plugins, registry storage, "
+                                "extension contexts (`builder prune` removes it).")
 
 
 def fail(lines: list[str], code: int = 2) -> NoReturn:

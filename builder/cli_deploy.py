@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from builder import files, grammar
-from builder.cli_common import MatrixOpt, fail, guard, load, registry_option, stop_on_sigterm
+from builder.cli_common import BuildDirOpt, MatrixOpt, fail, guard, load, registry_option, stop_on_sigterm
 
 
 def _registry(registry: str) -> str:
@@ -21,14 +21,15 @@ def _registry(registry: str) -> str:
 
 
 def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's JSON form or the YAML equivalent."),
-           out: Optional[Path] = typer.Option(None, "--out", help="Build context folder [default: build/extend/<config folder name>]."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Build context folder [default: extend/<config folder name> in --build-dir]."),
            build_it: bool = typer.Option(False, "--build", help="Also build the image."),
            tag_: Optional[str] = typer.Option(None, "--tag", help="Name for the built image [default: <config folder name>:latest]."),
            template: Optional[Path] = typer.Option(None, "--template", help='Your template; it may {% extends "extend/Dockerfile.j2" %}.'),
            allow_outside: Optional[list[Path]] = typer.Option(None, "--allow-outside", help="Another folder the config's paths may point into (repeatable)."),
            registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named bases are published [default: 127.0.0.1:5000]."),
-           matrix: Path = MatrixOpt) -> None:
-    """Write a Dockerfile and build context that extend a prebuilt image with a model, code and packages."""
+           matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
+    """Write a Dockerfile and build context that extend a prebuilt image with a model, code and
+    packages (with --build, its build log goes to logs/ in the build folder)."""
     from builder.extend import build_image, default_name, default_out, lock_requirements, prepare, write
     from builder.sources import Sources
 
@@ -40,11 +41,11 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
             grammar.docker_reference(tag_)
         except ValueError as exc:
             fail([f"--tag: {exc}"])
-    target = out or default_out(config)
+    target = out or default_out(config, build_dir)
     with guard():
         ext = prepare(config, m, reg, template, allow_outside=allow_outside or [])
         if build_it:
-            built = build_image(config, m, reg, template, name, target, allow_outside or [])
+            built = build_image(config, m, reg, template, name, target, build_dir, allow_outside or [])
             typer.echo(f"wrote {target}/Dockerfile FROM {built.base}")
             if not built.result.ok:
                 fail([f"build failed: {built.result.error} (log {built.result.log_path})"], 1)
@@ -61,9 +62,10 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
           port: int = typer.Option(8890, "--port", min=1, max=65535, help="Host port on 127.0.0.1."),
           registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named images are published."),
           compose_file: Optional[Path] = typer.Option(None, "--compose-file", help="Write a Compose file that serves it (`docker compose -f FILE up`) instead of running."),
-          matrix: Path = MatrixOpt) -> None:
+          matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
     """Run an image locally with a model and entry script until Ctrl-C, then remove the container
-    (or, with --compose-file, write the Compose file that does the same)."""
+    (or, with --compose-file, write the Compose file that does the same). The build folder holds
+    dockerd's log when an Engine has to be started."""
     from builder import deploy
 
     m = load(matrix)
@@ -74,14 +76,14 @@ def serve(image: str = typer.Argument(..., help="An image reference, or a matrix
         problems.append(f"--model: {model} does not exist")
     ref = _image_ref(m, image, registry)
     if compose_file is None:
-        _serve(ref, model, entry_script, port, m.data.runtime, problems)
+        _serve(ref, model, entry_script, port, m.data.runtime, problems, build_dir)
         return
     if problems:
         fail(problems)
     rt = m.data.runtime
     _write_compose(compose_file, deploy.compose_file({"model": deploy.compose_service(
-        ref, entry_script.parent, model, port=rt.port, app_root=rt.app_root, uid=rt.uid, host_port=port,
-        entry_script=entry_script.name)}))
+        ref, entry_script.parent, model, port=rt.port, app_root=rt.app_root, uid=rt.uid, model_mount=rt.model_mount,
+        host_port=port, entry_script=entry_script.name)}))
     typer.echo(f"wrote {compose_file}; run `docker compose -f {compose_file} up`, then POST http://127.0.0.1:{port}/score")
 
 
@@ -98,15 +100,15 @@ def _image_ref(m, image: str, registry: str) -> str:
             fail([f"IMAGE: {exc}"])
 
 
-def _serve(ref: str, model: Optional[Path], entry_script: Path, port: int, runtime, problems: list[str]) -> None:
+def _serve(ref: str, model: Optional[Path], entry_script: Path, port: int, runtime, problems: list[str],
+           build_dir: Path) -> None:
     # Run until Ctrl-C (or SIGTERM), then remove the container.
     import docker
 
     from builder import deploy, engine
-    from builder.smoke import NotHealthy
 
     with guard():
-        client = engine.client()
+        client = engine.client(build_dir)
     try:
         client.images.get(ref)
     except docker.errors.ImageNotFound:
@@ -123,7 +125,7 @@ def _serve(ref: str, model: Optional[Path], entry_script: Path, port: int, runti
             code = served.container.wait()["StatusCode"]
             sys.stderr.write(served.container.logs(tail=40).decode(errors="replace"))
             fail([f"the container exited with code {code}"], 1)
-    except NotHealthy as exc:
+    except deploy.NotHealthy as exc:
         fail([str(exc)], 1)
     except KeyboardInterrupt:
         typer.echo("stopped; container removed", err=True)

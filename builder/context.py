@@ -16,7 +16,7 @@ import docker
 from rich.console import Console
 from rich.progress import Progress
 
-from builder import engine
+from builder import engine, files
 from builder.matrix import ImageSpec, Matrix
 from builder.registry import Registry
 from builder.report import ImageReport
@@ -46,7 +46,7 @@ class Options:
     base_source: BaseSource = "auto"
     images_dir: Path = Path("images")
     tests_root: Path = Path("tests/by_image")
-    build_dir: Path = Path("build")
+    build_dir: Path = files.BUILD_DIR
     no_cache: bool = False
     jobs: int = 8
     test_jobs: int = max(1, os.cpu_count() or 1)

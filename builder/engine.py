@@ -3,8 +3,9 @@
 :func:`client` returns a docker-py client for an Engine that answers — the one ``DOCKER_HOST``
 names, or the default local socket. When none answers and the machine is Debian and we are root,
 it installs ``docker.io`` from Debian's packages and starts ``dockerd`` in the background (log in
-build/dockerd.log). :func:`ensure_registry` does the same for a local OCI distribution registry
-(Debian's ``docker-registry``) on 127.0.0.1:5000 with its storage under build/registry/.
+dockerd.log in the build folder, ``state_dir``). :func:`ensure_registry` does the same for a local
+OCI distribution registry (Debian's ``docker-registry``) on 127.0.0.1:5000 with its storage under
+registry/ in the build folder. Every function that writes takes the build folder; none has a default.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import docker
 import requests
 from docker.errors import DockerException
 
+from builder.sources import apt_mirror
 from builder import files
 from builder import registry as registry_api
 from builder.platform import PLATFORMS, Platform, of_machine
@@ -82,8 +84,9 @@ def apt_install(*packages: str) -> None:
             raise EngineError(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
 
 
-def client(state_dir: Path = Path("build"), timeout: float = 90.0) -> docker.DockerClient:
-    """A docker-py client for an Engine that answers, starting one if needed (see module doc).
+def client(state_dir: Path, timeout: float = 90.0) -> docker.DockerClient:
+    """A docker-py client for an Engine that answers, starting one if needed (see module doc; its
+    log goes to ``state_dir``/dockerd.log, ``state_dir`` being the build folder).
 
     ``timeout`` (seconds) bounds the wait for a started dockerd. Raises EngineError when no Engine
     answers and one cannot be started, or when a started one does not answer in time.
@@ -129,22 +132,22 @@ def plugin_version(name: str) -> str | None:
     return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
 
 
-def ensure_buildx(state_dir: Path = Path("build"), mirror: str | None = None) -> str:
+def ensure_buildx(state_dir: Path, mirror: str | None = None) -> str:
     """Make ``docker buildx`` work (see :func:`ensure_plugin`); return its version line."""
     return ensure_plugin("buildx", state_dir, mirror)
 
 
-def ensure_compose(state_dir: Path = Path("build"), mirror: str | None = None) -> str:
+def ensure_compose(state_dir: Path, mirror: str | None = None) -> str:
     """Make ``docker compose`` (v2) work (see :func:`ensure_plugin`); return its version line."""
     return ensure_plugin("compose", state_dir, mirror)
 
 
-def ensure_plugin(name: str, state_dir: Path = Path("build"), mirror: str | None = None) -> str:
+def ensure_plugin(name: str, state_dir: Path, mirror: str | None = None) -> str:
     """Make the Docker CLI plugin ``name`` (:data:`PLUGINS`) work and return its version line.
 
     When it is missing on a Debian machine where we are root, Debian 13's package is downloaded with
     apt from ``mirror`` (default: the mirror this machine's apt sources name, see
-    :func:`builder.bases.apt_mirror`) through a private apt state under ``state_dir``/plugins (the
+    :func:`builder.sources.apt_mirror`) through a private apt state under ``state_dir``/plugins (the
     machine's own apt sources are not touched), and its plugin binary is put into
     :data:`PLUGIN_DIR`. Raises EngineError with what to install anywhere else, or when the download
     or the plugin fails.
@@ -175,8 +178,6 @@ def ensure_plugin(name: str, state_dir: Path = Path("build"), mirror: str | None
 
 def _download(package: str, root: Path, mirror: str | None) -> Path:
     # apt-get download from PLUGIN_SUITE with a private source list and package lists.
-    from builder.bases import apt_mirror  # bases imports this module
-
     lists = root / "lists"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     sources = root / f"{PLUGIN_SUITE}.sources"
@@ -203,7 +204,7 @@ def registry_answers(registry: str, timeout: float = 3.0) -> bool:
     return registry_api.answers(registry_api.host_of(registry), timeout)
 
 
-def ensure_registry(state_dir: Path = Path("build"), timeout: float = 30.0) -> str:
+def ensure_registry(state_dir: Path, timeout: float = 30.0) -> str:
     """Make sure a registry answers on 127.0.0.1:5000, starting Debian's ``docker-registry``.
 
     Storage goes to ``state_dir``/registry/data, its log to ``state_dir``/registry/registry.log.

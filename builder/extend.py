@@ -239,14 +239,16 @@ class Built:
 
 
 def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path | None, image_tag: str, out: Path,
-                allow_outside: list[Path] = ()) -> Built:
+                build_dir: Path, allow_outside: list[Path] = ()) -> Built:
     """Prepare with what the base really holds (pulled with the config's credentials when missing),
-    write the context to ``out`` and build it through BuildKit as ``image_tag``. Raises ExtendError
-    for bad input (nothing written or built); a failed build is in the result."""
+    write the context to ``out`` and build it through BuildKit as ``image_tag``; the build log is
+    ``build_dir``/logs/extend-<name>.build.log (``build_dir``: the build folder, also the Engine's
+    and buildx's state). Raises ExtendError for bad input (nothing written or built); a failed
+    build is in the result."""
     from builder import engine
     from builder.sources import wheelhouse_image
 
-    client = engine.client()
+    client = engine.client(build_dir)
     ext = prepare(config_path, matrix, registry, template, allow_outside=allow_outside)
     auth = ext.config.base_image_registry.credentials() if ext.config.base_image_registry else None
     python, device = inspect_base(client, ext.base, auth, matrix.data.project.label_prefix)
@@ -255,11 +257,11 @@ def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path
     sources = Sources.from_env()
     lock_requirements(ext, Path(matrix.path).resolve().parent / "images", sources, python)
     write(ext, out)
-    engine.ensure_buildx()
+    engine.ensure_buildx(build_dir)
     with sources.secrets() as secrets:
         result = build.build(image_tag, out, image_tag,
                                  {"WHEELHOUSE_IMAGE": wheelhouse_image(client, sources.wheelhouse)}, secrets,
-                                 Path("build/logs") / f"extend-{default_name(config_path)}.build.log")
+                                 build_dir / "logs" / f"extend-{default_name(config_path)}.build.log")
     return Built(ext.base.ref, result)
 
 
@@ -269,9 +271,9 @@ def default_name(config_path: Path) -> str:
     return config_path.resolve().parent.name.lower()
 
 
-def default_out(config_path: Path) -> Path:
-    """build/extend/<extension name>."""
-    return Path("build") / "extend" / default_name(config_path)
+def default_out(config_path: Path, build_dir: Path) -> Path:
+    """``build_dir``/extend/<extension name> (see :func:`default_name`)."""
+    return build_dir / "extend" / default_name(config_path)
 
 
 def inspect_base(client, base: Base, auth: dict | None, label_prefix: str) -> tuple[str, str | None]:

@@ -100,6 +100,10 @@ def replace_folder(folder: Path, files: dict[str, str | bytes], executable: set[
     return folder
 
 
+#: The build folder when ``--build-dir`` is not given (relative: under the current directory): every
+#: command's logs, report.json, bases, SBOMs, plugins, dockerd's log, registry storage and extension
+#: contexts go under the one a command is given, never anywhere else.
+BUILD_DIR = Path("build")
 #: The file that marks a folder the builder made (``builder prune`` removes only such a build folder).
 MARKER = ".made-by-builder"
 

@@ -121,6 +121,9 @@ class Runtime(_Model):
     venv: AbsPath
     app_root: AbsPath
     model_dir: AbsPath
+    #: where `builder serve` and the smoke tests mount a model: beside app_root, which they mount
+    #: read-only (no mount point can be made inside it); not in the image, so not in a cell digest
+    model_mount: Annotated[AbsPath, Field(exclude=True)]
     entry_script: _grammar(grammar.relative_path)
     port: Annotated[int, Field(strict=True, ge=1, le=65535)]
     apt: list[_grammar(grammar.debian_package)]

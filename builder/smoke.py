@@ -18,16 +18,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 from builder import children, files, inputs
 from builder.lock import Lock
 from builder.matrix import ImageSpec
 from builder.schema import Runtime
-
-
-class NotHealthy(RuntimeError):
-    """A scoring container exited, or did not answer ``GET /`` in time; the message has its log tail."""
 
 
 def process_table(container) -> list[dict]:
@@ -85,31 +79,6 @@ def wait_workers(container, count: int, timeout: float, poll: float = 0.5) -> li
                          f"log tail:\n{container.logs().decode(errors='replace')[-3000:]}")
 
 
-def wait_healthy(container, start: float, timeout: float, port: int, poll: float = 0.1) -> str:
-    """Wait until ``container`` (docker-py, its ``port``/tcp published on the host) answers ``GET /`` with 200.
-
-    ``start`` is the time.monotonic() at which the container was started and ``timeout`` the seconds
-    allowed from then. Returns the base URL (``http://127.0.0.1:<host port>``). Raises NotHealthy
-    when the container exits first or the time runs out.
-    """
-    deadline = start + timeout
-    while time.monotonic() < deadline:
-        container.reload()
-        if container.status in ("exited", "dead"):
-            raise NotHealthy(f"container exited with code {container.attrs['State']['ExitCode']} before it was "
-                             f"healthy:\n{container.logs().decode(errors='replace')[-4000:]}")
-        ports = container.ports.get(f"{port}/tcp")
-        if ports:
-            url = f"http://127.0.0.1:{ports[0]['HostPort']}"
-            try:
-                if requests.get(f"{url}/", timeout=2).status_code == 200:
-                    return url
-            except requests.RequestException:
-                pass
-        time.sleep(poll)
-    raise NotHealthy(f"GET / not healthy within {timeout:.0f} s:\n{container.logs().decode(errors='replace')[-4000:]}")
-
-
 @dataclass
 class TestResult:
     """Outcome of one image's smoke test. ``seconds`` is wall time; ``summary`` is pytest's last line;
@@ -165,14 +134,12 @@ def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock, emulated: 
     user id and where models are mounted, ``slowdown`` (:data:`EMULATION_SLOWDOWN` when the image
     runs ``emulated``, else 1: the factor of the tests' own waits) and ``health_timeout``: the
     seconds a scoring container gets to answer ``GET /`` (:data:`HEALTH_TIMEOUT` times ``slowdown``)."""
-    from builder.deploy import MODEL_MOUNT
-
     wheels = {n: v for n, v in spec.pins().items() if n.startswith("nvidia-")}
     slowdown = EMULATION_SLOWDOWN if emulated else 1
     return {"name": spec.name, "framework": spec.framework, "version": spec.version, "device": spec.device,
             "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels,
             "package": spec.package, "port": runtime.port, "app_root": runtime.app_root, "uid": runtime.uid,
-            "model_mount": MODEL_MOUNT, "venv": runtime.venv, "lock": image_lock.versions(),
+            "model_mount": runtime.model_mount, "venv": runtime.venv, "lock": image_lock.versions(),
             "lock_digest": image_lock.digest, "slowdown": slowdown, "health_timeout": HEALTH_TIMEOUT * slowdown}
 
 

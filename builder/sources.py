@@ -1,4 +1,4 @@
-"""Package sources for builds: extra CA bundle, index URL, extra index URLs, wheelhouse.
+"""Package sources for builds: extra CA bundle, index URL, extra index URLs, wheelhouse, Debian mirror.
 
 Configured outside matrix.yaml, from the environment (each ``BUILDER_*`` variable wins over pip's
 own one):
@@ -12,6 +12,8 @@ index URL                    BUILDER_INDEX_URL, PIP_INDEX_URL     the index (def
 extra index URLs             BUILDER_EXTRA_INDEX_URL,             space-separated
                              PIP_EXTRA_INDEX_URL
 wheelhouse                   BUILDER_WHEELHOUSE, PIP_FIND_LINKS   a local directory of wheels
+Debian mirror                BUILDER_APT_MIRROR, else the first   the archive bases bootstrap
+                             non-security source in /etc/apt      from (:func:`apt_mirror`)
 ===========================  ===================================  ==============================
 
 They reach a build without touching a layer (https://docs.docker.com/build/building/secrets/):
@@ -181,3 +183,32 @@ def wheelhouse_image(client: docker.DockerClient, wheelhouse: Path | None) -> st
                                           tag=ref.split(":", 1)[1])
     client.images.get(ref)  # raises ImageNotFound when the import did not produce it
     return ref
+
+
+def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian archive URL to bootstrap from: ``$BUILDER_APT_MIRROR``, else the first non-security
+    ``deb`` source in this machine's apt configuration (sources.list and deb822 ``*.sources``).
+
+    Raises ConfigError when neither gives one.
+    """
+    if os.environ.get("BUILDER_APT_MIRROR"):
+        return os.environ["BUILDER_APT_MIRROR"]
+    candidates: list[tuple[str, list[str]]] = []
+    lists = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
+    for f in lists:
+        if f.is_file():
+            for line in f.read_text().splitlines():
+                m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
+                if m:
+                    candidates.append((m.group(1), [m.group(2)]))
+    for f in sorted((sources_dir / "sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", f.read_text()):
+            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, flags=re.M))
+            if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
+                for uri in fields.get("URIs", "").split():
+                    candidates.append((uri, fields.get("Suites", "").split()))
+    for uri, suites in candidates:
+        if suites and all(s.endswith("-security") for s in suites):
+            continue
+        return uri
+    raise ConfigError(["no Debian mirror found in the apt sources; set BUILDER_APT_MIRROR"])

@@ -135,9 +135,10 @@ def docker_compose_file(trained, image, expected, logs_dir, request) -> str:
     compose_service, the one `builder serve --compose-file` writes), written next to the logs."""
     folders = {Path(str(item.fspath)).parent.name: Path(str(item.fspath)).parent for item in request.session.items}
     services = {name: deploy.compose_service(image, folders[name], model, port=expected["port"],
-                                             app_root=expected["app_root"], uid=expected["uid"])
+                                             app_root=expected["app_root"], uid=expected["uid"],
+                                             model_mount=expected["model_mount"])
                 for name, (model, _) in trained.items()}
-    for service in services.values():
+    for service in services.values():  # a folder without a model still names the mount
         service["environment"]["AZUREML_MODEL_DIR"] = expected["model_mount"]
     path = logs_dir / "compose.yaml"
     path.write_text(deploy.compose_file(services))

@@ -18,14 +18,16 @@ import pytest
 import requests
 
 from builder import bases, engine, matrix
-from builder.smoke import NotHealthy, process_uids, wait_healthy
+from builder.deploy import NotHealthy, wait_healthy
+from builder.smoke import process_uids
 from repo import ROOT
 
 pytestmark = pytest.mark.engine
 
 BUILDER = [sys.executable, "-m", "builder.cli"]
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
-PORT = matrix.load(ROOT / "matrix.yaml").data.runtime.port  # the server's port inside every image
+RUNTIME = matrix.load(ROOT / "matrix.yaml").data.runtime
+PORT = RUNTIME.port  # the server's port inside every image
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
 
 
@@ -76,7 +78,7 @@ def test_a_base_without_python_is_refused_and_nothing_is_built(docker_client, tm
     # The matrix's Debian 12 base, made the way a run makes it (pulled, or bootstrapped when no
     # registry answers): neither has python3. Whatever ran before this test.
     m = matrix.load(ROOT / "matrix.yaml")
-    base = bases.ensure(docker_client, "debian12", m.data.bases["debian12"], workdir=tmp_path / "bases").ref
+    base = bases.ensure(docker_client, "debian12", m.data.bases["debian12"], "auto", tmp_path / "bases").ref
     (tmp_path / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
     (tmp_path / "extend.yml").write_text(f"baseImage: {base}\nentryScript: score.py\n")
     repository = f"builder-test/refused-{uuid.uuid4().hex[:8]}"  # the image it would have built
@@ -192,7 +194,7 @@ def with_extras(tmp_path, make_wheel, docker_client, prebuilt):
             (app / requirements_file).write_text(requirement + "\n")
         container, t0 = scoring(docker_client, prebuilt, env={
             "AZUREML_EXTRA_REQUIREMENTS_TXT": requirements_file, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"},
-            volumes={str(app): {"bind": "/var/azureml-app", "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
+            volumes={str(app): {"bind": RUNTIME.app_root, "mode": "ro"}, str(wheels): {"bind": "/wheels", "mode": "ro"}})
         started.append(container)
         return container, t0
 
@@ -215,7 +217,7 @@ def test_missing_extra_requirements_file_stops_the_container_with_a_clear_messag
     container, start = with_extras("missing.txt")
     with pytest.raises(NotHealthy, match="exited with code 3"):
         wait_healthy(container, start, 60, PORT)
-    assert ("AZUREML_EXTRA_REQUIREMENTS_TXT names /var/azureml-app/missing.txt, which does not exist; "
+    assert (f"AZUREML_EXTRA_REQUIREMENTS_TXT names {RUNTIME.app_root}/missing.txt, which does not exist; "
             "not starting the server") in container.logs().decode()
 
 
@@ -223,5 +225,5 @@ def test_failed_extra_requirements_install_stops_the_container(with_extras):
     container, start = with_extras("extra-requirements.txt", "builder_demo==9.9")
     with pytest.raises(NotHealthy, match="exited with code 3"):
         wait_healthy(container, start, 60, PORT)
-    assert "installing the extra requirements in /var/azureml-app/extra-requirements.txt failed" in \
+    assert f"installing the extra requirements in {RUNTIME.app_root}/extra-requirements.txt failed" in \
         container.logs().decode()

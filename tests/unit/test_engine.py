@@ -5,22 +5,22 @@ import pytest
 from builder import engine
 
 
-def test_missing_buildx_off_debian_names_what_to_install(monkeypatch):
+def test_missing_buildx_off_debian_names_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(engine, "plugin_version", lambda name: None)
     monkeypatch.setattr(engine, "_can_provision", lambda: False)
     monkeypatch.setattr(engine.shutil, "which", lambda name: "/usr/bin/docker")
     with pytest.raises(engine.EngineError) as exc:
-        engine.ensure_buildx()
+        engine.ensure_buildx(tmp_path)
     message = str(exc.value)
     assert "\n" not in message and "docker-buildx" in message and "docker-buildx-plugin" in message
     with pytest.raises(engine.EngineError, match="docker-compose-plugin"):
-        engine.ensure_compose()
+        engine.ensure_compose(tmp_path)
 
 
-def test_present_buildx_is_left_alone(monkeypatch):
+def test_present_buildx_is_left_alone(monkeypatch, tmp_path):
     monkeypatch.setattr(engine, "plugin_version", lambda name: "github.com/docker/buildx 0.13.1")
     monkeypatch.setattr(engine, "_can_provision", lambda: pytest.fail("nothing to provision"))
-    assert engine.ensure_buildx() == "github.com/docker/buildx 0.13.1"
+    assert engine.ensure_buildx(tmp_path) == "github.com/docker/buildx 0.13.1"
 
 
 def test_a_removed_package_with_configuration_left_is_not_installed(monkeypatch):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from builder.inputs import ConfigError
-from builder.sources import Sources
+from builder.sources import Sources, apt_mirror
 
 VARIABLES = ("BUILDER_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE", "BUILDER_INDEX_URL", "PIP_INDEX_URL",
              "BUILDER_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL", "BUILDER_WHEELHOUSE", "PIP_FIND_LINKS")
@@ -86,3 +86,30 @@ def test_a_ca_bundle_path_that_would_break_the_secret_spec_is_refused(clean_env,
     with pytest.raises(ConfigError, match="secret specification") as exc:
         Sources.from_env()
     assert len(exc.value.lines) == 1
+
+
+# The Debian mirror comes from apt's own sources.
+
+def test_mirror_from_deb822_sources_skips_security(tmp_path, monkeypatch):
+    monkeypatch.delenv("BUILDER_APT_MIRROR", raising=False)
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(
+        "Types: deb\nURIs: http://security.mirror.invalid/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n\nTypes: deb\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n")
+    assert apt_mirror(tmp_path) == "http://mirror.invalid/debian"
+
+
+def test_mirror_from_one_line_sources_list(tmp_path, monkeypatch):
+    monkeypatch.delenv("BUILDER_APT_MIRROR", raising=False)
+    (tmp_path / "sources.list").write_text("# comment\ndeb [arch=amd64] http://mirror.invalid/debian bookworm main\n")
+    assert apt_mirror(tmp_path) == "http://mirror.invalid/debian"
+
+
+def test_environment_overrides_the_mirror_and_none_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUILDER_APT_MIRROR", "http://override.invalid/debian")
+    assert apt_mirror(tmp_path) == "http://override.invalid/debian"
+    monkeypatch.delenv("BUILDER_APT_MIRROR")
+    with pytest.raises(ConfigError, match="BUILDER_APT_MIRROR"):
+        apt_mirror(tmp_path)

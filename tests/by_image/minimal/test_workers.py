@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.smoke import wait_healthy, wait_workers
+from builder.deploy import wait_healthy
+from builder.smoke import wait_workers
 
 APP = Path(__file__).resolve().parent
 

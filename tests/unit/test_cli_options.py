@@ -1,0 +1,31 @@
+"""Every ``builder`` command takes ``--build-dir``, from one definition (one default, one help text)."""
+
+import typer
+
+from builder import files
+from builder.cli import app
+from builder.extend import default_out
+
+
+def _commands(group, prefix: str = "") -> dict:
+    # Every leaf command of the app (typer's click commands) by its full name ("compat refresh").
+    out = {}
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group (typer vendors its own click)
+            out.update(_commands(command, f"{prefix}{name} "))
+        else:
+            out[prefix + name] = command
+    return out
+
+
+def test_every_command_takes_the_one_build_dir_option():
+    commands = _commands(typer.main.get_command(app))
+    options = {name: [p for p in c.params if "--build-dir" in p.opts] for name, c in commands.items()}
+    assert {name for name, found in options.items() if not found} == set()
+    assert {(str(p[0].default), p[0].help) for p in options.values()} == {
+        (str(files.BUILD_DIR), options["build"][0].help)}
+
+
+def test_extend_writes_its_context_under_the_build_dir(tmp_path):
+    config = tmp_path / "sklearn-iris" / "extend.yml"
+    assert default_out(config, tmp_path / "b") == tmp_path / "b" / "extend" / "sklearn-iris"
