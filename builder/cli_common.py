@@ -6,15 +6,15 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import Iterator, NoReturn, Optional
 
 import typer
 
-from builder import files
+from builder import files, plan
 from builder.bases import BaseError
 from builder.engine import EngineError
 from builder.inputs import ConfigError, one_line
-from builder.matrix import Matrix, load as load_matrix
+from builder.matrix import ImageSpec, Matrix, load as load_matrix
 from builder.publish import PublishError
 
 MatrixOpt = typer.Option(Path("matrix.yaml"), "--matrix", help="The matrix file.")
@@ -72,3 +72,31 @@ def registry_option(value: str) -> str:
 def stop_on_sigterm(signum, frame) -> None:
     """A SIGTERM handler that stops a command the way Ctrl-C does (a cancelled CI job, `docker stop`)."""
     raise KeyboardInterrupt
+
+
+#: The templates that ship with the project (a checkout or an editable install).
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def beside(matrix: Path, given: Optional[Path], name: str) -> Path:
+    """``given``, or the folder ``name`` beside the matrix file (never the current directory's)."""
+    return given if given is not None else Path(matrix).resolve().parent / name
+
+
+def templates_dir(matrix: Path, given: Optional[Path]) -> Path:
+    """``given``, or ``templates/`` beside the matrix, or the templates that ship with the package;
+    exits 2 (one line) when the folder holds no ``layers/``."""
+    folder = beside(matrix, given, "templates")
+    if given is None and not folder.is_dir():
+        folder = PACKAGE_TEMPLATES
+    if not (folder / "layers").is_dir():
+        fail([f"--templates: {folder} holds no layers/ templates"])
+    return folder
+
+
+def select_images(m: Matrix, patterns: Optional[list[str]]) -> list[ImageSpec]:
+    """:func:`builder.plan.select` of ``patterns``; exits 2 (one line) for a pattern that selects nothing."""
+    try:
+        return plan.select(m, patterns or [])
+    except ValueError as exc:
+        fail([str(exc)])
