@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import engine, files, lock, naming  # noqa: E402
+from builder import engine, files, lock, naming, plugins  # noqa: E402
 from builder.matrix import load as load_matrix  # noqa: E402
 from builder.platform import Platform  # noqa: E402
 from builder.sources import Sources, wheelhouse_image  # noqa: E402
@@ -54,7 +54,7 @@ def main() -> None:
     if "linux/arm64" not in spec.platforms or spec.parent is None:
         raise SystemExit(f"{name} must be a child image built for linux/arm64")
     client = engine.client(ROOT / files.BUILD_DIR)
-    engine.ensure_buildx(ROOT / files.BUILD_DIR)
+    plugins.ensure_buildx(ROOT / files.BUILD_DIR)
     engine.ensure_emulation("linux/arm64")
     repo = naming.repository(engine.LOCAL_REGISTRY, spec.parent)
     parent = {p: f"{repo}:latest" + ("" if p == "linux/amd64" else "-arm64") for p in spec.platforms}

@@ -1,7 +1,7 @@
 """Stage 4 — build: one image through BuildKit, with ``docker buildx bake`` (matrix images) or
 ``docker buildx build`` (extensions).
 
-The buildx CLI runs in a subprocess (provisioned by :func:`builder.engine.ensure_buildx`): its
+The buildx CLI runs in a subprocess (provisioned by :func:`builder.plugins.ensure_buildx`): its
 ``--progress=plain`` output goes to the image's log file, and the result is read from its
 ``--metadata-file`` (``containerimage.digest``: the image id on the ``docker`` driver), not from the
 log. One bake invocation builds one target, so a failing image never cancels the others (bake

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from builder import bake, disk, engine, files, lock, locking, pipeline, prune, render
+from builder import bake, disk, engine, files, lock, locking, pipeline, plugins, prune, render
 from builder.cli_common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
                                 registry_option, select_images, stop_on_sigterm, templates_dir)
 from builder.console import wide_console
@@ -134,7 +134,7 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
         found = report_file.read_all(report, [s.name for s in m.images()])
         merge.check_repositories(found, target)  # the push target is --registry's, never a report's
         report_file.refuse_foreign(out)  # before anything is pushed
-        engine.ensure_buildx(build_dir)  # docker buildx imagetools makes the indexes
+        plugins.ensure_buildx(build_dir)  # docker buildx imagetools makes the indexes
         merged = merge.merge(m, found, Registry(host_of(target), Credentials.from_env()), log=typer.echo)
         write(out, "merge", merged)
     typer.echo(f"report: {out}")

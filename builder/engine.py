@@ -20,7 +20,7 @@ import docker
 import requests
 from docker.errors import DockerException
 
-from builder.sources import apt_mirror
+
 from builder import files
 from builder import registry as registry_api
 from builder.platform import PLATFORMS, Platform, of_machine
@@ -55,7 +55,8 @@ def data_root(c: docker.DockerClient) -> Path | None:
     return root if root.is_dir() else None
 
 
-def _can_provision() -> bool:
+def can_provision() -> bool:
+    """True where the builder installs what is missing itself: as root on Debian with apt."""
     return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
 
 
@@ -74,7 +75,7 @@ def apt_install(*packages: str) -> None:
     missing = [p for p in packages if not installed(p)]
     if not missing:
         return
-    if not _can_provision():
+    if not can_provision():
         raise EngineError(f"{', '.join(missing)} not installed, and this is not a Debian machine "
                           "where I am root: install them and try again")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -96,7 +97,7 @@ def client(state_dir: Path, timeout: float = 90.0) -> docker.DockerClient:
         return c
     if os.environ.get("DOCKER_HOST"):
         raise EngineError(f"the Docker Engine at DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer")
-    if not _can_provision():
+    if not can_provision():
         raise EngineError("no Docker Engine answers on the default socket; start one or set DOCKER_HOST")
     if shutil.which("dockerd") is None:
         apt_install("docker.io")
@@ -110,89 +111,6 @@ def client(state_dir: Path, timeout: float = 90.0) -> docker.DockerClient:
             return c
         time.sleep(1)
     raise EngineError(f"dockerd did not answer within {timeout:.0f} s; see {state_dir / 'dockerd.log'}")
-
-
-#: Where a provisioned Docker CLI plugin goes: a system-wide plugin directory
-#: (https://docs.docker.com/engine/extend/cli_plugins/), so every user's ``docker`` finds it.
-PLUGIN_DIR = Path("/usr/local/lib/docker/cli-plugins")
-#: The Debian release whose plugin packages are taken: ``docker-buildx`` 0.13 and ``docker-compose``
-#: 2.26 (they need only libc6 >= 2.34, so they run on Debian 12, whose own archive has no buildx
-#: and only Compose v1).
-PLUGIN_SUITE = "trixie"
-#: Plugin name -> the Debian package that holds it.
-PLUGINS = {"buildx": "docker-buildx", "compose": "docker-compose"}
-
-
-def plugin_version(name: str) -> str | None:
-    """``docker <name> version``'s first line, or None when the docker CLI or the plugin is missing."""
-    try:
-        r = subprocess.run(["docker", name, "version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
-
-
-def ensure_buildx(state_dir: Path, mirror: str | None = None) -> str:
-    """Make ``docker buildx`` work (see :func:`ensure_plugin`); return its version line."""
-    return ensure_plugin("buildx", state_dir, mirror)
-
-
-def ensure_compose(state_dir: Path, mirror: str | None = None) -> str:
-    """Make ``docker compose`` (v2) work (see :func:`ensure_plugin`); return its version line."""
-    return ensure_plugin("compose", state_dir, mirror)
-
-
-def ensure_plugin(name: str, state_dir: Path, mirror: str | None = None) -> str:
-    """Make the Docker CLI plugin ``name`` (:data:`PLUGINS`) work and return its version line.
-
-    When it is missing on a Debian machine where we are root, Debian 13's package is downloaded with
-    apt from ``mirror`` (default: the mirror this machine's apt sources name, see
-    :func:`builder.sources.apt_mirror`) through a private apt state under ``state_dir``/plugins (the
-    machine's own apt sources are not touched), and its plugin binary is put into
-    :data:`PLUGIN_DIR`. Raises EngineError with what to install anywhere else, or when the download
-    or the plugin fails.
-    """
-    package = PLUGINS[name]
-    found = plugin_version(name)
-    if found:
-        return found
-    if shutil.which("docker") is None:
-        raise EngineError("the docker CLI is not installed: install Docker (docker.io, or Docker's docker-ce-cli)")
-    if not _can_provision():
-        raise EngineError(f"docker {name} is missing: install the {name} CLI plugin (Debian/Ubuntu: {package}; "
-                          f"Docker's packages: {package}-plugin) and try again")
-    files.claim_folder(state_dir)
-    deb = _download(package, (state_dir / "plugins").resolve(), mirror)
-    unpacked = deb.parent / "unpacked"
-    shutil.rmtree(unpacked, ignore_errors=True)
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-    files.copy_atomic(unpacked / f"usr/libexec/docker/cli-plugins/docker-{name}", PLUGIN_DIR / f"docker-{name}",
-                      files.EXEC_MODE)
-    shutil.rmtree(unpacked)
-    found = plugin_version(name)
-    if not found:
-        raise EngineError(f"installed {PLUGIN_DIR / ('docker-' + name)} from {deb.name}, but `docker {name} version` "
-                          "still fails")
-    return found
-
-
-def _download(package: str, root: Path, mirror: str | None) -> Path:
-    # apt-get download from PLUGIN_SUITE with a private source list and package lists.
-    lists = root / "lists"
-    (lists / "partial").mkdir(parents=True, exist_ok=True)
-    sources = root / f"{PLUGIN_SUITE}.sources"
-    files.write_atomic(sources, f"Types: deb\nURIs: {mirror or apt_mirror()}\nSuites: {PLUGIN_SUITE}\nComponents: main\n"
-                       "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-    opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
-            "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0", "-q"]
-    for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", package]):
-        r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise EngineError(f"apt-get {cmd[-1]} failed while provisioning {package}: {r.stderr.strip()[-1000:]}")
-    debs = sorted(root.glob(f"{package}_*.deb"))
-    if not debs:
-        raise EngineError(f"apt-get download {package} left no package in {root}")
-    return debs[-1]
 
 
 LOCAL_REGISTRY = "127.0.0.1:5000"
@@ -282,7 +200,7 @@ def ensure_emulation(platform: str) -> None:
     how = (f"register QEMU for it: on Debian as root `apt-get install qemu-user-static` and register "
            f"{conf} with the F flag, or on a machine that can pull "
            f"`docker run --privileged --rm tonistiigi/binfmt --install {pf.arch}`")
-    if not _can_provision():
+    if not can_provision():
         raise EngineError(f"{platform} images need QEMU user emulation, which is not registered; {how}")
     apt_install("qemu-user-static")
     if not (BINFMT / "register").exists():

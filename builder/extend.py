@@ -245,7 +245,7 @@ def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path
     ``build_dir``/logs/extend-<name>.build.log (``build_dir``: the build folder, also the Engine's
     and buildx's state). Raises ExtendError for bad input (nothing written or built); a failed
     build is in the result."""
-    from builder import engine
+    from builder import engine, plugins
     from builder.sources import wheelhouse_image
 
     client = engine.client(build_dir)
@@ -257,7 +257,7 @@ def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path
     sources = Sources.from_env()
     lock_requirements(ext, Path(matrix.path).resolve().parent / "images", sources, python)
     write(ext, out)
-    engine.ensure_buildx(build_dir)
+    plugins.ensure_buildx(build_dir)
     with sources.secrets() as secrets:
         result = build.build(image_tag, out, image_tag,
                                  {"WHEELHOUSE_IMAGE": wheelhouse_image(client, sources.wheelhouse)}, secrets,

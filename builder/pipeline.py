@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from builder import bases, children, disk, engine, files, naming, plan, policy, prune, report, space
+from builder import bases, children, disk, engine, files, naming, plan, plugins, policy, prune, report, space
 from builder.console import summary, wide_console
 from builder.context import Clients, Events, Options, RunContext, Stage
 from builder.matrix import ImageSpec, Matrix
@@ -105,11 +105,11 @@ class Pipeline:
         for s in specs:
             self.reports[s.name].repository = naming.repository(registry, s.name)
         if opt.stage in ("test", "all"):
-            engine.ensure_compose(opt.build_dir)  # the smoke tests' scoring containers
+            plugins.ensure_compose(opt.build_dir)  # the smoke tests' scoring containers
         build_platform, sources = engine.native_platform(client), Sources.from_env()
         wheelhouse, base_refs = "", {}
         if opt.stage != "publish":
-            engine.ensure_buildx(opt.build_dir)
+            plugins.ensure_buildx(opt.build_dir)
             wheelhouse = wheelhouse_image(client, sources.wheelhouse)
             base_refs = bases.for_roots(client, self.matrix.data.bases, [s for s in specs if s.parent is None],
                                         opt.base_source, opt.build_dir / "bases", self.events.say, build_platform)

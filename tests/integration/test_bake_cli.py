@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from builder import bake, engine, matrix
+from builder import bake, matrix, plugins
 from repo import ROOT
 
 pytestmark = pytest.mark.engine
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_buildx_reads_the_committed_bake_file_and_its_variables(docker_client):
-    engine.ensure_buildx(ROOT / "build")
+    plugins.ensure_buildx(ROOT / "build")
     env = {**os.environ, "REGISTRY": "registry.invalid:5000/team", "TAG": "2026-11"}
     r = subprocess.run(["docker", "buildx", "bake", "-f", "docker-bake.json", "--print", "sklearn"], cwd=ROOT,
                        capture_output=True, text=True, env=env)

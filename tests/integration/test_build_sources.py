@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import build, engine
+from builder import build, plugins
 from builder.sources import Sources, wheelhouse_image
 from repo import ROOT
 
@@ -80,7 +80,7 @@ def test_wheelhouse_index_credential_and_ca_stay_out_of_the_image(minimal_image,
     context.mkdir()
     (context / "Dockerfile").write_text(_dockerfile(minimal_image, uv))
     tag = "builder-test/sources-check:latest"
-    engine.ensure_buildx(ROOT / "build")
+    plugins.ensure_buildx(ROOT / "build")
     with sources.secrets() as secrets:
         result = build.build("sources-check", context, tag, {"WHEELHOUSE_IMAGE": wheelhouse_image(client, wheels)},
                              secrets, tmp_path / "build.log", no_cache=True)  # the RUN really uses the sources

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from builder import engine, lock, matrix, smoke
+from builder import lock, matrix, plugins, smoke
 from builder.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, report
@@ -48,7 +48,7 @@ def test_two_smoke_suites_pass_at_once_on_a_saturated_machine(docker_client, tmp
                          tmp_path / "logs", label=f"{MINIMAL}{Platform.parse(platform).suffix}",
                          emulated=platform != "linux/amd64")
 
-    engine.ensure_compose(build_dir)  # the suites' scoring containers (a `builder test` run does this)
+    plugins.ensure_compose(build_dir)  # the suites' scoring containers (a `builder test` run does this)
     request.getfixturevalue("saturated")  # the load starts once the images are built
     with ThreadPoolExecutor(2) as pool:
         results = dict(zip(spec.platforms, pool.map(suite, spec.platforms)))

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from builder import engine, files, publish, registry, report, report_file
+from builder import plugins as plugin_module
 from builder.cli import app
 from repo import ROOT, seed_locks
 from yaml_dump import dump
@@ -48,7 +49,7 @@ def nothing_pushed(monkeypatch):
     def called(*args, **kwargs):
         raise AssertionError("reached the registry or the Engine")
     for module, name in ((publish, "push_index"), (registry, "make_index"), (registry.Registry, "_client"),
-                         (engine, "ensure_buildx"), (engine, "client")):
+                         (plugin_module, "ensure_buildx"), (engine, "client")):
         monkeypatch.setattr(module, name, called)
     monkeypatch.delenv("REGISTRY", raising=False)  # merge's default registry, as the cases expect
 
@@ -338,18 +339,18 @@ def test_plugin_install_ignores_a_symlink_planted_at_its_temporary_name(tmp_path
     (plugins / ".docker-buildx.planted.tmp").symlink_to(victim)
     _predictable_names(monkeypatch)
     versions = iter([None, "github.com/docker/buildx v0.13"])
-    monkeypatch.setattr(engine, "PLUGIN_DIR", plugins)
-    monkeypatch.setattr(engine, "plugin_version", lambda name: next(versions))
-    monkeypatch.setattr(engine.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(engine, "_can_provision", lambda: True)
-    monkeypatch.setattr(engine, "_download", lambda package, root, mirror: tmp_path / "plugins" / "buildx.deb")
+    monkeypatch.setattr(plugin_module, "PLUGIN_DIR", plugins)
+    monkeypatch.setattr(plugin_module, "plugin_version", lambda name: next(versions))
+    monkeypatch.setattr(plugin_module.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(plugin_module, "can_provision", lambda: True)
+    monkeypatch.setattr(plugin_module, "_download", lambda package, root, mirror: tmp_path / "plugins" / "buildx.deb")
 
     def dpkg_deb(argv, check):  # unpack: the plugin binary where the package has it
         binary = Path(argv[3]) / "usr/libexec/docker/cli-plugins/docker-buildx"
         binary.parent.mkdir(parents=True)
         binary.write_bytes(b"\x7fELF plugin")
-    monkeypatch.setattr(engine.subprocess, "run", dpkg_deb)
-    assert engine.ensure_plugin("buildx", tmp_path) == "github.com/docker/buildx v0.13"
+    monkeypatch.setattr(plugin_module.subprocess, "run", dpkg_deb)
+    assert plugin_module.ensure_plugin("buildx", tmp_path) == "github.com/docker/buildx v0.13"
     assert victim.read_text() == "the user's file\n"
     assert (plugins / "docker-buildx").read_bytes() == b"\x7fELF plugin"
     assert os.stat(plugins / "docker-buildx").st_mode & 0o777 == 0o755
