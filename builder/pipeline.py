@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from builder import bases, children, disk, engine, files, naming, plan, plugins, policy, prune, report, space
+from builder import bases, children, engine, files, naming, plan, plugins, policy, prune, report, space, superseded
 from builder.console import summary, wide_console
 from builder.context import Clients, Events, Options, RunContext, Stage
 from builder.matrix import ImageSpec, Matrix
@@ -74,7 +74,7 @@ class Pipeline:
         if self.opt.space_check and self.opt.stage != "publish":
             space.check(client, self.matrix, self.opt, registry, specs)
         files.claim_folder(self.opt.build_dir)
-        started, cache_before = disk.engine_time(client), prune.cache_ids(client)
+        started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
         try:
             ctx = self._context(specs, registry)
             with self.events.progress:

@@ -1,5 +1,5 @@
 """A run's disk: refuse before building a run the disk cannot hold, and after it remove the local
-builds it superseded (the figures and rules are :mod:`builder.disk`'s)."""
+builds it superseded (the figures and rules are :mod:`builder.disk`'s and :mod:`builder.superseded`'s)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Callable
 
 import docker
 
-from builder import build, disk, engine, lock, naming
+from builder import build, disk, engine, lock, naming, superseded
 from builder.context import Options, RunContext
 from builder.matrix import ImageSpec, Matrix
 from builder.platform import Platform
@@ -20,7 +20,7 @@ def _held_labels(client: docker.DockerClient, matrix: Matrix, registry: str) -> 
     # labels but no BuildKit cache behind it.
     label = f"{matrix.data.project.label_prefix}.cell-digest"
     out: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for b in disk.local_builds(client, None, label):
+    for b in superseded.local_builds(client, None, label):
         title = b.labels.get("org.opencontainers.image.title", "")
         if naming.own_tags(list(b.tags), naming.repository(registry, title)):
             out.setdefault((title, b.arch), []).append(b.labels)
@@ -61,7 +61,7 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
 
 
 def remove_superseded(ctx: RunContext, started: float) -> None:
-    """Remove the local builds this run superseded (:func:`builder.disk.remove_superseded`): only
+    """Remove the local builds this run superseded (:func:`builder.superseded.remove_superseded`): only
     images created before the run ``started`` (epoch seconds, the Engine's clock), so a build of
     another run on the same Engine is never taken for an old one."""
     current: dict[str, set[str]] = {}
@@ -71,7 +71,7 @@ def remove_superseded(ctx: RunContext, started: float) -> None:
             current.setdefault(rep.repository, set()).update(ids)
     label = f"{ctx.matrix.data.project.label_prefix}.cell-digest"
     say = lambda line: ctx.events.console.print(line, highlight=False, markup=False)  # noqa: E731
-    freed = disk.remove_superseded(ctx.client, current, label, ctx.options.keep_last,
+    freed = superseded.remove_superseded(ctx.client, current, label, ctx.options.keep_last,
                                    tuple(ctx.matrix.data.tags.moving), started, say)
     if freed:
         ctx.events.console.print(f"superseded local builds removed: up to {freed / 1e9:.2f} GB", highlight=False)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from builder import disk, files, matrix, prune
+from builder import disk, files, matrix, prune, superseded
 from builder.cli import app
 from builder.inputs import ConfigError
 from repo import ROOT
@@ -86,7 +86,7 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line(tmp_path):
 
 
 def _build(id_, tags, created, arch="amd64"):
-    return disk.LocalBuild(id_, tuple(tags), created, arch, 1)
+    return superseded.LocalBuild(id_, tuple(tags), created, arch, 1)
 
 
 def test_superseded_keeps_the_current_latest_used_newest_and_concurrent():
@@ -95,12 +95,12 @@ def test_superseded_keeps_the_current_latest_used_newest_and_concurrent():
               _build("old1", ["r:o1"], 90), _build("old2", ["r:o2"], 80),
               _build("other-platform", ["r:o3-arm64"], 10, "arm64"), _build("concurrent", ["r:c"], 1000),
               _build("in-flight", ["r:build-0123abcd"], 95)]
-    gone = lambda current, keep: [b.id for b in disk.superseded(builds, current, keep, ("latest",), {"used"}, 500)]
+    gone = lambda current, keep: [b.id for b in superseded.superseded(builds, current, keep, ("latest",), {"used"}, 500)]
     assert gone({"new"}, 1) == ["old1", "old2"]  # an arm64 build is not superseded by an amd64 one,
     # nor one another run is still making (its temporary tag build-<run id>)
     assert gone({"new"}, 2) == ["old2"]
     assert gone({"new", "arm"}, 1) == ["old1", "old2", "other-platform"]
-    assert [b.id for b in disk.superseded(builds, {"new"}, 1, ("latest",), set(), 500)] == ["used", "old1", "old2"]
+    assert [b.id for b in superseded.superseded(builds, {"new"}, 1, ("latest",), set(), 500)] == ["used", "old1", "old2"]
 
 
 def test_only_the_builders_images_are_its_own():
