@@ -30,7 +30,8 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
            matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
     """Write a Dockerfile and build context that extend a prebuilt image with a model, code and
     packages (with --build, its build log goes to logs/ in the build folder)."""
-    from builder.extend import build_image, default_name, default_out, lock_requirements, prepare, write
+    from builder.extend import default_name, default_out, lock_requirements, prepare, write
+    from builder.extend_image import build_image
     from builder.sources import Sources
 
     m = load(matrix)

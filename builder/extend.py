@@ -22,15 +22,14 @@ from pathlib import Path
 import jinja2
 from packaging.version import Version
 
-from builder import build, inputs, naming, render
+from builder import inputs, naming, render
 from builder.inference_config import (ExtendError, InferenceConfig, Paths, RegistryAuth, conda_pip_requirements,
                                       load_config)
 from builder.matrix import Matrix
 from builder.sources import Sources
 
-__all__ = ["Base", "Built", "ExtendError", "Extension", "InferenceConfig", "RegistryAuth", "build_image",
-           "conda_pip_requirements", "default_name", "default_out", "inspect_base", "load_config", "lock_requirements", "prepare",
-           "resolve_base", "write"]
+__all__ = ["Base", "ExtendError", "Extension", "InferenceConfig", "RegistryAuth", "conda_pip_requirements",
+           "default_name", "default_out", "load_config", "lock_requirements", "prepare", "resolve_base", "write"]
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MIN_PYTHON = Version("3.9")  # azureml-inference-server-http's Requires-Python
@@ -230,41 +229,6 @@ def write(ext: Extension, out: Path) -> None:
     render.write({**ext.files, MARKER: "written by `builder extend`; this folder is replaced on the next run\n"}, out)
 
 
-@dataclass
-class Built:
-    """What ``extend --build`` did: the base it used (``base``) and the build's result."""
-
-    base: str
-    result: "build.BuildResult"
-
-
-def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path | None, image_tag: str, out: Path,
-                build_dir: Path, allow_outside: list[Path] = ()) -> Built:
-    """Prepare with what the base really holds (pulled with the config's credentials when missing),
-    write the context to ``out`` and build it through BuildKit as ``image_tag``; the build log is
-    ``build_dir``/logs/extend-<name>.build.log (``build_dir``: the build folder, also the Engine's
-    and buildx's state). Raises ExtendError for bad input (nothing written or built); a failed
-    build is in the result."""
-    from builder import engine, plugins
-    from builder.sources import wheelhouse_image
-
-    client = engine.client(build_dir)
-    ext = prepare(config_path, matrix, registry, template, allow_outside=allow_outside)
-    auth = ext.config.base_image_registry.credentials() if ext.config.base_image_registry else None
-    python, device = inspect_base(client, ext.base, auth, matrix.data.project.label_prefix)
-    ext = prepare(config_path, matrix, registry, template, image_python=python, image_device=device,
-                  allow_outside=allow_outside)
-    sources = Sources.from_env()
-    lock_requirements(ext, Path(matrix.path).resolve().parent / "images", sources, python)
-    write(ext, out)
-    plugins.ensure_buildx(build_dir)
-    with sources.secrets() as secrets:
-        result = build.build(image_tag, out, image_tag,
-                                 {"WHEELHOUSE_IMAGE": wheelhouse_image(client, sources.wheelhouse)}, secrets,
-                                 build_dir / "logs" / f"extend-{default_name(config_path)}.build.log")
-    return Built(ext.base.ref, result)
-
-
 def default_name(config_path: Path) -> str:
     """The name of an extension: its config's folder (``examples/sklearn-iris/extend.yml`` ->
     ``sklearn-iris``), used for the default output folder and image tag."""
@@ -274,33 +238,3 @@ def default_name(config_path: Path) -> str:
 def default_out(config_path: Path, build_dir: Path) -> Path:
     """``build_dir``/extend/<extension name> (see :func:`default_name`)."""
     return build_dir / "extend" / default_name(config_path)
-
-
-def inspect_base(client, base: Base, auth: dict | None, label_prefix: str) -> tuple[str, str | None]:
-    """Make the base image present (pulling it, with ``auth`` only for that pull, when missing) and
-    read what it holds: ``(python version, or "" when it has no python3; device label or None)``.
-
-    Raises ExtendError when the image can be neither found nor pulled.
-    """
-    import docker
-
-    try:
-        image = client.images.get(base.ref)
-    except docker.errors.ImageNotFound:
-        try:
-            image = client.images.pull(base.ref, auth_config=auth)
-        except docker.errors.APIError as exc:
-            # the Engine's message names the reference, never the credentials
-            raise ExtendError([f"baseImage: cannot pull {base.ref}: {exc.explanation or exc}"]) from None
-    container = client.containers.create(image.id, entrypoint=["python3", "-c",
-                                         "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                                         network_disabled=True)
-    try:
-        container.start()
-        ok = container.wait(timeout=120)["StatusCode"] == 0
-        python = container.logs(stderr=False).decode().strip() if ok else None
-    except docker.errors.APIError:  # no python3 executable at all: the container never starts
-        python = None
-    finally:
-        container.remove(force=True)
-    return python or "", (image.labels or {}).get(f"{label_prefix}.device")
