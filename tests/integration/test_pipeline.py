@@ -207,7 +207,8 @@ def test_gpu_image_passes_the_cpu_fallback_and_linked_version_checks(docker_clie
     assert r["status"] == "tested"
     cases = {(c.get("classname"), c.get("name")): c for c in ET.parse(tmp_path / "logs" / f"{GPU_IMAGE}.junit.xml").iter("testcase")}
     names = {name for _, name in cases}
-    for must_pass in ("test_installed_nvidia_wheels_are_the_tables", "test_name_and_labels_carry_the_tables_cuda",
+    for must_pass in ("test_installed_nvidia_wheels_are_the_tables",
+                      "test_spec_name_and_labels_carry_the_installed_cuda_and_cudnn",
                       "test_xgboost_is_a_cuda_build_of_the_tables_cuda_major",
                       "test_score_returns_the_in_process_probabilities"):
         assert must_pass in names
