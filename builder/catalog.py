@@ -2,7 +2,7 @@
 
 :func:`rows` reads three sources and nothing else: the run reports (``build/report.json``: status,
 tags, digests, size, SBOM), the committed locks (key packages at their locked versions) and the
-built images themselves (the taggers of :mod:`builder.tag` read the framework and Python versions
+built images themselves (the taggers of :mod:`builder.run.tag` read the framework and Python versions
 inside the image, /etc/os-release gives the OS, the labels give CUDA/cuDNN). An image is listed
 only when its run ended published, unchanged or tested. :func:`markdown` and :func:`write` give
 ``docs/images.md`` and ``docs/images.json``.
@@ -17,10 +17,12 @@ from pathlib import Path
 import docker
 from packaging.utils import canonicalize_name
 
-from builder import files, lock, report_file, tag
-from builder.inputs import ConfigError
+from builder import files
+from builder.generate import lock
+from builder.run import report_file, tag
+from builder.matrix.inputs import ConfigError
 from builder.matrix import ImageSpec, Matrix
-from builder.report import PASSED, ImageReport, PlatformBuild
+from builder.run.report import PASSED, ImageReport, PlatformBuild
 
 #: Report statuses whose image passed its smoke test.
 LISTED = PASSED
@@ -52,7 +54,7 @@ class Row:
 
 def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, ImageReport]:
     """``{image name: report}`` over every report in ``paths`` (later ones win), validated by
-    :func:`builder.report_file.read_all` (an image not in ``matrix`` is refused). Raises ConfigError
+    :func:`builder.run.report_file.read_all` (an image not in ``matrix`` is refused). Raises ConfigError
     for a report that is missing, not this tool's report or names an image the matrix lacks."""
     names = [s.name for s in matrix.images()] if matrix is not None else None
     return {name: entries[-1] for name, entries in report_file.read_all(paths, names).items()}

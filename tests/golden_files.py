@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder import bake, extend, lock, matrix, render
+from builder.generate import bake, lock, render
+from builder import extend, matrix
 from repo import GOLDEN_SMALL, ROOT
 
 #: The small matrix's rendered images/ (its committed locks live there too, made by `builder lock`).

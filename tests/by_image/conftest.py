@@ -26,9 +26,9 @@ import docker
 import pytest
 import requests
 
-from builder import deploy
-from builder.platform import Platform
-from builder.smoke import process_uids
+from builder.extend import deploy
+from builder.matrix.platform import Platform
+from builder.run.smoke import process_uids
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 # Models are mounted beside the app root: a mount inside the read-only app mount cannot be created.
@@ -131,7 +131,7 @@ def trained(request, docker_client, image, tmp_path_factory) -> dict[str, tuple[
 
 @pytest.fixture(scope="session")
 def docker_compose_file(trained, image, expected, logs_dir, request) -> str:
-    """pytest-docker's compose file: one scoring service per test folder (builder.deploy's
+    """pytest-docker's compose file: one scoring service per test folder (builder.extend.deploy's
     compose_service, the one `builder serve --compose-file` writes), written next to the logs."""
     folders = {Path(str(item.fspath)).parent.name: Path(str(item.fspath)).parent for item in request.session.items}
     services = {name: deploy.compose_service(image, folders[name], model, port=expected["port"],
@@ -221,7 +221,7 @@ def assert_close_fixture():
 
 @pytest.fixture(name="processes_uids", scope="session")
 def processes_uids_fixture():
-    """:func:`builder.smoke.process_uids` for the test modules."""
+    """:func:`builder.run.smoke.process_uids` for the test modules."""
     return process_uids
 
 

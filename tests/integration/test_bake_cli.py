@@ -8,7 +8,9 @@ import subprocess
 
 import pytest
 
-from builder import bake, matrix, plugins
+from builder.generate import bake
+from builder import matrix
+from builder.engine import plugins
 from repo import ROOT
 
 pytestmark = pytest.mark.engine

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import build, plugins
-from builder.sources import Sources, wheelhouse_image
+from builder.run import build
+from builder.engine import plugins
+from builder.engine.sources import Sources, wheelhouse_image
 from repo import ROOT
 
 pytestmark = pytest.mark.engine

@@ -10,8 +10,9 @@ import uuid
 
 import pytest
 
-from builder import matrix, tag
-from builder.platform import Platform
+from builder import matrix
+from builder.run import tag
+from builder.matrix.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, raw_digest, report
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from repo import ROOT, seed_locks
 
-from builder.bake import target_name
+from builder.generate.bake import target_name
 
 pytestmark = pytest.mark.engine
 

@@ -17,9 +17,10 @@ import uuid
 import pytest
 import requests
 
-from builder import bases, engine, matrix
-from builder.deploy import NotHealthy, wait_healthy
-from builder.smoke import process_uids
+from builder.engine import bases
+from builder import engine, matrix
+from builder.extend.deploy import NotHealthy, wait_healthy
+from builder.run.smoke import process_uids
 from repo import ROOT
 
 pytestmark = pytest.mark.engine

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from builder import lock, matrix
-from builder.platform import Platform
+from builder.generate import lock
+from builder import matrix
+from builder.matrix.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, raw_digest, report
 

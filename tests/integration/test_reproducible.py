@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from builder import lock
+from builder.generate import lock
 from repo import ROOT
 
 pytestmark = pytest.mark.engine

@@ -13,8 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from builder import lock, matrix, plugins, smoke
-from builder.platform import Platform
+from builder.generate import lock
+from builder import matrix
+from builder.engine import plugins
+from builder.run import smoke
+from builder.matrix.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, report
 

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 import golden_files
 from repo import seed_locks
 
-from builder import bake, matrix, render
+from builder.generate import bake, render
+from builder import matrix
 from builder.cli import app
 
 

@@ -1,7 +1,7 @@
 """Base images: the bootstrap tag follows the recipe."""
 
-from builder import bases
-from builder.schema import Base
+from builder.engine import bases
+from builder.matrix.schema import Base
 
 
 def _base(**bootstrap):

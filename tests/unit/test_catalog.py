@@ -6,7 +6,7 @@ import json
 import pytest
 
 from builder import catalog
-from builder.inputs import ConfigError
+from builder.matrix.inputs import ConfigError
 
 
 def _row(**changes) -> catalog.Row:

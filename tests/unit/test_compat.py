@@ -1,7 +1,7 @@
 """The compatibility table: reading CUDA/cuDNN from resolved wheels, and the refresh's bookkeeping
 (the resolver itself is replaced here; `builder compat refresh` runs the real one)."""
 
-from builder import compat
+from builder.matrix import compat
 
 TORCH_PINS = {"torch": "2.13.0", "nvidia-cuda-runtime": "13.0.96", "nvidia-cudnn-cu13": "9.20.0.48",
               "nvidia-nccl-cu13": "2.29.7", "sympy": "1.14.0"}

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from builder import disk, files, matrix, prune, superseded
+from builder.engine import disk, prune, superseded
+from builder import files, matrix
 from builder.cli import app
-from builder.inputs import ConfigError
+from builder.matrix.inputs import ConfigError
 from repo import ROOT
 
 M = matrix.load(ROOT / "matrix.yaml")

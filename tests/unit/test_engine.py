@@ -2,7 +2,8 @@
 
 import pytest
 
-from builder import engine, plugins
+from builder import engine
+from builder.engine import plugins
 
 
 def test_missing_buildx_off_debian_names_what_to_install(monkeypatch, tmp_path):

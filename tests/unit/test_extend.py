@@ -125,7 +125,7 @@ def test_conda_only_packages_are_named(tmp_path):
 
 
 def test_conda_file_is_read_by_conda_lock_with_selectors_and_markers(tmp_path):
-    from builder.inference_config import conda_pip_requirements
+    from builder.extend.inference_config import conda_pip_requirements
 
     (tmp_path / "env.yml").write_text(
         "channels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n"

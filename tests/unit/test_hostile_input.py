@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder import inputs
+from builder.matrix import inputs
 from builder.cli import app
 from yaml_dump import dump as _dump_yaml
 from repo import ROOT, seed_locks

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder import engine, files, publish, registry, report, report_file
-from builder import plugins as plugin_module
+from builder import engine, files
+from builder.run import publish, report, report_file
+from builder.engine import registry
+from builder.engine import plugins as plugin_module
 from builder.cli import app
 from repo import ROOT, seed_locks
 from yaml_dump import dump

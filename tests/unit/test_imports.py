@@ -1,9 +1,11 @@
-"""The ``builder`` package has no import cycles, counting function-level (deferred) imports too:
-a deferred import that only dodges a cycle at import time is still a cycle in the design.
+"""The ``builder`` package's import graph: no cycle between modules, counting function-level
+(deferred) imports too (a deferred import that only dodges a cycle at import time is still a cycle in
+the design), and no edge from a stage's package up to a later one (:data:`LAYERS`).
 
 The graph is read with the standard library's :mod:`ast` (no import runs): an edge ``a -> b`` for
 every ``import builder.b``, ``from builder import b``, ``from builder.b import x`` and relative
-equivalent anywhere in ``builder/a.py``; a subpackage (``builder/steps/``) is one node.
+equivalent anywhere in ``a``'s file. A node is a module by its dotted name (``builder.run.steps.tag``;
+a package is its ``__init__.py``).
 """
 
 from __future__ import annotations
@@ -13,45 +15,41 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "builder"
 
-#: Cycles that remain only through modules being changed on other branches; delete each entry once
-#: its cycle is gone (the test says so), and the test then holds the package to no cycle at all:
-#: - report <-> report_file: report.py's deferred ``from builder import report_file  # it imports
-#:   this module`` (read_entries, refuse_foreign) against report_file's ``from builder.report import
-#:   Status`` (both files are being rewritten by the lead; already gone on i19-core);
-#: - compat <-> grammar: grammar.platform's deferred ``from builder.compat import PLATFORMS`` against
-#:   compat's ``from builder import grammar`` (gone on i19-platform, where grammar imports
-#:   builder.platform instead).
-KNOWN: set[tuple[str, ...]] = set()
+#: The package's layers, lowest first: a module may import its own layer's and lower layers' modules
+#: only. The pipeline's order: the matrix, the Engine and what it runs with, the files generated
+#: from the matrix, the run, extensions of built images, the catalog of a run's images, the CLI.
+LAYERS = ("files", "matrix", "engine", "generate", "run", "extend", "catalog", "cli")
 
 
-def imports(path: Path, package: Path, modules: set[str]) -> set[str]:
-    """The nodes of ``modules`` (a top-level module or subpackage of ``package``, by its name without
-    the package's: ``"engine"``, ``"steps"``) that the source file ``path`` (inside ``package``)
-    imports anywhere in it, relative imports resolved. Raises SyntaxError for a file that does not parse."""
-    here = ["builder", *path.relative_to(package).with_suffix("").parts]  # builder.steps.tag
-    if here[-1] == "__init__":
-        here.pop()
+def modules(package: Path) -> dict[str, Path]:
+    """``{dotted name: file}`` of every module under ``package`` (named ``builder``)."""
+    out = {}
+    for path in package.rglob("*.py"):
+        parts = ["builder", *path.relative_to(package).with_suffix("").parts]
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The modules of ``known`` that the module ``name`` (its file ``path``) imports anywhere in it,
+    relative imports resolved: ``from a import b`` counts ``a.b`` when that is a module, else ``a``.
+    Raises SyntaxError for a file that does not parse."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
+            found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            parent = here[:len(here) - node.level + (path.stem == "__init__")] if node.level else []
+            parent = package[:len(package) - node.level + 1] if node.level else []
             base = ".".join(parent + ([node.module] if node.module else []))
-            names = [base] + [f"{base}.{a.name}" for a in node.names]
-        else:
-            continue
-        found |= {n.split(".")[1] for n in names if n.startswith("builder.") and n.split(".")[1] in modules}
-    return found
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+    return {m for m in found if m in known} - {name}
 
 
 def graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    """``{node: nodes it imports}``; a node is a top-level ``*.py`` module of ``package`` or a
-    subpackage (every file under it counted as its own)."""
-    nodes = {p.stem: [p] for p in package.glob("*.py") if p.stem != "__init__"}
-    nodes |= {d.name: sorted(d.rglob("*.py")) for d in package.iterdir() if (d / "__init__.py").is_file()}
-    return {name: set().union(*(imports(f, package, set(nodes)) for f in found)) - {name}
-            for name, found in nodes.items()}
+    """``{module: modules it imports}`` over every module of ``package``."""
+    found = modules(package)
+    return {name: imports(name, path, set(found)) for name, path in found.items()}
 
 
 def cycles(edges: dict[str, set[str]]) -> set[tuple[str, ...]]:
@@ -87,6 +85,17 @@ def cycles(edges: dict[str, set[str]]) -> set[tuple[str, ...]]:
     return found
 
 
+def layer(module: str) -> int:
+    """The index in :data:`LAYERS` of ``builder.<layer>[...]``; ``builder`` itself is the lowest."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 else -1
+
+
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    """``"a -> b"`` for every import of a module in a later layer than the importer's."""
+    return sorted(f"{a} -> {b}" for a, bs in edges.items() for b in bs if layer(b) > layer(a))
+
+
 def test_the_graph_sees_deferred_and_relative_imports_and_subpackages(tmp_path):
     (tmp_path / "a.py").write_text("def f():\n    from builder import b\n")
     (tmp_path / "b.py").write_text("import builder.c\n")
@@ -94,15 +103,27 @@ def test_the_graph_sees_deferred_and_relative_imports_and_subpackages(tmp_path):
     (tmp_path / "d.py").write_text("import os\nfrom builder.s import t\n")
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "__init__.py").write_text("from . import t\n")
-    (tmp_path / "s" / "t.py").write_text("from .. import d\nfrom ..e import x\n")
+    (tmp_path / "s" / "t.py").write_text("from .. import d\nfrom ..e import x\nfrom . import u\n")
+    (tmp_path / "s" / "u.py").write_text("from builder.s import t\n")
     (tmp_path / "e.py").write_text("")
-    edges = graph(tmp_path)
-    assert edges == {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": {"s"}, "s": {"d", "e"}, "e": set()}
-    assert cycles(edges) == {("a", "b", "c"), ("d", "s")}
+    edges = {k.replace("builder.", ""): {v.replace("builder.", "") for v in vs} for k, vs in graph(tmp_path).items()}
+    assert edges == {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": {"s.t"}, "s": {"s.t"}, "s.t": {"d", "e", "s.u"},
+                     "s.u": {"s.t"}, "e": set()}
+    assert cycles(graph(tmp_path)) == {("builder.a", "builder.b", "builder.c"),
+                                       ("builder.d", "builder.s.t", "builder.s.u")}
+
+
+def test_an_import_of_a_later_layer_is_upward():
+    edges = {"builder.matrix.expand": {"builder.run.plan"}, "builder.run.tag": {"builder.matrix.expand"}}
+    assert upward(edges) == ["builder.matrix.expand -> builder.run.plan"]
 
 
 def test_no_import_cycles():
     found = cycles(graph())
-    new = ["import cycle among " + ", ".join(c) for c in sorted(found - KNOWN)]
-    gone = ["no cycle among " + ", ".join(c) + " any more: delete it from KNOWN" for c in sorted(KNOWN - found)]
-    assert not new + gone, "; ".join(new + gone)
+    assert not found, "; ".join("import cycle among " + ", ".join(c) for c in sorted(found))
+
+
+def test_every_module_is_in_a_layer_and_no_import_goes_up():
+    edges = graph()
+    assert {m.split(".")[1] for m in edges if "." in m} <= set(LAYERS)
+    assert upward(edges) == []

@@ -7,10 +7,11 @@ from typer.testing import CliRunner
 
 from repo import GOLDEN_SMALL, ROOT
 
-from builder import lock, locking, matrix
+from builder.generate import lock, locking
+from builder import matrix
 from builder.cli import app
-from builder.inputs import ConfigError
-from builder.platform import Platform
+from builder.matrix.inputs import ConfigError
+from builder.matrix.platform import Platform
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
@@ -125,7 +126,7 @@ def test_the_dockerfile_installs_from_the_lock_and_labels_its_digest():
 
 
 def test_uv_gets_the_sources_as_its_own_variables(tmp_path):
-    from builder.sources import Sources
+    from builder.engine.sources import Sources
 
     env = locking.uv_environment(Sources(ca_bundle=tmp_path / "ca.pem", index_url="https://i.example/simple",
                                       extra_index_urls=("https://e.example/simple",), wheelhouse=tmp_path))

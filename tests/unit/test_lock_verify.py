@@ -10,7 +10,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from builder import pipeline
+from builder.run import pipeline
 from builder.cli import app
 from repo import GOLDEN_SMALL, ROOT
 

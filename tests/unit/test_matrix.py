@@ -7,7 +7,7 @@ import re
 import pytest
 
 from builder import matrix
-from builder.naming import image_name
+from builder.matrix.naming import image_name
 
 # The image names the project's matrix.yaml must expand to, in build order (golden list).
 EXPECTED_NAMES = [
@@ -49,7 +49,7 @@ def test_every_known_framework_has_a_smoke_test_folder(root):
 
 
 def test_every_gpu_image_has_its_linked_version_tests(root):
-    from builder import smoke
+    from builder.run import smoke
     for s in matrix.load(root / "matrix.yaml").images():
         if s.device == "gpu":
             assert [f.name for f in smoke.folders(s, root / "tests" / "by_image")][-2:] == ["gpu", f"{s.framework}-gpu"]
@@ -86,7 +86,8 @@ def test_gpu_cells_take_cuda_cudnn_and_nvidia_pins_from_the_table(root):
         assert f"cuda{s.cuda}-gpu-inference" in s.name
         for wheel, version in entry.gpu.wheels.items():
             assert f"{wheel}=={version}" in map(str, s.requirements)
-        from builder import lock, smoke
+        from builder.generate import lock
+        from builder.run import smoke
         got = smoke.expectations(s, m.data.runtime, lock.read(root / "images", s.name))
         assert got["wheels"] == entry.gpu.wheels
         assert all(got["lock"][n] == v for n, v in entry.gpu.wheels.items())

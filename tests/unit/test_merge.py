@@ -6,12 +6,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from builder import merge, publish, report_file, tag
+from builder.run import merge, publish, report_file, tag
 from builder.cli import app
-from builder.inputs import ConfigError
+from builder.matrix.inputs import ConfigError
 from builder.matrix import load
-from builder.platform import Platform
-from builder.report import ImageReport, Status
+from builder.matrix.platform import Platform
+from builder.run.report import ImageReport, Status
 from repo import ROOT
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"

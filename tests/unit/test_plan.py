@@ -1,6 +1,6 @@
 """Build order and cycle detection."""
 
-from builder import plan
+from builder.matrix import plan
 
 
 def test_parents_come_first_and_ties_keep_matrix_order():

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from builder.platform import DEFAULT, PLATFORMS, Platform, of_machine
+from builder.matrix.platform import DEFAULT, PLATFORMS, Platform, of_machine
 
 
 def test_parse_gives_the_one_platform_of_the_table():

@@ -3,7 +3,7 @@ engine tests: tests/integration/test_pipeline.py, test_by_platform.py)."""
 
 import pytest
 
-from builder import registry
+from builder.engine import registry
 
 
 @pytest.mark.parametrize("host, insecure", [("127.0.0.1:5000", True), ("localhost:5000", True), ("[::1]:5000", True),

@@ -8,7 +8,8 @@ import yaml
 from typer.testing import CliRunner
 
 import golden_files
-from builder import lock, matrix, render
+from builder.generate import lock, render
+from builder import matrix
 from builder.cli import app
 
 GOLDEN = golden_files.SMALL

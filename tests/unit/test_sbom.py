@@ -3,7 +3,7 @@ which registries are spoken to over plain HTTP."""
 
 import pytest
 
-from builder import sbom
+from builder.run import sbom
 
 STATUS = """Package: tini
 Status: install ok installed

@@ -13,15 +13,15 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress
 
-from builder import policy, publish, tag
-from builder.context import Events, Options, RunContext
+from builder.run import policy, publish, tag
+from builder.run.context import Events, Options, RunContext
 from builder.matrix import load
-from builder.registry import Credentials
-from builder.report import ImageReport, SbomRecord, Status
-from builder.steps import Built
-from builder.steps import push as push_step
-from builder.steps.push import push
-from builder.steps.tag import promote, tag_builds
+from builder.engine.registry import Credentials
+from builder.run.report import ImageReport, SbomRecord, Status
+from builder.run.steps import Built
+from builder.run.steps import push as push_step
+from builder.run.steps.push import push
+from builder.run.steps.tag import promote, tag_builds
 from repo import ROOT
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"  # linux/amd64 and linux/arm64
@@ -84,7 +84,7 @@ class FakeEngine:
 
 
 class FakeRegistry:
-    """A fake of :class:`builder.registry.Registry`: manifests by digest, tags naming digests."""
+    """A fake of :class:`builder.engine.registry.Registry`: manifests by digest, tags naming digests."""
 
     credentials = Credentials()
 
@@ -215,7 +215,7 @@ def test_publish_finds_the_tested_builds_by_the_tags_the_test_run_gave_them(fake
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
     tested = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
-    monkeypatch.setattr("builder.sbom.made_for", lambda path, image_id: {"path": str(path), "components": 3})
+    monkeypatch.setattr("builder.run.sbom.made_for", lambda path, image_id: {"path": str(path), "components": 3})
     later = ImageReport(name=MINIMAL, publish="index", repository=tested.repository)
     assert push_step.tested_image(ctx, ctx.specs[MINIMAL], later) == tested.tags
     assert [(b.platform, b.tag, b.image_id) for b in later.platforms] == \

@@ -2,8 +2,9 @@
 
 import pytest
 
-from builder import naming, tag
-from builder.schema import TagPolicy
+from builder.matrix import naming
+from builder.run import tag
+from builder.matrix.schema import TagPolicy
 
 POLICY = TagPolicy(moving=["latest"], immutable="{framework_version}-py{python_version}-{image_id}")
 

@@ -8,7 +8,7 @@ import json
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from builder.compat import gpu_entry
+from builder.matrix.compat import gpu_entry
 
 INSTALLED = ("import importlib.metadata as m, json, sys; "
              "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], "

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.deploy import wait_healthy
-from builder.smoke import wait_workers
+from builder.extend.deploy import wait_healthy
+from builder.run.smoke import wait_workers
 
 APP = Path(__file__).resolve().parent
 

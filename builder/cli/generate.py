@@ -1,0 +1,144 @@
+"""The ``builder`` commands of the matrix and the files made from it: ``render``, ``lock``, ``list``,
+``dockerfile``, ``ci-matrix`` and ``compat refresh`` (:func:`register` adds them to the app)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from builder.generate import bake, lock, locking, render
+from builder.matrix import plan
+from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
+                                select_images, templates_dir)
+from builder.run.console import wide_console
+from builder.matrix.schema import load_file
+
+
+def render_command(check: bool = typer.Option(False, "--check", help="Only compare; exit 1 listing stale, missing or extra files."),
+           matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
+           build_dir: Path = BuildDirOpt) -> None:
+    """Render images/ and docker-bake.json from matrix.yaml and templates/ (atomically; only ever
+    replaces what `builder render` wrote). Writes nothing to the build folder."""
+    m = load(matrix)
+    images = beside(matrix, images, "images")
+    folder = templates_dir(matrix, templates)
+    with guard():
+        locking.verify(images, m.images(), layers=False, stopped="nothing was rendered")  # render writes the layers
+        files = render.render_all(m, folder, lock.read_every(images, m.images()))
+        bake_text = bake.render(m, images.name)
+        if check:
+            problems = render.check(files, images) + render.check_bake(bake_text, images)
+            if problems:
+                fail(problems + [f"{len(problems)} generated file(s) out of date: run `builder render`"], 1)
+            typer.echo(f"images/ is fresh ({len(files)} files, {len(m.images())} images)")
+            return
+        bake_file = render.write_all(files, bake_text, images)
+    typer.echo(f"rendered {len(m.images())} images ({len(files)} files) into {images}/ and {bake_file}")
+
+
+def lock_command(select: Optional[list[str]] = SelectOpt,
+                 upgrade_package: Optional[list[str]] = typer.Option(None, "--upgrade-package", help="Let this package move to its newest version (repeatable); every other keeps its locked version."),
+                 check: bool = typer.Option(False, "--check", help="Offline: exit 1 when a lock is missing, invalid, no longer satisfies the matrix pins or disagrees with its parent's."),
+                 matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
+    """Resolve each image's whole install set with uv into images/<name>/requirements.lock (hashes,
+    the parent's lock as a constraint). Needs the package index, except with --check. Writes
+    nothing to the build folder."""
+    from builder.engine.sources import Sources
+
+    m = load(matrix)
+    images = beside(matrix, images, "images")
+    if check:
+        with guard():
+            problems = locking.check(m, images)
+        if problems:
+            fail(problems + [f"{len(problems)} lock problem(s): run `builder lock`"], 1)
+        typer.echo(f"locks are fresh ({len(m.images())} images)")
+        return
+    specs = select_images(m, select)
+    for name in upgrade_package or []:
+        from builder.matrix import grammar
+        try:
+            grammar.distribution_name(name)
+        except ValueError as exc:
+            fail([f"--upgrade-package: {exc}"])
+    with guard():
+        sources = Sources.from_env()
+        locks = locking.lock_all(m, specs, images, sources, upgrade_package or [], log=typer.echo)
+    typer.echo(f"wrote {len(locks)} lock(s); run `builder render` and review the diff")
+
+
+def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+          matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
+    """Print the expanded matrix: name, parent, framework, version, device, python, os, tags.
+    Writes nothing to the build folder."""
+    m = load(matrix)
+    policy = m.data.tags
+    rows = [{"name": s.name, "parent": s.parent, "framework": s.framework, "version": s.version,
+             "device": s.device, "python": s.python, "os": s.base, "cuda": s.cuda,
+             "tags": [*policy.moving, policy.immutable]} for s in m.images()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for header in ("NAME", "PARENT", "FRAMEWORK", "VERSION", "DEVICE", "PYTHON", "OS", "TAGS"):
+        table.add_column(header, no_wrap=True)
+    for r in rows:
+        table.add_row(r["name"], r["parent"] or "-", r["framework"], r["version"], r["device"], r["python"], r["os"],
+                      ", ".join(r["tags"]))
+    wide_console().print(table)
+
+
+def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt,
+               build_dir: Path = BuildDirOpt) -> None:
+    """Print one image's rendered Dockerfile. Writes nothing to the build folder."""
+    m = load(matrix)
+    try:
+        spec = m.image(name)
+    except KeyError as exc:
+        fail([str(exc.args[0])])
+    with guard():
+        locks = lock.read_every(beside(matrix, None, "images"), [spec] + ([m.image(spec.parent)] if spec.parent else []))
+    typer.echo(render.render_image(m, spec, templates_dir(matrix, templates), locks[spec.name],
+                                   locks.get(spec.parent))["Dockerfile"], nl=False)
+
+
+def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt,
+              by_platform: bool = typer.Option(False, "--by-platform", help="One job per image tree and platform, each on its platform's native runner (then `builder merge`)."),
+              build_dir: Path = BuildDirOpt) -> None:
+    """Print a GitHub Actions strategy.matrix (JSON): one job per image tree, parents inside the job.
+    Writes nothing to the build folder."""
+    specs = select_images(load(matrix), select)
+    split = {s.name: s.platforms for s in specs} if by_platform else None
+    typer.echo(json.dumps(plan.ci_matrix({s.name: s.parent for s in specs}, split)))
+
+
+
+
+def compat_refresh(matrix: Path = MatrixOpt,
+                   compat: Path = typer.Option(Path("compat.yaml"), "--compat", help="The table to rewrite."),
+                   build_dir: Path = BuildDirOpt) -> None:
+    """Re-resolve every framework version in the matrix from package metadata (uv; needs the index).
+    Writes nothing to the build folder."""
+    from builder.matrix.compat import refresh
+
+    with guard():
+        data = load_file(matrix)
+        versions = {key: list(dict.fromkeys(v.version for v in fw.versions)) for key, fw in data.frameworks.items()}
+        refresh(compat, versions, log=typer.echo)
+    typer.echo(f"wrote {compat}; run `builder render` and review the diff")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    for name, command in (("render", render_command), ("lock", lock_command), ("list", list_),
+                          ("dockerfile", dockerfile), ("ci-matrix", ci_matrix)):
+        app.command(name)(command)
+    compat_app = typer.Typer(help="The compatibility table (compat.yaml) the matrix is validated against.",
+                             rich_markup_mode=None, no_args_is_help=True)
+    compat_app.command("refresh")(compat_refresh)
+    app.add_typer(compat_app, name="compat")

@@ -1,0 +1,195 @@
+"""The ``builder`` commands that run images on the Engine: ``build``, ``test``, ``publish``, ``all``, and
+those that read their reports or clean up after them: ``catalog``, ``merge``, ``prune``
+(:func:`register` adds them to the app)."""
+
+from __future__ import annotations
+
+import enum
+import shutil
+import signal
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from builder.generate import bake, lock, locking, render
+from builder.engine import disk, plugins, prune
+from builder import engine, files
+from builder.run import pipeline
+from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
+                                registry_option, select_images, stop_on_sigterm, templates_dir)
+from builder.run.console import wide_console
+
+
+class BaseSource(str, enum.Enum):
+    """Where a base image comes from (see builder.engine.bases)."""
+
+    auto = "auto"
+    pull = "pull"
+    bootstrap = "bootstrap"
+
+
+def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> None:
+    m = load(matrix)
+    specs = select_images(m, opts.select)
+    registry_option(opts.registry)
+    split = [s.name for s in specs if opts.platforms and set(s.platforms) - set(opts.platforms)]
+    if stage in ("publish", "all") and split and not opts.by_platform:
+        fail([f"--platform {' '.join(opts.platforms)} would publish {split[0]} without its other platforms under "
+              f"tags that name all of them: add --by-platform (per-platform tags, then `builder merge`), "
+              f"or narrow `builder build` or `builder test` only"])
+    if stage != "publish" and not opts.dry_run:
+        with guard():
+            locking.verify(opts.images_dir, specs)
+            locks = lock.read_every(opts.images_dir, m.images())
+            problems = (render.check(render.render_all(m, templates_dir(matrix, templates), locks), opts.images_dir)
+                        + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
+        if problems:
+            fail(problems + ["images/ is out of date: run `builder render` first"])
+    p = pipeline.Pipeline(m, opts)
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)  # a cancelled CI job stops like Ctrl-C
+    try:
+        with guard():
+            reports = p.run()
+    except KeyboardInterrupt:
+        fail([f"interrupted: running builds and smoke tests were stopped; no image that was not done got latest "
+              f"or was pushed; report: {opts.build_dir / 'report.json'}"], 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not opts.dry_run:
+        wide_console().print(p.summary())
+        typer.echo(f"report: {opts.build_dir / 'report.json'}")
+    if any(r.failed for r in reports):
+        raise typer.Exit(1)
+
+
+def _stage_command(stage: pipeline.Stage, doc: str):
+    def command(select: Optional[list[str]] = SelectOpt,
+                dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done."),
+                registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace]; default: a local registry on 127.0.0.1:5000."),
+                base_source: BaseSource = typer.Option(BaseSource.auto, "--base-source", help="Where bases come from."),
+                no_cache: bool = typer.Option(False, "--no-cache", help="Ignore BuildKit's layer cache (a cold build)."),
+                jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Images worked on at once."),
+                test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1,
+                                              help="Smoke tests run at once [default: one per CPU]."),
+                matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
+                tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
+                build_dir: Path = BuildDirOpt,
+                platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); all/publish need --by-platform then."),
+                by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes."),
+                no_space_check: bool = typer.Option(False, "--no-space-check", help="Run even when the disk looks too small for it (see docs: disk)."),
+                keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed.")) -> None:
+        from builder.matrix.compat import DEFAULT_PLATFORM, PLATFORMS
+
+        for p in platform or []:
+            if p not in PLATFORMS:
+                fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
+        if platform and DEFAULT_PLATFORM not in platform and not by_platform:
+            fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
+        if by_platform and stage == "publish":
+            fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
+        opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,
+                                platforms=tuple(platform or ()), by_platform=by_platform,
+                                base_source=base_source.value, images_dir=beside(matrix, images, "images"),
+                                tests_root=beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
+                                no_cache=no_cache, jobs=jobs, test_jobs=test_jobs, space_check=not no_space_check,
+                                keep_last=keep_last, catalog=beside(matrix, None, "docs") / "images.json")
+        _run(stage, opts, matrix, templates)
+    command.__doc__ = doc
+    return command
+
+
+
+
+def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report", help="A run's report.json (repeatable) [default: report.json in --build-dir]."),
+                    out: Path = typer.Option(Path("docs/images.md"), "--out", help="The Markdown table."),
+                    json_out: Path = typer.Option(Path("docs/images.json"), "--json", help="The same rows as JSON."),
+                    matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
+    """Write the image catalog (docs/images.md and JSON) from run reports, the locks and the built
+    images (pulled when not on this machine). Lists the images whose run passed. Reads the build
+    folder's report.json unless --report is given."""
+    from builder import catalog, engine
+
+    if out.resolve() == json_out.resolve():
+        fail([f"--out and --json name the same file ({out}); give each its own"])
+    m = load(matrix)
+    with guard():
+        reports = catalog.read_reports(report or [build_dir / "report.json"], m)
+        found = catalog.rows(m, reports, beside(matrix, images, "images"), engine.client(build_dir))
+        catalog.write(found, out, json_out)
+    typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")
+
+
+def merge_command(report: list[Path] = typer.Option(..., "--report", help="One job's report.json (repeatable): every job of a run split by platform."),
+                  out: Optional[Path] = typer.Option(None, "--out", help="The merged report (read by `builder catalog`) [default: report.json in --build-dir]."),
+                  registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the jobs pushed to; every report's repository must be the one it gives [default: 127.0.0.1:5000]."),
+                  matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
+    """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
+    image indexes: latest and the immutable tag move only for an image whose every platform passed."""
+    from builder.run import merge, report_file
+    from builder.engine.registry import Credentials, Registry, host_of
+    from builder.run.report import PUSHED, write
+
+    m = load(matrix)
+    target = registry_option(registry) or engine.LOCAL_REGISTRY  # as the pipeline's default
+    out = out if out is not None else build_dir / "report.json"
+    with guard():
+        found = report_file.read_all(report, [s.name for s in m.images()])
+        merge.check_repositories(found, target)  # the push target is --registry's, never a report's
+        report_file.refuse_foreign(out)  # before anything is pushed
+        plugins.ensure_buildx(build_dir)  # docker buildx imagetools makes the indexes
+        merged = merge.merge(m, found, Registry(host_of(target), Credentials.from_env()), log=typer.echo)
+        write(out, "merge", merged)
+    typer.echo(f"report: {out}")
+    if any(r.status not in PUSHED for r in merged):
+        raise typer.Exit(1)
+
+
+def prune_command(build_dir: Path = BuildDirOpt,
+                  registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the builder tagged for, besides the local registry 127.0.0.1:5000."),
+                  keep_bases: bool = typer.Option(False, "--keep-bases", help="Keep the bases (bootstrapping them again takes minutes)."),
+                  matrix: Path = MatrixOpt) -> None:
+    """Remove what the builder made on this machine, and only that: its images' tags (matrix images
+    under the local registry or --registry, bases, the wheelhouse image), the BuildKit cache its runs
+    recorded, the local registry it started with this build folder, and the build folder (--build-dir;
+    only one it made). Prints the bytes freed."""
+    m = load(matrix)
+    registries = tuple(dict.fromkeys(r for r in (engine.LOCAL_REGISTRY, registry_option(registry)) if r))
+    if build_dir.exists() and not files.owned_folder(build_dir):
+        fail([f"--build-dir: {build_dir} was not made by `builder` (it has no {files.MARKER}); refusing to remove "
+              f"it: remove it yourself, or pass --build-dir"])
+    with guard():
+        client = engine.client(build_dir)
+        watched = [engine.data_root(client), build_dir]
+        before = disk.free_space(watched)
+        names = {s.name for s in m.images()}
+        images = prune.remove_images(client, names, m.data.project.label_prefix, registries, typer.echo, keep_bases)
+        cache = prune.remove_cache(client)
+        stopped = files.owned_folder(build_dir) and prune.stop_registry(build_dir)
+        folder = prune.folder_bytes(build_dir) if files.owned_folder(build_dir) else 0
+        if files.owned_folder(build_dir):
+            shutil.rmtree(build_dir)
+        after = disk.free_space(watched)
+    typer.echo(_freed_line(sum(after[d] - before.get(d, after[d]) for d in after), watched[0] is not None,
+                           images, cache, folder, build_dir, stopped))
+
+
+def _freed_line(measured: int, whole: bool, images: int, cache: int, folder: int, build_dir: Path,
+                stopped: bool) -> str:
+    # prune's last line: the free space gained on the file systems of the data root and the build
+    # folder (``whole``: the data root's is among them), then what each removal reported (an
+    # image's size counts layers it shared with an image kept, so those are upper bounds).
+    where = "the Engine's data root and " if whole else ""
+    return (f"freed {measured / 1e9:.2f} GB (free space gained on the file systems of {where}{build_dir}); "
+            f"removed images of up to {images / 1e9:.2f} GB, BuildKit cache BuildKit counts {cache / 1e9:.2f} GB, "
+            f"{build_dir} {folder / 1e9:.2f} GB" + (" (its registry stopped)" if stopped else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command("build")(_stage_command("build", "Build the selected images (bases first) and give each its immutable tag."))
+    app.command("test")(_stage_command("test", "Build, then smoke-test the selected images; a passing image is tagged latest."))
+    app.command("publish")(_stage_command("publish", "Push the selected images already tagged latest, and verify their digests."))
+    app.command("all")(_stage_command("all", "Build, smoke-test, tag and publish the selected images."))
+    for name, command in (("catalog", catalog_command), ("merge", merge_command), ("prune", prune_command)):
+        app.command(name)(command)

@@ -1,0 +1,177 @@
+"""Disk: the space a run needs, checked before anything is built (the local builds a run superseded,
+removed after it, are :mod:`builder.engine.superseded`'s).
+
+Measured on this project's 2-core machine (Docker Engine 20.10, classic image store), on a fresh
+machine (2026-12-01): a full ``make build-all`` of the 16 images, whose catalog sizes add up to
+26.5 GB (each image counted with its parents' layers), grew the file system by 80.5 GB (``df``):
+the Engine's data root by 67.2 GB (23.6 GB of images, 40.7 GB of BuildKit cache, the rest its
+bookkeeping) and the local registry by 10.8 GB; what is left is file-system allocation beyond the
+files' sizes. Per byte of catalog size that is :data:`ENGINE_FACTOR`, :data:`CACHE_FACTOR` (the
+data root's remainder and the allocation overhead with it) and :data:`REGISTRY_FACTOR`: about
+80.5 GB in all for the full matrix. (An earlier run, on a machine that had run it before, left
+23.6, 43 and 9.9 GB.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from builder.matrix.inputs import ConfigError, pydantic_lines
+from builder.matrix import ImageSpec
+from builder.matrix.platform import DEFAULT, Platform
+
+#: Engine image bytes per catalog byte (shared parent layers are stored once): 23.6 / 26.5.
+ENGINE_FACTOR = 0.89
+#: BuildKit cache bytes per catalog byte (snapshots, uv's cache mount, the build stage), with the
+#: data root's bookkeeping and the allocation overhead: (80.5 - 23.6 - 10.8) / 26.5.
+CACHE_FACTOR = 1.74
+#: Local registry bytes per catalog byte (compressed layers, SBOMs): 10.8 / 26.5.
+REGISTRY_FACTOR = 0.41
+#: Bytes per locked package for an image without a catalog entry: the 20 rows of docs/images.json
+#: add up to 26.5 GB for the 1,198 entries of their locks.
+BYTES_PER_PACKAGE = 22_000_000
+#: Bytes of a root image's base when the catalog has no entry for the image (a debootstrapped
+#: Debian 12 or 13 minbase is 110-130 MB).
+BASE_SIZE = 130_000_000
+#: The largest catalog file read (bytes).
+MAX_CATALOG = 16 << 20
+
+
+class CatalogRow(BaseModel):
+    """The fields of one docs/images.json row the estimate reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(max_length=200)
+    platform: str = Field(default=DEFAULT.name, max_length=40)
+    size_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
+
+
+class Catalog(BaseModel):
+    """docs/images.json as far as the estimate reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+    images: list[CatalogRow] = Field(max_length=10_000)
+
+
+def catalog_sizes(path: Path) -> dict[tuple[str, str], int]:
+    """``{(image name, platform): size in bytes}`` from a catalog JSON file (docs/images.json);
+    empty when there is none. Raises ConfigError (one line) for a file that is too large, not JSON
+    or not of the catalog's shape."""
+    if not path.is_file():
+        return {}
+    with path.open("rb") as f:
+        raw = f.read(MAX_CATALOG + 1)
+    if len(raw) > MAX_CATALOG:
+        raise ConfigError([f"{path}: larger than {MAX_CATALOG} bytes; not a catalog written by `builder catalog`"])
+    try:
+        catalog = Catalog.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ConfigError(pydantic_lines(str(path), exc, Catalog)[:1]) from None
+    return {(r.name, r.platform): r.size_bytes for r in catalog.images if r.size_bytes}
+
+
+def image_size(spec: ImageSpec, platform: str, sizes: dict[tuple[str, str], int],
+               packages: Callable[[ImageSpec, str], int], base_size: int) -> int:
+    """Estimated size in bytes of ``spec``'s build for ``platform``: its catalog entry for that
+    platform (else for linux/amd64); without one, its parent's estimate (the base's ``base_size``
+    for a root image) plus :data:`BYTES_PER_PACKAGE` per package its lock adds (``packages``)."""
+    for key in ((spec.name, platform), (spec.name, DEFAULT.name)):
+        if key in sizes:
+            return sizes[key]
+    return base_size + BYTES_PER_PACKAGE * packages(spec, platform)
+
+
+@dataclass(frozen=True)
+class Need:
+    """Bytes a run needs on one file system, and the folders there that receive them."""
+
+    where: tuple[Path, ...]
+    need: int
+    free: int
+
+    def line(self) -> str:
+        """The refusal: need / have / where."""
+        return (f"not enough disk space: this run needs about {self.need / 1e9:.1f} GB on the file system of "
+                f"{', '.join(str(p) for p in self.where)}, which has {self.free / 1e9:.1f} GB free; free space "
+                f"(`builder prune`, `docker system df`) or pass --no-space-check")
+
+
+def _existing(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def free_space(paths: Iterable[Path | None]) -> dict[int, int]:
+    """``{device id: free bytes}`` of the file systems holding ``paths`` (None skipped; a path not
+    there yet counts as its nearest existing parent), from ``shutil.disk_usage``."""
+    return {_device(path): shutil.disk_usage(_existing(path)).free for path in paths if path is not None}
+
+
+def _device(path: Path) -> int:
+    # The id of the file system holding path (its nearest existing parent when it is not there yet).
+    return os.stat(_existing(path)).st_dev
+
+
+def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_dir: Path) -> list[Need]:
+    """The bytes needed per file system: ``engine_bytes`` (images and BuildKit cache) on the Engine's
+    ``data_root`` (None for an Engine on another machine: not checked), ``registry_bytes`` (a local
+    registry's storage) in ``build_dir``; both added up when they share one file system. Free bytes
+    come from ``shutil.disk_usage``."""
+    by_device: dict[int, tuple[list[Path], int]] = {}
+    for path, need in ((data_root, engine_bytes), (build_dir, registry_bytes)):
+        if path is None:
+            continue
+        folders, total = by_device.get(_device(path), ([], 0))
+        by_device[_device(path)] = (folders + [path], total + need)
+    return [Need(tuple(folders), total, shutil.disk_usage(_existing(folders[0])).free)
+            for folders, total in by_device.values()]
+
+
+def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[tuple[str, str]],
+             packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool) -> tuple[int, int]:
+    """``(engine bytes, registry bytes)`` a run of ``specs`` needs (see the module doc for the
+    factors). A build in ``unchanged`` (``(name, platform)``, :func:`unchanged`) needs no Engine
+    space: BuildKit's cache gives it back whole. The registry share counts, for every build, only
+    when ``pushing_locally`` (a local registry under the build folder, perhaps new)."""
+    engine_bytes = registry_bytes = 0.0
+    for spec in specs:
+        for platform in spec.platforms:
+            size = image_size(spec, platform, sizes, packages, base_size)
+            registry_bytes += size * REGISTRY_FACTOR if pushing_locally else 0  # a new registry needs it all
+            if (spec.name, platform) not in unchanged:
+                engine_bytes += size * (ENGINE_FACTOR + CACHE_FACTOR)
+    return int(engine_bytes), int(registry_bytes)
+
+
+def unchanged(specs: Iterable[ImageSpec], held: dict[tuple[str, str], list[dict[str, str]]],
+              expected: Callable[[ImageSpec], dict[str, str]]) -> set[tuple[str, str]]:
+    """The ``(name, platform)`` builds of ``specs`` (parents first) the Engine already holds with the
+    inputs of this run: ``held`` maps ``(image title, OCI architecture)`` to the labels of each local
+    image of the builder's, and one of them carries every label ``expected(spec)`` gives (cell
+    digest, every platform's lock digest, the revision of its build contexts); the parent's build
+    for that platform must be unchanged too."""
+    out: set[tuple[str, str]] = set()
+    for spec in specs:
+        want = expected(spec)
+        for platform in spec.platforms:
+            found = held.get((spec.name, Platform.parse(platform).arch), [])
+            same = any(all(labels.get(k) == v for k, v in want.items()) for labels in found)
+            if same and (spec.parent is None or (spec.parent, platform) in out):
+                out.add((spec.name, platform))
+    return out
+
+
+def check(found: list[Need]) -> None:
+    """Raise ConfigError with one line (need / have / where) for the first file system that lacks
+    the space; return None when every one has it."""
+    for need in found:
+        if need.need > need.free:
+            raise ConfigError([need.line()])

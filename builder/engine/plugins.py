@@ -1,0 +1,96 @@
+"""The Docker CLI plugins the builder runs, put in place when missing: ``docker buildx`` (bake,
+imagetools) and ``docker compose`` v2 (the smoke tests' scoring containers), each from Debian 13's
+package through a private apt state (https://docs.docker.com/engine/extend/cli_plugins/)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from builder import files
+from builder.engine import EngineError, can_provision
+from builder.engine.sources import apt_mirror
+
+
+#: Where a provisioned Docker CLI plugin goes: a system-wide plugin directory
+#: (https://docs.docker.com/engine/extend/cli_plugins/), so every user's ``docker`` finds it.
+PLUGIN_DIR = Path("/usr/local/lib/docker/cli-plugins")
+#: The Debian release whose plugin packages are taken: ``docker-buildx`` 0.13 and ``docker-compose``
+#: 2.26 (they need only libc6 >= 2.34, so they run on Debian 12, whose own archive has no buildx
+#: and only Compose v1).
+PLUGIN_SUITE = "trixie"
+#: Plugin name -> the Debian package that holds it.
+PLUGINS = {"buildx": "docker-buildx", "compose": "docker-compose"}
+
+
+def plugin_version(name: str) -> str | None:
+    """``docker <name> version``'s first line, or None when the docker CLI or the plugin is missing."""
+    try:
+        r = subprocess.run(["docker", name, "version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+
+
+def ensure_buildx(state_dir: Path, mirror: str | None = None) -> str:
+    """Make ``docker buildx`` work (see :func:`ensure_plugin`); return its version line."""
+    return ensure_plugin("buildx", state_dir, mirror)
+
+
+def ensure_compose(state_dir: Path, mirror: str | None = None) -> str:
+    """Make ``docker compose`` (v2) work (see :func:`ensure_plugin`); return its version line."""
+    return ensure_plugin("compose", state_dir, mirror)
+
+
+def ensure_plugin(name: str, state_dir: Path, mirror: str | None = None) -> str:
+    """Make the Docker CLI plugin ``name`` (:data:`PLUGINS`) work and return its version line.
+
+    When it is missing on a Debian machine where we are root, Debian 13's package is downloaded with
+    apt from ``mirror`` (default: the mirror this machine's apt sources name, see
+    :func:`builder.engine.sources.apt_mirror`) through a private apt state under ``state_dir``/plugins (the
+    machine's own apt sources are not touched), and its plugin binary is put into
+    :data:`PLUGIN_DIR`. Raises EngineError with what to install anywhere else, or when the download
+    or the plugin fails.
+    """
+    package = PLUGINS[name]
+    found = plugin_version(name)
+    if found:
+        return found
+    if shutil.which("docker") is None:
+        raise EngineError("the docker CLI is not installed: install Docker (docker.io, or Docker's docker-ce-cli)")
+    if not can_provision():
+        raise EngineError(f"docker {name} is missing: install the {name} CLI plugin (Debian/Ubuntu: {package}; "
+                          f"Docker's packages: {package}-plugin) and try again")
+    files.claim_folder(state_dir)
+    deb = _download(package, (state_dir / "plugins").resolve(), mirror)
+    unpacked = deb.parent / "unpacked"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    files.copy_atomic(unpacked / f"usr/libexec/docker/cli-plugins/docker-{name}", PLUGIN_DIR / f"docker-{name}",
+                      files.EXEC_MODE)
+    shutil.rmtree(unpacked)
+    found = plugin_version(name)
+    if not found:
+        raise EngineError(f"installed {PLUGIN_DIR / ('docker-' + name)} from {deb.name}, but `docker {name} version` "
+                          "still fails")
+    return found
+
+
+def _download(package: str, root: Path, mirror: str | None) -> Path:
+    # apt-get download from PLUGIN_SUITE with a private source list and package lists.
+    lists = root / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    sources = root / f"{PLUGIN_SUITE}.sources"
+    files.write_atomic(sources, f"Types: deb\nURIs: {mirror or apt_mirror()}\nSuites: {PLUGIN_SUITE}\nComponents: main\n"
+                       "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0", "-q"]
+    for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", package]):
+        r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EngineError(f"apt-get {cmd[-1]} failed while provisioning {package}: {r.stderr.strip()[-1000:]}")
+    debs = sorted(root.glob(f"{package}_*.deb"))
+    if not debs:
+        raise EngineError(f"apt-get download {package} left no package in {root}")
+    return debs[-1]

@@ -1,0 +1,196 @@
+"""The one registry client: manifest digests, manifests, image indexes and artifacts, through oras-py's
+:class:`oras.provider.Registry` (its sessions and Basic/Bearer auth), per the OCI distribution spec
+(https://github.com/opencontainers/distribution-spec/blob/main/spec.md).
+
+Two jobs stay with the tools made for them, each behind one function: the Engine pushes an image's
+layers (docker-py, :func:`builder.run.publish.push`), and ``docker buildx imagetools create`` makes an
+image index of pushed manifests (:func:`make_index`). Credentials are read once
+(:meth:`Credentials.from_env`) and handed to all three.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+#: What a manifest request accepts: OCI and Docker manifests and indexes.
+MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                  "application/vnd.docker.distribution.manifest.list.v2+json",
+                  "application/vnd.docker.distribution.manifest.v2+json")
+
+
+class RegistryError(RuntimeError):
+    """The registry could not be asked, refused, or answered something else than the spec says."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The registry user and password (``REGISTRY_USERNAME``/``REGISTRY_PASSWORD``), or none: then
+    the Engine's own configuration (``docker login``) applies to pushes. Never logged."""
+
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Credentials:
+        """Read once, at the start of a command."""
+        user, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
+        return cls(user, password) if user and password else cls()
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r})"
+
+    def docker_auth(self) -> dict | None:
+        """docker-py's ``auth_config``, or None."""
+        return {"username": self.username, "password": self.password} if self.username else None
+
+
+def host_of(repository: str) -> str:
+    """The registry host (``host[:port]``) of a repository (``host[:port]/path``)."""
+    return repository.split("/", 1)[0]
+
+
+def insecure(host: str) -> bool:
+    """True for a loopback registry, spoken to over plain HTTP, as the Docker Engine allows by default."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def answers(host: str, timeout: float = 3.0) -> bool:
+    """True when ``host`` answers the API version check ``GET /v2/`` with 200, or 401 when it wants
+    credentials (https://distribution.github.io/distribution/spec/api/#api-version-check)."""
+    try:
+        r = requests.get(f"{'http' if insecure(host) else 'https'}://{host}/v2/", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return r.status_code in (200, 401)
+
+
+class Registry:
+    """A client of the registry at ``host``, authenticating with ``credentials`` the way its
+    ``GET /v2/`` challenge asks (Basic, or Bearer tokens: Docker Hub, GHCR, ACR). oras-py's token
+    backend alone fails on a Basic-auth registry, so the backend follows the challenge."""
+
+    def __init__(self, host: str, credentials: Credentials = Credentials()):
+        self.host, self.credentials = host, credentials
+        self._oras = None
+
+    def _client(self):
+        import oras.provider
+
+        if self._oras is None:
+            backend = self._auth_scheme() if self.credentials.username else "token"
+            self._oras = oras.provider.Registry(hostname=self.host, insecure=insecure(self.host), auth_backend=backend)
+            if self.credentials.username:
+                self._oras.auth.set_basic_auth(self.credentials.username, self.credentials.password)
+        return self._oras
+
+    def _auth_scheme(self) -> str:
+        try:
+            r = requests.get(f"{'http' if insecure(self.host) else 'https'}://{self.host}/v2/", timeout=30)
+        except requests.RequestException as exc:
+            raise RegistryError(f"cannot reach the registry {self.host}: {type(exc).__name__}") from None
+        return "basic" if r.headers.get("WWW-Authenticate", "").lower().startswith("basic") else "token"
+
+    def _url(self, repository: str, reference: str) -> str:
+        path = repository.split("/", 1)[1]
+        return f"{'http' if insecure(self.host) else 'https'}://{self.host}/v2/{path}/manifests/{reference}"
+
+    def _get(self, repository: str, reference: str) -> requests.Response | None:
+        # GET a manifest: the response, None for 404; RegistryError otherwise.
+        try:
+            r = self._client().do_request(self._url(repository, reference), "GET",
+                                          headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        except (requests.RequestException, ValueError) as exc:
+            raise RegistryError(f"cannot read {repository}:{reference} from the registry: {exc}") from None
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise RegistryError(f"cannot read {repository}:{reference} from the registry: HTTP {r.status_code}")
+        return r
+
+    def manifest(self, repository: str, reference: str) -> tuple[str, dict] | None:
+        """``(digest, manifest or index as JSON)`` the registry serves for ``repository:reference``
+        (a tag or a digest), or None when it has none. The digest is the sha256 of the bytes served.
+        Raises RegistryError when the registry cannot be asked or refuses."""
+        r = self._get(repository, reference)
+        if r is None:
+            return None
+        try:
+            return "sha256:" + hashlib.sha256(r.content).hexdigest(), json.loads(r.content)
+        except ValueError:
+            raise RegistryError(f"{repository}:{reference}: the registry served a manifest that is not JSON") from None
+
+    def digest(self, repository: str, reference: str) -> str | None:
+        """The manifest digest served for ``repository:reference``, or None. Raises RegistryError."""
+        found = self.manifest(repository, reference)
+        return found[0] if found else None
+
+    def descriptor(self, repository: str, digest: str) -> dict:
+        """The OCI descriptor (``mediaType``, ``digest``, ``size`` in bytes) of the manifest
+        ``digest``. Raises RegistryError when the registry has none."""
+        r = self._get(repository, digest)
+        if r is None:
+            raise RegistryError(f"the registry has no manifest {repository}@{digest}")
+        return {"mediaType": r.headers.get("Content-Type", "").split(";")[0].strip(), "digest": digest,
+                "size": len(r.content)}
+
+    def index(self, repository: str, tag: str) -> tuple[str, dict[str, str]] | None:
+        """``(digest, {platform: manifest digest})`` of the image index ``repository:tag``, or None
+        when the registry has no such tag or it is not an index. Raises RegistryError."""
+        found = self.manifest(repository, tag)
+        if found is None or "manifests" not in found[1]:
+            return None
+        try:
+            return found[0], {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+                              for m in found[1]["manifests"]}
+        except (KeyError, TypeError):
+            return None
+
+    def push_artifact(self, repository: str, tag: str, path: Path, media_type: str, subject_digest: str) -> str:
+        """Push the file at ``path`` as an OCI artifact (config and layer of ``media_type``) whose
+        ``subject`` is the manifest ``subject_digest`` of ``repository``, tagged ``tag``. Returns the
+        artifact's manifest digest. Raises RegistryError."""
+        import tempfile
+
+        import oras.oci
+
+        d = self.descriptor(repository, subject_digest)
+        subject = oras.oci.Subject(mediaType=d["mediaType"], digest=d["digest"], size=d["size"])
+        with tempfile.TemporaryDirectory(prefix="builder-artifact-config-") as tmp:
+            config = Path(tmp) / "config.json"
+            config.write_text("{}")
+            try:
+                response = self._client().push(target=f"{repository}:{tag}", files=[f"{path}:{media_type}"],
+                                               manifest_config=f"{config}:{media_type}", subject=subject,
+                                               disable_path_validation=True, quiet=True)
+            except Exception as exc:  # oras raises requests' and its own errors
+                raise RegistryError(f"cannot push {repository}:{tag}: {exc}") from None
+        artifact = response.headers.get("Docker-Content-Digest")
+        if not artifact:
+            raise RegistryError(f"the registry did not say the digest of {repository}:{tag} ({response.status_code})")
+        return artifact
+
+
+def make_index(repository: str, tag: str, digests: list[str]) -> None:
+    """Make ``repository:tag`` name one image index of the pushed manifests ``digests`` with
+    ``docker buildx imagetools create``
+    (https://docs.docker.com/reference/cli/docker/buildx/imagetools/create/). The caller checks every
+    name against its grammar first; ``--`` ends the options (pflag stops parsing flags there), so no
+    reference can read as one. Raises RegistryError with buildx's last words."""
+    r = subprocess.run(["docker", "buildx", "imagetools", "create", f"--tag={repository}:{tag}", "--",
+                        *(f"{repository}@{d}" for d in digests)], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RegistryError(f"imagetools create {repository}:{tag}: {' '.join(r.stderr.split())[-300:]}")

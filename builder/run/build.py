@@ -1,0 +1,163 @@
+"""Stage 4 — build: one image through BuildKit, with ``docker buildx bake`` (matrix images) or
+``docker buildx build`` (extensions).
+
+The buildx CLI runs in a subprocess (provisioned by :func:`builder.engine.plugins.ensure_buildx`): its
+``--progress=plain`` output goes to the image's log file, and the result is read from its
+``--metadata-file`` (``containerimage.digest``: the image id on the ``docker`` driver), not from the
+log. One bake invocation builds one target, so a failing image never cancels the others (bake
+cancels every target of an invocation when one fails, measured); the pipeline runs several at once.
+Package sources reach builds as BuildKit secrets (see :mod:`builder.engine.sources`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from builder.engine import children
+from builder import files
+
+# A step line of buildx's plain progress: "#12 [stage-1 3/6] RUN ..." and "#12 CACHED".
+_STEP = re.compile(r"^#(\d+) \[(?!internal\])[^\]]*\d+/\d+\] ")
+_CACHED = re.compile(r"^#(\d+) CACHED$")
+_OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*\S)")
+_VERTEX_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
+_ERROR = re.compile(r"^ERROR: (.*)$")
+
+
+@dataclass
+class BuildResult:
+    """Outcome of one build. ``seconds`` is wall time; ``image_id`` is ``sha256:<hex>`` or None;
+    ``steps``/``cached_steps`` count the Dockerfile steps BuildKit ran or took from its cache."""
+
+    name: str
+    ok: bool
+    image_id: str | None
+    seconds: float
+    log_path: Path
+    error: str | None = None
+    cached_steps: int = 0
+    steps: int = 0
+
+
+def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
+    """``org.opencontainers.image.revision`` and ``.created`` from git.
+
+    The revision is the newest commit that touched any of ``paths`` (the image's and its ancestors'
+    build contexts) and ``created`` is that commit's time (RFC 3339, UTC), so the labels change only
+    when the image's inputs do (reproducible-builds' SOURCE_DATE_EPOCH idea). Outside a git checkout
+    both fall back to ``unknown`` / ``$SOURCE_DATE_EPOCH`` or the Unix epoch.
+    """
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%H %ct", "--", *map(str, paths)], cwd=repo,
+                             capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        out = []
+    revision, epoch = (out[0], int(out[1])) if len(out) == 2 else ("unknown", int(os.environ.get("SOURCE_DATE_EPOCH", "0")))
+    created = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"org.opencontainers.image.revision": revision, "org.opencontainers.image.created": created}
+
+
+def bake(name: str, target: str, bake_files: list[Path], cwd: Path, variables: dict[str, str],
+         log_path: Path, no_cache: bool = False, on_step: Callable[[str], None] = lambda line: None) -> BuildResult:
+    """Build one bake ``target`` of ``bake_files`` (later files override earlier ones) from ``cwd``.
+
+    ``variables`` set the bake file's variables (REGISTRY, TAG, REVISION, …) through the
+    environment of this invocation only. ``name`` is the image's name in the matrix. ``on_step``
+    gets each step line as BuildKit starts it (the live progress line). Never raises for a failed
+    build: the result has ``ok=False`` and ``error`` (the last error line).
+    """
+    cmd = ["docker", "buildx", "bake", "--progress=plain", *(a for f in bake_files for a in ("-f", str(f)))]
+    if no_cache:
+        cmd.append("--no-cache")
+    return _run(name, target, cmd, cwd, {**os.environ, **variables}, log_path, on_step)
+
+
+def build(name: str, context: Path, tag: str, build_args: dict[str, str], secrets: list[str],
+          log_path: Path, no_cache: bool = False) -> BuildResult:
+    """``docker buildx build`` of ``context`` (a folder with a Dockerfile), tagged ``tag`` and loaded
+    into the Engine. ``secrets`` are BuildKit secret specifications (``id=…,src=…``). Never raises
+    for a failed build (see :func:`bake`)."""
+    cmd = ["docker", "buildx", "build", "--progress=plain", "--load", "-t", tag]
+    cmd += [a for k, v in build_args.items() for a in ("--build-arg", f"{k}={v}")]
+    cmd += [a for s in secrets for a in ("--secret", s)]
+    if no_cache:
+        cmd.append("--no-cache")
+    return _run(name, None, [*cmd, str(context)], Path.cwd(), dict(os.environ), log_path, lambda line: None)
+
+
+class _Progress:
+    """Reads buildx's plain progress line by line: the steps it started, those it took from its
+    cache, each step's last output line, and the errors (the failing step's last line first)."""
+
+    def __init__(self, on_step: Callable[[str], None]):
+        self.on_step = on_step
+        self.steps: set[str] = set()
+        self.cached: set[str] = set()
+        self.last_output: dict[str, str] = {}
+        self.errors: list[str] = []
+
+    def feed(self, line: str) -> None:
+        step, hit, out = _STEP.match(line), _CACHED.match(line), _OUTPUT.match(line)
+        failed, error = _VERTEX_ERROR.match(line), _ERROR.match(line)
+        if step and step.group(1) not in self.steps:
+            self.steps.add(step.group(1))
+            self.on_step(line.split(" ", 1)[1][:100])
+        elif hit:
+            self.cached.add(hit.group(1))
+        elif out:
+            self.last_output[out.group(1)] = out.group(2).strip()
+        elif failed:
+            self.errors.append(_step_error(failed.group(2), self.last_output.get(failed.group(1))))
+        elif error and not self.errors:
+            self.errors.append(error.group(1).strip())
+
+
+def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path,
+         on_step: Callable[[str], None]) -> BuildResult:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    progress = _Progress(on_step)
+    with tempfile.TemporaryDirectory(prefix="builder-metadata-") as tmp:
+        metadata = Path(tmp) / "metadata.json"
+        full = [*cmd, "--metadata-file", str(metadata)] + ([target] if target else [])
+        with io.TextIOWrapper(files.open_log(log_path), encoding="utf-8", errors="replace") as log:
+            log.write("$ " + " ".join(full) + "\n")
+            log.flush()
+            try:
+                proc = children.start(full, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, errors="replace")
+            except OSError as exc:
+                return BuildResult(name, False, None, 0.0, log_path, f"cannot run docker buildx: {exc}")
+            for line in proc.stdout:
+                log.write(line)
+                progress.feed(line.rstrip("\n"))
+            code = proc.wait()
+            children.forget(proc)
+        data = json.loads(metadata.read_text()) if metadata.is_file() and metadata.stat().st_size else {}
+    result = data.get(target, {}) if target else data
+    image_id = result.get("containerimage.config.digest") or result.get("containerimage.digest")
+    error = None
+    if code != 0:
+        error = "interrupted" if children.stopping() else (
+            progress.errors[-1] if progress.errors else f"docker buildx exited with code {code}")
+    elif not image_id:
+        error = "docker buildx reported no image id in its metadata file"
+    return BuildResult(name, error is None, image_id if error is None else None, time.monotonic() - start, log_path,
+                       error, len(progress.cached & progress.steps), len(progress.steps))
+
+
+def _step_error(message: str, last_output: str | None) -> str:
+    # "executor failed running [<whole command>]: exit code: 1" -> "exit code 1: <the step's last line>"
+    code = re.search(r"exit code: (\d+)", message)
+    head = f"a build step exited with code {code.group(1)}" if code else message[:200]
+    return f"{head}: {last_output[:300]}" if last_output else head

@@ -1,0 +1,153 @@
+"""What every step of a run reads: :class:`Options` (what the user asked) and :class:`RunContext`
+(what the run prepared: registry, bases, package sources, build platform), both frozen and made
+once, plus :class:`Events` (the run's event lines and slots) and a docker-py client per thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Mapping
+
+import docker
+from rich.console import Console
+from rich.progress import Progress
+
+from builder import engine, files
+from builder.matrix import ImageSpec, Matrix
+from builder.engine.registry import Registry
+from builder.run.report import ImageReport
+from builder.engine.sources import Sources
+
+Stage = Literal["build", "test", "publish", "all"]
+BaseSource = Literal["auto", "pull", "bootstrap"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What one pipeline run does. ``registry`` is ``host:port[/namespace]``; empty means the local
+    registry on 127.0.0.1:5000 (started when needed). ``select`` holds glob patterns over image
+    names (their ancestors are included); empty selects every image. ``jobs`` bounds how many
+    images are worked on at once (builds are mostly downloads and disk), ``test_jobs`` how many
+    smoke tests run at once (they are CPU-bound: one per core by default). ``platforms``, when set,
+    narrows every image to those of its platforms (an image with none of them is left out; the CLI
+    lets ``all`` and ``publish`` narrow only with ``by_platform``). ``space_check`` refuses a run the
+    disk cannot hold (:mod:`builder.engine.disk`; sizes from the ``catalog`` JSON); after the run each
+    image keeps its ``keep_last`` newest local builds (the one just made counts).
+    ``by_platform`` publishes every build under per-platform tags only (:class:`builder.run.policy.PerPlatform`)."""
+
+    stage: Stage = "all"
+    select: tuple[str, ...] = ()
+    dry_run: bool = False
+    registry: str = ""
+    base_source: BaseSource = "auto"
+    images_dir: Path = Path("images")
+    tests_root: Path = Path("tests/by_image")
+    build_dir: Path = files.BUILD_DIR
+    no_cache: bool = False
+    jobs: int = 8
+    test_jobs: int = max(1, os.cpu_count() or 1)
+    platforms: tuple[str, ...] = ()
+    by_platform: bool = False
+    space_check: bool = True
+    keep_last: int = 1
+    catalog: Path = Path("docs/images.json")
+
+
+class Events:
+    """The run's event lines (one per step, to the console) and live progress lines (a terminal
+    only), and its two bounds: builds counted while they run (``peak_parallel_builds``) and at most
+    ``test_jobs`` smoke tests at once."""
+
+    def __init__(self, console: Console, progress: Progress, test_jobs: int):
+        self.console, self.progress = console, progress
+        self.tasks: dict[str, int] = {}
+        self.peak_parallel_builds = 0
+        self._building = 0
+        self._lock = threading.Lock()
+        self._testing = threading.BoundedSemaphore(max(1, test_jobs))
+
+    def say(self, name: str, text: str) -> None:
+        """Print one event line (rich markup) for image ``name`` and show it on its progress line."""
+        self.console.print(f"[bold]{name}[/bold] {text}", highlight=False)
+        self.show(name, text)
+
+    def show(self, name: str, text: str) -> None:
+        """Show ``text`` on the image's live progress line only."""
+        if name in self.tasks:
+            self.progress.update(self.tasks[name], description=f"{name}: {text}")
+
+    @contextlib.contextmanager
+    def build_slot(self) -> Iterator[None]:
+        """Counts builds running at once (``peak_parallel_builds``) for the length of the block."""
+        with self._lock:
+            self._building += 1
+            self.peak_parallel_builds = max(self.peak_parallel_builds, self._building)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._building -= 1
+
+    def test_slot(self) -> threading.BoundedSemaphore:
+        """At most ``test_jobs`` smoke tests at once: hold this around one."""
+        return self._testing
+
+
+class Clients:
+    """A docker-py client per thread (one HTTP session per worker), for the Engine ``build_dir`` names."""
+
+    def __init__(self, build_dir: Path):
+        self._build_dir, self._local = build_dir, threading.local()
+
+    def get(self) -> docker.DockerClient:
+        """This thread's client, made on first use."""
+        if not hasattr(self._local, "client"):
+            self._local.client = engine.client(self._build_dir)
+        return self._local.client
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a step reads, made once by :meth:`builder.run.pipeline.Pipeline.run` before any image
+    starts: the ``matrix`` and ``options``; ``registry`` (``host:port[/namespace]`` images are pushed
+    to) and its client; the ``specs`` and ``reports`` of the run's images by name (each report is
+    written by its own image's worker only); the platform builds run on (``build_platform``); for
+    a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
+    (root image, platform)."""
+
+    matrix: Matrix
+    options: Options
+    registry: str
+    registry_client: Registry
+    run_id: str
+    build_platform: str
+    specs: Mapping[str, ImageSpec]
+    reports: Mapping[str, ImageReport]
+    events: Events
+    clients: Clients
+    sources: Sources | None = None
+    wheelhouse: str = ""
+    base_refs: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The calling thread's docker-py client."""
+        return self.clients.get()
+
+    @property
+    def build_dir(self) -> Path:
+        """The run's build folder (logs, report, SBOMs, bake overrides)."""
+        return self.options.build_dir
+
+    @property
+    def logs(self) -> Path:
+        """``<build dir>/logs``: one build and one test log per image and platform."""
+        return self.options.build_dir / "logs"
+
+    def say(self, name: str, text: str) -> None:
+        """:meth:`Events.say`."""
+        self.events.say(name, text)

@@ -1,0 +1,102 @@
+"""Merge: the jobs of a run split by platform join into image indexes.
+
+In a run split by platform (``builder ci-matrix --by-platform``: one job per image tree and platform,
+each on its platform's native runner), every job runs ``builder all --by-platform``: it builds,
+smoke-tests and pushes each build of a multi-platform image under that platform's tags only
+(:class:`builder.run.policy.PerPlatform`). :func:`merge` then reads every job's report and, for each
+image whose every matrix platform passed and was pushed, makes the index tag and ``latest`` one
+image index of those manifests, as docker-stacks' merge-tags job does. An image with a platform
+missing or failed gets neither: ``latest`` moves only when every platform passed. The result is one
+report of the same shape (:class:`builder.run.report.RunReport`), which :mod:`builder.catalog` reads.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from builder.matrix import naming
+from builder.run import publish, tag
+from builder.matrix.inputs import ConfigError, one_line, shown, text_block
+from builder.matrix import ImageSpec, Matrix
+from builder.engine.registry import Registry
+from builder.run.report import PUSHED, ImageReport, PlatformBuild, Status
+
+
+def _found(entries: list[ImageReport]) -> dict[str, tuple[str, PlatformBuild]]:
+    # {platform: (repository, build)} over the entries whose builds were pushed.
+    return {b.platform: (e.repository, b) for e in entries if e.status in PUSHED for b in e.platforms if b.digest}
+
+
+def _problem(platforms: tuple[str, ...], entries: list[ImageReport], found: dict) -> str | None:
+    # Why an image cannot be merged, or None.
+    missing = [p for p in platforms if p not in found]
+    if missing:
+        failed = [f"{e.status}" + (f" ({e.error})" if e.error else "") for e in entries if e.status not in PUSHED]
+        return f"no pushed {', '.join(missing)} build in the reports" + (f": {'; '.join(failed)}" if failed else "")
+    if len({r for r, _ in found.values()}) != 1:
+        return f"the platforms were pushed to different repositories: {sorted({r for r, _ in found.values()})}"
+    for key in ("framework_version", "python_version"):
+        if len({getattr(b, key) for _, b in found.values()}) != 1:
+            return f"the platforms' {key.replace('_', ' ')}s differ: {sorted(str(getattr(b, key)) for _, b in found.values())}"
+    return None
+
+
+def check_repositories(reports: dict[str, list[ImageReport]], registry: str) -> None:
+    """Refuse reports whose images would be pushed elsewhere than ``registry`` gives them
+    (:func:`builder.matrix.naming.repository`): the push target comes from the command line, never from a
+    report. Raises ConfigError (one line: the image, both repositories) before anything is pushed."""
+    for name, entries in reports.items():
+        expected = naming.repository(registry, name)
+        for entry in entries:
+            if entry.repository != expected:
+                raise ConfigError([f"--report: {name} names repository {shown(entry.repository)}, "
+                                   f"not {expected} (--registry {registry}); refusing to push anywhere else"])
+
+
+def _index(matrix: Matrix, spec: ImageSpec, found: dict, registry: Registry, merged: ImageReport) -> None:
+    # Make the index of every platform's build and record it on ``merged``; raises PublishError.
+    repository, builds = found[spec.platforms[0]][0], [found[p][1] for p in spec.platforms]
+    policy = matrix.data.tags
+    tags = [tag.index_tag(policy, builds[0].framework_version, builds[0].python_version, [b.image_id for b in builds]),
+            *policy.moving]
+    result = publish.push_index(registry, repository, tags, {b.platform: b.digest for b in builds})
+    merged.repository, merged.tags, merged.digest, merged.error = repository, tags, result.digest, None
+    merged.status = Status.PUBLISHED if result.pushed else Status.UNCHANGED
+
+
+def merge_one(matrix: Matrix, spec: ImageSpec, entries: list[ImageReport], registry: Registry,
+              log: Callable[[str], None]) -> ImageReport:
+    """The merged report of one image from its jobs' ``entries`` (see :func:`merge`)."""
+    if not any(e.publish == "per-platform" for e in entries):
+        return entries[-1]
+    found = _found(entries)
+    first = next((e for e in entries if e.built(spec.platforms[0])), entries[0])
+    merged = first.model_copy(update={"publish": "index", "digest": None,
+                                      "platforms": [found[p][1] for p in spec.platforms if p in found]})
+    why = _problem(spec.platforms, entries, found)
+    if why is None:
+        try:
+            _index(matrix, spec, found, registry, merged)
+            log(f"{spec.name} {merged.status} {merged.repository} {', '.join(merged.tags)} @ {merged.digest} "
+                f"({', '.join(spec.platforms)})")
+            return merged
+        except publish.PublishError as exc:
+            why = str(exc)
+    merged.status, merged.error, merged.digest = Status.PUBLISH_FAILED, text_block(f"not merged: {why}", 4096), None
+    log(one_line(f"{spec.name} publish-failed: not merged: {why}"))
+    return merged
+
+
+def merge(matrix: Matrix, reports: dict[str, list[ImageReport]], registry: Registry,
+          log: Callable[[str], None] = print) -> list[ImageReport]:
+    """Join the per-platform builds of ``reports`` (:func:`builder.run.report_file.read_all`) into image
+    indexes in ``registry``; return the merged reports in matrix order.
+
+    An image none of whose reports is per-platform (published whole, with its ``latest``, by its
+    job) is passed through. A merged report has ``publish`` index, every platform's build,
+    ``tags`` = [index tag (:func:`builder.run.tag.index_tag`), moving tags], the index's ``digest`` and
+    status published (unchanged when the registry already had it); one that cannot be merged has
+    status publish-failed and the reason in ``error``. ``log`` gets one line per image. Raises
+    nothing for a registry error: it is the image's error."""
+    return [merge_one(matrix, spec, reports[spec.name], registry, log)
+            for spec in matrix.images() if reports.get(spec.name)]

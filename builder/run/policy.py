@@ -1,0 +1,138 @@
+"""The publish policy: how an image's per-platform builds are named, tagged and published. Chosen once
+per image (:func:`choose`); the steps ask it, they do not branch on it.
+
+- :class:`Manifest`: an image built for one platform is published as that build's manifest under the
+  immutable tag and the moving ones (``latest``).
+- :class:`Index`: an image built for several platforms. Each build is pushed under
+  ``<immutable>-<arch>``, then the immutable and moving tags name one OCI image index of them
+  (https://github.com/opencontainers/image-spec/blob/main/image-index.md), as docker-library does.
+- :class:`PerPlatform`: one job of a run split by platform (``--by-platform``). Each build is named
+  from its own versions and image id and pushed under ``<tag>-<arch>`` and ``latest-<arch>`` only;
+  ``builder merge`` makes the index (docker-stacks' merge-tags job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from builder.run import tag
+from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.matrix.platform import Platform
+from builder.run.report import ImageReport, PublishName
+from builder.matrix.schema import TagPolicy
+
+#: ``versions(platform) -> (framework version, Python version)`` read in that platform's build.
+Versions = Callable[[str], tuple[str, str]]
+
+
+def _suffix(platform: str) -> str:
+    return Platform.parse(platform).tag_suffix
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One platform, one manifest: the build carries the image's tags."""
+
+    tags: TagPolicy
+    name: PublishName = "manifest"
+
+    def build_tags(self, image_ids: dict[str, str], versions: Versions,
+                   existing: Callable[[str], str | None]) -> tuple[str | None, dict[str, str]]:
+        """``(the image's immutable tag or None, {platform: the build's own tag})`` for builds with
+        ``image_ids`` ({platform: ``sha256:<hex>``}). A tag the policy gave this very image before
+        (``existing(platform)``) is kept without reading versions again."""
+        (platform, image_id), = image_ids.items()
+        own = existing(platform) or tag.immutable_tag(self.tags, *versions(platform), image_id)
+        return own, {platform: own}
+
+    def build_tag(self, immutable: str, platform: str) -> str:
+        """The own tag of the build of ``platform`` of the image named ``immutable``."""
+        return immutable
+
+    def immutable_of(self, own_tag: str, platform: str) -> str | None:
+        """The image's immutable tag a build's own tag names, or None when it is not such a tag."""
+        return own_tag
+
+    def local_moving(self, platform: str) -> list[str]:
+        """The moving tags the local build of ``platform`` gets once every platform passed."""
+        return list(self.tags.moving)
+
+    def image_tags(self, rep: ImageReport) -> list[str]:
+        """The image's tags once tested: immutable first, moving last."""
+        return [rep.tags[0], *self.tags.moving]
+
+    def pushed_tags(self, rep: ImageReport, platform: str) -> list[str]:
+        """The tags the build of ``platform`` is pushed under, in push order."""
+        return list(rep.tags)
+
+    def makes_index(self) -> bool:
+        """True when the image's tags name an index of its builds, made after they are pushed."""
+        return False
+
+
+@dataclass(frozen=True)
+class Index(Manifest):
+    """Several platforms, one image index; each build under ``<immutable>-<arch>``."""
+
+    name: PublishName = "index"
+
+    def build_tags(self, image_ids, versions, existing):
+        """The index's immutable tag is the tag policy filled with the linux/amd64 build's versions
+        and, for the image id, the sha256 of every build's image id (:func:`builder.run.tag.index_tag`),
+        so it names exactly these builds; each build gets it plus ``-<arch>``."""
+        own = tag.index_tag(self.tags, *versions(DEFAULT_PLATFORM), list(image_ids.values()))
+        return own, {p: self.build_tag(own, p) for p in image_ids}
+
+    def build_tag(self, immutable, platform):
+        return immutable + _suffix(platform)
+
+    def immutable_of(self, own_tag, platform):
+        return own_tag[:-len(_suffix(platform))] if own_tag.endswith(_suffix(platform)) else None
+
+    def local_moving(self, platform):
+        return list(self.tags.moving) if platform == DEFAULT_PLATFORM else [m + _suffix(platform) for m in self.tags.moving]
+
+    def pushed_tags(self, rep, platform):
+        return [rep.build(platform).tag]
+
+    def makes_index(self):
+        return True
+
+
+@dataclass(frozen=True)
+class PerPlatform(Manifest):
+    """One job of a run split by platform: each build named and pushed on its own."""
+
+    name: PublishName = "per-platform"
+
+    def build_tags(self, image_ids, versions, existing):
+        """Each build: the tag policy filled with its own versions and image id, plus ``-<arch>``
+        (``1.9.1-py3.11.2-<id>-arm64``), so a job needs no other platform's build to name its own."""
+        return None, {p: tag.immutable_tag(self.tags, *versions(p), i) + _suffix(p) for p, i in image_ids.items()}
+
+    def local_moving(self, platform):
+        return [m + _suffix(platform) for m in self.tags.moving]
+
+    def image_tags(self, rep):
+        return [b.tag for b in rep.platforms] + [t for b in rep.platforms for t in self.local_moving(b.platform)]
+
+    def pushed_tags(self, rep, platform):
+        return [rep.build(platform).tag, *self.local_moving(platform)]
+
+
+POLICIES = {p.name: p for p in (Manifest, Index, PerPlatform)}
+
+
+def choose(platforms: tuple[str, ...], matrix_platforms: tuple[str, ...], by_platform: bool) -> PublishName:
+    """The policy of an image built for ``platforms`` (the run's, maybe narrowed) of the matrix's
+    ``matrix_platforms``: per-platform in a run split by platform for an image the matrix builds for
+    several; an index for several platforms; else one manifest."""
+    if by_platform and len(matrix_platforms) > 1:
+        return "per-platform"
+    return "index" if len(platforms) > 1 else "manifest"
+
+
+def of(rep: ImageReport, tags: TagPolicy) -> Manifest:
+    """The policy object ``rep.publish`` names, with the matrix's tag policy."""
+    return POLICIES[rep.publish](tags)

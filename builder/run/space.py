@@ -1,0 +1,81 @@
+"""A run's disk: refuse before building a run the disk cannot hold, and after it remove the local
+builds it superseded (the figures and rules are :mod:`builder.engine.disk`'s and :mod:`builder.engine.superseded`'s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import docker
+
+from builder.run import build
+from builder.engine import disk, superseded
+from builder import engine
+from builder.generate import lock
+from builder.matrix import naming
+from builder.run.context import Options, RunContext
+from builder.matrix import ImageSpec, Matrix
+from builder.matrix.platform import Platform
+
+
+def _held_labels(client: docker.DockerClient, matrix: Matrix, registry: str) -> dict[tuple[str, str], list[dict[str, str]]]:
+    # {(image title, architecture): [labels of each local build of the builder's with them]}, only
+    # builds tagged in the repository this run builds into: one pulled from elsewhere has the
+    # labels but no BuildKit cache behind it.
+    label = f"{matrix.data.project.label_prefix}.cell-digest"
+    out: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for b in superseded.local_builds(client, None, label):
+        title = b.labels.get("org.opencontainers.image.title", "")
+        if naming.own_tags(list(b.tags), naming.repository(registry, title)):
+            out.setdefault((title, b.arch), []).append(b.labels)
+    return out
+
+
+def _expected_labels(matrix: Matrix, images: Path) -> Callable[[ImageSpec], dict[str, str]]:
+    # The labels a build of spec made now would carry that say its inputs are the same: the cell
+    # digest, every platform's lock digest (as templates/macros.j2 renders them: lock-digest for
+    # linux/amd64, lock-digest-<arch> for the others) and the revision of its build contexts.
+    prefix = matrix.data.project.label_prefix
+
+    def expected(spec: ImageSpec) -> dict[str, str]:
+        revision = build.vcs_labels([images / a for a in matrix.lineage(spec.name)])["org.opencontainers.image.revision"]
+        want = {f"{prefix}.cell-digest": f"sha256:{spec.cell_digest}", "org.opencontainers.image.revision": revision}
+        for platform in matrix.image(spec.name).platforms:
+            want[f"{prefix}.lock-digest{Platform.parse(platform).suffix}"] = lock.read(images, spec.name, platform).digest
+        return want
+    return expected
+
+
+def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: str, specs: list[ImageSpec]) -> None:
+    """Refuse (ConfigError, one line) a run of ``specs`` into ``registry`` the Engine's data root or
+    the build folder cannot hold (:func:`builder.engine.disk.estimate`; images whose local build, tagged in
+    that registry's repository, has the same inputs count as unchanged)."""
+    locks = {(s.name, p): lock.read(opt.images_dir, s.name, p) for s in specs for p in s.platforms}
+
+    def packages(spec: ImageSpec, platform: str) -> int:
+        parent = locks.get((spec.parent, platform))
+        return len(set(locks[spec.name, platform].entries) - set(parent.entries if parent else ()))
+
+    same = set() if opt.no_cache else disk.unchanged(specs, _held_labels(client, matrix, registry),
+                                                            _expected_labels(matrix, opt.images_dir))
+    pushing = opt.stage == "all" and not opt.registry
+    engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(opt.catalog), same, packages,
+                                                 disk.BASE_SIZE, pushing)
+    disk.check(disk.needs(engine_bytes, registry_bytes, engine.data_root(client), opt.build_dir))
+
+
+def remove_superseded(ctx: RunContext, started: float) -> None:
+    """Remove the local builds this run superseded (:func:`builder.engine.superseded.remove_superseded`): only
+    images created before the run ``started`` (epoch seconds, the Engine's clock), so a build of
+    another run on the same Engine is never taken for an old one."""
+    current: dict[str, set[str]] = {}
+    for rep in ctx.reports.values():
+        ids = {b.image_id for b in rep.platforms if b.image_id}
+        if rep.repository and ids:
+            current.setdefault(rep.repository, set()).update(ids)
+    label = f"{ctx.matrix.data.project.label_prefix}.cell-digest"
+    say = lambda line: ctx.events.console.print(line, highlight=False, markup=False)  # noqa: E731
+    freed = superseded.remove_superseded(ctx.client, current, label, ctx.options.keep_last,
+                                   tuple(ctx.matrix.data.tags.moving), started, say)
+    if freed:
+        ctx.events.console.print(f"superseded local builds removed: up to {freed / 1e9:.2f} GB", highlight=False)

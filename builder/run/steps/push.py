@@ -1,0 +1,91 @@
+"""Push step: every build under the tags its publish policy gives it, its SBOM beside it, then the
+image index the policy asks for; and, for ``builder publish``, the image a test run left tagged
+``latest``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+from rich.markup import escape
+
+from builder.matrix import naming
+from builder.run import policy, publish, sbom
+from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.run.context import RunContext
+from builder.matrix import ImageSpec
+from builder.run.report import ImageReport, SbomRecord, Status
+from builder.run.steps import StepFailed, stop_if_interrupted
+from builder.run.steps.test import make_sbom, sbom_path
+
+
+def _push_build(ctx: RunContext, rep: ImageReport, platform: str, tags: list[str]) -> bool:
+    # One build under ``tags``, then its SBOM beside it; True when anything was pushed.
+    b = rep.build(platform)
+    result = publish.push(ctx.client, ctx.registry_client, rep.repository, tags)
+    b.digest = result.digest
+    if b.sbom is not None:
+        try:
+            b.sbom.digest = sbom.push(ctx.registry_client, rep.repository, result.digest, Path(b.sbom.path))
+        except sbom.SbomError as exc:
+            raise StepFailed(f"SBOM push: {exc}") from None
+    return result.pushed
+
+
+def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
+    """Push each build under its policy's tags (immutable first, moving last) and read the digests
+    back; then, when the policy makes one, the image index of them under the image's tags
+    (:func:`builder.run.publish.push_index`). Returns the digest the image's tags name (None for a run
+    split by platform: each build has its own). Raises PublishError."""
+    stop_if_interrupted()
+    ctx.say(rep.name, "pushing")
+    publish_as = policy.of(rep, ctx.matrix.data.tags)
+    pushed = [_push_build(ctx, rep, b.platform, publish_as.pushed_tags(rep, b.platform)) for b in rep.platforms]
+    if publish_as.makes_index():
+        index = publish.push_index(ctx.registry_client, rep.repository, rep.tags,
+                                   {b.platform: b.digest for b in rep.platforms})
+        rep.digest, pushed = index.digest, [*pushed, index.pushed]
+    elif publish_as.name == "manifest":
+        rep.digest = rep.platforms[0].digest
+    rep.move(Status.PUBLISHED if any(pushed) else Status.UNCHANGED)
+    ctx.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(rep.tags)} @ "
+                      + (rep.digest or ", ".join(f"{b.platform} {b.digest}" for b in rep.platforms)))
+    return rep.digest
+
+
+def _skip(ctx: RunContext, rep: ImageReport, why: str) -> None:
+    rep.move(Status.SKIPPED, why)
+    ctx.say(rep.name, f"[yellow]skipped[/yellow]: {escape(why)}")
+
+
+def tested_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> list[str] | None:
+    """For ``builder publish``: record the builds of the image a test run left tagged ``latest``
+    (named by the linux/amd64 build's newest own tag) and their SBOMs (made again when gone or of
+    another image); returns its tags, or None (status skipped) when there is none."""
+    moving, client = ctx.matrix.data.tags.moving, ctx.client
+    publish_as = policy.of(rep, ctx.matrix.data.tags)
+    try:
+        image = client.images.get(f"{rep.repository}:{moving[0]}")
+    except docker.errors.ImageNotFound:
+        return _skip(ctx, rep, f"no tested image {rep.repository}:{moving[0]} (run `builder test`)")
+    own = [t for t in naming.own_tags(image.tags, rep.repository) if t not in moving]
+    named = sorted(filter(None, (publish_as.immutable_of(t, DEFAULT_PLATFORM) for t in own)), reverse=True)
+    if not named:
+        return _skip(ctx, rep, f"{rep.repository}:{moving[0]} has no tag of its own build (run `builder test`)")
+    for platform in spec.platforms:
+        _record_tested(ctx, spec, rep, platform, publish_as.build_tag(named[0], platform))
+    rep.tags = [named[0], *moving]
+    rep.move(Status.TESTED)
+    return rep.tags
+
+
+def _record_tested(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, own_tag: str) -> None:
+    # One tested build found by its own tag: its image id, size and SBOM.
+    image = ctx.client.images.get(f"{rep.repository}:{own_tag}")
+    b = rep.build(platform)
+    b.image_id, b.size_bytes, b.tag = image.id, image.attrs["Size"], own_tag
+    made = sbom.made_for(sbom_path(ctx, spec, platform), image.id)
+    if made is None:  # the test run's SBOM is gone or describes another image: make it again
+        make_sbom(ctx, spec, rep, platform)
+    else:
+        b.sbom = SbomRecord(path=made["path"], components=made["components"])
