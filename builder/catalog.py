@@ -1,4 +1,5 @@
-"""Stage 8 — catalog: the table of published images (Azure ML's documentation columns), from facts.
+"""Catalog: takes run reports, locks and the built images, gives the table of published images
+(Azure ML's documentation columns).
 
 :func:`rows` reads three sources and nothing else: the run reports (``build/report.json``: status,
 tags, digests, size, SBOM), the committed locks (key packages at their locked versions) and the

@@ -1,4 +1,4 @@
-"""Stage 4a — bases: make each base image in the matrix available on the Engine.
+"""Bases: takes the matrix's bases and gives each one's image on the Engine, by reference.
 
 For each base: use the local image if present, else pull its reference, else (no registry
 reachable) bootstrap it with ``debootstrap`` from its recipe, strip docs, man pages and apt lists,

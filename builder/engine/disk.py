@@ -22,7 +22,8 @@ from typing import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from builder.matrix.inputs import ConfigError, pydantic_lines
+from builder.matrix.inputs import ConfigError
+from builder.matrix.validation import pydantic_lines
 from builder.matrix import ImageSpec
 from builder.matrix.platform import DEFAULT, Platform
 

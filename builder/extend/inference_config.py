@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from builder.matrix import grammar, inputs
+from builder.matrix import grammar, inputs, validation
 from builder.matrix.inputs import ConfigError
 
 # Conda dependencies that are not packages to install: the interpreter and pip itself.
@@ -103,7 +103,7 @@ def load_config(path: Path) -> InferenceConfig:
             raw = inputs.load_yaml(path)
     except ConfigError as exc:
         raise ExtendError(exc.lines) from None
-    return inputs.validate(name, raw, InferenceConfig, "a mapping of inference config keys", ExtendError)
+    return validation.validate(name, raw, InferenceConfig, "a mapping of inference config keys", ExtendError)
 
 
 def conda_pip_requirements(path: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""Stage 3b — the bake file: the matrix as a ``docker buildx bake`` definition (``docker-bake.json``).
+"""The bake file: takes the image specs, gives the matrix as a ``docker buildx bake`` definition (``docker-bake.json``).
 
 Pure and offline, like :mod:`builder.generate.render`, and committed beside ``images/``. One target per image
 (context, Dockerfile, args, tags, VCS labels), groups per framework, per device, per level of the

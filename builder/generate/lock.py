@@ -1,4 +1,4 @@
-"""Stage 2 — locks: each image's whole install set, hash-pinned, in ``images/<name>/requirements.lock``.
+"""Locks: each image's whole install set, hash-pinned, in ``images/<name>/requirements.lock``.
 
 This module is the lock FILE, what the rest of the tool reads: its format (:func:`parse`), its name
 per platform (:func:`file_name`, :func:`path_of`), reading one or every image's locks

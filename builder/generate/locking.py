@@ -1,4 +1,4 @@
-"""Stage 2 — locking: a lock against the matrix, checked offline and made with uv.
+"""Locking: takes the image specs and their locks; checks them offline, or makes them with uv.
 
 Checking (:func:`check` for ``builder lock --check``, :func:`verify` before a render or a run):
 every lock exists, parses (:func:`builder.generate.lock.parse`), satisfies its image's pins and agrees with

@@ -1,4 +1,4 @@
-"""Stage 3 — render: image specs -> ``images/<name>/`` (Dockerfile plus the context files it COPYs).
+"""Render: takes the image specs and their locks, gives ``images/<name>/`` (Dockerfile plus the context files it COPYs).
 
 Pure and offline: the output is a function of matrix.yaml, templates/ and the committed locks
 (:mod:`builder.generate.lock`, which an image installs from and whose digest it carries as a label; each lock is

@@ -1,4 +1,4 @@
-"""Stage 1 — the matrix: ``matrix.yaml`` validated (:mod:`builder.matrix.schema`) against the compatibility
+"""The matrix: ``matrix.yaml`` validated (:mod:`builder.matrix.schema`) against the compatibility
 table (:mod:`builder.matrix.compat`) and expanded into image specs (:mod:`builder.matrix.expand`).
 
 The matrix is the single source of image names, parents, build order, tags and test selection.

@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from builder import files
-from builder.matrix import grammar, inputs
+from builder.matrix import grammar, inputs, validation
 from builder.matrix.platform import DEFAULT, PLATFORMS, Platform
 
 #: Pythons the refresh tries for each framework version.
@@ -129,7 +129,7 @@ class Compat(_Model):
 def load(path: Path) -> Compat:
     """Read and validate compat.yaml strictly (see :func:`builder.matrix.inputs.load_yaml`). Raises
     :class:`builder.matrix.inputs.ConfigError` with one line per problem."""
-    return inputs.validate(path.name, inputs.load_yaml(path), Compat, "a mapping with packages and versions")
+    return validation.validate(path.name, inputs.load_yaml(path), Compat, "a mapping with packages and versions")
 
 
 def _compile(requirement: str, python: str, platform: str = DEFAULT_PLATFORM) -> dict[str, str] | None:

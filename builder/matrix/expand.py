@@ -1,4 +1,4 @@
-"""Stage 1b — expansion: a validated matrix and the compatibility table -> image specs.
+"""Expansion: takes a validated matrix and the compatibility table, gives the image specs.
 
 :func:`expand` runs four documented steps, each collecting one line per problem before the next
 runs: :func:`check_frameworks` (known frameworks, parents, no cycles), :func:`cells` (one spec per

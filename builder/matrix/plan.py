@@ -1,4 +1,5 @@
-"""Stage 2 — plan: the build order of the images (parents before children).
+"""Plan: takes image names and parents, gives the build order (parents before children), a
+selection with its ancestors, and the jobs of a CI matrix.
 
 Pure functions over a ``{node: [dependencies]}`` mapping, built on :mod:`graphlib` from the
 standard library; the matrix stage uses them both to reject parent cycles and to order images.

@@ -1,4 +1,4 @@
-"""Stage 1a — the schema of ``matrix.yaml`` and its loading.
+"""The schema of ``matrix.yaml`` and its loading: takes the file, gives the validated model.
 
 :func:`load_file` reads the file strictly (:mod:`builder.matrix.inputs`) and validates it against
 :class:`MatrixFile` (pydantic); every string is checked against its grammar on the raw YAML value.
@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from builder.matrix import grammar, inputs
+from builder.matrix import grammar, inputs, validation
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import DEFAULT
 
@@ -200,4 +200,4 @@ def load_file(path: Path) -> MatrixFile:
         raise MatrixError(exc.lines) from None
     if raw is None or raw == {}:
         raise MatrixError([f"{fname}: the matrix is empty (expected bases, runtime and frameworks)"])
-    return inputs.validate(fname, raw, MatrixFile, "a mapping at the top level", MatrixError)
+    return validation.validate(fname, raw, MatrixFile, "a mapping at the top level", MatrixError)

@@ -1,5 +1,5 @@
-"""Stage 4 — build: one image through BuildKit, with ``docker buildx bake`` (matrix images) or
-``docker buildx build`` (extensions).
+"""Build: takes a rendered build context, gives one image built through BuildKit, with
+``docker buildx bake`` (matrix images) or ``docker buildx build`` (extensions).
 
 The buildx CLI runs in a subprocess (provisioned by :func:`builder.engine.plugins.ensure_buildx`): its
 ``--progress=plain`` output goes to the image's log file, and the result is read from its

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from builder.matrix import inputs
+from builder.matrix import inputs, validation
 from builder.matrix.inputs import ConfigError
 from builder.run.report import ImageReport, RunReport
 
@@ -42,7 +42,7 @@ def read(path: Path) -> list[ImageReport]:
     try:
         return RunReport.model_validate_json(text).images
     except ValidationError as exc:
-        raise ConfigError(inputs.pydantic_lines(fname, exc, RunReport)[:10]) from None
+        raise ConfigError(validation.pydantic_lines(fname, exc, RunReport)[:10]) from None
 
 
 def read_all(paths: list[Path], names: list[str] | None = None) -> dict[str, list[ImageReport]]:

@@ -1,4 +1,4 @@
-"""Stage 6b — SBOM: a CycloneDX JSON SBOM per built image, and its push beside the image.
+"""SBOM: takes a tested image, gives its CycloneDX JSON SBOM, and pushes it beside the image.
 
 :func:`generate` runs PyPI's ``cyclonedx-bom`` (``python -m cyclonedx_py environment``,
 https://cyclonedx-bom-tool.readthedocs.io/) inside a throw-away container of the image, against the

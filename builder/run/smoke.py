@@ -1,4 +1,5 @@
-"""Stage 5 — smoke test: serve a real model from the built image and check its predictions.
+"""Smoke test: takes a built image, serves a real model from it and checks its predictions; gives a
+:class:`TestResult`.
 
 Test selection comes from the matrix: an image runs the test folders (``tests/by_image/<framework>``)
 of its own framework and of every ancestor, so a child keeps its parent's serving contract. pytest

@@ -1,4 +1,5 @@
-"""Stage 6 — tag: taggers read real versions from a built image; the tag policy turns them into tags.
+"""Taggers: take a built image and read the versions really installed; the tag policy turns them
+into tags.
 
 A tagger is one small function of an image (jupyter/docker-stacks' style): it runs a command in a
 throw-away container and returns what is really installed, not what the matrix hoped.
