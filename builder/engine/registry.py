@@ -68,11 +68,17 @@ def insecure(host: str) -> bool:
         return False
 
 
+def api_root(host: str) -> str:
+    """The distribution API's base route of ``host``: ``http://<host>/v2/`` for a loopback registry
+    (:func:`insecure`), else ``https://<host>/v2/``."""
+    return f"{'http' if insecure(host) else 'https'}://{host}/v2/"
+
+
 def answers(host: str, timeout: float = 3.0) -> bool:
     """True when ``host`` answers the API version check ``GET /v2/`` with 200, or 401 when it wants
     credentials (https://distribution.github.io/distribution/spec/api/#api-version-check)."""
     try:
-        r = requests.get(f"{'http' if insecure(host) else 'https'}://{host}/v2/", timeout=timeout)
+        r = requests.get(api_root(host), timeout=timeout)
     except requests.RequestException:
         return False
     return r.status_code in (200, 401)
@@ -99,14 +105,14 @@ class Registry:
 
     def _auth_scheme(self) -> str:
         try:
-            r = requests.get(f"{'http' if insecure(self.host) else 'https'}://{self.host}/v2/", timeout=30)
+            r = requests.get(api_root(self.host), timeout=30)
         except requests.RequestException as exc:
             raise RegistryError(f"cannot reach the registry {self.host}: {type(exc).__name__}") from None
         return "basic" if r.headers.get("WWW-Authenticate", "").lower().startswith("basic") else "token"
 
     def _url(self, repository: str, reference: str) -> str:
         path = repository.split("/", 1)[1]
-        return f"{'http' if insecure(self.host) else 'https'}://{self.host}/v2/{path}/manifests/{reference}"
+        return f"{api_root(self.host)}{path}/manifests/{reference}"
 
     def _get(self, repository: str, reference: str) -> requests.Response | None:
         # GET a manifest: the response, None for 404; RegistryError otherwise.
