@@ -230,3 +230,14 @@ def test_a_registry_that_serves_another_manifest_fails_the_push(fakes, tmp_path,
     monkeypatch.setattr(registry, "digest", lambda repository, reference: _sha("someone else's"))
     with pytest.raises(publish.PublishError, match="registry serves"):
         push(ctx, ctx.specs[GPU], rep)
+
+
+@pytest.mark.parametrize("platforms, of_matrix, by_platform, chosen", [
+    (("linux/amd64",), ("linux/amd64",), False, "manifest"),
+    (("linux/amd64", "linux/arm64"), ("linux/amd64", "linux/arm64"), False, "index"),
+    (("linux/arm64",), ("linux/amd64", "linux/arm64"), True, "per-platform"),
+    (("linux/amd64", "linux/arm64"), ("linux/amd64", "linux/arm64"), True, "per-platform"),
+    (("linux/amd64",), ("linux/amd64",), True, "manifest"),  # one platform: published whole, with latest
+])
+def test_the_publish_policy_is_chosen_from_the_platforms_and_the_run(platforms, of_matrix, by_platform, chosen):
+    assert policy.choose(platforms, of_matrix, by_platform) == chosen
