@@ -73,13 +73,12 @@ class Pipeline:
                 self.events.say(s.name, f"would {self.opt.stage} (parent: {s.parent or 'base ' + s.base})")
             return list(self.reports.values())
         client = self.clients.get()
-        registry = self._registry()
-        if self.opt.space_check and self.opt.stage != "publish":
-            space.check(client, self.matrix, self.opt, registry, specs)
+        if self.opt.space_check and self.opt.stage != "publish":  # before anything is started or written
+            space.check(client, self.matrix, self.opt, self.opt.registry or engine.LOCAL_REGISTRY, specs)
         files.claim_folder(self.opt.build_dir)
         started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
         try:
-            ctx = self._context(specs, registry)
+            ctx = self._context(specs, self._registry())
             with self.events.progress:
                 self.events.tasks = {s.name: self.events.progress.add_task(f"{s.name}: waiting", total=1) for s in specs}
                 self._schedule(ctx, specs)
