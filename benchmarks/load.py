@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from builder import engine, files  # noqa: E402
-from builder.matrix import load as load_matrix  # noqa: E402
 from builder.extend.deploy import wait_healthy  # noqa: E402
+from builder.matrix import load as load_matrix  # noqa: E402
 
 #: The server's port, the app root and where a model is mounted: the matrix's runtime, as every image has them.
 RUNTIME = load_matrix(ROOT / "matrix.yaml").data.runtime

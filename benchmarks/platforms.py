@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from builder import engine, files  # noqa: E402
-from builder.generate import lock  # noqa: E402
-from builder.matrix import naming  # noqa: E402
 from builder.engine import plugins  # noqa: E402
-from builder.matrix import load as load_matrix  # noqa: E402
-from builder.matrix.platform import Platform  # noqa: E402
 from builder.engine.sources import Sources, wheelhouse_image  # noqa: E402
+from builder.generate import lock  # noqa: E402
+from builder.matrix import load as load_matrix  # noqa: E402
+from builder.matrix import naming  # noqa: E402
+from builder.matrix.platform import Platform  # noqa: E402
 
 IMAGE = "sklearn-1.9-debian12-py311-cpu-inference"
 

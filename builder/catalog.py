@@ -20,9 +20,10 @@ from packaging.utils import canonicalize_name
 
 from builder import files
 from builder.generate import lock
-from builder.run import report_file, tag
-from builder.matrix.inputs import ConfigError
 from builder.matrix import ImageSpec, Matrix
+from builder.matrix.inputs import ConfigError
+from builder.matrix.platform import oci_name
+from builder.run import report_file, tag
 from builder.run.report import PASSED, ImageReport, PlatformBuild
 
 #: Report statuses whose image passed its smoke test.
@@ -85,7 +86,8 @@ def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, imag
                cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
                size_bytes=int(image.attrs["Size"]), immutable_tag=r.tags[0], reference=ref, digest=b.digest,
                sbom_digest=b.sbom.digest if b.sbom else None,
-               platform=f"{image.attrs.get('Os', 'linux')}/{image.attrs.get('Architecture', 'amd64')}")
+               platform=oci_name(image.attrs.get("Os", "linux"), image.attrs.get("Architecture", "amd64"),
+                                image.attrs.get("Variant")))
 
 
 def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient) -> list[Row]:

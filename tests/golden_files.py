@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder.generate import bake, lock, render
-from builder import extend, matrix
 from repo import GOLDEN_SMALL, ROOT
+
+from builder import extend, matrix
+from builder.generate import bake, lock, render
 
 #: The small matrix's rendered images/ (its committed locks live there too, made by `builder lock`).
 SMALL = GOLDEN_SMALL

@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 import golden_files as g  # noqa: E402
+
 from builder import files  # noqa: E402
 from builder.generate import render  # noqa: E402
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import typer
 
-from builder.cli import deploy as cli_deploy, generate as cli_generate, run as cli_run
+from builder.cli import deploy as cli_deploy
+from builder.cli import generate as cli_generate
+from builder.cli import run as cli_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Render, build, smoke-test, tag and publish ML inference images from matrix.yaml. Every "

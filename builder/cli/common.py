@@ -11,11 +11,12 @@ from typing import Iterator, NoReturn, Optional
 import typer
 
 from builder import files
-from builder.matrix import plan
-from builder.engine.bases import BaseError
 from builder.engine import EngineError
+from builder.engine.bases import BaseError
+from builder.matrix import ImageSpec, Matrix
+from builder.matrix import load as load_matrix
+from builder.matrix import plan
 from builder.matrix.inputs import ConfigError, one_line
-from builder.matrix import ImageSpec, Matrix, load as load_matrix
 from builder.run.publish import PublishError
 
 MatrixOpt = typer.Option(Path("matrix.yaml"), "--matrix", help="The matrix file.")

@@ -11,8 +11,8 @@ from typing import Optional
 import typer
 
 from builder import files
-from builder.matrix import grammar
 from builder.cli.common import BuildDirOpt, MatrixOpt, fail, guard, load, registry_option, stop_on_sigterm
+from builder.matrix import grammar
 
 
 def _registry(registry: str) -> str:
@@ -31,9 +31,9 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
            matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
     """Write a Dockerfile and build context that extend a prebuilt image with a model, code and
     packages (with --build, its build log goes to logs/ in the build folder)."""
+    from builder.engine.sources import Sources
     from builder.extend import default_name, default_out, lock_requirements, prepare, write
     from builder.extend.image import build_image
-    from builder.engine.sources import Sources
 
     m = load(matrix)
     reg = _registry(registry)
@@ -107,8 +107,8 @@ def _serve(ref: str, model: Optional[Path], entry_script: Path, port: int, runti
     # Run until Ctrl-C (or SIGTERM), then remove the container.
     import docker
 
-    from builder.extend import deploy
     from builder import engine
+    from builder.extend import deploy
 
     with guard():
         client = engine.client(build_dir)

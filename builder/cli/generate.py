@@ -9,12 +9,12 @@ from typing import Optional
 
 import typer
 
-from builder.generate import bake, lock, locking, render
-from builder.matrix import plan
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
                                 select_images, templates_dir)
-from builder.run.console import wide_console
+from builder.generate import bake, lock, locking, render
+from builder.matrix import plan
 from builder.matrix.schema import load_file
+from builder.run.console import wide_console
 
 
 def render_command(check: bool = typer.Option(False, "--check", help="Only compare; exit 1 listing stale, missing or extra files."),

@@ -12,12 +12,12 @@ from typing import Optional
 
 import typer
 
-from builder.generate import bake, lock, locking, render
-from builder.engine import disk, plugins, prune
 from builder import engine, files
-from builder.run import pipeline
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
                                 registry_option, select_images, stop_on_sigterm, templates_dir)
+from builder.engine import disk, plugins, prune
+from builder.generate import bake, lock, locking, render
+from builder.run import pipeline
 from builder.run.console import wide_console
 
 
@@ -126,8 +126,8 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
                   matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
     """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
     image indexes: latest and the immutable tag move only for an image whose every platform passed."""
-    from builder.run import merge, report_file
     from builder.engine.registry import Credentials, Registry, host_of
+    from builder.run import merge, report_file
     from builder.run.report import PUSHED, write
 
     m = load(matrix)

@@ -20,7 +20,6 @@ import docker
 import requests
 from docker.errors import DockerException
 
-
 from builder import files
 from builder.engine import registry as registry_api
 from builder.matrix.platform import PLATFORMS, Platform, of_machine

@@ -19,11 +19,11 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from builder import engine, files
-from builder.matrix.inputs import ConfigError
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.matrix.platform import Platform
-from builder.matrix.schema import Base, Bootstrap
 from builder.engine.sources import apt_mirror
+from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.matrix.inputs import ConfigError
+from builder.matrix.platform import Platform, oci_name
+from builder.matrix.schema import Base, Bootstrap
 
 Source = Literal["auto", "pull", "bootstrap"]
 
@@ -61,7 +61,7 @@ def platform_of(client: docker.DockerClient, ref: str) -> str | None:
         attrs = client.images.get(ref).attrs
     except ImageNotFound:
         return None
-    return f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
+    return oci_name(attrs.get("Os", "linux"), attrs.get("Architecture", "amd64"), attrs.get("Variant"))
 
 
 def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, workdir: Path,

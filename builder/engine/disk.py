@@ -22,10 +22,10 @@ from typing import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from builder.matrix.inputs import ConfigError
-from builder.matrix.validation import pydantic_lines
 from builder.matrix import ImageSpec
+from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import DEFAULT, Platform
+from builder.matrix.validation import pydantic_lines
 
 #: Engine image bytes per catalog byte (shared parent layers are stored once): 23.6 / 26.5.
 ENGINE_FACTOR = 0.89

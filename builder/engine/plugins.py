@@ -12,7 +12,6 @@ from builder import files
 from builder.engine import EngineError, can_provision
 from builder.engine.sources import apt_mirror
 
-
 #: Where a provisioned Docker CLI plugin goes: a system-wide plugin directory
 #: (https://docs.docker.com/engine/extend/cli_plugins/), so every user's ``docker`` finds it.
 PLUGIN_DIR = Path("/usr/local/lib/docker/cli-plugins")

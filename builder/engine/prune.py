@@ -16,8 +16,8 @@ build-cache routes (https://docs.docker.com/reference/api/engine/version/v1.41/#
 from __future__ import annotations
 
 import os
-import sys
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable

@@ -5,7 +5,8 @@
 Two jobs stay with the tools made for them, each behind one function: the Engine pushes an image's
 layers (docker-py, :func:`builder.run.publish.push`), and ``docker buildx imagetools create`` makes an
 image index of pushed manifests (:func:`make_index`). Credentials are read once
-(:meth:`Credentials.from_env`) and handed to all three.
+(:meth:`Credentials.from_env`) and handed to the client and the Engine's pushes; without them both,
+and imagetools, use what ``docker login`` stored.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import ipaddress
 import json
 import os
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from builder.matrix.platform import oci_name
 
 #: What a manifest request accepts: OCI and Docker manifests and indexes.
 MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
@@ -85,23 +89,41 @@ def answers(host: str, timeout: float = 3.0) -> bool:
 
 
 class Registry:
-    """A client of the registry at ``host``, authenticating with ``credentials`` the way its
+    """A client of the registry at ``host``, authenticating with ``credentials``, or else with what
+    ``docker login`` stored for it (the Docker config the Engine's pushes use), the way its
     ``GET /v2/`` challenge asks (Basic, or Bearer tokens: Docker Hub, GHCR, ACR). oras-py's token
-    backend alone fails on a Basic-auth registry, so the backend follows the challenge."""
+    backend alone fails on a Basic-auth registry, so the backend follows the challenge. oras-py
+    keeps one session and one Bearer token per client, and a token's scope is one repository
+    (https://distribution.github.io/distribution/spec/auth/scope/), so each thread gets a client
+    of its own per repository."""
 
     def __init__(self, host: str, credentials: Credentials = Credentials()):
         self.host, self.credentials = host, credentials
-        self._oras = None
+        self._clients: dict[tuple[int, str], object] = {}
+        self._lock = threading.Lock()
 
-    def _client(self):
+    def _client(self, repository: str):
+        key = (threading.get_ident(), repository)
+        with self._lock:
+            found = self._clients.get(key)
+        if found is None:
+            found = self._new_client(repository)
+            with self._lock:
+                self._clients[key] = found
+        return found
+
+    def _new_client(self, repository: str):
+        import oras.container
         import oras.provider
 
-        if self._oras is None:
-            backend = self._auth_scheme() if self.credentials.username else "token"
-            self._oras = oras.provider.Registry(hostname=self.host, insecure=insecure(self.host), auth_backend=backend)
-            if self.credentials.username:
-                self._oras.auth.set_basic_auth(self.credentials.username, self.credentials.password)
-        return self._oras
+        backend = self._auth_scheme() if self.credentials.username else "token"
+        client = oras.provider.Registry(hostname=self.host, insecure=insecure(self.host), auth_backend=backend)
+        if self.credentials.username:
+            client.auth.set_basic_auth(self.credentials.username, self.credentials.password)
+        else:
+            # docker login's credentials for the host, if any (a Container: oras' auth cannot parse a name)
+            client.auth.load_configs(oras.container.Container(f"{repository}:latest"))
+        return client
 
     def _auth_scheme(self) -> str:
         try:
@@ -117,7 +139,7 @@ class Registry:
     def _get(self, repository: str, reference: str) -> requests.Response | None:
         # GET a manifest: the response, None for 404; RegistryError otherwise.
         try:
-            r = self._client().do_request(self._url(repository, reference), "GET",
+            r = self._client(repository).do_request(self._url(repository, reference), "GET",
                                           headers={"Accept": ", ".join(MANIFEST_TYPES)})
         except (requests.RequestException, ValueError) as exc:
             raise RegistryError(f"cannot read {repository}:{reference} from the registry: {exc}") from None
@@ -160,7 +182,7 @@ class Registry:
         if found is None or "manifests" not in found[1]:
             return None
         try:
-            return found[0], {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+            return found[0], {oci_name(m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")): m["digest"]
                               for m in found[1]["manifests"]}
         except (KeyError, TypeError):
             return None
@@ -179,7 +201,7 @@ class Registry:
             config = Path(tmp) / "config.json"
             config.write_text("{}")
             try:
-                response = self._client().push(target=f"{repository}:{tag}", files=[f"{path}:{media_type}"],
+                response = self._client(repository).push(target=f"{repository}:{tag}", files=[f"{path}:{media_type}"],
                                                manifest_config=f"{config}:{media_type}", subject=subject,
                                                disable_path_validation=True, quiet=True)
             except Exception as exc:  # oras raises requests' and its own errors

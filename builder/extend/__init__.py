@@ -22,12 +22,11 @@ from pathlib import Path
 import jinja2
 from packaging.version import Version
 
-from builder.matrix import inputs, naming
-from builder.generate import render
-from builder.extend.inference_config import (ExtendError, InferenceConfig, Paths, RegistryAuth, conda_pip_requirements,
-                                      load_config)
-from builder.matrix import Matrix
 from builder.engine.sources import Sources
+from builder.extend.inference_config import (ExtendError, InferenceConfig, Paths, RegistryAuth, conda_pip_requirements,
+                                             load_config)
+from builder.generate import render
+from builder.matrix import Matrix, inputs, naming
 
 __all__ = ["Base", "ExtendError", "Extension", "InferenceConfig", "RegistryAuth", "conda_pip_requirements",
            "default_name", "default_out", "load_config", "lock_requirements", "prepare", "resolve_base", "write"]

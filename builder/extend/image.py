@@ -8,12 +8,12 @@ from pathlib import Path
 
 import docker
 
-from builder.run import build
 from builder import engine
 from builder.engine import plugins
+from builder.engine.sources import Sources, wheelhouse_image
 from builder.extend import Base, ExtendError, default_name, lock_requirements, prepare, write
 from builder.matrix import Matrix
-from builder.engine.sources import Sources, wheelhouse_image
+from builder.run import build
 
 
 @dataclass

@@ -25,9 +25,9 @@ from packaging.specifiers import Specifier
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from builder.matrix import ImageSpec
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError, shown
-from builder.matrix import ImageSpec
 from builder.matrix.platform import Platform
 
 FILE = "requirements.lock"

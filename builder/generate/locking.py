@@ -26,12 +26,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from builder import files
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.matrix.inputs import ConfigError
+from builder.engine.sources import Sources
 from builder.generate.lock import GENERATED, Lock, file_name, layer, layer_file, parse, path_of, read
 from builder.matrix import ImageSpec, Matrix
+from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import Platform
-from builder.engine.sources import Sources
 
 
 def problems(spec: ImageSpec, lock: Lock, parent: Lock | None) -> list[str]:

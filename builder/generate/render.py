@@ -13,10 +13,9 @@ from pathlib import Path
 
 import jinja2
 
-from builder.generate import bake, lock
-from builder.matrix import grammar, inputs
 from builder import files as files_
-from builder.matrix import ImageSpec, Matrix
+from builder.generate import bake, lock
+from builder.matrix import ImageSpec, Matrix, grammar, inputs
 from builder.matrix.platform import DEFAULT, Platform
 
 #: Context files a root image (one without a parent) COPYs, rendered from templates/context/.

@@ -17,12 +17,11 @@ import sys
 import tempfile
 from datetime import date
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
-from typing import Annotated, Literal
-
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from builder import files

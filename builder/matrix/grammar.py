@@ -16,7 +16,6 @@ from builder.matrix.inputs import CONTROL, shown
 from builder.matrix.platform import PLATFORMS
 
 
-
 def _pattern(regex: str, expected: str, doc: str):
     """A check of a value against ``regex`` (whole match); ``expected`` goes into its error line."""
     compiled = re.compile(regex)

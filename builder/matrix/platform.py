@@ -78,6 +78,14 @@ PLATFORMS: dict[str, Platform] = {p.name: p for p in (
 DEFAULT = PLATFORMS[DEFAULT_NAME]
 
 
+def oci_name(os: str, arch: str, variant: str | None = None) -> str:
+    """The name of a platform by its OCI fields (``os``, ``architecture``, ``variant`` of an image
+    config or an index's platform object: https://github.com/opencontainers/image-spec/blob/main/image-index.md):
+    ``linux/arm64``, ``linux/arm/v7``. The inverse of a :data:`PLATFORMS` row's fields; the
+    platform need not be one the builder supports."""
+    return "/".join([os, arch, *([variant] if variant else [])])
+
+
 def of_machine(machine: str) -> Platform:
     """The platform whose binaries ``machine`` (``uname -m``, ``x86_64``) runs natively; raises
     ValueError naming the supported machines for any other."""

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from builder import engine, files
-from builder.matrix import ImageSpec, Matrix
 from builder.engine.registry import Registry
-from builder.run.report import ImageReport
 from builder.engine.sources import Sources
+from builder.matrix import ImageSpec, Matrix
+from builder.run.report import ImageReport
 
 Stage = Literal["build", "test", "publish", "all"]
 BaseSource = Literal["auto", "pull", "bootstrap"]
@@ -69,6 +69,10 @@ class Events:
         self._building = 0
         self._lock = threading.Lock()
         self._testing = threading.BoundedSemaphore(max(1, test_jobs))
+
+    def track(self, names: list[str]) -> None:
+        """A progress line for each image of ``names``, made before the run starts."""
+        self.tasks = {n: self.progress.add_task(f"{n}: waiting", total=1) for n in names}
 
     def say(self, name: str, text: str) -> None:
         """Print one event line (rich markup) for image ``name`` and show it on its progress line."""

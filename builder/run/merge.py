@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from builder.matrix import naming
-from builder.run import publish, tag
-from builder.matrix.inputs import ConfigError, one_line, shown, text_block
-from builder.matrix import ImageSpec, Matrix
 from builder.engine.registry import Registry
+from builder.matrix import ImageSpec, Matrix, naming
+from builder.matrix.inputs import ConfigError, one_line, shown, text_block
+from builder.run import publish, tag
 from builder.run.report import PUSHED, ImageReport, PlatformBuild, Status
 
 

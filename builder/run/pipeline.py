@@ -20,16 +20,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from builder.engine import bases, children, plugins, prune, superseded
 from builder import engine, files
-from builder.matrix import naming, plan
+from builder.engine import bases, children, plugins, prune, superseded
+from builder.engine.registry import Credentials, Registry, host_of
+from builder.engine.sources import Sources, wheelhouse_image
+from builder.matrix import ImageSpec, Matrix, naming, plan
 from builder.run import policy, report, space
 from builder.run.console import summary, wide_console
 from builder.run.context import Clients, Events, Options, RunContext, Stage
-from builder.matrix import ImageSpec, Matrix
-from builder.engine.registry import Credentials, Registry, host_of
 from builder.run.report import ImageReport, Status
-from builder.engine.sources import Sources, wheelhouse_image
 from builder.run.steps import StepFailed
 from builder.run.steps.build import build_image
 from builder.run.steps.push import push, tested_image
@@ -77,10 +76,10 @@ class Pipeline:
             space.check(client, self.matrix, self.opt, self.opt.registry or engine.LOCAL_REGISTRY, specs)
         files.claim_folder(self.opt.build_dir)
         started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
+        self.events.track([s.name for s in specs])
         try:
             ctx = self._context(specs, self._registry())
             with self.events.progress:
-                self.events.tasks = {s.name: self.events.progress.add_task(f"{s.name}: waiting", total=1) for s in specs}
                 self._schedule(ctx, specs)
         except KeyboardInterrupt:
             self._interrupted()

@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from builder.run import tag
+from builder.engine.registry import Registry
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.platform import Platform
-from builder.run.report import ImageReport, PublishName
 from builder.matrix.schema import TagPolicy
+from builder.run import publish, tag
+from builder.run.report import ImageReport, PublishName
 
 #: ``versions(platform) -> (framework version, Python version)`` read in that platform's build.
 Versions = Callable[[str], tuple[str, str]]
@@ -38,13 +39,13 @@ class Manifest:
     name: PublishName = "manifest"
 
     def build_tags(self, image_ids: dict[str, str], versions: Versions,
-                   existing: Callable[[str], str | None]) -> tuple[str | None, dict[str, str]]:
-        """``(the image's immutable tag or None, {platform: the build's own tag})`` for builds with
-        ``image_ids`` ({platform: ``sha256:<hex>``}). A tag the policy gave this very image before
+                   existing: Callable[[str], str | None]) -> tuple[list[str], dict[str, str]]:
+        """``(the image's tags, {platform: the build's own tag})`` for builds with ``image_ids``
+        ({platform: ``sha256:<hex>``}). A tag the policy gave this very image before
         (``existing(platform)``) is kept without reading versions again."""
         (platform, image_id), = image_ids.items()
         own = existing(platform) or tag.immutable_tag(self.tags, *versions(platform), image_id)
-        return own, {platform: own}
+        return [own], {platform: own}
 
     def build_tag(self, immutable: str, platform: str) -> str:
         """The own tag of the build of ``platform`` of the image named ``immutable``."""
@@ -66,9 +67,10 @@ class Manifest:
         """The tags the build of ``platform`` is pushed under, in push order."""
         return list(rep.tags)
 
-    def makes_index(self) -> bool:
-        """True when the image's tags name an index of its builds, made after they are pushed."""
-        return False
+    def publish_image(self, registry: Registry, rep: ImageReport) -> tuple[str | None, bool]:
+        """Once every build is pushed: ``(the digest the image's tags name, or None when they name
+        none; whether anything was pushed)``. Raises PublishError."""
+        return rep.platforms[0].digest, False
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class Index(Manifest):
         and, for the image id, the sha256 of every build's image id (:func:`builder.run.tag.index_tag`),
         so it names exactly these builds; each build gets it plus ``-<arch>``."""
         own = tag.index_tag(self.tags, *versions(DEFAULT_PLATFORM), list(image_ids.values()))
-        return own, {p: self.build_tag(own, p) for p in image_ids}
+        return [own], {p: self.build_tag(own, p) for p in image_ids}
 
     def build_tag(self, immutable, platform):
         return immutable + _suffix(platform)
@@ -96,8 +98,10 @@ class Index(Manifest):
     def pushed_tags(self, rep, platform):
         return [rep.build(platform).tag]
 
-    def makes_index(self):
-        return True
+    def publish_image(self, registry, rep):
+        """The image's tags made one index of the pushed builds (:func:`builder.run.publish.push_index`)."""
+        index = publish.push_index(registry, rep.repository, rep.tags, {b.platform: b.digest for b in rep.platforms})
+        return index.digest, index.pushed
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ class PerPlatform(Manifest):
     def build_tags(self, image_ids, versions, existing):
         """Each build: the tag policy filled with its own versions and image id, plus ``-<arch>``
         (``1.9.1-py3.11.2-<id>-arm64``), so a job needs no other platform's build to name its own."""
-        return None, {p: tag.immutable_tag(self.tags, *versions(p), i) + _suffix(p) for p, i in image_ids.items()}
+        own = {p: tag.immutable_tag(self.tags, *versions(p), i) + _suffix(p) for p, i in image_ids.items()}
+        return list(own.values()), own
 
     def local_moving(self, platform):
         return [m + _suffix(platform) for m in self.tags.moving]
@@ -119,6 +124,10 @@ class PerPlatform(Manifest):
 
     def pushed_tags(self, rep, platform):
         return [rep.build(platform).tag, *self.local_moving(platform)]
+
+    def publish_image(self, registry, rep):
+        """Nothing: each build has its own tags; ``builder merge`` makes the index."""
+        return None, False
 
 
 POLICIES = {p.name: p for p in (Manifest, Index, PerPlatform)}

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import docker
 
-from builder.matrix import grammar
 from builder.engine.registry import Credentials, Registry, RegistryError, make_index
+from builder.matrix import grammar
 
 
 class PublishError(RuntimeError):

@@ -31,10 +31,10 @@ from debian.deb822 import Deb822
 from packageurl import PackageURL
 
 from builder import files
-from builder.generate.locking import uv_environment
-from builder.matrix.platform import DEFAULT, Platform
 from builder.engine.registry import Registry, RegistryError
 from builder.engine.sources import Sources
+from builder.generate.locking import uv_environment
+from builder.matrix.platform import DEFAULT, Platform
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
 SPEC_VERSION = "1.6"

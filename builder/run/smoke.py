@@ -9,8 +9,8 @@ runs in a subprocess with ``BUILDER_TEST_IMAGE`` set; its output and a JUnit XML
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,11 +19,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.engine import children
 from builder import files
-from builder.matrix import inputs
+from builder.engine import children
 from builder.generate.lock import Lock
-from builder.matrix import ImageSpec
+from builder.matrix import ImageSpec, inputs
 from builder.matrix.schema import Runtime
 
 

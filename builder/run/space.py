@@ -8,14 +8,13 @@ from typing import Callable
 
 import docker
 
-from builder.run import build
-from builder.engine import disk, superseded
 from builder import engine
+from builder.engine import disk, superseded
 from builder.generate import lock
-from builder.matrix import naming
-from builder.run.context import Options, RunContext
-from builder.matrix import ImageSpec, Matrix
+from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
+from builder.run import build
+from builder.run.context import Options, RunContext
 
 
 def _held_labels(client: docker.DockerClient, matrix: Matrix, registry: str) -> dict[tuple[str, str], list[dict[str, str]]]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import docker
 import pytest
+from repo import ROOT
 
 from builder import engine
-from repo import ROOT
 
 #: Registry namespaces (and throw-away registries) only the tests push to; their local tags are
 #: removed when the session ends, so test runs do not pile images up on the machine's disk.

@@ -7,11 +7,11 @@ import os
 import subprocess
 
 import pytest
+from repo import ROOT
 
-from builder.generate import bake
 from builder import matrix
 from builder.engine import plugins
-from repo import ROOT
+from builder.generate import bake
 
 pytestmark = pytest.mark.engine
 

@@ -14,11 +14,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from repo import ROOT
 
-from builder.run import build
 from builder.engine import plugins
 from builder.engine.sources import Sources, wheelhouse_image
-from repo import ROOT
+from builder.run import build
 
 pytestmark = pytest.mark.engine
 

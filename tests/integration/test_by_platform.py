@@ -9,12 +9,12 @@ import subprocess
 import uuid
 
 import pytest
-
-from builder import matrix
-from builder.run import tag
-from builder.matrix.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, raw_digest, report
+
+from builder import matrix
+from builder.matrix.platform import Platform
+from builder.run import tag
 
 pytestmark = pytest.mark.engine
 

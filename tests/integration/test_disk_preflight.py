@@ -14,7 +14,6 @@ import shutil
 import uuid
 
 import pytest
-
 from repo import ROOT, seed_locks
 from run_builder import MINIMAL, builder
 

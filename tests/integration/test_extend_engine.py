@@ -16,12 +16,12 @@ import uuid
 
 import pytest
 import requests
+from repo import ROOT
 
-from builder.engine import bases
 from builder import engine, matrix
+from builder.engine import bases
 from builder.extend.deploy import NotHealthy, wait_healthy
 from builder.run.smoke import process_uids
-from repo import ROOT
 
 pytestmark = pytest.mark.engine
 

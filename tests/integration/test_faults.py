@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from builder import engine
 from repo import ROOT
 from run_builder import BUILDER, MINIMAL, builder, report
+
+from builder import engine
 
 pytestmark = pytest.mark.engine
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from builder.generate import lock
-from builder import matrix
-from builder.matrix.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, raw_digest, report
+
+from builder import matrix
+from builder.generate import lock
+from builder.matrix.platform import Platform
 
 pytestmark = pytest.mark.engine
 

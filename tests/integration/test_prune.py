@@ -16,7 +16,6 @@ import subprocess
 import tarfile
 
 import pytest
-
 from repo import ROOT, seed_locks
 from run_builder import MINIMAL, builder, report
 

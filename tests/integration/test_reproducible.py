@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from repo import ROOT
 
 from builder.generate import lock
-from repo import ROOT
 
 pytestmark = pytest.mark.engine
 

@@ -12,14 +12,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from builder.generate import lock
-from builder import matrix
-from builder.engine import plugins
-from builder.run import smoke
-from builder.matrix.platform import Platform
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, report
+
+from builder import matrix
+from builder.engine import plugins
+from builder.generate import lock
+from builder.matrix.platform import Platform
+from builder.run import smoke
 
 pytestmark = pytest.mark.engine
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from yaml_dump import dump
 from repo import ROOT
+from yaml_dump import dump
 
 SMALL = ROOT / "tests" / "fixtures" / "matrix-small.yaml"
 

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 from typer.testing import CliRunner
+from yaml_dump import dump as _dump_yaml
 
 from builder.cli import app
-from yaml_dump import dump as _dump_yaml
 
 
 def _set(data, path, value):

@@ -2,15 +2,14 @@
 
 import json
 
+import golden_files
 import pytest
+from repo import seed_locks
 from typer.testing import CliRunner
 
-import golden_files
-from repo import seed_locks
-
-from builder.generate import bake, render
 from builder import matrix
 from builder.cli import app
+from builder.generate import bake, render
 
 
 def test_bake_file_equals_the_golden_file():

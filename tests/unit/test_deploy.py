@@ -3,8 +3,8 @@ matrix's ``runtime`` only (``builder serve``, its Compose file and the smoke tes
 
 from pathlib import Path
 
-from builder.extend import deploy
 from builder import matrix
+from builder.extend import deploy
 
 
 def _runtime(tmp_path, small_matrix_data, dump_yaml, **changed):

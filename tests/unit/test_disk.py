@@ -6,13 +6,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from repo import ROOT
 from typer.testing import CliRunner
 
-from builder.engine import disk, prune, superseded
 from builder import files, matrix
 from builder.cli import app
+from builder.engine import disk, prune, superseded
 from builder.matrix.inputs import ConfigError
-from repo import ROOT
 
 M = matrix.load(ROOT / "matrix.yaml")
 MINIMAL = M.image("minimal-debian12-py311-cpu-inference")

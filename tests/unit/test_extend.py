@@ -2,14 +2,14 @@
 
 import json
 
-import pytest
-from typer.testing import CliRunner
-
 import golden_files
-from builder import extend, matrix
-from builder.cli import app
+import pytest
 from golden_files import EXAMPLES
 from repo import ROOT
+from typer.testing import CliRunner
+
+from builder import extend, matrix
+from builder.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from builder.matrix import inputs
-from builder.cli import app
-from yaml_dump import dump as _dump_yaml
 from repo import ROOT, seed_locks
+from typer.testing import CliRunner
+from yaml_dump import dump as _dump_yaml
+
+from builder.cli import app
+from builder.matrix import inputs
 
 INJECT = "touch /tmp/pwned"
 

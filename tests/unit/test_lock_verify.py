@@ -8,11 +8,11 @@ import hashlib
 import shutil
 
 import pytest
+from repo import GOLDEN_SMALL, ROOT
 from typer.testing import CliRunner
 
-from builder.run import pipeline
 from builder.cli import app
-from repo import GOLDEN_SMALL, ROOT
+from builder.run import pipeline
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"

@@ -1,8 +1,7 @@
 """Matrix loading, expansion, naming and build order (no engine)."""
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import pytest
 

@@ -4,15 +4,15 @@ made against a real registry in tests/integration/test_by_platform.py)."""
 import json
 
 import pytest
+from repo import ROOT
 from typer.testing import CliRunner
 
-from builder.run import merge, publish, report_file, tag
 from builder.cli import app
-from builder.matrix.inputs import ConfigError
 from builder.matrix import load
+from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import Platform
+from builder.run import merge, publish, report_file, tag
 from builder.run.report import ImageReport, Status
-from repo import ROOT
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"

@@ -2,15 +2,15 @@
 
 import os
 
+import golden_files
 import jinja2
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-import golden_files
-from builder.generate import lock, render
 from builder import matrix
 from builder.cli import app
+from builder.generate import lock, render
 
 GOLDEN = golden_files.SMALL
 

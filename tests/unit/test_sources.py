@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.matrix.inputs import ConfigError
 from builder.engine.sources import Sources, apt_mirror
+from builder.matrix.inputs import ConfigError
 
 VARIABLES = ("BUILDER_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE", "BUILDER_INDEX_URL", "PIP_INDEX_URL",
              "BUILDER_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL", "BUILDER_WHEELHOUSE", "PIP_FIND_LINKS")

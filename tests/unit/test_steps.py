@@ -10,19 +10,19 @@ import json
 from pathlib import Path
 
 import pytest
+from repo import ROOT
 from rich.console import Console
 from rich.progress import Progress
 
+from builder.engine.registry import Credentials
+from builder.matrix import load
 from builder.run import policy, publish, tag
 from builder.run.context import Events, Options, RunContext
-from builder.matrix import load
-from builder.engine.registry import Credentials
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import Built
 from builder.run.steps import push as push_step
 from builder.run.steps.push import push
 from builder.run.steps.tag import promote, tag_builds
-from repo import ROOT
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"  # linux/amd64 and linux/arm64
 GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"  # linux/amd64 only

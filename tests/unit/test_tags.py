@@ -3,8 +3,8 @@
 import pytest
 
 from builder.matrix import naming
-from builder.run import tag
 from builder.matrix.schema import TagPolicy
+from builder.run import tag
 
 POLICY = TagPolicy(moving=["latest"], immutable="{framework_version}-py{python_version}-{image_id}")
 

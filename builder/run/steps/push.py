@@ -9,11 +9,10 @@ from pathlib import Path
 import docker
 from rich.markup import escape
 
-from builder.matrix import naming
-from builder.run import policy, publish, sbom
+from builder.matrix import ImageSpec, naming
 from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.run import policy, publish, sbom
 from builder.run.context import RunContext
-from builder.matrix import ImageSpec
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import StepFailed, stop_if_interrupted
 from builder.run.steps.test import make_sbom, sbom_path
@@ -34,20 +33,16 @@ def _push_build(ctx: RunContext, rep: ImageReport, platform: str, tags: list[str
 
 def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
     """Push each build under its policy's tags (immutable first, moving last) and read the digests
-    back; then, when the policy makes one, the image index of them under the image's tags
-    (:func:`builder.run.publish.push_index`). Returns the digest the image's tags name (None for a run
-    split by platform: each build has its own). Raises PublishError."""
+    back, each build's SBOM beside it; then what the policy does with the pushed builds (an image
+    index of them under the image's tags, for several platforms). Returns the digest the image's
+    tags name (None for a run split by platform: each build has its own). Raises PublishError, or
+    StepFailed when an SBOM cannot be pushed."""
     stop_if_interrupted()
     ctx.say(rep.name, "pushing")
     publish_as = policy.of(rep, ctx.matrix.data.tags)
     pushed = [_push_build(ctx, rep, b.platform, publish_as.pushed_tags(rep, b.platform)) for b in rep.platforms]
-    if publish_as.makes_index():
-        index = publish.push_index(ctx.registry_client, rep.repository, rep.tags,
-                                   {b.platform: b.digest for b in rep.platforms})
-        rep.digest, pushed = index.digest, [*pushed, index.pushed]
-    elif publish_as.name == "manifest":
-        rep.digest = rep.platforms[0].digest
-    rep.move(Status.PUBLISHED if any(pushed) else Status.UNCHANGED)
+    rep.digest, image_pushed = publish_as.publish_image(ctx.registry_client, rep)
+    rep.move(Status.PUBLISHED if any(pushed) or image_pushed else Status.UNCHANGED)
     ctx.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(rep.tags)} @ "
                       + (rep.digest or ", ".join(f"{b.platform} {b.digest}" for b in rep.platforms)))
     return rep.digest

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from builder.matrix import naming
+from builder.matrix import ImageSpec, naming
 from builder.run import policy, tag
 from builder.run.context import RunContext
-from builder.matrix import ImageSpec
 from builder.run.report import ImageReport, PlatformBuild, Status
 from builder.run.steps import Built
 
@@ -35,21 +34,22 @@ def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[
     (``rep.tags``): its immutable tag, or for a run split by platform each build's tag."""
     client, publish = ctx.client, policy.of(rep, ctx.matrix.data.tags)
     versions = _Versions(ctx, spec, builts)
+    images = {p: client.images.get(b.image_id) for p, b in builts.items()}
 
     def existing(platform: str) -> str | None:  # a tag the policy gave this very image before
-        image = client.images.get(builts[platform].image_id)
+        image = images[platform]
         return tag.existing_immutable(ctx.matrix.data.tags, naming.own_tags(image.tags, rep.repository), image.id)
 
-    immutable, own = publish.build_tags({p: b.image_id for p, b in builts.items()}, versions, existing)
+    image_tags, own = publish.build_tags({p: image.id for p, image in images.items()}, versions, existing)
     for platform, built in builts.items():
-        image = client.images.get(built.image_id)
+        image = images[platform]
         image.tag(rep.repository, own[platform])
         client.api.remove_image(f"{rep.repository}:{built.temporary}", noprune=True)  # only the temporary tag
         b = rep.build(platform)
         b.image_id, b.size_bytes, b.tag = image.id, image.attrs["Size"], own[platform]
         if platform in versions.read:
             b.framework_version, b.python_version = versions.read[platform]
-    rep.tags = [immutable] if immutable else [own[p] for p in builts]
+    rep.tags = image_tags
     rep.move(Status.BUILT)
     ctx.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} ({'; '.join(map(_figures, rep.platforms))})")
     return rep.tags

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from builder.matrix import inputs
 from builder.generate import lock
-from builder.run import sbom, smoke
+from builder.matrix import ImageSpec, inputs
 from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.run import sbom, smoke
 from builder.run.context import RunContext
-from builder.matrix import ImageSpec
 from builder.run.report import ImageReport, SbomRecord, TestRecord
 from builder.run.steps import StepFailed, label, local_ref, stop_if_interrupted
 
