@@ -1,6 +1,6 @@
 """Hostile but realistic input: every case exits 2 with exactly one plain line, no traceback, writes
 nothing, and no injected text reaches a rendered file. Across matrix.yaml, compat.yaml, extend
-configs and the command line (the grammars are in builder/inputs.py)."""
+configs and the command line (the grammars are in builder/matrix/grammar.py)."""
 
 from __future__ import annotations
 
