@@ -34,10 +34,11 @@ class Options:
     images are worked on at once (builds are mostly downloads and disk), ``test_jobs`` how many
     smoke tests run at once (they are CPU-bound: one per core by default). ``platforms``, when set,
     narrows every image to those of its platforms (an image with none of them is left out; the CLI
-    lets ``all`` narrow an image of several platforms only with ``by_platform``, ``publish`` never). ``space_check`` refuses a run the
-    disk cannot hold (:mod:`builder.engine.disk`; sizes from the ``catalog`` JSON); after the run each
-    image keeps its ``keep_last`` newest local builds (the one just made counts).
-    ``by_platform`` publishes every build under per-platform tags only (:class:`builder.run.policy.PerPlatform`)."""
+    lets ``all`` narrow an image of several platforms only with ``by_platform``, ``publish``
+    never). ``space_check`` refuses a run the disk cannot hold (:mod:`builder.engine.disk`; sizes
+    from the ``catalog`` JSON); after the run each image keeps its ``keep_last`` newest local builds
+    (the one just made counts). ``by_platform`` publishes every build under per-platform tags only
+    (:class:`builder.run.policy.PerPlatform`)."""
 
     stage: Stage = "all"
     select: tuple[str, ...] = ()
