@@ -1,0 +1,88 @@
+"""The pipeline's scheduling offline: which images start, which are skipped when a parent fails, and
+what the report says, with the steps replaced by fakes (the real steps run on a real Engine in
+tests/integration/test_pipeline.py, test_concurrency.py and test_faults.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from repo import ROOT
+
+from builder.engine import children
+from builder.matrix import load
+from builder.run import pipeline
+from builder.run.context import Options
+from builder.run.report import Status
+from builder.run.steps import StepFailed
+
+MINIMAL_12 = "minimal-debian12-py311-cpu-inference"
+MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No Engine: the run's preparation and bookkeeping do nothing; returns the steps' calls."""
+    monkeypatch.setattr(pipeline.Pipeline, "_context", lambda self, specs, registry: object())
+    monkeypatch.setattr(pipeline.Pipeline, "_registry", lambda self: "127.0.0.1:5000")
+    monkeypatch.setattr(pipeline.superseded, "engine_time", lambda client: 0.0)
+    monkeypatch.setattr(pipeline.prune, "cache_ids", lambda client: set())
+    monkeypatch.setattr(pipeline.prune, "record_cache", lambda before, after: None)
+    monkeypatch.setattr(pipeline.space, "remove_superseded", lambda ctx, started: None)
+    monkeypatch.setattr(pipeline.Clients, "get", lambda self: None)
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def steps(failing: set[str], interrupted: set[str]):
+        def fake(ctx, spec, rep, ready):
+            with lock:
+                calls.append(spec.name)
+            if spec.parent is not None:  # a child starts only once its parent was built
+                assert held["pipeline"].reports[spec.parent].status == Status.BUILT, spec.name
+            if spec.name in interrupted:
+                raise children.Interrupted("stopped")
+            if spec.name in failing:
+                raise StepFailed("the apt step failed")
+            for p in spec.platforms:
+                rep.build(p).image_id = "sha256:" + "1" * 64
+            rep.move(Status.BUILT)
+            ready()
+        monkeypatch.setattr(pipeline, "_steps", fake)
+    held: dict = {}
+    return steps, calls, held
+
+
+def _run(tmp_path, offline, failing=(), interrupted=()):
+    steps, calls, held = offline
+    steps(set(failing), set(interrupted))
+    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"),
+                                             Options(stage="build", space_check=False, build_dir=tmp_path / "b"))
+    out = p.run()
+    return {r.name: r for r in out}, calls, json.loads((tmp_path / "b" / "report.json").read_text())
+
+
+def test_a_failed_parent_skips_its_whole_tree_and_no_other(tmp_path, offline):
+    matrix = load(ROOT / "matrix.yaml")
+    reports, calls, written = _run(tmp_path, offline, failing={MINIMAL_12})
+    tree = {MINIMAL_12} | {s.name for s in matrix.children(MINIMAL_12)}
+    assert reports[MINIMAL_12].status == Status.BUILD_FAILED and "apt step" in reports[MINIMAL_12].error
+    for name in tree - {MINIMAL_12}:
+        assert reports[name].status == Status.SKIPPED and name not in calls, name
+    others = {s.name for s in matrix.images()} - tree
+    assert others and all(reports[n].status == Status.BUILT for n in others)
+    assert sorted(calls) == sorted(others | {MINIMAL_12})
+    assert {i["name"]: i["status"] for i in written["images"]} == {n: str(r.status) for n, r in reports.items()}
+
+
+def test_every_image_runs_once_when_nothing_fails(tmp_path, offline):
+    reports, calls, _ = _run(tmp_path, offline)
+    assert sorted(calls) == sorted(reports) and len(calls) == len(set(calls)) == 16
+    assert all(r.status == Status.BUILT for r in reports.values())
+
+
+def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, offline):
+    matrix = load(ROOT / "matrix.yaml")
+    reports, _, _ = _run(tmp_path, offline, interrupted={MINIMAL_13})
+    assert reports[MINIMAL_13].status == Status.INTERRUPTED
+    assert all(reports[s.name].status == Status.SKIPPED for s in matrix.children(MINIMAL_13))
