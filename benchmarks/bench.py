@@ -48,21 +48,19 @@ from builder.matrix import plan  # noqa: E402
 #: The server's port and the app root: the matrix's runtime, as every image has them.
 RUNTIME = load_matrix(ROOT / "matrix.yaml").data.runtime
 
-WORK = ROOT / files.BUILD_DIR / "bench"
-SPACE = WORK / "workspace"
 PIN = ("sklearn-1.8-debian12-py311-cpu-inference", "joblib: 1.5.3", "joblib: 1.5.2")
 
 
-def workspace() -> list[str]:
-    """Copy the inputs into SPACE and return the builder options that point at them."""
-    shutil.rmtree(SPACE, ignore_errors=True)
-    SPACE.mkdir(parents=True)
+def workspace(space: Path) -> list[str]:
+    """Copy the inputs into ``space`` and return the builder options that point at them."""
+    shutil.rmtree(space, ignore_errors=True)
+    space.mkdir(parents=True)
     for name in ("matrix.yaml", "compat.yaml", "docker-bake.json"):
-        shutil.copy2(ROOT / name, SPACE / name)
+        shutil.copy2(ROOT / name, space / name)
     for name in ("templates", "images"):
-        shutil.copytree(ROOT / name, SPACE / name)
-    return ["--matrix", str(SPACE / "matrix.yaml"), "--templates", str(SPACE / "templates"),
-            "--images", str(SPACE / "images"), "--tests", str(ROOT / "tests" / "by_image")]
+        shutil.copytree(ROOT / name, space / name)
+    return ["--matrix", str(space / "matrix.yaml"), "--templates", str(space / "templates"),
+            "--images", str(space / "images"), "--tests", str(ROOT / "tests" / "by_image")]
 
 
 def builder(args: list[str], build_dir: Path) -> tuple[float, dict]:
@@ -155,14 +153,18 @@ def images_of(report: dict) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--select", action="append", default=[])
+    parser.add_argument("--build-dir", type=Path, default=ROOT / files.BUILD_DIR,
+                        help="The build folder; the runs go under its bench/.")
     ns = parser.parse_args()
+    work = ns.build_dir / "bench"
+    space = work / "workspace"
     py = ".".join(platform.python_version_tuple()[:2])
     m = load_matrix(ROOT / "matrix.yaml")
     specs = plan.select(m, ns.select) if ns.select else [
         s for s in m.images() if s.device == "cpu" and s.python == py]
     select = [a for s in specs for a in ("--select", s.name)]
-    client = engine.client(ROOT / files.BUILD_DIR)
-    opts = [*workspace(), "--platform", "linux/amd64"]  # the references install amd64 wheels (benchmarks/platforms.py: arm64)
+    client = engine.client(ns.build_dir)
+    opts = [*workspace(space), "--platform", "linux/amd64"]  # the references install amd64 wheels (benchmarks/platforms.py: arm64)
     sources = Sources.from_env()
     print(f"{len(specs)} images: {', '.join(s.name for s in specs)}")
 
@@ -172,25 +174,25 @@ def main() -> None:
     parallel = parallel_uv(sets, sources) if len(sets) == len(specs) else float("nan")
 
     subprocess.run(["docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
-    cold_s, cold = builder(["build", *opts, *select], WORK / "cold")
-    all_s, full = builder(["all", *opts, *select], WORK / "all")
-    noop_s, noop = builder(["build", *opts, *select], WORK / "noop")
-    path = SPACE / "matrix.yaml"
+    cold_s, cold = builder(["build", *opts, *select], work / "cold")
+    all_s, full = builder(["all", *opts, *select], work / "all")
+    noop_s, noop = builder(["build", *opts, *select], work / "noop")
+    path = space / "matrix.yaml"
     text = path.read_text()
     changed = PIN[0] in {s.name for s in specs} and PIN[1] in text
     if changed:
         path.write_text(text.replace(PIN[1], PIN[2], 1))
         # the updater first (the image's lock moves one package), then the renderer
         subprocess.run([sys.executable, "-m", "builder.cli", "lock", "--select", PIN[0], "--matrix", str(path),
-                        "--images", str(SPACE / "images")], cwd=ROOT, check=True, capture_output=True)
+                        "--images", str(space / "images")], cwd=ROOT, check=True, capture_output=True)
         subprocess.run([sys.executable, "-m", "builder.cli", "render", "--matrix", str(path), "--templates",
-                        str(SPACE / "templates"), "--images", str(SPACE / "images")], cwd=ROOT, check=True,
+                        str(space / "templates"), "--images", str(space / "images")], cwd=ROOT, check=True,
                        capture_output=True)
     rx = rx_bytes()
-    pin_s, pin = builder(["build", *opts, *select], WORK / "pin")
+    pin_s, pin = builder(["build", *opts, *select], work / "pin")
     rx = rx_bytes() - rx
-    nocache_s, nocache = builder(["build", "--no-cache", *opts, *select], WORK / "nocache")
-    noop2_s, noop2 = builder(["build", *opts, *select], WORK / "noop2")
+    nocache_s, nocache = builder(["build", "--no-cache", *opts, *select], work / "nocache")
+    noop2_s, noop2 = builder(["build", *opts, *select], work / "noop2")
 
     c, a, n, p = images_of(cold), images_of(full), images_of(noop), images_of(pin)
     print(f"serial reference (fresh venv + pip install, one image after another): {serial:7.1f} s")

@@ -69,9 +69,10 @@ def main() -> None:
     parser.add_argument("image", nargs="?", default=IMAGE)
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--build-dir", type=Path, default=ROOT / files.BUILD_DIR, help="The build folder (dockerd's log).")
     ns = parser.parse_args()
     engine.apt_install("wrk")
-    client = engine.client(ROOT / files.BUILD_DIR)
+    client = engine.client(ns.build_dir)
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         model = Path(tmp) / "model"
         model.mkdir()

@@ -11,11 +11,12 @@ layer cache off (``--no-cache``; the parent images are reused):
 3. linux/arm64 with pip run inside the arm64 parent under QEMU (``pip install --require-hashes
    --no-deps -r layer.arm64.lock``), the way a Dockerfile without a cross stage does it.
 
-Usage: python benchmarks/platforms.py [IMAGE] (from the repository root).
+Usage: python benchmarks/platforms.py [IMAGE] [--build-dir DIR] (from the repository root).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -51,13 +52,17 @@ def timed_build(context: Path, platform: str, args: dict[str, str], secrets: lis
 
 
 def main() -> None:
-    name = sys.argv[1] if len(sys.argv) > 1 else IMAGE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image", nargs="?", default=IMAGE)
+    parser.add_argument("--build-dir", type=Path, default=ROOT / files.BUILD_DIR, help="The build folder.")
+    ns = parser.parse_args()
+    name = ns.image
     m = load_matrix(ROOT / "matrix.yaml")
     spec = m.image(name)
     if "linux/arm64" not in spec.platforms or spec.parent is None:
         raise SystemExit(f"{name} must be a child image built for linux/arm64")
-    client = engine.client(ROOT / files.BUILD_DIR)
-    plugins.ensure_buildx(ROOT / files.BUILD_DIR)
+    client = engine.client(ns.build_dir)
+    plugins.ensure_buildx(ns.build_dir)
     engine.ensure_emulation("linux/arm64")
     repo = naming.repository(engine.LOCAL_REGISTRY, spec.parent)
     parent = {p: f"{repo}:latest" + ("" if p == "linux/amd64" else "-arm64") for p in spec.platforms}
