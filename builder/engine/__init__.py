@@ -1,116 +1,28 @@
 """Engine access: the one place that talks to the Docker Engine and starts local services.
 
-:func:`client` returns a docker-py client for an Engine that answers — the one ``DOCKER_HOST``
-names, or the default local socket. When none answers and the machine is Debian and we are root,
-it installs ``docker.io`` from Debian's packages and starts ``dockerd`` in the background (log in
-dockerd.log in the build folder, ``state_dir``). :func:`ensure_registry` does the same for a local
+:func:`client` returns a docker-py client for a Docker Engine >= 26 that answers, installing and
+starting one where it may (:mod:`builder.engine.daemon`). :func:`ensure_registry` does the same for a local
 OCI distribution registry (Debian's ``docker-registry``) on 127.0.0.1:5000 with its storage under
 registry/ in the build folder. Every function that writes takes the build folder; none has a default.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import docker
-import requests
-from docker.errors import DockerException
 
 from builder import files
 from builder.engine import registry as registry_api
+from builder.engine.daemon import client, containerd_store, data_root, is_local, require_modern
+from builder.engine.host import EngineError, apt_install, can_provision, installed
 from builder.matrix.platform import PLATFORMS, Platform, of_machine
 
-
-class EngineError(RuntimeError):
-    """No Docker Engine or registry could be reached or started; the message says what to do."""
-
-
-def _ping() -> docker.DockerClient | None:
-    try:
-        c = docker.from_env(timeout=600)
-        c.ping()
-        return c
-    except (DockerException, requests.RequestException, OSError):
-        return None
-
-
-def is_local(c: docker.DockerClient) -> bool:
-    """True when ``c`` talks to an Engine on this machine (a unix socket), so its data root is a
-    local path."""
-    return c.api.base_url.startswith("http+docker://localhost") or c.api.base_url.startswith("http+unix://")
-
-
-def data_root(c: docker.DockerClient) -> Path | None:
-    """The Engine's data root (``GET /info`` DockerRootDir) as a local folder, or None when ``c``
-    talks to an Engine elsewhere (another machine, or a socket from a VM or container whose data
-    root is not a folder here)."""
-    if not is_local(c):
-        return None
-    root = Path(c.info()["DockerRootDir"])
-    return root if root.is_dir() else None
-
-
-def can_provision() -> bool:
-    """True where the builder installs what is missing itself: as root on Debian with apt."""
-    return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
-
-
-def installed(package: str) -> bool:
-    """True when dpkg has ``package`` installed (status ``install ok installed``; a removed package
-    whose configuration files remain does not count)."""
-    r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
-    return r.returncode == 0 and r.stdout.strip() == "install ok installed"
-
-
-def apt_install(*packages: str) -> None:
-    """Install Debian packages (as root) unless all are already installed.
-
-    Raises EngineError when not root on Debian, or when apt-get fails (its output is included).
-    """
-    missing = [p for p in packages if not installed(p)]
-    if not missing:
-        return
-    if not can_provision():
-        raise EngineError(f"{', '.join(missing)} not installed, and this is not a Debian machine "
-                          "where I am root: install them and try again")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise EngineError(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-
-
-def client(state_dir: Path, timeout: float = 90.0) -> docker.DockerClient:
-    """A docker-py client for an Engine that answers, starting one if needed (see module doc; its
-    log goes to ``state_dir``/dockerd.log, ``state_dir`` being the build folder).
-
-    ``timeout`` (seconds) bounds the wait for a started dockerd. Raises EngineError when no Engine
-    answers and one cannot be started, or when a started one does not answer in time.
-    """
-    c = _ping()
-    if c is not None:
-        return c
-    if os.environ.get("DOCKER_HOST"):
-        raise EngineError(f"the Docker Engine at DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer")
-    if not can_provision():
-        raise EngineError("no Docker Engine answers on the default socket; start one or set DOCKER_HOST")
-    if shutil.which("dockerd") is None:
-        apt_install("docker.io")
-    files.claim_folder(state_dir)
-    log = files.open_log(state_dir / "dockerd.log", append=True)
-    subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = _ping()
-        if c is not None:
-            return c
-        time.sleep(1)
-    raise EngineError(f"dockerd did not answer within {timeout:.0f} s; see {state_dir / 'dockerd.log'}")
-
+__all__ = ["EngineError", "apt_install", "can_provision", "client", "containerd_store", "data_root", "installed",
+           "is_local", "require_modern"]
 
 LOCAL_REGISTRY = "127.0.0.1:5000"
 

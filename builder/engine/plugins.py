@@ -9,16 +9,14 @@ import subprocess
 from pathlib import Path
 
 from builder import files
-from builder.engine import EngineError, can_provision
-from builder.engine.sources import apt_mirror
+from builder.engine import debian13
+from builder.engine.host import EngineError, can_provision
 
 #: Where a provisioned Docker CLI plugin goes: a system-wide plugin directory
 #: (https://docs.docker.com/engine/extend/cli_plugins/), so every user's ``docker`` finds it.
 PLUGIN_DIR = Path("/usr/local/lib/docker/cli-plugins")
-#: The Debian release whose plugin packages are taken: ``docker-buildx`` 0.13 and ``docker-compose``
-#: 2.26 (they need only libc6 >= 2.34, so they run on Debian 12, whose own archive has no buildx
-#: and only Compose v1).
-PLUGIN_SUITE = "trixie"
+#: The plugins come from Debian 13 (:mod:`builder.engine.debian13`): ``docker-buildx`` 0.13 and
+#: ``docker-compose`` 2.26; Debian 12's own archive has no buildx and only Compose v1.
 #: Plugin name -> the Debian package that holds it.
 PLUGINS = {"buildx": "docker-buildx", "compose": "docker-compose"}
 
@@ -47,8 +45,8 @@ def ensure_plugin(name: str, state_dir: Path, mirror: str | None = None) -> str:
 
     When it is missing on a Debian machine where we are root, Debian 13's package is downloaded with
     apt from ``mirror`` (default: the mirror this machine's apt sources name, see
-    :func:`builder.engine.sources.apt_mirror`) through a private apt state under ``state_dir``/plugins (the
-    machine's own apt sources are not touched), and its plugin binary is put into
+    :func:`builder.engine.sources.apt_mirror`) through a private apt state under ``state_dir``/plugins
+    (:func:`builder.engine.debian13.download`), and its plugin binary is put into
     :data:`PLUGIN_DIR`. Raises EngineError with what to install anywhere else, or when the download
     or the plugin fails.
     """
@@ -62,7 +60,7 @@ def ensure_plugin(name: str, state_dir: Path, mirror: str | None = None) -> str:
         raise EngineError(f"docker {name} is missing: install the {name} CLI plugin (Debian/Ubuntu: {package}; "
                           f"Docker's packages: {package}-plugin) and try again")
     files.claim_folder(state_dir)
-    deb = _download(package, (state_dir / "plugins").resolve(), mirror)
+    [deb] = debian13.download([package], (state_dir / "plugins").resolve(), mirror)
     unpacked = deb.parent / "unpacked"
     shutil.rmtree(unpacked, ignore_errors=True)
     subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
@@ -74,22 +72,3 @@ def ensure_plugin(name: str, state_dir: Path, mirror: str | None = None) -> str:
         raise EngineError(f"installed {PLUGIN_DIR / ('docker-' + name)} from {deb.name}, but `docker {name} version` "
                           "still fails")
     return found
-
-
-def _download(package: str, root: Path, mirror: str | None) -> Path:
-    # apt-get download from PLUGIN_SUITE with a private source list and package lists.
-    lists = root / "lists"
-    (lists / "partial").mkdir(parents=True, exist_ok=True)
-    sources = root / f"{PLUGIN_SUITE}.sources"
-    files.write_atomic(sources, f"Types: deb\nURIs: {mirror or apt_mirror()}\nSuites: {PLUGIN_SUITE}\nComponents: main\n"
-                       "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-    opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
-            "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0", "-q"]
-    for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", package]):
-        r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise EngineError(f"apt-get {cmd[-1]} failed while provisioning {package}: {r.stderr.strip()[-1000:]}")
-    debs = sorted(root.glob(f"{package}_*.deb"))
-    if not debs:
-        raise EngineError(f"apt-get download {package} left no package in {root}")
-    return debs[-1]

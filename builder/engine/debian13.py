@@ -1,0 +1,46 @@
+"""Debian 13 (trixie) packages for a Debian 12 machine, fetched with ``apt-get download`` through a
+private apt state (its own source list and package lists under the build folder): the machine's own
+apt sources are never touched. The Docker Engine (``docker.io``, ``docker-cli``) and the CLI plugins
+(``docker-buildx``, ``docker-compose``) come this way; they need only libc6 >= 2.34."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from builder import files
+from builder.engine.host import EngineError
+from builder.engine.sources import apt_mirror
+
+#: The Debian release the packages are taken from.
+SUITE = "trixie"
+
+
+def download(packages: list[str], root: Path, mirror: str | None = None) -> list[Path]:
+    """Download ``packages`` (names, not paths) from :data:`SUITE` of ``mirror`` (default: the one
+    this machine's apt sources name, :func:`builder.engine.sources.apt_mirror`) into ``root``, an
+    absolute folder the builder owns (earlier downloads of these packages in it are removed). Returns the ``.deb`` files, one per package, in order.
+
+    Raises EngineError when apt-get fails or leaves no file for a package.
+    """
+    for old in (deb for package in packages for deb in root.glob(f"{package}_*.deb")):
+        old.unlink()  # an earlier download's version: exactly one file per package is left
+    lists = root / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    sources = root / f"{SUITE}.sources"
+    files.write_atomic(sources, f"Types: deb\nURIs: {mirror or apt_mirror()}\nSuites: {SUITE}\nComponents: main\n"
+                       "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0", "-q"]
+    for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", "--", *packages]):
+        r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        if r.returncode != 0:
+            step = "download" if "download" in cmd else "update"
+            raise EngineError(f"apt-get {step} failed while fetching {', '.join(packages)}: {r.stderr.strip()[-1000:]}")
+    debs = []
+    for package in packages:
+        found = sorted(root.glob(f"{package}_*.deb"))
+        if not found:
+            raise EngineError(f"apt-get download {package} left no package in {root}")
+        debs.append(found[-1])
+    return debs
