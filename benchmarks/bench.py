@@ -142,7 +142,7 @@ def healthy_seconds(client, image: str, runs: int = 3) -> float:
 
 
 #: A build's figures when the image has none (it failed before building).
-NO_BUILD = {"image_id": None, "build_seconds": None, "size_bytes": None, "cached_steps": None, "steps": None}
+NO_BUILD = {"image_id": None, "build_seconds": None, "uncompressed_bytes": None, "cached_steps": None, "steps": None}
 
 
 def images_of(report: dict) -> dict[str, dict]:
@@ -218,7 +218,7 @@ def main() -> None:
     print(f"{'image':48} {'status':12} {'cold build s':>12} {'size MB':>9} {'healthy s':>10}")
     for name, r in a.items():
         healthy = healthy_seconds(client, r["image_id"]) if r["image_id"] else float("nan")
-        print(f"{name:48} {r['status']:12} {c[name]['build_seconds'] or 0:12.1f} {(r['size_bytes'] or 0) / 1e6:9.1f} "
+        print(f"{name:48} {r['status']:12} {c[name]['build_seconds'] or 0:12.1f} {(r['uncompressed_bytes'] or 0) / 1e6:9.1f} "
               f"{healthy:10.2f}")
 
 

@@ -9,6 +9,7 @@ never written into the repository.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from builder import engine, files
+from builder.engine import plugins
 from builder.engine.sources import apt_mirror
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError
@@ -192,7 +194,7 @@ def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str) -
     else:
         files.write_atomic(root / "Dockerfile", 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n')
         r = subprocess.run(["docker", "buildx", "build", "--platform", platform, "--load", "--tag", ref, str(root)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env={**os.environ, **plugins.BUILDX_ENV})
         if r.returncode != 0:
             raise BaseError(f"loading the {platform} base failed: {r.stderr.strip()[-400:]}")
 

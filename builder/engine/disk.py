@@ -50,7 +50,7 @@ class CatalogRow(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str = Field(max_length=200)
     platform: str = Field(default=DEFAULT.name, max_length=40)
-    size_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
+    uncompressed_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
 
 
 class Catalog(BaseModel):
@@ -74,7 +74,7 @@ def catalog_sizes(path: Path) -> dict[tuple[str, str], int]:
         catalog = Catalog.model_validate_json(raw)
     except ValidationError as exc:
         raise ConfigError(pydantic_lines(str(path), exc, Catalog)[:1]) from None
-    return {(r.name, r.platform): r.size_bytes for r in catalog.images if r.size_bytes}
+    return {(r.name, r.platform): r.uncompressed_bytes for r in catalog.images if r.uncompressed_bytes}
 
 
 def image_size(spec: ImageSpec, platform: str, sizes: dict[tuple[str, str], int],

@@ -7,6 +7,13 @@ The buildx CLI runs in a subprocess (provisioned by :func:`builder.engine.plugin
 log. One bake invocation builds one target, so a failing image never cancels the others (bake
 cancels every target of an invocation when one fails, measured); the pipeline runs several at once.
 Package sources reach builds as BuildKit secrets (see :mod:`builder.engine.sources`).
+
+No default attestations: buildx adds a provenance attestation to every image it stores on the
+containerd image store (https://docs.docker.com/build/metadata/attestations/#creating-attestations),
+which turns the image into an index with an ``unknown/unknown`` entry, records build times and
+machine details (so no two builds' digests match), and would be pushed unsigned. With
+``BUILDX_NO_DEFAULT_ATTESTATIONS=1`` (:data:`builder.engine.plugins.BUILDX_ENV`) each build is one
+image manifest, the same on either image store.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from builder import files
-from builder.engine import children
+from builder.engine import children, plugins
 
 # A step line of buildx's plain progress: "#12 [stage-1 3/6] RUN ..." and "#12 CACHED".
 _STEP = re.compile(r"^#(\d+) \[(?!internal\])[^\]]*\d+/\d+\] ")
@@ -124,6 +131,7 @@ class _Progress:
 
 def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path,
          on_step: Callable[[str], None]) -> BuildResult:
+    env = {**env, **plugins.BUILDX_ENV}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     progress = _Progress(on_step)

@@ -25,14 +25,14 @@ def _seconds(values: list[float | None]) -> str:
 
 def summary(stage: str, reports: list[ImageReport]) -> Table:
     """A rich table with one row per image: status, tags, and per platform (``/``-separated in the
-    image's platform order) size (MB), build and test seconds; the digest its tags name."""
+    image's platform order) uncompressed size (MB), build and test seconds; the digest its tags name."""
     table = Table(title=f"builder {stage}")
     for col in ("image", "status", "tags", "size MB", "build s", "test s", "digest"):
         table.add_column(col)
     for r in reports:
         c = _COLOUR.get(r.status, "red")
         table.add_row(r.name, f"[{c}]{r.status}[/{c}]", ", ".join(r.tags),
-                      " / ".join(f"{b.size_bytes / 1e6:.0f}" for b in r.platforms if b.size_bytes),
+                      " / ".join(f"{b.uncompressed_bytes / 1e6:.0f}" for b in r.platforms if b.uncompressed_bytes),
                       _seconds([b.build_seconds for b in r.platforms]),
                       _seconds([b.test.seconds if b.test else None for b in r.platforms]),
                       (r.digest or "")[:19])

@@ -1,6 +1,12 @@
 """Publish: push a build's tags through the Engine and make image indexes, each checked against
 what the registry then serves (:class:`builder.engine.registry.Registry`).
 
+The pushed digest is read from the registry, never from the Engine's push stream (the containerd
+image store reports none there). What the registry serves is the local image when its digest is the
+image id (containerd image store: the id is the manifest's or index's digest) or its config's digest
+is (classic store: the id is the config's digest, and the Engine compresses the layers anew when it
+pushes, so the manifest digest is known only once pushed).
+
 Tags are pushed in the order given (immutable first, ``latest`` last), so a push that breaks off
 never leaves ``latest`` on an image whose immutable tag is missing. Publishing tags that already
 name the same manifest (or the same index) is a no-op.
@@ -23,12 +29,14 @@ class PublishError(RuntimeError):
 @dataclass(frozen=True)
 class PublishResult:
     """``digest`` is the manifest (or index) digest (``sha256:<hex>``) every pushed tag names;
-    ``pushed`` is False when the registry already had it."""
+    ``pushed`` is False when the registry already had it; ``compressed_bytes`` the sum of the
+    manifest's layers as the registry serves them (None for an index)."""
 
     repository: str
     tags: list[str]
     digest: str
     pushed: bool
+    compressed_bytes: int | None = None
 
 
 def _digests(registry: Registry, repository: str, tags: list[str]) -> dict[str, str | None]:
@@ -38,47 +46,50 @@ def _digests(registry: Registry, repository: str, tags: list[str]) -> dict[str, 
         raise PublishError(str(exc)) from None
 
 
-def _engine_push(client: docker.DockerClient, credentials: Credentials, repository: str, tag: str) -> str | None:
-    # The Engine pushes the layers and the manifest; returns the digest its stream reported.
-    digest = None
+def _engine_push(client: docker.DockerClient, credentials: Credentials, repository: str, tag: str) -> None:
+    # The Engine pushes the layers and the manifest; its stream only tells whether that failed.
     for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=credentials.docker_auth()):
         if "error" in chunk:
             raise PublishError(f"push {repository}:{tag}: {chunk['error']}")
-        digest = chunk.get("aux", {}).get("Digest") or digest
-    return digest
+
+
+def _served(registry: Registry, repository: str, tags: list[str], image_id: str) -> tuple[str, dict] | None:
+    # The manifest every tag names, when they all name one and it is the local image (module doc).
+    digests = set(_digests(registry, repository, tags).values())
+    if len(digests) != 1 or None in digests:
+        return None
+    try:
+        digest, manifest = registry.manifest(repository, digests.pop()) or (None, {})
+    except RegistryError as exc:
+        raise PublishError(str(exc)) from None
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    return (digest, manifest) if image_id in (digest, config.get("digest")) else None
+
+
+def _layer_bytes(manifest: dict) -> int | None:
+    # The compressed size of an image manifest's layers (None for an index).
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) and isinstance(layer.get("size"), int) for layer in layers):
+        return None
+    return sum(layer["size"] for layer in layers)
 
 
 def push(client: docker.DockerClient, registry: Registry, repository: str, tags: list[str]) -> PublishResult:
-    """Push ``repository:tag`` for each of ``tags`` (already tagged locally) and check that the
-    registry serves what the Engine pushed for every tag. Skips the push when the registry already
-    serves, for every tag, the manifest this Engine last pushed or pulled for the first one.
-    Raises PublishError on a push error or a digest mismatch."""
-    current = _digests(registry, repository, tags)
-    local = _local_digest(client, f"{repository}:{tags[0]}")
-    if local is not None and set(current.values()) == {local}:
-        return PublishResult(repository, tags, local, pushed=False)
-    reported = {t: _engine_push(client, registry.credentials, repository, t) for t in tags}
-    served = _digests(registry, repository, tags)
-    for t in tags:
-        if served[t] is None or served[t] != reported[t]:
-            raise PublishError(f"{repository}:{t}: registry serves {served[t]}, the push reported {reported[t]}")
-    if len(set(served.values())) != 1:
-        raise PublishError(f"{repository}: tags {tags} point at different manifests {sorted(set(served.values()))}")
-    return PublishResult(repository, tags, served[tags[0]], pushed=True)
-
-
-def _local_digest(client: docker.DockerClient, ref: str) -> str | None:
-    # RepoDigests holds "<repository>@sha256:..." once this Engine pushed or pulled the image.
-    repository = ref.rsplit(":", 1)[0]
-    try:
-        image = client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        return None
-    for rd in image.attrs.get("RepoDigests", []):
-        repo, _, digest = rd.partition("@")
-        if repo == repository:
-            return digest
-    return None
+    """Push ``repository:tag`` for each of ``tags`` (already tagged locally), in order, and check
+    that the registry then serves the local image (see the module doc) under every tag. Pushes
+    nothing when it already does. Raises PublishError on a push error, or when the tags name
+    different manifests or one that is not the local image."""
+    image_id = client.images.get(f"{repository}:{tags[0]}").id
+    found = _served(registry, repository, tags, image_id)
+    pushed = found is None
+    if pushed:
+        for t in tags:
+            _engine_push(client, registry.credentials, repository, t)
+        found = _served(registry, repository, tags, image_id)
+    if found is None:
+        raise PublishError(f"{repository}: after the push, tags {tags} do not all name the local image {image_id} "
+                           f"(the registry serves {sorted(map(str, _digests(registry, repository, tags).values()))})")
+    return PublishResult(repository, tags, found[0], pushed=pushed, compressed_bytes=_layer_bytes(found[1]))
 
 
 def _check_names(repository: str, tags: list[str], digests: dict[str, str]) -> None:

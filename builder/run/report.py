@@ -110,12 +110,16 @@ class SbomRecord(_Model):
 class PlatformBuild(_Model):
     """One platform's build of an image: ``tag`` is its own tag (the image's immutable tag for an
     image published as one manifest, ``<tag>-<arch>`` otherwise), ``digest`` the manifest digest
-    the registry serves for it, ``framework_version``/``python_version`` what the taggers read."""
+    the registry serves for it, ``framework_version``/``python_version`` what the taggers read.
+    Sizes mean the same on either image store: ``uncompressed_bytes`` is the image's layers
+    uncompressed (:func:`builder.engine.images.uncompressed_bytes`), ``compressed_bytes`` the
+    layers the registry serves for it, once pushed."""
 
     platform: PlatformName
     image_id: Digest | None = None
     tag: Tag | None = None
-    size_bytes: Count | None = None
+    uncompressed_bytes: Count | None = None
+    compressed_bytes: Count | None = None
     build_seconds: Seconds | None = None
     cached_steps: Count | None = None
     steps: Count | None = None

@@ -26,7 +26,7 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_built(docker_client
     seed_locks(tmp_path / "images", ROOT / "images")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "images.json").write_text(json.dumps(
-        {"images": [{"name": MINIMAL, "platform": p, "size_bytes": 10**13} for p in ("linux/amd64", "linux/arm64")]}))
+        {"images": [{"name": MINIMAL, "platform": p, "uncompressed_bytes": 10**13} for p in ("linux/amd64", "linux/arm64")]}))
     opts = ["--matrix", str(tmp_path / "matrix.yaml"), "--templates", str(ROOT / "templates"),
             "--images", str(tmp_path / "images")]
     assert builder("render", *opts).returncode == 0

@@ -26,7 +26,7 @@ def test_catalog_sizes_come_from_the_committed_catalog():
 
 @pytest.mark.parametrize("text, words", [
     ("[", "images.json"), ('{"images": [{"name": 3}]}', "name"), ('{"images": {}}', "images"),
-    ('{"images": [{"name": "x", "size_bytes": -1}]}', "size_bytes"), ("[" * 100_000, "images.json")])
+    ('{"images": [{"name": "x", "uncompressed_bytes": -1}]}', "uncompressed_bytes"), ("[" * 100_000, "images.json")])
 def test_a_hostile_catalog_is_one_line(tmp_path, text, words):
     path = tmp_path / "images.json"
     path.write_text(text)

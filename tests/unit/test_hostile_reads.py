@@ -82,7 +82,7 @@ REPORTS = {
     "larger than 16 MiB": (b" " * (report_file.MAX_BYTES + 1), "larger than 16777216 bytes"),
     "endless (/dev/zero)": (Path("/dev/zero"), "larger than 16777216 bytes"),
     "nested 10,000 levels": ('{"images": [' + "[" * 10_000 + "]" * 10_000 + "]}", "nested deeper than 64"),
-    "size is a string": (_report(_entry(p_size_bytes="big")), "images[0].platforms[0].size_bytes"),
+    "size is a string": (_report(_entry(p_uncompressed_bytes="big")), "images[0].platforms[0].uncompressed_bytes"),
     "platform build seconds negative": (_report(_entry(p_build_seconds=-1)), "images[0].platforms[0].build_seconds"),
     "unknown publish policy": (_report(_entry(publish="yes")), "images[0].publish"),
     "platforms as the old mapping": (_report(_entry(platforms={"linux/amd64": {}})), "images[0].platforms"),

@@ -21,6 +21,7 @@ from builder.run.context import Events, Options, RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import Built
 from builder.run.steps import push as push_step
+from builder.run.steps import tag as tag_step
 from builder.run.steps.push import push
 from builder.run.steps.tag import promote, tag_builds
 
@@ -78,9 +79,9 @@ class FakeEngine:
 
     def push(self, repository: str, tag: str, stream: bool, decode: bool, auth_config):
         image = self.get(f"{repository}:{tag}")
-        digest = self.registry.store(repository, tag, {"config": {"digest": image.id}})
-        image.attrs["RepoDigests"] = [f"{repository}@{digest}"]
-        yield {"aux": {"Tag": tag, "Digest": digest}}
+        # as the classic store: the registry's manifest names the image id as its config
+        self.registry.store(repository, tag, {"config": {"digest": image.id}, "layers": [{"size": 40_000_000}]})
+        yield {"status": "Pushed"}
 
 
 class FakeRegistry:
@@ -100,7 +101,11 @@ class FakeRegistry:
         return digest
 
     def digest(self, repository: str, reference: str) -> str | None:
-        return self.tags.get(f"{repository}:{reference}")
+        return self.tags.get(f"{repository}:{reference}") or (reference if reference in self.manifests else None)
+
+    def manifest(self, repository: str, reference: str):
+        digest = self.digest(repository, reference)
+        return (digest, self.manifests[digest]) if digest else None
 
     def index(self, repository: str, tag_: str):
         digest = self.digest(repository, tag_)
@@ -121,6 +126,8 @@ def fakes(monkeypatch):
         platforms = {("linux/amd64", "linux/arm64")[i]: d for i, d in enumerate(digests)}
         registry.store(repository, tag_, {"manifests": sorted(platforms.items())})
     monkeypatch.setattr(publish, "make_index", make_index)
+    for step in (tag_step, push_step):  # docker image save of a fake image: its layers' uncompressed size
+        monkeypatch.setattr(step, "uncompressed_bytes", lambda client, ref: 100_000_000)
     return engine, registry
 
 
@@ -227,8 +234,10 @@ def test_a_registry_that_serves_another_manifest_fails_the_push(fakes, tmp_path,
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
     rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
-    monkeypatch.setattr(registry, "digest", lambda repository, reference: _sha("someone else's"))
-    with pytest.raises(publish.PublishError, match="registry serves"):
+    stored = registry.store  # the registry ends up serving another image's manifest under the tags
+    monkeypatch.setattr(registry, "store", lambda repository, tag_, manifest: stored(
+        repository, tag_, {**manifest, "config": {"digest": _sha("someone else's")}}))
+    with pytest.raises(publish.PublishError, match="do not all name the local image"):
         push(ctx, ctx.specs[GPU], rep)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import docker
 from rich.markup import escape
 
+from builder.engine.images import uncompressed_bytes
 from builder.matrix import ImageSpec, naming
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.run import policy, publish, sbom
@@ -22,7 +23,7 @@ def _push_build(ctx: RunContext, rep: ImageReport, platform: str, tags: list[str
     # One build under ``tags``, then its SBOM beside it; True when anything was pushed.
     b = rep.build(platform)
     result = publish.push(ctx.client, ctx.registry_client, rep.repository, tags)
-    b.digest = result.digest
+    b.digest, b.compressed_bytes = result.digest, result.compressed_bytes
     if b.sbom is not None:
         try:
             b.sbom.digest = sbom.push(ctx.registry_client, rep.repository, result.digest, Path(b.sbom.path))
@@ -78,7 +79,8 @@ def _record_tested(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform:
     # One tested build found by its own tag: its image id, size and SBOM.
     image = ctx.client.images.get(f"{rep.repository}:{own_tag}")
     b = rep.build(platform)
-    b.image_id, b.size_bytes, b.tag = image.id, image.attrs["Size"], own_tag
+    b.image_id, b.tag = image.id, own_tag
+    b.uncompressed_bytes = uncompressed_bytes(ctx.client, image.id)
     made = sbom.made_for(sbom_path(ctx, spec, platform), image.id)
     if made is None:  # the test run's SBOM is gone or describes another image: make it again
         make_sbom(ctx, spec, rep, platform)

@@ -1,0 +1,80 @@
+"""An image's size as the Engine stores it, the same on either image store.
+
+``docker image inspect``'s ``Size`` means different things by store and version: the uncompressed
+layers on the classic store, the compressed blobs of one platform on the containerd store in Engine
+26 (moby/moby#53398, changed again in moby/moby#53426). So the uncompressed size is counted from
+the image itself: :func:`uncompressed_bytes` streams ``docker image save`` (``GET
+/images/{name}/get``) and adds up each layer's tar, decompressed where the store keeps it
+compressed — the bytes the image config's ``rootfs.diff_ids`` hash
+(https://github.com/opencontainers/image-spec/blob/main/config.md). The compressed size is what a
+registry serves (``layers[].size`` of the pushed manifest, :func:`builder.engine.registry.Registry.layer_bytes`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zlib
+from typing import Iterator
+
+import docker
+
+_GZIP = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+
+class _Chunks(io.RawIOBase):
+    # A file-like over the Engine's response chunks, for tarfile's stream mode.
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks, self._rest = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._rest:
+            self._rest = next(self._chunks, b"")
+            if not self._rest:
+                return 0
+        n = min(len(buffer), len(self._rest))
+        buffer[:n], self._rest = self._rest[:n], self._rest[n:]
+        return n
+
+
+def _length(member: io.BufferedReader) -> int | None:
+    # The member's bytes, gunzipped when they are gzip; None for another compression (zstd).
+    head = member.read(4)
+    if head[:2] != _GZIP:
+        if head == b"\x28\xb5\x2f\xfd":
+            return None
+        return len(head) + sum(len(c) for c in iter(lambda: member.read(_CHUNK), b""))
+    inflate, n, data = zlib.decompressobj(16 + zlib.MAX_WBITS), 0, head
+    while data:
+        n += len(inflate.decompress(data))
+        while inflate.unused_data:  # a gzip stream of several members
+            rest, inflate = inflate.unused_data, zlib.decompressobj(16 + zlib.MAX_WBITS)
+            n += len(inflate.decompress(rest))
+        data = member.read(_CHUNK)
+    return n + len(inflate.flush())
+
+
+def uncompressed_bytes(client: docker.DockerClient, ref: str) -> int | None:
+    """The sum of ``ref``'s layer tars uncompressed, in bytes (see the module doc), or None when a
+    layer uses a compression other than gzip. Raises docker.errors.ImageNotFound for an unknown
+    ``ref``, ValueError when the saved image has no ``manifest.json`` naming its layers."""
+    sizes: dict[str, int | None] = {}
+    manifest = None
+    with tarfile.open(fileobj=io.BufferedReader(_Chunks(client.api.get_image(ref, chunk_size=_CHUNK))), mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            f = tar.extractfile(member)
+            if member.name == "manifest.json":
+                manifest = json.load(f)
+            else:
+                sizes[member.name] = _length(f)
+    if not manifest or "Layers" not in manifest[0]:
+        raise ValueError(f"docker image save {ref} gave no manifest.json naming its layers")
+    layers = [sizes.get(name) for name in manifest[0]["Layers"]]
+    return None if None in layers else sum(layers)
