@@ -3,8 +3,9 @@
 
 The buildx CLI runs in a subprocess (provisioned by :func:`builder.engine.plugins.ensure_buildx`): its
 ``--progress=plain`` output goes to the image's log file, and the result is read from its
-``--metadata-file`` (``containerimage.digest``: the image id on the ``docker`` driver), not from the
-log. One bake invocation builds one target, so a failing image never cancels the others (bake
+``--metadata-file`` (``containerimage.digest``: the image id on the ``docker`` driver, which is the
+manifest's digest on the containerd image store and the config's on the classic store; the config's
+digest names no image on the containerd store), not from the log. One bake invocation builds one target, so a failing image never cancels the others (bake
 cancels every target of an invocation when one fails, measured); the pipeline runs several at once.
 Package sources reach builds as BuildKit secrets (see :mod:`builder.engine.sources`).
 
@@ -153,7 +154,7 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
             children.forget(proc)
         data = json.loads(metadata.read_text()) if metadata.is_file() and metadata.stat().st_size else {}
     result = data.get(target, {}) if target else data
-    image_id = result.get("containerimage.config.digest") or result.get("containerimage.digest")
+    image_id = result.get("containerimage.digest")  # the image id on either store (module doc)
     error = None
     if code != 0:
         error = "interrupted" if children.stopping() else (
