@@ -37,3 +37,10 @@ def raw_digest(ref: str) -> str | None:
     ``skopeo inspect --raw`` reads), or None when the reference is absent."""
     r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True)
     return "sha256:" + hashlib.sha256(r.stdout).hexdigest() if r.returncode == 0 else None
+
+
+def names_image(digest: str, manifest: dict, image_id: str, containerd_store: bool) -> bool:
+    """True when the registry's manifest ``digest`` (its JSON ``manifest``) is the local image
+    ``image_id``: on the containerd image store the image id is the manifest's digest, on the
+    classic store its config's digest."""
+    return digest == image_id if containerd_store else manifest["config"]["digest"] == image_id

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 from repo import ROOT
-from run_builder import MINIMAL, builder, builds, raw_digest, report
+from run_builder import MINIMAL, builder, builds, names_image, raw_digest, report
 
-from builder import matrix
+from builder import engine, matrix
 from builder.matrix.platform import Platform
 from builder.run import tag
 
@@ -38,7 +38,7 @@ def _images(path) -> dict[str, dict]:
     return {e["name"]: e for e in json.loads(path.read_text())["images"]}
 
 
-def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_both_passed(namespace, tmp_path):
+def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_both_passed(namespace, tmp_path, docker_client):
     jobs = {}
     for platform, select in (("linux/amd64", [MINIMAL, AMD64_ONLY]), ("linux/arm64", [MINIMAL])):
         arch = Platform.parse(platform).arch
@@ -83,4 +83,5 @@ def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_b
         assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == merged["digest"] and merged["publish"] == "index"
     for p, entry in jobs.items():  # each manifest is the very build its job tested
         manifest = _raw(f"{namespace}/{MINIMAL}@{builds(entry)[p]['digest']}")
-        assert manifest["config"]["digest"] == builds(entry)[p]["image_id"]
+        assert names_image(builds(entry)[p]["digest"], manifest, builds(entry)[p]["image_id"],
+                           engine.containerd_store(docker_client))
