@@ -1,25 +1,24 @@
 """The bake file: takes the image specs, gives the matrix as a ``docker buildx bake`` definition (``docker-bake.json``).
 
 Pure and offline, like :mod:`builder.generate.render`, and committed beside ``images/``. One target per image
-(context, Dockerfile, args, tags, VCS labels), groups per framework, per device, per level of the
-image tree and ``default``. See https://docs.docker.com/build/bake/reference/ for the format.
+(context, Dockerfile, the parent's target as a named context, args, tags, VCS labels), groups per
+framework, per device and ``default``. See https://docs.docker.com/build/bake/reference/ for the format.
 
-Parents and children. Bake can hand a target's result to another target as a named context
-(``contexts = {parent = "target:…"}``), but that needs the Dockerfile frontend's named-context
-capability (dockerfile 1.4, BuildKit 0.10); the BuildKit inside Docker Engine 20.10 refuses it
-("unsupported frontend capability moby.buildkit.frontend.contexts", measured). So a child's
-``PARENT_IMAGE`` names the parent's tag, and the tree is built one level at a time, parents first:
-the ``level0``, ``level1``, … groups (``builder`` schedules each image as soon as its parent passed).
+Parents and children. A child's Dockerfile starts ``FROM parent``, a named build context
+(https://docs.docker.com/build/bake/contexts/): its target has ``contexts = {parent =
+"target:<parent's target>"}``, so ``docker buildx bake -f docker-bake.json default`` builds the whole
+tree in one invocation, each parent before its children, on any builder (BuildKit >= 0.10, Docker
+Engine >= 23; the builder needs >= 26). ``builder`` itself runs one bake per image and platform, so
+that a child starts only after its parent passed its smoke test: its override file sets the
+``parent`` context to ``docker-image://`` the tested parent's own tag, and the parent's target is
+not built again.
 
-Platforms. Each target lists its image's ``platforms``. A multi-platform build in one bake run
-needs a builder that can export an image index (the ``docker-container`` driver, pushing); on the
-``docker`` driver of Engine 20.10, ``builder`` runs one platform at a time (``--set
-<target>.platform=...``), loads each, and makes the index when it publishes.
+Platforms. Each target lists its image's ``platforms``; a child may list fewer than its parent.
 
 Variables (environment variables of the same name override them):
 
 - ``REGISTRY``: ``host[:port][/namespace]`` prefix of every tag; empty for bare names.
-- ``TAG``: the tag every target gets, and the one children's ``PARENT_IMAGE`` names.
+- ``TAG``: the tag every target gets.
 - ``REVISION``, ``CREATED``: the ``org.opencontainers.image.revision`` / ``.created`` labels.
 - ``WHEELHOUSE_IMAGE``: an image holding a wheelhouse (default ``scratch``: none).
 """
@@ -29,7 +28,10 @@ from __future__ import annotations
 import json
 import re
 
-from builder.matrix import ImageSpec, Matrix
+from builder.matrix import Matrix
+
+#: The named build context a child's Dockerfile starts FROM.
+PARENT_CONTEXT = "parent"
 
 #: bake's grammar for target and group names (buildx bake: 'only "[a-zA-Z0-9_-]+" are allowed').
 NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -63,41 +65,32 @@ def image_ref(name: str) -> str:
     return '${REGISTRY == "" ? "" : "${REGISTRY}/"}' + name + ":${TAG}"
 
 
-def levels(specs: list[ImageSpec]) -> dict[str, int]:
-    """Depth of each image in the tree: 0 for an image built FROM its base, parent's depth + 1 otherwise.
-    ``specs`` must be in build order (parents first)."""
-    depth: dict[str, int] = {}
-    for s in specs:
-        depth[s.name] = depth[s.parent] + 1 if s.parent else 0
-    return depth
-
-
 def bake_file(matrix: Matrix, images_dir: str = "images") -> dict:
-    """The bake definition as a JSON-ready dict: ``{"variable": …, "group": …, "target": …}``.
+    """The bake definition as a JSON-ready dict: ``{"variable": …, "group": …, "target": …}``: one
+    target per image, a child's with its parent's target as its ``parent`` context; groups per
+    framework, per device and ``default``.
 
     ``images_dir`` is the build contexts' folder relative to where bake runs (the repository root).
     """
     specs = matrix.images()
-    depth = levels(specs)
     targets: dict[str, dict] = {}
     groups: dict[str, list[str]] = {}
     for s in specs:
         t = target_name(s.name)
         args = {"WHEELHOUSE_IMAGE": "${WHEELHOUSE_IMAGE}"}
-        if s.parent:
-            args["PARENT_IMAGE"] = image_ref(s.parent)
-        else:
+        if s.parent is None:
             args["BASE_IMAGE"] = s.base_image
         targets[t] = {
             "context": f"{images_dir}/{s.name}",
             "dockerfile": "Dockerfile",
+            **({"contexts": {PARENT_CONTEXT: f"target:{target_name(s.parent)}"}} if s.parent else {}),
             "args": args,
             "labels": {"org.opencontainers.image.revision": "${REVISION}",
                        "org.opencontainers.image.created": "${CREATED}"},
             "tags": [image_ref(s.name)],
             "platforms": list(s.platforms),
         }
-        for group in (s.framework, s.device, f"level{depth[s.name]}", "default"):
+        for group in (s.framework, s.device, "default"):
             groups.setdefault(group, []).append(t)
     return {
         "variable": {k: {"default": v} for k, v in VARIABLES.items()},

@@ -53,7 +53,8 @@ def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[s
     data = matrix.data
     pfs = [Platform.parse(p) for p in spec.platforms]
     ctx = {"spec": spec, "project": data.project, "runtime": data.runtime, "base": data.bases[spec.base],
-           "build_tools": data.build_tools, "lock": locks[DEFAULT.name], "locks": locks,
+           "build_tools": data.build_tools, "parent_context": bake.PARENT_CONTEXT,
+           "parent_target": bake.target_name(spec.parent) if spec.parent else None, "lock": locks[DEFAULT.name], "locks": locks,
            "platforms": [{"platform": p.name, "arch": p.arch, "wheels": p.uv_triple, "lock": lock.file_name(p.name),
                           "install": lock.layer_file(p.name) if spec.parent else lock.file_name(p.name)} for p in pfs]}
     kind = "framework" if spec.parent else "runtime"

@@ -28,13 +28,13 @@ def test_one_target_per_image_with_its_context_and_groups(root):
         assert bake.target_name(s.name) in data["group"][s.framework]["targets"]
         assert bake.target_name(s.name) in data["group"][s.device]["targets"]
         if s.parent:
-            # a child is built FROM what its parent's target tagged
-            assert t["args"]["PARENT_IMAGE"] == data["target"][bake.target_name(s.parent)]["tags"][0]
+            # a child is built FROM its parent's target, a named context its Dockerfile starts FROM
+            assert t["contexts"] == {"parent": f"target:{bake.target_name(s.parent)}"} and "PARENT_IMAGE" not in t["args"]
+            dockerfile = (root / t["context"] / t["dockerfile"]).read_text()
+            assert "ARG PARENT_IMAGE=parent\n" in dockerfile and "FROM ${PARENT_IMAGE}\n" in dockerfile
         else:
-            assert t["args"]["BASE_IMAGE"] == s.base_image
-    level0 = data["group"]["level0"]["targets"]
-    assert level0 == [bake.target_name(s.name) for s in m.images() if s.parent is None]
-    assert all(bake.target_name(s.name) in data["group"]["level1"]["targets"] for s in m.images() if s.parent)
+            assert t["args"]["BASE_IMAGE"] == s.base_image and "contexts" not in t
+    assert not any(g.startswith("level") for g in data["group"])
 
 
 def test_target_names_follow_bakes_grammar():

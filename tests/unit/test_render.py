@@ -130,7 +130,7 @@ def test_dockerfile_command_prints_one_image_and_rejects_unknown_names(root):
     ok = runner.invoke(app, ["dockerfile", "sklearn-1.9-debian12-py311-cpu-inference", "--matrix",
                              str(root / "matrix.yaml"), "--templates", str(root / "templates")])
     assert ok.exit_code == 0
-    assert "scikit-learn==1.9.1" in ok.output and "ARG PARENT_IMAGE=minimal-debian12-py311-cpu-inference" in ok.output
+    assert "scikit-learn==1.9.1" in ok.output and "ARG PARENT_IMAGE=parent" in ok.output and "target:minimal-debian12-py311-cpu-inference" in ok.output
     bad = runner.invoke(app, ["dockerfile", "nope", "--matrix", str(root / "matrix.yaml")])
     assert bad.exit_code == 2
 

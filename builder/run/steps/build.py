@@ -16,9 +16,17 @@ from builder.run.report import ImageReport
 from builder.run.steps import Built, StepFailed, label, local_ref, stop_if_interrupted
 
 
+def _target(ctx: RunContext, spec: ImageSpec, platform: str) -> dict:
+    # The override of the image's bake target: its args (the base, for a root image, or the parent's
+    # tested build, for the target platform and for the build stage's platform; the wheelhouse), and
+    # for a child the parent's tested build as its ``parent`` context, so bake does not build the
+    # parent's target again.
+    args = _args(ctx, spec, platform)
+    contexts = {bake.PARENT_CONTEXT: f"docker-image://{args['PARENT_IMAGE']}"} if spec.parent else {}
+    return {"args": args, "platforms": [platform], **({"contexts": contexts} if contexts else {})}
+
+
 def _args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str]:
-    # The bake variables of the target: the base (a root image) or the parent's build, for the
-    # target platform and for the build stage's platform, and the wheelhouse image.
     args = {"WHEELHOUSE_IMAGE": ctx.wheelhouse}
     if spec.parent is None:
         args["BASE_IMAGE"] = ctx.base_refs[spec.name, platform]
@@ -39,7 +47,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     record the build's figures in ``rep``. Raises StepFailed with the failing step's last line."""
     opt, name = ctx.options, label(spec, platform)
     target = bake.target_name(spec.name)
-    args = _args(ctx, spec, platform)
+    override_target = _target(ctx, spec, platform)
     labels = build.vcs_labels([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
     temporary = f"build-{ctx.run_id}" + name[len(spec.name):]
     override = ctx.build_dir / "bake" / f"{target}.{ctx.run_id}.{name}.json"
@@ -49,7 +57,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     ctx.say(spec.name, "building" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
     with ctx.sources.secrets() as secrets, ctx.events.build_slot():
         files.write_atomic(override, json.dumps(
-            {"target": {target: {"args": args, "secret": secrets, "platforms": [platform]}}}, indent=2))
+            {"target": {target: {**override_target, "secret": secrets}}}, indent=2))
         try:
             result = build.bake(
                 spec.name, target, [render.bake_path(opt.images_dir).resolve(), override.resolve()],
