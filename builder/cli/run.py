@@ -17,6 +17,7 @@ from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, Te
                                 registry_option, select_images, stop_on_sigterm, templates_dir)
 from builder.engine import disk, plugins, prune
 from builder.generate import bake, lock, locking, render
+from builder.matrix import grammar
 from builder.run import pipeline
 from builder.run.console import wide_console
 
@@ -78,6 +79,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); all/publish need --by-platform then."),
                 by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes."),
                 no_space_check: bool = typer.Option(False, "--no-space-check", help="Run even when the disk looks too small for it (see docs: disk)."),
+                cache_registry: str = typer.Option("", "--cache-registry", envvar="BUILDER_CACHE_REGISTRY",
+                                                   help="host:port/path where builds import and export BuildKit's cache (one ref per image and platform; containerd image store)."),
                 keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed.")) -> None:
         from builder.matrix.compat import DEFAULT_PLATFORM, PLATFORMS
 
@@ -86,6 +89,11 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
         if platform and DEFAULT_PLATFORM not in platform and not by_platform:
             fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
+        if cache_registry:
+            try:
+                grammar.repository(cache_registry)
+            except ValueError as exc:
+                fail([f"--cache-registry: {exc}"])
         if by_platform and stage == "publish":
             fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
         opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,
@@ -93,7 +101,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                 base_source=base_source.value, images_dir=beside(matrix, images, "images"),
                                 tests_root=beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
                                 no_cache=no_cache, jobs=jobs, test_jobs=test_jobs, space_check=not no_space_check,
-                                keep_last=keep_last, catalog=beside(matrix, None, "docs") / "images.json")
+                                keep_last=keep_last, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json")
         _run(stage, opts, matrix, templates)
     command.__doc__ = doc
     return command

@@ -16,6 +16,7 @@ import io
 import json
 import tarfile
 import zlib
+from pathlib import Path
 from typing import Iterator
 
 import docker
@@ -78,3 +79,16 @@ def uncompressed_bytes(client: docker.DockerClient, ref: str) -> int | None:
         raise ValueError(f"docker image save {ref} gave no manifest.json naming its layers")
     layers = [sizes.get(name) for name in manifest[0]["Layers"]]
     return None if None in layers else sum(layers)
+
+
+def load(client: docker.DockerClient, archive: Path, ref: str) -> str:
+    """``docker load`` of an image archive (an OCI layout tar, as BuildKit's ``oci`` exporter writes
+    it, naming ``ref``), streamed from disk; returns the image id ``ref`` then names: the manifest's
+    digest on the containerd image store, which keeps the archive's manifest as it is, the config's
+    on the classic store. Raises docker.errors.APIError when the Engine refuses the archive, and
+    docker.errors.ImageNotFound when the archive did not name ``ref``."""
+    with archive.open("rb") as f:
+        for chunk in client.api.load_image(f):
+            if "error" in chunk:
+                raise docker.errors.APIError(f"docker load {archive.name}: {chunk['error']}")
+    return client.images.get(ref).id

@@ -57,22 +57,29 @@ class BuildResult:
     steps: int = 0
 
 
-def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
-    """``org.opencontainers.image.revision`` and ``.created`` from git.
-
-    The revision is the newest commit that touched any of ``paths`` (the image's and its ancestors'
-    build contexts) and ``created`` is that commit's time (RFC 3339, UTC), so the labels change only
-    when the image's inputs do (reproducible-builds' SOURCE_DATE_EPOCH idea). Outside a git checkout
-    both fall back to ``unknown`` / ``$SOURCE_DATE_EPOCH`` or the Unix epoch.
-    """
+def vcs_source(paths: list[Path], repo: Path = Path(".")) -> tuple[str, int]:
+    """``(revision, epoch)``: the newest commit that touched any of ``paths`` (the image's and its
+    ancestors' build contexts) and its commit time (seconds since the Unix epoch), so both change
+    only when the image's inputs do: the image's ``SOURCE_DATE_EPOCH``
+    (https://reproducible-builds.org/docs/source-date-epoch/). Outside a git checkout:
+    ``unknown`` and ``$SOURCE_DATE_EPOCH``, else 0."""
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%H %ct", "--", *map(str, paths)], cwd=repo,
                              capture_output=True, text=True, check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         out = []
-    revision, epoch = (out[0], int(out[1])) if len(out) == 2 else ("unknown", int(os.environ.get("SOURCE_DATE_EPOCH", "0")))
-    created = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"org.opencontainers.image.revision": revision, "org.opencontainers.image.created": created}
+    return (out[0], int(out[1])) if len(out) == 2 else ("unknown", int(os.environ.get("SOURCE_DATE_EPOCH", "0")))
+
+
+def rfc3339(epoch: int) -> str:
+    """``epoch`` (seconds since the Unix epoch) as RFC 3339 in UTC: ``2026-12-01T18:29:12Z``."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
+    """``org.opencontainers.image.revision`` and ``.created`` (RFC 3339, UTC) of :func:`vcs_source`."""
+    revision, epoch = vcs_source(paths, repo)
+    return {"org.opencontainers.image.revision": revision, "org.opencontainers.image.created": rfc3339(epoch)}
 
 
 def bake(name: str, target: str, bake_files: list[Path], cwd: Path, variables: dict[str, str],

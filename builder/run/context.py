@@ -38,7 +38,8 @@ class Options:
     never). ``space_check`` refuses a run the disk cannot hold (:mod:`builder.engine.disk`; sizes
     from the ``catalog`` JSON); after the run each image keeps its ``keep_last`` newest local builds
     (the one just made counts). ``by_platform`` publishes every build under per-platform tags only
-    (:class:`builder.run.policy.PerPlatform`)."""
+    (:class:`builder.run.policy.PerPlatform`). ``cache_registry`` (``host[:port]/path``), when set,
+    is where every build imports and exports BuildKit's cache (:mod:`builder.run.steps.build`)."""
 
     stage: Stage = "all"
     select: tuple[str, ...] = ()
@@ -55,6 +56,7 @@ class Options:
     by_platform: bool = False
     space_check: bool = True
     keep_last: int = 1
+    cache_registry: str = ""
     catalog: Path = Path("docs/images.json")
 
 

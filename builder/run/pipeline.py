@@ -110,6 +110,9 @@ class Pipeline:
         build_platform, sources = engine.native_platform(client), Sources.from_env()
         wheelhouse, base_refs = "", {}
         if opt.stage != "publish":
+            if opt.cache_registry and not engine.containerd_store(client):
+                raise engine.EngineError("--cache-registry needs the containerd image store: BuildKit's docker driver "
+                                         "exports no cache on the classic store (https://docs.docker.com/build/cache/backends/)")
             plugins.ensure_buildx(opt.build_dir)
             wheelhouse = wheelhouse_image(client, sources.wheelhouse)
             base_refs = bases.for_roots(client, self.matrix.data.bases, [s for s in specs if s.parent is None],

@@ -29,3 +29,16 @@ def test_every_command_takes_the_one_build_dir_option():
 def test_extend_writes_its_context_under_the_build_dir(tmp_path):
     config = tmp_path / "sklearn-iris" / "extend.yml"
     assert default_out(config, tmp_path / "b") == tmp_path / "b" / "extend" / "sklearn-iris"
+
+
+def test_a_cache_registry_outside_the_reference_grammar_is_refused_in_one_line():
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, ["build", "--cache-registry", "-bad ref", "--dry-run"])
+    assert r.exit_code == 2 and r.output.strip().count("\n") == 0 and "--cache-registry" in r.output, r.output
+
+
+def test_the_cache_ref_is_per_image_and_platform():
+    from builder.run.steps.build import cache_tag
+
+    assert [cache_tag(p) for p in ("linux/amd64", "linux/arm64")] == ["cache-amd64", "cache-arm64"]

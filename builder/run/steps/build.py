@@ -1,29 +1,69 @@
-"""Build step: one platform's build of an image through bake, with a per-run override file."""
+"""Build step: one platform's build of an image through bake, with a per-run override file.
+
+Reproducible images. Each build gets ``SOURCE_DATE_EPOCH`` (the commit time of the last change to
+the image's inputs, :func:`builder.run.build.vcs_source`) and BuildKit's ``rewrite-timestamp``, which
+sets every file time in the new layers and the image's times to it
+(https://github.com/moby/buildkit/blob/master/docs/build-repro.md). On Docker Engine 26 the
+``image`` exporter cannot do that on the containerd image store: it must unpack the image, and
+``rewrite-timestamp`` conflicts with unpacking (moby/buildkit#4230); its push path was fixed only in
+BuildKit 0.14.1 (Engine 27). So the build is exported as an OCI archive and loaded with ``docker
+load``. The containerd store keeps the archive's manifest as it is, so the image id is the
+reproducible manifest digest; the classic store keeps the reproducible config, whose digest is the
+image id there. Without default attestations (:data:`builder.engine.plugins.BUILDX_ENV`) nothing
+else in the image records when or where it was built.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
+import docker
 from rich.markup import escape
 
 from builder import engine, files
+from builder.engine import images
 from builder.generate import bake, render
 from builder.matrix import ImageSpec
 from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.matrix.platform import Platform
 from builder.run import build
 from builder.run.context import RunContext
 from builder.run.report import ImageReport
 from builder.run.steps import Built, StepFailed, label, local_ref, stop_if_interrupted
 
+#: What a path in BuildKit's output specification (CSV) must not hold.
+_CSV_UNSAFE = re.compile(r'[,"\x00-\x1f\x7f]')
 
-def _target(ctx: RunContext, spec: ImageSpec, platform: str) -> dict:
+
+def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, archive: Path, ref: str) -> dict:
     # The override of the image's bake target: its args (the base, for a root image, or the parent's
-    # tested build, for the target platform and for the build stage's platform; the wheelhouse), and
-    # for a child the parent's tested build as its ``parent`` context, so bake does not build the
-    # parent's target again.
-    args = _args(ctx, spec, platform)
+    # tested build, for the target platform and for the build stage's platform; the wheelhouse;
+    # SOURCE_DATE_EPOCH), for a child the parent's tested build as its ``parent`` context (so bake
+    # does not build the parent's target again), and the output: an OCI archive naming ``ref``,
+    # every timestamp rewritten to SOURCE_DATE_EPOCH (module doc).
+    if _CSV_UNSAFE.search(str(archive)):
+        raise StepFailed(f"the build folder's path {archive.parent} holds a comma, a quote or a control character, "
+                         "which BuildKit's output specification cannot carry")
+    args = {**_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
     contexts = {bake.PARENT_CONTEXT: f"docker-image://{args['PARENT_IMAGE']}"} if spec.parent else {}
-    return {"args": args, "platforms": [platform], **({"contexts": contexts} if contexts else {})}
+    return {"args": args, "platforms": [platform], **({"contexts": contexts} if contexts else {}),
+            "output": [f"type=oci,dest={archive},name={ref},rewrite-timestamp=true"], **_cache(ctx, spec, platform)}
+
+
+def _cache(ctx: RunContext, spec: ImageSpec, platform: str) -> dict:
+    # With --cache-registry: the image's and platform's cache ref in it, imported and exported with
+    # every layer (mode=max, https://docs.docker.com/build/cache/backends/registry/).
+    if not ctx.options.cache_registry:
+        return {}
+    ref = f"{ctx.options.cache_registry}/{spec.name}:{cache_tag(platform)}"
+    return {"cache-from": [f"type=registry,ref={ref}"], "cache-to": [f"type=registry,ref={ref},mode=max"]}
+
+
+def cache_tag(platform: str) -> str:
+    """The tag of an image's BuildKit cache in the cache registry: ``cache-amd64``, ``cache-arm64``."""
+    return f"cache-{Platform.parse(platform).arch}"
 
 
 def _args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str]:
@@ -47,10 +87,11 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     record the build's figures in ``rep``. Raises StepFailed with the failing step's last line."""
     opt, name = ctx.options, label(spec, platform)
     target = bake.target_name(spec.name)
-    override_target = _target(ctx, spec, platform)
-    labels = build.vcs_labels([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
+    revision, epoch = build.vcs_source([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
     temporary = f"build-{ctx.run_id}" + name[len(spec.name):]
     override = ctx.build_dir / "bake" / f"{target}.{ctx.run_id}.{name}.json"
+    archive = override.with_suffix(".oci.tar").resolve()
+    override_target = _target(ctx, spec, platform, epoch, archive, f"{rep.repository}:{temporary}")
     override.parent.mkdir(parents=True, exist_ok=True)
     if platform != ctx.build_platform:
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
@@ -62,8 +103,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
             result = build.bake(
                 spec.name, target, [render.bake_path(opt.images_dir).resolve(), override.resolve()],
                 opt.images_dir.resolve().parent,
-                {"REGISTRY": ctx.registry, "TAG": temporary, "REVISION": labels["org.opencontainers.image.revision"],
-                 "CREATED": labels["org.opencontainers.image.created"]},
+                {"REGISTRY": ctx.registry, "TAG": temporary, "REVISION": revision, "CREATED": build.rfc3339(epoch)},
                 ctx.logs / f"{name}.build.log", no_cache=opt.no_cache,
                 on_step=lambda line: ctx.events.show(spec.name, escape(line)))
         finally:
@@ -73,5 +113,12 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     b.cached_steps, b.steps = result.cached_steps, result.steps
     stop_if_interrupted()
     if not result.ok:
+        archive.unlink(missing_ok=True)
         raise StepFailed(f"{result.error} (log {result.log_path})")
-    return Built(result.image_id, temporary)
+    try:
+        image_id = images.load(ctx.client, archive, f"{rep.repository}:{temporary}")
+    except docker.errors.DockerException as exc:
+        raise StepFailed(f"loading the built image: {exc}") from None
+    finally:
+        archive.unlink(missing_ok=True)
+    return Built(image_id, temporary)

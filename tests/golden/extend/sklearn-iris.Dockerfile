@@ -10,11 +10,14 @@ SHELL ["/bin/sh", "-eu", "-c"]
 
 # Root only for installing packages; the image goes back to its non-root user below.
 USER 0
+# What records when it ran (apt's and dpkg's logs, ldconfig's cache of file times, debconf's and
+# dpkg's backups) is removed, so the layer depends only on the packages.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       curl \
  && apt-get clean \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log /var/log/alternatives.log \
+      /var/cache/ldconfig/aux-cache /var/cache/debconf/*-old /var/lib/dpkg/*-old
 
 # requirements.txt as the config gives it; requirements.lock is its hash-locked resolution (on the
 # base's own lock), which is what gets installed: every file's sha256 checked, nothing outside it.
