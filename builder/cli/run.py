@@ -64,6 +64,15 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
         raise typer.Exit(1)
 
 
+def _check_repository(option: str, value: str) -> None:
+    # An empty value, or one in the reference grammar's repository form; else one line and exit 2.
+    try:
+        if value:
+            grammar.repository(value)
+    except ValueError as exc:
+        fail([f"{option}: {exc}"])
+
+
 def _stage_command(stage: pipeline.Stage, doc: str):
     def command(select: Optional[list[str]] = SelectOpt,
                 dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done."),
@@ -89,11 +98,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
         if platform and DEFAULT_PLATFORM not in platform and not by_platform:
             fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
-        if cache_registry:
-            try:
-                grammar.repository(cache_registry)
-            except ValueError as exc:
-                fail([f"--cache-registry: {exc}"])
+        _check_repository("--cache-registry", cache_registry)
         if by_platform and stage == "publish":
             fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
         opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,

@@ -124,7 +124,7 @@ class RunContext:
     to) and its client; the ``specs`` and ``reports`` of the run's images by name (each report is
     written by its own image's worker only); the platform builds run on (``build_platform``); for
     a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
-    (root image, platform)."""
+    (root image, platform); whether the Engine keeps images in the containerd image store."""
 
     matrix: Matrix
     options: Options
@@ -139,6 +139,7 @@ class RunContext:
     sources: Sources | None = None
     wheelhouse: str = ""
     base_refs: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    containerd_store: bool = True
 
     @property
     def client(self) -> docker.DockerClient:

@@ -108,9 +108,9 @@ class Pipeline:
         if opt.stage in ("test", "all"):
             plugins.ensure_compose(opt.build_dir)  # the smoke tests' scoring containers
         build_platform, sources = engine.native_platform(client), Sources.from_env()
-        wheelhouse, base_refs = "", {}
+        wheelhouse, base_refs, containerd_store = "", {}, engine.containerd_store(client)
         if opt.stage != "publish":
-            if opt.cache_registry and not engine.containerd_store(client):
+            if opt.cache_registry and not containerd_store:
                 raise engine.EngineError("--cache-registry needs the containerd image store: BuildKit's docker driver "
                                          "exports no cache on the classic store (https://docs.docker.com/build/cache/backends/)")
             plugins.ensure_buildx(opt.build_dir)
@@ -121,7 +121,8 @@ class Pipeline:
                           registry_client=Registry(host_of(registry), Credentials.from_env()),
                           run_id=uuid.uuid4().hex[:12], build_platform=build_platform,
                           specs={s.name: s for s in specs}, reports=self.reports, events=self.events,
-                          clients=self.clients, sources=sources, wheelhouse=wheelhouse, base_refs=base_refs)
+                          clients=self.clients, sources=sources, wheelhouse=wheelhouse, base_refs=base_refs,
+                          containerd_store=containerd_store)
 
     def _schedule(self, ctx: RunContext, specs: list[ImageSpec]) -> None:
         # Submit an image when its parent is ready for children; skip it when its parent failed.

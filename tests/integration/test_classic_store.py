@@ -1,6 +1,10 @@
 """The main job once more on the classic image store (``features.containerd-snapshotter: false``),
-which many users still run: the same subset built, smoke-tested, tagged and published, with the
-digests and sizes meaning what they mean on the containerd store.
+which many users still run: the minimal image, both platforms, built, smoke-tested, tagged and
+published as an image index, with the digests and sizes meaning what they mean on the containerd
+store. What differs between the stores is how a build is stored, named and pushed, which the root
+image exercises; its children (the sklearn image of the containerd-store tests) add build time
+only: the classic store keeps its own images and build cache, so a child's build there is cold
+(16 min for minimal + sklearn, measured, against the CI budget of ~30 min).
 
 The module stops the project's Engine, starts the same ``dockerd`` with a configuration file that
 turns the containerd store off, and at the end stops that one and starts the project's again (never
@@ -26,7 +30,6 @@ from builder.engine import daemon
 
 pytestmark = pytest.mark.engine
 
-SUBSET = "sklearn-1.9-debian12-py311-cpu-inference"
 PID_FILE = Path("/var/run/docker.pid")
 ROOT_NAMESPACE = "127.0.0.1:5000/"
 
@@ -77,10 +80,10 @@ def classic_engine(docker_client, tmp_path_factory):
 def test_the_main_job_publishes_on_the_classic_store(classic_engine, registry, tmp_path):
     assert registry + "/" == ROOT_NAMESPACE
     namespace = f"{registry}/classic-{uuid.uuid4().hex[:8]}"
-    result = builder("all", "--select", SUBSET, "--build-dir", str(tmp_path), env={"REGISTRY": namespace})
+    result = builder("all", "--select", MINIMAL, "--build-dir", str(tmp_path), env={"REGISTRY": namespace})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     images = report(tmp_path)
-    assert list(images) == [MINIMAL, SUBSET]
+    assert list(images) == [MINIMAL]
     for name, r in images.items():
         assert r["status"] == "published" and r["publish"] == "index" and "latest" in r["tags"], r
         for t in r["tags"]:

@@ -8,9 +8,11 @@ sets every file time in the new layers and the image's times to it
 ``rewrite-timestamp`` conflicts with unpacking (moby/buildkit#4230); its push path was fixed only in
 BuildKit 0.14.1 (Engine 27). So the build is exported as an OCI archive and loaded with ``docker
 load``. The containerd store keeps the archive's manifest as it is, so the image id is the
-reproducible manifest digest; the classic store keeps the reproducible config, whose digest is the
-image id there. Without default attestations (:data:`builder.engine.plugins.BUILDX_ENV`) nothing
-else in the image records when or where it was built.
+reproducible manifest digest. On the classic store BuildKit's ``docker`` driver has no OCI exporter,
+so the build is stored with the ``image`` exporter (its image id is the config's digest); that store
+recompresses layers on push, so its pushed digests are not reproducible (measured, issue 20). Without
+default attestations (:data:`builder.engine.plugins.BUILDX_ENV`) nothing else in the image records
+when or where it was built.
 """
 
 from __future__ import annotations
@@ -42,14 +44,17 @@ def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, archive
     # tested build, for the target platform and for the build stage's platform; the wheelhouse;
     # SOURCE_DATE_EPOCH), for a child the parent's tested build as its ``parent`` context (so bake
     # does not build the parent's target again), and the output: an OCI archive naming ``ref``,
-    # every timestamp rewritten to SOURCE_DATE_EPOCH (module doc).
+    # every timestamp rewritten to SOURCE_DATE_EPOCH, or on the classic store the Engine's image
+    # (module doc).
     if _CSV_UNSAFE.search(str(archive)):
         raise StepFailed(f"the build folder's path {archive.parent} holds a comma, a quote or a control character, "
                          "which BuildKit's output specification cannot carry")
     args = {**_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
     contexts = {bake.PARENT_CONTEXT: f"docker-image://{args['PARENT_IMAGE']}"} if spec.parent else {}
+    output = (f"type=oci,dest={archive},name={ref},rewrite-timestamp=true" if ctx.containerd_store
+              else f"type=image,name={ref}")
     return {"args": args, "platforms": [platform], **({"contexts": contexts} if contexts else {}),
-            "output": [f"type=oci,dest={archive},name={ref},rewrite-timestamp=true"], **_cache(ctx, spec, platform)}
+            "output": [output], **_cache(ctx, spec, platform)}
 
 
 def _cache(ctx: RunContext, spec: ImageSpec, platform: str) -> dict:
@@ -115,10 +120,16 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     if not result.ok:
         archive.unlink(missing_ok=True)
         raise StepFailed(f"{result.error} (log {result.log_path})")
+    if not ctx.containerd_store:
+        return Built(result.image_id, temporary)
+    return Built(_load(ctx, archive, f"{rep.repository}:{temporary}"), temporary)
+
+
+def _load(ctx: RunContext, archive: Path, ref: str) -> str:
+    # The build's OCI archive into the Engine, then removed; the image id ``ref`` names.
     try:
-        image_id = images.load(ctx.client, archive, f"{rep.repository}:{temporary}")
+        return images.load(ctx.client, archive, ref)
     except docker.errors.DockerException as exc:
         raise StepFailed(f"loading the built image: {exc}") from None
     finally:
         archive.unlink(missing_ok=True)
-    return Built(image_id, temporary)
