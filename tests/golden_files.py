@@ -12,7 +12,7 @@ from pathlib import Path
 from repo import GOLDEN_SMALL, ROOT
 
 from builder import extend, matrix
-from builder.generate import bake, lock, render
+from builder.generate import apt_lock, bake, lock, render
 
 #: The small matrix's rendered images/ (its committed locks live there too, made by `builder lock`).
 SMALL = GOLDEN_SMALL
@@ -39,7 +39,7 @@ def small_locks(m: matrix.Matrix, images: Path = SMALL) -> dict:
 def rendered_small() -> dict[str, str | bytes]:
     """``{path under images/: content}``: what `builder render` makes of the small matrix."""
     m = small_matrix()
-    return render.render_all(m, ROOT / "templates", small_locks(m))
+    return render.render_all(m, ROOT / "templates", small_locks(m), apt_lock.read_every(SMALL, m.images()))
 
 
 def committed_small() -> dict[str, str]:

@@ -9,9 +9,9 @@ GOLDEN_SMALL = ROOT / "tests" / "golden" / "small"
 
 
 def seed_locks(images: Path, source: Path = GOLDEN_SMALL) -> Path:
-    """Copy the locks under ``source`` (``<name>/requirements[.<arch>].lock``) into ``images``, as `builder lock`
-    would have left them, so `builder render` can run there. Returns ``images``."""
-    for lock in source.glob("*/requirements*.lock"):
+    """Copy the locks under ``source`` (``<name>/requirements[.<arch>].lock``, ``<name>/apt.<arch>.lock``) into
+    ``images``, as `builder lock` would have left them, so `builder render` can run there. Returns ``images``."""
+    for lock in [*source.glob("*/requirements*.lock"), *source.glob("*/apt.*.lock")]:
         (images / lock.parent.name).mkdir(parents=True, exist_ok=True)
         (images / lock.parent.name / lock.name).write_text(lock.read_text())
     return images

@@ -11,7 +11,7 @@ import typer
 
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
                                 select_images, templates_dir)
-from builder.generate import bake, lock, locking, render
+from builder.generate import apt_lock, apt_locking, bake, lock, locking, render
 from builder.matrix import plan
 from builder.matrix.schema import load_file
 from builder.run.console import wide_console
@@ -27,7 +27,8 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
     folder = templates_dir(matrix, templates)
     with guard():
         locking.verify(images, m.images(), layers=False, stopped="nothing was rendered")  # render writes the layers
-        files = render.render_all(m, folder, lock.read_every(images, m.images()))
+        apt_lock.verify(m, images, m.images(), "nothing was rendered")
+        files = render.render_all(m, folder, lock.read_every(images, m.images()), apt_lock.read_every(images, m.images()))
         bake_text = bake.render(m, images.name)
         if check:
             problems = render.check(files, images) + render.check_bake(bake_text, images)
@@ -42,17 +43,19 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
 def lock_command(select: Optional[list[str]] = SelectOpt,
                  upgrade_package: Optional[list[str]] = typer.Option(None, "--upgrade-package", help="Let this package move to its newest version (repeatable); every other keeps its locked version."),
                  check: bool = typer.Option(False, "--check", help="Offline: exit 1 when a lock is missing, invalid, no longer satisfies the matrix pins or disagrees with its parent's."),
+                 apt: bool = typer.Option(True, "--apt/--no-apt", help="Also lock the root images' Debian packages (needs the Engine and the base images)."),
                  matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
     """Resolve each image's whole install set with uv into images/<name>/requirements.lock (hashes,
-    the parent's lock as a constraint). Needs the package index, except with --check. Writes
-    nothing to the build folder."""
+    the parent's lock as a constraint), and each selected root image's Debian packages, with every
+    dependency, with its base's apt into images/<name>/apt.<arch>.lock. Needs the package index and
+    the Engine, except with --check. Writes only base images' bootstrap logs to the build folder."""
     from builder.engine.sources import Sources
 
     m = load(matrix)
     images = beside(matrix, images, "images")
     if check:
         with guard():
-            problems = locking.check(m, images)
+            problems = locking.check(m, images) + apt_lock.check(m, images)
         if problems:
             fail(problems + [f"{len(problems)} lock problem(s): run `builder lock`"], 1)
         typer.echo(f"locks are fresh ({len(m.images())} images)")
@@ -67,7 +70,23 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
     with guard():
         sources = Sources.from_env()
         locks = locking.lock_all(m, specs, images, sources, upgrade_package or [], log=typer.echo)
+        if apt:
+            locks += _lock_apt(m, specs, images, build_dir)
     typer.echo(f"wrote {len(locks)} lock(s); run `builder render` and review the diff")
+
+
+def _lock_apt(m, specs: list, images: Path, build_dir: Path) -> list:
+    # The selected root images' Debian package locks, from their bases (made as a build makes them).
+    from builder import engine
+    from builder.engine import bases
+
+    roots = [s for s in specs if s.parent is None]
+    if not roots:
+        return []
+    client = engine.client(build_dir)
+    refs = bases.for_roots(client, m.data.bases, roots, "auto", build_dir / "bases",
+                           lambda name, line: typer.echo(f"{name} {line}"), engine.native_platform(client))
+    return apt_locking.lock_roots(client, m, roots, refs, images, log=typer.echo)
 
 
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

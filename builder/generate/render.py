@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 
 from builder import files as files_
-from builder.generate import bake, lock
+from builder.generate import apt_lock, bake, lock
 from builder.matrix import ImageSpec, Matrix, grammar, inputs
 from builder.matrix.platform import DEFAULT, Platform
 
@@ -40,12 +40,15 @@ def environment(*templates: Path) -> jinja2.Environment:
 
 
 def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[str, lock.Lock],
-                 parent_locks: dict[str, lock.Lock] | None = None) -> dict[str, str]:
+                 parent_locks: dict[str, lock.Lock] | None = None,
+                 apt_locks: dict[str, apt_lock.AptLock] | None = None) -> dict[str, str]:
     """The files of one image's build context: ``{"Dockerfile": text, "requirements.lock": text, ...}``.
 
     ``locks`` are the image's locks by platform (installed from, the linux/amd64 one's digest a
     label, passed through as they are); a child also gets ``layer.<arch>.lock``, the entries its
-    ``parent_locks`` lack (:func:`builder.generate.lock.layer`), which its own layer installs.
+    ``parent_locks`` lack (:func:`builder.generate.lock.layer`), which its own layer installs. A root
+    image's ``apt_locks`` (by platform, :mod:`builder.generate.apt_lock`), which its apt step
+    bind-mounts, are passed through as they are.
 
     Raises jinja2.TemplateError (e.g. UndefinedError) when a template uses a name it was not given.
     """
@@ -67,6 +70,8 @@ def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[s
         out[lock.file_name(platform)] = image_lock.text
         if spec.parent is not None:
             out[lock.layer_file(platform)] = lock.layer(image_lock, (parent_locks or {})[platform])
+    for platform, packages in (apt_locks or {}).items():
+        out[apt_lock.file_name(platform)] = packages.text
     return out
 
 
@@ -81,13 +86,16 @@ def _tidy(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_all(matrix: Matrix, templates: Path, locks: dict[str, dict[str, lock.Lock]]) -> dict[str, str]:
+def render_all(matrix: Matrix, templates: Path, locks: dict[str, dict[str, lock.Lock]],
+               apt_locks: dict[str, dict[str, apt_lock.AptLock]] | None = None) -> dict[str, str]:
     """Every generated file, keyed by its path relative to images/ (``"<name>/Dockerfile"``);
-    ``locks`` maps every image name to its locks by platform (:func:`builder.generate.lock.read_every`)."""
+    ``locks`` maps every image name to its locks by platform (:func:`builder.generate.lock.read_every`),
+    ``apt_locks`` every root image's Debian package locks (:func:`builder.generate.apt_lock.read_every`)."""
     out: dict[str, str] = {}
     for spec in matrix.images():
         parent = locks[spec.parent] if spec.parent else None
-        for name, text in render_image(matrix, spec, templates, locks[spec.name], parent).items():
+        for name, text in render_image(matrix, spec, templates, locks[spec.name], parent,
+                                       (apt_locks or {}).get(spec.name)).items():
             out[f"{spec.name}/{name}"] = text
     return out
 
@@ -104,7 +112,7 @@ def foreign_file(images: Path) -> Path | None:
     if not images.is_dir():
         return images if images.exists() else None
     for p in sorted(images.rglob("*")):
-        mark = lock.GENERATED if p.name.startswith("requirements") and p.suffix == ".lock" else GENERATED
+        mark = lock.GENERATED if p.name.startswith(("requirements", "apt.")) and p.suffix == ".lock" else GENERATED
         if p.is_symlink() or (p.is_file() and mark not in _head(p)):
             return p
     return None

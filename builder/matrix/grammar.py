@@ -160,6 +160,11 @@ def version(value: object) -> str:
 # Debian package names: policy 5.6.1 (https://www.debian.org/doc/debian-policy/ch-controlfields.html#source).
 debian_package = _pattern(r"[a-z0-9][a-z0-9+.-]+", "a Debian package name (policy 5.6.1: a-z 0-9 + - ., two or more)",
                           "A Debian package name (``python3-venv``); raises ValueError.")
+# Debian versions: policy 5.6.12, ``[epoch:]upstream_version[-debian_revision]``, the upstream part
+# starting with a digit, alphanumerics and ``. + ~ -`` (https://www.debian.org/doc/debian-policy/ch-controlfields.html#version).
+debian_version = _pattern(r"(?=.{1,128}$)(?:[0-9]+:)?[0-9](?:[A-Za-z0-9.+~-]*-[A-Za-z0-9.+~]+|[A-Za-z0-9.+~]*)", "a Debian version (policy 5.6.12: "
+                          "[epoch:]upstream[-revision], starting with a digit; A-Z a-z 0-9 . + ~ -)",
+                          "A Debian package version (``2.36-9+deb12u10``, ``1:2.38.1-5``); raises ValueError.")
 
 
 # POSIX user names: the portable filename character set, not starting with '-'

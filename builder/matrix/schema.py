@@ -126,7 +126,7 @@ class Runtime(_Model):
     model_mount: Annotated[AbsPath, Field(exclude=True)]
     entry_script: _grammar(grammar.relative_path)
     port: Annotated[int, Field(strict=True, ge=1, le=65535)]
-    apt: list[_grammar(grammar.debian_package)]
+    apt: list[_grammar(grammar.debian_package)] = Field(min_length=1)
     packages: dict[DistName, VersionStr]
 
 

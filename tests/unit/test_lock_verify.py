@@ -75,9 +75,25 @@ def _bad_parent(folder):
     return MINIMAL
 
 
+def _apt_list_changed(folder):
+    # matrix.yaml's runtime.apt gains a package the Debian package lock was not made for
+    path = folder / "matrix-small.yaml"
+    text = path.read_text()
+    assert "  apt: [python3, python3-venv]\n" in text
+    path.write_text(text.replace("  apt: [python3, python3-venv]\n", "  apt: [python3, python3-venv, tini]\n"))
+    return "tini"
+
+
+def _apt_lock_option(folder):
+    path = folder / "images" / MINIMAL / "apt.amd64.lock"
+    path.write_text(path.read_text() + "-o=APT::Get::AllowUnauthenticated=1\n")
+    return "apt.amd64.lock:"
+
+
 TAMPER = {"the parent's lock is not UTF-8": _bad_parent, "a pinned version changed": _tamper_pin, "another image's lock copied over": _copy_other,
           "a parent's entry changed in the child": _tamper_parent_entry, "the layer lock edited": _edit_layer,
-          "a byte that is not UTF-8": _not_utf8}
+          "a byte that is not UTF-8": _not_utf8, "runtime.apt changed since the Debian lock": _apt_list_changed,
+          "an option in the Debian lock": _apt_lock_option}
 
 
 def _snapshot(folder) -> dict[str, str]:

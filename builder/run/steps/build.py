@@ -26,7 +26,7 @@ from rich.markup import escape
 
 from builder import engine, files
 from builder.engine import images
-from builder.generate import bake, render
+from builder.generate import apt_lock, bake, render
 from builder.matrix import ImageSpec
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.platform import Platform
@@ -74,6 +74,9 @@ def cache_tag(platform: str) -> str:
 def _args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str]:
     args = {"WHEELHOUSE_IMAGE": ctx.wheelhouse}
     if spec.parent is None:
+        if ctx.build_platform not in spec.platforms:  # its build stage's apt step has no lock
+            raise StepFailed(f"its build stage runs on {ctx.build_platform}, for which it has no Debian package lock "
+                             f"({apt_lock.file_name(ctx.build_platform)}): add that platform to its matrix cell")
         args["BASE_IMAGE"] = ctx.base_refs[spec.name, platform]
         args["BUILD_BASE_IMAGE"] = ctx.base_refs[spec.name, ctx.build_platform]
         return args
@@ -119,10 +122,25 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     stop_if_interrupted()
     if not result.ok:
         archive.unlink(missing_ok=True)
-        raise StepFailed(f"{result.error} (log {result.log_path})")
+        raise StepFailed(f"{_unserved(spec, result.log_path) or result.error} (log {result.log_path})")
     if not ctx.containerd_store:
         return Built(result.image_id, temporary)
     return Built(_load(ctx, archive, f"{rep.repository}:{temporary}"), temporary)
+
+
+def _unserved(spec: ImageSpec, log_path: Path, tail_bytes: int = 1 << 16) -> str | None:
+    # The one line for a root image whose apt step asked for a locked Debian version the mirror no
+    # longer serves (apt's "E: Version ... was not found" in the log's last ``tail_bytes``), else None.
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - tail_bytes))
+            missing = apt_lock.missing_version(f.read().decode(errors="replace"))
+    except OSError:
+        return None
+    if missing is None:
+        return None
+    return (f"the mirror no longer serves the locked Debian package {missing[0]} {missing[1]}: re-lock with "
+            f"`builder lock --select {spec.name}`, then `builder render`")
 
 
 def _load(ctx: RunContext, archive: Path, ref: str) -> str:

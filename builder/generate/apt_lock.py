@@ -1,0 +1,210 @@
+"""Debian package locks: the packages a root image's apt step installs, with every dependency, each
+pinned by version, in ``images/<name>/apt.<arch>.lock`` (one per platform: an architecture may need
+other dependencies, or carry a binNMU version).
+
+This module is the lock FILE: its format (:func:`parse`, :func:`text`), its name per platform
+(:func:`file_name`), reading (:func:`read`, :func:`read_every`), the offline check against the
+matrix (:func:`check`, run by ``builder lock --check``) and the build log's sign that the mirror no
+longer serves a locked version (:func:`missing_version`). Making locks from the base image is
+:mod:`builder.generate.apt_locking` (``builder lock``).
+
+The file: comment lines (``# image:``, ``# platform:``, ``# packages:`` the matrix's apt list it was
+made for), then one ``name=version`` per line, sorted: what ``apt-get install`` takes to install one
+exact version (https://manpages.debian.org/bookworm/apt/apt-get.8.en.html). The image's apt step
+installs exactly these lines, read from the bind-mounted file for its platform. :func:`parse`
+accepts that and nothing else: names after Debian policy 5.6.1 and versions after policy 5.6.12
+(:mod:`builder.matrix.grammar`), so no line can read as an option or carry shell syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from builder.generate.lock import GENERATED
+from builder.matrix import ImageSpec, Matrix, grammar
+from builder.matrix.inputs import ConfigError, shown
+from builder.matrix.platform import Platform
+
+#: Largest lock read (bytes): a root image's packages take a few kilobytes.
+MAX_BYTES = 1 << 20
+_HEADER = re.compile(r"^# (image|platform|packages): (\S+)$")
+#: apt-get's error when a requested version is not in the package lists (apt's cacheset.cc).
+_MISSING = re.compile(r"E: Version '([^'\n]{1,200})' for '([^'\n]{1,200})' was not found")
+#: Every control character but the newline (tab and carriage return included): the apt step's
+#: ``sed`` and ``xargs`` split lines on newlines only.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\x85\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class AptLock:
+    """A parsed Debian package lock: the header's ``image``, ``platform`` and ``packages`` (the
+    matrix's apt list it was made for, in order), ``versions`` ``{package: version}`` of every
+    package the apt step installs, and ``text`` exactly as on disk."""
+
+    image: str
+    platform: str
+    packages: tuple[str, ...]
+    versions: dict[str, str]
+    text: str
+
+
+def file_name(platform: str) -> str:
+    """``apt.amd64.lock``, ``apt.arm64.lock``: the lock's file name for ``platform``; the Dockerfile
+    names it with ``${TARGETARCH}`` (or ``${BUILDARCH}``)."""
+    return f"apt.{Platform.parse(platform).arch}.lock"
+
+
+def path_of(images: Path, name: str, platform: str) -> Path:
+    """``images/<name>/apt.<arch>.lock``."""
+    return Path(images) / name / file_name(platform)
+
+
+def text(image: str, platform: str, packages: Iterable[str], versions: dict[str, str]) -> str:
+    """The lock file's text for ``versions`` (``{package: version}``, written sorted by name)."""
+    head = (f"# {GENERATED} from the base image — do not edit. The Debian packages the image's apt step\n"
+            f"# installs, with every dependency, each pinned: `apt-get install <package>=<version>`.\n"
+            f"# image: {image}\n# platform: {platform}\n# packages: {','.join(packages)}\n")
+    return head + "".join(f"{name}={versions[name]}\n" for name in sorted(versions))
+
+
+def parse(content: str, where: str) -> AptLock:
+    """Parse a lock's text (module doc). ``where`` names the file in errors. Raises ConfigError with
+    one line per problem (line number, what was expected)."""
+    header: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    errors: list[str] = []
+    for number, line in enumerate(content.split("\n"), 1):
+        if bad := _CONTROL.search(line):
+            errors.append(f"{where}:{number}: control character {bad[0]!r}; `sed` and `xargs` would read the line otherwise")
+        elif m := _HEADER.match(line):
+            header[m[1]] = m[2]
+        elif not line.startswith("#"):
+            _entry(line, f"{where}:{number}", versions, errors)
+    for key in ("image", "platform", "packages"):
+        if key not in header:
+            errors.append(f"{where}: the header has no '# {key}: ...' line (re-run `builder lock`)")
+    packages = tuple(header.get("packages", "").split(","))
+    for p in packages:
+        _grammar(grammar.debian_package, p, f"{where}: # packages:", errors)
+    if errors:
+        raise ConfigError(errors)
+    return AptLock(header["image"], header["platform"], packages, versions, content)
+
+
+def entries(lines: Iterable[str], where: str) -> dict[str, str]:
+    """``{package: version}`` from ``name=version`` lines (the lock's body, or apt's output made
+    into it). Raises ConfigError with one line per line that breaks the grammar or repeats a name."""
+    versions: dict[str, str] = {}
+    errors: list[str] = []
+    for number, line in enumerate(lines, 1):
+        _entry(line, f"{where}:{number}", versions, errors)
+    if errors:
+        raise ConfigError(errors)
+    return versions
+
+
+def _entry(line: str, where: str, versions: dict[str, str], errors: list[str]) -> None:
+    # One ``name=version`` line into ``versions`` (a blank line is nothing); else a line in ``errors``.
+    if not line.strip():
+        return
+    name, sep, version = line.partition("=")
+    if not sep:
+        errors.append(f"{where}: {shown(line)} is not <package>=<version>")
+        return
+    ok = _grammar(grammar.debian_package, name, where, errors) and _grammar(grammar.debian_version, version, where, errors)
+    if ok and name in versions:
+        errors.append(f"{where}: {name} is locked twice")
+    elif ok:
+        versions[name] = version
+
+
+def _grammar(check, value: str, where: str, errors: list[str]) -> bool:
+    try:
+        check(value)
+        return True
+    except ValueError as exc:
+        errors.append(f"{where}: {exc}")
+        return False
+
+
+def read(images: Path, name: str, platform: str) -> AptLock:
+    """The Debian package lock of root image ``name`` for ``platform``. Raises ConfigError when it is
+    missing, not a lock, or made for another image or platform."""
+    path = path_of(images, name, platform)
+    if not path.is_file() or path.is_symlink():
+        raise ConfigError([f"{path}: missing; run `builder lock --select {name}`"])
+    with open(path, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_BYTES} bytes; not a lock `builder lock` wrote"])
+    try:
+        got = parse(data.decode("utf-8"), str(path))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    if (got.image, got.platform) != (name, platform):
+        raise ConfigError([f"{path}: made for {got.image} {got.platform}, not {name} {platform}; "
+                           f"run `builder lock --select {name}`"])
+    return got
+
+
+def read_every(images: Path, specs: Iterable[ImageSpec]) -> dict[str, dict[str, AptLock]]:
+    """``{root image: {platform: AptLock}}`` for every image of ``specs`` without a parent (the
+    images with an apt step). Raises ConfigError listing every problem."""
+    out: dict[str, dict[str, AptLock]] = {}
+    errors: list[str] = []
+    for spec in (s for s in specs if s.parent is None):
+        for platform in spec.platforms:
+            try:
+                out.setdefault(spec.name, {})[platform] = read(images, spec.name, platform)
+            except ConfigError as exc:
+                errors.extend(exc.lines)
+    if errors:
+        raise ConfigError(errors)
+    return out
+
+
+def check(matrix: Matrix, images: Path, specs: Iterable[ImageSpec] | None = None) -> list[str]:
+    """Offline problems of the Debian package locks of the root images among ``specs`` (default:
+    every image of ``matrix``; ``builder lock --check``): a lock missing, invalid, made for another
+    apt list than matrix.yaml's ``runtime.apt``, or not locking one of its packages. Empty when all
+    hold."""
+    wanted = tuple(matrix.data.runtime.apt)
+    problems: list[str] = []
+    for spec in (s for s in (matrix.images() if specs is None else specs) if s.parent is None):
+        for platform in spec.platforms:
+            try:
+                got = read(images, spec.name, platform)
+            except ConfigError as exc:
+                problems.extend(exc.lines)
+                continue
+            where = path_of(images, spec.name, platform)
+            if got.packages != wanted:
+                problems.append(f"{where}: made for the apt packages {','.join(got.packages)}, matrix.yaml's "
+                                f"runtime.apt is {','.join(wanted)}; run `builder lock --select {spec.name}`")
+            problems.extend(f"{where}: {p} (runtime.apt) is not locked; run `builder lock --select {spec.name}`"
+                            for p in wanted if p not in got.versions)
+    return problems
+
+
+def missing_version(log: str) -> tuple[str, str] | None:
+    """``(package, version)`` when apt's output in ``log`` says a locked version is not in the
+    mirror's package lists (``E: Version '<v>' for '<p>' was not found``), else None."""
+    m = _MISSING.search(log)
+    if not m:
+        return None
+    try:
+        return grammar.debian_package(m[2]), grammar.debian_version(m[1])
+    except ValueError:  # not a version a lock can hold: some other failure
+        return None
+
+
+def verify(matrix: Matrix, images: Path, specs: Iterable[ImageSpec], stopped: str) -> None:
+    """:func:`check` before a render or a run: raises ConfigError with one line, the first problem,
+    how many more there are and ``stopped`` (what the caller did not do)."""
+    found = check(matrix, images, specs)
+    if found:
+        more = f" ({len(found) - 1} more: `builder lock --check` lists them)" if len(found) > 1 else ""
+        raise ConfigError([f"lock check: {found[0]}{more}; {stopped}"])
