@@ -150,11 +150,14 @@ def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path)
 
 
 def test_rerun_with_nothing_changed_rebuilds_nothing_and_publishes_nothing(main_job, registry, tmp_path):
+    # The minimal image's tree only (both platforms): the scikit-learn image's arm64 smoke test under
+    # QEMU would add minutes and nothing the root image does not show.
     _, first = main_job
-    result = builder("all", "--select", SUBSET, "--build-dir", str(tmp_path), env={"REGISTRY": registry})
+    result = builder("all", "--select", MINIMAL, "--build-dir", str(tmp_path), env={"REGISTRY": registry})
     assert result.returncode == 0, result.stdout + result.stderr
     again, before = report(tmp_path), report(first)
-    for name in (MINIMAL, SUBSET):
+    assert list(again) == [MINIMAL]
+    for name in (MINIMAL,):
         assert [b["image_id"] for b in again[name]["platforms"]] == [b["image_id"] for b in before[name]["platforms"]]
         assert again[name]["status"] == "unchanged"
         assert again[name]["digest"] == before[name]["digest"]
