@@ -19,9 +19,8 @@ from typing import Callable
 import docker
 
 from builder import engine, files
-from builder.generate import apt_lock
+from builder.generate import apt_lock, lock
 from builder.generate.apt_lock import AptLock
-from builder.generate.lock import GENERATED
 from builder.matrix import ImageSpec, Matrix
 from builder.matrix.inputs import ConfigError
 
@@ -62,24 +61,13 @@ def versions(output: str, packages: tuple[str, ...], where: str) -> dict[str, st
     return found
 
 
-def write(images: Path, lock: AptLock) -> Path:
-    """Write ``lock`` to ``images/<image>/apt.<arch>.lock`` atomically. Raises ConfigError, writing
+def write(images: Path, new: AptLock) -> Path:
+    """Write ``new`` to ``images/<image>/apt.<arch>.lock`` atomically. Raises ConfigError, writing
     nothing, when a file is there that ``builder lock`` did not write."""
-    path = apt_lock.path_of(images, lock.image, lock.platform)
-    _ours(path)
-    files.write_atomic(path, lock.text)
+    path = apt_lock.path_of(images, new.image, new.platform)
+    lock.ensure_ours(path)
+    files.write_atomic(path, new.text)
     return path
-
-
-def _ours(path: Path) -> None:
-    # Nothing at ``path``, or a regular file `builder lock` wrote (its first 400 bytes say so); else ConfigError.
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or not path.is_file():
-        raise ConfigError([f"{path} exists and is not a regular file; refusing to replace it"])
-    with open(path, "rb") as f:
-        if GENERATED not in f.read(400).decode(errors="replace"):
-            raise ConfigError([f"{path} exists and was not written by `builder lock`; refusing to replace it"])
 
 
 def lock_roots(client: docker.DockerClient, matrix: Matrix, specs: list[ImageSpec], base_refs: dict[tuple[str, str], str],
@@ -92,7 +80,7 @@ def lock_roots(client: docker.DockerClient, matrix: Matrix, specs: list[ImageSpe
     done = []
     for spec in (s for s in specs if s.parent is None):
         for platform in spec.platforms:
-            _ours(apt_lock.path_of(images, spec.name, platform))
+            lock.ensure_ours(apt_lock.path_of(images, spec.name, platform))
             versions = resolve(client, base_refs[spec.name, platform], platform, packages)
             done.append(apt_lock.parse(apt_lock.text(spec.name, platform, packages, versions), f"{spec.name} (new apt lock)"))
             log(f"resolved {spec.name} ({platform}): {len(versions)} Debian packages")

@@ -181,6 +181,19 @@ def read(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Lock:
     return got
 
 
+def ensure_ours(path: Path) -> None:
+    """Return when ``path`` holds nothing, or a regular file ``builder lock`` wrote (its first 400
+    bytes carry :data:`GENERATED`): only then may the locker replace it. Raises ConfigError naming
+    ``path`` otherwise (a symlink, a folder, a FIFO, a user's file)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_file():
+        raise ConfigError([f"{path} exists and is not a regular file; refusing to replace it"])
+    with open(path, "rb") as f:
+        if GENERATED not in f.read(400).decode(errors="replace"):
+            raise ConfigError([f"{path} exists and was not written by `builder lock`; refusing to replace it"])
+
+
 def _text(path: Path) -> str:
     # A lock's text; ConfigError (line number) for bytes that are not UTF-8, or a file too large.
     with open(path, "rb") as f:

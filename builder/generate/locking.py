@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 
 from builder import files
 from builder.engine.sources import Sources
-from builder.generate.lock import GENERATED, Lock, file_name, layer, layer_file, parse, path_of, read
+from builder.generate.lock import GENERATED, Lock, ensure_ours, file_name, layer, layer_file, parse, path_of, read
 from builder.matrix import ImageSpec, Matrix
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError
@@ -217,8 +217,7 @@ def write(images: Path, lock: Lock) -> Path:
     """Write ``lock`` to ``images/<image>/<file_name(platform)>`` atomically. Raises ConfigError,
     writing nothing, when a file is there that `builder lock` did not write."""
     path = path_of(images, lock.image, lock.platform)
-    if path.is_symlink() or (path.exists() and GENERATED not in path.read_text(errors="replace")[:400]):
-        raise ConfigError([f"{path} exists and was not written by `builder lock`; refusing to replace it"])
+    ensure_ours(path)
     files.write_atomic(path, lock.text)
     return path
 
