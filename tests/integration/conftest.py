@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 from repo import ROOT
+from run_builder import SUBSET, builder
 
 from builder import engine
 
@@ -49,6 +50,16 @@ def registry(docker_client) -> str:
     if shutil.which("skopeo") is None:
         engine.apt_install("skopeo")
     return engine.ensure_registry(ROOT / "build")
+
+
+@pytest.fixture(scope="session")
+def main_job(registry, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``(result, build folder)`` of `builder all --select <SUBSET>` publishing to :func:`registry`
+    (its parent, the minimal image, comes along; both platforms). Shared by the pipeline tests and
+    the reproducibility test, which rebuilds the same images cold and compares digests."""
+    build_dir = tmp_path_factory.mktemp("main-job")
+    result = builder("all", "--select", SUBSET, "--build-dir", str(build_dir), env={"REGISTRY": registry})
+    return result, build_dir
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from repo import ROOT
 
 BUILDER = [sys.executable, "-m", "builder.cli"]
 MINIMAL = "minimal-debian12-py311-cpu-inference"
+#: The representative child image the main job publishes (with its parent, MINIMAL).
+SUBSET = "sklearn-1.9-debian12-py311-cpu-inference"
 
 
 def builder(*args: str, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from repo import ROOT
-from run_builder import MINIMAL, builder, builds, raw_digest, report
+from run_builder import MINIMAL, SUBSET, builder, builds, raw_digest, report
 
 from builder import matrix
 from builder.generate import lock
@@ -25,7 +25,6 @@ from builder.matrix.platform import Platform
 
 pytestmark = pytest.mark.engine
 
-SUBSET = "sklearn-1.9-debian12-py311-cpu-inference"
 
 
 def skopeo_digest(ref: str) -> str | None:
@@ -37,15 +36,6 @@ def skopeo_digest(ref: str) -> str | None:
     r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"],
                        capture_output=True, text=True, check=True)
     return json.loads(r.stdout)["Digest"]
-
-
-@pytest.fixture(scope="session")
-def main_job(registry, tmp_path_factory):
-    """`builder all --select <SUBSET>` (its parent, the minimal image, comes along)."""
-    build_dir = tmp_path_factory.mktemp("main-job")
-    result = builder("all", "--select", SUBSET, "--build-dir", str(build_dir),
-                     env={"REGISTRY": registry})
-    return result, build_dir
 
 
 def test_main_job_builds_tests_tags_and_publishes_the_subset(main_job, registry, docker_client):
