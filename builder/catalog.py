@@ -38,7 +38,8 @@ class Row:
     """One catalog line. ``uncompressed_bytes``: the image's layers uncompressed, as an Engine
     stores them; ``compressed_bytes``: the layers the registry serves, what a pull downloads (None
     for an image not pushed); ``packages`` maps a key package to its installed
-    (locked) version; ``digest`` is the registry's manifest digest (None for an image not pushed)."""
+    (locked) version; ``digest`` is the registry's manifest digest (None for an image not pushed);
+    ``signed``: the run signed it (:mod:`builder.run.steps.sign`)."""
 
     name: str
     framework: str
@@ -56,6 +57,7 @@ class Row:
     digest: str | None
     sbom_digest: str | None
     platform: str
+    signed: bool = False
 
 
 def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, ImageReport]:
@@ -92,7 +94,7 @@ def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, imag
                compressed_bytes=b.compressed_bytes, immutable_tag=r.tags[0], reference=ref, digest=b.digest,
                sbom_digest=b.sbom.digest if b.sbom else None,
                platform=oci_name(image.attrs.get("Os", "linux"), image.attrs.get("Architecture", "amd64"),
-                                image.attrs.get("Variant")))
+                                image.attrs.get("Variant")), signed=r.signature == "signed")
 
 
 def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient) -> list[Row]:
@@ -119,15 +121,18 @@ def markdown(rows_: list[Row]) -> str:
              "Every image below passed its smoke test (a real model served through `score.py`). Versions are read "
              "inside the image; key packages are the image's own pins at their locked versions "
              "(`images/<name>/requirements.lock` has the whole set, with hashes). Each image has a CycloneDX SBOM "
-             "beside it in the registry (tag `sha256-<digest>.sbom`).", "",
-             "| Image | Platform | Framework | Version | Device | Python | OS | CUDA / cuDNN | Key packages | Size | Pulled | Immutable tag |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "beside it in the registry (tag `sha256-<digest>.sbom`). A signed image carries signed SBOM, SLSA "
+             "provenance and smoke-test attestations; check one with "
+             "`builder verify <registry>/<image>:<tag> --key cosign.pub` (or `cosign verify --key cosign.pub`).", "",
+             "| Image | Platform | Framework | Version | Device | Python | OS | CUDA / cuDNN | Key packages | Size | Pulled | Signed | Immutable tag |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows_:
         cuda = f"{r.cuda} / {r.cudnn or '-'}" if r.cuda else "-"
         pkgs = ", ".join(f"{n} {v}" for n, v in r.packages.items())
         digest = f"<br>`{r.digest[:19]}`" if r.digest else ""
         lines.append(f"| `{r.name}` | {r.platform} | {r.framework} | {r.framework_version} | {r.device.upper()} | {r.python} | "
-                     f"{r.os} | {cuda} | {pkgs} | {_mb(r.uncompressed_bytes)} | {_mb(r.compressed_bytes)} | `{r.immutable_tag}`{digest} |")
+                     f"{r.os} | {cuda} | {pkgs} | {_mb(r.uncompressed_bytes)} | {_mb(r.compressed_bytes)} | "
+                     f"{'signed' if r.signed else 'unsigned'} | `{r.immutable_tag}`{digest} |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ import typer
 from builder.cli import deploy as cli_deploy
 from builder.cli import generate as cli_generate
 from builder.cli import run as cli_run
+from builder.cli import verify as cli_verify
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Render, build, smoke-test, tag and publish ML inference images from matrix.yaml. Every "
@@ -22,6 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 cli_generate.register(app)  # render, lock, list, dockerfile, ci-matrix, compat
 cli_run.register(app)  # build, test, publish, all, catalog, merge, prune
 cli_deploy.register(app)  # extend, serve
+cli_verify.register(app)  # verify
 
 
 def main() -> None:

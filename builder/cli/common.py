@@ -18,6 +18,7 @@ from builder.matrix import load as load_matrix
 from builder.matrix import plan
 from builder.matrix.inputs import ConfigError, one_line
 from builder.run.publish import PublishError
+from builder.sign.cosign import SignError
 
 MatrixOpt = typer.Option(Path("matrix.yaml"), "--matrix", help="The matrix file.")
 TemplatesOpt = typer.Option(None, "--templates", help="The templates folder [default: templates/ beside the matrix].")
@@ -48,7 +49,7 @@ def guard() -> Iterator[None]:
     except OSError as exc:  # a user's path that cannot be read or written
         where = f"{exc.filename}: " if exc.filename else ""
         fail([f"{where}{exc.strerror or exc}"], 2)
-    except (EngineError, BaseError, PublishError) as exc:
+    except (EngineError, BaseError, PublishError, SignError) as exc:
         fail([f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"], 1)
 
 

@@ -28,9 +28,12 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
            template: Optional[Path] = typer.Option(None, "--template", help='Your template; it may {% extends "extend/Dockerfile.j2" %}.'),
            allow_outside: Optional[list[Path]] = typer.Option(None, "--allow-outside", help="Another folder the config's paths may point into (repeatable)."),
            registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named bases are published [default: 127.0.0.1:5000]."),
+           verify_key: Optional[str] = typer.Option(None, "--verify-key", help="Public key (PEM file or key manager URI) the base must be signed with; build FROM the verified digest [default: the config's verify.key]."),
+           no_verify: bool = typer.Option(False, "--no-verify", help="Do not verify the base even when a key is configured (prints a warning)."),
            matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
     """Write a Dockerfile and build context that extend a prebuilt image with a model, code and
-    packages (with --build, its build log goes to logs/ in the build folder)."""
+    packages (with --build, its build log goes to logs/ in the build folder). With a verification
+    key, the base is verified first (`builder verify`) and the Dockerfile starts FROM its digest."""
     from builder.engine.sources import Sources
     from builder.extend import default_name, default_out, lock_requirements, prepare, write
     from builder.extend.image import build_image
@@ -45,9 +48,10 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
             fail([f"--tag: {exc}"])
     target = out or default_out(config, build_dir)
     with guard():
-        ext = prepare(config, m, reg, template, allow_outside=allow_outside or [])
+        pinned = _verified_base(config, m, reg, build_dir, verify_key, no_verify)
+        ext = prepare(config, m, reg, template, allow_outside=allow_outside or [], pinned=pinned)
         if build_it:
-            built = build_image(config, m, reg, template, name, target, build_dir, allow_outside or [])
+            built = build_image(config, m, reg, template, name, target, build_dir, allow_outside or [], pinned)
             typer.echo(f"wrote {target}/Dockerfile FROM {built.base}")
             if not built.result.ok:
                 fail([f"build failed: {built.result.error} (log {built.result.log_path})"], 1)
@@ -56,6 +60,26 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
         lock_requirements(ext, Path(matrix).resolve().parent / "images", Sources.from_env())
         write(ext, target)
     typer.echo(f"wrote {target}/Dockerfile FROM {ext.base.ref}")
+
+
+def _verified_base(config: Path, m, registry: str, build_dir: Path, verify_key: Optional[str],
+                   no_verify: bool) -> Optional[str]:
+    # The base's verified digest reference when a key is configured (builder.extend.trust), else None;
+    # with --no-verify, None and a warning line.
+    from builder.extend import resolve_base
+    from builder.extend.inference_config import load_config
+    from builder.extend.trust import key_of, verified_base
+
+    if no_verify:
+        typer.echo("warning: --no-verify: the base image is not verified; the Dockerfile starts FROM its tag", err=True)
+        return None
+    cfg = load_config(config)
+    key = key_of(cfg, config, verify_key)
+    if key is None:
+        return None
+    pinned = verified_base(resolve_base(cfg.base_image, m, registry).ref, key, m, build_dir)
+    typer.echo(f"verified {cfg.base_image} as {pinned}")
+    return pinned
 
 
 def serve(image: str = typer.Argument(..., help="An image reference, or a matrix image name (its latest tag)."),

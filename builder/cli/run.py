@@ -20,6 +20,7 @@ from builder.generate import apt_lock, bake, lock, locking, render
 from builder.matrix import grammar
 from builder.run import pipeline
 from builder.run.console import wide_console
+from builder.sign import Signer, cosign
 
 
 class BaseSource(str, enum.Enum):
@@ -76,6 +77,27 @@ def _check_repository(option: str, value: str) -> None:
         fail([f"{option}: {exc}"])
 
 
+def _check_platforms(platform: list[str], by_platform: bool) -> None:
+    # --platform values of the matrix's platforms, with linux/amd64 unless --by-platform; else one line and exit 2.
+    from builder.matrix.compat import DEFAULT_PLATFORM, PLATFORMS
+
+    for p in platform:
+        if p not in PLATFORMS:
+            fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
+    if platform and DEFAULT_PLATFORM not in platform and not by_platform:
+        fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
+
+
+def _signing_key(value: str, keyless: bool) -> str:
+    # --signing-key as cosign takes it (builder.sign.cosign.key_reference); one line and exit 2 otherwise.
+    if keyless and value:
+        fail(["--keyless: leave out --signing-key (and BUILDER_SIGNING_KEY) to sign keyless"])
+    try:
+        return cosign.key_reference(value) if value else ""
+    except ValueError as exc:
+        fail([f"--signing-key: {exc}"])
+
+
 def _stage_command(stage: pipeline.Stage, doc: str):
     def command(select: Optional[list[str]] = SelectOpt,
                 dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be done."),
@@ -93,15 +115,13 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 no_space_check: bool = typer.Option(False, "--no-space-check", help="Run even when the disk looks too small for it (see docs: disk)."),
                 cache_registry: str = typer.Option("", "--cache-registry", envvar="BUILDER_CACHE_REGISTRY",
                                                    help="host:port/path where builds import and export BuildKit's cache (one ref per image and platform; containerd image store)."),
-                keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed.")) -> None:
-        from builder.matrix.compat import DEFAULT_PLATFORM, PLATFORMS
-
-        for p in platform or []:
-            if p not in PLATFORMS:
-                fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
-        if platform and DEFAULT_PLATFORM not in platform and not by_platform:
-            fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
+                keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed."),
+                signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
+                                                help="cosign key file or key manager URI: sign and attest what is published (password: COSIGN_PASSWORD)."),
+                keyless: bool = typer.Option(False, "--keyless", help="Sign with Sigstore's Fulcio and Rekor instead of a key (a machine that reaches them).")) -> None:
+        _check_platforms(platform or [], by_platform)
         _check_repository("--cache-registry", cache_registry)
+        signing_key = _signing_key(signing_key, keyless) if stage in ("publish", "all") else ""
         if by_platform and stage == "publish":
             fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
         opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,
@@ -109,7 +129,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                 base_source=base_source.value, images_dir=beside(matrix, images, "images"),
                                 tests_root=beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
                                 no_cache=no_cache, jobs=jobs, test_jobs=test_jobs, space_check=not no_space_check,
-                                keep_last=keep_last, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json")
+                                keep_last=keep_last, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json",
+                                signing_key=signing_key, keyless=keyless)
         _run(stage, opts, matrix, templates)
     command.__doc__ = doc
     return command
@@ -139,7 +160,10 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
 def merge_command(report: list[Path] = typer.Option(..., "--report", help="One job's report.json (repeatable): every job of a run split by platform."),
                   out: Optional[Path] = typer.Option(None, "--out", help="The merged report (read by `builder catalog`) [default: report.json in --build-dir]."),
                   registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the jobs pushed to; every report's repository must be the one it gives [default: 127.0.0.1:5000]."),
-                  matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
+                  matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt,
+                  signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
+                                                  help="cosign key file or key manager URI: sign each index before latest moves (password: COSIGN_PASSWORD)."),
+                  keyless: bool = typer.Option(False, "--keyless", help="Sign with Sigstore's Fulcio and Rekor instead of a key.")) -> None:
     """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
     image indexes: latest and the immutable tag move only for an image whose every platform passed."""
     from builder.engine.registry import Credentials, Registry, host_of
@@ -147,6 +171,7 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
     from builder.run.report import PUSHED, write
 
     m = load(matrix)
+    signing_key = _signing_key(signing_key, keyless)
     target = registry_option(registry) or engine.LOCAL_REGISTRY  # as the pipeline's default
     out = out if out is not None else build_dir / "report.json"
     with guard():
@@ -154,7 +179,9 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", help="One j
         merge.check_repositories(found, target)  # the push target is --registry's, never a report's
         report_file.refuse_foreign(out)  # before anything is pushed
         plugins.ensure_buildx(build_dir)  # docker buildx imagetools makes the indexes
-        merged = merge.merge(m, found, Registry(host_of(target), Credentials.from_env()), log=typer.echo)
+        signer = (Signer.make(build_dir, signing_key, keyless, {"buildx": plugins.plugin_version("buildx") or "unknown"})
+                  if signing_key or keyless else None)
+        merged = merge.merge(m, found, Registry(host_of(target), Credentials.from_env()), log=typer.echo, signer=signer)
         write(out, "merge", merged)
     typer.echo(f"report: {out}")
     if any(r.status not in PUSHED for r in merged):

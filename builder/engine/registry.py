@@ -175,6 +175,28 @@ class Registry:
         return {"mediaType": r.headers.get("Content-Type", "").split(";")[0].strip(), "digest": digest,
                 "size": len(r.content)}
 
+    def config(self, repository: str, manifest: dict, max_bytes: int = 1 << 20) -> dict:
+        """The image configuration (JSON) an image ``manifest`` names: its blob, read by digest
+        (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs) and
+        checked against that digest, at most ``max_bytes``. Raises RegistryError."""
+        config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+        digest = config.get("digest")
+        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            raise RegistryError(f"{repository}: the manifest names no sha256 image configuration")
+        url = f"{api_root(self.host)}{repository.split('/', 1)[1]}/blobs/{digest}"
+        try:
+            r = self._client(repository).do_request(url, "GET")
+        except (requests.RequestException, ValueError) as exc:
+            raise RegistryError(f"cannot read {repository}@{digest}: {exc}") from None
+        if r.status_code != 200 or len(r.content) > max_bytes:
+            raise RegistryError(f"cannot read {repository}@{digest}: HTTP {r.status_code}, {len(r.content)} bytes")
+        if "sha256:" + hashlib.sha256(r.content).hexdigest() != digest:
+            raise RegistryError(f"{repository}@{digest}: the registry served other bytes than the digest names")
+        try:
+            return json.loads(r.content)
+        except ValueError:
+            raise RegistryError(f"{repository}@{digest}: the image configuration is not JSON") from None
+
     def index(self, repository: str, tag: str) -> tuple[str, dict[str, str]] | None:
         """``(digest, {platform: manifest digest})`` of the image index ``repository:tag``, or None
         when the registry has no such tag or it is not an index. Raises RegistryError."""

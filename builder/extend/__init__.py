@@ -75,16 +75,20 @@ def resolve_base(reference: str, matrix: Matrix, registry: str) -> Base:
 
 def prepare(config_path: Path, matrix: Matrix, registry: str, template: Path | None = None,
             image_python: str | None = None, image_device: str | None = None,
-            allow_outside: list[Path] = ()) -> Extension:
+            allow_outside: list[Path] = (), pinned: str | None = None) -> Extension:
     """Validate the config and render its Dockerfile and context (nothing is written).
 
     ``image_python``/``image_device`` are what the base image really holds when the caller could
     inspect it (the ``--build`` path); ``image_python=""`` means it has no python3. Every path in
     the config must resolve, symlinks followed, inside the config's folder or one of
-    ``allow_outside``. Raises ExtendError listing every problem.
+    ``allow_outside``. ``pinned`` (``repository@digest``, :func:`builder.extend.trust.verified_base`)
+    is what the Dockerfile starts FROM instead of the config's reference. Raises ExtendError listing
+    every problem.
     """
     cfg = load_config(config_path)
     base = resolve_base(cfg.base_image, matrix, registry)
+    if pinned is not None:
+        base = Base(pinned, base.matrix_name, base.device, base.python)
     errors = _base_problems(cfg, config_path.name, base, image_python, image_device)
     paths = Paths(config_path, list(allow_outside))
     files, entry_rel, has_model, requirements = _context(cfg, config_path, paths)

@@ -25,18 +25,18 @@ class Built:
 
 
 def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path | None, image_tag: str, out: Path,
-                build_dir: Path, allow_outside: list[Path] = ()) -> Built:
+                build_dir: Path, allow_outside: list[Path] = (), pinned: str | None = None) -> Built:
     """Prepare with what the base really holds (pulled with the config's credentials when missing),
     write the context to ``out`` and build it through BuildKit as ``image_tag``; the build log is
     ``build_dir``/logs/extend-<name>.build.log (``build_dir``: the build folder, also the Engine's
-    and buildx's state). Raises ExtendError for bad input (nothing written or built); a failed
-    build is in the result."""
+    and buildx's state); ``pinned``: the verified base digest to build FROM (see :func:`prepare`).
+    Raises ExtendError for bad input (nothing written or built); a failed build is in the result."""
     client = engine.client(build_dir)
-    ext = prepare(config_path, matrix, registry, template, allow_outside=allow_outside)
+    ext = prepare(config_path, matrix, registry, template, allow_outside=allow_outside, pinned=pinned)
     auth = ext.config.base_image_registry.credentials() if ext.config.base_image_registry else None
     python, device = inspect_base(client, ext.base, auth, matrix.data.project.label_prefix)
     ext = prepare(config_path, matrix, registry, template, image_python=python, image_device=device,
-                  allow_outside=allow_outside)
+                  allow_outside=allow_outside, pinned=pinned)
     sources = Sources.from_env()
     lock_requirements(ext, Path(matrix.path).resolve().parent / "images", sources, python)
     write(ext, out)

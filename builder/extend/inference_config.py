@@ -60,8 +60,16 @@ def _env_value(value: object) -> str:
 PathStr = Annotated[str, BeforeValidator(lambda v: _env_value(v) and v)]
 
 
+class VerifyConfig(BaseModel):
+    """``verify: {key: …}``: the public key (a PEM file, relative to the config's folder, or a key
+    manager URI) the base image must be signed with (:mod:`builder.extend.trust`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: PathStr
+
+
 class InferenceConfig(BaseModel):
-    """The inference config (JSON keys as in Azure ML's CLI form; YAML adds the last four)."""
+    """The inference config (JSON keys as in Azure ML's CLI form; YAML adds the last five)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     entry_script: PathStr = Field(alias="entryScript")
@@ -76,6 +84,7 @@ class InferenceConfig(BaseModel):
     apt: list[Annotated[str, BeforeValidator(grammar.debian_package)]] = []
     model: list[PathStr] = []
     env: dict[Annotated[str, BeforeValidator(grammar.env_name)], Annotated[str, BeforeValidator(_env_value)]] = {}
+    verify: VerifyConfig | None = None
 
     @field_validator("base_image_registry", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from builder.engine.registry import Registry
 from builder.engine.sources import Sources
 from builder.matrix import ImageSpec, Matrix
 from builder.run.report import ImageReport
+from builder.sign import Signer
 
 Stage = Literal["build", "test", "publish", "all"]
 BaseSource = Literal["auto", "pull", "bootstrap"]
@@ -39,7 +40,9 @@ class Options:
     from the ``catalog`` JSON); after the run each image keeps its ``keep_last`` newest local builds
     (the one just made counts). ``by_platform`` publishes every build under per-platform tags only
     (:class:`builder.run.policy.PerPlatform`). ``cache_registry`` (``host[:port]/path``), when set,
-    is where every build imports and exports BuildKit's cache (:mod:`builder.run.steps.build`)."""
+    is where every build imports and exports BuildKit's cache (:mod:`builder.run.steps.build`).
+    ``signing_key`` (a cosign key file's absolute path or a key manager URI) or ``keyless`` signs and
+    attests what is published (:mod:`builder.run.steps.sign`)."""
 
     stage: Stage = "all"
     select: tuple[str, ...] = ()
@@ -58,6 +61,8 @@ class Options:
     keep_last: int = 1
     cache_registry: str = ""
     catalog: Path = Path("docs/images.json")
+    signing_key: str = ""
+    keyless: bool = False
 
 
 class Events:
@@ -124,7 +129,8 @@ class RunContext:
     to) and its client; the ``specs`` and ``reports`` of the run's images by name (each report is
     written by its own image's worker only); the platform builds run on (``build_platform``); for
     a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
-    (root image, platform); whether the Engine keeps images in the containerd image store."""
+    (root image, platform); whether the Engine keeps images in the containerd image store; the
+    ``signer`` of what is published, when a key (or keyless signing) is configured."""
 
     matrix: Matrix
     options: Options
@@ -140,6 +146,7 @@ class RunContext:
     wheelhouse: str = ""
     base_refs: Mapping[tuple[str, str], str] = field(default_factory=dict)
     containerd_store: bool = True
+    signer: Signer | None = None
 
     @property
     def client(self) -> docker.DockerClient:

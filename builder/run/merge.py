@@ -19,6 +19,7 @@ from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.inputs import ConfigError, one_line, shown, text_block
 from builder.run import publish, tag
 from builder.run.report import PUSHED, ImageReport, PlatformBuild, Status
+from builder.sign import Signer, SignError, cosign
 
 
 def _found(entries: list[ImageReport]) -> dict[str, tuple[str, PlatformBuild]]:
@@ -52,19 +53,26 @@ def check_repositories(reports: dict[str, list[ImageReport]], registry: str) -> 
                                    f"not {expected} (--registry {registry}); refusing to push anywhere else"])
 
 
-def _index(matrix: Matrix, spec: ImageSpec, found: dict, registry: Registry, merged: ImageReport) -> None:
-    # Make the index of every platform's build and record it on ``merged``; raises PublishError.
+def _index(matrix: Matrix, spec: ImageSpec, found: dict, registry: Registry, merged: ImageReport,
+           signer: Signer | None) -> None:
+    # Make the index of every platform's build under its immutable tag, sign it (with a signer),
+    # then give it the moving tags, and record it on ``merged``; raises PublishError or SignError.
     repository, builds = found[spec.platforms[0]][0], [found[p][1] for p in spec.platforms]
-    policy = matrix.data.tags
-    tags = [tag.index_tag(policy, builds[0].framework_version, builds[0].python_version, [b.image_id for b in builds]),
-            *policy.moving]
-    result = publish.push_index(registry, repository, tags, {b.platform: b.digest for b in builds})
-    merged.repository, merged.tags, merged.digest, merged.error = repository, tags, result.digest, None
-    merged.status = Status.PUBLISHED if result.pushed else Status.UNCHANGED
+    policy, digests = matrix.data.tags, {b.platform: b.digest for b in builds}
+    immutable = tag.index_tag(policy, builds[0].framework_version, builds[0].python_version, [b.image_id for b in builds])
+    result = publish.push_index(registry, repository, [immutable], digests)
+    if signer is not None:
+        signer.sign(cosign.by_digest(repository, result.digest))
+    moved = publish.push_index(registry, repository, list(policy.moving), digests) if policy.moving else result
+    if moved.digest != result.digest:
+        raise publish.PublishError(f"{repository}: {', '.join(policy.moving)} name {moved.digest}, not {result.digest}")
+    merged.repository, merged.tags, merged.digest, merged.error = repository, [immutable, *policy.moving], result.digest, None
+    merged.signature = "signed" if signer is not None else "unsigned"
+    merged.status = Status.PUBLISHED if result.pushed or moved.pushed else Status.UNCHANGED
 
 
 def merge_one(matrix: Matrix, spec: ImageSpec, entries: list[ImageReport], registry: Registry,
-              log: Callable[[str], None]) -> ImageReport:
+              log: Callable[[str], None], signer: Signer | None = None) -> ImageReport:
     """The merged report of one image from its jobs' ``entries`` (see :func:`merge`)."""
     if not any(e.publish == "per-platform" for e in entries):
         return entries[-1]
@@ -75,11 +83,11 @@ def merge_one(matrix: Matrix, spec: ImageSpec, entries: list[ImageReport], regis
     why = _problem(spec.platforms, entries, found)
     if why is None:
         try:
-            _index(matrix, spec, found, registry, merged)
+            _index(matrix, spec, found, registry, merged, signer)
             log(f"{spec.name} {merged.status} {merged.repository} {', '.join(merged.tags)} @ {merged.digest} "
                 f"({', '.join(spec.platforms)})")
             return merged
-        except publish.PublishError as exc:
+        except (publish.PublishError, SignError) as exc:
             why = str(exc)
     merged.status, merged.error, merged.digest = Status.PUBLISH_FAILED, text_block(f"not merged: {why}", 4096), None
     log(one_line(f"{spec.name} publish-failed: not merged: {why}"))
@@ -87,7 +95,7 @@ def merge_one(matrix: Matrix, spec: ImageSpec, entries: list[ImageReport], regis
 
 
 def merge(matrix: Matrix, reports: dict[str, list[ImageReport]], registry: Registry,
-          log: Callable[[str], None] = print) -> list[ImageReport]:
+          log: Callable[[str], None] = print, signer: Signer | None = None) -> list[ImageReport]:
     """Join the per-platform builds of ``reports`` (:func:`builder.run.report_file.read_all`) into image
     indexes in ``registry``; return the merged reports in matrix order.
 
@@ -95,7 +103,8 @@ def merge(matrix: Matrix, reports: dict[str, list[ImageReport]], registry: Regis
     job) is passed through. A merged report has ``publish`` index, every platform's build,
     ``tags`` = [index tag (:func:`builder.run.tag.index_tag`), moving tags], the index's ``digest`` and
     status published (unchanged when the registry already had it); one that cannot be merged has
-    status publish-failed and the reason in ``error``. ``log`` gets one line per image. Raises
-    nothing for a registry error: it is the image's error."""
-    return [merge_one(matrix, spec, reports[spec.name], registry, log)
+    status publish-failed and the reason in ``error``. With a ``signer`` the index is signed, by
+    digest, before the moving tags name it. ``log`` gets one line per image. Raises nothing for a
+    registry or signing error: it is the image's error."""
+    return [merge_one(matrix, spec, reports[spec.name], registry, log, signer)
             for spec in matrix.images() if reports.get(spec.name)]

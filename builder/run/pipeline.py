@@ -34,6 +34,7 @@ from builder.run.steps.build import build_image
 from builder.run.steps.push import push, tested_image
 from builder.run.steps.tag import promote, tag_builds
 from builder.run.steps.test import make_sbom, smoke_test
+from builder.sign import Signer
 
 __all__ = ["Options", "Pipeline", "ImageReport", "Stage", "wide_console"]
 
@@ -103,6 +104,7 @@ class Pipeline:
         """The registry, buildx, compose, package sources, wheelhouse image and bases the run needs,
         as one frozen context."""
         client, opt = self.clients.get(), self.opt
+        signer = self._signer(client)  # first: a key that cannot be used stops the run before anything runs
         for s in specs:
             self.reports[s.name].repository = naming.repository(registry, s.name)
         if opt.stage in ("test", "all"):
@@ -122,7 +124,17 @@ class Pipeline:
                           run_id=uuid.uuid4().hex[:12], build_platform=build_platform,
                           specs={s.name: s for s in specs}, reports=self.reports, events=self.events,
                           clients=self.clients, sources=sources, wheelhouse=wheelhouse, base_refs=base_refs,
-                          containerd_store=containerd_store)
+                          containerd_store=containerd_store, signer=signer)
+
+    def _signer(self, client) -> Signer | None:
+        """The run's signer (:meth:`builder.sign.Signer.make`) when it publishes with a key or
+        keyless. Raises SignError."""
+        opt = self.opt
+        if opt.stage not in ("publish", "all") or not (opt.signing_key or opt.keyless):
+            return None
+        return Signer.make(opt.build_dir, opt.signing_key, opt.keyless,
+                           {"docker-engine": client.version().get("Version", "unknown"),
+                            "buildx": plugins.plugin_version("buildx") or "unknown"})
 
     def _schedule(self, ctx: RunContext, specs: list[ImageSpec]) -> None:
         # Submit an image when its parent is ready for children; skip it when its parent failed.

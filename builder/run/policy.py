@@ -67,9 +67,10 @@ class Manifest:
         """The tags the build of ``platform`` is pushed under, in push order."""
         return list(rep.tags)
 
-    def publish_image(self, registry: Registry, rep: ImageReport) -> tuple[str | None, bool]:
-        """Once every build is pushed: ``(the digest the image's tags name, or None when they name
-        none; whether anything was pushed)``. Raises PublishError."""
+    def publish_image(self, registry: Registry, rep: ImageReport, tags: list[str]) -> tuple[str | None, bool]:
+        """Once every build is pushed: make ``tags`` (the image's immutable tags, then, once signed,
+        its moving ones) name the image; ``(the digest they name, or None when they name none;
+        whether anything was pushed)``. Raises PublishError."""
         return rep.platforms[0].digest, False
 
 
@@ -98,9 +99,9 @@ class Index(Manifest):
     def pushed_tags(self, rep, platform):
         return [rep.build(platform).tag]
 
-    def publish_image(self, registry, rep):
-        """The image's tags made one index of the pushed builds (:func:`builder.run.publish.push_index`)."""
-        index = publish.push_index(registry, rep.repository, rep.tags, {b.platform: b.digest for b in rep.platforms})
+    def publish_image(self, registry, rep, tags):
+        """``tags`` made one index of the pushed builds (:func:`builder.run.publish.push_index`)."""
+        index = publish.push_index(registry, rep.repository, tags, {b.platform: b.digest for b in rep.platforms})
         return index.digest, index.pushed
 
 
@@ -125,7 +126,7 @@ class PerPlatform(Manifest):
     def pushed_tags(self, rep, platform):
         return [rep.build(platform).tag, *self.local_moving(platform)]
 
-    def publish_image(self, registry, rep):
+    def publish_image(self, registry, rep, tags):
         """Nothing: each build has its own tags; ``builder merge`` makes the index."""
         return None, False
 

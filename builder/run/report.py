@@ -113,7 +113,8 @@ class PlatformBuild(_Model):
     the registry serves for it, ``framework_version``/``python_version`` what the taggers read.
     Sizes mean the same on either image store: ``uncompressed_bytes`` is the image's layers
     uncompressed (:func:`builder.engine.images.uncompressed_bytes`), ``compressed_bytes`` the
-    layers the registry serves for it, once pushed."""
+    layers the registry serves for it, once pushed. ``attestations``: the predicate types of the
+    signed attestations attached to ``digest`` (:mod:`builder.run.steps.sign`)."""
 
     platform: PlatformName
     image_id: Digest | None = None
@@ -129,9 +130,13 @@ class PlatformBuild(_Model):
     test: TestRecord | None = None
     sbom: SbomRecord | None = None
     digest: Digest | None = None
+    attestations: list[PredicateType] = []
 
 
 PublishName = Literal["manifest", "index", "per-platform"]
+#: The predicate types a published build is attested with (:mod:`builder.sign.predicates`).
+PredicateType = Literal["https://cyclonedx.org/bom", "https://slsa.dev/provenance/v1",
+                        "https://in-toto.io/attestation/test-result/v0.1"]
 
 
 class ImageReport(_Model):
@@ -140,7 +145,8 @@ class ImageReport(_Model):
     image index of every build (index), or nothing (per-platform: one job of a run split by
     platform; each build has its own tags and digest, ``builder merge`` makes the index).
     ``status``: :class:`Status`. ``container_log_tail``: the last lines of each scoring container's
-    log after a failed smoke test."""
+    log after a failed smoke test. ``signature``: ``signed`` once what the tags name (and each
+    build) is signed, by digest, before the moving tags moved."""
 
     name: ImageName
     parent: ImageName | None = None
@@ -152,6 +158,7 @@ class ImageReport(_Model):
     platforms: list[PlatformBuild] = []
     container_log_tail: LogTail | None = None
     error: Text | None = None
+    signature: Literal["signed", "unsigned"] = "unsigned"
 
     @property
     def failed(self) -> bool:

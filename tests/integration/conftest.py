@@ -7,13 +7,14 @@ import hashlib
 import shutil
 import subprocess
 import time
+import uuid
 import zipfile
 from pathlib import Path
 
 import docker
 import pytest
 from repo import ROOT
-from run_builder import SUBSET, builder
+from run_builder import SUBSET, builder, make_key_pair
 
 from builder import engine
 
@@ -53,12 +54,22 @@ def registry(docker_client) -> str:
 
 
 @pytest.fixture(scope="session")
-def main_job(registry, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """``(result, build folder)`` of `builder all --select <SUBSET>` publishing to :func:`registry`
-    (its parent, the minimal image, comes along; both platforms). Shared by the pipeline tests and
-    the reproducibility test, which rebuilds the same images cold and compares digests."""
+def signing_keys(tmp_path_factory) -> dict[str, Path | str]:
+    """This session's cosign key pair (:func:`make_key_pair`), its password made for the session
+    (the secrets tests grep every output for it)."""
+    return make_key_pair(tmp_path_factory.mktemp("cosign-keys"), "pw-" + uuid.uuid4().hex)
+
+
+@pytest.fixture(scope="session")
+def main_job(registry, signing_keys, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``(result, build folder)`` of `builder all --select <SUBSET>` publishing to :func:`registry`,
+    signed with :func:`signing_keys` (its parent, the minimal image, comes along; both platforms).
+    Shared by the pipeline, signing and reproducibility tests (the last rebuilds the same images
+    cold and compares digests)."""
     build_dir = tmp_path_factory.mktemp("main-job")
-    result = builder("all", "--select", SUBSET, "--build-dir", str(build_dir), env={"REGISTRY": registry})
+    result = builder("all", "--select", SUBSET, "--build-dir", str(build_dir),
+                     env={"REGISTRY": registry, "BUILDER_SIGNING_KEY": str(signing_keys["key"]),
+                          "COSIGN_PASSWORD": signing_keys["password"]})
     return result, build_dir
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from repo import ROOT
 
+from builder.sign import cosign
+
 BUILDER = [sys.executable, "-m", "builder.cli"]
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 #: The representative child image the main job publishes (with its parent, MINIMAL).
@@ -46,3 +48,13 @@ def names_image(digest: str, manifest: dict, image_id: str, containerd_store: bo
     ``image_id``: on the containerd image store the image id is the manifest's digest, on the
     classic store its config's digest."""
     return digest == image_id if containerd_store else manifest["config"]["digest"] == image_id
+
+
+def make_key_pair(folder: Path, password: str) -> dict[str, Path | str]:
+    """A new cosign key pair in ``folder`` (made when missing; it must hold no key pair), encrypted with ``password``:
+    ``{"key": private key file, "pub": public key file, "password": password}``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tool = cosign.ensure(ROOT / "build")
+    subprocess.run([str(tool), "generate-key-pair"], cwd=folder, env={**os.environ, "COSIGN_PASSWORD": password},
+                   check=True, capture_output=True, timeout=120)
+    return {"key": folder / "cosign.key", "pub": folder / "cosign.pub", "password": password}

@@ -99,6 +99,8 @@ BAD = {
     "runtime other than python": ({"runtime": "spark-py"}, "runtime: 'spark-py' is not supported (expected 'python')"),
     "unknown key": ({"entryScrip": "x.py"}, "unknown key 'entryScrip'"),
     "missing model": ({"model": ["model.pkl"]}, "model: {dir}/model.pkl does not exist"),
+    "missing verification key": ({"verify": {"key": "nope.pub"}}, "verify.key: '{dir}/nope.pub': no such key file"),
+    "verification key that reads as an option": ({"verify": {"key": "-x"}}, "verify.key: '{dir}/-x': no such key file"),
 }
 
 

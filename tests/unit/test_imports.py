@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "builder"
 #: The package's layers, lowest first: a module may import its own layer's and lower layers' modules
 #: only. The pipeline's order: the matrix, the Engine and what it runs with, the files generated
 #: from the matrix, the run, extensions of built images, the catalog of a run's images, the CLI.
-LAYERS = ("files", "matrix", "engine", "generate", "run", "extend", "catalog", "cli")
+LAYERS = ("files", "matrix", "engine", "generate", "sign", "run", "extend", "catalog", "cli")
 
 
 def modules(package: Path) -> dict[str, Path]:

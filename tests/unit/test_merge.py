@@ -54,8 +54,9 @@ def test_every_platform_pushed_gives_one_index_named_from_both_builds(matrix, ma
     entries = merge.merge(matrix, {MINIMAL: [_job("linux/arm64"), _job("linux/amd64")]}, REGISTRY, log=lambda line: None)
     (only,) = entries
     expected = tag.index_tag(matrix.data.tags, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
-    assert made == [(only.repository, [expected, "latest"], {"linux/amd64": "sha256:" + "d" * 63 + "1",
-                                                             "linux/arm64": "sha256:" + "d" * 63 + "2"})]
+    builds = {"linux/amd64": "sha256:" + "d" * 63 + "1", "linux/arm64": "sha256:" + "d" * 63 + "2"}
+    # the immutable tag first, then (once it would be signed) latest: the same index
+    assert made == [(only.repository, [expected], builds), (only.repository, ["latest"], builds)]
     assert only.status == "published" and only.tags == [expected, "latest"] and only.publish == "index"
     assert [b.platform for b in only.platforms] == ["linux/amd64", "linux/arm64"] and only.digest == "sha256:" + "e" * 64
 

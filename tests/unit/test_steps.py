@@ -278,3 +278,87 @@ def test_a_build_folder_that_breaks_the_output_csv_is_refused(fakes, tmp_path):
     ctx = dataclasses.replace(ctx, base_refs={(MINIMAL, "linux/amd64"): "b:1"}, wheelhouse="w:1")
     with pytest.raises(StepFailed, match="comma"):
         build_step._target(ctx, ctx.specs[MINIMAL], "linux/amd64", 1, tmp_path / "a,b" / "m.oci.tar", "r:t")
+
+
+class FakeSigner:
+    """A :class:`builder.sign.Signer` whose cosign writes what it is asked into ``log`` (shared with
+    the registry's tag writes); ``fail`` makes every signature fail as a bad key password does."""
+
+    def __init__(self, log: list, fail: bool = False):
+        self.log, self.fail, self.key, self.cosign = log, fail, "cosign.key", self
+
+    def signed(self, ref: str) -> bool:
+        return False
+
+    def sign(self, ref: str, key: str | None = None) -> None:
+        if self.fail:
+            from builder.sign import SignError
+            raise SignError("cosign sign: decrypt: encrypted: decryption failed")
+        self.log.append(("sign", ref.rsplit("@", 1)[1]))
+
+    def attest(self, ref: str, key: str, predicate: Path, predicate_type: str) -> None:
+        self.log.append(("attest", ref.rsplit("@", 1)[1], predicate_type, json.loads(predicate.read_text())))
+
+
+def _signing(fakes, tmp_path, monkeypatch, fail: bool = False):
+    engine, registry = fakes
+    log: list = []
+    stored = registry.store
+
+    def store(repository, tag_, manifest):
+        digest = stored(repository, tag_, manifest)
+        log.append(("tag", tag_, digest))
+        return digest
+    monkeypatch.setattr(registry, "store", store)
+    monkeypatch.setattr("builder.run.steps.sign._predicates",
+                        lambda ctx, spec, rep, b: {k: {"of": b.platform} for k in ("https://cyclonedx.org/bom",
+                                                                                 "https://slsa.dev/provenance/v1")})
+    ctx, reports = _context(engine, registry, tmp_path)
+    return dataclasses.replace(ctx, signer=FakeSigner(log, fail)), reports, log
+
+
+def test_every_build_and_the_index_are_attested_and_signed_before_latest_moves(fakes, tmp_path, monkeypatch):
+    ctx, reports, log = _signing(fakes, tmp_path, monkeypatch)
+    rep = _built(ctx, reports, fakes[0], MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    push(ctx, ctx.specs[MINIMAL], rep)
+    assert rep.signature == "signed" and rep.status == Status.PUBLISHED
+    signed = [e[1] for e in log if e[0] == "sign"]
+    assert signed == [*(b.digest for b in rep.platforms), rep.digest]  # each build, then the index
+    latest = next(i for i, e in enumerate(log) if e[:2] == ("tag", "latest"))
+    assert all(i < latest for i, e in enumerate(log) if e[0] in ("sign", "attest"))
+    for b in rep.platforms:  # attestations first, the signature last: a signature means a whole set
+        mine = [i for i, e in enumerate(log) if e[0] in ("sign", "attest") and e[1] == b.digest]
+        assert log[mine[-1]][0] == "sign" and len(mine) == 3
+        assert {e[3]["of"] for e in log if e[0] == "attest" and e[1] == b.digest} == {b.platform}
+
+
+def test_a_failed_signature_leaves_latest_unpushed(fakes, tmp_path, monkeypatch):
+    ctx, reports, log = _signing(fakes, tmp_path, monkeypatch, fail=True)
+    rep = _built(ctx, reports, fakes[0], GPU, ("linux/amd64",), tmp_path)
+    with pytest.raises(StepFailed, match="decryption failed"):
+        push(ctx, ctx.specs[GPU], rep)
+    registry = fakes[1]
+    assert registry.digest(rep.repository, rep.tags[0]) is not None  # the immutable tag, by digest
+    assert registry.digest(rep.repository, "latest") is None
+
+
+def test_publish_attests_the_smoke_test_the_test_run_recorded_for_this_very_build(fakes, tmp_path):
+    from builder.run import report
+    from builder.run.report import TestRecord
+    from builder.run.steps import sign as sign_step
+
+    ctx, _ = _context(*fakes, tmp_path)
+    rep = ImageReport(name=MINIMAL, repository=f"{REGISTRY}/{MINIMAL}")
+    b = rep.build("linux/amd64")
+    b.image_id = _sha("the tested build")
+    with pytest.raises(StepFailed, match="records no passed smoke test"):
+        sign_step._earlier_test(ctx, MINIMAL, b)
+    tested, other = rep.model_copy(deep=True), rep.model_copy(deep=True)
+    tested.build("linux/amd64").test = TestRecord(outcome="3 passed in 1.0s", seconds=1.0, log="t.log")
+    other.build("linux/amd64").image_id = _sha("another build")
+    other.build("linux/amd64").test = TestRecord(outcome="9 passed in 1.0s", seconds=1.0, log="o.log")
+    report.write(tmp_path / "report.json", "test", [other])
+    with pytest.raises(StepFailed, match="records no passed smoke test"):
+        sign_step._earlier_test(ctx, MINIMAL, b)
+    report.write(tmp_path / "report.json", "test", [tested])
+    assert sign_step._earlier_test(ctx, MINIMAL, b).outcome == "3 passed in 1.0s"

@@ -49,7 +49,7 @@ def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, archive
     if _CSV_UNSAFE.search(str(archive)):
         raise StepFailed(f"the build folder's path {archive.parent} holds a comma, a quote or a control character, "
                          "which BuildKit's output specification cannot carry")
-    args = {**_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
+    args = {**build_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
     contexts = {bake.PARENT_CONTEXT: f"docker-image://{args['PARENT_IMAGE']}"} if spec.parent else {}
     output = (f"type=oci,dest={archive},name={ref},rewrite-timestamp=true" if ctx.containerd_store
               else f"type=image,name={ref}")
@@ -71,7 +71,11 @@ def cache_tag(platform: str) -> str:
     return f"cache-{Platform.parse(platform).arch}"
 
 
-def _args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str]:
+def build_args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str]:
+    """The build arguments of ``spec``'s ``platform`` build but SOURCE_DATE_EPOCH: the wheelhouse
+    image, and the base image (root image) or the parent's tested build (child) for the target
+    platform and for the build stage's. Raises StepFailed when the build stage's platform has no
+    base lock or parent build in this run."""
     args = {"WHEELHOUSE_IMAGE": ctx.wheelhouse}
     if spec.parent is None:
         if ctx.build_platform not in spec.platforms:  # its build stage's apt step has no lock

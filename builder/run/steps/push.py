@@ -1,5 +1,6 @@
-"""Push step: every build under the tags its publish policy gives it, its SBOM beside it, then the
-image index the policy asks for; and, for ``builder publish``, the image a test run left tagged
+"""Push step: every build under the tags its publish policy gives it, its SBOM beside it, attested
+and signed (:mod:`builder.run.steps.sign`), then the image index the policy asks for, signed, and
+only then the moving tags; and, for ``builder publish``, the image a test run left tagged
 ``latest``."""
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from builder.run import policy, publish, sbom
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import StepFailed, stop_if_interrupted
+from builder.run.steps.sign import sign_build, sign_index
 from builder.run.steps.test import make_sbom, sbom_path
 
 
-def _push_build(ctx: RunContext, rep: ImageReport, platform: str, tags: list[str]) -> bool:
-    # One build under ``tags``, then its SBOM beside it; True when anything was pushed.
+def _push_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, tags: list[str]) -> bool:
+    # One build under its immutable ``tags``, its SBOM beside it, then attested and signed (with a
+    # signer); True when anything was pushed.
     b = rep.build(platform)
     result = publish.push(ctx.client, ctx.registry_client, rep.repository, tags)
     b.digest, b.compressed_bytes = result.digest, result.compressed_bytes
@@ -29,23 +32,42 @@ def _push_build(ctx: RunContext, rep: ImageReport, platform: str, tags: list[str
             b.sbom.digest = sbom.push(ctx.registry_client, rep.repository, result.digest, Path(b.sbom.path))
         except sbom.SbomError as exc:
             raise StepFailed(f"SBOM push: {exc}") from None
+    sign_build(ctx, spec, rep, platform)
     return result.pushed
 
 
+def _split(tags: list[str], moving: set[str]) -> tuple[list[str], list[str]]:
+    # (immutable tags, moving tags), each in the order given.
+    return [t for t in tags if t not in moving], [t for t in tags if t in moving]
+
+
 def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
-    """Push each build under its policy's tags (immutable first, moving last) and read the digests
-    back, each build's SBOM beside it; then what the policy does with the pushed builds (an image
-    index of them under the image's tags, for several platforms). Returns the digest the image's
-    tags name (None for a run split by platform: each build has its own). Raises PublishError, or
-    StepFailed when an SBOM cannot be pushed."""
+    """Publish the image in the order that keeps ``latest`` on signed, tested images only: each build
+    under its policy's immutable tag, its SBOM beside it, attested and signed; the image index the
+    policy makes of them, signed; only then the moving tags (``latest``, ``latest-<arch>``) of the
+    builds and of the index. Reads every digest back from the registry. Returns the digest the
+    image's tags name (None for a run split by platform: each build has its own). Raises
+    PublishError, or StepFailed when an SBOM cannot be pushed or a signature or attestation fails."""
     stop_if_interrupted()
     ctx.say(rep.name, "pushing")
     publish_as = policy.of(rep, ctx.matrix.data.tags)
-    pushed = [_push_build(ctx, rep, b.platform, publish_as.pushed_tags(rep, b.platform)) for b in rep.platforms]
-    rep.digest, image_pushed = publish_as.publish_image(ctx.registry_client, rep)
+    moving = set(ctx.matrix.data.tags.moving) | {t for b in rep.platforms for t in publish_as.local_moving(b.platform)}
+    per_build = {b.platform: _split(publish_as.pushed_tags(rep, b.platform), moving) for b in rep.platforms}
+    pushed = [_push_build(ctx, spec, rep, p, fixed) for p, (fixed, _) in per_build.items()]
+    fixed, later = _split(rep.tags, moving)
+    rep.digest, image_pushed = publish_as.publish_image(ctx.registry_client, rep, fixed)
+    if rep.publish == "index":
+        sign_index(ctx, rep)
+    for p, (_, moved) in per_build.items():
+        if moved:
+            publish.push(ctx.client, ctx.registry_client, rep.repository, moved)
+    if later and publish_as.publish_image(ctx.registry_client, rep, later)[0] != rep.digest:
+        raise publish.PublishError(f"{rep.repository}: {', '.join(later)} name another digest than {rep.digest}")
+    rep.signature = "signed" if ctx.signer is not None else "unsigned"
     rep.move(Status.PUBLISHED if any(pushed) or image_pushed else Status.UNCHANGED)
     ctx.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(rep.tags)} @ "
-                      + (rep.digest or ", ".join(f"{b.platform} {b.digest}" for b in rep.platforms)))
+                      + (rep.digest or ", ".join(f"{b.platform} {b.digest}" for b in rep.platforms))
+                      + f" ({rep.signature})")
     return rep.digest
 
 

@@ -1,0 +1,53 @@
+"""The base image of an extension, verified before anything is written or built: with a public key
+(``--verify-key``, or ``verify: {key: …}`` in the config), ``builder extend`` runs ``builder verify``'s
+checks (:mod:`builder.sign.verify`) on the base reference and builds FROM the digest it verified,
+never the tag, which could move to another image between the check and the build.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.engine.registry import Credentials, Registry, RegistryError, host_of
+from builder.extend.inference_config import ExtendError, InferenceConfig
+from builder.matrix import Matrix
+from builder.sign import cosign
+from builder.sign import verify as checks
+
+
+def key_of(cfg: InferenceConfig, config_path: Path, option: str | None) -> str | None:
+    """The verification key: ``option`` (``--verify-key``) when given, else the config's
+    ``verify.key`` (a path relative to the config's folder, or a key manager URI), else None.
+    Raises ExtendError when it names neither an existing file nor a key manager URI."""
+    value, where = (option, "--verify-key") if option else (cfg.verify.key if cfg.verify else None, "verify.key")
+    if value is None:
+        return None
+    if where == "verify.key" and not value.startswith(cosign.KMS_SCHEMES):
+        value = str((config_path.parent / value).resolve())
+    try:
+        return cosign.key_reference(value)
+    except ValueError as exc:
+        raise ExtendError([f"{where}: {exc}"]) from None
+
+
+def verified_base(ref: str, key: str, matrix: Matrix, build_dir: Path) -> str:
+    """``repository@digest`` of the base ``ref`` (``host[:port]/path:tag`` or ``…@sha256:…``) once
+    every check of :func:`builder.sign.verify.verify` holds for it with ``key``. Raises ExtendError
+    with the first failed check (an unsigned, tampered or wrongly signed base)."""
+    try:
+        repository, reference = checks.split_reference(ref)
+    except ValueError as exc:
+        raise ExtendError([f"baseImage: {exc}; only a registry reference can be verified (or pass --no-verify)"]) from None
+    registry = Registry(host_of(repository), Credentials.from_env())
+    try:
+        digest = registry.digest(repository, reference)
+    except RegistryError as exc:
+        raise ExtendError([f"baseImage: {exc}"]) from None
+    if digest is None:
+        raise ExtendError([f"baseImage: the registry has no {ref}"])
+    pinned = cosign.by_digest(repository, digest)
+    tool = cosign.Cosign(cosign.ensure(build_dir), Credentials.from_env())
+    failed = [f for f in checks.verify(pinned, tool, key, registry, matrix) if not f.ok]
+    if failed:
+        raise ExtendError([f"baseImage: {ref} fails verification ({len(failed)} check(s)): {failed[0].line()}"])
+    return pinned

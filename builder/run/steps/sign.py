@@ -1,0 +1,133 @@
+"""Sign step: once a build's manifest is pushed under its immutable tag, attest it (its CycloneDX
+SBOM, SLSA provenance v1, the smoke test's result; :mod:`builder.sign.predicates`) and sign it, by
+digest, before any moving tag names it; the same for the image index. Attestations come first and
+the signature last, so a valid signature means the whole set was attached: a later run that finds
+it (:meth:`builder.sign.cosign.Cosign.verify` with the run's public key) signs nothing again.
+
+A failure raises StepFailed: the image is publish-failed and ``latest`` does not move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from builder.generate import apt_lock, lock
+from builder.matrix import ImageSpec
+from builder.matrix.inputs import ConfigError
+from builder.run import build, report_file, smoke
+from builder.run.context import RunContext
+from builder.run.report import ImageReport, PlatformBuild, TestRecord
+from builder.run.steps import StepFailed, label
+from builder.run.steps.build import build_args
+from builder.sign import SignError, cosign, predicates
+
+#: The largest JUnit XML file a test-result attestation reads (bytes).
+MAX_JUNIT = 8 << 20
+
+
+def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> None:
+    """Attest and sign the pushed build of ``platform`` (its ``digest``) unless the run has no
+    signer, or the registry already holds this run's key's signature of it. Records the attached
+    predicate types on the build. Raises StepFailed."""
+    signer, b = ctx.signer, rep.build(platform)
+    if signer is None:
+        return
+    ref = cosign.by_digest(rep.repository, b.digest)
+    if not signer.signed(ref):
+        folder = Path(tempfile.mkdtemp(prefix=".attest-", dir=ctx.build_dir))
+        try:
+            for kind, doc in _predicates(ctx, spec, rep, b).items():
+                path = folder / f"{label(spec, platform)}.{predicates.COSIGN_TYPES[kind].rsplit('/', 1)[-1]}.json"
+                path.write_text(json.dumps(doc, indent=1))
+                signer.cosign.attest(ref, signer.key, path, predicates.COSIGN_TYPES[kind])
+            signer.cosign.sign(ref, signer.key)
+        except SignError as exc:
+            raise StepFailed(f"signing {ref}: {exc}") from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    b.attestations = sorted(predicates.COSIGN_TYPES)
+
+
+def sign_index(ctx: RunContext, rep: ImageReport) -> None:
+    """Sign the image index ``rep.digest`` (its platforms' builds carry the attestations). Raises StepFailed."""
+    if ctx.signer is None or rep.digest is None:
+        return
+    ref = cosign.by_digest(rep.repository, rep.digest)
+    try:
+        ctx.signer.sign(ref)
+    except SignError as exc:
+        raise StepFailed(f"signing {ref}: {exc}") from None
+
+
+def _earlier_test(ctx: RunContext, name: str, b: PlatformBuild) -> TestRecord:
+    # ``builder publish``: the passed smoke test of this very build (its image id) that the test run
+    # recorded in this build folder's report (read back as hostile input). Raises StepFailed.
+    path = ctx.build_dir / "report.json"
+    try:
+        entries = report_file.read(path) if path.exists() else []
+    except ConfigError as exc:
+        raise StepFailed(f"cannot read the smoke test to attest: {exc.lines[0]}") from None
+    found = [e.built(b.platform) for e in entries if e.name == name]
+    record = next((f.test for f in found if f and f.image_id == b.image_id and f.test and f.test.passed), None)
+    if record is None:
+        raise StepFailed(f"{b.platform}: {path} records no passed smoke test of {b.image_id} to attest: "
+                         "run `builder test` with this build folder first, or `builder all`")
+    return record
+
+
+def _predicates(ctx: RunContext, spec: ImageSpec, rep: ImageReport, b: PlatformBuild) -> dict[str, dict]:
+    if b.sbom is None or b.image_id is None:
+        raise StepFailed(f"{b.platform}: no SBOM to attest")
+    if b.test is None:
+        b.test = _earlier_test(ctx, rep.name, b)
+    sbom = json.loads(Path(b.sbom.path).read_text())
+    return {predicates.CYCLONEDX: sbom,
+            predicates.PROVENANCE: predicates.provenance(_build_facts(ctx, spec, rep, b.platform)),
+            predicates.TEST_RESULT: predicates.test_result(_test_facts(ctx, spec, b))}
+
+
+def _build_facts(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> predicates.BuildFacts:
+    images, signer = ctx.options.images_dir, ctx.signer
+    revision, epoch = build.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
+    args = {**build_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
+    dockerfile = images / spec.name / "Dockerfile"
+    base_ref = args.get("PARENT_IMAGE") or args["BASE_IMAGE"]
+    return predicates.BuildFacts(
+        image=spec.name, platform=platform, source=ctx.matrix.data.project.source, revision=revision,
+        cell_digest=f"sha256:{spec.cell_digest}", dockerfile=f"{images.name}/{spec.name}/Dockerfile",
+        dockerfile_sha256=hashlib.sha256(dockerfile.read_bytes()).hexdigest(), build_args=args,
+        base=(base_ref, ctx.client.images.get(base_ref).id), wheels=lock.read(images, spec.name, platform),
+        debs=apt_lock.read(images, spec.name, platform) if spec.parent is None else None,
+        tools=signer.tools, run_id=ctx.run_id, started=signer.started,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _test_facts(ctx: RunContext, spec: ImageSpec, b: PlatformBuild) -> predicates.TestFacts:
+    cases = junit_cases(ctx.logs / f"{label(spec, b.platform)}.junit.xml")
+    return predicates.TestFacts(folders=smoke.folders(spec, ctx.options.tests_root), root=ctx.options.tests_root.parent,
+                                image_id=b.image_id, outcome=b.test.outcome, seconds=b.test.seconds, **cases)
+
+
+def junit_cases(path: Path) -> dict[str, list[str]]:
+    """``{"passed": [...], "skipped": [...], "failed": [...]}``: the test cases of a JUnit XML file
+    as pytest writes it (``classname::name``). Raises StepFailed when the file is missing, larger
+    than :data:`MAX_JUNIT` bytes or not JUnit XML."""
+    try:
+        if path.stat().st_size > MAX_JUNIT:
+            raise StepFailed(f"{path}: larger than {MAX_JUNIT} bytes")
+        root = ET.fromstring(path.read_bytes())
+    except (OSError, ET.ParseError) as exc:
+        raise StepFailed(f"the smoke test's JUnit XML {path}: {exc}") from None
+    out: dict[str, list[str]] = {"passed": [], "skipped": [], "failed": []}
+    for case in root.iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        kind = ("failed" if case.find("failure") is not None or case.find("error") is not None
+                else "skipped" if case.find("skipped") is not None else "passed")
+        out[kind].append(name)
+    return out
