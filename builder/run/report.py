@@ -146,7 +146,8 @@ class ImageReport(_Model):
     platform; each build has its own tags and digest, ``builder merge`` makes the index).
     ``status``: :class:`Status`. ``container_log_tail``: the last lines of each scoring container's
     log after a failed smoke test. ``signature``: ``signed`` once what the tags name (and each
-    build) is signed, by digest, before the moving tags moved."""
+    build) is signed, by digest, before the moving tags moved; ``sign_seconds`` what attesting and
+    signing took (checks of earlier signatures included)."""
 
     name: ImageName
     parent: ImageName | None = None
@@ -159,6 +160,7 @@ class ImageReport(_Model):
     container_log_tail: LogTail | None = None
     error: Text | None = None
     signature: Literal["signed", "unsigned"] = "unsigned"
+    sign_seconds: Seconds | None = None
 
     @property
     def failed(self) -> bool:

@@ -35,7 +35,7 @@ def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str
     """Attest and sign the pushed build of ``platform`` (its ``digest``) unless the run has no
     signer, or the registry already holds this run's key's signature of it. Records the attached
     predicate types on the build. Raises StepFailed."""
-    signer, b = ctx.signer, rep.build(platform)
+    signer, b, start = ctx.signer, rep.build(platform), time.monotonic()
     if signer is None:
         return
     ref = cosign.by_digest(rep.repository, b.digest)
@@ -52,17 +52,24 @@ def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     b.attestations = sorted(predicates.COSIGN_TYPES)
+    _took(rep, start)
+
+
+def _took(rep: ImageReport, start: float) -> None:
+    # Add the seconds since ``start`` (time.monotonic) to the image's signing time.
+    rep.sign_seconds = round((rep.sign_seconds or 0.0) + time.monotonic() - start, 1)
 
 
 def sign_index(ctx: RunContext, rep: ImageReport) -> None:
     """Sign the image index ``rep.digest`` (its platforms' builds carry the attestations). Raises StepFailed."""
     if ctx.signer is None or rep.digest is None:
         return
-    ref = cosign.by_digest(rep.repository, rep.digest)
+    ref, start = cosign.by_digest(rep.repository, rep.digest), time.monotonic()
     try:
         ctx.signer.sign(ref)
     except SignError as exc:
         raise StepFailed(f"signing {ref}: {exc}") from None
+    _took(rep, start)
 
 
 def _earlier_test(ctx: RunContext, name: str, b: PlatformBuild) -> TestRecord:
