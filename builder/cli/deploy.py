@@ -66,6 +66,7 @@ def _verified_base(config: Path, m, registry: str, build_dir: Path, verify_key: 
                    no_verify: bool) -> Optional[str]:
     # The base's verified digest reference when a key is configured (builder.extend.trust), else None;
     # with --no-verify, None and a warning line.
+    from builder.engine.registry import Credentials
     from builder.extend import resolve_base
     from builder.extend.inference_config import load_config
     from builder.extend.trust import key_of, verified_base
@@ -77,7 +78,9 @@ def _verified_base(config: Path, m, registry: str, build_dir: Path, verify_key: 
     key = key_of(cfg, config, verify_key)
     if key is None:
         return None
-    pinned = verified_base(resolve_base(cfg.base_image, m, registry).ref, key, m, build_dir)
+    auth = cfg.base_image_registry.credentials() if cfg.base_image_registry else None
+    credentials = Credentials(auth["username"], auth["password"]) if auth else Credentials()
+    pinned = verified_base(resolve_base(cfg.base_image, m, registry).ref, key, m, build_dir, credentials)
     typer.echo(f"verified {cfg.base_image} as {pinned}")
     return pinned
 

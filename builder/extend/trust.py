@@ -30,15 +30,18 @@ def key_of(cfg: InferenceConfig, config_path: Path, option: str | None) -> str |
         raise ExtendError([f"{where}: {exc}"]) from None
 
 
-def verified_base(ref: str, key: str, matrix: Matrix, build_dir: Path) -> str:
+def verified_base(ref: str, key: str, matrix: Matrix, build_dir: Path, credentials: Credentials = Credentials()) -> str:
     """``repository@digest`` of the base ``ref`` (``host[:port]/path:tag`` or ``…@sha256:…``) once
-    every check of :func:`builder.sign.verify.verify` holds for it with ``key``. Raises ExtendError
-    with the first failed check (an unsigned, tampered or wrongly signed base)."""
+    every check of :func:`builder.sign.verify.verify` holds for it with ``key``, reading the registry
+    with ``credentials`` (the config's ``baseImageRegistry``; none: the environment's, or what
+    ``docker login`` stored). Raises ExtendError with the first failed check (an unsigned, tampered
+    or wrongly signed base)."""
+    credentials = credentials if credentials.username else Credentials.from_env()
     try:
         repository, reference = checks.split_reference(ref)
     except ValueError as exc:
         raise ExtendError([f"baseImage: {exc}; only a registry reference can be verified (or pass --no-verify)"]) from None
-    registry = Registry(host_of(repository), Credentials.from_env())
+    registry = Registry(host_of(repository), credentials)
     try:
         digest = registry.digest(repository, reference)
     except RegistryError as exc:
@@ -46,7 +49,7 @@ def verified_base(ref: str, key: str, matrix: Matrix, build_dir: Path) -> str:
     if digest is None:
         raise ExtendError([f"baseImage: the registry has no {ref}"])
     pinned = cosign.by_digest(repository, digest)
-    tool = cosign.Cosign(cosign.ensure(build_dir), Credentials.from_env())
+    tool = cosign.Cosign(cosign.ensure(build_dir), credentials)
     failed = [f for f in checks.verify(pinned, tool, key, registry, matrix) if not f.ok]
     if failed:
         raise ExtendError([f"baseImage: {ref} fails verification ({len(failed)} check(s)): {failed[0].line()}"])

@@ -60,6 +60,11 @@ def _index(matrix: Matrix, spec: ImageSpec, found: dict, registry: Registry, mer
     repository, builds = found[spec.platforms[0]][0], [found[p][1] for p in spec.platforms]
     policy, digests = matrix.data.tags, {b.platform: b.digest for b in builds}
     immutable = tag.index_tag(policy, builds[0].framework_version, builds[0].python_version, [b.image_id for b in builds])
+    if signer is not None:  # an index is signed only over builds its jobs signed with the same key
+        for b in builds:
+            if not signer.signed(cosign.by_digest(repository, b.digest)):
+                raise SignError(f"the {b.platform} build {b.digest} is not signed with this key: run the jobs "
+                                "with the same --signing-key")
     result = publish.push_index(registry, repository, [immutable], digests)
     if signer is not None:
         signer.sign(cosign.by_digest(repository, result.digest))
@@ -87,7 +92,7 @@ def merge_one(matrix: Matrix, spec: ImageSpec, entries: list[ImageReport], regis
             log(f"{spec.name} {merged.status} {merged.repository} {', '.join(merged.tags)} @ {merged.digest} "
                 f"({', '.join(spec.platforms)})")
             return merged
-        except (publish.PublishError, SignError) as exc:
+        except (publish.PublishError, SignError, ValueError) as exc:
             why = str(exc)
     merged.status, merged.error, merged.digest = Status.PUBLISH_FAILED, text_block(f"not merged: {why}", 4096), None
     log(one_line(f"{spec.name} publish-failed: not merged: {why}"))

@@ -107,6 +107,13 @@ class SbomRecord(_Model):
     digest: Digest | None = None
 
 
+#: The predicate types a published build is attested with (:mod:`builder.sign.predicates`).
+PredicateType = Literal["https://cyclonedx.org/bom", "https://slsa.dev/provenance/v1",
+                        "https://in-toto.io/attestation/test-result/v0.1"]
+#: A build argument's name (the Dockerfile's ARG names).
+ArgName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")]
+
+
 class PlatformBuild(_Model):
     """One platform's build of an image: ``tag`` is its own tag (the image's immutable tag for an
     image published as one manifest, ``<tag>-<arch>`` otherwise), ``digest`` the manifest digest
@@ -114,7 +121,9 @@ class PlatformBuild(_Model):
     Sizes mean the same on either image store: ``uncompressed_bytes`` is the image's layers
     uncompressed (:func:`builder.engine.images.uncompressed_bytes`), ``compressed_bytes`` the
     layers the registry serves for it, once pushed. ``attestations``: the predicate types of the
-    signed attestations attached to ``digest`` (:mod:`builder.run.steps.sign`)."""
+    signed attestations attached to ``digest`` (:mod:`builder.run.steps.sign`). ``base`` is the
+    reference the build started FROM (the base image, or the parent's tested build), ``base_digest``
+    its image id, ``build_args`` what bake passed (never a secret): the provenance's inputs."""
 
     platform: PlatformName
     image_id: Digest | None = None
@@ -131,12 +140,12 @@ class PlatformBuild(_Model):
     sbom: SbomRecord | None = None
     digest: Digest | None = None
     attestations: list[PredicateType] = []
+    base: Line | None = None
+    base_digest: Digest | None = None
+    build_args: dict[ArgName, Line] = {}
 
 
 PublishName = Literal["manifest", "index", "per-platform"]
-#: The predicate types a published build is attested with (:mod:`builder.sign.predicates`).
-PredicateType = Literal["https://cyclonedx.org/bom", "https://slsa.dev/provenance/v1",
-                        "https://in-toto.io/attestation/test-result/v0.1"]
 
 
 class ImageReport(_Model):

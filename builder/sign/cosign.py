@@ -44,25 +44,31 @@ class SignError(RuntimeError):
     """cosign is missing, or a signature, attestation or verification failed (one line)."""
 
 
+#: The cosign major version whose flags and storage (``sha256-<hex>.sig``/``.att`` tags) this module uses.
+MAJOR = "v2."
+
+
 def version(path: str | Path = "cosign") -> str | None:
     """cosign's ``GitVersion`` (``v2.5.0``), or None when it cannot run."""
     try:
-        r = subprocess.run([str(path), "version", "--json"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([str(path), "version", "--json"], capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
         return json.loads(r.stdout).get("gitVersion") if r.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, AttributeError):
         return None
 
 
 def ensure(state_dir: Path, mirror: str | None = None) -> Path:
-    """The cosign executable: ``cosign`` on PATH, else :data:`INSTALLED` from Debian 13's package
-    (downloaded under ``state_dir``/tools, as root on Debian only). Raises SignError naming the
-    package anywhere else, or when the download or the installed binary fails."""
+    """The cosign executable: ``cosign`` on PATH when it is version 2 (:data:`MAJOR`), else
+    :data:`INSTALLED` from Debian 13's package (downloaded under ``state_dir``/tools, as root on
+    Debian only). Raises SignError naming the package anywhere else, or when the download or the
+    installed binary fails."""
     found = shutil.which("cosign")
-    if found and version(found):
+    if found and (version(found) or "").startswith(MAJOR):
         return Path(found)
-    if not can_provision():
-        raise SignError("cosign is missing: install it (Debian 13 / Ubuntu: the cosign package; "
-                        "https://docs.sigstore.dev/cosign/system_config/installation/) and try again")
+    if not can_provision() or (found and Path(found) == INSTALLED):
+        raise SignError(f"cosign {MAJOR}x is missing{f' ({found} is {version(found)})' if found else ''}: install it "
+                        "(Debian 13: the cosign package; https://docs.sigstore.dev/cosign/system_config/installation/)")
     files.claim_folder(state_dir)
     try:
         [deb] = debian13.download([PACKAGE], (state_dir / "tools").resolve(), mirror)
@@ -136,10 +142,14 @@ class Cosign:
         return [_statement(envelope, ref) for envelope in _json_lines(out, ref)]
 
     def public_key(self, key: str) -> str:
-        """The PEM public key of the private ``key``. Raises SignError."""
+        """The PEM public key of the private ``key``. Raises SignError (a wrong or missing password)."""
+        self._key(key)
         return self._run(["public-key", f"--key={key}"])
 
     def _key(self, key: str) -> list[str]:
+        # A key file is encrypted: without COSIGN_PASSWORD cosign would wait for a terminal.
+        if not self.keyless and not key.startswith(KMS_SCHEMES) and "COSIGN_PASSWORD" not in os.environ:
+            raise SignError("COSIGN_PASSWORD is not set: cosign needs the signing key's password")
         return [] if self.keyless else [f"--key={key}", "--tlog-upload=false"]
 
     def _verify_flags(self) -> list[str]:
@@ -154,7 +164,7 @@ class Cosign:
         with self._docker_config(host_of(ref) if ref else None) as env:
             try:
                 r = subprocess.run([str(self.executable), *args], capture_output=True, text=True, timeout=TIMEOUT,
-                                   env=env)
+                                   env=env, stdin=subprocess.DEVNULL)
             except subprocess.TimeoutExpired:
                 raise SignError(f"cosign {args[0]} took more than {TIMEOUT} s") from None
         if r.returncode != 0:

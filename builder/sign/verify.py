@@ -79,9 +79,10 @@ class Verifier:
         if not isinstance(doc.get("manifests"), list):
             return self.build(repository, digest, doc, by_digest(repository, digest))
         out = [self.signature(by_digest(repository, digest))]
-        for entry in doc["manifests"]:
-            if not isinstance(entry, dict) or _REFERENCE_TYPE in (entry.get("annotations") or {}):
-                continue
+        builds = [e for e in doc["manifests"] if isinstance(e, dict) and _REFERENCE_TYPE not in (e.get("annotations") or {})]
+        if not builds:
+            return out + [Finding("signature", by_digest(repository, digest), False, "the index names no image")]
+        for entry in builds:
             platform = entry.get("platform") or {}
             child = self.registry.manifest(repository, grammar.digest(entry.get("digest")))
             subject = f"{by_digest(repository, entry['digest'])} ({platform.get('os')}/{platform.get('architecture')})"
@@ -127,6 +128,8 @@ class Verifier:
     def _provenance(self, p: dict, labels: dict) -> str | None:
         source = ((p.get("buildDefinition") or {}).get("externalParameters") or {}).get("source") or {}
         want_uri, want_commit = self.matrix.data.project.source, labels.get("org.opencontainers.image.revision")
+        if not want_commit:
+            return "the image has no org.opencontainers.image.revision label"
         if source.get("uri") != want_uri:
             return f"source {source.get('uri')!r}, expected {want_uri}"
         if (source.get("digest") or {}).get("gitCommit") != want_commit:
@@ -138,6 +141,8 @@ class Verifier:
         if spec is None:
             return f"the image's title {labels.get('org.opencontainers.image.title')!r} is no image of the matrix"
         version = labels.get(f"{self.matrix.data.project.label_prefix}.framework-version", "")
+        if not version:
+            return f"the image has no {self.matrix.data.project.label_prefix}.framework-version label"
         names = {(canonicalize_name(str(c.get("name", ""))), str(c.get("version", "")))
                  for c in bom.get("components") or [] if isinstance(c, dict)}
         if not any(n == canonicalize_name(spec.package) and _same_version(v, version) for n, v in names):
@@ -167,5 +172,5 @@ def verify(ref: str, cosign: Cosign, public_key: str, registry: Registry, matrix
     repository, reference = split_reference(ref)
     try:
         return Verifier(cosign, public_key, registry, matrix).image(repository, reference)
-    except RegistryError as exc:
-        return [Finding("signature", ref, False, str(exc))]
+    except (RegistryError, ValueError, TypeError, KeyError) as exc:  # a registry's answer of the wrong shape
+        return [Finding("signature", ref, False, f"{type(exc).__name__}: {exc}")]

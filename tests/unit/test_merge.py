@@ -108,3 +108,25 @@ def test_merge_never_replaces_a_file_it_did_not_write(tmp_path, existing):
                                  "--matrix", str(ROOT / "matrix.yaml")])
     assert r.exit_code == 2 and "refusing to replace" in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert out.read_text() == before
+
+
+def test_an_index_is_signed_only_over_builds_signed_with_the_same_key(matrix, made):
+    class Signer:
+        def __init__(self, signed):
+            self.signed_refs, self.made = signed, []
+
+        def signed(self, ref):
+            return ref.rsplit("@", 1)[1] in self.signed_refs
+
+        def sign(self, ref):
+            self.made.append(ref)
+    jobs = {MINIMAL: [_job("linux/arm64"), _job("linux/amd64")]}
+    amd64 = "sha256:" + "d" * 63 + "1"
+    half = Signer({amd64})
+    (only,) = merge.merge(matrix, jobs, REGISTRY, log=lambda line: None, signer=half)
+    assert only.status == "publish-failed" and "linux/arm64" in only.error and "not signed" in only.error
+    assert made == [] and half.made == []  # no index, nothing signed
+    both = Signer({amd64, "sha256:" + "d" * 63 + "2"})
+    (only,) = merge.merge(matrix, jobs, REGISTRY, log=lambda line: None, signer=both)
+    assert only.status == "published" and only.signature == "signed"
+    assert both.made == [f"{only.repository}@{only.digest}"] and [tags for _, tags, _ in made] == [[only.tags[0]], ["latest"]]

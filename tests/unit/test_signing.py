@@ -227,3 +227,26 @@ def test_a_bad_key_or_reference_exits_2_with_one_line(args, message, tmp_path):
     assert r.exit_code == 2, r.output
     assert message in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "b").exists()
+
+
+def test_a_hostile_or_empty_index_or_missing_labels_fail_instead_of_passing():
+    m, tool, registry = _published()
+    index = registry.tags["latest"]
+    registry.manifests[index]["manifests"][0]["digest"] = "--not-a-digest"
+    findings = checks.verify(f"{REPO}:latest", tool, "good.pub", registry, m)
+    assert len(findings) == 1 and not findings[0].ok and "ValueError" in findings[0].detail
+    m, tool, registry = _published()
+    registry.manifests[registry.tags["latest"]]["manifests"] = []
+    assert [f.ok for f in checks.verify(f"{REPO}:latest", tool, "good.pub", registry, m)] == [True, False]
+    m, tool, registry = _published()
+    for config in registry.configs.values():
+        config["config"]["Labels"] = {"org.opencontainers.image.title": SKLEARN}
+    failed = {f.check for f in checks.verify(f"{REPO}:latest", tool, "good.pub", registry, m) if not f.ok}
+    assert failed == {"provenance", "sbom"}
+
+
+def test_a_key_file_without_its_password_is_refused_before_cosign_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
+    tool = cosign.Cosign(tmp_path / "no-cosign-here")
+    with pytest.raises(SignError, match="COSIGN_PASSWORD is not set"):
+        tool.sign(f"{REPO}@sha256:{'a' * 64}", str(tmp_path / "cosign.key"))

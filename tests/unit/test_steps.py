@@ -342,23 +342,39 @@ def test_a_failed_signature_leaves_latest_unpushed(fakes, tmp_path, monkeypatch)
     assert registry.digest(rep.repository, "latest") is None
 
 
-def test_publish_attests_the_smoke_test_the_test_run_recorded_for_this_very_build(fakes, tmp_path):
+def test_publish_attests_what_the_test_run_recorded_for_this_very_build(fakes, tmp_path):
+    # `builder publish` gathers the smoke test, the base and the build arguments of the tested build
+    # from the test run's report, then the real predicates (locks, test folders, JUnit XML).
     from builder.run import report
     from builder.run.report import TestRecord
     from builder.run.steps import sign as sign_step
 
-    ctx, _ = _context(*fakes, tmp_path)
+    ctx, _ = _context(*fakes, tmp_path, images_dir=ROOT / "images", tests_root=ROOT / "tests" / "by_image")
+    signer = FakeSigner([])
+    signer.tools, signer.started = {"docker-engine": "26.1.5"}, "2026-12-02T10:00:00Z"
+    ctx = dataclasses.replace(ctx, signer=signer)
     rep = ImageReport(name=MINIMAL, repository=f"{REGISTRY}/{MINIMAL}")
     b = rep.build("linux/amd64")
     b.image_id = _sha("the tested build")
+    (tmp_path / "m.cdx.json").write_text('{"components": []}')
+    b.sbom = SbomRecord(path=str(tmp_path / "m.cdx.json"), components=0)
     with pytest.raises(StepFailed, match="records no passed smoke test"):
-        sign_step._earlier_test(ctx, MINIMAL, b)
+        sign_step._predicates(ctx, ctx.specs[MINIMAL], rep, b)
     tested, other = rep.model_copy(deep=True), rep.model_copy(deep=True)
-    tested.build("linux/amd64").test = TestRecord(outcome="3 passed in 1.0s", seconds=1.0, log="t.log")
-    other.build("linux/amd64").image_id = _sha("another build")
-    other.build("linux/amd64").test = TestRecord(outcome="9 passed in 1.0s", seconds=1.0, log="o.log")
+    for entry, image_id in ((tested, b.image_id), (other, _sha("another build"))):
+        e = entry.build("linux/amd64")
+        e.image_id, e.base, e.base_digest = image_id, "builder-base/debian12:amd64", _sha("base")
+        e.test = TestRecord(outcome="3 passed in 1.0s", seconds=1.0, log="t.log")
+        e.build_args = {"BASE_IMAGE": "builder-base/debian12:amd64", "SOURCE_DATE_EPOCH": "17"}
     report.write(tmp_path / "report.json", "test", [other])
     with pytest.raises(StepFailed, match="records no passed smoke test"):
-        sign_step._earlier_test(ctx, MINIMAL, b)
+        sign_step._predicates(ctx, ctx.specs[MINIMAL], rep, b.model_copy(deep=True))
     report.write(tmp_path / "report.json", "test", [tested])
-    assert sign_step._earlier_test(ctx, MINIMAL, b).outcome == "3 passed in 1.0s"
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / f"{MINIMAL}.junit.xml").write_text('<testsuite><testcase classname="c" name="t"/></testsuite>')
+    found = sign_step._predicates(ctx, ctx.specs[MINIMAL], rep, b)
+    deps = found["https://slsa.dev/provenance/v1"]["buildDefinition"]["resolvedDependencies"]
+    assert {"uri": "builder-base/debian12:amd64", "name": "base", "digest": {"sha256": _sha("base")[7:]}} in deps
+    result = found["https://in-toto.io/attestation/test-result/v0.1"]
+    assert result["result"] == "PASSED" and result["passedTests"] == ["c::t"]
+    assert b.test.outcome == "3 passed in 1.0s"  # recorded on the publishing run's build too

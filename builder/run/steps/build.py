@@ -122,6 +122,9 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
             override.unlink(missing_ok=True)
     b = rep.build(platform)
     b.build_seconds, b.build_log = round(result.seconds, 1), str(result.log_path)
+    b.build_args = dict(override_target["args"])
+    b.base = b.build_args.get("PARENT_IMAGE") or b.build_args["BASE_IMAGE"]
+    b.base_digest = ctx.client.images.get(b.base).id
     b.cached_steps, b.steps = result.cached_steps, result.steps
     stop_if_interrupted()
     if not result.ok:

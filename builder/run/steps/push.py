@@ -41,6 +41,26 @@ def _split(tags: list[str], moving: set[str]) -> tuple[list[str], list[str]]:
     return [t for t in tags if t not in moving], [t for t in tags if t in moving]
 
 
+def _move(ctx: RunContext, rep: ImageReport, publish_as: policy.Manifest, per_build: dict[str, list[str]],
+          image_tags: list[str]) -> bool:
+    # The moving tags, once everything they will name is signed: each build's (``per_build``), then
+    # the image's (``image_tags``, an index's); each must name what was signed. True when any moved.
+    moved = False
+    for platform, tags in per_build.items():
+        if tags:
+            result = publish.push(ctx.client, ctx.registry_client, rep.repository, tags)
+            if result.digest != rep.build(platform).digest:
+                raise publish.PublishError(f"{rep.repository}: {', '.join(tags)} would name {result.digest}, "
+                                           f"not the signed build {rep.build(platform).digest}")
+            moved |= result.pushed
+    if image_tags:
+        digest, pushed = publish_as.publish_image(ctx.registry_client, rep, image_tags)
+        if digest != rep.digest:
+            raise publish.PublishError(f"{rep.repository}: {', '.join(image_tags)} name {digest}, not {rep.digest}")
+        moved |= pushed
+    return moved
+
+
 def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
     """Publish the image in the order that keeps ``latest`` on signed, tested images only: each build
     under its policy's immutable tag, its SBOM beside it, attested and signed; the image index the
@@ -58,13 +78,9 @@ def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
     rep.digest, image_pushed = publish_as.publish_image(ctx.registry_client, rep, fixed)
     if rep.publish == "index":
         sign_index(ctx, rep)
-    for p, (_, moved) in per_build.items():
-        if moved:
-            publish.push(ctx.client, ctx.registry_client, rep.repository, moved)
-    if later and publish_as.publish_image(ctx.registry_client, rep, later)[0] != rep.digest:
-        raise publish.PublishError(f"{rep.repository}: {', '.join(later)} name another digest than {rep.digest}")
+    moved = _move(ctx, rep, publish_as, {p: later_tags for p, (_, later_tags) in per_build.items()}, later)
     rep.signature = "signed" if ctx.signer is not None else "unsigned"
-    rep.move(Status.PUBLISHED if any(pushed) or image_pushed else Status.UNCHANGED)
+    rep.move(Status.PUBLISHED if any(pushed) or image_pushed or moved else Status.UNCHANGED)
     ctx.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(rep.tags)} @ "
                       + (rep.digest or ", ".join(f"{b.platform} {b.digest}" for b in rep.platforms))
                       + f" ({rep.signature})")

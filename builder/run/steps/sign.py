@@ -22,9 +22,8 @@ from builder.matrix import ImageSpec
 from builder.matrix.inputs import ConfigError
 from builder.run import build, report_file, smoke
 from builder.run.context import RunContext
-from builder.run.report import ImageReport, PlatformBuild, TestRecord
+from builder.run.report import ImageReport, PlatformBuild
 from builder.run.steps import StepFailed, label
-from builder.run.steps.build import build_args
 from builder.sign import SignError, cosign, predicates
 
 #: The largest JUnit XML file a test-result attestation reads (bytes).
@@ -72,45 +71,49 @@ def sign_index(ctx: RunContext, rep: ImageReport) -> None:
     _took(rep, start)
 
 
-def _earlier_test(ctx: RunContext, name: str, b: PlatformBuild) -> TestRecord:
-    # ``builder publish``: the passed smoke test of this very build (its image id) that the test run
-    # recorded in this build folder's report (read back as hostile input). Raises StepFailed.
+def _earlier(ctx: RunContext, name: str, b: PlatformBuild) -> PlatformBuild:
+    # ``builder publish``: this very build (its image id) as the test run recorded it in this build
+    # folder's report (read back as hostile input), with a passed smoke test. Raises StepFailed.
     path = ctx.build_dir / "report.json"
     try:
         entries = report_file.read(path) if path.exists() else []
     except ConfigError as exc:
-        raise StepFailed(f"cannot read the smoke test to attest: {exc.lines[0]}") from None
-    found = [e.built(b.platform) for e in entries if e.name == name]
-    record = next((f.test for f in found if f and f.image_id == b.image_id and f.test and f.test.passed), None)
-    if record is None:
+        raise StepFailed(f"cannot read the build to attest: {exc.lines[0]}") from None
+    found = (e.built(b.platform) for e in entries if e.name == name)
+    earlier = next((f for f in found if f and f.image_id == b.image_id and f.test and f.test.passed), None)
+    if earlier is None:
         raise StepFailed(f"{b.platform}: {path} records no passed smoke test of {b.image_id} to attest: "
                          "run `builder test` with this build folder first, or `builder all`")
-    return record
+    return earlier
 
 
 def _predicates(ctx: RunContext, spec: ImageSpec, rep: ImageReport, b: PlatformBuild) -> dict[str, dict]:
     if b.sbom is None or b.image_id is None:
         raise StepFailed(f"{b.platform}: no SBOM to attest")
-    if b.test is None:
-        b.test = _earlier_test(ctx, rep.name, b)
-    sbom = json.loads(Path(b.sbom.path).read_text())
-    return {predicates.CYCLONEDX: sbom,
-            predicates.PROVENANCE: predicates.provenance(_build_facts(ctx, spec, rep, b.platform)),
-            predicates.TEST_RESULT: predicates.test_result(_test_facts(ctx, spec, b))}
+    if b.test is None or b.base is None:  # builder publish: what the test run recorded
+        earlier = _earlier(ctx, rep.name, b)
+        b.test, b.base, b.base_digest, b.build_args = earlier.test, earlier.base, earlier.base_digest, earlier.build_args
+    if b.base is None or b.base_digest is None:
+        raise StepFailed(f"{b.platform}: the report does not say which base the build started FROM")
+    try:
+        sbom = json.loads(Path(b.sbom.path).read_text())
+        return {predicates.CYCLONEDX: sbom,
+                predicates.PROVENANCE: predicates.provenance(_build_facts(ctx, spec, b)),
+                predicates.TEST_RESULT: predicates.test_result(_test_facts(ctx, spec, b))}
+    except (OSError, ValueError, ConfigError) as exc:
+        raise StepFailed(f"{b.platform}: cannot gather what to attest: {exc}") from None
 
 
-def _build_facts(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> predicates.BuildFacts:
+def _build_facts(ctx: RunContext, spec: ImageSpec, b: PlatformBuild) -> predicates.BuildFacts:
     images, signer = ctx.options.images_dir, ctx.signer
-    revision, epoch = build.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
-    args = {**build_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
+    revision, _ = build.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
     dockerfile = images / spec.name / "Dockerfile"
-    base_ref = args.get("PARENT_IMAGE") or args["BASE_IMAGE"]
     return predicates.BuildFacts(
-        image=spec.name, platform=platform, source=ctx.matrix.data.project.source, revision=revision,
+        image=spec.name, platform=b.platform, source=ctx.matrix.data.project.source, revision=revision,
         cell_digest=f"sha256:{spec.cell_digest}", dockerfile=f"{images.name}/{spec.name}/Dockerfile",
-        dockerfile_sha256=hashlib.sha256(dockerfile.read_bytes()).hexdigest(), build_args=args,
-        base=(base_ref, ctx.client.images.get(base_ref).id), wheels=lock.read(images, spec.name, platform),
-        debs=apt_lock.read(images, spec.name, platform) if spec.parent is None else None,
+        dockerfile_sha256=hashlib.sha256(dockerfile.read_bytes()).hexdigest(), build_args=dict(b.build_args),
+        base=(b.base, b.base_digest), wheels=lock.read(images, spec.name, b.platform),
+        debs=apt_lock.read(images, spec.name, b.platform) if spec.parent is None else None,
         tools=signer.tools, run_id=ctx.run_id, started=signer.started,
         finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
