@@ -45,7 +45,8 @@ class Signer:
         ``build_dir``/signing-key.pub, ``tools`` plus this builder's and cosign's versions. Raises
         SignError (a wrong password: cosign cannot read the key)."""
         tool = Cosign(cosign.ensure(build_dir), Credentials.from_env(), keyless=keyless)
-        public = "" if keyless else str(files.write_atomic(build_dir / "signing-key.pub", tool.public_key(key)))
+        public = "" if keyless else str(files.write_atomic(files.claim_folder(build_dir) / "signing-key.pub",
+                                                          tool.public_key(key)))
         tools = {**tools, "inference-image-builder": __version__, "cosign": cosign.version(tool.executable) or "unknown"}
         return cls(tool, key, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), tools, public)
 
