@@ -58,13 +58,25 @@ def version(path: str | Path = "cosign") -> str | None:
         return None
 
 
+def supported(path: str | Path) -> bool:
+    """True for a cosign of major version 2 (:data:`MAJOR`), or an unstamped build (Debian's reports
+    ``devel``) whose ``sign`` still has version 2's ``--tlog-upload`` flag."""
+    found = version(path)
+    if found is None or found.startswith(MAJOR):
+        return found is not None
+    if found != "devel":
+        return False
+    r = subprocess.run([str(path), "sign", "--help"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return "--tlog-upload" in r.stdout
+
+
 def ensure(state_dir: Path, mirror: str | None = None) -> Path:
     """The cosign executable: ``cosign`` on PATH when it is version 2 (:data:`MAJOR`), else
     :data:`INSTALLED` from Debian 13's package (downloaded under ``state_dir``/tools, as root on
     Debian only). Raises SignError naming the package anywhere else, or when the download or the
     installed binary fails."""
     found = shutil.which("cosign")
-    if found and (version(found) or "").startswith(MAJOR):
+    if found and supported(found):
         return Path(found)
     if not can_provision() or (found and Path(found) == INSTALLED):
         raise SignError(f"cosign {MAJOR}x is missing{f' ({found} is {version(found)})' if found else ''}: install it "
@@ -79,8 +91,8 @@ def ensure(state_dir: Path, mirror: str | None = None) -> Path:
     subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
     files.copy_atomic(unpacked / "usr/bin/cosign", INSTALLED, files.EXEC_MODE)
     shutil.rmtree(unpacked)
-    if not version(INSTALLED):
-        raise SignError(f"installed {INSTALLED} from {deb.name}, but `cosign version` fails")
+    if not supported(INSTALLED):
+        raise SignError(f"installed {INSTALLED} from {deb.name}, but it is no cosign {MAJOR}x")
     return INSTALLED
 
 
