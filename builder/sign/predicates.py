@@ -105,7 +105,7 @@ def provenance(f: BuildFacts) -> dict:
                 *_wheels(f.wheels), *_debs(f.debs, f.platform)]},
         "runDetails": {
             "builder": {"id": f"{f.source.rstrip('/')}#builder", "version": dict(sorted(f.tools.items()))},
-            "metadata": {"invocationId": f.run_id, "startedOn": f.started, "finishedOn": f.finished}},
+            "metadata": {"invocationID": f.run_id, "startedOn": f.started, "finishedOn": f.finished}},
     }
 
 

@@ -55,7 +55,7 @@ def test_provenance_names_the_commit_the_dockerfile_the_base_and_every_locked_pa
     debs = {d["uri"] for d in deps if d["uri"].startswith("pkg:deb/")}
     assert debs == {f"pkg:deb/debian/{n}@{v}?arch=arm64" for n, v in f.debs.versions.items()} and debs
     assert p["runDetails"]["builder"]["version"]["docker-engine"] == "26.1.5"
-    assert p["runDetails"]["metadata"]["invocationId"] == "r1"
+    assert p["runDetails"]["metadata"]["invocationID"] == "r1"  # SLSA v1 spells it so
     json.dumps(p)  # JSON-ready
 
 
