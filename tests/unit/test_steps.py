@@ -378,3 +378,16 @@ def test_publish_attests_what_the_test_run_recorded_for_this_very_build(fakes, t
     result = found["https://in-toto.io/attestation/test-result/v0.1"]
     assert result["result"] == "PASSED" and result["passedTests"] == ["c::t"]
     assert b.test.outcome == "3 passed in 1.0s"  # recorded on the publishing run's build too
+
+
+def test_the_build_context_is_dated_source_date_epoch_whatever_its_checkout_time(tmp_path):
+    # rewrite-timestamp clamps only newer times: an older checkout's time would reach the image.
+    import os
+
+    context = tmp_path / "images" / MINIMAL
+    (context / "sub").mkdir(parents=True)
+    for name in ("Dockerfile", "serve", "sub/f"):
+        (context / name).write_text(name)
+        os.utime(context / name, (1_000, 1_000))  # older than the epoch
+    build_step.date_context(context, 1_700_000_000)
+    assert {p.stat().st_mtime for p in (context, *context.rglob("*"))} == {1_700_000_000}

@@ -12,12 +12,14 @@ reproducible manifest digest. On the classic store BuildKit's ``docker`` driver 
 so the build is stored with the ``image`` exporter (its image id is the config's digest); that store
 recompresses layers on push, so its pushed digests are not reproducible (measured, issue 20). Without
 default attestations (:data:`builder.engine.plugins.BUILDX_ENV`) nothing else in the image records
-when or where it was built.
+when or where it was built. The build context's files are dated SOURCE_DATE_EPOCH before each
+build (:func:`date_context`), so their checkout times never reach an image.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -100,6 +102,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     opt, name = ctx.options, label(spec, platform)
     target = bake.target_name(spec.name)
     revision, epoch = build.vcs_source([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
+    date_context(opt.images_dir / spec.name, epoch)
     temporary = f"build-{ctx.run_id}" + name[len(spec.name):]
     override = ctx.build_dir / "bake" / f"{target}.{ctx.run_id}.{name}.json"
     archive = override.with_suffix(".oci.tar").resolve()
@@ -133,6 +136,16 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     if not ctx.containerd_store:
         return Built(result.image_id, temporary)
     return Built(_load(ctx, archive, f"{rep.repository}:{temporary}"), temporary)
+
+
+def date_context(folder: Path, epoch: int) -> None:
+    """Give every file and folder of the build context ``folder`` (one the builder rendered) the
+    modification time ``epoch``. ``rewrite-timestamp`` only clamps times newer than
+    SOURCE_DATE_EPOCH, and BuildKit's cache keys of a COPY ignore times, so without this a file's
+    checkout time would reach the image: a fresh clone's files (newer, clamped) and an older
+    working tree's (kept) gave two digests of the same commit (measured)."""
+    for path in (folder, *folder.rglob("*")):
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
 
 
 def _unserved(spec: ImageSpec, log_path: Path, tail_bytes: int = 1 << 16) -> str | None:
