@@ -391,3 +391,14 @@ def test_the_build_context_is_dated_source_date_epoch_whatever_its_checkout_time
         os.utime(context / name, (1_000, 1_000))  # older than the epoch
     build_step.date_context(context, 1_700_000_000)
     assert {p.stat().st_mtime for p in (context, *context.rglob("*"))} == {1_700_000_000}
+
+
+def test_an_arm64_job_of_a_split_run_builds_its_build_stage_on_the_build_platform(fakes, tmp_path):
+    # `--by-platform --platform linux/arm64` narrows the spec to arm64; its build stage still runs on
+    # linux/amd64, whose apt lock the matrix cell has (the check reads the matrix, not the narrowed spec).
+    ctx, _ = _context(*fakes, tmp_path, by_platform=True, platforms=("linux/arm64",))
+    narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=("linux/arm64",))
+    bases = {(MINIMAL, p): f"builder-base/debian12:{p[-5:]}" for p in ("linux/amd64", "linux/arm64")}
+    ctx = dataclasses.replace(ctx, base_refs=bases, wheelhouse="w:1", specs={**ctx.specs, MINIMAL: narrowed})
+    args = build_step.build_args(ctx, narrowed, "linux/arm64")
+    assert args["BUILD_BASE_IMAGE"] == "builder-base/debian12:amd64" and args["BASE_IMAGE"] == "builder-base/debian12:arm64"

@@ -80,7 +80,7 @@ def build_args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str
     base lock or parent build in this run."""
     args = {"WHEELHOUSE_IMAGE": ctx.wheelhouse}
     if spec.parent is None:
-        if ctx.build_platform not in spec.platforms:  # its build stage's apt step has no lock
+        if ctx.build_platform not in ctx.matrix.image(spec.name).platforms:  # no apt lock for its build stage
             raise StepFailed(f"its build stage runs on {ctx.build_platform}, for which it has no Debian package lock "
                              f"({apt_lock.file_name(ctx.build_platform)}): add that platform to its matrix cell")
         args["BASE_IMAGE"] = ctx.base_refs[spec.name, platform]
