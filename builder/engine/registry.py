@@ -17,17 +17,31 @@ import json
 import os
 import subprocess
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from builder.matrix import grammar
 from builder.matrix.platform import oci_name
 
 #: What a manifest request accepts: OCI and Docker manifests and indexes.
 MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.list.v2+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
+
+
+#: The largest manifest or index read (bytes): distribution's own limit.
+MAX_MANIFEST = 4 << 20
+
+
+def _is_tag(name: str) -> bool:
+    try:
+        grammar.tag(name)
+    except ValueError:
+        return False
+    return True
 
 
 class RegistryError(RuntimeError):
@@ -156,10 +170,15 @@ class Registry:
         r = self._get(repository, reference)
         if r is None:
             return None
+        if len(r.content) > MAX_MANIFEST:  # the limit registries hold manifests to (distribution's default: 4 MiB)
+            raise RegistryError(f"{repository}:{reference}: the registry served a manifest over {MAX_MANIFEST} bytes")
         try:
-            return "sha256:" + hashlib.sha256(r.content).hexdigest(), json.loads(r.content)
+            doc = json.loads(r.content)
         except ValueError:
-            raise RegistryError(f"{repository}:{reference}: the registry served a manifest that is not JSON") from None
+            doc = None
+        if not isinstance(doc, dict):
+            raise RegistryError(f"{repository}:{reference}: the registry served a manifest that is not a JSON object")
+        return "sha256:" + hashlib.sha256(r.content).hexdigest(), doc
 
     def digest(self, repository: str, reference: str) -> str | None:
         """The manifest digest served for ``repository:reference``, or None. Raises RegistryError."""
@@ -193,9 +212,46 @@ class Registry:
         if "sha256:" + hashlib.sha256(r.content).hexdigest() != digest:
             raise RegistryError(f"{repository}@{digest}: the registry served other bytes than the digest names")
         try:
-            return json.loads(r.content)
+            doc = json.loads(r.content)
         except ValueError:
-            raise RegistryError(f"{repository}@{digest}: the image configuration is not JSON") from None
+            doc = None
+        if not isinstance(doc, dict):
+            raise RegistryError(f"{repository}@{digest}: the image configuration is not a JSON object")
+        return doc
+
+    def list_tags(self, repository: str, page: int = 1000, max_pages: int = 100) -> list[str]:
+        """The tags of ``repository``, ``page`` at a time, following the registry's ``Link`` header
+        (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-tags) for at
+        most ``max_pages`` pages and only to this registry's own ``/v2/`` routes (so credentials never
+        leave for another host); names that fail Docker's tag grammar are dropped. ``[]`` when the
+        repository does not exist. Raises RegistryError."""
+        url, out = f"{api_root(self.host)}{repository.split('/', 1)[1]}/tags/list?n={page}", []
+        for _ in range(max_pages):
+            body, link = self._tag_page(repository, url)
+            out += [t for t in body if isinstance(t, str) and _is_tag(t)]
+            if link is None:
+                return out
+            url = link
+        raise RegistryError(f"{repository}: the registry's tag list goes on past {max_pages} pages")
+
+    def _tag_page(self, repository: str, url: str) -> tuple[list, str | None]:
+        # One page of tags and the next page's URL (same host, under /v2/), or None.
+        try:
+            r = self._client(repository).do_request(url, "GET")
+            doc = r.json() if r.status_code == 200 else None
+        except (requests.RequestException, ValueError) as exc:
+            raise RegistryError(f"cannot list the tags of {repository}: {type(exc).__name__}") from None
+        if r.status_code == 404:
+            return [], None
+        if not isinstance(doc, dict) or not isinstance(doc.get("tags") or [], list):
+            raise RegistryError(f"cannot list the tags of {repository}: HTTP {r.status_code}, not a tag list")
+        nxt = r.links.get("next", {}).get("url")
+        if nxt is None:
+            return doc.get("tags") or [], None
+        nxt = urllib.parse.urljoin(url, nxt)
+        if not nxt.startswith(api_root(self.host)):
+            raise RegistryError(f"{repository}: the registry's next page of tags is elsewhere: {nxt[:200]}")
+        return doc.get("tags") or [], nxt
 
     def index(self, repository: str, tag: str) -> tuple[str, dict[str, str]] | None:
         """``(digest, {platform: manifest digest})`` of the image index ``repository:tag``, or None
@@ -206,7 +262,7 @@ class Registry:
         try:
             return found[0], {oci_name(m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")): m["digest"]
                               for m in found[1]["manifests"]}
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
     def push_artifact(self, repository: str, tag: str, path: Path, media_type: str, subject_digest: str) -> str:
