@@ -7,7 +7,7 @@ from rich.table import Table
 
 from builder.run.report import ImageReport, Status
 
-_COLOUR = {Status.PUBLISHED: "green", Status.UNCHANGED: "green", Status.TESTED: "green", Status.BUILT: "cyan",
+_COLOUR = {Status.PUBLISHED: "green", Status.UNCHANGED: "green", Status.UP_TO_DATE: "green", Status.TESTED: "green", Status.BUILT: "cyan",
            Status.SKIPPED: "yellow"}
 
 

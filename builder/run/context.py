@@ -42,7 +42,9 @@ class Options:
     (:class:`builder.run.policy.PerPlatform`). ``cache_registry`` (``host[:port]/path``), when set,
     is where every build imports and exports BuildKit's cache (:mod:`builder.run.steps.build`).
     ``signing_key`` (a cosign key file's absolute path or a key manager URI) or ``keyless`` signs and
-    attests what is published (:mod:`builder.run.steps.sign`)."""
+    attests what is published (:mod:`builder.run.steps.sign`). Unless ``force`` (or ``no_cache``),
+    an image whose build id the registry already publishes, tested, is up to date: not built, tested
+    or pushed again (:mod:`builder.run.steps.current`)."""
 
     stage: Stage = "all"
     select: tuple[str, ...] = ()
@@ -53,6 +55,7 @@ class Options:
     tests_root: Path = Path("tests/by_image")
     build_dir: Path = files.BUILD_DIR
     no_cache: bool = False
+    force: bool = False
     jobs: int = 8
     test_jobs: int = max(1, os.cpu_count() or 1)
     platforms: tuple[str, ...] = ()

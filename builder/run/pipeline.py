@@ -1,4 +1,5 @@
-"""The pipeline: bases -> build -> tag -> smoke test + SBOM -> latest -> push -> report.
+"""The pipeline: bases -> build id (up to date? then nothing more) -> build -> tag -> smoke test +
+SBOM -> latest -> push -> report.
 
 Images run concurrently (``Options.jobs`` at a time) as soon as their parent allows: a child starts
 building once its parent passed its smoke test (once it was built, for ``builder build``), so a
@@ -25,11 +26,11 @@ from builder.engine import bases, children, plugins, prune, superseded
 from builder.engine.registry import Credentials, Registry, host_of
 from builder.engine.sources import Sources, wheelhouse_image
 from builder.matrix import ImageSpec, Matrix, naming, plan
-from builder.run import policy, report, space
+from builder.run import build_id, policy, report, space
 from builder.run.console import summary, wide_console
 from builder.run.context import Clients, Events, Options, RunContext, Stage
 from builder.run.report import ImageReport, Status
-from builder.run.steps import StepFailed
+from builder.run.steps import StepFailed, current
 from builder.run.steps.build import build_image
 from builder.run.steps.push import push, tested_image
 from builder.run.steps.tag import promote, tag_builds
@@ -174,7 +175,7 @@ class Pipeline:
         return 0
 
     def _interrupted(self) -> None:
-        done = {Status.PUBLISHED, Status.UNCHANGED, {"build": Status.BUILT, "test": Status.TESTED}.get(self.opt.stage)}
+        done = {Status.PUBLISHED, Status.UNCHANGED, Status.UP_TO_DATE, {"build": Status.BUILT, "test": Status.TESTED}.get(self.opt.stage)}
         for rep in self.reports.values():
             if not (rep.failed or rep.status in done):
                 rep.move(Status.INTERRUPTED, rep.error or "the run was interrupted")
@@ -225,6 +226,12 @@ def _steps(ctx: RunContext, spec: ImageSpec, rep: ImageReport, ready) -> None:
             ready()
             push(ctx, spec, rep)
         return
+    rep.build_id = build_id.compute(current.inputs_of(ctx, spec))
+    if current.up_to_date(ctx, spec, rep):
+        if stage != "all":  # builder build|test: the images they leave are local
+            current.make_local(ctx, rep, list(spec.platforms), moving=stage == "test")
+        return
+    current.parent_images(ctx, spec)
     builts = {p: build_image(ctx, spec, rep, p) for p in spec.platforms}
     tag_builds(ctx, spec, rep, builts)
     if stage == "build":

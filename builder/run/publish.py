@@ -66,8 +66,9 @@ def _served(registry: Registry, repository: str, tags: list[str], image_id: str)
     return (digest, manifest) if image_id in (digest, config.get("digest")) else None
 
 
-def _layer_bytes(manifest: dict) -> int | None:
-    # The compressed size of an image manifest's layers (None for an index).
+def layer_bytes(manifest: dict) -> int | None:
+    """The compressed size (bytes) of an image manifest's layers as listed in it; None for an index
+    or a manifest whose layers do not say (https://github.com/opencontainers/image-spec/blob/main/manifest.md)."""
     layers = manifest.get("layers")
     if not isinstance(layers, list) or not all(isinstance(layer, dict) and isinstance(layer.get("size"), int) for layer in layers):
         return None
@@ -89,7 +90,7 @@ def push(client: docker.DockerClient, registry: Registry, repository: str, tags:
     if found is None:
         raise PublishError(f"{repository}: after the push, tags {tags} do not all name the local image {image_id} "
                            f"(the registry serves {sorted(map(str, _digests(registry, repository, tags).values()))})")
-    return PublishResult(repository, tags, found[0], pushed=pushed, compressed_bytes=_layer_bytes(found[1]))
+    return PublishResult(repository, tags, found[0], pushed=pushed, compressed_bytes=layer_bytes(found[1]))
 
 
 def _check_names(repository: str, tags: list[str], digests: dict[str, str]) -> None:

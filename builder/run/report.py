@@ -48,6 +48,7 @@ class Status(str, enum.Enum):
     TESTED = "tested"
     PUBLISHED = "published"
     UNCHANGED = "unchanged"  # already published: the registry held the same manifest
+    UP_TO_DATE = "up-to-date"  # not built: the registry publishes its build id, tested (issue 22)
     BUILD_FAILED = "build-failed"
     TEST_FAILED = "test-failed"
     PUBLISH_FAILED = "publish-failed"
@@ -60,20 +61,21 @@ class Status(str, enum.Enum):
 
 S = Status
 #: The image status machine: planned -> built -> tested -> published|unchanged, each with its
-#: failure; skipped (a parent failed, or nothing to publish) and interrupted from any unfinished state.
+#: failure; planned -> up-to-date (the registry publishes its build id); skipped (a parent failed,
+#: or nothing to publish) and interrupted from any unfinished state.
 MOVES: dict[Status, set[Status]] = {
-    S.PLANNED: {S.BUILT, S.BUILD_FAILED, S.SKIPPED, S.INTERRUPTED, S.TESTED},  # tested: `publish` of a tested image
+    S.PLANNED: {S.BUILT, S.BUILD_FAILED, S.SKIPPED, S.INTERRUPTED, S.TESTED, S.UP_TO_DATE},  # tested: `publish` of a tested image
     S.BUILT: {S.TESTED, S.TEST_FAILED, S.INTERRUPTED},
     S.TESTED: {S.PUBLISHED, S.UNCHANGED, S.PUBLISH_FAILED, S.INTERRUPTED},
-    S.PUBLISHED: set(), S.UNCHANGED: set(), S.BUILD_FAILED: set(), S.TEST_FAILED: set(),
+    S.PUBLISHED: set(), S.UNCHANGED: set(), S.UP_TO_DATE: set(), S.BUILD_FAILED: set(), S.TEST_FAILED: set(),
     S.PUBLISH_FAILED: set(), S.SKIPPED: set(), S.INTERRUPTED: set(),
 }
 #: What a step's failure moves an image to, by the status it had.
 FAILURE = {S.PLANNED: S.BUILD_FAILED, S.BUILT: S.TEST_FAILED, S.TESTED: S.PUBLISH_FAILED}
-#: Statuses whose image passed its smoke test (and, but for tested, was pushed).
-PASSED = (S.TESTED, S.PUBLISHED, S.UNCHANGED)
-#: Statuses of an image that was pushed.
-PUSHED = (S.PUBLISHED, S.UNCHANGED)
+#: Statuses whose image passed its smoke test (and, but for tested, is in the registry).
+PASSED = (S.TESTED, S.PUBLISHED, S.UNCHANGED, S.UP_TO_DATE)
+#: Statuses of an image the registry publishes.
+PUSHED = (S.PUBLISHED, S.UNCHANGED, S.UP_TO_DATE)
 
 
 class _Model(BaseModel):
@@ -154,7 +156,8 @@ class ImageReport(_Model):
     image index of every build (index), or nothing (per-platform: one job of a run split by
     platform; each build has its own tags and digest, ``builder merge`` makes the index).
     ``status``: :class:`Status`. ``container_log_tail``: the last lines of each scoring container's
-    log after a failed smoke test. ``signature``: ``signed`` once what the tags name (and each
+    log after a failed smoke test. ``build_id``: the sha256 of the image's inputs
+    (:mod:`builder.run.build_id`), also its label. ``signature``: ``signed`` once what the tags name (and each
     build) is signed, by digest, before the moving tags moved; ``sign_seconds`` what attesting and
     signing took (checks of earlier signatures included)."""
 
@@ -169,6 +172,7 @@ class ImageReport(_Model):
     container_log_tail: LogTail | None = None
     error: Text | None = None
     signature: Literal["signed", "unsigned"] = "unsigned"
+    build_id: Digest | None = None
     sign_seconds: Seconds | None = None
 
     @property

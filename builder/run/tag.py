@@ -73,8 +73,13 @@ def index_tag(policy: TagPolicy, framework_version: str, python_version: str, im
     """The immutable tag of an image index: :func:`immutable_tag` with, for the image id, the sha256 of
     the platforms' image ids (``sha256:<hex>`` each, in the matrix's platform order, joined by spaces),
     so the tag names exactly these builds. Raises KeyError as :func:`immutable_tag`."""
-    combined = hashlib.sha256(" ".join(image_ids).encode()).hexdigest()
-    return immutable_tag(policy, framework_version, python_version, f"sha256:{combined}")
+    return immutable_tag(policy, framework_version, python_version, index_id(image_ids))
+
+
+def index_id(image_ids: list[str]) -> str:
+    """The combined id of an image index's builds: ``sha256:<hex>`` of their image ids
+    (``sha256:<hex>`` each, in the matrix's platform order) joined by spaces."""
+    return "sha256:" + hashlib.sha256(" ".join(image_ids).encode()).hexdigest()
 
 
 def existing_immutable(policy: TagPolicy, tags: list[str], image_id: str) -> str | None:

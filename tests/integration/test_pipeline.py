@@ -139,18 +139,33 @@ def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path)
     assert f"`{SUBSET}`" in (tmp_path / "images.md").read_text()
 
 
-def test_rerun_with_nothing_changed_rebuilds_nothing_and_publishes_nothing(main_job, registry, tmp_path):
+def test_rerun_with_nothing_changed_is_up_to_date_and_force_publishes_the_same_digests(main_job, registry, tmp_path):
     # The minimal image's tree only (both platforms): the scikit-learn image's arm64 smoke test under
     # QEMU would add minutes and nothing the root image does not show.
     _, first = main_job
-    result = builder("all", "--select", MINIMAL, "--build-dir", str(tmp_path), env={"REGISTRY": registry})
+    before = report(first)
+    result = builder("all", "--select", MINIMAL, "--build-dir", str(tmp_path / "again"), env={"REGISTRY": registry})
     assert result.returncode == 0, result.stdout + result.stderr
-    again, before = report(tmp_path), report(first)
+    again = report(tmp_path / "again")
     assert list(again) == [MINIMAL]
-    for name in (MINIMAL,):
-        assert [b["image_id"] for b in again[name]["platforms"]] == [b["image_id"] for b in before[name]["platforms"]]
-        assert again[name]["status"] == "unchanged"
-        assert again[name]["digest"] == before[name]["digest"]
+    r = again[MINIMAL]
+    assert r["status"] == "up-to-date" and r["build_id"] == before[MINIMAL]["build_id"] is not None, r
+    assert r["digest"] == before[MINIMAL]["digest"] and r["tags"] == before[MINIMAL]["tags"]
+    assert [(b["digest"], b["tag"]) for b in r["platforms"]] == [(b["digest"], b["tag"]) for b in before[MINIMAL]["platforms"]]
+    assert all(b["build_seconds"] is None and b["test"] is None for b in r["platforms"])  # nothing built or tested
+    assert not list((tmp_path / "again" / "logs").glob("*.build.log")), "an up-to-date image was built"
+    config = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--config",
+                                        f"docker://{registry}/{MINIMAL}:latest"], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert config["config"]["Labels"]["io.github.inference-images.build-id"] == r["build_id"]
+
+    result = builder("all", "--force", "--select", MINIMAL, "--build-dir", str(tmp_path / "forced"),
+                     env={"REGISTRY": registry})
+    assert result.returncode == 0, result.stdout + result.stderr
+    forced = report(tmp_path / "forced")[MINIMAL]
+    assert [b["image_id"] for b in forced["platforms"]] == [b["image_id"] for b in before[MINIMAL]["platforms"]]
+    assert all(b["test"]["outcome"] for b in forced["platforms"])  # built and tested again
+    assert forced["status"] == "unchanged" and forced["digest"] == before[MINIMAL]["digest"]
 
 
 def test_failed_smoke_test_gets_no_latest_and_is_not_pushed(registry, docker_client, tmp_path):

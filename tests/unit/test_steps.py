@@ -22,6 +22,7 @@ from builder.run.context import Events, Options, RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import Built, StepFailed
 from builder.run.steps import build as build_step
+from builder.run.steps import current
 from builder.run.steps import push as push_step
 from builder.run.steps import tag as tag_step
 from builder.run.steps.push import push
@@ -30,6 +31,7 @@ from builder.run.steps.tag import promote, tag_builds
 MINIMAL = "minimal-debian12-py311-cpu-inference"  # linux/amd64 and linux/arm64
 GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"  # linux/amd64 only
 REGISTRY = "127.0.0.1:5000"
+BUILD_ID_LABEL = "io.github.inference-images.build-id"
 
 
 def _sha(text: str) -> str:
@@ -37,8 +39,8 @@ def _sha(text: str) -> str:
 
 
 class FakeImage:
-    def __init__(self, engine: "FakeEngine", image_id: str):
-        self.engine, self.id = engine, image_id
+    def __init__(self, engine: "FakeEngine", image_id: str, labels: dict | None = None, platform: str = "linux/amd64"):
+        self.engine, self.id, self._labels, self.platform = engine, image_id, labels or {}, platform
         self.attrs = {"Size": 100_000_000, "RepoDigests": []}
 
     @property
@@ -47,7 +49,7 @@ class FakeImage:
 
     @property
     def labels(self) -> dict:
-        return {}
+        return self._labels
 
     def tag(self, repository: str, tag_: str) -> None:
         self.engine.refs[f"{repository}:{tag_}"] = self.id
@@ -58,11 +60,11 @@ class FakeEngine:
     containers, and pushes into a :class:`FakeRegistry`."""
 
     def __init__(self, registry: "FakeRegistry"):
-        self.registry, self.refs, self.images_by_id = registry, {}, {}
+        self.registry, self.refs, self.images_by_id, self.pulled = registry, {}, {}, []
         self.images, self.api, self.containers = self, self, self
 
-    def add(self, image_id: str, ref: str) -> None:
-        self.images_by_id[image_id] = FakeImage(self, image_id)
+    def add(self, image_id: str, ref: str, labels: dict | None = None, platform: str = "linux/amd64") -> None:
+        self.images_by_id[image_id] = FakeImage(self, image_id, labels, platform)
         self.refs[ref] = image_id
 
     def get(self, ref: str) -> FakeImage:
@@ -83,7 +85,16 @@ class FakeEngine:
         image = self.get(f"{repository}:{tag}")
         # as the classic store: the registry's manifest names the image id as its config
         self.registry.store(repository, tag, {"config": {"digest": image.id}, "layers": [{"size": 40_000_000}]})
+        os_, arch = image.platform.split("/")
+        self.registry.configs[image.id] = {"os": os_, "architecture": arch, "config": {"Labels": image.labels}}
         yield {"status": "Pushed"}
+
+    def pull(self, repository: str, tag: str, platform: str, auth_config) -> FakeImage:
+        self.pulled.append(f"{repository}@{tag}")
+        image_id = self.registry.manifests[tag]["config"]["digest"]
+        config = self.registry.configs[image_id]
+        self.images_by_id[image_id] = FakeImage(self, image_id, config["config"]["Labels"], platform)
+        return self.images_by_id[image_id]
 
 
 class FakeRegistry:
@@ -93,6 +104,7 @@ class FakeRegistry:
 
     def __init__(self):
         self.manifests: dict[str, dict] = {}
+        self.configs: dict[str, dict] = {}
         self.tags: dict[str, str] = {}
         self.artifacts: list[tuple[str, str]] = []
 
@@ -108,6 +120,12 @@ class FakeRegistry:
     def manifest(self, repository: str, reference: str):
         digest = self.digest(repository, reference)
         return (digest, self.manifests[digest]) if digest else None
+
+    def config(self, repository: str, manifest: dict) -> dict:
+        return self.configs[manifest["config"]["digest"]]
+
+    def list_tags(self, repository: str) -> list[str]:
+        return [ref.rsplit(":", 1)[1] for ref in self.tags if ref.rsplit(":", 1)[0] == repository]
 
     def index(self, repository: str, tag_: str):
         digest = self.digest(repository, tag_)
@@ -149,15 +167,17 @@ def _context(engine, registry, tmp_path: Path, **options) -> tuple[RunContext, d
 
 
 def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platforms: tuple[str, ...],
-           tmp_path: Path) -> ImageReport:
-    """Builds of ``name`` for ``platforms``, named, tested (with an SBOM) and promoted."""
+           tmp_path: Path, build_id: str | None = None) -> ImageReport:
+    """Builds of ``name`` for ``platforms`` (labelled with ``build_id``), named, tested (with an
+    SBOM) and promoted."""
     spec = ctx.specs[name]
     choice = policy.choose(platforms, spec.platforms, ctx.options.by_platform)
-    rep = reports[name] = ImageReport(name=name, publish=choice, repository=f"{REGISTRY}/{name}")
+    rep = reports[name] = ImageReport(name=name, publish=choice, repository=f"{REGISTRY}/{name}", build_id=build_id)
     builts = {}
+    labels = {BUILD_ID_LABEL: build_id} if build_id else {}
     for p in platforms:
-        image_id = _sha(name + p)
-        engine.add(image_id, f"{rep.repository}:build-r1-{p}")
+        image_id = _sha(name + p + (build_id or ""))
+        engine.add(image_id, f"{rep.repository}:build-r1-{p}", labels, p)
         builts[p] = Built(image_id, f"build-r1-{p}")
     tag_builds(ctx, spec, rep, builts)
     for b in rep.platforms:
@@ -402,3 +422,101 @@ def test_an_arm64_job_of_a_split_run_builds_its_build_stage_on_the_build_platfor
     ctx = dataclasses.replace(ctx, base_refs=bases, wheelhouse="w:1", specs={**ctx.specs, MINIMAL: narrowed})
     args = build_step.build_args(ctx, narrowed, "linux/arm64")
     assert args["BUILD_BASE_IMAGE"] == "builder-base/debian12:amd64" and args["BASE_IMAGE"] == "builder-base/debian12:arm64"
+
+
+# Up to date (issue 22): the registry's latest names this build id, tested; nothing is built again.
+
+ID1, ID2 = _sha("inputs one"), _sha("inputs two")
+
+
+def _published(fakes, tmp_path, name: str, platforms: tuple[str, ...], **options):
+    # ``name`` built with build id ID1 and pushed; then a new run's context (classic store: the
+    # fake registry names each image id as its configuration) and a fresh report of the image.
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    ctx = dataclasses.replace(ctx, containerd_store=False)
+    first = _built(ctx, reports, engine, name, platforms, tmp_path, build_id=ID1)
+    push(ctx, ctx.specs[name], first)
+    again, reports = _context(engine, registry, tmp_path, **options)
+    again = dataclasses.replace(again, containerd_store=False)
+    choice = policy.choose(platforms, ctx.specs[name].platforms, again.options.by_platform)
+    rep = reports[name] = ImageReport(name=name, publish=choice, repository=first.repository, build_id=ID1)
+    return again, first, rep
+
+
+@pytest.mark.parametrize("name, platforms", [(MINIMAL, ("linux/amd64", "linux/arm64")), (GPU, ("linux/amd64",))])
+def test_an_image_whose_build_id_the_registry_publishes_is_up_to_date(fakes, tmp_path, name, platforms):
+    ctx, first, rep = _published(fakes, tmp_path, name, platforms)
+    pushed = dict(fakes[1].tags)
+    assert current.up_to_date(ctx, ctx.specs[name], rep)
+    assert rep.status == Status.UP_TO_DATE and rep.tags == first.tags and rep.digest == first.digest
+    assert [(b.platform, b.digest, b.tag, b.image_id) for b in rep.platforms] == \
+        [(b.platform, b.digest, b.tag, b.image_id) for b in first.platforms]
+    assert all(b.compressed_bytes == 40_000_000 and b.framework_version is None for b in rep.platforms)
+    assert fakes[1].tags == pushed and not fakes[0].pulled  # nothing pushed, nothing pulled
+
+
+def test_another_build_id_or_force_builds_again(fakes, tmp_path):
+    ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep.model_copy(update={"build_id": ID2}))
+    for option in ({"force": True}, {"no_cache": True}, {"keyless": True}):
+        ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"), **option)
+        assert current.may_skip(ctx, ctx.specs[MINIMAL], rep) is not None
+        assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep) and rep.status == Status.PLANNED
+
+
+def test_a_narrowed_or_split_run_and_a_build_without_registry_are_never_up_to_date(fakes, tmp_path):
+    ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=("linux/amd64",))
+    assert "only some" in current.may_skip(ctx, narrowed, rep)
+    assert "only some" in current.may_skip(ctx, ctx.specs[MINIMAL], rep.model_copy(update={"publish": "per-platform"}))
+    test_ctx = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, stage="test"))
+    assert "--registry" in current.may_skip(test_ctx, ctx.specs[MINIMAL], rep)
+    with_registry = dataclasses.replace(test_ctx.options, registry=REGISTRY)
+    assert current.may_skip(dataclasses.replace(ctx, options=with_registry), ctx.specs[MINIMAL], rep) is None
+
+
+def test_a_run_that_signs_wants_the_published_image_signed_by_its_key(fakes, tmp_path):
+    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    checked: list[str] = []
+
+    class Signer(FakeSigner):
+        def signed(self, ref: str) -> bool:
+            checked.append(ref.rsplit("@", 1)[1])
+            return ref.endswith(first.platforms[0].digest) or ref.endswith(first.digest)
+    unsigned = dataclasses.replace(ctx, signer=Signer([]))
+    assert not current.up_to_date(unsigned, ctx.specs[MINIMAL], rep)  # the arm64 build lacks a signature
+    assert first.platforms[1].digest in checked
+
+    class All(FakeSigner):
+        def signed(self, ref: str) -> bool:
+            return True
+    assert current.up_to_date(dataclasses.replace(ctx, signer=All([])), ctx.specs[MINIMAL], rep)
+    assert rep.signature == "signed" and all(b.attestations for b in rep.platforms)
+
+
+def test_a_latest_that_is_not_the_image_s_platforms_is_not_up_to_date(fakes, tmp_path):
+    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    registry = fakes[1]
+    registry.store(first.repository, "latest", {"manifests": [("linux/amd64", first.platforms[0].digest)]})
+    assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep)
+    registry.store(first.repository, "latest", {"manifests": [("linux/amd64", first.platforms[1].digest),
+                                                              ("linux/arm64", first.platforms[1].digest)]})
+    assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep)  # the amd64 entry's config says arm64
+
+
+def test_an_up_to_date_parent_is_pulled_by_digest_for_a_child_that_builds(fakes, tmp_path):
+    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    engine = fakes[0]
+    engine.refs.clear()
+    engine.images_by_id.clear()  # a fresh runner
+    assert current.up_to_date(ctx, ctx.specs[MINIMAL], rep)
+    child = next(s for s in ctx.specs.values() if s.parent == MINIMAL and len(s.platforms) == 2)
+    current.parent_images(ctx, child)
+    assert sorted(engine.pulled) == sorted(f"{rep.repository}@{b.digest}" for b in first.platforms)
+    for b in first.platforms:
+        assert engine.refs[f"{rep.repository}:{b.tag}"] == b.image_id
+    assert f"{rep.repository}:latest" not in engine.refs
+    current.make_local(ctx, rep, ["linux/amd64"], moving=True)  # builder test: the local latest too
+    assert engine.refs[f"{rep.repository}:latest"] == first.platforms[0].image_id
+    assert len(engine.pulled) == 2  # already local: not pulled again

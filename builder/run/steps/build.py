@@ -32,7 +32,7 @@ from builder.generate import apt_lock, bake, render
 from builder.matrix import ImageSpec
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.platform import Platform
-from builder.run import build
+from builder.run import build, build_id
 from builder.run.context import RunContext
 from builder.run.report import ImageReport
 from builder.run.steps import Built, StepFailed, label, local_ref, stop_if_interrupted
@@ -44,7 +44,8 @@ _CSV_UNSAFE = re.compile(r'[,"\x00-\x1f\x7f]')
 def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, archive: Path, ref: str) -> dict:
     # The override of the image's bake target: its args (the base, for a root image, or the parent's
     # tested build, for the target platform and for the build stage's platform; the wheelhouse;
-    # SOURCE_DATE_EPOCH), for a child the parent's tested build as its ``parent`` context (so bake
+    # SOURCE_DATE_EPOCH), the build id label (bake merges it with the target's labels), for a child
+    # the parent's tested build as its ``parent`` context (so bake
     # does not build the parent's target again), and the output: an OCI archive naming ``ref``,
     # every timestamp rewritten to SOURCE_DATE_EPOCH, or on the classic store the Engine's image
     # (module doc).
@@ -52,10 +53,12 @@ def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, archive
         raise StepFailed(f"the build folder's path {archive.parent} holds a comma, a quote or a control character, "
                          "which BuildKit's output specification cannot carry")
     args = {**build_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
+    rep = ctx.reports.get(spec.name)
+    labels = {build_id.label(ctx.matrix.data.project.label_prefix): (rep.build_id if rep else None) or ""}
     contexts = {bake.PARENT_CONTEXT: f"docker-image://{args['PARENT_IMAGE']}"} if spec.parent else {}
     output = (f"type=oci,dest={archive},name={ref},rewrite-timestamp=true" if ctx.containerd_store
               else f"type=image,name={ref}")
-    return {"args": args, "platforms": [platform], **({"contexts": contexts} if contexts else {}),
+    return {"args": args, "labels": labels, "platforms": [platform], **({"contexts": contexts} if contexts else {}),
             "output": [output], **_cache(ctx, spec, platform)}
 
 
