@@ -104,6 +104,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace]; default: a local registry on 127.0.0.1:5000."),
                 base_source: BaseSource = typer.Option(BaseSource.auto, "--base-source", help="Where bases come from."),
                 no_cache: bool = typer.Option(False, "--no-cache", help="Ignore BuildKit's layer cache (a cold build; implies --force)."),
+                accept_size: bool = typer.Option(False, "--accept-size", help="Pass images that grew more than 10 % over the catalog's size (the catalog made from this run records the new size)."),
                 force: bool = typer.Option(False, "--force", help="Build, test and push every image even when the registry already publishes its build id."),
                 jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Images worked on at once."),
                 test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1,
@@ -129,7 +130,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                 platforms=tuple(platform or ()), by_platform=by_platform,
                                 base_source=base_source.value, images_dir=beside(matrix, images, "images"),
                                 tests_root=beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
-                                no_cache=no_cache, force=force, jobs=jobs, test_jobs=test_jobs, space_check=not no_space_check,
+                                no_cache=no_cache, force=force, accept_size=accept_size, jobs=jobs, test_jobs=test_jobs, space_check=not no_space_check,
                                 keep_last=keep_last, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json",
                                 signing_key=signing_key, keyless=keyless)
         _run(stage, opts, matrix, templates)

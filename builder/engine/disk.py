@@ -45,12 +45,13 @@ MAX_CATALOG = 16 << 20
 
 
 class CatalogRow(BaseModel):
-    """The fields of one docs/images.json row the estimate reads."""
+    """The fields of one docs/images.json row the estimate and the size gate read (bytes)."""
 
     model_config = ConfigDict(extra="ignore")
     name: str = Field(max_length=200)
     platform: str = Field(default=DEFAULT.name, max_length=40)
     uncompressed_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
+    compressed_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
 
 
 class Catalog(BaseModel):
@@ -60,10 +61,10 @@ class Catalog(BaseModel):
     images: list[CatalogRow] = Field(max_length=10_000)
 
 
-def catalog_sizes(path: Path) -> dict[tuple[str, str], int]:
-    """``{(image name, platform): size in bytes}`` from a catalog JSON file (docs/images.json);
-    empty when there is none. Raises ConfigError (one line) for a file that is too large, not JSON
-    or not of the catalog's shape."""
+def catalog_rows(path: Path) -> dict[tuple[str, str], CatalogRow]:
+    """``{(image name, platform): row}`` of a catalog JSON file (docs/images.json); empty when there
+    is none. Raises ConfigError (one line) for a file that is too large, not JSON or not of the
+    catalog's shape."""
     if not path.is_file():
         return {}
     with path.open("rb") as f:
@@ -74,7 +75,13 @@ def catalog_sizes(path: Path) -> dict[tuple[str, str], int]:
         catalog = Catalog.model_validate_json(raw)
     except ValidationError as exc:
         raise ConfigError(pydantic_lines(str(path), exc, Catalog)[:1]) from None
-    return {(r.name, r.platform): r.uncompressed_bytes for r in catalog.images if r.uncompressed_bytes}
+    return {(r.name, r.platform): r for r in catalog.images}
+
+
+def catalog_sizes(path: Path) -> dict[tuple[str, str], int]:
+    """``{(image name, platform): uncompressed size in bytes}`` from a catalog JSON file
+    (:func:`catalog_rows`). Raises ConfigError."""
+    return {k: r.uncompressed_bytes for k, r in catalog_rows(path).items() if r.uncompressed_bytes}
 
 
 def image_size(spec: ImageSpec, platform: str, sizes: dict[tuple[str, str], int],

@@ -44,7 +44,8 @@ class Options:
     ``signing_key`` (a cosign key file's absolute path or a key manager URI) or ``keyless`` signs and
     attests what is published (:mod:`builder.run.steps.sign`). Unless ``force`` (or ``no_cache``),
     an image whose build id the registry already publishes, tested, is up to date: not built, tested
-    or pushed again (:mod:`builder.run.steps.current`)."""
+    or pushed again (:mod:`builder.run.steps.current`). An image that grew more than 10 % over its
+    ``catalog`` row fails the size gate (:mod:`builder.run.steps.size`) unless ``accept_size``."""
 
     stage: Stage = "all"
     select: tuple[str, ...] = ()
@@ -56,6 +57,7 @@ class Options:
     build_dir: Path = files.BUILD_DIR
     no_cache: bool = False
     force: bool = False
+    accept_size: bool = False
     jobs: int = 8
     test_jobs: int = max(1, os.cpu_count() or 1)
     platforms: tuple[str, ...] = ()
@@ -133,7 +135,8 @@ class RunContext:
     written by its own image's worker only); the platform builds run on (``build_platform``); for
     a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
     (root image, platform); whether the Engine keeps images in the containerd image store; the
-    ``signer`` of what is published, when a key (or keyless signing) is configured."""
+    ``signer`` of what is published, when a key (or keyless signing) is configured; the size gate's
+    ``size_baseline``: ``{(name, platform): (uncompressed, compressed bytes)}`` of the catalog."""
 
     matrix: Matrix
     options: Options
@@ -150,6 +153,7 @@ class RunContext:
     base_refs: Mapping[tuple[str, str], str] = field(default_factory=dict)
     containerd_store: bool = True
     signer: Signer | None = None
+    size_baseline: Mapping[tuple[str, str], tuple[int | None, int | None]] = field(default_factory=dict)
 
     @property
     def client(self) -> docker.DockerClient:

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from builder import engine, files
-from builder.engine import bases, children, plugins, prune, superseded
+from builder.engine import bases, children, disk, plugins, prune, superseded
 from builder.engine.registry import Credentials, Registry, host_of
 from builder.engine.sources import Sources, wheelhouse_image
 from builder.matrix import ImageSpec, Matrix, naming, plan
@@ -30,7 +30,7 @@ from builder.run import build_id, policy, report, space
 from builder.run.console import summary, wide_console
 from builder.run.context import Clients, Events, Options, RunContext, Stage
 from builder.run.report import ImageReport, Status
-from builder.run.steps import StepFailed, current
+from builder.run.steps import StepFailed, current, size
 from builder.run.steps.build import build_image
 from builder.run.steps.push import push, tested_image
 from builder.run.steps.tag import promote, tag_builds
@@ -125,7 +125,9 @@ class Pipeline:
                           run_id=uuid.uuid4().hex[:12], build_platform=build_platform,
                           specs={s.name: s for s in specs}, reports=self.reports, events=self.events,
                           clients=self.clients, sources=sources, wheelhouse=wheelhouse, base_refs=base_refs,
-                          containerd_store=containerd_store, signer=signer)
+                          containerd_store=containerd_store, signer=signer,
+                          size_baseline={k: (r.uncompressed_bytes, r.compressed_bytes)
+                                         for k, r in disk.catalog_rows(opt.catalog).items()})
 
     def _signer(self, client) -> Signer | None:
         """The run's signer (:meth:`builder.sign.Signer.make`) when it publishes with a key or
@@ -201,6 +203,9 @@ class Pipeline:
             _steps(ctx, spec, rep, ready)
         except children.Interrupted:
             rep.move(Status.INTERRUPTED, "the run was interrupted")
+        except size.SizeGateFailed as exc:
+            rep.move(Status.SIZE_GATE, str(exc))
+            self.events.say(spec.name, f"[red]{rep.status}[/red]: {escape(rep.error)}")
         except Exception as exc:  # isolate: record, go on with the other images
             rep.fail(str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}")
             self.events.say(spec.name, f"[red]{rep.status}[/red]: {escape(rep.error)}")
@@ -236,6 +241,7 @@ def _steps(ctx: RunContext, spec: ImageSpec, rep: ImageReport, ready) -> None:
     tag_builds(ctx, spec, rep, builts)
     if stage == "build":
         return
+    size.gate(ctx, rep, ctx.size_baseline)
     for platform in spec.platforms:  # latest only when every platform passed
         smoke_test(ctx, spec, rep, platform)
         make_sbom(ctx, spec, rep, platform)

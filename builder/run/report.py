@@ -52,6 +52,7 @@ class Status(str, enum.Enum):
     BUILD_FAILED = "build-failed"
     TEST_FAILED = "test-failed"
     PUBLISH_FAILED = "publish-failed"
+    SIZE_GATE = "size-gate"  # grew more than 10 % over its catalog size (builder.run.steps.size)
     SKIPPED = "skipped"
     INTERRUPTED = "interrupted"
 
@@ -61,14 +62,14 @@ class Status(str, enum.Enum):
 
 S = Status
 #: The image status machine: planned -> built -> tested -> published|unchanged, each with its
-#: failure; planned -> up-to-date (the registry publishes its build id); skipped (a parent failed,
+#: failure, and size-gate (built or tested, grew too much); planned -> up-to-date (the registry publishes its build id); skipped (a parent failed,
 #: or nothing to publish) and interrupted from any unfinished state.
 MOVES: dict[Status, set[Status]] = {
     S.PLANNED: {S.BUILT, S.BUILD_FAILED, S.SKIPPED, S.INTERRUPTED, S.TESTED, S.UP_TO_DATE},  # tested: `publish` of a tested image
-    S.BUILT: {S.TESTED, S.TEST_FAILED, S.INTERRUPTED},
-    S.TESTED: {S.PUBLISHED, S.UNCHANGED, S.PUBLISH_FAILED, S.INTERRUPTED},
+    S.BUILT: {S.TESTED, S.TEST_FAILED, S.INTERRUPTED, S.SIZE_GATE},
+    S.TESTED: {S.PUBLISHED, S.UNCHANGED, S.PUBLISH_FAILED, S.INTERRUPTED, S.SIZE_GATE},
     S.PUBLISHED: set(), S.UNCHANGED: set(), S.UP_TO_DATE: set(), S.BUILD_FAILED: set(), S.TEST_FAILED: set(),
-    S.PUBLISH_FAILED: set(), S.SKIPPED: set(), S.INTERRUPTED: set(),
+    S.PUBLISH_FAILED: set(), S.SIZE_GATE: set(), S.SKIPPED: set(), S.INTERRUPTED: set(),
 }
 #: What a step's failure moves an image to, by the status it had.
 FAILURE = {S.PLANNED: S.BUILD_FAILED, S.BUILT: S.TEST_FAILED, S.TESTED: S.PUBLISH_FAILED}
@@ -178,7 +179,7 @@ class ImageReport(_Model):
     @property
     def failed(self) -> bool:
         """True for every status that ends the image's run without success."""
-        return self.status in (S.BUILD_FAILED, S.TEST_FAILED, S.PUBLISH_FAILED, S.SKIPPED, S.INTERRUPTED)
+        return self.status in (S.BUILD_FAILED, S.TEST_FAILED, S.PUBLISH_FAILED, S.SIZE_GATE, S.SKIPPED, S.INTERRUPTED)
 
     def build(self, platform: str) -> PlatformBuild:
         """The build for ``platform`` (``linux/arm64``), added when missing."""

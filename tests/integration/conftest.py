@@ -21,7 +21,7 @@ from builder import engine
 #: Registry namespaces (and throw-away registries) only the tests push to; their local tags are
 #: removed when the session ends, so test runs do not pile images up on the machine's disk.
 TEST_NAMESPACES = ("127.0.0.1:5000/sigint-", "127.0.0.1:5000/prune-test/", "127.0.0.1:5000/faultcase/", "127.0.0.1:5000/engine-fault/",
-                   "127.0.0.1:5000/split-", "127.0.0.1:5991/", "127.0.0.1:5992/", "127.0.0.1:5993/")
+                   "127.0.0.1:5000/split-", "127.0.0.1:5000/size-gate/", "127.0.0.1:5991/", "127.0.0.1:5992/", "127.0.0.1:5993/")
 
 
 @pytest.fixture(scope="session", autouse=True)

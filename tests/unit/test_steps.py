@@ -24,6 +24,7 @@ from builder.run.steps import Built, StepFailed
 from builder.run.steps import build as build_step
 from builder.run.steps import current
 from builder.run.steps import push as push_step
+from builder.run.steps import size
 from builder.run.steps import tag as tag_step
 from builder.run.steps.push import push
 from builder.run.steps.tag import promote, tag_builds
@@ -74,6 +75,9 @@ class FakeEngine:
         if image_id is None:
             raise docker.errors.ImageNotFound(ref)
         return self.images_by_id[image_id]
+
+    def history(self, ref: str) -> list[dict]:
+        return []
 
     def remove_image(self, ref: str, noprune: bool) -> None:
         del self.refs[ref]
@@ -520,3 +524,41 @@ def test_an_up_to_date_parent_is_pulled_by_digest_for_a_child_that_builds(fakes,
     current.make_local(ctx, rep, ["linux/amd64"], moving=True)  # builder test: the local latest too
     assert engine.refs[f"{rep.repository}:latest"] == first.platforms[0].image_id
     assert len(engine.pulled) == 2  # already local: not pulled again
+
+
+# The size gate (issue 22): more than 10 % over the catalog's size fails; --accept-size passes.
+
+def test_an_image_that_grew_past_ten_percent_fails_the_size_gate_naming_the_layers(fakes, tmp_path):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)  # 100 MB uncompressed (fake)
+    history = {f"{rep.repository}:{rep.platforms[0].tag}": [{"CreatedBy": "RUN pip install", "Size": 60_000_000},
+                                                            {"CreatedBy": "COPY app", "Size": 1_000}],
+               f"{rep.repository}:latest": [{"CreatedBy": "RUN pip install", "Size": 20_000_000}]}
+    engine.history = lambda ref: history.get(ref, [])
+    size.gate(ctx, rep, {(GPU, "linux/amd64"): (91_000_000, None)})  # +9.9 %: passes
+    size.gate(ctx, rep, {(MINIMAL, "linux/amd64"): (1, None)})  # no row of its own: passes
+    with pytest.raises(size.SizeGateFailed) as failed:
+        size.gate(ctx, rep, {(GPU, "linux/amd64"): (80_000_000, None)})
+    assert "linux/amd64: uncompressed 80 MB -> 100 MB (+25 %)" in str(failed.value)
+    assert "grew most: +40 MB RUN pip install, +0 MB COPY app" in str(failed.value)
+    accepting = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, accept_size=True))
+    size.gate(accepting, rep, {(GPU, "linux/amd64"): (80_000_000, None)})
+
+
+def test_pushed_bytes_past_ten_percent_leave_latest_where_it_was(fakes, tmp_path):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    ctx = dataclasses.replace(ctx, size_baseline={(GPU, "linux/amd64"): (None, 30_000_000)})  # pushed: 40 MB
+    rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
+    with pytest.raises(size.SizeGateFailed, match=r"compressed 30 MB -> 40 MB \(\+33 %\)"):
+        push(ctx, ctx.specs[GPU], rep)
+    assert registry.digest(rep.repository, rep.tags[0]) is not None and registry.digest(rep.repository, "latest") is None
+    rep.move(Status.SIZE_GATE, "grew")
+    assert rep.failed
+
+
+def test_layer_growth_without_an_earlier_image_names_the_largest_layers():
+    new = [{"CreatedBy": "/bin/sh -c   apt-get   install", "Size": 5_000_000}, {"CreatedBy": "RUN x", "Size": 9_000_000},
+           {"CreatedBy": "ENV A=1", "Size": 0}]
+    assert size.layer_growth(new, []) == ["+9 MB RUN x", "+5 MB /bin/sh -c apt-get install"]

@@ -16,7 +16,7 @@ from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.run import policy, publish, sbom
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
-from builder.run.steps import StepFailed, stop_if_interrupted
+from builder.run.steps import StepFailed, size, stop_if_interrupted
 from builder.run.steps.sign import sign_build, sign_index
 from builder.run.steps.test import make_sbom, sbom_path
 
@@ -78,6 +78,7 @@ def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
     rep.digest, image_pushed = publish_as.publish_image(ctx.registry_client, rep, fixed)
     if rep.publish == "index":
         sign_index(ctx, rep)
+    size.gate_pushed(ctx, rep, ctx.size_baseline)  # before latest moves
     moved = _move(ctx, rep, publish_as, {p: later_tags for p, (_, later_tags) in per_build.items()}, later)
     rep.signature = "signed" if ctx.signer is not None else "unsigned"
     rep.move(Status.PUBLISHED if any(pushed) or image_pushed or moved else Status.UNCHANGED)
