@@ -11,7 +11,7 @@ SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)') $(if $(DEVICE),--select '*
 CATALOG_DIR := $(if $(SELECT)$(DEVICE),build,docs)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render lock catalog check lint unit golden test build-all build publish bench bench-platforms bench-cache load compat clean
+.PHONY: help venv render lock catalog check lint unit golden test build-all build publish bench bench-platforms bench-cache bench-incremental load compat clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, second
 
 bench-platforms: venv ## Benchmark: the arm64 build of the sklearn image against amd64 and against pip under QEMU
 	$(BIN)/python benchmarks/platforms.py
+
+bench-incremental: venv ## Benchmark: a no-op `builder all` (up-to-date images), on a fresh runner, and after one pin change
+	$(BIN)/python benchmarks/incremental.py $(SELECT_ARGS)
 
 bench-cache: venv ## Benchmark: a fresh runner's build from the registry cache against a cold one (restarts the Engine)
 	$(BIN)/python benchmarks/registry_cache.py $(SELECT_ARGS)

@@ -1,0 +1,110 @@
+"""Benchmark of incremental releases (issue 22) on this machine. Prints figures; asserts nothing.
+
+Works on a copy of matrix.yaml, compat.yaml, templates/ and images/ in build/bench/incremental (the
+one-pin change is made there, never in the repository), and publishes to its own namespace of the
+local registry (``127.0.0.1:5000/bench-incremental``), so the project's own ``latest`` tags never move.
+
+1. ``builder all`` of the selection (default: the minimal image, scikit-learn 1.9 and 1.8 on
+   Debian 12, every platform of each): publishes each image with its build id;
+2. a no-op ``builder all`` right after it: wall seconds, images up to date, builds and smoke tests run;
+3. the same after every local image of the selection was removed (a fresh runner whose bases and
+   BuildKit cache stay): wall seconds, images up to date, local images afterwards (nothing is
+   pulled when nothing changed);
+4. one pin changed in the scikit-learn 1.8 image (``joblib``, through its lock): which images were
+   built again.
+
+Usage: python benchmarks/incremental.py [--select GLOB]... (from the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench import PIN, workspace  # noqa: E402
+
+from builder import engine, files  # noqa: E402
+from builder.run import report_file  # noqa: E402
+
+NAMESPACE = f"{engine.LOCAL_REGISTRY}/bench-incremental"
+DEFAULT = ["minimal-debian12-py311-cpu-inference", "sklearn-1.9-debian12-py311-cpu-inference", PIN[0]]
+
+
+def run(args: list[str], build_dir: Path) -> tuple[float, dict]:
+    """``builder all`` with ``args``: (wall seconds, {image name: report entry})."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "builder.cli", "all", *args, "--registry", NAMESPACE,
+                           "--build-dir", str(build_dir)], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+    return seconds, {e.name: e for e in report_file.read(build_dir / "report.json")}
+
+
+def counts(entries: dict) -> str:
+    """``up-to-date 3/3, builds 0, smoke tests 0`` of one run's report entries."""
+    up = sum(e.status == "up-to-date" for e in entries.values())
+    builds = sum(b.build_seconds is not None for e in entries.values() for b in e.platforms)
+    tests = sum(b.test is not None for e in entries.values() for b in e.platforms)
+    return f"up-to-date {up}/{len(entries)}, builds {builds}, smoke tests {tests}"
+
+
+def local_images(client) -> list[str]:
+    """The local tags in the benchmark's namespace."""
+    return sorted(t for i in client.images.list() for t in i.tags if t.startswith(NAMESPACE + "/"))
+
+
+def change_pin(space: Path) -> bool:
+    """Move one companion pin of the scikit-learn 1.8 image in the workspace's matrix, then lock and
+    render that image again (the updater, then the renderer). False when the pin is not there."""
+    path = space / "matrix.yaml"
+    text = path.read_text()
+    if PIN[1] not in text:
+        return False
+    path.write_text(text.replace(PIN[1], PIN[2], 1))
+    common = ["--matrix", str(path), "--images", str(space / "images")]
+    subprocess.run([sys.executable, "-m", "builder.cli", "lock", "--select", PIN[0], *common], cwd=ROOT, check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "builder.cli", "render", *common, "--templates", str(space / "templates")],
+                   cwd=ROOT, check=True, capture_output=True)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--select", action="append", default=[])
+    parser.add_argument("--build-dir", type=Path, default=ROOT / files.BUILD_DIR)
+    ns = parser.parse_args()
+    work = ns.build_dir / "bench" / "incremental"
+    space = work / "workspace"
+    opts = [*workspace(space), *(a for s in ns.select or DEFAULT for a in ("--select", s))]
+    client = engine.client(ns.build_dir)
+
+    first_s, first = run(opts, work / "first")
+    print(f"first `builder all` ({len(first)} images): {first_s:7.1f} s wall; "
+          f"{', '.join(f'{n} {e.status}' for n, e in first.items())}")
+    noop_s, noop = run(opts, work / "noop")
+    print(f"no-op `builder all`: {noop_s:7.1f} s wall; {counts(noop)}")
+    for tag in local_images(client):
+        client.api.remove_image(tag, noprune=False)
+    fresh_s, fresh = run(opts, work / "fresh")
+    print(f"no-op `builder all` with no local image of the selection: {fresh_s:7.1f} s wall; {counts(fresh)}; "
+          f"local images afterwards: {len(local_images(client))}")
+    if change_pin(space):
+        pin_s, pin = run(opts, work / "pin")
+        built = [n for n, e in pin.items() if e.status != "up-to-date"]
+        print(f"after one pin change ({PIN[0]}: {PIN[1]} -> {PIN[2]}): {pin_s:7.1f} s wall; {counts(pin)}; "
+              f"built again: {', '.join(built) or 'none'}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
