@@ -71,7 +71,8 @@ class Pipeline:
         self.reports = {s.name: self._report(s) for s in specs}
         if self.opt.dry_run:
             for s in specs:
-                self.events.say(s.name, f"would {self.opt.stage} (parent: {s.parent or 'base ' + s.base})")
+                self.events.say(s.name, f"would {self.opt.stage} (parent: {s.parent or 'base ' + s.base}); "
+                                        + self._dry_lookup(s))
             return list(self.reports.values())
         client = self.clients.get()
         if self.opt.space_check and self.opt.stage != "publish":  # before anything is started or written
@@ -92,6 +93,17 @@ class Pipeline:
         if self.opt.stage != "publish":
             space.remove_superseded(ctx, started)
         return list(self.reports.values())
+
+    def _dry_lookup(self, spec: ImageSpec) -> str:
+        # What --dry-run says of the build id look-up (it computes no build id: that needs the bases).
+        if self.opt.stage == "publish":
+            return "pushes the image a test run left tagged latest"
+        why = current.always_built(self.opt, spec, self.matrix.image(spec.name).platforms,
+                                   self.reports[spec.name].publish)
+        if why:
+            return f"built whatever the registry holds: {why}"
+        where = self.opt.registry or engine.LOCAL_REGISTRY
+        return f"up-to-date, and not built, when {where}'s latest for it carries its build id"
 
     def _registry(self) -> str:
         # The registry images are pushed to: --registry, else the local one (started when pushing).

@@ -562,3 +562,19 @@ def test_layer_growth_without_an_earlier_image_names_the_largest_layers():
     new = [{"CreatedBy": "/bin/sh -c   apt-get   install", "Size": 5_000_000}, {"CreatedBy": "RUN x", "Size": 9_000_000},
            {"CreatedBy": "ENV A=1", "Size": 0}]
     assert size.layer_growth(new, []) == ["+9 MB RUN x", "+5 MB /bin/sh -c apt-get install"]
+
+
+def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
+    from builder.run.pipeline import Pipeline
+
+    matrix = load(ROOT / "matrix.yaml")
+    said: list[str] = []
+    for options, expected in (({}, "up-to-date, and not built, when 127.0.0.1:5000's latest"),
+                              ({"force": True}, "built whatever the registry holds: --force"),
+                              ({"stage": "test"}, "no --registry to look in"),
+                              ({"by_platform": True, "platforms": ("linux/arm64",)}, "only some of its platforms")):
+        console = Console(file=open(tmp_path / "out.txt", "w"), width=300)
+        Pipeline(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console).run()
+        console.file.close()
+        said.append((tmp_path / "out.txt").read_text())
+        assert expected in said[-1], said[-1]

@@ -22,7 +22,7 @@ from builder.matrix import ImageSpec
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.platform import oci_name
 from builder.run import build, build_id, policy, publish, smoke, tag
-from builder.run.context import RunContext
+from builder.run.context import Options, RunContext
 from builder.run.report import ImageReport, Status
 from builder.run.steps import StepFailed
 from builder.sign import cosign, predicates
@@ -63,14 +63,19 @@ def inputs_of(ctx: RunContext, spec: ImageSpec) -> build_id.Inputs:
 
 
 def may_skip(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
+    """:func:`always_built` of the run's options for ``spec`` and its report's publish policy."""
+    return always_built(ctx.options, spec, ctx.matrix.image(spec.name).platforms, rep.publish)
+
+
+def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...], publish: str) -> str | None:
     """Why ``spec`` is built whatever the registry holds, or None when it may be up to date: asked
-    to (``--force``, ``--no-cache``); one job of a run split by platform or a narrowed run (the
-    registry's image has other platforms); keyless signing (a signature then has no key to check);
-    ``builder build|test`` without ``--registry`` (nothing to look in)."""
-    opt = ctx.options
+    to (``--force``, ``--no-cache``); one job of a run split by platform or a run narrowed from the
+    image's ``matrix_platforms`` (the registry's image has other platforms); keyless signing (a
+    signature then has no key to check); ``builder build|test`` without ``--registry`` (nothing to
+    look in)."""
     if opt.force or opt.no_cache:
         return "--force" if opt.force else "--no-cache"
-    if rep.publish == "per-platform" or spec.platforms != ctx.matrix.image(spec.name).platforms:
+    if publish == "per-platform" or spec.platforms != matrix_platforms:
         return "the run builds only some of its platforms"
     if opt.keyless:
         return "keyless signatures cannot be checked against a key"
