@@ -36,6 +36,14 @@ MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.oc
 MAX_MANIFEST = 4 << 20
 
 
+def _is_digest(value: str) -> bool:
+    try:
+        grammar.digest(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_tag(name: str) -> bool:
     try:
         grammar.tag(name)
@@ -150,35 +158,52 @@ class Registry:
         path = repository.split("/", 1)[1]
         return f"{api_root(self.host)}{path}/manifests/{reference}"
 
-    def _get(self, repository: str, reference: str) -> requests.Response | None:
-        # GET a manifest: the response, None for 404; RegistryError otherwise.
+    def _request(self, repository: str, url: str, limit: int, headers: dict | None = None) -> tuple[requests.Response, bytes]:
+        # GET ``url``: the response and its body, read as a stream and refused past ``limit`` bytes
+        # (a hostile registry cannot make the client hold more). RegistryError when it cannot be read.
         try:
-            r = self._client(repository).do_request(self._url(repository, reference), "GET",
-                                          headers={"Accept": ", ".join(MANIFEST_TYPES)})
+            r = self._client(repository).do_request(url, "GET", headers=headers, stream=True)
+            length = r.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > limit:
+                raise RegistryError(f"{url}: the registry would send {length} bytes, over {limit}")
+            body = b""
+            for chunk in r.iter_content(1 << 16):
+                body += chunk
+                if len(body) > limit:
+                    raise RegistryError(f"{url}: the registry sent over {limit} bytes")
         except (requests.RequestException, ValueError) as exc:
-            raise RegistryError(f"cannot read {repository}:{reference} from the registry: {exc}") from None
+            raise RegistryError(f"cannot read {url}: {type(exc).__name__}: {exc}") from None
+        finally:
+            if "r" in locals():
+                r.close()
+        return r, body
+
+    def _get(self, repository: str, reference: str) -> tuple[requests.Response, bytes] | None:
+        # GET a manifest (at most MAX_MANIFEST bytes): the response and body, None for 404;
+        # RegistryError otherwise.
+        r, body = self._request(repository, self._url(repository, reference), MAX_MANIFEST,
+                                {"Accept": ", ".join(MANIFEST_TYPES)})
         if r.status_code == 404:
             return None
         if r.status_code != 200:
             raise RegistryError(f"cannot read {repository}:{reference} from the registry: HTTP {r.status_code}")
-        return r
+        return r, body
 
     def manifest(self, repository: str, reference: str) -> tuple[str, dict] | None:
         """``(digest, manifest or index as JSON)`` the registry serves for ``repository:reference``
         (a tag or a digest), or None when it has none. The digest is the sha256 of the bytes served.
         Raises RegistryError when the registry cannot be asked or refuses."""
-        r = self._get(repository, reference)
-        if r is None:
+        found = self._get(repository, reference)
+        if found is None:
             return None
-        if len(r.content) > MAX_MANIFEST:  # the limit registries hold manifests to (distribution's default: 4 MiB)
-            raise RegistryError(f"{repository}:{reference}: the registry served a manifest over {MAX_MANIFEST} bytes")
+        body = found[1]
         try:
-            doc = json.loads(r.content)
+            doc = json.loads(body)
         except ValueError:
             doc = None
         if not isinstance(doc, dict):
             raise RegistryError(f"{repository}:{reference}: the registry served a manifest that is not a JSON object")
-        return "sha256:" + hashlib.sha256(r.content).hexdigest(), doc
+        return "sha256:" + hashlib.sha256(body).hexdigest(), doc
 
     def digest(self, repository: str, reference: str) -> str | None:
         """The manifest digest served for ``repository:reference``, or None. Raises RegistryError."""
@@ -188,11 +213,11 @@ class Registry:
     def descriptor(self, repository: str, digest: str) -> dict:
         """The OCI descriptor (``mediaType``, ``digest``, ``size`` in bytes) of the manifest
         ``digest``. Raises RegistryError when the registry has none."""
-        r = self._get(repository, digest)
-        if r is None:
+        found = self._get(repository, digest)
+        if found is None:
             raise RegistryError(f"the registry has no manifest {repository}@{digest}")
-        return {"mediaType": r.headers.get("Content-Type", "").split(";")[0].strip(), "digest": digest,
-                "size": len(r.content)}
+        return {"mediaType": found[0].headers.get("Content-Type", "").split(";")[0].strip(), "digest": digest,
+                "size": len(found[1])}
 
     def config(self, repository: str, manifest: dict, max_bytes: int = 1 << 20) -> dict:
         """The image configuration (JSON) an image ``manifest`` names: its blob, read by digest
@@ -200,19 +225,16 @@ class Registry:
         checked against that digest, at most ``max_bytes``. Raises RegistryError."""
         config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
         digest = config.get("digest")
-        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        if not isinstance(digest, str) or not digest.startswith("sha256:") or not _is_digest(digest):
             raise RegistryError(f"{repository}: the manifest names no sha256 image configuration")
         url = f"{api_root(self.host)}{repository.split('/', 1)[1]}/blobs/{digest}"
-        try:
-            r = self._client(repository).do_request(url, "GET")
-        except (requests.RequestException, ValueError) as exc:
-            raise RegistryError(f"cannot read {repository}@{digest}: {exc}") from None
-        if r.status_code != 200 or len(r.content) > max_bytes:
-            raise RegistryError(f"cannot read {repository}@{digest}: HTTP {r.status_code}, {len(r.content)} bytes")
-        if "sha256:" + hashlib.sha256(r.content).hexdigest() != digest:
+        r, body = self._request(repository, url, max_bytes)
+        if r.status_code != 200:
+            raise RegistryError(f"cannot read {repository}@{digest}: HTTP {r.status_code}")
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
             raise RegistryError(f"{repository}@{digest}: the registry served other bytes than the digest names")
         try:
-            doc = json.loads(r.content)
+            doc = json.loads(body)
         except ValueError:
             doc = None
         if not isinstance(doc, dict):
@@ -235,12 +257,13 @@ class Registry:
         raise RegistryError(f"{repository}: the registry's tag list goes on past {max_pages} pages")
 
     def _tag_page(self, repository: str, url: str) -> tuple[list, str | None]:
-        # One page of tags and the next page's URL (same host, under /v2/), or None.
+        # One page of tags (at most MAX_MANIFEST bytes) and the next page's URL (same host, under
+        # /v2/), or None.
+        r, body = self._request(repository, url, MAX_MANIFEST)
         try:
-            r = self._client(repository).do_request(url, "GET")
-            doc = r.json() if r.status_code == 200 else None
-        except (requests.RequestException, ValueError) as exc:
-            raise RegistryError(f"cannot list the tags of {repository}: {type(exc).__name__}") from None
+            doc = json.loads(body) if r.status_code == 200 else None
+        except ValueError:
+            doc = None
         if r.status_code == 404:
             return [], None
         if not isinstance(doc, dict) or not isinstance(doc.get("tags") or [], list):
@@ -257,13 +280,22 @@ class Registry:
         """``(digest, {platform: manifest digest})`` of the image index ``repository:tag``, or None
         when the registry has no such tag or it is not an index. Raises RegistryError."""
         found = self.manifest(repository, tag)
-        if found is None or "manifests" not in found[1]:
-            return None
+        entries = self.index_entries(found[1]) if found else None
+        return (found[0], entries) if entries is not None else None
+
+    @staticmethod
+    def index_entries(doc: dict) -> dict[str, str] | None:
+        """``{platform: manifest digest}`` of an image index ``doc``
+        (https://github.com/opencontainers/image-spec/blob/main/image-index.md), or None when it is
+        not an index, an entry lacks its platform, or a digest fails the digest grammar."""
         try:
-            return found[0], {oci_name(m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")): m["digest"]
-                              for m in found[1]["manifests"]}
+            entries = {oci_name(m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")): m["digest"]
+                       for m in doc["manifests"]}
+            for d in entries.values():
+                grammar.digest(d)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
+        return entries
 
     def push_artifact(self, repository: str, tag: str, path: Path, media_type: str, subject_digest: str) -> str:
         """Push the file at ``path`` as an OCI artifact (config and layer of ``media_type``) whose

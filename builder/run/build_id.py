@@ -1,22 +1,27 @@
-"""Build ids (issue 22): the sha256 of everything that decides an image and its smoke test's verdict.
+"""Build ids (issue 22): the sha256 of everything that decides one platform's build of an image and
+its smoke test's verdict.
 
-An image whose build id the registry already holds, published and tested, is not built, tested or
+A build whose build id the registry already holds, published and tested, is not built, tested or
 pushed again (:mod:`builder.run.steps.current`). The id covers, as Docker's Official Images' build
 ids and AWS Deep Learning Containers' content hashes do (``scripts/ci/test_skip/hash_image_content.py``):
 
+- the platform, and the platform the build stage runs on;
 - the rendered build context (the Dockerfile and every file beside it, locks included) and the
   image's target in the committed bake file (its arguments, labels and platforms);
-- the base image of every platform (root images: the local base's image id) and the platform the
-  build stage runs on;
-- the parent's build id (a child);
+- a root image's base images for the platform and for the build stage (their local image ids); a
+  child's parent's build ids for the same two platforms;
 - the build arguments that reach the image (``SOURCE_DATE_EPOCH`` and the revision label);
-- the builder's version and the files of the builder that decide a smoke test's verdict
-  (:data:`HARNESS`);
-- every file of the test folders the image runs (:func:`builder.run.smoke.folders`) and the shared
-  files at the test root (``conftest.py``).
+- the builder's version and every Python file of the builder package (:func:`builder_digests`):
+  any change to the builder builds every image again, as a new builder version does for Docker's
+  Official Images;
+- the matrix's runtime section (the server's port, the model mount the smoke tests use);
+- every file of the test folders the image runs (:func:`builder.run.smoke.folders`), the files at
+  the test root (``conftest.py``), and the test data and ``conftest.py`` beside the test root.
 
-The id is the image's label :func:`label` (in its configuration, so one manifest and one small
-blob tell it, without pulling a layer).
+Each platform's id depends on that platform's inputs only, so a run narrowed to one platform (or
+one job of a run split by platform) gives the same build as a full run. The id is the image's
+label :func:`label`, in its configuration: one manifest and one small blob tell it, without pulling
+a layer.
 """
 
 from __future__ import annotations
@@ -28,28 +33,28 @@ from pathlib import Path
 
 import builder
 
-#: The builder's files (under its package) that decide a smoke test's verdict: the test runner and
-#: the scoring container's deployment it uses.
-HARNESS = ("run/smoke.py", "extend/deploy.py", "matrix/platform.py")
 #: Caches the test run leaves in a test folder: never an input.
 _IGNORED = ("__pycache__", ".pytest_cache")
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """What one image's build id is made of. Every mapping is ``{name: sha256 hex}`` of files
-    (paths relative to their folder, ``/``-separated) or ``{platform: image id}``; ``bake_target``
-    is the image's target in the committed bake file, ``args`` the build arguments that reach the
-    image, ``parent`` the parent's build id (None for a root image)."""
+    """What one platform's build id is made of. File mappings are ``{path: sha256 hex}`` (paths
+    relative to their folder, ``/``-separated); ``bases`` (a root image) and ``parent`` (a child:
+    the parent's build ids) are ``{platform: id}`` for ``platform`` and ``build_platform``;
+    ``bake_target`` is the image's target in the committed bake file, ``args`` the build arguments
+    that reach the image, ``runtime`` the matrix's runtime section."""
 
+    platform: str
+    build_platform: str
     context: dict[str, str]
     bake_target: dict
     bases: dict[str, str]
-    build_platform: str
-    parent: str | None
+    parent: dict[str, str]
     args: dict[str, str]
     builder_version: str
-    harness: dict[str, str]
+    builder: dict[str, str]
+    runtime: dict
     tests: dict[str, str]
 
 
@@ -85,18 +90,30 @@ def folder_digests(folder: Path, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def harness_digests() -> dict[str, str]:
-    """``{path: sha256 hex}`` of the builder's :data:`HARNESS` files, paths relative to the package."""
-    package = Path(builder.__file__).parent
-    return {name: file_digest(package / name) for name in HARNESS}
+def builder_digests() -> dict[str, str]:
+    """``{path: sha256 hex}`` of every Python file and template of the builder package, paths
+    relative to the package (computed once per process)."""
+    if not _BUILDER:
+        package = Path(builder.__file__).parent
+        _BUILDER.update({k: v for k, v in folder_digests(package).items() if not k.endswith((".pyc", ".pyo"))})
+    return dict(_BUILDER)
+
+
+_BUILDER: dict[str, str] = {}
 
 
 def suite_digests(tests_root: Path, folders: list[Path]) -> dict[str, str]:
-    """``{path: sha256 hex}`` of the files at ``tests_root`` itself (``conftest.py``) and of every
-    file under ``folders`` (test folders inside ``tests_root``), paths relative to ``tests_root``."""
+    """``{path: sha256 hex}`` of the files at ``tests_root`` itself (``conftest.py``), of every file
+    under ``folders`` (test folders inside ``tests_root``), paths relative to ``tests_root``, and of
+    what beside ``tests_root`` the smoke tests read: ``../conftest.py`` and ``../data/`` (the
+    models' training data)."""
     out = {p.name: file_digest(p) for p in sorted(tests_root.glob("*")) if p.is_file()}
     for folder in folders:
         out.update(folder_digests(folder, folder.relative_to(tests_root).as_posix() + "/"))
+    beside = tests_root.parent
+    if (beside / "conftest.py").is_file():
+        out["../conftest.py"] = file_digest(beside / "conftest.py")
+    out.update(folder_digests(beside / "data", "../data/"))
     return out
 
 

@@ -103,7 +103,7 @@ class Pipeline:
         if why:
             return f"built whatever the registry holds: {why}"
         where = self.opt.registry or engine.LOCAL_REGISTRY
-        return f"up-to-date, and not built, when {where}'s latest for it carries its build id"
+        return f"up-to-date, and not built, when {where}'s moving tags for it name builds with its build ids"
 
     def _registry(self) -> str:
         # The registry images are pushed to: --registry, else the local one (started when pushing).
@@ -243,7 +243,8 @@ def _steps(ctx: RunContext, spec: ImageSpec, rep: ImageReport, ready) -> None:
             ready()
             push(ctx, spec, rep)
         return
-    rep.build_id = build_id.compute(current.inputs_of(ctx, spec))
+    for platform in spec.platforms:
+        rep.build(platform).build_id = build_id.compute(current.inputs_of(ctx, spec, platform))
     if current.up_to_date(ctx, spec, rep):
         if stage != "all":  # builder build|test: the images they leave are local
             current.make_local(ctx, rep, list(spec.platforms), moving=stage == "test")

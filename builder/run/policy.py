@@ -117,6 +117,10 @@ class PerPlatform(Manifest):
         own = {p: tag.immutable_tag(self.tags, *versions(p), i) + _suffix(p) for p, i in image_ids.items()}
         return list(own.values()), own
 
+    def build_tag(self, immutable, platform):
+        """A build's own tag is its own immutable tag plus ``-<arch>``."""
+        return immutable + _suffix(platform)
+
     def local_moving(self, platform):
         return [m + _suffix(platform) for m in self.tags.moving]
 

@@ -126,7 +126,8 @@ class PlatformBuild(_Model):
     layers the registry serves for it, once pushed. ``attestations``: the predicate types of the
     signed attestations attached to ``digest`` (:mod:`builder.run.steps.sign`). ``base`` is the
     reference the build started FROM (the base image, or the parent's tested build), ``base_digest``
-    its image id, ``build_args`` what bake passed (never a secret): the provenance's inputs."""
+    its image id, ``build_args`` what bake passed (never a secret): the provenance's inputs.
+    ``build_id``: the sha256 of the build's inputs (:mod:`builder.run.build_id`), also its label."""
 
     platform: PlatformName
     image_id: Digest | None = None
@@ -146,6 +147,7 @@ class PlatformBuild(_Model):
     base: Line | None = None
     base_digest: Digest | None = None
     build_args: dict[ArgName, Line] = {}
+    build_id: Digest | None = None
 
 
 PublishName = Literal["manifest", "index", "per-platform"]
@@ -157,8 +159,7 @@ class ImageReport(_Model):
     image index of every build (index), or nothing (per-platform: one job of a run split by
     platform; each build has its own tags and digest, ``builder merge`` makes the index).
     ``status``: :class:`Status`. ``container_log_tail``: the last lines of each scoring container's
-    log after a failed smoke test. ``build_id``: the sha256 of the image's inputs
-    (:mod:`builder.run.build_id`), also its label. ``signature``: ``signed`` once what the tags name (and each
+    log after a failed smoke test. ``signature``: ``signed`` once what the tags name (and each
     build) is signed, by digest, before the moving tags moved; ``sign_seconds`` what attesting and
     signing took (checks of earlier signatures included)."""
 
@@ -173,7 +174,6 @@ class ImageReport(_Model):
     container_log_tail: LogTail | None = None
     error: Text | None = None
     signature: Literal["signed", "unsigned"] = "unsigned"
-    build_id: Digest | None = None
     sign_seconds: Seconds | None = None
 
     @property

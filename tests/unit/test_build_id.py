@@ -19,9 +19,10 @@ SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
 
 
 def _inputs(**changed) -> build_id.Inputs:
-    base = dict(context={"Dockerfile": "aa"}, bake_target={"args": {}}, bases={"linux/amd64": "sha256:1"},
-                build_platform="linux/amd64", parent=None, args={"SOURCE_DATE_EPOCH": "1"}, builder_version="0.1.0",
-                harness={"run/smoke.py": "bb"}, tests={"minimal/test_x.py": "cc"})
+    base = dict(platform="linux/amd64", build_platform="linux/amd64", context={"Dockerfile": "aa"},
+                bake_target={"args": {}}, bases={"linux/amd64": "sha256:1"}, parent={}, args={"SOURCE_DATE_EPOCH": "1"},
+                builder_version="0.1.0", builder={"run/smoke.py": "bb"}, runtime={"port": 5001},
+                tests={"minimal/test_x.py": "cc"})
     return build_id.Inputs(**{**base, **changed})
 
 
@@ -29,8 +30,9 @@ def test_the_same_inputs_give_the_same_id_and_any_change_another():
     assert build_id.compute(_inputs()) == build_id.compute(_inputs())
     assert build_id.compute(_inputs()).startswith("sha256:") and len(build_id.compute(_inputs())) == 71
     changes = [{"context": {"Dockerfile": "ab"}}, {"bake_target": {"args": {"X": "1"}}},
-               {"bases": {"linux/amd64": "sha256:2"}}, {"build_platform": "linux/arm64"}, {"parent": ID1},
-               {"args": {"SOURCE_DATE_EPOCH": "2"}}, {"builder_version": "0.2.0"}, {"harness": {"run/smoke.py": "bc"}},
+               {"bases": {"linux/amd64": "sha256:2"}}, {"build_platform": "linux/arm64"}, {"platform": "linux/arm64"},
+               {"parent": {"linux/amd64": ID1}}, {"runtime": {"port": 5002}},
+               {"args": {"SOURCE_DATE_EPOCH": "2"}}, {"builder_version": "0.2.0"}, {"builder": {"run/smoke.py": "bc"}},
                {"tests": {"minimal/test_x.py": "cd"}}, {"tests": {"minimal/test_x.py": "cc", "minimal/new.py": "dd"}}]
     ids = {build_id.compute(_inputs(**c)) for c in changes}
     assert len(ids) == len(changes) and build_id.compute(_inputs()) not in ids
@@ -60,10 +62,12 @@ def tree(tmp_path):
     return tmp_path / "by_image"
 
 
-def _child_id(fakes, tmp_path, tests, parent_id: str = ID1) -> str:
+def _child_id(fakes, tmp_path, tests, parent_id: str = ID1, platform: str = "linux/arm64") -> str:
     ctx, reports = _context(*fakes, tmp_path / "b", images_dir=ROOT / "images", tests_root=tests)
-    reports[MINIMAL] = ImageReport(name=MINIMAL, build_id=parent_id)
-    return build_id.compute(current.inputs_of(ctx, ctx.specs[SKLEARN]))
+    reports[MINIMAL] = ImageReport(name=MINIMAL)
+    for p in ("linux/amd64", "linux/arm64"):
+        reports[MINIMAL].build(p).build_id = _sha(parent_id + p)
+    return build_id.compute(current.inputs_of(ctx, ctx.specs[SKLEARN], platform))
 
 
 def test_a_child_s_id_follows_its_tests_its_ancestors_tests_its_parent_and_the_builder(fakes, tmp_path, tree,
@@ -90,7 +94,10 @@ def test_a_root_image_s_id_follows_its_base_images(fakes, tmp_path):
     ctx = dataclasses.replace(ctx, base_refs=refs)
     engine.add(ID1, "base:amd64")
     engine.add(ID2, "base:arm64")
-    first = current.inputs_of(ctx, ctx.specs[MINIMAL])
-    assert first.bases == {"linux/amd64": ID1, "linux/arm64": ID2} and first.parent is None
+    amd64, arm64 = (current.inputs_of(ctx, ctx.specs[MINIMAL], p) for p in ("linux/amd64", "linux/arm64"))
+    assert amd64.bases == {"linux/amd64": ID1} and arm64.bases == {"linux/arm64": ID2, "linux/amd64": ID1}
+    assert amd64.parent == {} and build_id.compute(amd64) != build_id.compute(arm64)
     engine.add(_sha("another arm64 base"), "base:arm64")
-    assert build_id.compute(current.inputs_of(ctx, ctx.specs[MINIMAL])) != build_id.compute(first)
+    assert build_id.compute(current.inputs_of(ctx, ctx.specs[MINIMAL], "linux/arm64")) != build_id.compute(arm64)
+    # the linux/amd64 build depends on its own platform's base only: a narrowed run builds the same
+    assert build_id.compute(current.inputs_of(ctx, ctx.specs[MINIMAL], "linux/amd64")) == build_id.compute(amd64)

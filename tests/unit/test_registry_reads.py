@@ -24,15 +24,18 @@ class Answer:
         self.status_code, self.headers = status, {}
         self.links = {"next": {"url": next_url}} if next_url else {}
 
-    def json(self):
-        return json.loads(self.content)
+    def iter_content(self, size: int):
+        return (self.content[i:i + size] for i in range(0, len(self.content), size))
+
+    def close(self) -> None:
+        pass
 
 
 class Session:
     def __init__(self, answers: dict[str, Answer]):
         self.answers, self.asked = answers, []
 
-    def do_request(self, url: str, method: str, headers: dict | None = None):
+    def do_request(self, url: str, method: str, headers: dict | None = None, stream: bool = False):
         self.asked.append(url)
         for part, answer in self.answers.items():
             if part in url:
@@ -99,3 +102,22 @@ def test_an_image_configuration_must_match_its_digest_and_be_an_object(monkeypat
     r, _ = _registry(monkeypatch, {other: Answer(listed)})
     with pytest.raises(RegistryError, match="not a JSON object"):
         r.config(REPO, {"config": {"digest": other}})
+
+
+class Endless(Answer):
+    """A body that never ends, and says no length."""
+
+    def iter_content(self, size: int):
+        while True:
+            yield b" " * size
+
+
+def test_a_body_that_never_ends_is_cut_off_at_the_limit(monkeypatch):
+    r, _ = _registry(monkeypatch, {"manifests/latest": Endless(b"")})
+    with pytest.raises(RegistryError, match="over"):
+        r.manifest(REPO, "latest")
+    big = Answer(b"{}")
+    big.headers["Content-Length"] = str(registry.MAX_MANIFEST + 1)
+    r, _ = _registry(monkeypatch, {"manifests/latest": big})
+    with pytest.raises(RegistryError, match="would send"):
+        r.manifest(REPO, "latest")

@@ -131,6 +131,10 @@ class FakeRegistry:
     def list_tags(self, repository: str) -> list[str]:
         return [ref.rsplit(":", 1)[1] for ref in self.tags if ref.rsplit(":", 1)[0] == repository]
 
+    @staticmethod
+    def index_entries(doc: dict) -> dict | None:
+        return dict(doc["manifests"]) if "manifests" in doc else None
+
     def index(self, repository: str, tag_: str):
         digest = self.digest(repository, tag_)
         manifest = self.manifests.get(digest, {})
@@ -172,15 +176,16 @@ def _context(engine, registry, tmp_path: Path, **options) -> tuple[RunContext, d
 
 def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platforms: tuple[str, ...],
            tmp_path: Path, build_id: str | None = None) -> ImageReport:
-    """Builds of ``name`` for ``platforms`` (labelled with ``build_id``), named, tested (with an
-    SBOM) and promoted."""
+    """Builds of ``name`` for ``platforms`` (each labelled with :func:`_bid` of ``build_id``), named,
+    tested (with an SBOM) and promoted."""
     spec = ctx.specs[name]
     choice = policy.choose(platforms, spec.platforms, ctx.options.by_platform)
-    rep = reports[name] = ImageReport(name=name, publish=choice, repository=f"{REGISTRY}/{name}", build_id=build_id)
+    rep = reports[name] = ImageReport(name=name, publish=choice, repository=f"{REGISTRY}/{name}")
     builts = {}
-    labels = {BUILD_ID_LABEL: build_id} if build_id else {}
     for p in platforms:
         image_id = _sha(name + p + (build_id or ""))
+        rep.build(p).build_id = _bid(build_id, p) if build_id else None
+        labels = {BUILD_ID_LABEL: _bid(build_id, p)} if build_id else {}
         engine.add(image_id, f"{rep.repository}:build-r1-{p}", labels, p)
         builts[p] = Built(image_id, f"build-r1-{p}")
     tag_builds(ctx, spec, rep, builts)
@@ -433,6 +438,11 @@ def test_an_arm64_job_of_a_split_run_builds_its_build_stage_on_the_build_platfor
 ID1, ID2 = _sha("inputs one"), _sha("inputs two")
 
 
+def _bid(inputs: str, platform: str) -> str:
+    """The fake build id of one platform's build of ``inputs``."""
+    return _sha(inputs + platform)
+
+
 def _published(fakes, tmp_path, name: str, platforms: tuple[str, ...], **options):
     # ``name`` built with build id ID1 and pushed; then a new run's context (classic store: the
     # fake registry names each image id as its configuration) and a fresh report of the image.
@@ -444,7 +454,9 @@ def _published(fakes, tmp_path, name: str, platforms: tuple[str, ...], **options
     again, reports = _context(engine, registry, tmp_path, **options)
     again = dataclasses.replace(again, containerd_store=False)
     choice = policy.choose(platforms, ctx.specs[name].platforms, again.options.by_platform)
-    rep = reports[name] = ImageReport(name=name, publish=choice, repository=first.repository, build_id=ID1)
+    rep = reports[name] = ImageReport(name=name, publish=choice, repository=first.repository)
+    for p in platforms:
+        rep.build(p).build_id = _bid(ID1, p)
     return again, first, rep
 
 
@@ -462,18 +474,20 @@ def test_an_image_whose_build_id_the_registry_publishes_is_up_to_date(fakes, tmp
 
 def test_another_build_id_or_force_builds_again(fakes, tmp_path):
     ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
-    assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep.model_copy(update={"build_id": ID2}))
+    other = rep.model_copy(deep=True)
+    other.build("linux/arm64").build_id = _bid(ID2, "linux/arm64")  # one platform's inputs changed
+    assert not current.up_to_date(ctx, ctx.specs[MINIMAL], other)
     for option in ({"force": True}, {"no_cache": True}, {"keyless": True}):
         ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"), **option)
         assert current.may_skip(ctx, ctx.specs[MINIMAL], rep) is not None
         assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep) and rep.status == Status.PLANNED
 
 
-def test_a_narrowed_or_split_run_and_a_build_without_registry_are_never_up_to_date(fakes, tmp_path):
+def test_a_narrowed_run_and_a_build_without_registry_are_never_up_to_date(fakes, tmp_path):
     ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
     narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=("linux/amd64",))
     assert "only some" in current.may_skip(ctx, narrowed, rep)
-    assert "only some" in current.may_skip(ctx, ctx.specs[MINIMAL], rep.model_copy(update={"publish": "per-platform"}))
+    assert current.may_skip(ctx, narrowed, rep.model_copy(update={"publish": "per-platform"})) is None
     test_ctx = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, stage="test"))
     assert "--registry" in current.may_skip(test_ctx, ctx.specs[MINIMAL], rep)
     with_registry = dataclasses.replace(test_ctx.options, registry=REGISTRY)
@@ -569,12 +583,30 @@ def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
 
     matrix = load(ROOT / "matrix.yaml")
     said: list[str] = []
-    for options, expected in (({}, "up-to-date, and not built, when 127.0.0.1:5000's latest"),
+    for options, expected in (({}, "up-to-date, and not built, when 127.0.0.1:5000's moving tags"),
                               ({"force": True}, "built whatever the registry holds: --force"),
                               ({"stage": "test"}, "no --registry to look in"),
-                              ({"by_platform": True, "platforms": ("linux/arm64",)}, "only some of its platforms")):
+                              ({"stage": "test", "registry": REGISTRY, "platforms": ("linux/amd64",)},
+                               "only some of its platforms"),
+                              ({"by_platform": True, "platforms": ("linux/arm64",)}, "up-to-date, and not built")):
         console = Console(file=open(tmp_path / "out.txt", "w"), width=300)
         Pipeline(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console).run()
         console.file.close()
         said.append((tmp_path / "out.txt").read_text())
         assert expected in said[-1], said[-1]
+
+
+def test_a_job_of_a_split_run_is_up_to_date_when_latest_arch_names_its_build(fakes, tmp_path):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=("linux/arm64",))
+    ctx = dataclasses.replace(ctx, containerd_store=False)
+    first = _built(ctx, reports, engine, MINIMAL, ("linux/arm64",), tmp_path, build_id=ID1)
+    push(ctx, ctx.specs[MINIMAL], first)
+    again, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=("linux/arm64",))
+    again = dataclasses.replace(again, containerd_store=False)
+    spec = dataclasses.replace(again.specs[MINIMAL], platforms=("linux/arm64",))
+    rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="per-platform", repository=first.repository)
+    rep.build("linux/arm64").build_id = _bid(ID1, "linux/arm64")
+    assert current.up_to_date(again, spec, rep)
+    assert rep.tags == first.tags and rep.tags[-1] == "latest-arm64" and rep.digest is None
+    assert rep.platforms[0].digest == first.platforms[0].digest and rep.platforms[0].tag == first.platforms[0].tag

@@ -54,7 +54,8 @@ def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, archive
                          "which BuildKit's output specification cannot carry")
     args = {**build_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
     rep = ctx.reports.get(spec.name)
-    labels = {build_id.label(ctx.matrix.data.project.label_prefix): (rep.build_id if rep else None) or ""}
+    built = rep.built(platform) if rep else None
+    labels = {build_id.label(ctx.matrix.data.project.label_prefix): (built.build_id if built else None) or ""}
     contexts = {bake.PARENT_CONTEXT: f"docker-image://{args['PARENT_IMAGE']}"} if spec.parent else {}
     output = (f"type=oci,dest={archive},name={ref},rewrite-timestamp=true" if ctx.containerd_store
               else f"type=image,name={ref}")

@@ -1,12 +1,13 @@
-"""Up-to-date step (issue 22): compute an image's build id (:mod:`builder.run.build_id`) and, when the
-target registry already publishes it tested (and signed, when the run signs), record that image
-instead of building, testing and pushing it again.
+"""Up-to-date step (issue 22): compute each platform's build id (:mod:`builder.run.build_id`) and, when
+the target registry already publishes those builds tested (and signed, when the run signs), record
+that image instead of building, testing and pushing it again.
 
-"Published tested" means the registry's moving tag (``latest``) names it: the pipeline moves that
-tag only after every platform's smoke test passed and everything was pushed and signed
-(:mod:`builder.run.steps.push`). Only manifests and image configurations are read (no layer is
-pulled); the image is pulled, by digest, only when a child that changed builds FROM it, or when
-``builder build|test`` asked for local images.
+"Published tested" means the registry's moving tag names the builds: ``latest`` (an image's
+manifest or image index) or, for one job of a run split by platform, ``latest-<arch>``. The
+pipeline moves those tags only after every platform's smoke test passed and everything was pushed
+and signed (:mod:`builder.run.steps.push`). Only manifests, image configurations and the tag list
+are read (no layer is pulled); the image is pulled, by digest, only when a child that changed
+builds FROM it, or when ``builder build|test`` asked for local images.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.markup import escape
 
 from builder.engine.registry import RegistryError
 from builder.generate import bake, render
-from builder.matrix import ImageSpec
+from builder.matrix import ImageSpec, grammar
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.platform import oci_name
 from builder.run import build, build_id, policy, publish, smoke, tag
@@ -29,37 +30,54 @@ from builder.sign import cosign, predicates
 
 
 @dataclass(frozen=True)
-class Published:
-    """What the registry publishes for an image: the ``digest`` its moving tag names and, per
-    platform, ``(manifest digest, manifest, image configuration)``."""
+class Found:
+    """One platform's build as the registry publishes it: manifest ``digest``, ``manifest`` and
+    image ``config`` (JSON objects)."""
 
     digest: str
-    builds: dict[str, tuple[str, dict, dict]]
+    manifest: dict
+    config: dict
 
 
-def inputs_of(ctx: RunContext, spec: ImageSpec) -> build_id.Inputs:
-    """The build id's inputs of ``spec`` in this run (:class:`builder.run.build_id.Inputs`): its
-    build context and bake target, its bases' image ids (root image), its parent's build id, the
-    revision and SOURCE_DATE_EPOCH it is built with, and its test folders. A test folder that is
-    missing is left out (the smoke test then fails on it). Raises OSError, KeyError."""
-    images = ctx.options.images_dir
+@dataclass(frozen=True)
+class Published:
+    """What the registry's moving tags name for an image: ``digest`` (the image's manifest or index;
+    None for one job of a split run) and each platform's :class:`Found`."""
+
+    digest: str | None
+    builds: dict[str, Found]
+
+
+def inputs_of(ctx: RunContext, spec: ImageSpec, platform: str) -> build_id.Inputs:
+    """The build id's inputs of ``spec``'s ``platform`` build in this run
+    (:class:`builder.run.build_id.Inputs`). A test folder that is missing is left out (the smoke
+    test then fails on it). Raises OSError, KeyError."""
+    images, both = ctx.options.images_dir, dict.fromkeys((platform, ctx.build_platform))
     revision, epoch = build.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
     targets = json.loads(render.bake_path(images).read_text())["target"]
-    bases = {}
+    bases, parent = {}, {}
     if spec.parent is None:
-        for platform in dict.fromkeys((*spec.platforms, ctx.build_platform)):
-            ref = ctx.base_refs.get((spec.name, platform))
-            bases[platform] = ctx.client.images.get(ref).id if ref else ""
+        refs = {p: ctx.base_refs.get((spec.name, p)) for p in both}
+        bases = {p: ctx.client.images.get(ref).id if ref else "" for p, ref in refs.items()}
+    else:
+        builds = {p: ctx.reports[spec.parent].built(p) for p in both}
+        parent = {p: (b.build_id if b else None) or "" for p, b in builds.items()}
     try:
         folders = smoke.folders(spec, ctx.options.tests_root)
     except FileNotFoundError:
         folders = [f for f in (ctx.options.tests_root / a for a in spec.ancestors) if f.is_dir()]
     return build_id.Inputs(
-        context=build_id.folder_digests(images / spec.name), bake_target=targets[bake.target_name(spec.name)],
-        bases=bases, build_platform=ctx.build_platform,
-        parent=ctx.reports[spec.parent].build_id if spec.parent else None,
+        platform=platform, build_platform=ctx.build_platform, context=build_id.folder_digests(images / spec.name),
+        bake_target=targets[bake.target_name(spec.name)], bases=bases, parent=parent,
         args={"REVISION": revision, "SOURCE_DATE_EPOCH": str(epoch)}, builder_version=build_id.version(),
-        harness=build_id.harness_digests(), tests=build_id.suite_digests(ctx.options.tests_root, folders))
+        builder=build_id.builder_digests(), runtime=_runtime(ctx),
+        tests=build_id.suite_digests(ctx.options.tests_root, folders))
+
+
+def _runtime(ctx: RunContext) -> dict:
+    # The matrix's runtime section, with the model mount the smoke tests use (kept out of its dump).
+    runtime = ctx.matrix.data.runtime
+    return {**runtime.model_dump(mode="json"), "model_mount": str(runtime.model_mount)}
 
 
 def may_skip(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
@@ -69,13 +87,13 @@ def may_skip(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
 
 def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...], publish: str) -> str | None:
     """Why ``spec`` is built whatever the registry holds, or None when it may be up to date: asked
-    to (``--force``, ``--no-cache``); one job of a run split by platform or a run narrowed from the
-    image's ``matrix_platforms`` (the registry's image has other platforms); keyless signing (a
-    signature then has no key to check); ``builder build|test`` without ``--registry`` (nothing to
-    look in)."""
+    to (``--force``, ``--no-cache``); a run narrowed from the image's ``matrix_platforms`` that is
+    not one job of a run split by platform (the registry's image has other platforms); keyless
+    signing (a signature then has no key to check); ``builder build|test`` without ``--registry``
+    (nothing to look in)."""
     if opt.force or opt.no_cache:
         return "--force" if opt.force else "--no-cache"
-    if publish == "per-platform" or spec.platforms != matrix_platforms:
+    if publish != "per-platform" and spec.platforms != matrix_platforms:
         return "the run builds only some of its platforms"
     if opt.keyless:
         return "keyless signatures cannot be checked against a key"
@@ -86,65 +104,76 @@ def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...
 
 def up_to_date(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> bool:
     """True, with the image recorded from the registry and its status ``up-to-date``, when the
-    registry's moving tag names an image of every platform of ``spec`` labelled with its build id
-    (``rep.build_id``), signed by the run's key when the run signs. A registry that cannot be read
-    means "not up to date" (said in one line): the image is built."""
-    if rep.build_id is None or may_skip(ctx, spec, rep) is not None:
+    registry's moving tags name builds of every platform of ``spec``, each labelled with that
+    platform's build id (``rep.build(p).build_id``), signed by the run's key when the run signs,
+    and under the immutable tags the policy gives them. A registry that cannot be read means "not
+    up to date" (said in one line): the image is built."""
+    if any(rep.build(p).build_id is None for p in spec.platforms) or may_skip(ctx, spec, rep) is not None:
         return False
     try:
         found = _published(ctx, spec, rep)
-        immutable = _immutable(ctx, rep, found) if found else None
+        tags = _tags(ctx, rep, found) if found else None
     except RegistryError as exc:
         ctx.say(spec.name, f"[yellow]cannot look up its build id[/yellow]: {escape(str(exc))}")
         return False
-    if found is None or immutable is None:
+    if found is None or tags is None:
         return False
-    _record(ctx, spec, rep, found, immutable)
+    _record(ctx, spec, rep, found, tags)
     return True
 
 
 def _published(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> Published | None:
-    # What the moving tag names, when it is an image of exactly spec's platforms, each labelled
-    # with the build id (and signed, with a signer). Raises RegistryError.
-    registry, moving = ctx.registry_client, ctx.matrix.data.tags.moving
-    found = registry.manifest(rep.repository, moving[0]) if moving else None
-    if found is None:
+    # What the moving tags name, when it is exactly spec's platforms, each labelled with its build
+    # id (and signed, with a signer). Raises RegistryError.
+    moving = ctx.matrix.data.tags.moving
+    if not moving:
         return None
-    digest, doc = found
-    if rep.publish == "index":
-        listed = registry.index(rep.repository, digest)
-        entries = listed[1] if listed else {}
-        if set(entries) != set(spec.platforms):
-            return None
-        builds = {p: _platform(ctx, rep, p, entries[p]) for p in spec.platforms}
+    if rep.publish == "per-platform":
+        publish_as = policy.of(rep, ctx.matrix.data.tags)
+        builds = {p: _at(ctx, rep, p, publish_as.local_moving(p)[0]) for p in spec.platforms}
+        digest = None
     else:
-        builds = {spec.platforms[0]: _checked(ctx, rep, spec.platforms[0], digest, doc)}
-    if any(b is None for b in builds.values()) or not _signed(ctx, rep, digest, builds):
+        found = ctx.registry_client.manifest(rep.repository, moving[0])
+        if found is None:
+            return None
+        digest, builds = found[0], _builds_of(ctx, spec, rep, found[1], found[0])
+    if builds is None or any(b is None for b in builds.values()) or not _signed(ctx, rep, digest, builds):
         return None
     return Published(digest, builds)
 
 
-def _platform(ctx: RunContext, rep: ImageReport, platform: str, digest: str) -> tuple[str, dict, dict] | None:
-    # One platform's manifest of an index, read by digest and checked (_checked).
-    found = ctx.registry_client.manifest(rep.repository, digest)
-    return _checked(ctx, rep, platform, digest, found[1]) if found and found[0] == digest else None
+def _builds_of(ctx: RunContext, spec: ImageSpec, rep: ImageReport, doc: dict, digest: str) -> dict | None:
+    # The builds an image's manifest (one platform) or index (several) names, each checked.
+    if rep.publish == "manifest":
+        return {spec.platforms[0]: _checked(ctx, rep, spec.platforms[0], digest, doc)}
+    entries = ctx.registry_client.index_entries(doc)
+    if entries is None or set(entries) != set(spec.platforms):
+        return None
+    return {p: _at(ctx, rep, p, entries[p]) for p in spec.platforms}
 
 
-def _checked(ctx: RunContext, rep: ImageReport, platform: str, digest: str, manifest: dict):
-    # (digest, manifest, configuration) when the manifest is an image of ``platform`` labelled with
-    # the build id; else None. Raises RegistryError.
-    if "config" not in manifest:
+def _at(ctx: RunContext, rep: ImageReport, platform: str, reference: str) -> Found | None:
+    # The manifest at ``reference`` (a tag, or a digest an index listed) checked (_checked).
+    found = ctx.registry_client.manifest(rep.repository, reference)
+    if found is None or (reference.startswith("sha256:") and found[0] != reference):
+        return None
+    return _checked(ctx, rep, platform, found[0], found[1])
+
+
+def _checked(ctx: RunContext, rep: ImageReport, platform: str, digest: str, manifest: dict) -> Found | None:
+    # The build when the manifest is an image of ``platform`` labelled with its build id; else
+    # None. Raises RegistryError.
+    if not isinstance(manifest.get("config"), dict):
         return None
     config = ctx.registry_client.config(rep.repository, manifest)
-    labels = _labels(config)
     try:
-        served = oci_name(config.get("os", ""), config.get("architecture", ""), config.get("variant"))
-    except (ValueError, TypeError):
+        served = oci_name(str(config.get("os", "")), str(config.get("architecture", "")), config.get("variant"))
+    except TypeError:
         return None
     wanted = build_id.label(ctx.matrix.data.project.label_prefix)
-    if labels.get(wanted) != rep.build_id or served != platform:
+    if _labels(config).get(wanted) != rep.build(platform).build_id or served != platform:
         return None
-    return digest, manifest, config
+    return Found(digest, manifest, config)
 
 
 def _labels(config: dict) -> dict:
@@ -154,11 +183,11 @@ def _labels(config: dict) -> dict:
     return labels if isinstance(labels, dict) else {}
 
 
-def _signed(ctx: RunContext, rep: ImageReport, digest: str, builds: dict) -> bool:
+def _signed(ctx: RunContext, rep: ImageReport, digest: str | None, builds: dict[str, Found]) -> bool:
     # Without a signer: True. With one: its key verifies every build's signature and the index's.
     if ctx.signer is None:
         return True
-    digests = {digest, *(b[0] for b in builds.values())}
+    digests = {b.digest for b in builds.values()} | ({digest} if digest else set())
     return all(ctx.signer.signed(cosign.by_digest(rep.repository, d)) for d in digests)
 
 
@@ -166,39 +195,71 @@ def _ids(ctx: RunContext, found: Published) -> dict[str, str]:
     # {platform: image id} in spec's platform order, as this Engine's store names the builds (the
     # builder's tags use it): the manifest digest on the containerd image store, the
     # configuration's digest on the classic one.
-    return {p: (b[0] if ctx.containerd_store else b[1]["config"]["digest"]) for p, b in found.builds.items()}
+    return {p: (b.digest if ctx.containerd_store else b.manifest["config"]["digest"]) for p, b in found.builds.items()}
 
 
-def _immutable(ctx: RunContext, rep: ImageReport, found: Published) -> str | None:
-    # The image's immutable tag in the registry: a tag of the policy's shape for these builds'
-    # image ids (the index's combined id, :func:`builder.run.tag.index_id`) that names
-    # ``found.digest``. Raises RegistryError.
-    tags, ids = ctx.matrix.data.tags, _ids(ctx, found)
-    image_id = tag.index_id(list(ids.values())) if rep.publish == "index" else next(iter(ids.values()))
-    for candidate in sorted(ctx.registry_client.list_tags(rep.repository), reverse=True):
-        if candidate in tags.moving or tag.existing_immutable(tags, [candidate], image_id) is None:
+def _tags(ctx: RunContext, rep: ImageReport, found: Published) -> dict[str, str] | None:
+    # {platform: the build's own tag in the registry}: the tags of the policy's shape for these
+    # builds' image ids that name them (an image index's: its immutable tag plus -<arch>, which
+    # names the build; the index's own immutable tag names the index). Raises RegistryError.
+    publish_as, ids = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found)
+    listed = ctx.registry_client.list_tags(rep.repository)
+    if rep.publish == "index":
+        immutable = _immutable(ctx, rep, listed, tag.index_id(list(ids.values())), "", found.digest)
+        return {p: publish_as.build_tag(immutable, p) for p in ids} if immutable else None
+    out = {}
+    for platform, image_id in ids.items():
+        suffix = publish_as.build_tag("", platform)
+        own = _immutable(ctx, rep, listed, image_id, suffix, found.builds[platform].digest)
+        if own is None:
+            return None
+        out[platform] = own + suffix
+    return out
+
+
+def _immutable(ctx: RunContext, rep: ImageReport, listed: list[str], image_id: str, suffix: str,
+               digest: str | None) -> str | None:
+    # The newest tag of ``listed`` that is the policy's immutable tag for ``image_id`` followed by
+    # ``suffix`` and names ``digest`` in the registry; returned without the suffix.
+    tags = ctx.matrix.data.tags
+    for candidate in sorted(listed, reverse=True):
+        stem = candidate[:len(candidate) - len(suffix)] if candidate.endswith(suffix) else None
+        if not stem or candidate in tags.moving or tag.existing_immutable(tags, [stem], image_id) is None:
             continue
-        if ctx.registry_client.digest(rep.repository, candidate) == found.digest:
-            return candidate
+        if ctx.registry_client.digest(rep.repository, candidate) == digest:
+            return stem
     return None
 
 
-def _record(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published, immutable: str) -> None:
+def _version(labels: dict, key: str) -> str | None:
+    # A version label read from the registry, when it passes the version grammar.
+    try:
+        return grammar.version(labels.get(key)) if isinstance(labels.get(key), str) else None
+    except ValueError:
+        return None
+
+
+def _record(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published, own: dict[str, str]) -> None:
     # The report of an up-to-date image: its tags and digests as the registry serves them.
     publish_as, ids = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found)
     prefix = ctx.matrix.data.project.label_prefix
-    for platform, (digest, manifest, config) in found.builds.items():
+    for platform, b_found in found.builds.items():
         b = rep.build(platform)
-        b.image_id, b.digest, b.tag = ids[platform], digest, publish_as.build_tag(immutable, platform)
-        b.compressed_bytes = publish.layer_bytes(manifest)
-        b.framework_version = _labels(config).get(f"{prefix}.framework-version")
-        b.attestations = sorted(predicates.COSIGN_TYPES) if ctx.signer else []
-    rep.tags = [immutable, *ctx.matrix.data.tags.moving]
-    rep.digest = found.digest if rep.publish != "per-platform" else None
+        b.image_id, b.digest, b.tag = ids[platform], b_found.digest, own[platform]
+        b.compressed_bytes = publish.layer_bytes(b_found.manifest)
+        b.framework_version = _version(_labels(b_found.config), f"{prefix}.framework-version")
+        b.attestations = sorted(predicates.COSIGN_TYPES) if ctx.signer else []  # signed last, after them
+    immutable = own[spec.platforms[0]] if rep.publish == "manifest" else None
+    if rep.publish == "index":
+        immutable = own[spec.platforms[0]][:-len(publish_as.build_tag("", spec.platforms[0]))]
+    rep.tags = [immutable] if immutable else []
+    rep.tags = publish_as.image_tags(rep)
+    rep.digest = found.digest
     rep.signature = "signed" if ctx.signer else "unsigned"
     rep.move(Status.UP_TO_DATE)
-    ctx.say(spec.name, f"[green]up-to-date[/green]: {rep.repository}:{immutable} @ {found.digest} has build id "
-                       f"{rep.build_id} (not built, tested or pushed)")
+    where = f"@ {found.digest}" if found.digest else ", ".join(f"{b.platform} @ {b.digest}" for b in rep.platforms)
+    ctx.say(spec.name, f"[green]up-to-date[/green]: {rep.repository}:{rep.tags[0]} {where} has these build ids "
+                       "(not built, tested or pushed)")
 
 
 def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: bool = False) -> None:
@@ -230,4 +291,5 @@ def parent_images(ctx: RunContext, spec: ImageSpec) -> None:
     child's platforms and the build stage's."""
     parent = ctx.reports.get(spec.parent) if spec.parent else None
     if parent is not None and parent.status == Status.UP_TO_DATE:
-        make_local(ctx, parent, list(dict.fromkeys((*spec.platforms, ctx.build_platform))))
+        wanted = [p for p in dict.fromkeys((*spec.platforms, ctx.build_platform)) if parent.built(p)]
+        make_local(ctx, parent, wanted)

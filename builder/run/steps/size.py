@@ -1,10 +1,12 @@
 """Size gate step (issue 22): an image that grew more than :data:`LIMIT` over its row in the committed
-catalog (docs/images.json) fails ``size-gate``. It gets no ``latest`` and is not pushed, as AWS Deep
-Learning Containers fail a build that grows past 1.2x its baseline.
+catalog (docs/images.json) fails ``size-gate``, as AWS Deep Learning Containers fail a build that
+grows past 1.2x its baseline. The registry's moving tags never name it.
 
 Two sizes are compared, each where it is first known: the uncompressed size once the image is built
-(:func:`gate`, before its smoke test), and the compressed bytes the registry serves once its builds
-are pushed under their immutable tags (:func:`gate_pushed`, before any moving tag moves). An image
+(:func:`gate`, before its smoke test: no local ``latest``, nothing pushed, its children skipped),
+and the compressed bytes the registry serves once its builds are pushed under their immutable tags
+(:func:`gate_pushed`, before the registry's moving tags move; the local ``latest`` has moved and
+the children have started by then, as after any passed smoke test). An image
 without a catalog row, or a size the row does not give, passes. ``--accept-size`` passes every
 image; the catalog written from the run's report then records the new sizes.
 """
