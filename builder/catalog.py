@@ -5,8 +5,11 @@
 tags, digests, size, SBOM), the committed locks (key packages at their locked versions) and the
 built images themselves (the taggers of :mod:`builder.run.tag` read the framework and Python versions
 inside the image, /etc/os-release gives the OS, the labels give CUDA/cuDNN). An image is listed
-only when its run ended published, unchanged or tested. :func:`markdown` and :func:`write` give
-``docs/images.md`` and ``docs/images.json``.
+only when its run ended published, unchanged, up-to-date or tested. An up-to-date image (not built
+by the run, :mod:`builder.run.steps.current`) keeps its row from the catalog written before
+(:func:`previous_rows`) when the registry's digest is still the row's, so a run that changed nothing
+pulls nothing to write its catalog. :func:`markdown` and :func:`write` give ``docs/images.md`` and
+``docs/images.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import docker
 from packaging.utils import canonicalize_name
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from builder import files
 from builder.engine.images import uncompressed_bytes
@@ -25,7 +29,10 @@ from builder.matrix import ImageSpec, Matrix
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import oci_name
 from builder.run import report_file, tag
-from builder.run.report import PASSED, ImageReport, PlatformBuild
+from builder.run.report import PASSED, ImageReport, PlatformBuild, Status
+
+#: The largest catalog JSON read back (bytes).
+MAX_CATALOG = 16 << 20
 
 #: Report statuses whose image passed its smoke test.
 LISTED = PASSED
@@ -97,16 +104,44 @@ def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, imag
                                 image.attrs.get("Variant")), signed=r.signature == "signed")
 
 
-def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient) -> list[Row]:
+def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient,
+         previous: dict[tuple[str, str], Row] | None = None) -> list[Row]:
     """One :class:`Row` per matrix image and platform whose report passed (:data:`LISTED`), in
     matrix order. ``immutable_tag`` is the image's (an index's, for several platforms) and
-    ``digest`` the platform's own manifest."""
-    out = []
+    ``digest`` the platform's own manifest. An up-to-date image's row is its row in ``previous``
+    ({(name, platform): row}) when that row names the same digest and immutable tag."""
+    out, previous = [], previous or {}
     for spec in matrix.images():
         r = reports.get(spec.name)
         if r is None or r.status not in LISTED or not r.tags:
             continue
-        out += [_row(matrix, spec, r, b, images_dir, client) for p in spec.platforms if (b := r.built(p)) and b.tag]
+        for b in (b for p in spec.platforms if (b := r.built(p)) and b.tag):
+            kept = previous.get((spec.name, b.platform))
+            if r.status == Status.UP_TO_DATE and kept and (kept.digest, kept.immutable_tag) == (b.digest, r.tags[0]):
+                out.append(kept)
+            else:
+                out.append(_row(matrix, spec, r, b, images_dir, client))
+    return out
+
+
+def previous_rows(paths: list[Path]) -> dict[tuple[str, str], Row]:
+    """``{(name, platform): row}`` of the catalog JSON files at ``paths`` that exist (later ones win),
+    each at most :data:`MAX_CATALOG` bytes and read back strictly as :class:`Row` lists. Raises
+    ConfigError (one line) for a file that is not such a catalog."""
+    adapter = TypeAdapter(dict[str, list[Row]], config=ConfigDict(strict=True, extra="forbid"))
+    out: dict[tuple[str, str], Row] = {}
+    for path in (p for p in paths if p.is_file()):
+        with path.open("rb") as f:
+            raw = f.read(MAX_CATALOG + 1)
+        try:
+            if len(raw) > MAX_CATALOG:
+                raise ValueError(f"larger than {MAX_CATALOG} bytes")
+            found = adapter.validate_json(raw)
+            if set(found) != {"images"}:
+                raise ValueError("not an object with one key, images")
+        except (ValidationError, ValueError) as exc:
+            raise ConfigError([f"{path}: not a catalog written by `builder catalog`: {str(exc).splitlines()[0]}"]) from None
+        out.update({(r.name, r.platform): r for r in found["images"]})
     return out
 
 

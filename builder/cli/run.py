@@ -154,7 +154,8 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
     m = load(matrix)
     with guard():
         reports = catalog.read_reports(report or [build_dir / "report.json"], m)
-        found = catalog.rows(m, reports, beside(matrix, images, "images"), engine.client(build_dir))
+        previous = catalog.previous_rows([beside(matrix, None, "docs") / "images.json", json_out])
+        found = catalog.rows(m, reports, beside(matrix, images, "images"), engine.client(build_dir), previous)
         catalog.write(found, out, json_out)
     typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")
 

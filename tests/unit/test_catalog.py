@@ -56,3 +56,30 @@ def test_a_file_the_catalog_did_not_write_is_not_replaced(tmp_path):
     assert [r["name"] for r in json.loads((tmp_path / "a.json").read_text())["images"]] == ["other-cpu-inference"]
     text = (tmp_path / "a.md").read_text()
     assert "`other-cpu-inference`" in text and "7 MB" in text and _row().name not in text
+
+
+def test_an_up_to_date_image_keeps_its_row_when_the_registry_still_serves_its_digest(tmp_path, monkeypatch):
+    from repo import ROOT
+
+    from builder.matrix import load
+    from builder.run.report import ImageReport, PlatformBuild, Status
+
+    catalog.write([_row()], tmp_path / "images.md", tmp_path / "images.json")
+    previous = catalog.previous_rows([tmp_path / "missing.json", tmp_path / "images.json"])
+    assert previous == {(_row().name, "linux/amd64"): _row()}
+    build = PlatformBuild(platform="linux/amd64", tag=_row().immutable_tag + "-amd64", digest=_row().digest)
+    rep = ImageReport(name=_row().name, status=Status.UP_TO_DATE, publish="index", tags=[_row().immutable_tag, "latest"],
+                      platforms=[build])
+    read: list[str] = []
+    monkeypatch.setattr(catalog, "_row", lambda matrix, spec, r, b, images_dir, client: read.append(b.digest) or _row(os="read"))
+    m = load(ROOT / "matrix.yaml")
+    assert catalog.rows(m, {rep.name: rep}, ROOT / "images", None, previous) == [_row()] and read == []
+    build.digest = "sha256:" + "d" * 64  # the registry serves another build: read the image
+    assert catalog.rows(m, {rep.name: rep}, ROOT / "images", None, previous)[0].os == "read" and len(read) == 1
+
+
+@pytest.mark.parametrize("text", ['{"images": [{"name": "x"}]}', '{"images": [], "more": 1}', "[1]", "{"])
+def test_a_catalog_read_back_must_be_the_catalog_s_own_shape(tmp_path, text):
+    (tmp_path / "images.json").write_text(text)
+    with pytest.raises(ConfigError, match="not a catalog written by"):
+        catalog.previous_rows([tmp_path / "images.json"])
