@@ -185,13 +185,17 @@ def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path
 def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str) -> None:
     """Load ``tarball`` (a root file system, ``rootfs.tar``) into the Engine as ``ref``
     (``repository:tag``): ``docker import`` for linux/amd64, else a BuildKit build for ``platform``
-    (``FROM scratch`` + ``ADD rootfs.tar /``, its Dockerfile written beside the tarball). Raises
-    BaseError with buildx's last 400 characters when that build fails."""
+    (``FROM scratch`` + ``ADD rootfs.tar /``, its Dockerfile written beside the tarball; the buildx
+    plugin is put in place first, :func:`builder.engine.plugins.ensure_buildx`). Raises BaseError
+    with buildx's last 400 characters when that build fails, EngineError when buildx cannot be had."""
     repo, tag = ref.rsplit(":", 1)
     root = tarball.parent
     if platform == DEFAULT_PLATFORM:
         client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=['CMD ["/bin/bash"]'])
     else:
+        # buildx may not be there yet (`builder lock`, or a test, bootstraps before any build): put it
+        # in place, its apt state in the build folder the bases folder is in (<build dir>/bases).
+        plugins.ensure_buildx(root.parent.parent)
         files.write_atomic(root / "Dockerfile", 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n')
         r = subprocess.run(["docker", "buildx", "build", "--platform", platform, "--load", "--tag", ref, str(root)],
                            capture_output=True, text=True, env={**os.environ, **plugins.BUILDX_ENV})
