@@ -15,7 +15,8 @@ pytestmark = pytest.mark.engine
 
 def _matrix_with_catalog(tmp_path, size: int):
     # The matrix beside a catalog (docs/images.json) whose minimal linux/amd64 row says ``size`` bytes.
-    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    for name in ("matrix.yaml", "compat.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "images.json").write_text(json.dumps(
         {"images": [{"name": MINIMAL, "platform": "linux/amd64", "uncompressed_bytes": size}]}))
