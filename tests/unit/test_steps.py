@@ -574,8 +574,9 @@ def test_pushed_bytes_past_ten_percent_leave_latest_where_it_was(fakes, tmp_path
 
 def test_layer_growth_without_an_earlier_image_names_the_largest_layers():
     new = [{"CreatedBy": "/bin/sh -c   apt-get   install", "Size": 5_000_000}, {"CreatedBy": "RUN x", "Size": 9_000_000},
-           {"CreatedBy": "ENV A=1", "Size": 0}]
-    assert size.layer_growth(new, []) == ["+9 MB RUN x", "+5 MB /bin/sh -c apt-get install"]
+           {"CreatedBy": "ENV A=1", "Size": 0}, {"CreatedBy": "", "Size": 1_000_000}]
+    assert size.layer_growth(new, []) == ["+9 MB RUN x", "+5 MB /bin/sh -c apt-get install",
+                                          "+1 MB (a layer without a command: the base image)"]
 
 
 def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):

@@ -50,7 +50,8 @@ def layer_growth(new: list[dict], old: list[dict], shown: int = SHOWN_LAYERS) ->
         before[str(h.get("CreatedBy", ""))] = before.get(str(h.get("CreatedBy", "")), 0) + int(h.get("Size") or 0)
     grown = sorted(((int(h.get("Size") or 0) - before.get(str(h.get("CreatedBy", "")), 0), str(h.get("CreatedBy", "")))
                     for h in new), reverse=True)
-    return [f"+{_mb(g)} {' '.join(cmd.split())[:120]}" for g, cmd in grown[:shown] if g > 0]
+    return [f"+{_mb(g)} {' '.join(cmd.split())[:120] or '(a layer without a command: the base image)'}"
+            for g, cmd in grown[:shown] if g > 0]
 
 
 def _history(ctx: RunContext, ref: str) -> list[dict]:
