@@ -205,6 +205,22 @@ def relative_path(value: object) -> str:
     return value
 
 
+#: A folder inside site-packages: a package's own name first, then plain names or * globs.
+_PRUNE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9._*-]+)+")
+
+
+def prune_path(value: object) -> str:
+    """A folder to remove from an image's installed packages, relative to site-packages: a package's
+    own folder name first (no glob there, so no pattern can reach beyond one package), then at
+    least one more part of plain names or ``*`` globs, no ``..`` (``pandas/tests``,
+    ``scipy/*/tests``). Shell-safe as it is: the template passes it to ``rm -rf`` unquoted so the
+    globs expand."""
+    _check(_PRUNE, value, "a package's folder then a path inside it, of letters, digits, . _ - and * globs")
+    if ".." in value.split("/"):
+        raise ValueError(f"{shown(value)} must not contain '..'")
+    return value
+
+
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 

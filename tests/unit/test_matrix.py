@@ -158,3 +158,18 @@ def test_unknown_image_name_lists_where_to_look(root):
 def test_missing_matrix_file_is_a_matrix_error(tmp_path):
     with pytest.raises(matrix.MatrixError, match="cannot read"):
         matrix.load(Path(tmp_path / "absent.yaml"))
+
+
+@pytest.mark.parametrize("value", ["*/tests", "pandas", "../pandas/tests", "pandas/../..", "/opt/x/tests", "pandas/te sts",
+                                   "pandas/tests;rm", "pandas/$(x)", "", "pandas//tests"])
+def test_a_prune_path_stays_inside_one_package_and_is_shell_safe(value):
+    from builder.matrix import grammar
+
+    with pytest.raises(ValueError):
+        grammar.prune_path(value)
+
+
+def test_prune_paths_of_the_matrix_are_accepted():
+    from builder.matrix import grammar
+
+    assert [grammar.prune_path(p) for p in ("pandas/tests", "scipy/*/*/tests", "xgboost/testing")]
