@@ -109,7 +109,7 @@ def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, clie
     """One :class:`Row` per matrix image and platform whose report passed (:data:`LISTED`), in
     matrix order. ``immutable_tag`` is the image's (an index's, for several platforms) and
     ``digest`` the platform's own manifest. An up-to-date image's row is its row in ``previous``
-    ({(name, platform): row}) when that row names the same digest and immutable tag."""
+    ({(name, platform): row}) when that row names the same digest, immutable tag and reference."""
     out, previous = [], previous or {}
     for spec in matrix.images():
         r = reports.get(spec.name)
@@ -117,7 +117,8 @@ def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, clie
             continue
         for b in (b for p in spec.platforms if (b := r.built(p)) and b.tag):
             kept = previous.get((spec.name, b.platform))
-            if r.status == Status.UP_TO_DATE and kept and (kept.digest, kept.immutable_tag) == (b.digest, r.tags[0]):
+            same = (b.digest, r.tags[0], f"{r.repository}:{b.tag}")
+            if r.status == Status.UP_TO_DATE and kept and (kept.digest, kept.immutable_tag, kept.reference) == same:
                 out.append(kept)
             else:
                 out.append(_row(matrix, spec, r, b, images_dir, client))

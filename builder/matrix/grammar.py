@@ -216,8 +216,11 @@ def prune_path(value: object) -> str:
     ``scipy/*/tests``). Shell-safe as it is: the template passes it to ``rm -rf`` unquoted so the
     globs expand."""
     _check(_PRUNE, value, "a package's folder then a path inside it, of letters, digits, . _ - and * globs")
-    if ".." in value.split("/"):
-        raise ValueError(f"{shown(value)} must not contain '..'")
+    parts = value.split("/")
+    if any(p.startswith(".") for p in parts):
+        raise ValueError(f"{shown(value)}: no part may start with '.' (a glob would reach '.' and '..')")
+    if not parts[-1].strip("*"):
+        raise ValueError(f"{shown(value)}: the last part must name something, not only '*' (that empties the package)")
     return value
 
 

@@ -70,7 +70,8 @@ def layer_bytes(manifest: dict) -> int | None:
     """The compressed size (bytes) of an image manifest's layers as listed in it; None for an index
     or a manifest whose layers do not say (https://github.com/opencontainers/image-spec/blob/main/manifest.md)."""
     layers = manifest.get("layers")
-    if not isinstance(layers, list) or not all(isinstance(layer, dict) and isinstance(layer.get("size"), int) for layer in layers):
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) and type(layer.get("size")) is int
+                                               and layer["size"] >= 0 for layer in layers):
         return None
     return sum(layer["size"] for layer in layers)
 

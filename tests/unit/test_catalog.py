@@ -67,9 +67,9 @@ def test_an_up_to_date_image_keeps_its_row_when_the_registry_still_serves_its_di
     catalog.write([_row()], tmp_path / "images.md", tmp_path / "images.json")
     previous = catalog.previous_rows([tmp_path / "missing.json", tmp_path / "images.json"])
     assert previous == {(_row().name, "linux/amd64"): _row()}
-    build = PlatformBuild(platform="linux/amd64", tag=_row().immutable_tag + "-amd64", digest=_row().digest)
+    build = PlatformBuild(platform="linux/amd64", tag=_row().immutable_tag, digest=_row().digest)
     rep = ImageReport(name=_row().name, status=Status.UP_TO_DATE, publish="index", tags=[_row().immutable_tag, "latest"],
-                      platforms=[build])
+                      platforms=[build], repository="r/s")
     read: list[str] = []
     monkeypatch.setattr(catalog, "_row", lambda matrix, spec, r, b, images_dir, client: read.append(b.digest) or _row(os="read"))
     m = load(ROOT / "matrix.yaml")

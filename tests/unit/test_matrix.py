@@ -161,7 +161,8 @@ def test_missing_matrix_file_is_a_matrix_error(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["*/tests", "pandas", "../pandas/tests", "pandas/../..", "/opt/x/tests", "pandas/te sts",
-                                   "pandas/tests;rm", "pandas/$(x)", "", "pandas//tests"])
+                                   "pandas/tests;rm", "pandas/$(x)", "", "pandas//tests",
+                                   "numpy/.*", "numpy/*", "numpy/*/.hidden", "numpy/**"])
 def test_a_prune_path_stays_inside_one_package_and_is_shell_safe(value):
     from builder.matrix import grammar
 

@@ -105,6 +105,7 @@ class FakeRegistry:
     """A fake of :class:`builder.engine.registry.Registry`: manifests by digest, tags naming digests."""
 
     credentials = Credentials()
+    host = REGISTRY
 
     def __init__(self):
         self.manifests: dict[str, dict] = {}
@@ -154,6 +155,7 @@ def fakes(monkeypatch):
         platforms = {("linux/amd64", "linux/arm64")[i]: d for i, d in enumerate(digests)}
         registry.store(repository, tag_, {"manifests": sorted(platforms.items())})
     monkeypatch.setattr(publish, "make_index", make_index)
+    monkeypatch.setattr(current, "answers", lambda host: True)  # the fake registry always answers
     for step in (tag_step, push_step):  # docker image save of a fake image: its layers' uncompressed size
         monkeypatch.setattr(step, "uncompressed_bytes", lambda client, ref: 100_000_000)
     return engine, registry
@@ -487,7 +489,7 @@ def test_a_narrowed_run_and_a_build_without_registry_are_never_up_to_date(fakes,
     ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
     narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=("linux/amd64",))
     assert "only some" in current.may_skip(ctx, narrowed, rep)
-    assert current.may_skip(ctx, narrowed, rep.model_copy(update={"publish": "per-platform"})) is None
+    assert "one job of a run split" in current.may_skip(ctx, narrowed, rep.model_copy(update={"publish": "per-platform"}))
     test_ctx = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, stage="test"))
     assert "--registry" in current.may_skip(test_ctx, ctx.specs[MINIMAL], rep)
     with_registry = dataclasses.replace(test_ctx.options, registry=REGISTRY)
@@ -589,7 +591,7 @@ def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
                               ({"stage": "test"}, "no --registry to look in"),
                               ({"stage": "test", "registry": REGISTRY, "platforms": ("linux/amd64",)},
                                "only some of its platforms"),
-                              ({"by_platform": True, "platforms": ("linux/arm64",)}, "up-to-date, and not built")):
+                              ({"by_platform": True, "platforms": ("linux/arm64",)}, "one job of a run split")):
         console = Console(file=open(tmp_path / "out.txt", "w"), width=300)
         Pipeline(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console).run()
         console.file.close()
@@ -597,17 +599,22 @@ def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
         assert expected in said[-1], said[-1]
 
 
-def test_a_job_of_a_split_run_is_up_to_date_when_latest_arch_names_its_build(fakes, tmp_path):
+def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_build_tags(fakes, tmp_path):
     engine, registry = fakes
-    ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=("linux/arm64",))
+    jobs = {}
+    for platform in ("linux/amd64", "linux/arm64"):  # each job of the split run, then the merge
+        ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=(platform,))
+        ctx = dataclasses.replace(ctx, containerd_store=False)
+        jobs[platform] = _built(ctx, reports, engine, MINIMAL, (platform,), tmp_path, build_id=ID1)
+        push(ctx, ctx.specs[MINIMAL], jobs[platform])
+        assert "one job of a run split" in current.may_skip(ctx, ctx.specs[MINIMAL], jobs[platform])
+    builds = [jobs[p].platforms[0] for p in ("linux/amd64", "linux/arm64")]
+    immutable = tag.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", [b.image_id for b in builds])
+    publish.push_index(registry, jobs["linux/amd64"].repository, [immutable, "latest"], {b.platform: b.digest for b in builds})
+    ctx, reports = _context(engine, registry, tmp_path)  # a full run of both platforms, nothing changed
     ctx = dataclasses.replace(ctx, containerd_store=False)
-    first = _built(ctx, reports, engine, MINIMAL, ("linux/arm64",), tmp_path, build_id=ID1)
-    push(ctx, ctx.specs[MINIMAL], first)
-    again, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=("linux/arm64",))
-    again = dataclasses.replace(again, containerd_store=False)
-    spec = dataclasses.replace(again.specs[MINIMAL], platforms=("linux/arm64",))
-    rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="per-platform", repository=first.repository)
-    rep.build("linux/arm64").build_id = _bid(ID1, "linux/arm64")
-    assert current.up_to_date(again, spec, rep)
-    assert rep.tags == first.tags and rep.tags[-1] == "latest-arm64" and rep.digest is None
-    assert rep.platforms[0].digest == first.platforms[0].digest and rep.platforms[0].tag == first.platforms[0].tag
+    rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="index", repository=jobs["linux/amd64"].repository)
+    for p in ("linux/amd64", "linux/arm64"):
+        rep.build(p).build_id = _bid(ID1, p)
+    assert current.up_to_date(ctx, ctx.specs[MINIMAL], rep)
+    assert rep.tags == [immutable, "latest"] and [b.tag for b in rep.platforms] == [b.tag for b in builds]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rich.markup import escape
 
-from builder.engine.registry import RegistryError
+from builder.engine.registry import RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
 from builder.matrix.compat import DEFAULT_PLATFORM
@@ -87,13 +87,16 @@ def may_skip(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
 
 def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...], publish: str) -> str | None:
     """Why ``spec`` is built whatever the registry holds, or None when it may be up to date: asked
-    to (``--force``, ``--no-cache``); a run narrowed from the image's ``matrix_platforms`` that is
-    not one job of a run split by platform (the registry's image has other platforms); keyless
-    signing (a signature then has no key to check); ``builder build|test`` without ``--registry``
-    (nothing to look in)."""
+    to (``--force``, ``--no-cache``); one job of a run split by platform (``builder merge`` needs
+    the versions its taggers read inside the build, which the registry does not keep); a run
+    narrowed from the image's ``matrix_platforms`` (the registry's image has other platforms);
+    keyless signing (a signature then has no key to check); ``builder build|test`` without
+    ``--registry`` (nothing to look in)."""
     if opt.force or opt.no_cache:
         return "--force" if opt.force else "--no-cache"
-    if publish != "per-platform" and spec.platforms != matrix_platforms:
+    if publish == "per-platform":
+        return "one job of a run split by platform (builder merge needs the versions read inside each build)"
+    if spec.platforms != matrix_platforms:
         return "the run builds only some of its platforms"
     if opt.keyless:
         return "keyless signatures cannot be checked against a key"
@@ -109,6 +112,9 @@ def up_to_date(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> bool:
     and under the immutable tags the policy gives them. A registry that cannot be read means "not
     up to date" (said in one line): the image is built."""
     if any(rep.build(p).build_id is None for p in spec.platforms) or may_skip(ctx, spec, rep) is not None:
+        return False
+    if not answers(ctx.registry_client.host):  # one quick check, not the client's retries (minutes)
+        ctx.say(spec.name, f"[yellow]cannot look up its build id[/yellow]: {ctx.registry_client.host} does not answer")
         return False
     try:
         found = _published(ctx, spec, rep)
@@ -198,22 +204,42 @@ def _ids(ctx: RunContext, found: Published) -> dict[str, str]:
     return {p: (b.digest if ctx.containerd_store else b.manifest["config"]["digest"]) for p, b in found.builds.items()}
 
 
-def _tags(ctx: RunContext, rep: ImageReport, found: Published) -> dict[str, str] | None:
-    # {platform: the build's own tag in the registry}: the tags of the policy's shape for these
-    # builds' image ids that name them (an image index's: its immutable tag plus -<arch>, which
-    # names the build; the index's own immutable tag names the index). Raises RegistryError.
+def _tags(ctx: RunContext, rep: ImageReport, found: Published) -> tuple[str | None, dict[str, str]] | None:
+    # (the image's immutable tag, None for a split run's job; {platform: the build's own tag}): the
+    # registry's tags of the policy's shape for these builds' image ids that name them (an image
+    # index's immutable tag names the index; :func:`_index_builds`). None when one is missing.
+    # Raises RegistryError.
     publish_as, ids = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found)
     listed = ctx.registry_client.list_tags(rep.repository)
     if rep.publish == "index":
         immutable = _immutable(ctx, rep, listed, tag.index_id(list(ids.values())), "", found.digest)
-        return {p: publish_as.build_tag(immutable, p) for p in ids} if immutable else None
+        own = _index_builds(ctx, rep, listed, found, immutable) if immutable else None
+        return (immutable, own) if own else None
     out = {}
     for platform, image_id in ids.items():
         suffix = publish_as.build_tag("", platform)
-        own = _immutable(ctx, rep, listed, image_id, suffix, found.builds[platform].digest)
-        if own is None:
+        stem = _immutable(ctx, rep, listed, image_id, suffix, found.builds[platform].digest)
+        if stem is None:
             return None
-        out[platform] = own + suffix
+        out[platform] = stem + suffix
+    return (out[next(iter(out))] if rep.publish == "manifest" else None), out
+
+
+def _index_builds(ctx: RunContext, rep: ImageReport, listed: list[str], found: Published,
+                  immutable: str) -> dict[str, str] | None:
+    # {platform: the build's own tag}: ``<immutable>-<arch>`` as `builder all` pushes it, else (an
+    # index `builder merge` made of a split run's jobs) the job's own ``<its immutable>-<arch>``;
+    # each must name the build. Raises RegistryError.
+    publish_as, ids, out = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found), {}
+    for platform, b in found.builds.items():
+        own = publish_as.build_tag(immutable, platform)
+        if ctx.registry_client.digest(rep.repository, own) != b.digest:
+            suffix = publish_as.build_tag("", platform)
+            stem = _immutable(ctx, rep, listed, ids[platform], suffix, b.digest)
+            if stem is None:
+                return None
+            own = stem + suffix
+        out[platform] = own
     return out
 
 
@@ -239,9 +265,10 @@ def _version(labels: dict, key: str) -> str | None:
         return None
 
 
-def _record(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published, own: dict[str, str]) -> None:
+def _record(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published,
+            tags: tuple[str | None, dict[str, str]]) -> None:
     # The report of an up-to-date image: its tags and digests as the registry serves them.
-    publish_as, ids = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found)
+    publish_as, ids, (immutable, own) = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found), tags
     prefix = ctx.matrix.data.project.label_prefix
     for platform, b_found in found.builds.items():
         b = rep.build(platform)
@@ -249,9 +276,6 @@ def _record(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published
         b.compressed_bytes = publish.layer_bytes(b_found.manifest)
         b.framework_version = _version(_labels(b_found.config), f"{prefix}.framework-version")
         b.attestations = sorted(predicates.COSIGN_TYPES) if ctx.signer else []  # signed last, after them
-    immutable = own[spec.platforms[0]] if rep.publish == "manifest" else None
-    if rep.publish == "index":
-        immutable = own[spec.platforms[0]][:-len(publish_as.build_tag("", spec.platforms[0]))]
     rep.tags = [immutable] if immutable else []
     rep.tags = publish_as.image_tags(rep)
     rep.digest = found.digest
