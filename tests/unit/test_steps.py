@@ -411,17 +411,24 @@ def test_publish_attests_what_the_test_run_recorded_for_this_very_build(fakes, t
     assert b.test.outcome == "3 passed in 1.0s"  # recorded on the publishing run's build too
 
 
-def test_the_build_context_is_dated_source_date_epoch_whatever_its_checkout_time(tmp_path):
-    # rewrite-timestamp clamps only newer times: an older checkout's time would reach the image.
+def test_the_build_context_is_dated_after_source_date_epoch_by_content_whatever_its_checkout_time(tmp_path):
+    # rewrite-timestamp clamps only newer times: an older checkout's time would reach the image. And
+    # BuildKit sends a file again only when its size or time changed: same-length edits need new times.
     import os
 
+    epoch = 1_700_000_000
     context = tmp_path / "images" / MINIMAL
     (context / "sub").mkdir(parents=True)
     for name in ("Dockerfile", "serve", "sub/f"):
         (context / name).write_text(name)
         os.utime(context / name, (1_000, 1_000))  # older than the epoch
-    build_step.date_context(context, 1_700_000_000)
-    assert {p.stat().st_mtime for p in (context, *context.rglob("*"))} == {1_700_000_000}
+    build_step.date_context(context, epoch)
+    files = {p.name: p.stat().st_mtime for p in context.rglob("*") if p.is_file()}
+    assert all(epoch < t <= epoch + 86400 for t in files.values()) and len(set(files.values())) == 3
+    assert context.stat().st_mtime == (context / "sub").stat().st_mtime == epoch
+    (context / "serve").write_text("serwe")  # the same length, another content
+    build_step.date_context(context, epoch)
+    assert (context / "serve").stat().st_mtime != files["serve"] and (context / "Dockerfile").stat().st_mtime == files["Dockerfile"]
 
 
 def test_an_arm64_job_of_a_split_run_builds_its_build_stage_on_the_build_platform(fakes, tmp_path):

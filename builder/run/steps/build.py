@@ -18,6 +18,7 @@ build (:func:`date_context`), so their checkout times never reach an image.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -143,13 +144,25 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
 
 
 def date_context(folder: Path, epoch: int) -> None:
-    """Give every file and folder of the build context ``folder`` (one the builder rendered) the
-    modification time ``epoch``. ``rewrite-timestamp`` only clamps times newer than
-    SOURCE_DATE_EPOCH, and BuildKit's cache keys of a COPY ignore times, so without this a file's
-    checkout time would reach the image: a fresh clone's files (newer, clamped) and an older
-    working tree's (kept) gave two digests of the same commit (measured)."""
+    """Give every file of the build context ``folder`` (one the builder rendered) a modification time
+    just after ``epoch``: ``epoch`` plus 1 s to one day, taken from the file's content
+    (:func:`content_offset`); folders get ``epoch``. ``rewrite-timestamp`` clamps every time newer
+    than SOURCE_DATE_EPOCH to it in the image, and BuildKit's cache keys of a COPY ignore times, so
+    a file's checkout time never reaches an image: without dating, a fresh clone's files (newer,
+    clamped) and an older working tree's (kept) gave two digests of the same commit (measured).
+    The times differ by content because BuildKit sends a build context file again only when its
+    size or time changed: with one time for every file, a lock edited to a pin of the same length
+    (joblib 1.5.3 -> 1.5.2) before a commit kept the old lock in the build (measured)."""
     for path in (folder, *folder.rglob("*")):
-        os.utime(path, (epoch, epoch), follow_symlinks=False)
+        when = epoch if path.is_dir() and not path.is_symlink() else epoch + content_offset(path)
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
+def content_offset(path: Path) -> int:
+    """1 to 86400 (seconds) from the sha256 of the file at ``path`` (of a symbolic link: the path it
+    names), so files of different content get different times with near certainty."""
+    data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+    return 1 + int.from_bytes(hashlib.sha256(data).digest()[:4], "big") % 86400
 
 
 def _unserved(spec: ImageSpec, log_path: Path, tail_bytes: int = 1 << 16) -> str | None:
