@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from builder import files
+from builder.engine import disk
 from builder.engine.images import uncompressed_bytes
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix
@@ -31,8 +32,8 @@ from builder.matrix.platform import oci_name
 from builder.run import report_file, tag
 from builder.run.report import PASSED, ImageReport, PlatformBuild, Status
 
-#: The largest catalog JSON read back (bytes).
-MAX_CATALOG = 16 << 20
+#: The largest catalog JSON read back (bytes): the disk estimate's bound, for the same file.
+MAX_CATALOG = disk.MAX_CATALOG
 
 #: Report statuses whose image passed its smoke test.
 LISTED = PASSED

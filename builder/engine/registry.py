@@ -36,17 +36,10 @@ MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.oc
 MAX_MANIFEST = 4 << 20
 
 
-def _is_digest(value: str) -> bool:
+def _passes(check, value: str) -> bool:
+    # True when ``check`` (a grammar function of builder.matrix.grammar) accepts ``value``.
     try:
-        grammar.digest(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_tag(name: str) -> bool:
-    try:
-        grammar.tag(name)
+        check(value)
     except ValueError:
         return False
     return True
@@ -225,7 +218,7 @@ class Registry:
         checked against that digest, at most ``max_bytes``. Raises RegistryError."""
         config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
         digest = config.get("digest")
-        if not isinstance(digest, str) or not digest.startswith("sha256:") or not _is_digest(digest):
+        if not isinstance(digest, str) or not digest.startswith("sha256:") or not _passes(grammar.digest, digest):
             raise RegistryError(f"{repository}: the manifest names no sha256 image configuration")
         url = f"{api_root(self.host)}{repository.split('/', 1)[1]}/blobs/{digest}"
         r, body = self._request(repository, url, max_bytes)
@@ -250,7 +243,7 @@ class Registry:
         url, out = f"{api_root(self.host)}{repository.split('/', 1)[1]}/tags/list?n={page}", []
         for _ in range(max_pages):
             body, link = self._tag_page(repository, url)
-            out += [t for t in body if isinstance(t, str) and _is_tag(t)]
+            out += [t for t in body if isinstance(t, str) and _passes(grammar.tag, t)]
             if link is None:
                 return out
             url = link

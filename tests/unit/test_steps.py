@@ -586,6 +586,7 @@ def test_layer_growth_without_an_earlier_image_names_the_largest_layers():
            {"CreatedBy": "ENV A=1", "Size": 0}, {"CreatedBy": "", "Size": 1_000_000}]
     assert size.layer_growth(new, []) == ["+9 MB RUN x", "+5 MB /bin/sh -c apt-get install",
                                           "+1 MB (a layer without a command: the base image)"]
+    assert size.layer_growth([{"CreatedBy": "RUN \x1b[31mred", "Size": 2_000_000}], []) == ["+2 MB RUN \\x1b[31mred"]
 
 
 def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from builder.matrix.inputs import one_line
+from builder.run import policy
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild
 from builder.run.steps import StepFailed
@@ -50,7 +52,7 @@ def layer_growth(new: list[dict], old: list[dict], shown: int = SHOWN_LAYERS) ->
         before[str(h.get("CreatedBy", ""))] = before.get(str(h.get("CreatedBy", "")), 0) + int(h.get("Size") or 0)
     grown = sorted(((int(h.get("Size") or 0) - before.get(str(h.get("CreatedBy", "")), 0), str(h.get("CreatedBy", "")))
                     for h in new), reverse=True)
-    return [f"+{_mb(g)} {' '.join(cmd.split())[:120] or '(a layer without a command: the base image)'}"
+    return [f"+{_mb(g)} {one_line(' '.join(cmd.split()))[:120] or '(a layer without a command: the base image)'}"
             for g, cmd in grown[:shown] if g > 0]
 
 
@@ -64,9 +66,8 @@ def _history(ctx: RunContext, ref: str) -> list[dict]:
 
 def _refusal(ctx: RunContext, rep: ImageReport, b: PlatformBuild, grew: str) -> str:
     # One platform's line: what grew and, from the layers' history, where.
-    moving = ctx.matrix.data.tags.moving
-    suffix = "" if b.platform == "linux/amd64" else "-" + b.platform.rsplit("/", 1)[-1]
-    old = _history(ctx, f"{rep.repository}:{moving[0]}{suffix}") if moving else []
+    moving = policy.of(rep, ctx.matrix.data.tags).local_moving(b.platform)
+    old = _history(ctx, f"{rep.repository}:{moving[0]}") if moving else []
     layers = layer_growth(_history(ctx, f"{rep.repository}:{b.tag}"), old)
     return f"{b.platform}: {grew}" + (f"; grew most: {', '.join(layers)}" if layers else "")
 
