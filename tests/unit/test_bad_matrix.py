@@ -62,6 +62,10 @@ CASES = {
     "invalid companion version": (
         mutate((SKV + ("companions", "numpy"), "two")),
         "m.yaml: frameworks.sklearn.versions[0].companions.numpy: 'two' is not a valid version (PEP 440)"),
+    "prune path reaching out of its package": (
+        mutate((("runtime", "prune"), ["*/tests"])),
+        "m.yaml: runtime.prune[0]: '*/tests' is not a package's folder then a path inside it, of letters, digits, . _ - "
+        "and * globs"),
     "missing required field": (
         mutate((SK + ("title",), DELETE)),
         "m.yaml: frameworks.sklearn.title: required field is missing"),
