@@ -55,7 +55,7 @@ test: venv ## The tests CI runs: render and lock checks, hadolint, unit and engi
 build-all: venv ## The main job: build, smoke-test, tag and publish every image (SELECT='glob', DEVICE=cpu narrow)
 	$(BIN)/builder render --check
 	$(BIN)/builder lock --check
-	$(BIN)/builder all $(SELECT_ARGS)
+	$(BIN)/builder all --prune-cache $(SELECT_ARGS)
 	$(BIN)/builder catalog --out $(CATALOG_DIR)/images.md --json $(CATALOG_DIR)/images.json
 
 build: venv ## Build and smoke-test (no push) the images (SELECT='glob ...' narrows)

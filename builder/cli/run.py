@@ -119,6 +119,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 cache_registry: str = typer.Option("", "--cache-registry", envvar="BUILDER_CACHE_REGISTRY",
                                                    help="host:port/path where builds import and export BuildKit's cache (one ref per image and platform; containerd image store)."),
                 keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed."),
+                prune_cache: bool = typer.Option(False, "--prune-cache", envvar="BUILDER_PRUNE_CACHE",
+                                                 help="Remove the BuildKit cache this run makes after each image (uv's wheel cache mount stays): the full matrix fits a smaller disk; a later rebuild starts cold but for wheels."),
                 signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
                                                 help="cosign key file or key manager URI: sign and attest what is published (password: COSIGN_PASSWORD)."),
                 keyless: bool = typer.Option(False, "--keyless", help="Sign with Sigstore's Fulcio and Rekor instead of a key (a machine that reaches them).")) -> None:
@@ -132,7 +134,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                 base_source=base_source.value, images_dir=beside(matrix, images, "images"),
                                 tests_root=beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
                                 no_cache=no_cache, force=force, accept_size=accept_size, jobs=jobs, test_jobs=test_jobs, space_check=not no_space_check,
-                                keep_last=keep_last, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json",
+                                keep_last=keep_last, prune_cache=prune_cache, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json",
                                 signing_key=signing_key, keyless=keyless)
         _run(stage, opts, matrix, templates)
     command.__doc__ = doc

@@ -107,7 +107,8 @@ class Need:
         """The refusal: need / have / where."""
         return (f"not enough disk space: this run needs about {self.need / 1e9:.1f} GB on the file system of "
                 f"{', '.join(str(p) for p in self.where)}, which has {self.free / 1e9:.1f} GB free; free space "
-                f"(`builder prune`, `docker system df`) or pass --no-space-check")
+                f"(`builder prune`, `docker system df`), pass --prune-cache (each image's BuildKit cache goes once it is done) "
+                f"or pass --no-space-check")
 
 
 def _existing(path: Path) -> Path:
@@ -144,18 +145,25 @@ def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_
 
 
 def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[tuple[str, str]],
-             packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool) -> tuple[int, int]:
+             packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool,
+             prune_window: int = 0) -> tuple[int, int]:
     """``(engine bytes, registry bytes)`` a run of ``specs`` needs (see the module doc for the
     factors). A build in ``unchanged`` (``(name, platform)``, :func:`unchanged`) needs no Engine
     space: BuildKit's cache gives it back whole. The registry share counts, for every build, only
-    when ``pushing_locally`` (a local registry under the build folder, perhaps new)."""
+    when ``pushing_locally`` (a local registry under the build folder, perhaps new). With
+    ``prune_window`` > 0 (``--prune-cache``: each image's cache goes once it is done) the cache share
+    counts only for the ``prune_window`` largest builds (those in flight at once, ``--jobs``)."""
     engine_bytes = registry_bytes = 0.0
+    built: list[int] = []
     for spec in specs:
         for platform in spec.platforms:
             size = image_size(spec, platform, sizes, packages, base_size)
             registry_bytes += size * REGISTRY_FACTOR if pushing_locally else 0  # a new registry needs it all
             if (spec.name, platform) not in unchanged:
-                engine_bytes += size * (ENGINE_FACTOR + CACHE_FACTOR)
+                built.append(size)
+    engine_bytes = sum(built) * ENGINE_FACTOR
+    cached = sorted(built, reverse=True)[:prune_window] if prune_window > 0 else built
+    engine_bytes += sum(cached) * CACHE_FACTOR
     return int(engine_bytes), int(registry_bytes)
 
 

@@ -33,18 +33,24 @@ from builder.engine.sources import WHEELHOUSE_REPOSITORY
 LEDGER = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "inference-builder" / "buildkit-cache.ids"
 
 
-def cache_ids(client: docker.DockerClient, tries: int = 5) -> set[str] | None:
-    """The ids of BuildKit's cache records on the Engine now (``GET /system/df``), or None when the
-    Engine cannot say: it answers one disk-usage query at a time (retried ``tries`` times, a second
-    apart), or it is gone."""
+def cache_records(client: docker.DockerClient, tries: int = 5) -> dict[str, str] | None:
+    """``{record id: record type}`` of BuildKit's cache on the Engine now (``GET /system/df``; types
+    such as ``regular``, ``exec.cachemount``, ``source.local``), or None when the Engine cannot say:
+    it answers one disk-usage query at a time (retried ``tries`` times, a second apart), or it is gone."""
     for attempt in range(tries):
         try:
-            return {r["ID"] for r in (client.df().get("BuildCache") or [])}
+            return {str(r["ID"]): str(r.get("Type") or "") for r in (client.df().get("BuildCache") or [])}
         except docker.errors.APIError:
             time.sleep(1)
         except (docker.errors.DockerException, requests.RequestException):
             return None
     return None
+
+
+def cache_ids(client: docker.DockerClient, tries: int = 5) -> set[str] | None:
+    """The ids of BuildKit's cache records on the Engine now (:func:`cache_records`), or None."""
+    records = cache_records(client, tries)
+    return None if records is None else set(records)
 
 
 def record_cache(before: set[str] | None, after: set[str] | None, ledger: Path = LEDGER) -> int:
@@ -115,14 +121,11 @@ def remove_images(client: docker.DockerClient, names: set[str], prefix: str, reg
     return freed
 
 
-def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
-    """Remove the BuildKit cache records the ledger names, each by its id (a record in use stays).
-    A record that others were built on goes once they are gone, so this takes passes until one
-    removes nothing. Returns the bytes BuildKit reports reclaimed; the ledger keeps what is left."""
-    if not ledger.is_file():
-        return 0
-    left = {line.strip() for line in ledger.read_text().splitlines() if line.strip().isalnum()}
-    freed = 0
+def remove_records(client: docker.DockerClient, records: set[str]) -> tuple[int, set[str]]:
+    """Remove the BuildKit cache ``records``, each by its id (a record in use stays). A record that
+    others were built on goes once they are gone, so this takes passes until one removes nothing.
+    Returns ``(bytes BuildKit reports reclaimed, ids still there)``."""
+    left, freed = set(records), 0
     while left:
         ids = cache_ids(client)
         present = left if ids is None else left & ids
@@ -134,9 +137,18 @@ def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
         ids = cache_ids(client)
         after = present if ids is None else present & ids
         if after == present:
-            left = after
-            break
+            return freed, after
         left = after
+    return freed, left
+
+
+def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
+    """Remove the BuildKit cache records the ledger names (:func:`remove_records`). Returns the
+    bytes BuildKit reports reclaimed; the ledger keeps what is left."""
+    if not ledger.is_file():
+        return 0
+    wanted = {line.strip() for line in ledger.read_text().splitlines() if line.strip().isalnum()}
+    freed, left = remove_records(client, wanted)
     files.write_atomic(ledger, "".join(f"{i}\n" for i in sorted(left)))
     return freed
 

@@ -38,7 +38,8 @@ class Options:
     lets ``all`` narrow an image of several platforms only with ``by_platform``, ``publish``
     never). ``space_check`` refuses a run the disk cannot hold (:mod:`builder.engine.disk`; sizes
     from the ``catalog`` JSON); after the run each image keeps its ``keep_last`` newest local builds
-    (the one just made counts). ``by_platform`` publishes every build under per-platform tags only
+    (the one just made counts); with ``prune_cache`` the BuildKit cache the run makes is removed after
+    each image but for cache mounts (:class:`builder.run.space.CachePruner`). ``by_platform`` publishes every build under per-platform tags only
     (:class:`builder.run.policy.PerPlatform`). ``cache_registry`` (``host[:port]/path``), when set,
     is where every build imports and exports BuildKit's cache (:mod:`builder.run.steps.build`).
     ``signing_key`` (a cosign key file's absolute path or a key manager URI) or ``keyless`` signs and
@@ -64,6 +65,7 @@ class Options:
     by_platform: bool = False
     space_check: bool = True
     keep_last: int = 1
+    prune_cache: bool = False
     cache_registry: str = ""
     catalog: Path = Path("docs/images.json")
     signing_key: str = ""

@@ -53,6 +53,7 @@ class Pipeline:
         self.clients = Clients(options.build_dir)
         self.reports: dict[str, ImageReport] = {}
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._pruner: space.CachePruner | None = None
 
     def _specs(self) -> list[ImageSpec]:
         specs = plan.select(self.matrix, list(self.opt.select))
@@ -79,6 +80,8 @@ class Pipeline:
             space.check(client, self.matrix, self.opt, self.opt.registry or engine.LOCAL_REGISTRY, specs)
         files.claim_folder(self.opt.build_dir)
         started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
+        if self.opt.prune_cache:
+            self._pruner = space.CachePruner(client, cache_before, lambda line: self.events.console.print(line, highlight=False, markup=False))
         self.events.track([s.name for s in specs])
         try:
             ctx = self._context(specs, self._registry())
@@ -223,7 +226,18 @@ class Pipeline:
             self.events.say(spec.name, f"[red]{rep.status}[/red]: {escape(rep.error)}")
         finally:
             ready()
+            self._prune_cache(spec.name)
             self._queue.put(("done", spec.name))
+
+    def _prune_cache(self, name: str) -> None:
+        # --prune-cache after an image (housekeeping: a failure is one line, never the image's outcome).
+        if self._pruner is None:
+            return
+        try:
+            self._pruner.after_image(name)
+        except Exception as exc:  # noqa: BLE001 - the Engine's answer to a prune never fails an image
+            self.events.console.print(f"BuildKit cache not pruned after {name}: {type(exc).__name__}: {exc}",
+                                      highlight=False, markup=False)
 
     def write_report(self) -> Path:
         """Write ``<build dir>/report.json`` (:class:`builder.run.report.RunReport`) and return its path."""

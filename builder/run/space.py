@@ -1,15 +1,18 @@
-"""A run's disk: refuse before building a run the disk cannot hold, and after it remove the local
-builds it superseded (the figures and rules are :mod:`builder.engine.disk`'s and :mod:`builder.engine.superseded`'s)."""
+"""A run's disk: refuse before building a run the disk cannot hold, with ``--prune-cache`` remove
+each image's BuildKit cache once the image is done, and after the run remove the local builds it
+superseded (the figures and rules are :mod:`builder.engine.disk`'s, :mod:`builder.engine.prune`'s
+and :mod:`builder.engine.superseded`'s)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable
 
 import docker
 
 from builder import engine
-from builder.engine import disk, superseded
+from builder.engine import disk, prune, superseded
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
@@ -59,7 +62,7 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
                                                             _expected_labels(matrix, opt.images_dir))
     pushing = opt.stage == "all" and not opt.registry
     engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(opt.catalog), same, packages,
-                                                 disk.BASE_SIZE, pushing)
+                                                 disk.BASE_SIZE, pushing, opt.jobs if opt.prune_cache else 0)
     disk.check(disk.needs(engine_bytes, registry_bytes, engine.data_root(client), opt.build_dir))
 
 
@@ -78,3 +81,33 @@ def remove_superseded(ctx: RunContext, started: float) -> None:
                                    tuple(ctx.matrix.data.tags.moving), started, say)
     if freed:
         ctx.events.console.print(f"superseded local builds removed: up to {freed / 1e9:.2f} GB", highlight=False)
+
+
+#: BuildKit cache record types ``--prune-cache`` keeps: cache mounts (uv's wheels, which every
+#: image's build shares; https://docs.docker.com/build/cache/optimize/#use-cache-mounts).
+KEPT_RECORD_TYPES = frozenset({"exec.cachemount"})
+
+
+class CachePruner:
+    """``--prune-cache``: once an image is done (built, tested, pushed, or failed), remove the
+    BuildKit cache records made since the run started (``before``, the record ids then; None when
+    the Engine could not say, and then nothing is removed) but its cache mounts
+    (:data:`KEPT_RECORD_TYPES`). A record another build of the run still uses stays, and goes after
+    a later image. Children never need their parent's cache: they build FROM the parent image.
+    One prune at a time; ``say`` gets one line per prune that freed bytes."""
+
+    def __init__(self, client: docker.DockerClient, before: set[str] | None, say: Callable[[str], None]):
+        self.client, self.before, self.say = client, before, say
+        self._lock = threading.Lock()
+
+    def after_image(self, name: str) -> int:
+        """Prune after image ``name``; returns the bytes BuildKit reports reclaimed."""
+        if self.before is None:
+            return 0
+        with self._lock:
+            records = prune.cache_records(self.client) or {}
+            made = {i for i, kind in records.items() if i not in self.before and kind not in KEPT_RECORD_TYPES}
+            freed, _ = prune.remove_records(self.client, made)
+        if freed:
+            self.say(f"BuildKit cache removed after {name}: {freed / 1e9:.2f} GB")
+        return freed

@@ -89,3 +89,35 @@ def test_prune_removes_the_builders_images_cache_and_folder_and_nothing_else(doc
     assert foreign_cache <= _cache_ids(), "a cache record the builder did not make was pruned"
     docker_client.images.remove("prune-test/foreign:1")
     docker_client.images.remove("prune-test/cache:1")
+
+
+def _cache_types() -> dict[str, str]:
+    """``{record id: type}`` of BuildKit's cache (``docker buildx du --verbose``)."""
+    out = subprocess.run(["docker", "buildx", "du", "--verbose"], capture_output=True, text=True, check=True).stdout
+    types, record = {}, None
+    for line in out.splitlines():
+        if line.startswith("ID:"):
+            record = line.split()[1]
+        elif line.startswith("Type:") and record:
+            types[record] = line.split()[1]
+    return types
+
+
+def test_prune_cache_leaves_only_cache_mounts_of_a_runs_records(docker_client, tmp_path):
+    # A cache mount's record takes a new id when a build uses it, so only layer records compare.
+    earlier = set(_cache_types())
+    _foreign_cache(tmp_path)
+    before = _cache_types()
+    foreign_cache = {i for i, kind in before.items() if i not in earlier and kind != "exec.cachemount"}
+    assert foreign_cache, "the build outside the builder made no cache record"
+    build_dir, env = tmp_path / "build", {"XDG_STATE_HOME": str(tmp_path / "state")}
+    r = builder("build", "--platform", "linux/amd64", "--select", MINIMAL, "--build-dir", str(build_dir),
+                "--registry", "127.0.0.1:5000/prune-test/cache", "--no-cache", "--prune-cache", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(rf"^BuildKit cache removed after {MINIMAL}: \d+\.\d\d GB$", r.stdout, re.M), r.stdout
+    built = report(build_dir)[MINIMAL]
+    assert docker_client.images.get(f"{built['repository']}:{built['tags'][0]}").labels  # the image stays
+    made = {i: t for i, t in _cache_types().items() if i not in before}
+    assert set(made.values()) <= {"exec.cachemount"}, made  # the cold build's layers are gone
+    assert foreign_cache <= set(_cache_types()), "a cache record the run did not make was pruned"
+    docker_client.images.remove("prune-test/cache:1")

@@ -143,3 +143,52 @@ def test_the_ledger_records_only_a_runs_new_cache_records(tmp_path):
     assert prune.record_cache({"a"}, {"a"}, ledger) == 0
     assert ledger.read_text() == "c\nd\n"
     assert prune.record_cache(None, {"e"}, ledger) == 0 and ledger.read_text() == "c\nd\n"
+
+
+def test_with_prune_cache_the_estimate_counts_the_cache_of_the_builds_in_flight_only():
+    sizes = {(MINIMAL.name, "linux/amd64"): 100, (MINIMAL.name, "linux/arm64"): 300}
+    kept = disk.estimate([MINIMAL], sizes, set(), lambda s, p: 0, 0, False)
+    one = disk.estimate([MINIMAL], sizes, set(), lambda s, p: 0, 0, False, prune_window=1)
+    assert kept[0] == int(400 * (disk.ENGINE_FACTOR + disk.CACHE_FACTOR))
+    assert one[0] == int(400 * disk.ENGINE_FACTOR + 300 * disk.CACHE_FACTOR)  # the larger build's cache only
+    assert disk.estimate([MINIMAL], sizes, set(), lambda s, p: 0, 0, False, prune_window=8) == kept
+
+
+class FakeCache:
+    """BuildKit's cache records as the Engine API shows them: a record goes only once nothing is
+    built on it (its children gone) and nothing uses it."""
+
+    def __init__(self, records: dict[str, str], parents: dict[str, str], in_use: set[str] = frozenset()):
+        self.records, self.parents, self.in_use, self.pruned = dict(records), parents, set(in_use), []
+        self.api = SimpleNamespace(prune_builds=self.prune_builds)
+
+    def df(self):
+        return {"BuildCache": [{"ID": i, "Type": t} for i, t in self.records.items()]}
+
+    def prune_builds(self, filters, all):
+        (record,) = filters["id"]
+        if record in self.in_use or any(self.parents.get(c) == record for c in self.records):
+            return {"SpaceReclaimed": 0}
+        self.records.pop(record, None)
+        self.pruned.append(record)
+        return {"SpaceReclaimed": 10}
+
+
+def test_remove_records_takes_passes_until_the_records_built_on_are_gone():
+    client = FakeCache({"base": "regular", "mid": "regular", "top": "regular", "other": "regular"},
+                       {"mid": "base", "top": "mid"})
+    freed, left = prune.remove_records(client, {"base", "mid", "top"})
+    assert (freed, left) == (30, set()) and set(client.records) == {"other"}
+    busy = FakeCache({"a": "regular", "b": "regular"}, {}, in_use={"b"})
+    assert prune.remove_records(busy, {"a", "b"}) == (10, {"b"})
+
+
+def test_the_cache_pruner_removes_the_runs_records_but_cache_mounts_and_older_ones():
+    from builder.run import space
+    client = FakeCache({"old": "regular", "uv": "exec.cachemount", "layer": "regular", "context": "source.local",
+                        "busy": "regular"}, {}, in_use={"busy"})
+    lines = []
+    pruner = space.CachePruner(client, {"old"}, lines.append)
+    assert pruner.after_image("minimal") == 20
+    assert set(client.records) == {"old", "uv", "busy"} and lines == ["BuildKit cache removed after minimal: 0.00 GB"]
+    assert space.CachePruner(client, None, lines.append).after_image("x") == 0 and set(client.records) == {"old", "uv", "busy"}

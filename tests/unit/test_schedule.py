@@ -86,3 +86,25 @@ def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, off
     reports, _, _ = _run(tmp_path, offline, interrupted={MINIMAL_13})
     assert reports[MINIMAL_13].status == Status.INTERRUPTED
     assert all(reports[s.name].status == Status.SKIPPED for s in matrix.children(MINIMAL_13))
+
+
+def test_prune_cache_prunes_after_every_image_that_ran_failed_or_not(tmp_path, offline, monkeypatch):
+    pruned: list[str] = []
+    monkeypatch.setattr(pipeline.space.CachePruner, "after_image", lambda self, name: pruned.append(name) or 0)
+    steps, calls, held = offline
+    steps({MINIMAL_13}, set())
+    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"), Options(
+        stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
+    p.run()
+    assert sorted(pruned) == sorted(calls) and MINIMAL_13 in pruned  # skipped children never ran: nothing to prune
+
+
+def test_a_prune_that_raises_never_fails_the_image(tmp_path, offline, monkeypatch):
+    def boom(self, name):
+        raise OSError("the Engine went away")
+    monkeypatch.setattr(pipeline.space.CachePruner, "after_image", boom)
+    steps, calls, held = offline
+    steps(set(), set())
+    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"), Options(
+        stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
+    assert all(r.status == Status.BUILT for r in p.run())
