@@ -82,7 +82,8 @@ class Events:
         self.tasks: dict[str, int] = {}
         self.peak_parallel_builds = 0
         self._building = 0
-        self._lock = threading.Lock()
+        self._pruning = False
+        self._turn = threading.Condition()
         self._testing = threading.BoundedSemaphore(max(1, test_jobs))
 
     def track(self, names: list[str]) -> None:
@@ -101,15 +102,35 @@ class Events:
 
     @contextlib.contextmanager
     def build_slot(self) -> Iterator[None]:
-        """Counts builds running at once (``peak_parallel_builds``) for the length of the block."""
-        with self._lock:
+        """Counts builds running at once (``peak_parallel_builds``) for the length of the block; waits
+        first while a cache prune (:meth:`no_builds`) waits or runs."""
+        with self._turn:
+            self._turn.wait_for(lambda: not self._pruning)
             self._building += 1
             self.peak_parallel_builds = max(self.peak_parallel_builds, self._building)
         try:
             yield
         finally:
-            with self._lock:
+            with self._turn:
                 self._building -= 1
+                self._turn.notify_all()
+
+    @contextlib.contextmanager
+    def no_builds(self) -> Iterator[None]:
+        """The block runs while no build runs: it waits for the running ones to end, and builds that
+        would start meanwhile wait for it. A running BuildKit solve may still need records it has
+        not yet marked in use (measured: a prune while another image exported made that build fail
+        with ``failed to solve: not found``)."""
+        with self._turn:
+            self._turn.wait_for(lambda: not self._pruning)
+            self._pruning = True
+            self._turn.wait_for(lambda: self._building == 0)
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._pruning = False
+                self._turn.notify_all()
 
     def test_slot(self) -> threading.BoundedSemaphore:
         """At most ``test_jobs`` smoke tests at once: hold this around one."""

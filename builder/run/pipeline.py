@@ -81,7 +81,7 @@ class Pipeline:
         files.claim_folder(self.opt.build_dir)
         started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
         if self.opt.prune_cache:
-            self._pruner = space.CachePruner(client, cache_before, lambda line: self.events.console.print(line, highlight=False, markup=False))
+            self._pruner = space.CachePruner(client, cache_before, self._plain, self.events.no_builds)
         self.events.track([s.name for s in specs])
         try:
             ctx = self._context(specs, self._registry())
@@ -229,6 +229,9 @@ class Pipeline:
             self._prune_cache(spec.name)
             self._queue.put(("done", spec.name))
 
+    def _plain(self, line: str) -> None:
+        self.events.console.print(line, highlight=False, markup=False)
+
     def _prune_cache(self, name: str) -> None:
         # --prune-cache after an image (housekeeping: a failure is one line, never the image's outcome).
         if self._pruner is None:
@@ -236,8 +239,7 @@ class Pipeline:
         try:
             self._pruner.after_image(name)
         except Exception as exc:  # noqa: BLE001 - the Engine's answer to a prune never fails an image
-            self.events.console.print(f"BuildKit cache not pruned after {name}: {type(exc).__name__}: {exc}",
-                                      highlight=False, markup=False)
+            self._plain(f"BuildKit cache not pruned after {name}: {type(exc).__name__}: {exc}")
 
     def write_report(self) -> Path:
         """Write ``<build dir>/report.json`` (:class:`builder.run.report.RunReport`) and return its path."""

@@ -5,9 +5,10 @@ and :mod:`builder.engine.superseded`'s)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import docker
 
@@ -92,19 +93,20 @@ class CachePruner:
     """``--prune-cache``: once an image is done (built, tested, pushed, or failed), remove the
     BuildKit cache records made since the run started (``before``, the record ids then; None when
     the Engine could not say, and then nothing is removed) but its cache mounts
-    (:data:`KEPT_RECORD_TYPES`). A record another build of the run still uses stays, and goes after
-    a later image. Children never need their parent's cache: they build FROM the parent image.
-    One prune at a time; ``say`` gets one line per prune that freed bytes."""
+    (:data:`KEPT_RECORD_TYPES`). Children never need their parent's cache: they build FROM the
+    parent image. A prune runs inside ``no_builds()`` (:meth:`builder.run.context.Events.no_builds`:
+    while no build runs), one at a time; ``say`` gets one line per prune that freed bytes."""
 
-    def __init__(self, client: docker.DockerClient, before: set[str] | None, say: Callable[[str], None]):
-        self.client, self.before, self.say = client, before, say
+    def __init__(self, client: docker.DockerClient, before: set[str] | None, say: Callable[[str], None],
+                 no_builds: Callable[[], ContextManager[None]] = contextlib.nullcontext):
+        self.client, self.before, self.say, self.no_builds = client, before, say, no_builds
         self._lock = threading.Lock()
 
     def after_image(self, name: str) -> int:
         """Prune after image ``name``; returns the bytes BuildKit reports reclaimed."""
         if self.before is None:
             return 0
-        with self._lock:
+        with self._lock, self.no_builds():
             records = prune.cache_records(self.client) or {}
             made = {i for i, kind in records.items() if i not in self.before and kind not in KEPT_RECORD_TYPES}
             freed, _ = prune.remove_records(self.client, made)

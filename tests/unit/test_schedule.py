@@ -108,3 +108,41 @@ def test_a_prune_that_raises_never_fails_the_image(tmp_path, offline, monkeypatc
     p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"), Options(
         stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
     assert all(r.status == Status.BUILT for r in p.run())
+
+
+def test_a_cache_prune_waits_for_running_builds_and_holds_back_new_ones():
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from builder.run.context import Events
+    events = Events(Console(quiet=True), Progress(disable=True), 1)
+    order: list[str] = []
+    a_in, release_a = threading.Event(), threading.Event()
+
+    def build(name: str, entered: threading.Event | None = None, release: threading.Event | None = None):
+        with events.build_slot():
+            order.append(name)
+            if entered:
+                entered.set()
+            if release:
+                assert release.wait(60)
+
+    def prune():
+        with events.no_builds():
+            order.append("prune")
+    a = threading.Thread(target=build, args=("a", a_in, release_a))
+    a.start()
+    assert a_in.wait(60)
+    p = threading.Thread(target=prune)
+    p.start()
+    for _ in range(6000):  # the prune has asked for its turn (bounded: 60 s)
+        if events._pruning:
+            break
+        threading.Event().wait(0.01)
+    assert events._pruning and order == ["a"]  # it waits for the running build
+    b = threading.Thread(target=build, args=("b",))
+    b.start()
+    release_a.set()
+    for t in (a, p, b):
+        t.join(60)
+    assert order == ["a", "prune", "b"]  # the build that came while the prune waited went after it
