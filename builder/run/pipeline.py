@@ -259,8 +259,8 @@ def _steps(ctx: RunContext, spec: ImageSpec, rep: ImageReport, ready) -> None:
             ready()
             push(ctx, spec, rep)
         return
-    for platform in spec.platforms:
-        rep.build(platform).build_id = build_id.compute(current.inputs_of(ctx, spec, platform))
+    for platform, inputs in current.inputs_of(ctx, spec).items():
+        rep.build(platform).build_id = build_id.compute(inputs)
     if current.up_to_date(ctx, spec, rep):
         if stage != "all":  # builder build|test: the images they leave are local
             current.make_local(ctx, rep, list(spec.platforms), moving=stage == "test")

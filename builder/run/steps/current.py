@@ -48,30 +48,34 @@ class Published:
     builds: dict[str, Found]
 
 
-def inputs_of(ctx: RunContext, spec: ImageSpec, platform: str) -> build_id.Inputs:
-    """The build id's inputs of ``spec``'s ``platform`` build in this run
-    (:class:`builder.run.build_id.Inputs`). A test folder that is missing is left out (the smoke
-    test then fails on it). Raises OSError, KeyError."""
-    images, both = ctx.options.images_dir, dict.fromkeys((platform, ctx.build_platform))
+def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[str, build_id.Inputs]:
+    """``{platform: the build id's inputs}`` of each of ``spec``'s platform builds in this run
+    (:class:`builder.run.build_id.Inputs`); what every platform shares (the VCS source, the bake
+    file, the build context, the builder's and the tests' digests) is read once. A test folder that
+    is missing is left out (the smoke test then fails on it). Raises OSError, KeyError."""
+    images = ctx.options.images_dir
     revision, epoch = build.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
-    targets = json.loads(render.bake_path(images).read_text())["target"]
-    bases, parent = {}, {}
-    if spec.parent is None:
-        refs = {p: ctx.base_refs.get((spec.name, p)) for p in both}
-        bases = {p: ctx.client.images.get(ref).id if ref else "" for p, ref in refs.items()}
-    else:
-        builds = {p: ctx.reports[spec.parent].built(p) for p in both}
-        parent = {p: (b.build_id if b else None) or "" for p, b in builds.items()}
+    target = json.loads(render.bake_path(images).read_text())["target"][bake.target_name(spec.name)]
     try:
         folders = smoke.folders(spec, ctx.options.tests_root)
     except FileNotFoundError:
         folders = [f for f in (ctx.options.tests_root / a for a in spec.ancestors) if f.is_dir()]
-    return build_id.Inputs(
-        platform=platform, build_platform=ctx.build_platform, context=build_id.folder_digests(images / spec.name),
-        bake_target=targets[bake.target_name(spec.name)], bases=bases, parent=parent,
-        args={"REVISION": revision, "SOURCE_DATE_EPOCH": str(epoch)}, builder_version=build_id.version(),
-        builder=build_id.builder_digests(), runtime=_runtime(ctx),
-        tests=build_id.suite_digests(ctx.options.tests_root, folders))
+    shared = dict(build_platform=ctx.build_platform, context=build_id.folder_digests(images / spec.name),
+                  bake_target=target, args={"REVISION": revision, "SOURCE_DATE_EPOCH": str(epoch)},
+                  builder_version=build_id.version(), builder=build_id.builder_digests(), runtime=_runtime(ctx),
+                  tests=build_id.suite_digests(ctx.options.tests_root, folders))
+    return {p: build_id.Inputs(platform=p, **_ancestry(ctx, spec, p), **shared) for p in spec.platforms}
+
+
+def _ancestry(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, dict[str, str]]:
+    # The base image ids (a root image) or the parent's build ids (a child) for ``platform`` and
+    # the build platform: {"bases": ..., "parent": ...}.
+    both = dict.fromkeys((platform, ctx.build_platform))
+    if spec.parent is None:
+        refs = {p: ctx.base_refs.get((spec.name, p)) for p in both}
+        return {"bases": {p: ctx.client.images.get(ref).id if ref else "" for p, ref in refs.items()}, "parent": {}}
+    builds = {p: ctx.reports[spec.parent].built(p) for p in both}
+    return {"bases": {}, "parent": {p: (b.build_id if b else None) or "" for p, b in builds.items()}}
 
 
 def _runtime(ctx: RunContext) -> dict:
