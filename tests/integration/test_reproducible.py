@@ -7,6 +7,9 @@ The main job's builds come from BuildKit's cache when an earlier run built the s
 they are cold too; either way a cold rebuild must give what a user pulls. One cold build, not two,
 keeps CI within its budget.
 
+A bootstrapped base is reproducible too (:mod:`builder.engine.bases`): bootstrapped twice from the
+same mirror, it is one image id, so a fresh runner computes the build ids the registry has.
+
 When they differ, the assertion message lists the files that differ, layer by layer (each tar
 entry's name, size, mode, time and sha256), from ``docker image save`` of both images.
 """
@@ -24,8 +27,10 @@ import pytest
 from repo import ROOT
 from run_builder import MINIMAL, SUBSET, builds
 
+from builder.engine import bases
 from builder.engine import images as engine_images
 from builder.generate import lock
+from builder.matrix import load
 
 pytestmark = pytest.mark.engine
 
@@ -91,3 +96,14 @@ def test_a_cold_build_of_both_platforms_gives_the_published_digests(main_job, do
     installed = json.loads(docker_client.containers.run(first[MINIMAL, "linux/amd64"], remove=True, network_disabled=True,
                                                         entrypoint=["python3", "-c", DISTRIBUTIONS]))
     assert {lock.canonicalize_name(n): v for n, v in installed} == lock.read(ROOT / "images", MINIMAL).versions()
+
+
+def test_a_base_bootstrapped_twice_is_one_image(docker_client, tmp_path):
+    base = load(ROOT / "matrix.yaml").data.bases["debian12"]
+    refs = [bases.bootstrap(docker_client, f"repro-test-{n}", base, tmp_path / n, print) for n in ("a", "b")]
+    try:
+        first, second = (docker_client.images.get(r).id for r in refs)
+        assert first == second, f"{first} != {second}\n" + _differences(docker_client, first, second)
+    finally:
+        for r in refs:
+            docker_client.images.remove(r)

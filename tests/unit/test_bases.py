@@ -1,4 +1,10 @@
-"""Base images: the bootstrap tag follows the recipe."""
+"""Base images: the bootstrap tag follows the recipe; a bootstrap is dated by its suite's Release
+and keeps no record of when or where it ran (the Engine's side is in the engine tests)."""
+
+import io
+
+import pytest
+import requests
 
 from builder.engine import bases
 from builder.matrix.schema import Base
@@ -25,7 +31,78 @@ def test_a_base_of_another_platform_is_loaded_with_buildx_put_in_place_first(tmp
     monkeypatch.setattr(plugins, "ensure_buildx", lambda state_dir: calls.append(("ensure", state_dir)))
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(("run", cmd[:3])) or
                         subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.setattr(bases.engine, "containerd_store", lambda client: False)
     root = tmp_path / "build" / "bases" / "debian12-arm64"
     root.mkdir(parents=True)
-    bases._load(None, root / "rootfs.tar", "builder-base/debian12-arm64:abc", "linux/arm64")
+    bases._load(None, root / "rootfs.tar", "builder-base/debian12-arm64:abc", "linux/arm64", 1700000000)
     assert calls == [("ensure", tmp_path / "build"), ("run", ["docker", "buildx", "build"])]
+
+
+def test_on_the_containerd_store_a_base_is_a_dated_oci_archive_loaded_then_removed(tmp_path, monkeypatch):
+    import subprocess
+
+    from builder.engine import plugins
+    seen: dict = {}
+
+    def run(cmd, **kw):
+        seen["cmd"] = cmd
+        (tmp_path / "b" / "debian12" / "base.oci.tar").write_bytes(b"oci")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    monkeypatch.setattr(plugins, "ensure_buildx", lambda state_dir: None)
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(bases.engine, "containerd_store", lambda client: True)
+    monkeypatch.setattr(bases.images, "load", lambda client, archive, ref: seen.setdefault("load", (archive.read_bytes(), ref)))
+    root = tmp_path / "b" / "debian12"
+    root.mkdir(parents=True)
+    bases._load(None, root / "rootfs.tar", "builder-base/debian12:abc", "linux/amd64", 1700000000)
+    assert "SOURCE_DATE_EPOCH=1700000000" in seen["cmd"] and seen["load"] == (b"oci", "builder-base/debian12:abc")
+    assert any(a.startswith("--output=type=oci,") and a.endswith(",rewrite-timestamp=true") for a in seen["cmd"])
+    assert not (root / "base.oci.tar").exists()
+
+
+def test_strip_removes_the_records_of_when_and_where_a_bootstrap_ran(tmp_path):
+    for rel in ("var/log/dpkg.log", "var/log/bootstrap.log", "var/log/apt/history.log", "var/log/wtmp",
+                "var/cache/ldconfig/aux-cache", "var/lib/dpkg/status-old", "var/lib/dpkg/status",
+                "var/cache/debconf/config.dat-old", "var/cache/debconf/config.dat", "usr/share/doc/x/README"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hostname").write_text("build-host-42\n")
+    bases._strip(tmp_path)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["etc/hostname", "var/cache/debconf/config.dat", "var/lib/dpkg/status", "var/log/wtmp"]
+    assert (tmp_path / "etc" / "hostname").read_bytes() == b""
+    assert (tmp_path / "var/lib/apt/lists/partial").is_dir()
+
+
+class _Answer:
+    def __init__(self, body: bytes, status: int = 200):
+        self.raw, self.status = io.BytesIO(body), status
+        self.raw.read = lambda n, decode_content=True, _r=self.raw.read: _r(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def raise_for_status(self):
+        if self.status >= 400:
+            raise requests.HTTPError(f"{self.status}")
+
+
+def test_the_bootstrap_is_dated_by_the_suites_release_date():
+    body = b"Origin: Debian\nSuite: stable\nDate: Sat, 08 Nov 2025 09:41:54 UTC\nArchitectures: amd64\n\nMD5Sum:\n"
+    urls = []
+    epoch = bases.release_epoch("http://mirror.invalid/debian/", "bookworm",
+                                get=lambda url, **kw: urls.append(url) or _Answer(body))
+    assert epoch == 1762594914 and urls == ["http://mirror.invalid/debian/dists/bookworm/Release"]
+
+
+@pytest.mark.parametrize("answer", [
+    _Answer(b"Origin: Debian\nSuite: stable\n\nDate: Sat, 08 Nov 2025 09:41:54 UTC\n"),  # not in the first paragraph
+    _Answer(b"Date: yesterday\n"), _Answer(b"\x00" * (bases.MAX_RELEASE + 10)), _Answer(b"", status=404)])
+def test_a_release_file_without_a_date_is_one_line_without_the_mirror(answer):
+    with pytest.raises(bases.BaseError) as exc:
+        bases.release_epoch("http://user:secret@mirror.invalid/debian", "bookworm", get=lambda url, **kw: answer)
+    assert "secret" not in str(exc.value) and "\n" not in str(exc.value) and "bookworm" in str(exc.value)
