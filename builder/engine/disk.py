@@ -9,7 +9,11 @@ bookkeeping) and the local registry by 10.8 GB; what is left is file-system allo
 files' sizes. Per byte of catalog size that is :data:`ENGINE_FACTOR`, :data:`CACHE_FACTOR` (the
 data root's remainder and the allocation overhead with it) and :data:`REGISTRY_FACTOR`: about
 80.5 GB in all for the full matrix. (An earlier run, on a machine that had run it before, left
-23.6, 43 and 9.9 GB.)
+23.6, 43 and 9.9 GB.) Those are :data:`CLASSIC`'s factors.
+
+On Engine 26.1.5's containerd store (2026-12-03) a full run holds a cache of about 2.3 bytes per
+catalog byte, 58 GB for the matrix: it fits this disk only with ``--prune-cache``, where it grew
+the file system by at most 68 GB from nothing (:data:`CONTAINERD`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,32 @@ ENGINE_FACTOR = 0.89
 CACHE_FACTOR = 1.74
 #: Local registry bytes per catalog byte (compressed layers, SBOMs): 10.8 / 26.5.
 REGISTRY_FACTOR = 0.41
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Bytes per catalog byte (an image's uncompressed size) on one image store: ``engine`` (the
+    images the run leaves), ``cache`` (BuildKit's cache of a build, all kept without
+    ``--prune-cache``), ``registry`` (the local registry), ``mounts`` (cache mounts: uv's wheels),
+    ``peak`` (with ``--prune-cache``: the images and the cache in flight at the run's peak)."""
+
+    engine: float
+    cache: float
+    registry: float
+    mounts: float
+    peak: float
+
+
+#: Engine 20.10's classic store (the module doc; its cache share holds the cache mounts; no run
+#: there pruned its cache, so its peak counts every cache).
+CLASSIC = Factors(ENGINE_FACTOR, CACHE_FACTOR, REGISTRY_FACTOR, 0.0, ENGINE_FACTOR + CACHE_FACTOR)
+#: Engine 26.1.5's containerd store, measured 2026-12-03: a signed ``builder all --prune-cache`` of
+#: the 16 images (20 builds whose uncompressed sizes add up to 25.5 GB), the bases and uv's cache
+#: mount already there: the data root held 34.6 GB of images and bases at the end, BuildKit's prunes
+#: freed 58.3 GB of cache in all, the registry took 10.4 GB, uv's cache mount 20.0 GB, and the file
+#: system grew at most 49.7 GB (images, cache in flight, registry and 2.2 GB of new wheels).
+CONTAINERD = Factors(engine=1.36, cache=2.29, registry=0.41, mounts=0.78, peak=1.48)
+
 #: Bytes per locked package for an image without a catalog entry: the 20 rows of docs/images.json
 #: add up to 26.5 GB for the 1,198 entries of their locks.
 BYTES_PER_PACKAGE = 22_000_000
@@ -146,25 +176,27 @@ def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_
 
 def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[tuple[str, str]],
              packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool,
-             prune_window: int = 0) -> tuple[int, int]:
-    """``(engine bytes, registry bytes)`` a run of ``specs`` needs (see the module doc for the
-    factors). A build in ``unchanged`` (``(name, platform)``, :func:`unchanged`) needs no Engine
-    space: BuildKit's cache gives it back whole. The registry share counts, for every build, only
-    when ``pushing_locally`` (a local registry under the build folder, perhaps new). With
-    ``prune_window`` > 0 (``--prune-cache``: each image's cache goes once it is done) the cache share
-    counts only for the ``prune_window`` largest builds (those in flight at once, ``--jobs``)."""
-    engine_bytes = registry_bytes = 0.0
+             prune_cache: bool = False, factors: Factors = CLASSIC, mounts_held: int = 0) -> tuple[int, int]:
+    """``(engine bytes, registry bytes)`` a run of ``specs`` needs, by the image store's measured
+    ``factors`` (see the module doc). A build in ``unchanged`` (``(name, platform)``,
+    :func:`unchanged`) needs no Engine space: BuildKit's cache gives it back whole. The registry
+    share counts, for every build, only when ``pushing_locally`` (a local registry under the build
+    folder, perhaps new). With ``prune_cache`` (each image's cache goes once it is done) the Engine
+    needs the measured peak per byte, or the largest build's image and cache, whichever is more.
+    Cache mounts (uv's wheels) count for every build, less the ``mounts_held`` bytes the Engine's
+    cache mounts already hold."""
+    registry_bytes = 0.0
     built: list[int] = []
     for spec in specs:
         for platform in spec.platforms:
             size = image_size(spec, platform, sizes, packages, base_size)
-            registry_bytes += size * REGISTRY_FACTOR if pushing_locally else 0  # a new registry needs it all
+            registry_bytes += size * factors.registry if pushing_locally else 0  # a new registry needs it all
             if (spec.name, platform) not in unchanged:
                 built.append(size)
-    engine_bytes = sum(built) * ENGINE_FACTOR
-    cached = sorted(built, reverse=True)[:prune_window] if prune_window > 0 else built
-    engine_bytes += sum(cached) * CACHE_FACTOR
-    return int(engine_bytes), int(registry_bytes)
+    whole = factors.engine + factors.cache
+    images = max(sum(built) * factors.peak, max(built, default=0) * whole) if prune_cache else sum(built) * whole
+    mounts = max(0.0, sum(built) * factors.mounts - mounts_held)
+    return int(images + mounts), int(registry_bytes)
 
 
 def unchanged(specs: Iterable[ImageSpec], held: dict[tuple[str, str], list[dict[str, str]]],

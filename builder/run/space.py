@@ -62,9 +62,21 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     same = set() if opt.no_cache else disk.unchanged(specs, _held_labels(client, matrix, registry),
                                                             _expected_labels(matrix, opt.images_dir))
     pushing = opt.stage == "all" and not opt.registry
+    factors = disk.CONTAINERD if engine.containerd_store(client) else disk.CLASSIC
+    mounts = _mount_bytes(client)
     engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(opt.catalog), same, packages,
-                                                 disk.BASE_SIZE, pushing, opt.jobs if opt.prune_cache else 0)
+                                                 disk.BASE_SIZE, pushing, opt.prune_cache, factors, mounts)
     disk.check(disk.needs(engine_bytes, registry_bytes, engine.data_root(client), opt.build_dir))
+
+
+def _mount_bytes(client: docker.DockerClient) -> int:
+    # The bytes BuildKit's cache mounts (uv's wheels) hold now (GET /system/df); 0 when the Engine
+    # cannot say.
+    try:
+        records = client.df().get("BuildCache") or []
+    except (docker.errors.DockerException, OSError):
+        return 0
+    return sum(int(r.get("Size") or 0) for r in records if r.get("Type") in KEPT_RECORD_TYPES)
 
 
 def remove_superseded(ctx: RunContext, started: float) -> None:
