@@ -33,18 +33,33 @@ from builder.engine.sources import WHEELHOUSE_REPOSITORY
 LEDGER = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "inference-builder" / "buildkit-cache.ids"
 
 
-def cache_records(client: docker.DockerClient, tries: int = 5) -> dict[str, str] | None:
-    """``{record id: record type}`` of BuildKit's cache on the Engine now (``GET /system/df``; types
-    such as ``regular``, ``exec.cachemount``, ``source.local``), or None when the Engine cannot say:
-    it answers one disk-usage query at a time (retried ``tries`` times, a second apart), or it is gone."""
+#: The BuildKit cache record type of a cache mount (``RUN --mount=type=cache``: uv's wheels).
+CACHE_MOUNT = "exec.cachemount"
+
+
+def _build_cache(client: docker.DockerClient, tries: int) -> list[dict] | None:
+    # BuildKit's cache records as GET /system/df lists them, or None when the Engine cannot say: it
+    # answers one disk-usage query at a time (retried ``tries`` times, a second apart), or it is gone.
     for attempt in range(tries):
         try:
-            return {str(r["ID"]): str(r.get("Type") or "") for r in (client.df().get("BuildCache") or [])}
+            return client.df().get("BuildCache") or []
         except docker.errors.APIError:
             time.sleep(1)
         except (docker.errors.DockerException, requests.RequestException):
             return None
     return None
+
+
+def cache_records(client: docker.DockerClient, tries: int = 5) -> dict[str, str] | None:
+    """``{record id: record type}`` of BuildKit's cache on the Engine now (``GET /system/df``; types
+    such as ``regular``, ``exec.cachemount``, ``source.local``), or None when the Engine cannot say."""
+    records = _build_cache(client, tries)
+    return None if records is None else {str(r["ID"]): str(r.get("Type") or "") for r in records}
+
+
+def cache_mount_bytes(client: docker.DockerClient, tries: int = 5) -> int:
+    """The bytes BuildKit's cache mounts (:data:`CACHE_MOUNT`) hold now; 0 when the Engine cannot say."""
+    return sum(int(r.get("Size") or 0) for r in _build_cache(client, tries) or [] if r.get("Type") == CACHE_MOUNT)
 
 
 def cache_ids(client: docker.DockerClient, tries: int = 5) -> set[str] | None:

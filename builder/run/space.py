@@ -63,20 +63,10 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
                                                             _expected_labels(matrix, opt.images_dir))
     pushing = opt.stage == "all" and not opt.registry
     factors = disk.CONTAINERD if engine.containerd_store(client) else disk.CLASSIC
-    mounts = _mount_bytes(client)
+    mounts = prune.cache_mount_bytes(client)
     engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(opt.catalog), same, packages,
                                                  disk.BASE_SIZE, pushing, opt.prune_cache, factors, mounts)
     disk.check(disk.needs(engine_bytes, registry_bytes, engine.data_root(client), opt.build_dir))
-
-
-def _mount_bytes(client: docker.DockerClient) -> int:
-    # The bytes BuildKit's cache mounts (uv's wheels) hold now (GET /system/df); 0 when the Engine
-    # cannot say.
-    try:
-        records = client.df().get("BuildCache") or []
-    except (docker.errors.DockerException, OSError):
-        return 0
-    return sum(int(r.get("Size") or 0) for r in records if r.get("Type") in KEPT_RECORD_TYPES)
 
 
 def remove_superseded(ctx: RunContext, started: float) -> None:
@@ -98,7 +88,7 @@ def remove_superseded(ctx: RunContext, started: float) -> None:
 
 #: BuildKit cache record types ``--prune-cache`` keeps: cache mounts (uv's wheels, which every
 #: image's build shares; https://docs.docker.com/build/cache/optimize/#use-cache-mounts).
-KEPT_RECORD_TYPES = frozenset({"exec.cachemount"})
+KEPT_RECORD_TYPES = frozenset({prune.CACHE_MOUNT})
 
 
 class CachePruner:

@@ -204,3 +204,10 @@ def test_the_cache_pruner_removes_the_runs_records_but_cache_mounts_and_older_on
     assert pruner.after_image("minimal") == 20
     assert set(client.records) == {"old", "uv", "busy"} and lines == ["BuildKit cache removed after minimal: 0.00 GB"]
     assert space.CachePruner(client, None, lines.append).after_image("x") == 0 and set(client.records) == {"old", "uv", "busy"}
+
+
+def test_the_preflight_reads_the_bytes_cache_mounts_already_hold():
+    client = SimpleNamespace(df=lambda: {"BuildCache": [{"ID": "a", "Type": "exec.cachemount", "Size": 5},
+                                                        {"ID": "b", "Type": "regular", "Size": 7}]})
+    assert prune.cache_mount_bytes(client) == 5
+    assert prune.cache_records(client) == {"a": "exec.cachemount", "b": "regular"}
