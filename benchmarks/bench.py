@@ -9,7 +9,9 @@ Python is this interpreter's (the references install into venvs of this interpre
    - serial: for each image, a fresh venv plus ``pip install`` of its set, one after another;
    - parallel: every set at once, each into a fresh venv, with ``uv pip install --no-cache``;
 2. a cold ``builder build``: BuildKit's cache (layers and uv's cache mount) pruned first; its ratio
-   to both references; peak number of concurrent builds;
+   to both references; peak number of concurrent builds; then the same cold build of every platform
+   of the images (a child's build of a platform waits for its parent's build of that platform
+   only): its ratio to the linux/amd64 one;
 3. ``builder all`` right after it (smoke tests, tags, pushes to the local registry);
 4. a no-op ``builder build``: wall seconds, image ids unchanged;
 5. a rerun after one pin change (one companion of one image moved to another release): wall
@@ -174,6 +176,8 @@ def main() -> None:
     parallel = parallel_uv(sets, sources) if len(sets) == len(specs) else float("nan")
 
     subprocess.run(["docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
+    both_s, both = builder(["build", *opts[:-2], *select], work / "cold-all-platforms")
+    subprocess.run(["docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
     cold_s, cold = builder(["build", *opts, *select], work / "cold")
     all_s, full = builder(["all", *opts, *select], work / "all")
     noop_s, noop = builder(["build", *opts, *select], work / "noop")
@@ -200,6 +204,10 @@ def main() -> None:
     print(f"cold `builder build` (BuildKit cache and uv's cache mount pruned): {cold_s:7.1f} s wall; "
           f"{cold_s / parallel:.2f}x the uv reference, {cold_s / serial:.2f}x the serial pip one; "
           f"peak parallel builds {cold['peak_parallel_builds']} (--jobs {cold['jobs']})")
+    platforms = sorted({b["platform"] for r in both["images"] for b in r["platforms"] if b.get("image_id")})
+    print(f"cold `builder build` of every platform ({', '.join(platforms)}; cache pruned): {both_s:7.1f} s wall; "
+          f"{both_s / cold_s:.2f}x the linux/amd64 one; "
+          f"{sum(r['status'] == 'built' for r in both['images'])}/{len(both['images'])} built")
     print(f"`builder all` after it (smoke tests, tags, pushes): {all_s:7.1f} s wall; "
           f"{sum(r['status'] in ('published', 'unchanged') for r in a.values())}/{len(a)} published; "
           f"peak parallel builds {full['peak_parallel_builds']}")

@@ -107,7 +107,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 no_cache: bool = typer.Option(False, "--no-cache", help="Ignore BuildKit's layer cache (a cold build; implies --force)."),
                 accept_size: bool = typer.Option(False, "--accept-size", help="Pass images that grew more than 10 % over the catalog's size (the catalog made from this run records the new size)."),
                 force: bool = typer.Option(False, "--force", help="Build, test and push every image even when the registry already publishes its build id."),
-                jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Images worked on at once."),
+                jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Tasks run at once (an image's preparation, one platform's build and test, its tags and push)."),
                 test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1,
                                               help="Smoke tests run at once [default: one per CPU]."),
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,

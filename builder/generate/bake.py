@@ -9,9 +9,9 @@ Parents and children. A child's Dockerfile starts ``FROM parent``, a named build
 "target:<parent's target>"}``, so ``docker buildx bake -f docker-bake.json default`` builds the whole
 tree in one invocation, each parent before its children, on any builder (BuildKit >= 0.10, Docker
 Engine >= 23; the builder needs >= 26). ``builder`` itself runs one bake per image and platform, so
-that a child starts only after its parent passed its smoke test: its override file sets the
-``parent`` context to ``docker-image://`` the tested parent's own tag, and the parent's target is
-not built again.
+that a child's build of a platform starts only after its parent's build of that platform passed its
+smoke test: its override file sets the ``parent`` context to ``docker-image://`` the parent's
+tested build, and the parent's target is not built again.
 
 Platforms. Each target lists its image's ``platforms``; a child may list fewer than its parent.
 

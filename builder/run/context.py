@@ -32,7 +32,8 @@ class Options:
     """What one pipeline run does. ``registry`` is ``host:port[/namespace]``; empty means the local
     registry on 127.0.0.1:5000 (started when needed). ``select`` holds glob patterns over image
     names (their ancestors are included); empty selects every image. ``jobs`` bounds how many
-    images are worked on at once (builds are mostly downloads and disk), ``test_jobs`` how many
+    tasks run at once (an image's preparation, one platform's build and test, its tags and push;
+    builds are mostly downloads and disk), ``test_jobs`` how many
     smoke tests run at once (they are CPU-bound: one per core by default). ``platforms``, when set,
     narrows every image to those of its platforms (an image with none of them is left out; the CLI
     lets ``all`` narrow an image of several platforms only with ``by_platform``, ``publish``

@@ -1,10 +1,15 @@
-"""The pipeline: bases -> build id (up to date? then nothing more) -> build -> tag -> smoke test +
-SBOM -> latest -> push -> report.
+"""The pipeline: bases -> build id (up to date? then nothing more) -> per platform: build -> size
+gate -> smoke test; then tags -> SBOMs -> latest -> push -> report.
 
-Images run concurrently (``Options.jobs`` at a time) as soon as their parent allows: a child starts
-building once its parent passed its smoke test (once it was built, for ``builder build``), so a
-parent's push overlaps its children's builds. A failure is isolated: an image that fails to build or
-test is marked failed, never gets ``latest`` and is never pushed; its descendants are skipped; every
+Each image is three kinds of tasks, run concurrently (``Options.jobs`` at a time) as soon as what
+they need passed (:meth:`Pipeline._advance`): ``prepare`` (its build ids, up to date?), one lane per
+platform (build, size gate, smoke test) and ``finish`` (own tags, SBOMs, ``latest``, push). The
+schedule is per platform: a child's build for one platform starts when its parent's build for that
+platform (and for the build platform, where the child's build stage runs) passed its smoke test (was
+built, for ``builder build``), so a child's linux/amd64 build never waits for its parent's arm64
+build under QEMU. A child gets ``latest`` and is pushed only after its parent was tagged and tested
+on every platform. A failure is isolated: an image that fails to build or test is marked failed,
+never gets ``latest`` and is never pushed; its descendants start nothing more and are skipped; every
 other image goes on. The steps (:mod:`builder.run.steps`) do the work; this module prepares the
 :class:`builder.run.context.RunContext` once, sequences the steps and writes ``build/report.json``.
 """
@@ -12,9 +17,10 @@ other image goes on. The steps (:mod:`builder.run.steps`) do the work; this modu
 from __future__ import annotations
 
 import queue
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -30,10 +36,10 @@ from builder.run import build_id, policy, report, space
 from builder.run.console import summary, wide_console
 from builder.run.context import Clients, Events, Options, RunContext, Stage
 from builder.run.report import ImageReport, Status
-from builder.run.steps import StepFailed, current, size
+from builder.run.steps import Built, StepFailed, current, size
 from builder.run.steps.build import build_image
 from builder.run.steps.push import push, tested_image
-from builder.run.steps.tag import promote, tag_builds
+from builder.run.steps.tag import drop_run_tags, promote, rebase, record_build, tag_builds
 from builder.run.steps.test import make_sbom, smoke_test
 from builder.sign import Signer
 
@@ -52,8 +58,12 @@ class Pipeline:
         self.events = Events(console, progress, options.test_jobs)
         self.clients = Clients(options.build_dir)
         self.reports: dict[str, ImageReport] = {}
-        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, str, str | bool]] = queue.Queue()
         self._pruner: space.CachePruner | None = None
+        self._tracks: dict[str, _Track] = {}
+        self._open = 0
+        self._build_platform = ""
+        self._failing = threading.Lock()
 
     def _specs(self) -> list[ImageSpec]:
         specs = plan.select(self.matrix, list(self.opt.select))
@@ -83,6 +93,7 @@ class Pipeline:
         if self.opt.prune_cache:
             self._pruner = space.CachePruner(client, cache_before, self._plain, self.events.no_builds)
         self.events.track([s.name for s in specs])
+        ctx = None
         try:
             ctx = self._context(specs, self._registry())
             with self.events.progress:
@@ -90,8 +101,10 @@ class Pipeline:
         except KeyboardInterrupt:
             self._interrupted()
             raise
-        finally:  # the BuildKit cache this run made, for `builder prune` (never raises)
-            prune.record_cache(cache_before, prune.cache_ids(client))
+        finally:
+            if ctx is not None and self.opt.stage != "publish":
+                drop_run_tags(ctx)  # no build of this run names them any more
+            prune.record_cache(cache_before, prune.cache_ids(client))  # for `builder prune` (never raises)
         self.write_report()
         if self.opt.stage != "publish":
             space.remove_superseded(ctx, started)
@@ -155,21 +168,19 @@ class Pipeline:
                             "buildx": plugins.plugin_version("buildx") or "unknown"})
 
     def _schedule(self, ctx: RunContext, specs: list[ImageSpec]) -> None:
-        # Submit an image when its parent is ready for children; skip it when its parent failed.
-        kids: dict[str | None, list[ImageSpec]] = {}
-        for s in specs:
-            kids.setdefault(s.parent, []).append(s)
-        open_images = len(specs)
+        # Submit each task of an image once what it needs passed (_advance); workers report on the queue.
+        self._tracks = {s.name: _Track(s) for s in specs}
+        self._open, self._build_platform = len(specs), ctx.build_platform
         pool = ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="image")
         try:
-            for s in kids.get(None, []):
-                pool.submit(self._image, ctx, s)
-            while open_images:
+            self._advance(ctx, pool)
+            while self._open:
                 try:
-                    event, name = self._queue.get(timeout=0.5)
+                    event, name, detail = self._queue.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                open_images -= self._on_event(ctx, pool, kids, event, name)
+                self._on_event(event, name, detail)
+                self._advance(ctx, pool)
         except KeyboardInterrupt:
             # Stop the children (buildx cancels, pytest removes its containers), start nothing new,
             # let the running steps see the stop, then record what happened.
@@ -178,18 +189,79 @@ class Pipeline:
             raise
         pool.shutdown(wait=True)
 
-    def _on_event(self, ctx: RunContext, pool: ThreadPoolExecutor, kids: dict, event: str, name: str) -> int:
-        # One worker event: "done" closes an image; "ready" starts its children, or skips them
-        # when it failed or has no build. Returns how many images it closed.
-        if event == "done":
-            self.events.progress.update(self.events.tasks[name], completed=1)
-            return 1
-        rep = self.reports[name]
-        if rep.failed or not rep.platforms or any(b.image_id is None for b in rep.platforms):
-            return sum(self._skip(child, f"parent {name} {rep.status}", kids) for child in kids.get(name, []))
-        for s in kids.get(name, []):
-            pool.submit(self._image, ctx, s)
-        return 0
+    def _on_event(self, event: str, name: str, detail: str | bool) -> None:
+        # One worker's report: "prepared" (detail: whether it needs lanes), "passed" (detail: the
+        # platform), "released" (its children may finish), "ended" (a task of it ended).
+        t = self._tracks[name]
+        if event == "ended":
+            t.running -= 1
+        elif event == "passed":
+            t.passed.add(str(detail))
+        elif event == "released":
+            t.released = True
+        elif event == "prepared":
+            t.prepared = True
+            if not detail:  # up to date, or `builder publish`: no lane to run
+                t.passed = set(t.spec.platforms)
+            if self.reports[name].status == Status.UP_TO_DATE:
+                t.released = True
+                t.started.add("finish")
+
+    def _advance(self, ctx: RunContext, pool: ThreadPoolExecutor) -> None:
+        """Start every task whose needs passed, close every image that has nothing left to run. An
+        image's ``prepare`` (build ids, up to date?) waits for its parent's; its lane of a platform
+        (build, size gate, smoke test) waits for its parent's lanes of that platform and of the build
+        platform (the child's build stage runs FROM it); its ``finish`` (tags, SBOMs, ``latest``,
+        push) waits for every lane of its own and for its parent's release (the parent was tagged and
+        tested). An image whose parent failed before its release starts nothing more and is skipped
+        once its running tasks ended."""
+        for name, t in self._tracks.items():  # build order: a parent before its children
+            if t.closed:
+                continue
+            spec, rep = t.spec, self.reports[name]
+            parent = self._tracks.get(spec.parent) if spec.parent else None
+            lost = parent is not None and self.reports[parent.spec.name].failed and not parent.released
+            if rep.failed or (lost and "finish" not in t.started):
+                if t.running == 0:
+                    self._close(name, pool, None if rep.failed else
+                                f"parent {spec.parent} {self.reports[parent.spec.name].status}")
+                continue
+            if not t.prepared:
+                if "prepare" not in t.started and (parent is None or parent.prepared):
+                    self._start(ctx, pool, t, "prepare")
+                continue
+            for platform in spec.platforms:
+                if platform not in t.started and platform not in t.passed and self._lane_ready(parent, platform):
+                    self._start(ctx, pool, t, platform)
+            if ("finish" not in t.started and t.passed >= set(spec.platforms)
+                    and (parent is None or parent.released)):
+                self._start(ctx, pool, t, "finish")
+            if "finish" in t.started and t.running == 0:
+                self._close(name, pool)
+
+    def _lane_ready(self, parent: _Track | None, platform: str) -> bool:
+        # A child's build of ``platform`` needs its parent's of that platform and of the build platform.
+        if parent is None:
+            return True
+        need = {platform, self._build_platform} & set(parent.spec.platforms)
+        return need <= parent.passed
+
+    def _start(self, ctx: RunContext, pool: ThreadPoolExecutor, t: _Track, task: str) -> None:
+        t.started.add(task)
+        t.running += 1
+        pool.submit(self._task, ctx, t.spec, task)
+
+    def _close(self, name: str, pool: ThreadPoolExecutor, skipped: str | None = None) -> None:
+        # The image has nothing left to run: record a skip, count it done, prune after it.
+        t = self._tracks[name]
+        t.closed = True
+        self._open -= 1
+        if skipped:
+            self.reports[name].move(Status.SKIPPED, skipped)
+            self.events.say(name, f"[yellow]skipped[/yellow]: {escape(skipped)}")
+        self.events.progress.update(self.events.tasks[name], completed=1)
+        if self._pruner is not None and any(p in t.started for p in t.spec.platforms):  # it built
+            pool.submit(self._prune_cache, name)
 
     def _interrupted(self) -> None:
         done = {Status.PUBLISHED, Status.UNCHANGED, Status.UP_TO_DATE, {"build": Status.BUILT, "test": Status.TESTED}.get(self.opt.stage)}
@@ -198,36 +270,37 @@ class Pipeline:
                 rep.move(Status.INTERRUPTED, rep.error or "the run was interrupted")
         self.write_report()
 
-    def _skip(self, spec: ImageSpec, why: str, kids: dict) -> int:
-        """Mark ``spec`` and its descendants skipped; return how many images that was."""
-        self.reports[spec.name].move(Status.SKIPPED, why)
-        self.events.say(spec.name, f"[yellow]skipped[/yellow]: {escape(why)}")
-        self.events.progress.update(self.events.tasks[spec.name], completed=1)
-        return 1 + sum(self._skip(child, f"parent {spec.name} skipped", kids) for child in kids.get(spec.name, []))
-
-    def _image(self, ctx: RunContext, spec: ImageSpec) -> None:
-        """One image's steps, in a worker thread; tells the scheduler when children may start."""
-        rep, released = self.reports[spec.name], []
-
-        def ready() -> None:  # once: the scheduler starts (or skips) the children on it
-            if not released:
-                released.append(True)
-                self._queue.put(("ready", spec.name))
-
+    def _task(self, ctx: RunContext, spec: ImageSpec, task: str) -> None:
+        """One task of an image in a worker thread: ``prepare``, a platform's lane or ``finish``
+        (:func:`_prepare`, :func:`_lane`, :func:`_finish`); tells the scheduler how it went. A
+        failure is recorded on the image (the first one stands) and never raised."""
+        rep = self.reports[spec.name]
         try:
-            _steps(ctx, spec, rep, ready)
-        except children.Interrupted:
-            rep.move(Status.INTERRUPTED, "the run was interrupted")
-        except size.SizeGateFailed as exc:
-            rep.move(Status.SIZE_GATE, str(exc))
-            self.events.say(spec.name, f"[red]{rep.status}[/red]: {escape(rep.error)}")
+            if task == "prepare":
+                self._queue.put(("prepared", spec.name, _prepare(ctx, spec, rep)))
+            elif task == "finish":
+                _finish(ctx, spec, rep, lambda: self._queue.put(("released", spec.name, "")))
+            else:
+                _lane(ctx, spec, rep, task)
+                self._queue.put(("passed", spec.name, task))
         except Exception as exc:  # isolate: record, go on with the other images
-            rep.fail(str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}")
-            self.events.say(spec.name, f"[red]{rep.status}[/red]: {escape(rep.error)}")
+            self._failed(rep, exc)
         finally:
-            ready()
-            self._prune_cache(spec.name)
-            self._queue.put(("done", spec.name))
+            self._queue.put(("ended", spec.name, task))
+
+    def _failed(self, rep: ImageReport, exc: Exception) -> None:
+        # The image's status for a task's failure, once (another platform's lane may fail too).
+        with self._failing:
+            if rep.failed:
+                return
+            if isinstance(exc, children.Interrupted):
+                rep.move(Status.INTERRUPTED, "the run was interrupted")
+                return
+            line = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+            status = Status.SIZE_GATE if isinstance(exc, size.SizeGateFailed) else (
+                Status.TEST_FAILED if isinstance(exc, TestFailed) else None)
+            rep.move(status, line) if status else rep.fail(line)
+        self.events.say(rep.name, f"[red]{rep.status}[/red]: {escape(rep.error)}")
 
     def _plain(self, line: str) -> None:
         self.events.console.print(line, highlight=False, markup=False)
@@ -251,30 +324,71 @@ class Pipeline:
         return summary(self.opt.stage, list(self.reports.values()))
 
 
-def _steps(ctx: RunContext, spec: ImageSpec, rep: ImageReport, ready) -> None:
-    # The steps of ``ctx.options.stage`` for one image; ``ready()`` lets its children start.
+class TestFailed(StepFailed):
+    """A platform's smoke test failed (the image's status: test-failed, even before every platform
+    was built)."""
+
+
+@dataclass
+class _Track:
+    """What the scheduler knows of one image; only the scheduler's thread writes it. ``started``:
+    the tasks started (``prepare``, ``finish``, a platform's lane by its name); ``running``: how
+    many run; ``passed``: the platforms whose lane passed; ``released``: its children may finish."""
+
+    spec: ImageSpec
+    started: set[str] = field(default_factory=set)
+    running: int = 0
+    prepared: bool = False
+    passed: set[str] = field(default_factory=set)
+    released: bool = False
+    closed: bool = False
+
+
+def _prepare(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> bool:
+    """Before any build: each platform's build id, then whether the registry publishes them
+    (up-to-date: made local for `builder build|test`); a child of an up-to-date parent gets the
+    parent's builds. For `builder publish`: the image a test run left tagged. True when platform
+    lanes must run."""
     stage = ctx.options.stage
     if stage == "publish":
-        if tested_image(ctx, spec, rep):
-            ready()
-            push(ctx, spec, rep)
-        return
+        tested_image(ctx, spec, rep)  # none: skipped
+        return False
     for platform, inputs in current.inputs_of(ctx, spec).items():
         rep.build(platform).build_id = build_id.compute(inputs)
     if current.up_to_date(ctx, spec, rep):
         if stage != "all":  # builder build|test: the images they leave are local
             current.make_local(ctx, rep, list(spec.platforms), moving=stage == "test")
-        return
+        return False
     current.parent_images(ctx, spec)
-    builts = {p: build_image(ctx, spec, rep, p) for p in spec.platforms}
-    tag_builds(ctx, spec, rep, builts)
-    if stage == "build":
+    return True
+
+
+def _lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> None:
+    """One platform's build, named by its run tag; for `builder test|all`, its size gate and smoke
+    test. Raises StepFailed (TestFailed for the smoke test), SizeGateFailed."""
+    record_build(ctx, spec, rep, platform, build_image(ctx, spec, rep, platform))
+    if ctx.options.stage == "build":
         return
-    size.gate(ctx, rep, ctx.size_baseline)
-    for platform in spec.platforms:  # latest only when every platform passed
+    size.gate(ctx, rep, ctx.size_baseline, [platform])
+    try:
         smoke_test(ctx, spec, rep, platform)
-        make_sbom(ctx, spec, rep, platform)
-    promote(ctx, spec, rep)
-    ready()
-    if stage == "all":
+    except StepFailed as exc:
+        raise TestFailed(str(exc)) from None
+
+
+def _finish(ctx: RunContext, spec: ImageSpec, rep: ImageReport, release) -> None:
+    """Once every platform passed: the builds' own tags (and the child's recorded base moved to its
+    parent's), the SBOMs, ``latest``, then ``release()`` (children may finish) and the push. For
+    `builder publish`: the push only."""
+    stage = ctx.options.stage
+    if stage != "publish":
+        tag_builds(ctx, spec, rep, {b.platform: Built(b.image_id, b.tag) for b in rep.platforms if b.image_id})
+        rebase(ctx, spec, rep)
+        if stage == "build":
+            return release()
+        for platform in spec.platforms:  # latest only when every platform passed
+            make_sbom(ctx, spec, rep, platform)
+        promote(ctx, spec, rep)
+    release()
+    if stage in ("all", "publish"):
         push(ctx, spec, rep)

@@ -62,10 +62,12 @@ class Status(str, enum.Enum):
 
 S = Status
 #: The image status machine: planned -> built -> tested -> published|unchanged, each with its
-#: failure, and size-gate (built or tested, grew too much); planned -> up-to-date (the registry publishes its build id); skipped (a parent failed,
-#: or nothing to publish) and interrupted from any unfinished state.
+#: failure, and size-gate (grew too much); planned -> up-to-date (the registry publishes its build
+#: id); skipped (a parent failed, or nothing to publish) and interrupted from any unfinished state.
+#: An image is built once every platform is: one platform's smoke test or size gate can fail first.
 MOVES: dict[Status, set[Status]] = {
-    S.PLANNED: {S.BUILT, S.BUILD_FAILED, S.SKIPPED, S.INTERRUPTED, S.TESTED, S.UP_TO_DATE},  # tested: `publish` of a tested image
+    S.PLANNED: {S.BUILT, S.BUILD_FAILED, S.TEST_FAILED, S.SIZE_GATE, S.SKIPPED, S.INTERRUPTED, S.TESTED,
+                S.UP_TO_DATE},  # tested: `publish` of a tested image
     S.BUILT: {S.TESTED, S.TEST_FAILED, S.INTERRUPTED, S.SIZE_GATE},
     S.TESTED: {S.PUBLISHED, S.UNCHANGED, S.PUBLISH_FAILED, S.INTERRUPTED, S.SIZE_GATE},
     S.PUBLISHED: set(), S.UNCHANGED: set(), S.UP_TO_DATE: set(), S.BUILD_FAILED: set(), S.TEST_FAILED: set(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from types import SimpleNamespace
 
 import pytest
 from repo import ROOT
@@ -23,39 +24,52 @@ MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
 
 @pytest.fixture
 def offline(monkeypatch):
-    """No Engine: the run's preparation and bookkeeping do nothing; returns the steps' calls."""
-    monkeypatch.setattr(pipeline.Pipeline, "_context", lambda self, specs, registry: object())
+    """No Engine: the run's preparation and bookkeeping do nothing; returns the images whose lanes
+    (builds) ran, once per platform."""
+    monkeypatch.setattr(pipeline.Pipeline, "_context", lambda self, specs, registry: SimpleNamespace(
+        build_platform="linux/amd64"))
     monkeypatch.setattr(pipeline.Pipeline, "_registry", lambda self: "127.0.0.1:5000")
     monkeypatch.setattr(pipeline.superseded, "engine_time", lambda client: 0.0)
     monkeypatch.setattr(pipeline.prune, "cache_ids", lambda client: set())
     monkeypatch.setattr(pipeline.prune, "record_cache", lambda before, after: None)
     monkeypatch.setattr(pipeline.space, "remove_superseded", lambda ctx, started: None)
+    monkeypatch.setattr(pipeline, "drop_run_tags", lambda ctx: None)
     monkeypatch.setattr(pipeline.Clients, "get", lambda self: None)
     calls: list[str] = []
     lock = threading.Lock()
 
-    def steps(failing: set[str], interrupted: set[str]):
-        def fake(ctx, spec, rep, ready):
+    def steps(failing: set[str], interrupted: set[str], lane=None):
+        def prepare(ctx, spec, rep):
+            if spec.parent is not None:  # a child is prepared once its parent was
+                assert held["pipeline"]._tracks[spec.parent].prepared, spec.name
+            return True
+
+        def one_lane(ctx, spec, rep, platform):
             with lock:
                 calls.append(spec.name)
-            if spec.parent is not None:  # a child starts only once its parent was built
-                assert held["pipeline"].reports[spec.parent].status == Status.BUILT, spec.name
+            if lane:
+                lane(spec, platform)
             if spec.name in interrupted:
                 raise children.Interrupted("stopped")
             if spec.name in failing:
                 raise StepFailed("the apt step failed")
-            for p in spec.platforms:
-                rep.build(p).image_id = "sha256:" + "1" * 64
+            rep.build(platform).image_id = "sha256:" + "1" * 64
+
+        def finish(ctx, spec, rep, release):
+            if spec.parent is not None:  # a child finishes once its parent was built and tagged
+                assert held["pipeline"].reports[spec.parent].status == Status.BUILT, spec.name
             rep.move(Status.BUILT)
-            ready()
-        monkeypatch.setattr(pipeline, "_steps", fake)
+            release()
+        monkeypatch.setattr(pipeline, "_prepare", prepare)
+        monkeypatch.setattr(pipeline, "_lane", one_lane)
+        monkeypatch.setattr(pipeline, "_finish", finish)
     held: dict = {}
     return steps, calls, held
 
 
-def _run(tmp_path, offline, failing=(), interrupted=()):
+def _run(tmp_path, offline, failing=(), interrupted=(), lane=None):
     steps, calls, held = offline
-    steps(set(failing), set(interrupted))
+    steps(set(failing), set(interrupted), lane)
     p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"),
                                              Options(stage="build", space_check=False, build_dir=tmp_path / "b"))
     out = p.run()
@@ -71,14 +85,34 @@ def test_a_failed_parent_skips_its_whole_tree_and_no_other(tmp_path, offline):
         assert reports[name].status == Status.SKIPPED and name not in calls, name
     others = {s.name for s in matrix.images()} - tree
     assert others and all(reports[n].status == Status.BUILT for n in others)
-    assert sorted(calls) == sorted(others | {MINIMAL_12})
+    assert sorted(set(calls)) == sorted(others | {MINIMAL_12})
     assert {i["name"]: i["status"] for i in written["images"]} == {n: str(r.status) for n, r in reports.items()}
 
 
 def test_every_image_runs_once_when_nothing_fails(tmp_path, offline):
     reports, calls, _ = _run(tmp_path, offline)
-    assert sorted(calls) == sorted(reports) and len(calls) == len(set(calls)) == 16
+    matrix = load(ROOT / "matrix.yaml")
+    assert sorted(calls) == sorted(s.name for s in matrix.images() for _ in s.platforms)  # each lane once
     assert all(r.status == Status.BUILT for r in reports.values())
+
+
+def test_a_child_builds_a_platform_once_its_parent_passed_that_platform_not_every_one(tmp_path, offline):
+    # The parent's arm64 lane (QEMU: slow) ends only once a child's amd64 lane ran; per image, the
+    # child would wait for it and this would time out.
+    SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
+    child_amd64, order, lock = threading.Event(), [], threading.Lock()
+
+    def lane(spec, platform):
+        if spec.name == MINIMAL_12 and platform == "linux/arm64":
+            assert child_amd64.wait(60), "the child's linux/amd64 build waited for the parent's linux/arm64 one"
+        if spec.name == SKLEARN and platform == "linux/amd64":
+            child_amd64.set()
+        with lock:
+            order.append((spec.name, platform))
+    reports, _, _ = _run(tmp_path, offline, lane=lane)
+    assert all(r.status == Status.BUILT for r in reports.values())
+    assert order.index((SKLEARN, "linux/amd64")) < order.index((MINIMAL_12, "linux/arm64")) \
+        < order.index((SKLEARN, "linux/arm64"))
 
 
 def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, offline):
@@ -96,7 +130,7 @@ def test_prune_cache_prunes_after_every_image_that_ran_failed_or_not(tmp_path, o
     p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"), Options(
         stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
     p.run()
-    assert sorted(pruned) == sorted(calls) and MINIMAL_13 in pruned  # skipped children never ran: nothing to prune
+    assert sorted(pruned) == sorted(set(calls)) and MINIMAL_13 in pruned  # skipped children never ran: nothing to prune
 
 
 def test_a_prune_that_raises_never_fails_the_image(tmp_path, offline, monkeypatch):

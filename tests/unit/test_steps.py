@@ -24,10 +24,10 @@ from builder.run.steps import Built, StepFailed
 from builder.run.steps import build as build_step
 from builder.run.steps import current
 from builder.run.steps import push as push_step
-from builder.run.steps import size
+from builder.run.steps import run_tag, size
 from builder.run.steps import tag as tag_step
 from builder.run.steps.push import push
-from builder.run.steps.tag import promote, tag_builds
+from builder.run.steps.tag import drop_run_tags, promote, record_build, tag_builds
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"  # linux/amd64 and linux/arm64
 GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"  # linux/amd64 only
@@ -188,8 +188,10 @@ def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platfo
         image_id = _sha(name + p + (build_id or ""))
         rep.build(p).build_id = _bid(build_id, p) if build_id else None
         labels = {BUILD_ID_LABEL: _bid(build_id, p)} if build_id else {}
-        engine.add(image_id, f"{rep.repository}:build-r1-{p}", labels, p)
-        builts[p] = Built(image_id, f"build-r1-{p}")
+        engine.add(image_id, f"{rep.repository}:{run_tag('r1', p)}", labels, p)
+        record_build(ctx, spec, rep, p, Built(image_id, run_tag("r1", p)))
+        rep.build(p).build_log = str(tmp_path / f"{p.replace('/', '-')}.build.log")
+        builts[p] = Built(image_id, run_tag("r1", p))
     tag_builds(ctx, spec, rep, builts)
     for b in rep.platforms:
         (tmp_path / f"{b.platform.replace('/', '-')}.cdx.json").write_text("{}")
@@ -207,7 +209,10 @@ def test_an_image_of_two_platforms_is_one_index_of_its_builds(fakes, tmp_path):
     assert rep.publish == "index" and rep.tags == [index_tag, "latest"]
     assert [b.tag for b in rep.platforms] == [f"{index_tag}-amd64", f"{index_tag}-arm64"]
     assert engine.refs[f"{rep.repository}:latest"] == ids[0] and engine.refs[f"{rep.repository}:latest-arm64"] == ids[1]
-    assert not any(":build-" in ref for ref in engine.refs)  # bake's temporary tags are gone
+    assert f"{rep.repository}:build-r1-arm64" in engine.refs  # a child's arm64 build may still name it
+    drop_run_tags(ctx)
+    assert not any(":build-" in ref for ref in engine.refs)  # the run's tags are gone once it ends
+    assert [b.tag for b in rep.platforms] == [f"{index_tag}-amd64", f"{index_tag}-arm64"]
 
     assert push(ctx, ctx.specs[MINIMAL], rep) == rep.digest and rep.status == Status.PUBLISHED
     listed = registry.index(rep.repository, "latest")
@@ -626,3 +631,41 @@ def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_
         rep.build(p).build_id = _bid(ID1, p)
     assert current.up_to_date(ctx, ctx.specs[MINIMAL], rep)
     assert rep.tags == [immutable, "latest"] and [b.tag for b in rep.platforms] == [b.tag for b in builds]
+
+
+def test_a_child_records_its_parent_by_the_parent_s_own_tags_not_the_run_s(fakes, tmp_path):
+    # The child built FROM the parent's run tags (before the parent had its own); once the parent is
+    # tagged, the child's base and arguments (its provenance) name the parent's own tags.
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    parent = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    child_name = next(s.name for s in ctx.matrix.children(MINIMAL))
+    child = reports[child_name] = ImageReport(name=child_name, publish="index", repository=f"{REGISTRY}/{child_name}")
+    run_ref = f"{parent.repository}:{run_tag('r1', 'linux/arm64')}"
+    b = child.build("linux/arm64")
+    b.base = run_ref
+    b.build_args = {"PARENT_IMAGE": run_ref, "BUILD_PARENT_IMAGE": f"{parent.repository}:{run_tag('r1', 'linux/amd64')}",
+                    "WHEELHOUSE_IMAGE": "wheels:1"}
+    tag_step.rebase(ctx, ctx.specs[child_name], child)
+    own = {p.platform: f"{parent.repository}:{p.tag}" for p in parent.platforms}
+    assert b.base == own["linux/arm64"] and not own["linux/arm64"].endswith(run_tag("r1", "linux/arm64"))
+    assert b.build_args == {"PARENT_IMAGE": own["linux/arm64"], "BUILD_PARENT_IMAGE": own["linux/amd64"],
+                            "WHEELHOUSE_IMAGE": "wheels:1"}
+
+
+def test_a_failed_image_built_on_every_platform_keeps_its_own_tags_and_no_latest(fakes, tmp_path):
+    engine, registry = fakes
+    ctx, reports = _context(engine, registry, tmp_path)
+    rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="index", repository=f"{REGISTRY}/{MINIMAL}")
+    for p in ("linux/amd64", "linux/arm64"):
+        engine.add(_sha(p), f"{rep.repository}:{run_tag('r1', p)}", {}, p)
+        record_build(ctx, ctx.specs[MINIMAL], rep, p, Built(_sha(p), run_tag("r1", p)))
+        rep.build(p).build_log = str(tmp_path / "log")
+    rep.move(Status.TEST_FAILED, "linux/arm64: 1 failed")
+    half = reports[GPU] = ImageReport(name=GPU, publish="manifest", repository=f"{REGISTRY}/{GPU}")
+    half.build("linux/amd64").build_log = str(tmp_path / "log")  # its build failed: no image
+    half.move(Status.BUILD_FAILED, "apt")
+    drop_run_tags(ctx)
+    assert all(b.tag and b.tag.endswith(("-amd64", "-arm64")) for b in rep.platforms) and rep.tags
+    assert sorted(engine.refs) == sorted(f"{rep.repository}:{b.tag}" for b in rep.platforms)  # no latest, no run tag
+    assert half.platforms[0].tag is None and half.status == Status.BUILD_FAILED

@@ -1,10 +1,13 @@
 """The steps one image goes through in a run, one module each, every one a function of the
 :class:`builder.run.context.RunContext`, the image's spec and its report:
 
-- :mod:`.build`: build every platform through bake -> ``{platform: Built}``;
-- :mod:`.tag`: name the builds (the image's publish policy, :mod:`builder.run.policy`) -> tags on each;
-- :mod:`.test`: smoke-test and make the SBOM of each build -> its ``test`` and ``sbom`` records;
-- :mod:`.tag` again, ``promote``: the moving tags, once every platform passed;
+- :mod:`.current`: each platform's build id; an image the registry already publishes is up to date;
+- :mod:`.build`: build one platform through bake -> :class:`Built`, named by its run tag
+  (:func:`run_tag`) and recorded by :func:`builder.run.steps.tag.record_build`;
+- :mod:`.size` and :mod:`.test`: the size gate and the smoke test of that platform's build;
+- :mod:`.tag`: once every platform passed, name the builds (the image's publish policy,
+  :mod:`builder.run.policy`) -> tags on each; the SBOM of each (:mod:`.test`); ``promote``: the
+  moving tags;
 - :mod:`.push`: push each build, its SBOM, and the index the policy asks for -> digests.
 
 A step that fails raises :class:`StepFailed` with one line; :mod:`builder.run.pipeline` moves the image's
@@ -44,6 +47,15 @@ def label(spec: ImageSpec, platform: str) -> str:
     """The name logs, SBOM files and messages use for one platform's build: ``<name>``, or
     ``<name>-arm64`` for another platform than linux/amd64."""
     return spec.name + Platform.parse(platform).suffix
+
+
+def run_tag(run_id: str, platform: str) -> str:
+    """The tag a build of ``platform`` carries in its image's repository from its build until the run
+    ends (:func:`builder.run.steps.tag.drop_run_tags`): ``build-<run id>``, plus ``-<arch>`` for
+    another platform than linux/amd64. Its smoke test, its children's builds of that platform and
+    the size gate name it by this tag before the image's own tags exist (an image index's immutable
+    tag needs every platform's image id, :class:`builder.run.policy.Index`)."""
+    return f"build-{run_id}{Platform.parse(platform).suffix}"
 
 
 def local_ref(rep: ImageReport, platform: str = DEFAULT_PLATFORM) -> str:

@@ -36,7 +36,7 @@ from builder.matrix.platform import Platform
 from builder.run import build, build_id
 from builder.run.context import RunContext
 from builder.run.report import ImageReport
-from builder.run.steps import Built, StepFailed, label, local_ref, stop_if_interrupted
+from builder.run.steps import Built, StepFailed, label, local_ref, run_tag, stop_if_interrupted
 
 #: What a path in BuildKit's output specification (CSV) must not hold.
 _CSV_UNSAFE = re.compile(r'[,"\x00-\x1f\x7f]')
@@ -108,7 +108,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     target = bake.target_name(spec.name)
     revision, epoch = build.vcs_source([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
     date_context(opt.images_dir / spec.name, epoch)
-    temporary = f"build-{ctx.run_id}" + name[len(spec.name):]
+    temporary = run_tag(ctx.run_id, platform)
     override = ctx.build_dir / "bake" / f"{target}.{ctx.run_id}.{name}.json"
     archive = override.with_suffix(".oci.tar").resolve()
     override_target = _target(ctx, spec, platform, epoch, archive, f"{rep.repository}:{temporary}")

@@ -1,5 +1,8 @@
-"""Tag step: name the builds of an image by its publish policy (:mod:`builder.run.policy`), and give an
-image whose every platform passed its moving tags (``promote``)."""
+"""Tag step: record each platform's build under its run tag (``record_build``); once every platform
+passed, name the builds by the image's publish policy (:mod:`builder.run.policy`, ``tag_builds``) and
+point a child's recorded base at its parent's own tags (``rebase``); give an image whose every
+platform passed its moving tags (``promote``); at the end of the run, drop the run tags
+(``drop_run_tags``)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from builder.matrix import ImageSpec, naming
 from builder.run import policy, tag
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild, Status
-from builder.run.steps import Built
+from builder.run.steps import Built, local_ref, run_tag
 
 
 class _Versions:
@@ -29,10 +32,28 @@ class _Versions:
         return self.read[platform]
 
 
+def record_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, built: Built) -> None:
+    """Record one platform's build on ``rep``: its image id, its run tag (:func:`builder.run.steps.run_tag`,
+    which names it until :func:`tag_builds` gives it its own) and its uncompressed size (bytes)."""
+    b = rep.build(platform)
+    b.image_id, b.tag = built.image_id, built.temporary
+    b.uncompressed_bytes = uncompressed_bytes(ctx.client, built.image_id)
+    ctx.say(spec.name, f"built {_figures(b)}")
+
+
 def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> list[str]:
-    """Give each build its own tag (the policy's name for it), drop bake's temporary tags and record
-    each build's image id, size and the versions the taggers read. Returns the image's tags
-    (``rep.tags``): its immutable tag, or for a run split by platform each build's tag."""
+    """:func:`name_builds`, then the image is built (its status and event line). Returns its tags."""
+    name_builds(ctx, spec, rep, builts)
+    rep.move(Status.BUILT)
+    ctx.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} ({'; '.join(map(_figures, rep.platforms))})")
+    return rep.tags
+
+
+def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> list[str]:
+    """Give each build its own tag (the policy's name for it) and record each build's image id, size
+    and the versions the taggers read. The run tags stay until the run ends (a child's build may
+    still name them: :func:`drop_run_tags`). Returns the image's tags (``rep.tags``): its immutable
+    tag, or for a run split by platform each build's tag."""
     client, publish = ctx.client, policy.of(rep, ctx.matrix.data.tags)
     versions = _Versions(ctx, spec, builts)
     images = {p: client.images.get(b.image_id) for p, b in builts.items()}
@@ -45,16 +66,61 @@ def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[
     for platform, built in builts.items():
         image = images[platform]
         image.tag(rep.repository, own[platform])
-        client.api.remove_image(f"{rep.repository}:{built.temporary}", noprune=True)  # only the temporary tag
         b = rep.build(platform)
         b.image_id, b.tag = image.id, own[platform]
         b.uncompressed_bytes = uncompressed_bytes(client, image.id)
         if platform in versions.read:
             b.framework_version, b.python_version = versions.read[platform]
     rep.tags = image_tags
-    rep.move(Status.BUILT)
-    ctx.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} ({'; '.join(map(_figures, rep.platforms))})")
     return rep.tags
+
+
+def rebase(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> None:
+    """Once the parent has its own tags: where a build of the child ``rep`` recorded the parent by a
+    run tag (its base and its ``PARENT_IMAGE``/``BUILD_PARENT_IMAGE`` arguments, which provenance
+    reports), record the parent's own tag of the same build instead. Raises StepFailed when the
+    parent has no tagged build of that platform."""
+    parent = ctx.reports.get(spec.parent) if spec.parent else None
+    if parent is None:
+        return
+    own = {f"{parent.repository}:{run_tag(ctx.run_id, b.platform)}": local_ref(parent, b.platform)
+           for b in parent.platforms if b.image_id}
+    for b in rep.platforms:
+        b.base = own.get(b.base, b.base) if b.base else b.base
+        b.build_args = {k: own.get(v, v) for k, v in b.build_args.items()} if b.build_args else b.build_args
+
+
+def drop_run_tags(ctx: RunContext) -> None:
+    """Remove this run's run tags (:func:`builder.run.steps.run_tag`) from the Engine, once no build
+    of the run can name them any more. The builds of an image that failed once every platform was
+    built (a smoke test, the size gate) get their own tags first (:func:`name_builds`), as a build
+    that passed, but no moving tag; a build that still has no tag of its own (its image failed
+    before every platform was built, or the run was stopped) keeps its image id in the report and
+    its ``tag`` becomes None. Never raises: a tag that cannot be removed is left where it is."""
+    for rep in ctx.reports.values():
+        _name_failed(ctx, rep)
+        for b in rep.platforms:
+            if b.build_log is None:  # not built in this run (up to date, or never started)
+                continue
+            ref = f"{rep.repository}:{run_tag(ctx.run_id, b.platform)}"
+            if b.tag == run_tag(ctx.run_id, b.platform):
+                b.tag = None
+            try:
+                ctx.client.api.remove_image(ref, noprune=True)  # only the tag: its image stays
+            except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound (never made) or the Engine went away
+                pass
+
+
+def _name_failed(ctx: RunContext, rep: ImageReport) -> None:
+    # A failed image's builds, every platform built and none named yet: their own tags (never raises).
+    spec, runs = ctx.specs.get(rep.name), {b.platform: run_tag(ctx.run_id, b.platform) for b in rep.platforms}
+    if spec is None or not rep.failed or rep.status == Status.SKIPPED or not rep.platforms or any(
+            b.image_id is None or b.tag != runs[b.platform] for b in rep.platforms):
+        return
+    try:
+        name_builds(ctx, spec, rep, {b.platform: Built(b.image_id, b.tag) for b in rep.platforms})
+    except Exception as exc:  # noqa: BLE001 - docker-py's errors: the builds keep their image ids only
+        ctx.events.console.print(f"{rep.name}: its failed builds were not tagged: {exc}", highlight=False, markup=False)
 
 
 def _figures(b: PlatformBuild) -> str:
