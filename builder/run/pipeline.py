@@ -99,16 +99,21 @@ class Pipeline:
             with self.events.progress:
                 self._schedule(ctx, specs)
         except KeyboardInterrupt:
+            self._drop_run_tags(ctx)
             self._interrupted()
             raise
         finally:
-            if ctx is not None and self.opt.stage != "publish":
-                drop_run_tags(ctx)  # no build of this run names them any more
             prune.record_cache(cache_before, prune.cache_ids(client))  # for `builder prune` (never raises)
+        self._drop_run_tags(ctx)
         self.write_report()
         if self.opt.stage != "publish":
             space.remove_superseded(ctx, started)
         return list(self.reports.values())
+
+    def _drop_run_tags(self, ctx: RunContext | None) -> None:
+        # Once no task runs: no build of this run names its run tags any more.
+        if ctx is not None and self.opt.stage != "publish":
+            drop_run_tags(ctx)
 
     def _dry_lookup(self, spec: ImageSpec) -> str:
         # What --dry-run says of the build id look-up (it computes no build id: that needs the bases).
@@ -181,9 +186,10 @@ class Pipeline:
                     continue
                 self._on_event(event, name, detail)
                 self._advance(ctx, pool)
-        except KeyboardInterrupt:
-            # Stop the children (buildx cancels, pytest removes its containers), start nothing new,
-            # let the running steps see the stop, then record what happened.
+        except BaseException:
+            # Ctrl-C (or a scheduler error): stop the children (buildx cancels, pytest removes its
+            # containers), start nothing new, let the running steps see the stop, then record what
+            # happened.
             children.stop_all()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
@@ -195,6 +201,8 @@ class Pipeline:
         t = self._tracks[name]
         if event == "ended":
             t.running -= 1
+        elif event == "failed":
+            t.failed = True
         elif event == "passed":
             t.passed.add(str(detail))
         elif event == "released":
@@ -220,11 +228,11 @@ class Pipeline:
                 continue
             spec, rep = t.spec, self.reports[name]
             parent = self._tracks.get(spec.parent) if spec.parent else None
-            lost = parent is not None and self.reports[parent.spec.name].failed and not parent.released
-            if rep.failed or (lost and "finish" not in t.started):
+            lost = self._lost(spec)
+            if t.failed or rep.failed or (lost and "finish" not in t.started):
                 if t.running == 0:
-                    self._close(name, pool, None if rep.failed else
-                                f"parent {spec.parent} {self.reports[parent.spec.name].status}")
+                    self._close(name, pool, None if t.failed or rep.failed else
+                                f"parent {spec.parent} {self.reports[spec.parent].status}")
                 continue
             if not t.prepared:
                 if "prepare" not in t.started and (parent is None or parent.prepared):
@@ -238,6 +246,17 @@ class Pipeline:
                 self._start(ctx, pool, t, "finish")
             if "finish" in t.started and t.running == 0:
                 self._close(name, pool)
+
+    def _lost(self, spec: ImageSpec) -> bool:
+        """True when an ancestor of ``spec`` failed (or was skipped) before its release: ``spec``
+        starts nothing more. Read by the scheduler and, before a task starts, by its worker."""
+        name = spec.parent
+        while name is not None and name in self._tracks:
+            t = self._tracks[name]
+            if (t.failed or self.reports[name].failed) and not t.released:
+                return True
+            name = t.spec.parent
+        return False
 
     def _lane_ready(self, parent: _Track | None, platform: str) -> bool:
         # A child's build of ``platform`` needs its parent's of that platform and of the build platform.
@@ -276,6 +295,8 @@ class Pipeline:
         failure is recorded on the image (the first one stands) and never raised."""
         rep = self.reports[spec.name]
         try:
+            if task != "finish" and (rep.failed or self._lost(spec)):  # queued before a failure: not needed
+                return
             if task == "prepare":
                 self._queue.put(("prepared", spec.name, _prepare(ctx, spec, rep)))
             elif task == "finish":
@@ -284,23 +305,29 @@ class Pipeline:
                 _lane(ctx, spec, rep, task)
                 self._queue.put(("passed", spec.name, task))
         except Exception as exc:  # isolate: record, go on with the other images
-            self._failed(rep, exc)
+            self._queue.put(("failed", spec.name, task))
+            try:
+                self._failed(rep, exc)
+            except Exception as err:  # noqa: BLE001 - the scheduler closes the image on the event anyway
+                self._plain(f"{spec.name}: its failure was not recorded: {type(err).__name__}: {err}")
         finally:
             self._queue.put(("ended", spec.name, task))
 
     def _failed(self, rep: ImageReport, exc: Exception) -> None:
-        # The image's status for a task's failure, once (another platform's lane may fail too).
+        # The image's status for a task's failure, once (another platform's lane may fail too: its
+        # line is printed, the first failure stands).
+        line = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
         with self._failing:
-            if rep.failed:
-                return
-            if isinstance(exc, children.Interrupted):
+            first = not rep.failed
+            if first and isinstance(exc, children.Interrupted):
                 rep.move(Status.INTERRUPTED, "the run was interrupted")
-                return
-            line = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
-            status = Status.SIZE_GATE if isinstance(exc, size.SizeGateFailed) else (
-                Status.TEST_FAILED if isinstance(exc, TestFailed) else None)
-            rep.move(status, line) if status else rep.fail(line)
-        self.events.say(rep.name, f"[red]{rep.status}[/red]: {escape(rep.error)}")
+            elif first:
+                status = Status.SIZE_GATE if isinstance(exc, size.SizeGateFailed) else (
+                    Status.TEST_FAILED if isinstance(exc, TestFailed) else None)
+                rep.move(status, line) if status else rep.fail(line)
+        if not isinstance(exc, children.Interrupted):
+            self.events.say(rep.name, f"[red]{rep.status if first else 'also failed'}[/red]: "
+                                      f"{escape(rep.error if first else line)}")
 
     def _plain(self, line: str) -> None:
         self.events.console.print(line, highlight=False, markup=False)
@@ -333,11 +360,12 @@ class TestFailed(StepFailed):
 class _Track:
     """What the scheduler knows of one image; only the scheduler's thread writes it. ``started``:
     the tasks started (``prepare``, ``finish``, a platform's lane by its name); ``running``: how
-    many run; ``passed``: the platforms whose lane passed; ``released``: its children may finish."""
+    many run; ``failed``: a task of it failed; ``passed``: the platforms whose lane passed; ``released``: its children may finish."""
 
     spec: ImageSpec
     started: set[str] = field(default_factory=set)
     running: int = 0
+    failed: bool = False
     prepared: bool = False
     passed: set[str] = field(default_factory=set)
     released: bool = False
@@ -367,13 +395,17 @@ def _lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> 
     """One platform's build, named by its run tag; for `builder test|all`, its size gate and smoke
     test. Raises StepFailed (TestFailed for the smoke test), SizeGateFailed."""
     record_build(ctx, spec, rep, platform, build_image(ctx, spec, rep, platform))
-    if ctx.options.stage == "build":
+    if ctx.options.stage == "build" or rep.failed:  # another platform failed meanwhile: no test
         return
     size.gate(ctx, rep, ctx.size_baseline, [platform])
     try:
         smoke_test(ctx, spec, rep, platform)
+    except (children.Interrupted, size.SizeGateFailed):
+        raise
     except StepFailed as exc:
         raise TestFailed(str(exc)) from None
+    except Exception as exc:  # docker-py's errors while testing: still the test's failure
+        raise TestFailed(f"{type(exc).__name__}: {exc}") from None
 
 
 def _finish(ctx: RunContext, spec: ImageSpec, rep: ImageReport, release) -> None:

@@ -70,11 +70,12 @@ MOVES: dict[Status, set[Status]] = {
                 S.UP_TO_DATE},  # tested: `publish` of a tested image
     S.BUILT: {S.TESTED, S.TEST_FAILED, S.INTERRUPTED, S.SIZE_GATE},
     S.TESTED: {S.PUBLISHED, S.UNCHANGED, S.PUBLISH_FAILED, S.INTERRUPTED, S.SIZE_GATE},
-    S.PUBLISHED: set(), S.UNCHANGED: set(), S.UP_TO_DATE: set(), S.BUILD_FAILED: set(), S.TEST_FAILED: set(),
+    S.UP_TO_DATE: {S.BUILD_FAILED, S.INTERRUPTED},  # `builder build|test`: making it local failed
+    S.PUBLISHED: set(), S.UNCHANGED: set(), S.BUILD_FAILED: set(), S.TEST_FAILED: set(),
     S.PUBLISH_FAILED: set(), S.SIZE_GATE: set(), S.SKIPPED: set(), S.INTERRUPTED: set(),
 }
 #: What a step's failure moves an image to, by the status it had.
-FAILURE = {S.PLANNED: S.BUILD_FAILED, S.BUILT: S.TEST_FAILED, S.TESTED: S.PUBLISH_FAILED}
+FAILURE = {S.PLANNED: S.BUILD_FAILED, S.UP_TO_DATE: S.BUILD_FAILED, S.BUILT: S.TEST_FAILED, S.TESTED: S.PUBLISH_FAILED}
 #: Statuses whose image passed its smoke test (and, but for tested, is in the registry).
 PASSED = (S.TESTED, S.PUBLISHED, S.UNCHANGED, S.UP_TO_DATE)
 #: Statuses of an image the registry publishes.

@@ -38,41 +38,47 @@ def offline(monkeypatch):
     calls: list[str] = []
     lock = threading.Lock()
 
-    def steps(failing: set[str], interrupted: set[str], lane=None):
+    def steps(failing: set[str], interrupted: set[str], lane=None, prepare_as=None):
         def prepare(ctx, spec, rep):
             if spec.parent is not None:  # a child is prepared once its parent was
                 assert held["pipeline"]._tracks[spec.parent].prepared, spec.name
-            return True
+            return prepare_as(spec, rep) if prepare_as else True
 
         def one_lane(ctx, spec, rep, platform):
             with lock:
                 calls.append(spec.name)
+                held["lanes"].append((spec.name, platform))
             if lane:
                 lane(spec, platform)
             if spec.name in interrupted:
                 raise children.Interrupted("stopped")
-            if spec.name in failing:
+            if spec.name in failing or (spec.name, platform) in failing:
                 raise StepFailed("the apt step failed")
             rep.build(platform).image_id = "sha256:" + "1" * 64
 
         def finish(ctx, spec, rep, release):
             if spec.parent is not None:  # a child finishes once its parent was built and tagged
-                assert held["pipeline"].reports[spec.parent].status == Status.BUILT, spec.name
+                assert held["pipeline"].reports[spec.parent].status in (Status.BUILT, Status.UP_TO_DATE), spec.name
             rep.move(Status.BUILT)
             release()
         monkeypatch.setattr(pipeline, "_prepare", prepare)
         monkeypatch.setattr(pipeline, "_lane", one_lane)
         monkeypatch.setattr(pipeline, "_finish", finish)
-    held: dict = {}
+    held: dict = {"lanes": []}
     return steps, calls, held
 
 
-def _run(tmp_path, offline, failing=(), interrupted=(), lane=None):
+def _run(tmp_path, offline, failing=(), interrupted=(), lane=None, prepare_as=None):
+    # The run in a thread joined with a deadline, so a scheduler that never ends fails the test.
     steps, calls, held = offline
-    steps(set(failing), set(interrupted), lane)
+    steps(set(failing), set(interrupted), lane, prepare_as)
     p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"),
                                              Options(stage="build", space_check=False, build_dir=tmp_path / "b"))
-    out = p.run()
+    out: list = []
+    runner = threading.Thread(target=lambda: out.extend(p.run()), daemon=True)
+    runner.start()
+    runner.join(120)
+    assert not runner.is_alive(), f"the run never ended: {sum(not t.closed for t in p._tracks.values())} images open"
     return {r.name: r for r in out}, calls, json.loads((tmp_path / "b" / "report.json").read_text())
 
 
@@ -113,6 +119,35 @@ def test_a_child_builds_a_platform_once_its_parent_passed_that_platform_not_ever
     assert all(r.status == Status.BUILT for r in reports.values())
     assert order.index((SKLEARN, "linux/amd64")) < order.index((MINIMAL_12, "linux/arm64")) \
         < order.index((SKLEARN, "linux/arm64"))
+
+
+def test_a_parent_that_fails_on_one_platform_after_another_passed_gets_its_children_skipped(tmp_path, offline):
+    matrix = load(ROOT / "matrix.yaml")
+    reports, _, _ = _run(tmp_path, offline, failing={(MINIMAL_12, "linux/arm64")})
+    lanes = offline[2]["lanes"]
+    assert reports[MINIMAL_12].status == Status.BUILD_FAILED and (MINIMAL_12, "linux/amd64") in lanes
+    for child in matrix.children(MINIMAL_12):  # some may have built linux/amd64 meanwhile; none finished
+        assert reports[child.name].status == Status.SKIPPED, child.name
+        assert (child.name, "linux/arm64") not in lanes
+    assert all(reports[s.name].status == Status.BUILT for s in matrix.children(MINIMAL_13))
+
+
+def test_an_up_to_date_parent_lets_its_children_build_and_one_that_cannot_be_made_local_fails(tmp_path, offline):
+    from builder.run.steps import StepFailed as Failed
+    matrix = load(ROOT / "matrix.yaml")
+
+    def up_to_date(spec, rep):  # the registry publishes both minimal images; one cannot be pulled
+        if spec.parent is not None:
+            return True
+        rep.move(Status.UP_TO_DATE)
+        if spec.name == MINIMAL_13:
+            raise Failed("pulling the up-to-date image: no space left on device")
+        return False
+    reports, calls, _ = _run(tmp_path, offline, prepare_as=up_to_date)
+    assert reports[MINIMAL_12].status == Status.UP_TO_DATE and MINIMAL_12 not in calls
+    assert reports[MINIMAL_13].status == Status.BUILD_FAILED and "no space left" in reports[MINIMAL_13].error
+    assert all(reports[s.name].status == Status.BUILT for s in matrix.children(MINIMAL_12))
+    assert all(reports[s.name].status == Status.SKIPPED for s in matrix.children(MINIMAL_13))
 
 
 def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, offline):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from builder.engine import children
 from builder.engine.images import uncompressed_bytes
 from builder.matrix import ImageSpec, naming
 from builder.run import policy, tag
@@ -78,13 +79,13 @@ def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict
 def rebase(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> None:
     """Once the parent has its own tags: where a build of the child ``rep`` recorded the parent by a
     run tag (its base and its ``PARENT_IMAGE``/``BUILD_PARENT_IMAGE`` arguments, which provenance
-    reports), record the parent's own tag of the same build instead. Raises StepFailed when the
-    parent has no tagged build of that platform."""
+    reports), record the parent's own tag of the same build instead; a parent's build without an
+    own tag (its image failed) stays recorded by its run tag."""
     parent = ctx.reports.get(spec.parent) if spec.parent else None
     if parent is None:
         return
     own = {f"{parent.repository}:{run_tag(ctx.run_id, b.platform)}": local_ref(parent, b.platform)
-           for b in parent.platforms if b.image_id}
+           for b in parent.platforms if b.image_id and b.tag and b.tag != run_tag(ctx.run_id, b.platform)}
     for b in rep.platforms:
         b.base = own.get(b.base, b.base) if b.base else b.base
         b.build_args = {k: own.get(v, v) for k, v in b.build_args.items()} if b.build_args else b.build_args
@@ -95,10 +96,15 @@ def drop_run_tags(ctx: RunContext) -> None:
     of the run can name them any more. The builds of an image that failed once every platform was
     built (a smoke test, the size gate) get their own tags first (:func:`name_builds`), as a build
     that passed, but no moving tag; a build that still has no tag of its own (its image failed
-    before every platform was built, or the run was stopped) keeps its image id in the report and
-    its ``tag`` becomes None. Never raises: a tag that cannot be removed is left where it is."""
-    for rep in ctx.reports.values():
+    before every platform was built, or the run was stopped) is removed with its run tag (its last
+    tag); the report keeps its image id and its ``tag`` becomes None. A child's recorded base then
+    moves to its parent's own tags (:func:`rebase`), whatever became of the child. Never raises: a
+    tag that cannot be removed is left where it is."""
+    for rep in ctx.reports.values():  # build order: a parent is named before its children are rebased
         _name_failed(ctx, rep)
+        spec = ctx.specs.get(rep.name)
+        if spec is not None and rep.status != Status.UP_TO_DATE:
+            rebase(ctx, spec, rep)
         for b in rep.platforms:
             if b.build_log is None:  # not built in this run (up to date, or never started)
                 continue
@@ -106,7 +112,7 @@ def drop_run_tags(ctx: RunContext) -> None:
             if b.tag == run_tag(ctx.run_id, b.platform):
                 b.tag = None
             try:
-                ctx.client.api.remove_image(ref, noprune=True)  # only the tag: its image stays
+                ctx.client.api.remove_image(ref, noprune=True)  # the tag; the image too when it was its last
             except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound (never made) or the Engine went away
                 pass
 
@@ -114,7 +120,8 @@ def drop_run_tags(ctx: RunContext) -> None:
 def _name_failed(ctx: RunContext, rep: ImageReport) -> None:
     # A failed image's builds, every platform built and none named yet: their own tags (never raises).
     spec, runs = ctx.specs.get(rep.name), {b.platform: run_tag(ctx.run_id, b.platform) for b in rep.platforms}
-    if spec is None or not rep.failed or rep.status == Status.SKIPPED or not rep.platforms or any(
+    if spec is None or rep.status not in (Status.TEST_FAILED, Status.SIZE_GATE, Status.BUILD_FAILED) \
+            or children.stopping() or not rep.platforms or any(
             b.image_id is None or b.tag != runs[b.platform] for b in rep.platforms):
         return
     try:
