@@ -52,7 +52,7 @@ def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[
 
 def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> list[str]:
     """Give each build its own tag (the policy's name for it) and record each build's image id, size
-    and the versions the taggers read. The run tags stay until the run ends (a child's build may
+    (unless :func:`record_build` counted it) and the versions the taggers read. The run tags stay until the run ends (a child's build may
     still name them: :func:`drop_run_tags`). Returns the image's tags (``rep.tags``): its immutable
     tag, or for a run split by platform each build's tag."""
     client, publish = ctx.client, policy.of(rep, ctx.matrix.data.tags)
@@ -68,8 +68,9 @@ def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict
         image = images[platform]
         image.tag(rep.repository, own[platform])
         b = rep.build(platform)
+        if b.uncompressed_bytes is None or b.image_id != image.id:  # record_build counted it (docker image save)
+            b.uncompressed_bytes = uncompressed_bytes(client, image.id)
         b.image_id, b.tag = image.id, own[platform]
-        b.uncompressed_bytes = uncompressed_bytes(client, image.id)
         if platform in versions.read:
             b.framework_version, b.python_version = versions.read[platform]
     rep.tags = image_tags
