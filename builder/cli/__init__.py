@@ -13,6 +13,7 @@ import typer
 
 from builder.cli import deploy as cli_deploy
 from builder.cli import generate as cli_generate
+from builder.cli import patch as cli_patch
 from builder.cli import run as cli_run
 from builder.cli import verify as cli_verify
 
@@ -24,6 +25,7 @@ cli_generate.register(app)  # render, lock, list, dockerfile, ci-matrix, compat
 cli_run.register(app)  # build, test, publish, all, catalog, merge, prune
 cli_deploy.register(app)  # extend, serve
 cli_verify.register(app)  # verify
+cli_patch.register(app)  # outdated, refresh
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import typer
 from builder import files
 from builder.engine import EngineError
 from builder.engine.bases import BaseError
+from builder.engine.debian_index import IndexUnavailable
 from builder.matrix import ImageSpec, Matrix
 from builder.matrix import load as load_matrix
 from builder.matrix import plan
@@ -49,7 +50,7 @@ def guard() -> Iterator[None]:
     except OSError as exc:  # a user's path that cannot be read or written
         where = f"{exc.filename}: " if exc.filename else ""
         fail([f"{where}{exc.strerror or exc}"], 2)
-    except (EngineError, BaseError, PublishError, SignError) as exc:
+    except (EngineError, BaseError, IndexUnavailable, PublishError, SignError) as exc:
         fail([f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"], 1)
 
 

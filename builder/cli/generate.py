@@ -11,7 +11,7 @@ import typer
 
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
                                 select_images, templates_dir)
-from builder.generate import apt_lock, apt_locking, bake, lock, locking, render
+from builder.generate import apt_lock, apt_locking, bake, base_lock, base_locking, locking, render
 from builder.matrix import plan
 from builder.matrix.schema import load_file
 from builder.run.console import wide_console
@@ -28,7 +28,7 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
     with guard():
         locking.verify(images, m.images(), layers=False, stopped="nothing was rendered")  # render writes the layers
         apt_lock.verify(m, images, m.images(), "nothing was rendered")
-        files = render.render_all(m, folder, lock.read_every(images, m.images()), apt_lock.read_every(images, m.images()))
+        files = render.render_committed(m, folder, images)
         bake_text = bake.render(m, images.name)
         if check:
             problems = render.check(files, images) + render.check_bake(bake_text, images)
@@ -55,7 +55,8 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
     images = beside(matrix, images, "images")
     if check:
         with guard():
-            problems = locking.check(m, images) + apt_lock.check(m, images)
+            problems = (locking.check(m, images) + apt_lock.check(m, images)
+                        + base_lock.check(Path(m.path).resolve().parent, base_lock.used(m.images(), m.data.bases)))
         if problems:
             fail(problems + [f"{len(problems)} lock problem(s): run `builder lock`"], 1)
         typer.echo(f"locks are fresh ({len(m.images())} images)")
@@ -84,9 +85,14 @@ def _lock_apt(m, specs: list, images: Path, build_dir: Path) -> list:
     if not roots:
         return []
     client = engine.client(build_dir)
+    native = engine.native_platform(client)
+    locks = Path(m.path).resolve().parent
+    written = base_locking.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks, typer.echo, native)
+    for _, new in written:
+        typer.echo(f"wrote {base_lock.path_of(locks, new.base, new.platform)}: {len(new.versions)} Debian packages")
     refs = bases.for_roots(client, m.data.bases, roots, "auto", build_dir / "bases",
-                           lambda name, line: typer.echo(f"{name} {line}"), engine.native_platform(client))
-    return apt_locking.lock_roots(client, m, roots, refs, images, log=typer.echo)
+                           lambda name, line: typer.echo(f"{name} {line}"), native, base_locking.pins_of(locks, "auto"))
+    return apt_locking.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo)
 
 
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -121,9 +127,8 @@ def dockerfile(name: str, matrix: Path = MatrixOpt, templates: Optional[Path] = 
     except KeyError as exc:
         fail([str(exc.args[0])])
     with guard():
-        locks = lock.read_every(beside(matrix, None, "images"), [spec] + ([m.image(spec.parent)] if spec.parent else []))
-    typer.echo(render.render_image(m, spec, templates_dir(matrix, templates), locks[spec.name],
-                                   locks.get(spec.parent))["Dockerfile"], nl=False)
+        files = render.render_committed(m, templates_dir(matrix, templates), beside(matrix, None, "images"))
+    typer.echo(files[f"{spec.name}/Dockerfile"], nl=False)
 
 
 def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt,

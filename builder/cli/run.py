@@ -16,7 +16,7 @@ from builder import engine, files
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
                                 registry_option, select_images, stop_on_sigterm, templates_dir)
 from builder.engine import disk, plugins, prune
-from builder.generate import apt_lock, bake, lock, locking, render
+from builder.generate import apt_lock, bake, locking, render
 from builder.matrix import grammar
 from builder.matrix.inputs import ConfigError
 from builder.run import pipeline
@@ -45,9 +45,7 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
         with guard():
             locking.verify(opts.images_dir, specs)
             apt_lock.verify(m, opts.images_dir, specs, "nothing was built")
-            locks = lock.read_every(opts.images_dir, m.images())
-            apt_locks = apt_lock.read_every(opts.images_dir, m.images())
-            problems = (render.check(render.render_all(m, templates_dir(matrix, templates), locks, apt_locks),
+            problems = (render.check(render.render_committed(m, templates_dir(matrix, templates), opts.images_dir),
                                      opts.images_dir)
                         + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
         if problems:

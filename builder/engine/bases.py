@@ -1,15 +1,19 @@
 """Bases: takes the matrix's bases and gives each one's image on the Engine, by reference.
 
 For each base: use the local image if present, else pull its reference, else (no registry
-reachable) bootstrap it with ``debootstrap`` from its recipe, strip docs, man pages and apt lists,
-and load it as ``builder-base/<key>:<recipe digest>`` — a changed recipe names a new base. The
-Debian mirror comes from ``$BUILDER_APT_MIRROR`` or the machine's own apt sources; it is never
-written into the repository.
+reachable) bootstrap it with ``debootstrap`` from its recipe, bring it to its base lock's versions
+from the release and its ``-updates`` and ``-security`` suites (:mod:`builder.generate.base_lock`),
+strip docs, man pages and apt lists, and load it as ``builder-base/<key>:<digest>`` of the recipe
+and the lock — a changed recipe or lock names a new base. The image's apt sources name the three
+suites, so every apt step on it sees security updates. The mirrors come from the environment or the
+machine's own apt sources (:class:`builder.engine.debian_index.Archive`); they are never written
+into the repository.
 
 A bootstrapped base is reproducible: the same recipe from the same mirror state gives the same image
 id on any machine with the containerd image store, so a fresh runner that bootstraps its bases
 computes the build ids the registry already has (:mod:`builder.run.build_id`) and BuildKit's registry
-cache matches. ``SOURCE_DATE_EPOCH`` is the suite's ``Release`` date (:func:`release_epoch`):
+cache matches. ``SOURCE_DATE_EPOCH`` is the lock's date, the newest ``InRelease`` Date of the
+three suites when the lock was made:
 debootstrap's package scripts date ``/etc/shadow`` from it, the records of when the bootstrap ran
 (logs, ldconfig's aux-cache, dpkg's and debconf's backups, the host's hostname and resolver) are
 removed or emptied, and the image is made by BuildKit with ``rewrite-timestamp``
@@ -19,7 +23,6 @@ minbase differed, after that, in no file.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import os
 import shutil
@@ -29,12 +32,10 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import docker
-import requests
 from docker.errors import APIError, ImageNotFound
 
 from builder import engine, files
-from builder.engine import images, plugins
-from builder.engine.sources import apt_mirror
+from builder.engine import debian_index, images, plugins
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import Platform, oci_name
@@ -54,10 +55,13 @@ RUN_RECORDS = ("var/log/bootstrap.log", "var/log/dpkg.log", "var/log/alternative
                "var/cache/ldconfig/aux-cache", "var/lib/dpkg/*-old", "var/cache/debconf/*-old")
 #: Files debootstrap copies from the host: emptied (the Engine mounts its own over them in a container).
 HOST_COPIES = ("etc/hostname", "etc/resolv.conf")
-#: How a recipe becomes an image; a new format names new bases (2: reproducible, see the module doc).
-BOOTSTRAP_FORMAT = 2
-#: The most bytes of a suite's Release file read for its date.
-MAX_RELEASE = 1 << 20
+#: How a recipe becomes an image; a new format names new bases (2: reproducible, see the module doc;
+#: 3: brought to a base lock from the release, -updates and -security suites).
+BOOTSTRAP_FORMAT = 3
+#: apt's sources in a bootstrapped base (deb822, the name Debian's own images use).
+SOURCES = "etc/apt/sources.list.d/debian.sources"
+#: Keeps package scripts from starting services in the chroot (invoke-rc.d's policy, exit 101: refused).
+POLICY_RC = "usr/sbin/policy-rc.d"
 
 
 class BaseError(RuntimeError):
@@ -73,11 +77,39 @@ class BaseImage:
     how: str
 
 
-def bootstrap_ref(key: str, base: Base, platform: str = DEFAULT_PLATFORM) -> str:
-    """The local tag of a bootstrapped base: ``builder-base/<key>:<12 hex>`` of the recipe digest
-    and :data:`BOOTSTRAP_FORMAT`, ``builder-base/<key>-<arch>:...`` for a platform other than
-    linux/amd64 (the Engine's image store keeps one platform per tag)."""
-    tag = hashlib.sha256(f"{base.recipe_digest()}\n{BOOTSTRAP_FORMAT}".encode()).hexdigest()[:12]
+@dataclass(frozen=True)
+class Pins:
+    """What a base is brought to: ``versions`` ``{package: version}`` of every Debian package, and
+    ``date`` (epoch seconds), its ``SOURCE_DATE_EPOCH`` (a base lock's,
+    :mod:`builder.generate.base_lock`)."""
+
+    versions: dict[str, str]
+    date: int
+
+    @property
+    def digest(self) -> str:
+        """sha256 (hex) of the sorted ``name=version`` lines and the date."""
+        lines = "".join(f"{n}={v}\n" for n, v in sorted(self.versions.items()))
+        return hashlib.sha256(f"{lines}{self.date}\n".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    """A base bootstrapped and loaded: ``ref``, the ``versions`` dpkg has, the ``index`` (the
+    release's suites as apt fetched them in the bootstrap) and its ``date`` (epoch seconds)."""
+
+    ref: str
+    versions: dict[str, str]
+    index: debian_index.Index
+    date: int
+
+
+def bootstrap_ref(key: str, base: Base, platform: str = DEFAULT_PLATFORM, pins: Pins | None = None) -> str:
+    """The local tag of a bootstrapped base: ``builder-base/<key>:<12 hex>`` of the recipe digest,
+    :data:`BOOTSTRAP_FORMAT` and the ``pins``' digest (``unlocked`` without), ``builder-base/<key>-<arch>:...``
+    for a platform other than linux/amd64 (the Engine's image store keeps one platform per tag)."""
+    pinned = pins.digest if pins else "unlocked"
+    tag = hashlib.sha256(f"{base.recipe_digest()}\n{BOOTSTRAP_FORMAT}\n{pinned}".encode()).hexdigest()[:12]
     return f"builder-base/{key}{Platform.parse(platform).suffix}:{tag}"
 
 
@@ -92,12 +124,12 @@ def platform_of(client: docker.DockerClient, ref: str) -> str | None:
 
 def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, workdir: Path,
            log: Callable[[str], None] = print,
-           platform: str = DEFAULT_PLATFORM) -> BaseImage:
+           platform: str = DEFAULT_PLATFORM, pins: Pins | None = None) -> BaseImage:
     """Make base ``key`` available for ``platform`` and return it: a local image of that platform,
     else a pull of that platform (kept under :func:`bootstrap_ref`'s name for another platform than
-    linux/amd64, so the pull reference keeps naming the amd64 image), else a bootstrap. Raises
-    BaseError when every allowed way failed."""
-    ref = bootstrap_ref(key, base, platform)
+    linux/amd64, so the pull reference keeps naming the amd64 image), else a bootstrap at ``pins``
+    (the suites' newest without). Raises BaseError when every allowed way failed."""
+    ref = bootstrap_ref(key, base, platform, pins)
     pulled_ref = base.pull if platform == DEFAULT_PLATFORM else ref
     if source in ("auto", "pull") and platform_of(client, pulled_ref) == platform:
         return BaseImage(key, pulled_ref, "local")
@@ -118,8 +150,9 @@ def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, wo
                 raise BaseError(f"base {key}: {errors[-1]}") from None
             log(f"pull failed, bootstrapping base {key} ({platform}) instead")
     try:
-        bootstrap(client, key, base, workdir, log, platform)
-    except (BaseError, ConfigError, engine.EngineError, OSError, subprocess.CalledProcessError) as exc:
+        bootstrap(client, key, base, workdir, log, platform, pins)
+    except (BaseError, ConfigError, engine.EngineError, debian_index.IndexUnavailable, OSError,
+            subprocess.CalledProcessError) as exc:
         errors.append(f"bootstrap: {exc}")
         raise BaseError(f"base {key} ({platform}): " + "; ".join(errors)) from None
     return BaseImage(key, ref, "bootstrapped")
@@ -165,59 +198,97 @@ def _strip(rootfs: Path) -> None:
             (rootfs / rel).write_bytes(b"")
 
 
-def release_epoch(mirror: str, suite: str, get=requests.get) -> int:
-    """The ``Date`` of ``mirror``'s ``dists/<suite>/Release`` as epoch seconds: the suite's state,
-    the bootstrap's ``SOURCE_DATE_EPOCH``. The Date field is RFC 2822
-    (https://wiki.debian.org/DebianRepository/Format#Date). Reads at most :data:`MAX_RELEASE`
-    bytes. Raises BaseError (one line, never the mirror's URL, which may hold credentials) when the
-    file cannot be read or has no such date."""
-    where = f"the {suite} suite's Release file"
-    try:
-        with get(f"{mirror.rstrip('/')}/dists/{suite}/Release", stream=True, timeout=120) as r:
-            r.raise_for_status()
-            head = r.raw.read(MAX_RELEASE, decode_content=True)
-    except (requests.RequestException, OSError) as exc:
-        raise BaseError(f"{where} could not be read from the mirror ({type(exc).__name__})") from None
-    for line in head.decode("utf-8", errors="replace").splitlines():
-        if not line.strip():
-            break  # the first paragraph holds the suite's fields
-        if line.startswith("Date:"):
-            try:
-                return int(email.utils.parsedate_to_datetime(line[5:].strip()).timestamp())
-            except (TypeError, ValueError):
-                break
-    raise BaseError(f"{where} has no RFC 2822 Date field in its first paragraph")
-
-
 def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
-              log: Callable[[str], None] = print, platform: str = DEFAULT_PLATFORM) -> str:
-    """Bootstrap ``base`` for ``platform`` with debootstrap into ``workdir``/<key>[-<arch>], strip it,
-    load it; return its ref.
+              log: Callable[[str], None] = print, platform: str = DEFAULT_PLATFORM,
+              pins: Pins | None = None, exact: bool = True) -> Bootstrapped:
+    """Bootstrap ``base`` for ``platform`` with debootstrap into ``workdir``/<key>[-<arch>], bring it
+    to ``pins`` (without: the suites' newest versions, dated by the suites' indexes; :func:`_bring_to`),
+    strip it and load it as :func:`bootstrap_ref` of what it holds.
 
-    Another platform than the machine's is bootstrapped with ``--arch`` under QEMU user emulation
+    ``exact`` (the default) fails unless dpkg then has exactly ``pins``' versions; without it
+    (``builder refresh``) apt may add or move what the pinned versions need. Another platform than
+    the machine's is bootstrapped with ``--arch`` under QEMU user emulation
     (:func:`builder.engine.ensure_emulation`). Every platform is loaded by a BuildKit build for it
-    (:func:`_load`), dated the suite's Release date (see the module doc). Needs root and Debian
-    (debootstrap is installed from Debian's packages when missing). Raises BaseError, EngineError or
-    subprocess.CalledProcessError (debootstrap's log is in ``workdir``).
+    (:func:`_load`), dated by the pins (see the module doc). Needs root and Debian (debootstrap is
+    installed from Debian's packages when missing). Raises BaseError (a pinned version the mirror no
+    longer serves: one line naming it and `builder refresh`), EngineError, IndexUnavailable,
+    ConfigError or subprocess.CalledProcessError (debootstrap's log is in ``workdir``).
     """
     if shutil.which("debootstrap") is None:
         engine.apt_install("debootstrap")
     engine.ensure_emulation(platform)
     pf = Platform.parse(platform)
-    mirror = apt_mirror()
-    epoch = release_epoch(mirror, base.bootstrap.suite)
+    archive = debian_index.Archive.of(base.bootstrap.suite)
     root = (workdir / f"{key}{pf.suffix}").resolve()
-    rootfs = _debootstrap(key, base.bootstrap, pf.arch, mirror, root, log, epoch)
+    epoch = pins.date if pins else debian_index.fetch(archive, pf.arch, root / "index").date
+    rootfs = _debootstrap(key, base.bootstrap, pf.arch, archive.mirror, root, log, epoch)
+    versions = _bring_to(rootfs, archive, key, platform, pins, epoch)
+    if exact and pins and versions != pins.versions:
+        raise BaseError(f"base {key} ({platform}): the bootstrap holds {_difference(pins.versions, versions)}, "
+                        "not its lock's versions; run `builder refresh`")
+    index = debian_index.read(rootfs / "var/lib/apt/lists", archive.suites, pf.arch)
+    if pins is None and index.date != epoch:
+        raise BaseError(f"base {key} ({platform}): the suites moved while bootstrapping; run again")
     _strip(rootfs)
     tarball = root / "rootfs.tar"
     subprocess.run(["tar", "--numeric-owner", "--sort=name", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-    ref = bootstrap_ref(key, base, platform)
+    ref = bootstrap_ref(key, base, platform, Pins(versions, epoch))
     shutil.rmtree(rootfs)
     _load(client, tarball, ref, platform, epoch)
     tarball.unlink()
     if not _exists(client, ref):
         raise BaseError(f"loading the base did not produce {ref}")
-    return ref
+    return Bootstrapped(ref, versions, index, epoch)
+
+
+def _difference(want: dict[str, str], got: dict[str, str]) -> str:
+    # The first few entries where ``got`` differs from ``want`` (``{package: version}``), for the error line.
+    extra = sorted(f"{n}={v}" for n, v in got.items() if want.get(n) != v)
+    missing = sorted(f"{n}={v}" for n, v in want.items() if got.get(n) != v)
+    return ", ".join([*(f"+{p}" for p in extra[:3]), *(f"-{p}" for p in missing[:3])]) or "other suites"
+
+
+def _bring_to(rootfs: Path, archive: debian_index.Archive, key: str, platform: str, pins: Pins | None,
+              epoch: int) -> dict[str, str]:
+    """Point ``rootfs``'s apt at the three suites (:data:`SOURCES`), then in a chroot (``/proc``
+    mounted, services held back by :data:`POLICY_RC`) ``apt-get update`` and install ``lock``'s
+    exact versions (downgrades allowed), or upgrade every package to its newest without pins.
+    Returns ``{package: version}`` of what dpkg then has; raises BaseError when apt fails (a locked
+    version the mirror no longer serves: one line naming it)."""
+    debootstrap_list = rootfs / "etc/apt/sources.list"
+    debootstrap_list.unlink(missing_ok=True)
+    files.write_atomic(rootfs / SOURCES, archive.sources())
+    files.write_atomic(rootfs / POLICY_RC, "#!/bin/sh\nexit 101\n", mode=files.EXEC_MODE)
+    pinned = rootfs / "tmp/base.lock"
+    files.write_atomic(pinned, "".join(f"{n}={v}\n" for n, v in sorted(pins.versions.items())) if pins else "")
+    # Without a lock: every package to its newest first. Either way the last step installs the pins,
+    # so a base made while locking and one made from the lock later went through the same steps.
+    newest = ("apt-get upgrade -y -q --with-new-pkgs && dpkg-query -W -f '${db:Status-Abbrev} ${Package}=${Version}\\n' "
+              "| sed -n 's/^ii *//p' > /tmp/base.lock && " if pins is None else "")
+    script = (f"apt-get update -q && {newest}xargs -a /tmp/base.lock apt-get install -y -q --no-install-recommends "
+              "--allow-downgrades && apt-get clean")
+    subprocess.run(["mount", "-t", "proc", "proc", str(rootfs / "proc")], check=True)
+    try:
+        r = subprocess.run(["chroot", str(rootfs), "sh", "-euc", script], capture_output=True, text=True,
+                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
+                                "LC_ALL": "C", "SOURCE_DATE_EPOCH": str(epoch)})
+    finally:
+        subprocess.run(["umount", str(rootfs / "proc")], check=False)
+        (rootfs / POLICY_RC).unlink(missing_ok=True)
+        pinned.unlink(missing_ok=True)
+    with files.open_log(rootfs.parent / "apt.log") as out:
+        out.write((r.stdout + r.stderr).encode())
+    if r.returncode != 0:
+        missing = debian_index.missing_version(r.stdout + r.stderr)
+        if missing:
+            raise BaseError(f"{missing[0]}={missing[1]} (base {key}, {platform}) is no longer served by the mirror; "
+                            "run `builder refresh`")
+        raise BaseError(f"apt in the {key} bootstrap ({platform}) failed: "
+                        f"{archive.redact((r.stderr.strip() or r.stdout.strip())[-300:])}")
+    r = subprocess.run(["dpkg-query", f"--admindir={rootfs / 'var/lib/dpkg'}", "-W", "-f",
+                        "${db:Status-Abbrev} ${Package}=${Version}\n"], capture_output=True, text=True, check=True)
+    return debian_index.pins([line[3:].strip() for line in r.stdout.splitlines() if line.startswith("ii ")],
+                             f"dpkg's status in the {key} bootstrap")
 
 
 def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path, log: Callable[[str], None],
@@ -268,24 +339,31 @@ def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str, e
 
 
 def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, source: Source, workdir: Path,
-              log: Callable[[str, str], None], build_platform: str = DEFAULT_PLATFORM) -> dict[tuple[str, str], str]:
+              log: Callable[[str, str], None], build_platform: str = DEFAULT_PLATFORM,
+              pins: Callable[[str, str], Pins | None] | None = None) -> dict[tuple[str, str], str]:
     """The FROM reference of each root image (``ImageSpec`` without a parent) per platform, by
-    ``(image name, platform)``: its base (local, pulled or bootstrapped, once per base and
-    platform), or its CUDA image (pulled as it is, never bootstrapped), for each of the image's
-    platforms and for ``build_platform`` (the build stage, where uv runs, is of that platform).
-    ``log(image name, line)`` reports what happened. Raises BaseError."""
+    ``(image name, platform)``: its base (local, pulled or bootstrapped at ``pins(base key,
+    platform)``, its base lock's, once per base and platform), or its CUDA image (pulled as
+    it is, never bootstrapped), for each of the image's platforms and for ``build_platform`` (the
+    build stage, where uv runs, is of that platform). ``log(image name, line)`` reports what
+    happened. Raises BaseError, or what ``pins`` raises (ConfigError for a lock that is invalid, or
+    missing where a base may be bootstrapped)."""
     refs: dict[tuple[str, str], str] = {}
     by_base: dict[tuple[str, str], str] = {}
-    for spec in roots:
-        for platform in dict.fromkeys((*spec.platforms, build_platform)):
-            if spec.from_cuda_image:
-                ensure_pulled(client, spec.base_image)
-                refs[spec.name, platform] = spec.base_image
-                continue
-            if (spec.base, platform) not in by_base:
-                b = ensure(client, spec.base, bases[spec.base], source, workdir, log=lambda m, n=spec.name: log(n, m),
-                           platform=platform)
-                by_base[spec.base, platform] = b.ref
-                log(spec.name, f"base {spec.base} ({platform}): {b.ref} ({b.how})")
-            refs[spec.name, platform] = by_base[spec.base, platform]
+    for spec, platform in base_platforms(roots, build_platform):
+        if spec.from_cuda_image:
+            ensure_pulled(client, spec.base_image)
+            refs[spec.name, platform] = spec.base_image
+            continue
+        if (spec.base, platform) not in by_base:
+            b = ensure(client, spec.base, bases[spec.base], source, workdir, log=lambda m, n=spec.name: log(n, m),
+                       platform=platform, pins=pins(spec.base, platform) if pins else None)
+            by_base[spec.base, platform] = b.ref
+            log(spec.name, f"base {spec.base} ({platform}): {b.ref} ({b.how})")
+        refs[spec.name, platform] = by_base[spec.base, platform]
     return refs
+
+
+def base_platforms(roots: list, build_platform: str) -> list[tuple]:
+    """``(spec, platform)`` for each of ``roots``' platforms and the build platform, in order."""
+    return [(spec, platform) for spec in roots for platform in dict.fromkeys((*spec.platforms, build_platform))]

@@ -12,8 +12,14 @@ index URL                    BUILDER_INDEX_URL, PIP_INDEX_URL     the index (def
 extra index URLs             BUILDER_EXTRA_INDEX_URL,             space-separated
                              PIP_EXTRA_INDEX_URL
 wheelhouse                   BUILDER_WHEELHOUSE, PIP_FIND_LINKS   a local directory of wheels
-Debian mirror                BUILDER_APT_MIRROR, else the first   the archive bases bootstrap
-                             non-security source in /etc/apt      from (:func:`apt_mirror`)
+Debian mirror                BUILDER_APT_MIRROR, else the first   the archive of a release and its
+                             non-security source in /etc/apt      -updates suite (:func:`apt_mirror`)
+Debian security archive      BUILDER_APT_SECURITY_MIRROR, else    the -security suites
+                             the first security source in          (:func:`apt_security_mirror`)
+                             /etc/apt, else the mirror's
+                             ``debian-security`` sibling
+Debian snapshot              BUILDER_APT_SNAPSHOT                 every suite from one point in
+                                                                  time (:func:`apt_snapshot`)
 ===========================  ===================================  ==============================
 
 They reach a build without touching a layer (https://docs.docker.com/build/building/secrets/):
@@ -185,14 +191,8 @@ def wheelhouse_image(client: docker.DockerClient, wheelhouse: Path | None) -> st
     return ref
 
 
-def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
-    """The Debian archive URL to bootstrap from: ``$BUILDER_APT_MIRROR``, else the first non-security
-    ``deb`` source in this machine's apt configuration (sources.list and deb822 ``*.sources``).
-
-    Raises ConfigError when neither gives one.
-    """
-    if os.environ.get("BUILDER_APT_MIRROR"):
-        return os.environ["BUILDER_APT_MIRROR"]
+def _apt_sources(sources_dir: Path) -> list[tuple[str, list[str]]]:
+    # ``(URI, suites)`` of every enabled ``deb`` source in sources.list, *.list and deb822 *.sources.
     candidates: list[tuple[str, list[str]]] = []
     lists = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
     for f in lists:
@@ -207,8 +207,63 @@ def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
             if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
                 for uri in fields.get("URIs", "").split():
                     candidates.append((uri, fields.get("Suites", "").split()))
-    for uri, suites in candidates:
-        if suites and all(s.endswith("-security") for s in suites):
-            continue
-        return uri
+    return candidates
+
+
+def _security(suites: list[str]) -> bool:
+    return bool(suites) and all(s.endswith("-security") for s in suites)
+
+
+def _env_url(name: str) -> str | None:
+    value = os.environ.get(name)
+    return _url(value, name) if value else None
+
+
+def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian archive URL of a release and its ``-updates`` suite: ``$BUILDER_APT_MIRROR``,
+    else the first non-security ``deb`` source in this machine's apt configuration (sources.list and
+    deb822 ``*.sources``).
+
+    Raises ConfigError when neither gives one, or the variable is not a URL.
+    """
+    if url := _env_url("BUILDER_APT_MIRROR"):
+        return url
+    for uri, suites in _apt_sources(sources_dir):
+        if suites and not _security(suites):
+            return uri
     raise ConfigError(["no Debian mirror found in the apt sources; set BUILDER_APT_MIRROR"])
+
+
+def apt_security_mirror(mirror: str, sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian security archive's URL (the ``-security`` suites,
+    https://www.debian.org/security/faq#mirror): ``$BUILDER_APT_SECURITY_MIRROR``, else the first
+    ``deb`` source of this machine whose suites are all ``-security`` ones, else Debian's layout
+    beside ``mirror``: its ``debian`` folder's sibling ``debian-security``. Raises ConfigError when
+    none applies."""
+    if url := _env_url("BUILDER_APT_SECURITY_MIRROR"):
+        return url
+    for uri, suites in _apt_sources(sources_dir):
+        if _security(suites):
+            return uri
+    if mirror.rstrip("/").endswith("/debian"):
+        return mirror.rstrip("/") + "-security"
+    raise ConfigError(["no Debian security archive found in the apt sources; set BUILDER_APT_SECURITY_MIRROR"])
+
+
+#: A snapshot archive URL: ``<service>/archive/debian/<YYYYMMDDTHHMMSSZ>`` (snapshot.debian.org's layout).
+_SNAPSHOT = re.compile(r"^(https?://[^\s\x00-\x1f\x7f]+/archive/)debian(/[0-9]{8}T[0-9]{6}Z)/?$")
+
+
+def apt_snapshot() -> tuple[str, str] | None:
+    """``(archive URL, security archive URL)`` of ``$BUILDER_APT_SNAPSHOT``, a snapshot service's
+    Debian archive at one timestamp (``<service>/archive/debian/20261201T000000Z``,
+    https://snapshot.debian.org/): the security archive is the same service's ``debian-security``
+    at that timestamp. None when unset. A lock made earlier then builds again exactly, whatever the
+    mirrors dropped since. Raises ConfigError when the value has another form."""
+    value = os.environ.get("BUILDER_APT_SNAPSHOT")
+    if not value:
+        return None
+    m = _SNAPSHOT.match(value)
+    if not m:
+        raise ConfigError(["BUILDER_APT_SNAPSHOT (from the environment) is not <service>/archive/debian/<YYYYMMDDTHHMMSSZ>"])
+    return f"{m[1]}debian{m[2]}/", f"{m[1]}debian-security{m[2]}/"

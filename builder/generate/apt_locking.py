@@ -5,8 +5,10 @@ In a container of the base (under QEMU for a foreign platform, :func:`builder.en
 ``apt-get update`` then ``apt-get install --simulate --no-install-recommends`` of matrix.yaml's
 ``runtime.apt`` lists every package the apt step would install (``Inst <package> (<version> …)``
 lines, https://manpages.debian.org/bookworm/apt/apt-get.8.en.html); a requested package the base
-already has is locked at its installed version (``dpkg-query``). The container's output is hostile
-input like any file: every name and version is checked by :func:`builder.generate.apt_lock.parse`.
+already has is locked at its installed version (``dpkg-query``). Each package's suite is the first
+of the base's release, ``-updates`` and ``-security`` suites whose index serves that version
+(:mod:`builder.engine.debian_index`). The container's output is hostile input like any file: every
+name and version is checked by :func:`builder.generate.apt_lock.parse`.
 The file format is :mod:`builder.generate.apt_lock`.
 """
 
@@ -19,10 +21,12 @@ from typing import Callable
 import docker
 
 from builder import engine, files
+from builder.engine import debian_index
 from builder.generate import apt_lock, lock
 from builder.generate.apt_lock import AptLock
 from builder.matrix import ImageSpec, Matrix
 from builder.matrix.inputs import ConfigError
+from builder.matrix.platform import Platform
 
 #: Resolves "$@" (the packages) in the base: simulated installs, then the requested packages it has.
 _SCRIPT = ("apt-get update -qq >/dev/null && apt-get install --simulate -qq --no-install-recommends -- \"$@\" "
@@ -70,19 +74,38 @@ def write(images: Path, new: AptLock) -> Path:
     return path
 
 
+def suites_of(versions: dict[str, str], index: debian_index.Index, where: str) -> dict[str, str]:
+    """``{package: suite}``: the first suite of ``index`` that serves each of ``versions`` at that
+    version. Raises ConfigError naming ``where`` for one no suite serves (the mirror moved: lock again)."""
+    suites = {}
+    for name, version in versions.items():
+        suite = index.suite_of(name, version)
+        if suite is None:
+            raise ConfigError([f"{where}: {name}={version} is in none of the {index.release} suites' indexes; "
+                               "the mirror moved while locking, run `builder lock` again"])
+        suites[name] = suite
+    return suites
+
+
 def lock_roots(client: docker.DockerClient, matrix: Matrix, specs: list[ImageSpec], base_refs: dict[tuple[str, str], str],
-               images: Path, log: Callable[[str], None] = print) -> list[AptLock]:
+               images: Path, workdir: Path, log: Callable[[str], None] = print) -> list[AptLock]:
     """Lock the Debian packages of every root image in ``specs`` for each of its platforms, from its
     base (``base_refs``: ``{(image, platform): reference}``, :func:`builder.engine.bases.for_roots`),
-    writing them only once every one resolved. Raises ConfigError, writing none, on the first that
-    fails or when a file is in the way that ``builder lock`` did not write."""
+    each with its suite from the base release's indexes fetched under ``workdir``, writing them only
+    once every one resolved. Raises ConfigError, writing none, on the first that fails or when a file
+    is in the way that ``builder lock`` did not write; IndexUnavailable when an index cannot be fetched."""
     packages = tuple(matrix.data.runtime.apt)
     done = []
     for spec in (s for s in specs if s.parent is None):
+        release = matrix.data.bases[spec.base].bootstrap.suite
         for platform in spec.platforms:
             lock.ensure_ours(apt_lock.path_of(images, spec.name, platform))
             versions = resolve(client, base_refs[spec.name, platform], platform, packages)
-            done.append(apt_lock.parse(apt_lock.text(spec.name, platform, packages, versions), f"{spec.name} (new apt lock)"))
+            arch = Platform.parse(platform).arch
+            index = debian_index.fetch(debian_index.Archive.of(release), arch, workdir / f"{release}-{arch}")
+            suites = suites_of(versions, index, f"{spec.name} ({platform})")
+            done.append(apt_lock.parse(apt_lock.text(spec.name, platform, packages, versions, suites),
+                                       f"{spec.name} (new apt lock)"))
             log(f"resolved {spec.name} ({platform}): {len(versions)} Debian packages")
     for new in done:
         write(images, new)

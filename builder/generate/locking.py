@@ -223,9 +223,11 @@ def write(images: Path, lock: Lock) -> Path:
 
 
 def lock_all(matrix: Matrix, specs: list[ImageSpec], images: Path, sources: Sources, upgrade: Iterable[str] = (),
-             log: Callable[[str], None] = print) -> list[Lock]:
+             log: Callable[[str], None] = print, newest: bool = False, write_locks: bool = True) -> list[Lock]:
     """Lock ``specs`` (build order; parents of a selection are read from disk when not selected) and
-    write each lock as soon as it resolves. Raises ConfigError on the first image that fails."""
+    write each lock as soon as it resolves (not with ``write_locks``: ``builder outdated``). With
+    ``newest`` every package moves to the newest version the pins allow (``builder refresh``).
+    Raises ConfigError on the first image that fails."""
     upgrade = list(upgrade)
     done: dict[tuple[str, str], Lock] = {}
     for spec in specs:
@@ -234,11 +236,12 @@ def lock_all(matrix: Matrix, specs: list[ImageSpec], images: Path, sources: Sour
             if spec.parent is not None:
                 parent = done.get((spec.parent, platform)) or read(images, spec.parent, platform)
             try:
-                previous = read(images, spec.name, platform)
+                previous = None if newest else read(images, spec.name, platform)
             except ConfigError:
                 previous = None
             new = lock_image(spec, parent, sources, previous, upgrade, platform)
-            write(images, new)
+            if write_locks:
+                write(images, new)
             done[spec.name, platform] = new
             log(f"locked {spec.name} ({platform}): {len(new.entries)} packages")
     return list(done.values())

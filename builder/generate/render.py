@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 
 from builder import files as files_
-from builder.generate import apt_lock, bake, lock
+from builder.generate import apt_lock, bake, base_lock, lock
 from builder.matrix import ImageSpec, Matrix, grammar, inputs
 from builder.matrix.platform import DEFAULT, Platform
 
@@ -41,14 +41,16 @@ def environment(*templates: Path) -> jinja2.Environment:
 
 def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[str, lock.Lock],
                  parent_locks: dict[str, lock.Lock] | None = None,
-                 apt_locks: dict[str, apt_lock.AptLock] | None = None) -> dict[str, str]:
+                 apt_locks: dict[str, apt_lock.AptLock] | None = None,
+                 base_locks: dict[str, base_lock.BaseLock] | None = None) -> dict[str, str]:
     """The files of one image's build context: ``{"Dockerfile": text, "requirements.lock": text, ...}``.
 
     ``locks`` are the image's locks by platform (installed from, the linux/amd64 one's digest a
     label, passed through as they are); a child also gets ``layer.<arch>.lock``, the entries its
     ``parent_locks`` lack (:func:`builder.generate.lock.layer`), which its own layer installs. A root
     image's ``apt_locks`` (by platform, :mod:`builder.generate.apt_lock`), which its apt step
-    bind-mounts, are passed through as they are.
+    bind-mounts, are passed through as they are. ``base_locks`` (by platform) of the image's base
+    give its labels the Debian index date and the pending security updates of its linux/amd64 lock.
 
     Raises jinja2.TemplateError (e.g. UndefinedError) when a template uses a name it was not given.
     """
@@ -58,6 +60,7 @@ def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[s
     ctx = {"spec": spec, "project": data.project, "runtime": data.runtime, "base": data.bases[spec.base],
            "build_tools": data.build_tools, "parent_context": bake.PARENT_CONTEXT,
            "parent_target": bake.target_name(spec.parent) if spec.parent else None, "lock": locks[DEFAULT.name], "locks": locks,
+           "base_lock": (base_locks or {}).get(DEFAULT.name),
            "platforms": [{"platform": p.name, "arch": p.arch, "wheels": p.uv_triple, "lock": lock.file_name(p.name),
                           "install": lock.layer_file(p.name) if spec.parent else lock.file_name(p.name)} for p in pfs]}
     kind = "framework" if spec.parent else "runtime"
@@ -87,17 +90,27 @@ def _tidy(text: str) -> str:
 
 
 def render_all(matrix: Matrix, templates: Path, locks: dict[str, dict[str, lock.Lock]],
-               apt_locks: dict[str, dict[str, apt_lock.AptLock]] | None = None) -> dict[str, str]:
+               apt_locks: dict[str, dict[str, apt_lock.AptLock]] | None = None,
+               base_locks: dict[str, dict[str, base_lock.BaseLock]] | None = None) -> dict[str, str]:
     """Every generated file, keyed by its path relative to images/ (``"<name>/Dockerfile"``);
     ``locks`` maps every image name to its locks by platform (:func:`builder.generate.lock.read_every`),
-    ``apt_locks`` every root image's Debian package locks (:func:`builder.generate.apt_lock.read_every`)."""
+    ``apt_locks`` every root image's Debian package locks (:func:`builder.generate.apt_lock.read_every`),
+    ``base_locks`` every base's locks (:func:`builder.generate.base_lock.read_every`)."""
     out: dict[str, str] = {}
     for spec in matrix.images():
         parent = locks[spec.parent] if spec.parent else None
         for name, text in render_image(matrix, spec, templates, locks[spec.name], parent,
-                                       (apt_locks or {}).get(spec.name)).items():
+                                       (apt_locks or {}).get(spec.name), (base_locks or {}).get(spec.base)).items():
             out[f"{spec.name}/{name}"] = text
     return out
+
+
+def render_committed(matrix: Matrix, templates: Path, images: Path) -> dict[str, str]:
+    """:func:`render_all` from the committed locks: each image's in ``images``, the bases' beside
+    matrix.yaml. Raises ConfigError for a lock that cannot be read."""
+    specs = matrix.images()
+    return render_all(matrix, templates, lock.read_every(images, specs), apt_lock.read_every(images, specs),
+                      base_lock.read_every(Path(matrix.path).resolve().parent, specs, matrix.data.bases))
 
 
 #: The words every file `builder render` writes carries near its top (see macros.j2's header).

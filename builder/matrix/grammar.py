@@ -157,6 +157,10 @@ def version(value: object) -> str:
     return value
 
 
+# A UTC time as base locks and labels write it (ISO 8601, https://www.rfc-editor.org/rfc/rfc3339).
+iso_date = _pattern(r"[0-9]{4}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9]Z", "a UTC time (YYYY-MM-DDTHH:MM:SSZ)",
+                    "A UTC time, ``2026-12-05T03:33:28Z``; raises ValueError.")
+
 # Debian package names: policy 5.6.1 (https://www.debian.org/doc/debian-policy/ch-controlfields.html#source).
 debian_package = _pattern(r"[a-z0-9][a-z0-9+.-]+", "a Debian package name (policy 5.6.1: a-z 0-9 + - ., two or more)",
                           "A Debian package name (``python3-venv``); raises ValueError.")

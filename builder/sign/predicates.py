@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.generate.apt_lock import AptLock
+from builder.generate.base_lock import BaseLock
 from builder.generate.lock import Lock
 from builder.matrix.platform import Platform
 
@@ -56,6 +57,7 @@ class BuildFacts:
     run_id: str
     started: str
     finished: str
+    base_debs: BaseLock | None = None
 
 
 def build_type(source: str) -> str:
@@ -76,19 +78,21 @@ def _wheels(lock: Lock) -> list[dict]:
             for e in sorted(lock.entries.values(), key=lambda e: e.name)]
 
 
-def _debs(debs: AptLock | None, platform: str) -> list[dict]:
-    if debs is None:
-        return []
+def _debs(debs: AptLock | None, base: BaseLock | None, platform: str) -> list[dict]:
+    # Every Debian package of the base lock and the apt lock (the apt step's version wins), with its suite.
+    versions = {**(base.versions if base else {}), **(debs.versions if debs else {})}
+    suites = {**(base.package_suites if base else {}), **(debs.suites if debs else {})}
     arch = Platform.parse(platform).arch
-    return [{"uri": f"pkg:deb/debian/{name}@{version}?arch={arch}", "name": name}
-            for name, version in sorted(debs.versions.items())]
+    return [{"uri": f"pkg:deb/debian/{name}@{version}?arch={arch}", "name": name,
+             **({"annotations": {"suite": suites[name]}} if suites.get(name, "-") != "-" else {})}
+            for name, version in sorted(versions.items())]
 
 
 def provenance(f: BuildFacts) -> dict:
     """The SLSA provenance v1 predicate of the build ``f``: external parameters (the source commit,
     the matrix cell, the platform), internal ones (the Dockerfile by digest, the build arguments),
     resolved dependencies (the base or parent image by digest, every wheel of the lock, every
-    Debian package of the apt lock) and the run's builder and times."""
+    Debian package of the base lock and the apt lock, each with its suite) and the run's builder and times."""
     base_ref, base_digest = f.base
     return {
         "buildDefinition": {
@@ -102,7 +106,7 @@ def provenance(f: BuildFacts) -> dict:
             "resolvedDependencies": [
                 {"uri": f"git+{f.source}@{f.revision}", "digest": {"gitCommit": f.revision}},
                 {"uri": base_ref, "name": "base", "digest": _digest_map(base_digest)},
-                *_wheels(f.wheels), *_debs(f.debs, f.platform)]},
+                *_wheels(f.wheels), *_debs(f.debs, f.base_debs, f.platform)]},
         "runDetails": {
             "builder": {"id": f"{f.source.rstrip('/')}#builder", "version": dict(sorted(f.tools.items()))},
             "metadata": {"invocationID": f.run_id, "startedOn": f.started, "finishedOn": f.finished}},

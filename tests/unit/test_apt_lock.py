@@ -9,6 +9,7 @@ import os
 import pytest
 from repo import ROOT
 
+from builder.engine import debian_index
 from builder.generate import apt_lock, apt_locking
 from builder.matrix import load
 from builder.matrix.inputs import ConfigError
@@ -19,29 +20,35 @@ PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
 VERSIONS = {"python3": "3.11.2-1+b1", "python3-venv": "3.11.2-1+b1", "ca-certificates": "20230311+deb12u1",
             "tini": "0.19.0-1", "libc6": "2.36-9+deb12u10", "libpython3.11-stdlib": "3.11.2-6+deb12u6",
             "libgcc-s1": "12.2.0-14+deb12u1", "libssl3": "3.0.17-1~deb12u2", "zlib1g": "1:1.2.13.dfsg-1"}
+SUITES = {**{n: "bookworm" for n in VERSIONS}, "libssl3": "bookworm-security"}
 
 
 def test_a_lock_reads_back_as_written_sorted():
-    text = apt_lock.text(MINIMAL, "linux/arm64", PACKAGES, VERSIONS)
+    text = apt_lock.text(MINIMAL, "linux/arm64", PACKAGES, VERSIONS, SUITES)
     got = apt_lock.parse(text, "apt.arm64.lock")
     assert (got.image, got.platform, got.packages, got.versions) == (MINIMAL, "linux/arm64", PACKAGES, VERSIONS)
+    assert got.suites == SUITES
     body = [line for line in text.splitlines() if not line.startswith("#")]
     names = [line.split("=")[0] for line in body]
-    assert names == sorted(names) and "zlib1g=1:1.2.13.dfsg-1" in body
+    assert names == sorted(names) and "zlib1g=1:1.2.13.dfsg-1 bookworm" in body
+    assert "libssl3=3.0.17-1~deb12u2 bookworm-security" in body
 
 
 @pytest.mark.parametrize("line, expected", [
-    ("-o=1", "a Debian package name"),
-    ("--allow-downgrades=1.0", "a Debian package name"),
-    ("Python3=3.11", "a Debian package name"),
-    ("tini", "is not <package>=<version>"),
-    ("tini=0.19 ; rm -rf /", "a Debian version"),
-    ("tini=$(id)", "a Debian version"),
-    ("tini=v0.19", "a Debian version"),
+    ("-o=1 bookworm", "a Debian package name"),
+    ("--allow-downgrades=1.0 bookworm", "a Debian package name"),
+    ("Python3=3.11 bookworm", "a Debian package name"),
+    ("tini", "is not <package>=<version> <suite>"),
+    ("tini=0.19.0-1", "is not <package>=<version> <suite>"),
+    ("tini=0.19;rm bookworm", "a Debian version"),
+    ("tini=0.19 ; rm -rf /", "a lower-case name"),
+    ("tini=$(id) bookworm", "a Debian version"),
+    ("tini=v0.19 bookworm", "a Debian version"),
+    ("tini=0.19.0-1 bookworm --force-yes", "a lower-case name"),
     ("tini=0.19.0-1\ttrailing", "control character"),
 ])
 def test_a_line_outside_debians_grammars_is_refused_with_its_line_number(line, expected):
-    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS) + line + "\n"
+    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES) + line + "\n"
     with pytest.raises(ConfigError) as exc:
         apt_lock.parse(text, "apt.amd64.lock")
     number = len(text.splitlines())
@@ -49,9 +56,9 @@ def test_a_line_outside_debians_grammars_is_refused_with_its_line_number(line, e
 
 
 def test_a_package_locked_twice_or_a_header_missing_is_refused():
-    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS)
+    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES)
     with pytest.raises(ConfigError, match="tini is locked twice"):
-        apt_lock.parse(text + "tini=0.19.0-2\n", "f")
+        apt_lock.parse(text + "tini=0.19.0-2 bookworm\n", "f")
     with pytest.raises(ConfigError, match="no '# platform: ...' line"):
         apt_lock.parse(text.replace("# platform: linux/amd64\n", ""), "f")
 
@@ -59,11 +66,11 @@ def test_a_package_locked_twice_or_a_header_missing_is_refused():
 def test_reading_refuses_a_symlink_another_platforms_lock_and_a_huge_file(tmp_path):
     folder = tmp_path / MINIMAL
     folder.mkdir()
-    (tmp_path / "elsewhere").write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS))
+    (tmp_path / "elsewhere").write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES))
     (folder / "apt.amd64.lock").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(ConfigError, match="missing; run `builder lock"):
         apt_lock.read(tmp_path, MINIMAL, "linux/amd64")
-    (folder / "apt.arm64.lock").write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS))
+    (folder / "apt.arm64.lock").write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES))
     with pytest.raises(ConfigError, match="made for .* linux/amd64, not .* linux/arm64"):
         apt_lock.read(tmp_path, MINIMAL, "linux/arm64")
     (folder / "apt.arm64.lock").write_bytes(b"#" * (apt_lock.MAX_BYTES + 1))
@@ -88,10 +95,11 @@ def test_a_lock_made_for_another_apt_list_or_missing_a_package_is_stale(tmp_path
         for p in s.platforms:
             path = apt_lock.path_of(tmp_path, s.name, p)
             path.parent.mkdir(exist_ok=True)
-            path.write_text(apt_lock.text(s.name, p, PACKAGES, VERSIONS))
+            path.write_text(apt_lock.text(s.name, p, PACKAGES, VERSIONS, SUITES))
     assert apt_lock.check(m, tmp_path) == []
     path = apt_lock.path_of(tmp_path, MINIMAL, "linux/amd64")
-    path.write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES[:3], {k: v for k, v in VERSIONS.items() if k != "tini"}))
+    path.write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES[:3], {k: v for k, v in VERSIONS.items() if k != "tini"},
+                                  SUITES))
     problems = apt_lock.check(m, tmp_path)
     assert len(problems) == 2 and all(str(path) in p for p in problems)
     assert "runtime.apt is python3,python3-venv,ca-certificates,tini" in problems[0]
@@ -124,15 +132,15 @@ def test_a_requested_package_apt_upgrades_is_locked_at_the_new_version_and_one_a
 
 
 def test_a_line_break_other_than_newline_or_a_control_character_is_refused():
-    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS)
-    for bad in (text.replace("tini=0.19.0-1\n", "tini=0.19.0-1\r\n"), text + "\x0b# -o=APT::x=1\n",
+    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES)
+    for bad in (text.replace("tini=0.19.0-1 bookworm\n", "tini=0.19.0-1 bookworm\r\n"), text + "\x0b# -o=APT::x=1\n",
                 text.replace("# image:", "# \x1b[2J image:")):
         with pytest.raises(ConfigError, match="control character"):
             apt_lock.parse(bad, "apt.amd64.lock")
 
 
 def test_writing_refuses_a_file_it_did_not_write_a_symlink_and_a_fifo(tmp_path):
-    new = apt_lock.parse(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS), "new")
+    new = apt_lock.parse(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES), "new")
     path = apt_lock.path_of(tmp_path, MINIMAL, "linux/amd64")
     path.parent.mkdir()
     path.write_text("tini=0.19.0-1\n")  # a user's file
@@ -154,9 +162,9 @@ def test_writing_refuses_a_file_it_did_not_write_a_symlink_and_a_fifo(tmp_path):
 
 def test_apts_error_for_a_version_the_mirror_no_longer_serves_is_recognised():
     log = "#12 3.1 Reading package lists...\n#12 3.4 E: Version '0.19.0-0' for 'tini' was not found\n"
-    assert apt_lock.missing_version(log) == ("tini", "0.19.0-0")
-    assert apt_lock.missing_version("E: Unable to locate package tinny\n") is None
-    assert apt_lock.missing_version("E: Version 'x$(id)' for 'tini' was not found") is None  # not a version
+    assert debian_index.missing_version(log) == ("tini", "0.19.0-0")
+    assert debian_index.missing_version("E: Unable to locate package tinny\n") is None
+    assert debian_index.missing_version("E: Version 'x$(id)' for 'tini' was not found") is None  # not a version
 
 
 def test_a_build_log_naming_an_unserved_version_gives_the_one_line_to_relock(tmp_path):
@@ -164,8 +172,8 @@ def test_a_build_log_naming_an_unserved_version_gives_the_one_line_to_relock(tmp
     log = tmp_path / "build.log"
     log.write_text("x" * 200_000 + "\n#9 2.0 E: Version '0.19.0-0' for 'tini' was not found\nERROR: exit code: 100\n")
     assert build_step._unserved(spec, log) == (
-        f"the mirror no longer serves the locked Debian package tini 0.19.0-0: re-lock with "
-        f"`builder lock --select {MINIMAL}`, then `builder render`")
+        f"tini=0.19.0-0 (locked for {MINIMAL}) is no longer served by the mirror; "
+        f"run `builder refresh --select {MINIMAL}`, then `builder render`")
     log.write_text("#9 2.0 E: Unable to locate package tinny\n")
     assert build_step._unserved(spec, log) is None
     assert build_step._unserved(spec, tmp_path / "no-such.log") is None

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from builder import matrix
 from builder.cli import app
-from builder.generate import apt_lock, lock, render
+from builder.generate import apt_lock, base_lock, lock, render
 
 GOLDEN = golden_files.SMALL
 
@@ -48,8 +48,10 @@ def test_every_generated_file_says_it_is_generated(root):
 
 def test_committed_images_are_fresh(root):
     m, locks = _real(root)
-    files = render.render_all(m, root / "templates", locks, apt_lock.read_every(root / "images", m.images()))
+    files = render.render_all(m, root / "templates", locks, apt_lock.read_every(root / "images", m.images()),
+                              base_lock.read_every(root, m.images(), m.data.bases))
     assert render.check(files, root / "images") == []
+    assert files == render.render_committed(m, root / "templates", root / "images")
 
 
 def test_an_undefined_template_name_is_an_error_not_an_empty_string(tmp_path, root):

@@ -28,7 +28,7 @@ import docker
 from rich.markup import escape
 
 from builder import engine, files
-from builder.engine import images
+from builder.engine import debian_index, images
 from builder.generate import apt_lock, bake, render
 from builder.matrix import ImageSpec
 from builder.matrix.compat import DEFAULT_PLATFORM
@@ -171,13 +171,13 @@ def _unserved(spec: ImageSpec, log_path: Path, tail_bytes: int = 1 << 16) -> str
     try:
         with open(log_path, "rb") as f:
             f.seek(max(0, f.seek(0, 2) - tail_bytes))
-            missing = apt_lock.missing_version(f.read().decode(errors="replace"))
+            missing = debian_index.missing_version(f.read().decode(errors="replace"))
     except OSError:
         return None
     if missing is None:
         return None
-    return (f"the mirror no longer serves the locked Debian package {missing[0]} {missing[1]}: re-lock with "
-            f"`builder lock --select {spec.name}`, then `builder render`")
+    return (f"{missing[0]}={missing[1]} (locked for {spec.name}) is no longer served by the mirror; "
+            f"run `builder refresh --select {spec.name}`, then `builder render`")
 
 
 def _load(ctx: RunContext, archive: Path, ref: str) -> str:

@@ -17,7 +17,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from builder.generate import apt_lock, lock
+from builder.generate import apt_lock, base_lock, lock
 from builder.matrix import ImageSpec
 from builder.matrix.inputs import ConfigError
 from builder.run import build, report_file, smoke
@@ -115,7 +115,9 @@ def _build_facts(ctx: RunContext, spec: ImageSpec, b: PlatformBuild) -> predicat
         base=(b.base, b.base_digest), wheels=lock.read(images, spec.name, b.platform),
         debs=apt_lock.read(images, spec.name, b.platform) if spec.parent is None else None,
         tools=signer.tools, run_id=ctx.run_id, started=signer.started,
-        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        base_debs=(base_lock.read(Path(ctx.matrix.path).resolve().parent, spec.base, b.platform)
+                   if spec.parent is None and not spec.from_cuda_image else None))
 
 
 def _test_facts(ctx: RunContext, spec: ImageSpec, b: PlatformBuild) -> predicates.TestFacts:

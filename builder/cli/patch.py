@@ -1,0 +1,117 @@
+"""The ``builder`` commands that keep the images patched: ``outdated`` (what the locks lag behind)
+and ``refresh`` (move the locks to the newest allowed versions). :func:`register` adds them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from builder import files
+from builder.cli.common import BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, beside, guard, load, select_images
+from builder.engine import debian_index
+from builder.generate import apt_lock, lock, locking, outdated
+from builder.generate.outdated import Update
+from builder.matrix import ImageSpec, Matrix
+
+#: Where ``builder refresh`` writes its summary, in the build folder.
+SUMMARY = "refresh.md"
+
+
+def outdated_command(select: Optional[list[str]] = SelectOpt,
+                     as_json: bool = typer.Option(False, "--json", help="Print the JSON shape of builder.generate.outdated."),
+                     python: bool = typer.Option(True, "--python/--no-python", help="Also resolve the Python pins at their newest (needs the package index)."),
+                     matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
+    """List, per image and platform, each locked package with a newer version (old -> new, and where
+    from: security, updates, point release, index). Needs no Engine: the Debian indexes come through
+    a private apt state in the build folder. Exit 1 when a security update is pending (or an index
+    cannot be fetched), 0 when none is."""
+    m = load(matrix)
+    images = beside(matrix, images, "images")
+    specs = select_images(m, select)
+    with guard():
+        updates = outdated.debian_updates(m, specs, images, build_dir / "apt-index")
+        if python:
+            updates += _python_updates(m, specs, images)
+    if as_json:
+        typer.echo(json.dumps(outdated.as_json(updates, specs), indent=2))
+    else:
+        for line in outdated.lines(updates):
+            typer.echo(line)
+        typer.echo(f"{len(updates)} update(s), {outdated.security_pending(updates)} security update(s) pending "
+                   f"({len(specs)} images)")
+    if outdated.security_pending(updates):
+        raise typer.Exit(1)
+
+
+def _python_updates(m: Matrix, specs: list[ImageSpec], images: Path) -> list[Update]:
+    # The committed Python locks against the pins resolved at their newest (nothing written).
+    from builder.engine.sources import Sources
+
+    committed = [got for spec in specs for got in lock.read_platforms(images, spec).values()]
+    newest = locking.lock_all(m, specs, images, Sources.from_env(), log=lambda line: None, newest=True, write_locks=False)
+    return outdated.python_updates(committed, newest)
+
+
+def refresh_command(select: Optional[list[str]] = SelectOpt,
+                    security_only: bool = typer.Option(False, "--security-only", help="Move only Debian packages the security suites serve newer; no point release, no Python release."),
+                    matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
+    """Move the base locks, apt locks and Python locks to the newest allowed versions, parents first
+    (each base bootstrapped and loaded again; needs the Engine, root and the package indexes). Prints
+    each package that moved and writes them as Markdown to <build dir>/refresh.md (a pull request's
+    body). Then run `builder render`."""
+    m = load(matrix)
+    images = beside(matrix, images, "images")
+    specs = select_images(m, select)
+    with guard():
+        changes = _refresh(m, specs, images, build_dir, security_only)
+        summary = files.write_atomic(files.claim_folder(build_dir) / SUMMARY, outdated.markdown(changes, security_only))
+    for line in outdated.lines(changes):
+        typer.echo(line)
+    typer.echo(f"{len(changes)} package version(s) moved; wrote {summary}; run `builder render` and review the diff")
+
+
+def _refresh(m: Matrix, specs: list[ImageSpec], images: Path, build_dir: Path, security_only: bool) -> list[Update]:
+    # Bases, then the apt locks on them, then (unless security_only) the Python locks; what moved.
+    from builder import engine
+    from builder.engine import bases
+    from builder.engine.sources import Sources
+    from builder.generate import apt_locking, base_locking
+
+    roots = [s for s in specs if s.parent is None and not s.from_cuda_image]
+    locks_root = Path(m.path).resolve().parent
+    old_apt = {(s.name, p): apt_lock.read(images, s.name, p) for s in roots for p in s.platforms}
+    old_python = [got for spec in specs for got in lock.read_platforms(images, spec).values()]
+    changes: list[Update] = []
+    if roots:
+        client = engine.client(build_dir)
+        native = engine.native_platform(client)
+        for old, new in base_locking.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks_root,
+                                                typer.echo, native, refresh=True, security_only=security_only):
+            for spec in (s for s in roots if s.base == new.base):
+                changes += _moved(spec.name, new.platform, old.versions if old else {}, new.versions, new.package_suites)
+        refs = bases.for_roots(client, m.data.bases, roots, "auto", build_dir / "bases",
+                               lambda name, line: typer.echo(f"{name} {line}"), native,
+                               base_locking.pins_of(locks_root, "auto"))
+        for new in apt_locking.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo):
+            old = old_apt[new.image, new.platform]
+            changes += _moved(new.image, new.platform, old.versions, new.versions, new.suites)
+    if not security_only:
+        newest = locking.lock_all(m, specs, images, Sources.from_env(), log=typer.echo, newest=True)
+        changes += outdated.python_updates(old_python, newest)
+    return changes
+
+
+def _moved(image: str, platform: str, old: dict[str, str], new: dict[str, str], suites: dict[str, str]) -> list[Update]:
+    # The Debian packages whose version differs between ``old`` and ``new`` (added: locked "-").
+    return [Update(image, platform, "debian", name, old.get(name, "-"), version, debian_index.kind(suites[name]))
+            for name, version in sorted(new.items()) if old.get(name) != version]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``outdated`` and ``refresh`` to ``app``."""
+    app.command("outdated")(outdated_command)
+    app.command("refresh")(refresh_command)
+

@@ -1,0 +1,109 @@
+"""Security-current images against the real mirror and Engine: the published minimal image holds
+exactly its locks (base and apt step) and the security suite; `builder outdated` finds an older
+version planted in a copied lock (exit 1) and `builder refresh --security-only` moves it; a locked
+version the mirror no longer serves fails the bootstrap, and the build, with one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from repo import ROOT
+from run_builder import MINIMAL, builder, builds, report
+
+from builder.engine import bases, debian_index
+from builder.generate import apt_lock, base_lock, base_locking
+from builder.matrix import load
+
+pytestmark = pytest.mark.engine
+
+PLANTED = "libssl3"
+
+
+def _dpkg(client, ref: str) -> dict[str, str]:
+    out = client.containers.run(ref, ["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}=${Version}\\n"],
+                                entrypoint=[], user="0", remove=True, network_disabled=True).decode()
+    return debian_index.pins([line[3:].strip() for line in out.splitlines() if line.startswith("ii ")], ref)
+
+
+def test_the_published_image_holds_exactly_its_locks_from_the_security_suite(docker_client, main_job):
+    # The main job's minimal image (built from main): dpkg inside it has the base lock's and the apt
+    # lock's versions, nothing more; the base lock was current when written (no security update
+    # pending at its date) and takes packages from the security suite; the image's apt sources name
+    # the three suites and its labels say the lock's date.
+    result, build_dir = main_job
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    tag = builds(report(build_dir)[MINIMAL])["linux/amd64"]["tag"]
+    ref = f"{report(build_dir)[MINIMAL]['repository']}:{tag}"
+    base = base_lock.read(ROOT, "debian12", "linux/amd64")
+    apt = apt_lock.read(ROOT / "images", MINIMAL, "linux/amd64")
+    assert _dpkg(docker_client, ref) == {**base.versions, **apt.versions}
+    assert base.security_pending == 0 and "bookworm-security" in base.package_suites.values()
+    sources = docker_client.containers.run(ref, ["cat", "/etc/apt/sources.list.d/debian.sources"], entrypoint=[],
+                                           remove=True, network_disabled=True).decode()
+    assert [line.split()[1] for line in sources.splitlines() if line.startswith("Suites:")] == list(base.suites)
+    labels = docker_client.images.get(ref).labels
+    assert labels["io.github.inference-images.debian-index-date"] == base.date_iso
+    assert labels["io.github.inference-images.debian-security-pending"] == "0"
+
+
+def _copy(tmp_path: Path) -> Path:
+    # What outdated and refresh read and write: the matrix, its table, the locks.
+    for name in ("matrix.yaml", "compat.yaml", "docker-bake.json"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("images", "bases", "templates"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    return tmp_path / "matrix.yaml"
+
+
+def _plant_older(matrix: Path, index: debian_index.Index) -> str:
+    # The base lock of debian12 amd64 with PLANTED at the release suite's version (older than the
+    # security suite's), written with a valid digest as `builder lock` would; returns that version.
+    lock = base_lock.read(matrix.parent, "debian12", "linux/amd64")
+    old = index.versions["bookworm"][PLANTED]
+    assert debian_index.newer(index, {PLANTED: old})[PLANTED][2] == "bookworm-security"
+    versions, suites = {**lock.versions, PLANTED: old}, {**lock.package_suites, PLANTED: "bookworm"}
+    path = base_lock.path_of(matrix.parent, "debian12", "linux/amd64")
+    path.write_text(base_lock.text("debian12", "linux/amd64", lock.suites, lock.date, lock.security_pending, versions, suites))
+    return old
+
+
+def test_outdated_reports_a_planted_older_version_and_refresh_moves_it(docker_client, tmp_path):
+    matrix = _copy(tmp_path)
+    build = tmp_path / "build"
+    index = debian_index.fetch(debian_index.Archive.of("bookworm"), "amd64", build / "index")
+    old = _plant_older(matrix, index)
+    args = ["--select", "minimal-debian12*", "--matrix", str(matrix), "--build-dir", str(build)]
+    r = builder("outdated", *args, "--no-python", "--json")
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    found = {(row["platform"], u["package"]): u for row in json.loads(r.stdout)["images"] for u in row["updates"]}
+    assert found["linux/amd64", PLANTED] == {"ecosystem": "debian", "package": PLANTED, "locked": old,
+                                             "newest": index.newest(PLANTED)[0], "source": "security"}
+    assert ("linux/arm64", PLANTED) not in found or found["linux/arm64", PLANTED]["locked"] != old
+
+    r = builder("refresh", *args, "--security-only")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    moved = base_lock.read(matrix.parent, "debian12", "linux/amd64")
+    assert moved.versions[PLANTED] != old and moved.package_suites[PLANTED] == "bookworm-security"
+    summary = (build / "refresh.md").read_text()
+    assert f"| {PLANTED} | debian | {old} | {moved.versions[PLANTED]} | security |" in summary
+    assert f"{PLANTED} {old} -> {moved.versions[PLANTED]} (security)" in r.stdout
+    r = builder("outdated", *args, "--no-python", "--json")
+    after = json.loads(r.stdout)
+    assert not any(u["package"] == PLANTED for row in after["images"] for u in row["updates"])
+    # exit 0, unless Debian published a security update after the refresh's indexes were read
+    assert r.returncode == 0 or debian_index.fetch(debian_index.Archive.of("bookworm"), "amd64",
+                                                   build / "index").date > moved.date, r.stdout[-2000:]
+
+
+def test_a_locked_base_version_the_mirror_no_longer_serves_fails_in_one_line(docker_client, tmp_path):
+    m = load(ROOT / "matrix.yaml")
+    lock = base_lock.read(ROOT, "debian12", "linux/amd64")
+    pins = base_locking.pins(lock)
+    unserved = bases.Pins({**pins.versions, "zlib1g": "1:0.0.1-0"}, pins.date)
+    with pytest.raises(bases.BaseError) as exc:
+        bases.bootstrap(docker_client, "unserved-test", m.data.bases["debian12"], tmp_path, print, "linux/amd64", unserved)
+    assert str(exc.value) == ("zlib1g=1:0.0.1-0 (base unserved-test, linux/amd64) is no longer served by the mirror; "
+                              "run `builder refresh`")
