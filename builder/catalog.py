@@ -15,6 +15,7 @@ pulls nothing to write its catalog. :func:`markdown` and :func:`write` give ``do
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def _label(labels: dict, key: str, check) -> str | None:
 
 
 def _count(value: object) -> int | None:
-    return int(value) if isinstance(value, str) and value.isdigit() and int(value) <= 10**6 else None
+    # ASCII digits only (str.isdigit() takes "²"), at most 10**6.
+    return int(value) if isinstance(value, str) and re.fullmatch(r"[0-9]{1,7}", value) and int(value) <= 10**6 else None
 
 
 def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient,

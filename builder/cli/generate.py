@@ -88,11 +88,14 @@ def _lock_apt(m, specs: list, images: Path, build_dir: Path) -> list:
     native = engine.native_platform(client)
     locks = Path(m.path).resolve().parent
     written = base_locking.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks, typer.echo, native)
+    refs = bases.for_roots(client, m.data.bases, roots, "bootstrap", build_dir / "bases",
+                           lambda name, line: typer.echo(f"{name} {line}"), native,
+                           base_locking.pins_with(locks, "bootstrap", written))
+    done = apt_locking.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo)
+    base_locking.write_all(locks, written)  # once every apt lock on them resolved
     for _, new in written:
         typer.echo(f"wrote {base_lock.path_of(locks, new.base, new.platform)}: {len(new.versions)} Debian packages")
-    refs = bases.for_roots(client, m.data.bases, roots, "auto", build_dir / "bases",
-                           lambda name, line: typer.echo(f"{name} {line}"), native, base_locking.pins_of(locks, "auto"))
-    return apt_locking.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo)
+    return done
 
 
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

@@ -15,6 +15,7 @@ from builder.engine import debian_index
 from builder.generate import apt_lock, lock, locking, outdated
 from builder.generate.outdated import Update
 from builder.matrix import ImageSpec, Matrix
+from builder.matrix.platform import Platform
 
 #: Where ``builder refresh`` writes its summary, in the build folder.
 SUMMARY = "refresh.md"
@@ -32,6 +33,7 @@ def outdated_command(select: Optional[list[str]] = SelectOpt,
     images = beside(matrix, images, "images")
     specs = select_images(m, select)
     with guard():
+        files.claim_folder(build_dir)
         updates = outdated.debian_updates(m, specs, images, build_dir / "apt-index")
         if python:
             updates += _python_updates(m, specs, images)
@@ -66,6 +68,7 @@ def refresh_command(select: Optional[list[str]] = SelectOpt,
     images = beside(matrix, images, "images")
     specs = select_images(m, select)
     with guard():
+        files.claim_folder(build_dir)
         changes = _refresh(m, specs, images, build_dir, security_only)
         summary = files.write_atomic(files.claim_folder(build_dir) / SUMMARY, outdated.markdown(changes, security_only))
     for line in outdated.lines(changes):
@@ -75,39 +78,68 @@ def refresh_command(select: Optional[list[str]] = SelectOpt,
 
 def _refresh(m: Matrix, specs: list[ImageSpec], images: Path, build_dir: Path, security_only: bool) -> list[Update]:
     # Bases, then the apt locks on them, then (unless security_only) the Python locks; what moved.
-    from builder import engine
-    from builder.engine import bases
+    # A lock is written only once everything that stands on it resolved.
     from builder.engine.sources import Sources
-    from builder.generate import apt_locking, base_locking
 
     roots = [s for s in specs if s.parent is None and not s.from_cuda_image]
-    locks_root = Path(m.path).resolve().parent
-    old_apt = {(s.name, p): apt_lock.read(images, s.name, p) for s in roots for p in s.platforms}
     old_python = [got for spec in specs for got in lock.read_platforms(images, spec).values()]
-    changes: list[Update] = []
-    if roots:
-        client = engine.client(build_dir)
-        native = engine.native_platform(client)
-        for old, new in base_locking.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks_root,
-                                                typer.echo, native, refresh=True, security_only=security_only):
-            for spec in (s for s in roots if s.base == new.base):
-                changes += _moved(spec.name, new.platform, old.versions if old else {}, new.versions, new.package_suites)
-        refs = bases.for_roots(client, m.data.bases, roots, "auto", build_dir / "bases",
-                               lambda name, line: typer.echo(f"{name} {line}"), native,
-                               base_locking.pins_of(locks_root, "auto"))
-        for new in apt_locking.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo):
-            old = old_apt[new.image, new.platform]
-            changes += _moved(new.image, new.platform, old.versions, new.versions, new.suites)
+    changes = _refresh_debian(m, roots, images, build_dir, security_only) if roots else []
     if not security_only:
         newest = locking.lock_all(m, specs, images, Sources.from_env(), log=typer.echo, newest=True)
         changes += outdated.python_updates(old_python, newest)
     return changes
 
 
+def _refresh_debian(m: Matrix, roots: list[ImageSpec], images: Path, build_dir: Path, security_only: bool) -> list[Update]:
+    # The base locks, then the root images' apt locks: re-resolved on the new bases, or with
+    # security_only each entry the security suite serves newer moved to that version.
+    from builder import engine
+    from builder.engine import bases
+    from builder.generate import apt_locking, base_locking
+
+    locks_root = Path(m.path).resolve().parent
+    old_apt = {(s.name, p): apt_lock.read(images, s.name, p) for s in roots for p in s.platforms}
+    client = engine.client(build_dir)
+    native = engine.native_platform(client)
+    written = base_locking.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks_root, typer.echo, native,
+                                      refresh=True, security_only=security_only)
+    if security_only:
+        new_apt = [_security_moved(m, s, old_apt[s.name, p], build_dir) for s in roots for p in s.platforms]
+        for new in new_apt:
+            apt_locking.write(images, new)
+    else:
+        refs = bases.for_roots(client, m.data.bases, roots, "bootstrap", build_dir / "bases",
+                               lambda name, line: typer.echo(f"{name} {line}"), native,
+                               base_locking.pins_with(locks_root, "bootstrap", written))
+        new_apt = apt_locking.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo)
+    base_locking.write_all(locks_root, written)
+    changes = [u for old, new in written for spec in roots if spec.base == new.base
+               for u in _moved(spec.name, new.platform, old.versions if old else {}, new.versions, new.package_suites)]
+    for new in new_apt:
+        old = old_apt[new.image, new.platform]
+        changes += _moved(new.image, new.platform, old.versions, new.versions, new.suites)
+    return changes
+
+
+def _security_moved(m: Matrix, spec: ImageSpec, old: apt_lock.AptLock, build_dir: Path) -> apt_lock.AptLock:
+    # ``old`` with each entry the security suite serves newer moved to that version.
+    release = m.data.bases[spec.base].bootstrap.suite
+    arch = Platform.parse(old.platform).arch
+    index = debian_index.fetch(debian_index.Archive.of(release), arch, build_dir / "apt-index" / f"{release}-{arch}")
+    versions, suites = dict(old.versions), dict(old.suites)
+    for name, version in old.versions.items():
+        if fix := debian_index.security_fix(index, name, version):
+            versions[name], suites[name] = fix, f"{release}-security"
+    return apt_lock.parse(apt_lock.text(old.image, old.platform, old.packages, versions, suites), f"{old.image} (new apt lock)")
+
+
 def _moved(image: str, platform: str, old: dict[str, str], new: dict[str, str], suites: dict[str, str]) -> list[Update]:
-    # The Debian packages whose version differs between ``old`` and ``new`` (added: locked "-").
-    return [Update(image, platform, "debian", name, old.get(name, "-"), version, debian_index.kind(suites[name]))
-            for name, version in sorted(new.items()) if old.get(name) != version]
+    # The Debian packages whose version differs between ``old`` and ``new`` (added: locked "-";
+    # removed: now "-", source "removed").
+    moved = [Update(image, platform, "debian", name, old.get(name, "-"), version, debian_index.kind(suites[name]))
+             for name, version in sorted(new.items()) if old.get(name) != version]
+    return moved + [Update(image, platform, "debian", name, version, "-", "removed")
+                    for name, version in sorted(old.items()) if name not in new]
 
 
 def register(app: typer.Typer) -> None:

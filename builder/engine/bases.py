@@ -150,7 +150,7 @@ def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, wo
                 raise BaseError(f"base {key}: {errors[-1]}") from None
             log(f"pull failed, bootstrapping base {key} ({platform}) instead")
     try:
-        bootstrap(client, key, base, workdir, log, platform, pins)
+        ref = bootstrap(client, key, base, workdir, log, platform, pins).ref
     except (BaseError, ConfigError, engine.EngineError, debian_index.IndexUnavailable, OSError,
             subprocess.CalledProcessError) as exc:
         errors.append(f"bootstrap: {exc}")
@@ -231,7 +231,8 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
         raise BaseError(f"base {key} ({platform}): the suites moved while bootstrapping; run again")
     _strip(rootfs)
     tarball = root / "rootfs.tar"
-    subprocess.run(["tar", "--numeric-owner", "--sort=name", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+    subprocess.run(["tar", "--numeric-owner", "--sort=name", "--one-file-system", "-C", str(rootfs), "-cf", str(tarball),
+                    "."], check=True)
     ref = bootstrap_ref(key, base, platform, Pins(versions, epoch))
     shutil.rmtree(rootfs)
     _load(client, tarball, ref, platform, epoch)
@@ -250,45 +251,73 @@ def _difference(want: dict[str, str], got: dict[str, str]) -> str:
 
 def _bring_to(rootfs: Path, archive: debian_index.Archive, key: str, platform: str, pins: Pins | None,
               epoch: int) -> dict[str, str]:
-    """Point ``rootfs``'s apt at the three suites (:data:`SOURCES`), then in a chroot (``/proc``
-    mounted, services held back by :data:`POLICY_RC`) ``apt-get update`` and install ``lock``'s
-    exact versions (downgrades allowed), or upgrade every package to its newest without pins.
-    Returns ``{package: version}`` of what dpkg then has; raises BaseError when apt fails (a locked
-    version the mirror no longer serves: one line naming it)."""
-    debootstrap_list = rootfs / "etc/apt/sources.list"
-    debootstrap_list.unlink(missing_ok=True)
-    files.write_atomic(rootfs / SOURCES, archive.sources())
+    """Point ``rootfs``'s apt at the three suites (:data:`SOURCES`, the URLs without user
+    information: a credential never enters an image), then in a chroot (``/proc`` mounted, services
+    held back by :data:`POLICY_RC`, apt reading the sources as configured from a temporary list)
+    ``apt-get update`` and install ``pins``' exact versions (downgrades allowed), or upgrade every
+    package to its newest without pins. Returns ``{package: version}`` of what dpkg then has; raises
+    BaseError when apt fails (a pinned version the mirror no longer serves: one line naming it) or
+    ``/proc`` cannot be unmounted."""
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)  # debootstrap's, naming the mirror as given
+    files.write_atomic(rootfs / SOURCES, archive.sources(public=True))
+    files.write_atomic(rootfs / CHROOT_SOURCES, archive.sources())
     files.write_atomic(rootfs / POLICY_RC, "#!/bin/sh\nexit 101\n", mode=files.EXEC_MODE)
-    pinned = rootfs / "tmp/base.lock"
-    files.write_atomic(pinned, "".join(f"{n}={v}\n" for n, v in sorted(pins.versions.items())) if pins else "")
-    # Without a lock: every package to its newest first. Either way the last step installs the pins,
-    # so a base made while locking and one made from the lock later went through the same steps.
-    newest = ("apt-get upgrade -y -q --with-new-pkgs && dpkg-query -W -f '${db:Status-Abbrev} ${Package}=${Version}\\n' "
-              "| sed -n 's/^ii *//p' > /tmp/base.lock && " if pins is None else "")
-    script = (f"apt-get update -q && {newest}xargs -a /tmp/base.lock apt-get install -y -q --no-install-recommends "
-              "--allow-downgrades && apt-get clean")
-    subprocess.run(["mount", "-t", "proc", "proc", str(rootfs / "proc")], check=True)
-    try:
-        r = subprocess.run(["chroot", str(rootfs), "sh", "-euc", script], capture_output=True, text=True,
-                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
-                                "LC_ALL": "C", "SOURCE_DATE_EPOCH": str(epoch)})
-    finally:
-        subprocess.run(["umount", str(rootfs / "proc")], check=False)
-        (rootfs / POLICY_RC).unlink(missing_ok=True)
-        pinned.unlink(missing_ok=True)
+    files.write_atomic(rootfs / PINS, "".join(f"{n}={v}\n" for n, v in sorted(pins.versions.items())) if pins else "")
+    r = _chroot(rootfs, _script(pins is None), epoch)
     with files.open_log(rootfs.parent / "apt.log") as out:
-        out.write((r.stdout + r.stderr).encode())
+        out.write(archive.redact(r.stdout + r.stderr).encode())
     if r.returncode != 0:
         missing = debian_index.missing_version(r.stdout + r.stderr)
         if missing:
             raise BaseError(f"{missing[0]}={missing[1]} (base {key}, {platform}) is no longer served by the mirror; "
                             "run `builder refresh`")
-        raise BaseError(f"apt in the {key} bootstrap ({platform}) failed: "
-                        f"{archive.redact((r.stderr.strip() or r.stdout.strip())[-300:])}")
+        said = archive.redact(r.stderr.strip() or r.stdout.strip())
+        raise BaseError(f"apt in the {key} bootstrap ({platform}) failed: {said[-300:]}")
     r = subprocess.run(["dpkg-query", f"--admindir={rootfs / 'var/lib/dpkg'}", "-W", "-f",
                         "${db:Status-Abbrev} ${Package}=${Version}\n"], capture_output=True, text=True, check=True)
     return debian_index.pins([line[3:].strip() for line in r.stdout.splitlines() if line.startswith("ii ")],
                              f"dpkg's status in the {key} bootstrap")
+
+
+#: The chroot's temporary files: apt's sources as configured (credentials included) and the pins.
+CHROOT_SOURCES, PINS = "tmp/builder.sources", "tmp/base.lock"
+
+
+def _script(newest: bool) -> str:
+    # The chroot's steps. ``newest``: every package to its newest version first. Either way the last
+    # step installs every package dpkg then has at its version, so each is marked installed by hand,
+    # whichever way it got there, and a base made from a lock later went through the same steps.
+    apt = f"apt-get -q -o Dir::Etc::SourceList=/{CHROOT_SOURCES} -o Dir::Etc::SourceParts=/dev/null"
+    every = f"dpkg-query -W -f '${{db:Status-Abbrev}} ${{Package}}=${{Version}}\\n' | sed -n 's/^ii *//p' > /{PINS}"
+    install = f"xargs -a /{PINS} {apt} install -y --no-install-recommends --allow-downgrades"
+    first = f"{apt} upgrade -y --with-new-pkgs" if newest else install
+    return f"{apt} update && {first} && {every} && {install} && {apt} clean"
+
+
+def _chroot(rootfs: Path, script: str, epoch: int) -> subprocess.CompletedProcess:
+    # ``script`` in a chroot of ``rootfs`` with /proc mounted, then unmounted (BaseError when it
+    # cannot be: the folder is not archived or removed with the host's /proc inside) and the
+    # temporary files removed.
+    proc = rootfs / "proc"
+    subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
+    try:
+        return subprocess.run(["chroot", str(rootfs), "sh", "-euc", script], capture_output=True, text=True,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
+                                   "LC_ALL": "C", "SOURCE_DATE_EPOCH": str(epoch)})
+    finally:
+        _unmount(proc)
+        for rel in (POLICY_RC, CHROOT_SOURCES, PINS):
+            (rootfs / rel).unlink(missing_ok=True)
+
+
+def _unmount(path: Path) -> None:
+    # Unmount ``path`` when it is a mount point (lazily when busy); BaseError when it stays one.
+    if os.path.ismount(path):
+        subprocess.run(["umount", str(path)], check=False, capture_output=True)
+    if os.path.ismount(path):
+        subprocess.run(["umount", "--lazy", str(path)], check=False, capture_output=True)
+    if os.path.ismount(path):
+        raise BaseError(f"{path} stays mounted; unmount it by hand")
 
 
 def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path, log: Callable[[str], None],
@@ -299,6 +328,7 @@ def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path
     non-zero."""
     rootfs = root / "rootfs"
     if rootfs.exists():
+        _unmount(rootfs / "proc")  # a run killed in its chroot left it mounted
         shutil.rmtree(rootfs)
     root.mkdir(parents=True, exist_ok=True)
     logfile = root / "debootstrap.log"

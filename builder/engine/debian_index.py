@@ -20,9 +20,11 @@ order, policy 5.6.12).
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import os
 import re
+import urllib.parse
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,19 +84,34 @@ class Archive:
         """The URL that serves ``suite``."""
         return self.security if suite.endswith("-security") else self.mirror
 
-    def sources(self) -> str:
+    def sources(self, public: bool = False) -> str:
         """apt's source list (deb822, https://manpages.debian.org/bookworm/apt/sources.list.5.en.html)
         of the three suites, main component; from a snapshot (:func:`builder.engine.sources.apt_snapshot`)
-        without the validity check, since a snapshot's Release has expired."""
+        without the validity check, since a snapshot's Release has expired. ``public``: the URLs
+        without their user information (what an image may carry)."""
         extra = "Check-Valid-Until: no\n" if self.snapshot else ""
-        return "\n".join(f"Types: deb\nURIs: {self.uri(suite)}\nSuites: {suite}\nComponents: main\nSigned-By: {KEYRING}\n{extra}"
+        uri = (lambda suite: _bare(self.uri(suite))) if public else self.uri
+        return "\n".join(f"Types: deb\nURIs: {uri(suite)}\nSuites: {suite}\nComponents: main\nSigned-By: {KEYRING}\n{extra}"
                          for suite in self.suites)
 
     def redact(self, text: str) -> str:
-        """``text`` with the archive's URLs replaced by ``<mirror>`` and ``<security mirror>``."""
+        """``text`` with the archive's URLs, in every form apt prints them (with and without their
+        user information and trailing slash), replaced by ``<mirror>`` and ``<security mirror>``."""
         for url, name in ((self.security, "<security mirror>"), (self.mirror, "<mirror>")):
-            text = text.replace(url.rstrip("/"), name)
+            for form in sorted(_forms(url), key=len, reverse=True):
+                text = text.replace(form, name)
         return text
+
+
+def _bare(url: str) -> str:
+    # ``url`` without its user information (``user:password@``).
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _forms(url: str) -> set[str]:
+    # ``url`` as given and without its user information, each with and without the trailing slash.
+    return {u for form in (url, _bare(url)) for u in (form, form.rstrip("/")) if u}
 
 
 def kind(suite: str) -> str:
@@ -132,8 +149,10 @@ class Index:
         return best
 
     def suite_of(self, package: str, version: str) -> str | None:
-        """The first suite, in order, that serves ``package`` at exactly ``version``, or None."""
-        return next((s for s in self.suites if self.versions.get(s, {}).get(package) == version), None)
+        """The suite that serves ``package`` at exactly ``version``, or None; the last in order when
+        several do (a security update a point release folded into the release is still the
+        security suite's)."""
+        return next((s for s in reversed(self.suites) if self.versions.get(s, {}).get(package) == version), None)
 
 
 def fetch(archive: Archive, arch: str, root: Path) -> Index:
@@ -153,9 +172,10 @@ def fetch(archive: Archive, arch: str, root: Path) -> Index:
             "-o", "Acquire::Languages=none", "-o", "Acquire::GzipIndexes=false", "-o", "APT::Get::List-Cleanup=1", "-q"]
     r = subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True,
                        env={**os.environ, "LC_ALL": "C"})
-    errors = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith(("E:", "W:", "Err:"))]
-    if r.returncode != 0 or any(line.startswith(("E:", "Err:")) for line in errors):
-        first = archive.redact(errors[0] if errors else f"exit {r.returncode}")
+    failed = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith(("E:", "Err:"))]
+    if r.returncode != 0 or failed:
+        reasons = [line for line in r.stderr.splitlines() if line.startswith(("E:", "W:"))] or failed
+        first = archive.redact(reasons[0] if reasons else f"exit {r.returncode}")
         raise IndexUnavailable(f"the {archive.release} package indexes ({arch}) could not be fetched: {first[:300]}")
     return read(lists, archive.suites, arch)
 
@@ -201,9 +221,11 @@ def release_date(path: Path, suite: str) -> int:
     where = f"the {suite} InRelease"
     text = _text(path, MAX_RELEASE, where)
     try:
-        stanza = deb822.Release(text.splitlines())
-        return int(email.utils.parsedate_to_datetime(stanza["Date"]).timestamp())
-    except (KeyError, TypeError, ValueError):
+        date = email.utils.parsedate_to_datetime(deb822.Release(text.splitlines())["Date"])
+        if date.tzinfo is None:  # "-0000": UTC, its zone unknown (RFC 2822 3.3), never the host's
+            date = date.replace(tzinfo=datetime.timezone.utc)
+        return int(date.timestamp())
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ConfigError([f"{where}: no RFC 2822 Date field"]) from None
 
 
@@ -231,14 +253,26 @@ def packages(path: Path, where: str, arch: str) -> dict[str, str]:
 
 
 def newer(index: Index, locked: dict[str, str]) -> dict[str, tuple[str, str, str]]:
-    """``{package: (locked version, newest version, its suite)}`` for each of ``locked``
-    (``{package: version}``) that some suite of ``index`` serves newer."""
+    """``{package: (locked version, newest version, suite)}`` for each of ``locked``
+    (``{package: version}``) that some suite of ``index`` serves newer. ``suite`` is the security
+    suite whenever it serves a version newer than the locked one (a point release that folded a
+    security update into the release keeps it a security update), else the newest version's."""
     out = {}
+    security = next((s for s in index.suites if s.endswith("-security")), None)
     for name, version in sorted(locked.items()):
         best = index.newest(name)
-        if best is not None and Version(best[0]) > Version(version):
-            out[name] = (version, *best)
+        if best is None or Version(best[0]) <= Version(version):
+            continue
+        fix = index.versions.get(security, {}).get(name) if security else None
+        out[name] = (version, best[0], security if fix and Version(fix) > Version(version) else best[1])
     return out
+
+
+def security_fix(index: Index, name: str, version: str) -> str | None:
+    """The security suite's version of ``name`` when it is newer than ``version``, else None."""
+    security = next((s for s in index.suites if s.endswith("-security")), None)
+    fix = index.versions.get(security, {}).get(name) if security else None
+    return fix if fix and Version(fix) > Version(version) else None
 
 
 def missing_version(log: str) -> tuple[str, str] | None:

@@ -136,15 +136,16 @@ def entries(lines: Iterable[str], where: str) -> dict[str, str]:
     versions: dict[str, str] = {}
     errors: list[str] = []
     for number, line in enumerate(lines, 1):
-        _entry(f"{line} -" if line.strip() else line, f"{where}:{number}", versions, {}, errors)
+        _entry(f"{line} -" if line.strip() else line, f"{where}:{number}", versions, {}, errors, unknown_suite=True)
     if errors:
         raise ConfigError(errors)
     return versions
 
 
-def _entry(line: str, where: str, versions: dict[str, str], suites: dict[str, str], errors: list[str]) -> None:
+def _entry(line: str, where: str, versions: dict[str, str], suites: dict[str, str], errors: list[str],
+           unknown_suite: bool = False) -> None:
     # One ``name=version suite`` line into ``versions`` and ``suites`` (a blank line is nothing);
-    # else a line in ``errors``. ``entries`` passes ``-`` as the suite.
+    # else a line in ``errors``. ``entries`` passes ``-`` as the suite (``unknown_suite``); a file never may.
     if not line.strip():
         return
     pin, sep, suite = line.partition(" ")
@@ -153,7 +154,7 @@ def _entry(line: str, where: str, versions: dict[str, str], suites: dict[str, st
         errors.append(f"{where}: {shown(line)} is not <package>=<version> <suite>")
         return
     ok = (_grammar(grammar.debian_package, name, where, errors) and _grammar(grammar.debian_version, version, where, errors)
-          and (suite == "-" or _grammar(grammar.key_name, suite, where, errors)))
+          and ((unknown_suite and suite == "-") or _grammar(grammar.key_name, suite, where, errors)))
     if ok and name in versions:
         errors.append(f"{where}: {name} is locked twice")
     elif ok:

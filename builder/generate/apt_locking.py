@@ -5,8 +5,8 @@ In a container of the base (under QEMU for a foreign platform, :func:`builder.en
 ``apt-get update`` then ``apt-get install --simulate --no-install-recommends`` of matrix.yaml's
 ``runtime.apt`` lists every package the apt step would install (``Inst <package> (<version> …)``
 lines, https://manpages.debian.org/bookworm/apt/apt-get.8.en.html); a requested package the base
-already has is locked at its installed version (``dpkg-query``). Each package's suite is the first
-of the base's release, ``-updates`` and ``-security`` suites whose index serves that version
+already has is locked at its installed version (``dpkg-query``). Each package's suite is the one
+of the base release's suites whose index serves that version (the security suite first)
 (:mod:`builder.engine.debian_index`). The container's output is hostile input like any file: every
 name and version is checked by :func:`builder.generate.apt_lock.parse`.
 The file format is :mod:`builder.generate.apt_lock`.
@@ -75,7 +75,7 @@ def write(images: Path, new: AptLock) -> Path:
 
 
 def suites_of(versions: dict[str, str], index: debian_index.Index, where: str) -> dict[str, str]:
-    """``{package: suite}``: the first suite of ``index`` that serves each of ``versions`` at that
+    """``{package: suite}``: the suite of ``index`` that serves each of ``versions`` at that
     version. Raises ConfigError naming ``where`` for one no suite serves (the mirror moved: lock again)."""
     suites = {}
     for name, version in versions.items():

@@ -17,6 +17,7 @@ the security suite served newer when it was written, ``# sha256:`` the entries' 
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,12 @@ def path_of(root: Path, key: str, platform: str) -> Path:
     return Path(root) / FOLDER / f"{grammar.key_name(key)}.{Platform.parse(platform).arch}.lock"
 
 
+def context_name(platform: str) -> str:
+    """``base.<arch>.lock``: the name of a base lock in a root image's build context, whose apt step
+    installs its versions too (on a pulled base they are not there yet)."""
+    return f"base.{Platform.parse(platform).arch}.lock"
+
+
 def text(key: str, platform: str, suites: tuple[str, ...], date: int, security_pending: int,
          versions: dict[str, str], package_suites: dict[str, str]) -> str:
     """The lock file's text (module doc)."""
@@ -96,7 +103,8 @@ def parse(content: str, where: str) -> BaseLock:
 
 
 def _number(value: str, low: int, high: int, where: str, errors: list[str]) -> int:
-    if not value.isdigit() or not low <= int(value) <= high:
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,12}", value) or not low <= int(value) <= high:
         errors.append(f"{where} {value[:40]!r} is not a whole number from {low} to {high}")
         return low
     return int(value)

@@ -11,7 +11,7 @@ from typing import Callable
 import docker
 
 from builder.engine import bases, debian_index
-from builder.generate import base_lock
+from builder.generate import base_lock, lock
 from builder.generate.base_lock import BaseLock
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError
@@ -37,7 +37,7 @@ def pins_of(root: Path, source: str) -> Callable[[str, str], bases.Pins | None]:
 
 
 def lock_of(key: str, platform: str, made: bases.Bootstrapped) -> BaseLock:
-    """The base lock of a bootstrap: its versions, each one's suite the first of the release's suites
+    """The base lock of a bootstrap: its versions, each one's suite the one of the release's suites
     that serves it, its date, and the count of packages the security suite serves newer. Raises
     ConfigError for a version no suite serves."""
     suites = {}
@@ -54,11 +54,13 @@ def lock_of(key: str, platform: str, made: bases.Bootstrapped) -> BaseLock:
 def lock_bases(client: docker.DockerClient, bases_: dict[str, Base], roots: list, workdir: Path, root: Path,
                log: Callable[[str], None], build_platform: str = DEFAULT_PLATFORM, refresh: bool = False,
                security_only: bool = False) -> list[tuple[BaseLock | None, BaseLock]]:
-    """Write the base lock of every bootstrapped base of ``roots`` and platform that has none under
+    """The new base lock of every bootstrapped base of ``roots`` and platform that has none under
     ``root`` (all of them with ``refresh``: each moved to the suites' newest versions, or with
     ``security_only`` only its packages the security suite serves newer), bootstrapping and loading
-    the base it names. Returns ``(old lock or None, new lock)`` for each lock that changed. Raises
-    BaseError, ConfigError, IndexUnavailable."""
+    the base it names; nothing is written (:func:`write_all`, once what stands on them resolved
+    too). Returns ``(old lock or None, new lock)`` for each lock whose versions or suites changed: a
+    lock that only the suites' newer date would change is kept, with its date, so its images keep
+    their build ids. Raises BaseError, ConfigError, IndexUnavailable."""
     done: list[tuple[BaseLock | None, BaseLock]] = []
     seen: set[tuple[str, str]] = set()
     for spec, platform in bases.base_platforms(roots, build_platform):
@@ -70,14 +72,31 @@ def lock_bases(client: docker.DockerClient, bases_: dict[str, Base], roots: list
             continue
         base = bases_[spec.base]
         target = _security_target(old, base, platform, workdir / spec.base) if security_only and old else None
+        if target is not None and target.versions == old.versions:
+            continue  # no security update: nothing to bootstrap
         log(f"bootstrapping base {spec.base} ({platform}) at the suites' "
             f"{'security updates' if target else 'newest versions'}")
         made = bases.bootstrap(client, spec.base, base, workdir, log, platform, pins(target), exact=False)
         new = lock_of(spec.base, platform, made)
-        if old is None or old.text != new.text:
-            base_lock.write(root, new)
+        if old is None or (old.versions, old.package_suites) != (new.versions, new.package_suites):
             done.append((old, new))
     return done
+
+
+def write_all(root: Path, written: list[tuple[BaseLock | None, BaseLock]]) -> None:
+    """Write the new locks of :func:`lock_bases` under ``root``. Raises ConfigError, writing none of
+    them, when a file is in the way that ``builder lock`` did not write."""
+    for _, new in written:
+        lock.ensure_ours(base_lock.path_of(root, new.base, new.platform))
+    for _, new in written:
+        base_lock.write(root, new)
+
+
+def pins_with(root: Path, source: str, written: list[tuple[BaseLock | None, BaseLock]]) -> Callable[[str, str], bases.Pins | None]:
+    """:func:`pins_of` ``root``, except for the bases ``written`` (not yet on disk): their new locks'."""
+    new = {(n.base, n.platform): n for _, n in written}
+    on_disk = pins_of(root, source)
+    return lambda key, platform: pins(new[key, platform]) if (key, platform) in new else on_disk(key, platform)
 
 
 def _security_target(old: BaseLock, base: Base, platform: str, workdir: Path) -> BaseLock:
@@ -85,8 +104,9 @@ def _security_target(old: BaseLock, base: Base, platform: str, workdir: Path) ->
     arch = Platform.parse(platform).arch
     index = debian_index.fetch(debian_index.Archive.of(base.bootstrap.suite), arch, workdir / f"index-{arch}")
     versions, suites = dict(old.versions), dict(old.package_suites)
-    for name, (_, new, suite) in debian_index.newer(index, old.versions).items():
-        if suite.endswith("-security"):
-            versions[name], suites[name] = new, suite
+    security = old.suites[-1]
+    for name, version in old.versions.items():
+        if fix := debian_index.security_fix(index, name, version):
+            versions[name], suites[name] = fix, security
     text = base_lock.text(old.base, old.platform, old.suites, index.date, 0, versions, suites)
     return base_lock.parse(text, f"{old.base} (security target)")

@@ -49,8 +49,9 @@ def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[s
     label, passed through as they are); a child also gets ``layer.<arch>.lock``, the entries its
     ``parent_locks`` lack (:func:`builder.generate.lock.layer`), which its own layer installs. A root
     image's ``apt_locks`` (by platform, :mod:`builder.generate.apt_lock`), which its apt step
-    bind-mounts, are passed through as they are. ``base_locks`` (by platform) of the image's base
-    give its labels the Debian index date and the pending security updates of its linux/amd64 lock.
+    bind-mounts, are passed through as they are, and so are its base's ``base_locks`` (by platform,
+    as ``base.<arch>.lock``), which the apt step installs too; they give every image's labels the
+    Debian index date and the pending security updates of the linux/amd64 lock.
 
     Raises jinja2.TemplateError (e.g. UndefinedError) when a template uses a name it was not given.
     """
@@ -75,6 +76,8 @@ def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[s
             out[lock.layer_file(platform)] = lock.layer(image_lock, (parent_locks or {})[platform])
     for platform, packages in (apt_locks or {}).items():
         out[apt_lock.file_name(platform)] = packages.text
+        if spec.parent is None and base_locks and platform in base_locks:
+            out[base_lock.context_name(platform)] = base_locks[platform].text
     return out
 
 
@@ -100,7 +103,7 @@ def render_all(matrix: Matrix, templates: Path, locks: dict[str, dict[str, lock.
     for spec in matrix.images():
         parent = locks[spec.parent] if spec.parent else None
         for name, text in render_image(matrix, spec, templates, locks[spec.name], parent,
-                                       (apt_locks or {}).get(spec.name), (base_locks or {}).get(spec.base)).items():
+                                       (apt_locks or {}).get(spec.name), _base_locks_of(matrix, spec, base_locks)).items():
             out[f"{spec.name}/{name}"] = text
     return out
 
@@ -111,6 +114,14 @@ def render_committed(matrix: Matrix, templates: Path, images: Path) -> dict[str,
     specs = matrix.images()
     return render_all(matrix, templates, lock.read_every(images, specs), apt_lock.read_every(images, specs),
                       base_lock.read_every(Path(matrix.path).resolve().parent, specs, matrix.data.bases))
+
+
+def _base_locks_of(matrix: Matrix, spec: ImageSpec, base_locks: dict | None) -> dict | None:
+    # The base locks of ``spec``'s tree: its root's base's, unless that root starts FROM a CUDA image.
+    root = spec
+    while root.parent is not None:
+        root = matrix.image(root.parent)
+    return None if root.from_cuda_image else (base_locks or {}).get(root.base)
 
 
 #: The words every file `builder render` writes carries near its top (see macros.j2's header).
@@ -125,7 +136,7 @@ def foreign_file(images: Path) -> Path | None:
     if not images.is_dir():
         return images if images.exists() else None
     for p in sorted(images.rglob("*")):
-        mark = lock.GENERATED if p.name.startswith(("requirements", "apt.")) and p.suffix == ".lock" else GENERATED
+        mark = lock.GENERATED if p.name.startswith(("requirements", "apt.", "base.")) and p.suffix == ".lock" else GENERATED
         if p.is_symlink() or (p.is_file() and mark not in _head(p)):
             return p
     return None

@@ -19,8 +19,6 @@ from builder.matrix import load
 
 pytestmark = pytest.mark.engine
 
-PLANTED = "libssl3"
-
 
 def _dpkg(client, ref: str) -> dict[str, str]:
     out = client.containers.run(ref, ["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}=${Version}\\n"],
@@ -58,41 +56,42 @@ def _copy(tmp_path: Path) -> Path:
     return tmp_path / "matrix.yaml"
 
 
-def _plant_older(matrix: Path, index: debian_index.Index) -> str:
-    # The base lock of debian12 amd64 with PLANTED at the release suite's version (older than the
-    # security suite's), written with a valid digest as `builder lock` would; returns that version.
+def _plant_older(matrix: Path, index: debian_index.Index) -> tuple[str, str]:
+    # The base lock of debian12 amd64 with one package the security suite serves at a version older
+    # than that (whatever Debian's point releases did since), written with a valid digest as
+    # `builder lock` would; returns (package, planted version).
     lock = base_lock.read(matrix.parent, "debian12", "linux/amd64")
-    old = index.versions["bookworm"][PLANTED]
-    assert debian_index.newer(index, {PLANTED: old})[PLANTED][2] == "bookworm-security"
-    versions, suites = {**lock.versions, PLANTED: old}, {**lock.package_suites, PLANTED: "bookworm"}
+    name = next(n for n in sorted(lock.versions) if n in index.versions["bookworm-security"])
+    old = "0~planted-1"
+    versions, suites = {**lock.versions, name: old}, {**lock.package_suites, name: "bookworm"}
     path = base_lock.path_of(matrix.parent, "debian12", "linux/amd64")
     path.write_text(base_lock.text("debian12", "linux/amd64", lock.suites, lock.date, lock.security_pending, versions, suites))
-    return old
+    return name, old
 
 
 def test_outdated_reports_a_planted_older_version_and_refresh_moves_it(docker_client, tmp_path):
     matrix = _copy(tmp_path)
     build = tmp_path / "build"
     index = debian_index.fetch(debian_index.Archive.of("bookworm"), "amd64", build / "index")
-    old = _plant_older(matrix, index)
+    planted, old = _plant_older(matrix, index)
     args = ["--select", "minimal-debian12*", "--matrix", str(matrix), "--build-dir", str(build)]
     r = builder("outdated", *args, "--no-python", "--json")
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     found = {(row["platform"], u["package"]): u for row in json.loads(r.stdout)["images"] for u in row["updates"]}
-    assert found["linux/amd64", PLANTED] == {"ecosystem": "debian", "package": PLANTED, "locked": old,
-                                             "newest": index.newest(PLANTED)[0], "source": "security"}
-    assert ("linux/arm64", PLANTED) not in found or found["linux/arm64", PLANTED]["locked"] != old
+    assert found["linux/amd64", planted] == {"ecosystem": "debian", "package": planted, "locked": old,
+                                             "newest": index.newest(planted)[0], "source": "security"}
+    assert ("linux/arm64", planted) not in found or found["linux/arm64", planted]["locked"] != old
 
     r = builder("refresh", *args, "--security-only")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     moved = base_lock.read(matrix.parent, "debian12", "linux/amd64")
-    assert moved.versions[PLANTED] != old and moved.package_suites[PLANTED] == "bookworm-security"
+    assert moved.versions[planted] == index.versions["bookworm-security"][planted]
     summary = (build / "refresh.md").read_text()
-    assert f"| {PLANTED} | debian | {old} | {moved.versions[PLANTED]} | security |" in summary
-    assert f"{PLANTED} {old} -> {moved.versions[PLANTED]} (security)" in r.stdout
+    assert f"| {planted} | debian | {old} | {moved.versions[planted]} | security |" in summary
+    assert f"{planted} {old} -> {moved.versions[planted]} (security)" in r.stdout
     r = builder("outdated", *args, "--no-python", "--json")
     after = json.loads(r.stdout)
-    assert not any(u["package"] == PLANTED for row in after["images"] for u in row["updates"])
+    assert not any(u["package"] == planted for row in after["images"] for u in row["updates"])
     # exit 0, unless Debian published a security update after the refresh's indexes were read
     assert r.returncode == 0 or debian_index.fetch(debian_index.Archive.of("bookworm"), "amd64",
                                                    build / "index").date > moved.date, r.stdout[-2000:]

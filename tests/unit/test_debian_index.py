@@ -250,3 +250,67 @@ def test_outdated_exits_1_with_a_pending_security_update_and_0_without(tmp_path,
         assert data["security_pending"] == (2 if newer else 0)  # zlib1g on linux/amd64 and on linux/arm64
         assert {row["platform"] for row in data["images"]} == {"linux/amd64", "linux/arm64"}
     assert not os.path.exists(tmp_path / "build" / "report.json")
+
+
+def test_a_security_update_a_point_release_folded_into_the_release_stays_a_security_update(tmp_path):
+    folded = {"bookworm": {"libssl3": "3.0.22-1~deb12u2"}, "bookworm-security": {"libssl3": "3.0.22-1~deb12u2"}}
+    index = debian_index.read(_lists(tmp_path, folded), SUITES, "amd64")
+    assert debian_index.newer(index, {"libssl3": "3.0.17-1~deb12u2"})["libssl3"][2] == "bookworm-security"
+    assert debian_index.security_fix(index, "libssl3", "3.0.17-1~deb12u2") == "3.0.22-1~deb12u2"
+    assert debian_index.security_fix(index, "libssl3", "3.0.22-1~deb12u2") is None
+    assert index.suite_of("libssl3", "3.0.22-1~deb12u2") == "bookworm-security"
+
+
+@pytest.mark.parametrize("date, epoch", [("Sat, 08 Nov 2025 09:41:54 -0000", 1762594914),
+                                         ("Sat, 08 Nov 2025 10:41:54 +0100", 1762594914)])
+def test_a_release_date_without_a_known_zone_is_utc_on_every_machine(tmp_path, monkeypatch, date, epoch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    root = _lists(tmp_path, INDEX)
+    next(root.glob("*_dists_bookworm_InRelease")).write_text(RELEASE.format(suite="bookworm", date=date))
+    assert debian_index.read(root, SUITES, "amd64").dates["bookworm"] == epoch
+
+
+def test_a_release_date_out_of_range_is_one_line(tmp_path):
+    root = _lists(tmp_path, INDEX)
+    next(root.glob("*_dists_bookworm_InRelease")).write_text(
+        RELEASE.format(suite="bookworm", date="Sat, 08 Nov 2025 09:41:54 +99999999999999999999"))
+    with pytest.raises(ConfigError, match="no RFC 2822 Date"):
+        debian_index.read(root, SUITES, "amd64")
+
+
+@pytest.mark.parametrize("header", ["# date: ²⁰²⁶", "# security-pending: ３"])
+def test_a_lock_header_number_of_other_digits_is_one_line(header):
+    key = header.split(":")[0]
+    text = "\n".join(header if line.startswith(key + ":") else line for line in _base_lock_text().split("\n"))
+    with pytest.raises(ConfigError) as exc:
+        base_lock.parse(text, "bases/debian12.amd64.lock")
+    assert len(exc.value.lines) == 1 and "is not a whole number" in exc.value.lines[0]
+
+
+def test_an_image_carries_its_apt_sources_without_credentials():
+    archive = debian_index.Archive("bookworm", "http://user:secret@m.invalid:8080/debian/", "https://t0k3n@s.invalid/sec")
+    public, chroot = archive.sources(public=True), archive.sources()
+    assert "secret" not in public and "t0k3n" not in public and "URIs: http://m.invalid:8080/debian/" in public
+    assert "user:secret@" in chroot
+    assert archive.redact("Err:1 http://m.invalid:8080/debian bookworm; E: https://s.invalid/sec x") == \
+        "Err:1 <mirror> bookworm; E: <security mirror> x"
+
+
+def test_the_bootstrap_ends_installing_everything_dpkg_has_so_both_ways_mark_alike():
+    from builder.engine import bases
+
+    for newest in (True, False):
+        steps = bases._script(newest).split(" && ")
+        assert steps[-3].startswith("dpkg-query -W") and steps[-2].startswith("xargs -a /tmp/base.lock")
+        assert all("Dir::Etc::SourceList=/tmp/builder.sources" in s for s in steps if s.startswith("apt-get"))
+
+
+def test_a_proc_that_stays_mounted_stops_the_bootstrap(tmp_path, monkeypatch):
+    import subprocess
+
+    from builder.engine import bases
+
+    monkeypatch.setattr(bases.os.path, "ismount", lambda p: True)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 32, "", ""))
+    with pytest.raises(bases.BaseError, match="stays mounted"):
+        bases._unmount(tmp_path / "proc")
