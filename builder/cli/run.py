@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from builder import engine, files
-from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
+from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
                                 registry_option, select_images, stop_on_sigterm, templates_dir)
 from builder.engine import disk, plugins, prune
 from builder.generate import apt_lock, bake, lock, locking, render
@@ -107,18 +107,18 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 no_cache: bool = typer.Option(False, "--no-cache", help="Ignore BuildKit's layer cache (a cold build; implies --force)."),
                 accept_size: bool = typer.Option(False, "--accept-size", help="Pass images that grew more than 10 % over the catalog's size (the catalog made from this run records the new size)."),
                 force: bool = typer.Option(False, "--force", help="Build, test and push every image even when the registry already publishes its build id."),
-                jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Tasks run at once (an image's preparation, one platform's build and test, its tags and push)."),
-                test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1,
+                jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, max=grammar.MAX_COUNT, help="Tasks run at once (an image's preparation, one platform's build and test, its tags and push)."),
+                test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1, max=grammar.MAX_COUNT,
                                               help="Smoke tests run at once [default: one per CPU]."),
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
-                tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
+                tests: Optional[Path] = typer.Option(None, "--tests", parser=local_path, help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
                 build_dir: Path = BuildDirOpt,
                 platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); all/publish need --by-platform then."),
                 by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes."),
                 no_space_check: bool = typer.Option(False, "--no-space-check", help="Run even when the disk looks too small for it (see docs: disk)."),
                 cache_registry: str = typer.Option("", "--cache-registry", envvar="BUILDER_CACHE_REGISTRY",
                                                    help="host:port/path where builds import and export BuildKit's cache (one ref per image and platform; containerd image store)."),
-                keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed."),
+                keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, max=grammar.MAX_COUNT, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed."),
                 prune_cache: bool = typer.Option(False, "--prune-cache", envvar="BUILDER_PRUNE_CACHE",
                                                  help="Remove the BuildKit cache this run makes after each image (uv's wheel cache mount stays): the full matrix fits a smaller disk; a later rebuild starts cold but for wheels."),
                 signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
@@ -143,9 +143,9 @@ def _stage_command(stage: pipeline.Stage, doc: str):
 
 
 
-def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report", help="A run's report.json (repeatable) [default: report.json in --build-dir]."),
-                    out: Path = typer.Option(Path("docs/images.md"), "--out", help="The Markdown table."),
-                    json_out: Path = typer.Option(Path("docs/images.json"), "--json", help="The same rows as JSON."),
+def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report", parser=local_path, help="A run's report.json (repeatable) [default: report.json in --build-dir]."),
+                    out: Path = typer.Option(Path("docs/images.md"), "--out", parser=local_path, help="The Markdown table."),
+                    json_out: Path = typer.Option(Path("docs/images.json"), "--json", parser=local_path, help="The same rows as JSON."),
                     matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
     """Write the image catalog (docs/images.md and JSON) from run reports, the locks and the built
     images (pulled when not on this machine). Lists the images whose run passed. Reads the build
@@ -167,8 +167,8 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
     typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")
 
 
-def merge_command(report: list[Path] = typer.Option(..., "--report", help="One job's report.json (repeatable): every job of a run split by platform."),
-                  out: Optional[Path] = typer.Option(None, "--out", help="The merged report (read by `builder catalog`) [default: report.json in --build-dir]."),
+def merge_command(report: list[Path] = typer.Option(..., "--report", parser=local_path, help="One job's report.json (repeatable): every job of a run split by platform."),
+                  out: Optional[Path] = typer.Option(None, "--out", parser=local_path, help="The merged report (read by `builder catalog`) [default: report.json in --build-dir]."),
                   registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the jobs pushed to; every report's repository must be the one it gives [default: 127.0.0.1:5000]."),
                   matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt,
                   signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
