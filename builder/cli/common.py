@@ -33,6 +33,15 @@ def local_path(value: Any) -> Path:
         raise typer.BadParameter(str(exc)) from None
 
 
+def build_folder(value: Any) -> Path:
+    """The parser of ``--build-dir``: a :func:`local_path` that :func:`builder.files.build_folder`
+    accepts (absent, or a real folder: a link is refused in every command), the default included."""
+    try:
+        return files.build_folder(local_path(value))
+    except OSError as exc:
+        raise typer.BadParameter(f"{exc.filename}: {exc.strerror or exc}") from None
+
+
 def path_option(default: Any, *names: str, help: str) -> Any:
     """A typer option whose value is a path (:func:`local_path`)."""
     return typer.Option(default, *names, parser=local_path, help=help)
@@ -43,9 +52,9 @@ TemplatesOpt = path_option(None, "--templates", help="The templates folder [defa
 ImagesOpt = path_option(None, "--images", help="Where generated build contexts live [default: images/ beside the matrix].")
 SelectOpt = typer.Option(None, "--select", help="Glob over image names (repeatable); ancestors are included.")
 #: Every command takes it; what a command writes outside images/ and docs/ goes under it, nowhere else.
-BuildDirOpt = typer.Option(files.BUILD_DIR, "--build-dir", parser=local_path,
+BuildDirOpt = typer.Option(files.BUILD_DIR, "--build-dir", parser=build_folder,
                            help="The build folder: logs, report.json, bases, SBOMs, plugins, registry storage, "
-                                "extension contexts (`builder prune` removes it).")
+                                "extension contexts (`builder prune` removes it). A real folder, never a link.")
 
 
 class OneLineGroup(typer.core.TyperGroup):

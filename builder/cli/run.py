@@ -5,7 +5,6 @@ those that read their reports or clean up after them: ``catalog``, ``merge``, ``
 from __future__ import annotations
 
 import enum
-import shutil
 import signal
 from pathlib import Path
 from typing import Optional
@@ -209,19 +208,19 @@ def prune_command(build_dir: Path = BuildDirOpt,
     m = load(matrix)
     registries = tuple(dict.fromkeys(r for r in (engine.LOCAL_REGISTRY, registry_option(registry)) if r))
     if build_dir.exists() and not files.owned_folder(build_dir):
-        fail([f"--build-dir: {build_dir} was not made by `builder` (it has no {files.MARKER}); refusing to remove "
-              f"it: remove it yourself, or pass --build-dir"])
+        fail([f"--build-dir: {build_dir} was not made by `builder` (it has no {files.MARKER} of its own); refusing "
+              f"to remove it: remove it yourself, or pass --build-dir"])
     with guard():
+        records = prune.read_ledger()  # before anything is removed: a ledger that is not ours stops here
         client = engine.client(build_dir)
         watched = [engine.data_root(client), build_dir]
         before = disk.free_space(watched)
         names = {s.name for s in m.images()}
         images = prune.remove_images(client, names, m.data.project.label_prefix, registries, typer.echo, keep_bases)
-        cache = prune.remove_cache(client)
+        cache = prune.remove_cache(client, records)
         stopped = files.owned_folder(build_dir) and prune.stop_registry(build_dir)
         folder = prune.folder_bytes(build_dir) if files.owned_folder(build_dir) else 0
-        if files.owned_folder(build_dir):
-            shutil.rmtree(build_dir)
+        files.remove_owned(build_dir)
         after = disk.free_space(watched)
     typer.echo(_freed_line(sum(after[d] - before.get(d, after[d]) for d in after), watched[0] is not None,
                            images, cache, folder, build_dir, stopped))

@@ -1,0 +1,310 @@
+"""Hostile input, round 3 (issue 32): signing keys, references, the BuildKit cache ledger, catalog rows
+read back, numbers in reports, and links the tool did not make at the build folder, its marker and
+the ledger. Every refusal exits with the documented code (2: bad input, 1: an Engine failure) and
+one line, with no traceback, nothing written and no file of the user's changed. No case reaches a
+Docker Engine, a registry or a tool: the autouse fixture makes each such call fail the test."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import docker
+import pytest
+import typer
+import typer.testing
+from repo import ROOT
+from typer.testing import CliRunner
+
+from builder import catalog, engine, files
+from builder.cli import app
+from builder.cli import common as cli_common
+from builder.matrix import load
+from builder.engine import plugins, registry
+from builder.sign import cosign
+
+MATRIX = str(ROOT / "matrix.yaml")
+_COMMAND, _MATRIX = typer.main.get_command(app), load(MATRIX)
+MINIMAL = "minimal-debian12-py311-cpu-inference"
+REPO = f"{engine.LOCAL_REGISTRY}/{MINIMAL}"
+BASE = "registry.example/team/sklearn:1"
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256 or link target}`` of everything under ``folder`` (links not followed)."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_symlink():
+            out[rel] = "-> " + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "folder"
+    return out
+
+
+def _refused(result, words: str, code: int = 2) -> str:
+    """The one stderr line of a refusal (``code``, no traceback), which must hold ``words``."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output and result.stdout == "", result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert words in lines[0] and len(lines[0]) <= 400, lines[0]
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def nothing_reached(monkeypatch, tmp_path):
+    """No Engine, registry, cosign or buildx: each fails the test when called. The ledger lives in
+    the test's own state folder; no user is root here (nothing is installed)."""
+    def reached(*args, **kwargs):
+        raise AssertionError("reached the Engine, the registry or a tool")
+    for module, name in ((engine, "client"), (registry.Registry, "_client"), (cosign, "ensure"),
+                         (plugins, "ensure_buildx"), (plugins, "ensure_compose")):
+        monkeypatch.setattr(module, name, reached)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    for var in ("REGISTRY", "BUILDER_SIGNING_KEY", "BUILDER_CACHE_REGISTRY", "COSIGN_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    # speed only: the app's command and the repository's matrix, each built once for the module
+    monkeypatch.setattr(typer.testing, "_get_command", lambda typer_app: _COMMAND)
+    monkeypatch.setattr(cli_common, "load_matrix", lambda path: _MATRIX if str(path) == MATRIX else load(path))
+
+
+def _config(ws: Path, **changes) -> Path:
+    """An extend config in ws/app (entry script ws/app/score.py) with ``changes``; returns its path."""
+    (ws / "app").mkdir(parents=True, exist_ok=True)
+    (ws / "app" / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
+    (ws / "app" / "extend.json").write_text(json.dumps({"entryScript": "score.py", "baseImage": BASE, **changes}))
+    return ws / "app" / "extend.json"
+
+
+def _key(folder: Path, name: str = "cosign.pub") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("-----BEGIN PUBLIC KEY-----\n")
+    return folder / name
+
+
+# --- the BuildKit cache ledger ----------------------------------------------------------------------
+
+def _ledger(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "inference-builder" / "buildkit-cache.ids"
+
+
+# name: (ledger bytes, words the line must hold)
+LEDGERS = {
+    "not UTF-8": (b"abc\n\xff\xfe\n", "line 2: not UTF-8 text"),
+    "Latin-1 id": ("r\xe9cord\n".encode("latin-1"), "line 1: not UTF-8 text"),
+    "an option": (b"abc\n--all\n", "line 2: '--all' is not a BuildKit cache record id"),
+    "a filter": (b"id=x\n", "line 1: 'id=x' is not a BuildKit cache record id"),
+    "an id of 5,000 characters": (b"a" * 5000 + b"\n", "line 1: 'aaaa"),
+    "upper case": (b"ABC\n", "'ABC' is not a BuildKit cache record id"),
+    "a NUL byte": (b"abc\x00def\n", "is not a BuildKit cache record id"),
+    "a CR LF line": (b"abc\r\n", "'abc\\r' is not a BuildKit cache record id"),
+}
+
+
+@pytest.mark.parametrize("case", list(LEDGERS))
+def test_a_ledger_builder_did_not_write_stops_prune_before_anything_is_removed(case, tmp_path):
+    content, words = LEDGERS[case]
+    ledger = _ledger(tmp_path)
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(content)
+    result = CliRunner().invoke(app, ["prune", "--build-dir", str(tmp_path / "b"), "--matrix", MATRIX])
+    line = _refused(result, words)
+    assert line.startswith(f"{ledger}: ") and "not a ledger written by `builder`" in line
+    assert ledger.read_bytes() == content
+
+
+def test_a_ledger_of_more_records_than_the_bound_is_refused(tmp_path):
+    ledger = _ledger(tmp_path)
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(b"a\n" * (10**6 + 1))
+    result = CliRunner().invoke(app, ["prune", "--build-dir", str(tmp_path / "b"), "--matrix", MATRIX])
+    _refused(result, "more than 1000000 records")
+
+
+# --- links the tool did not make: the build folder, its marker, the ledger -------------------------
+
+def _elsewhere(ws: Path, marked: bool = False) -> Path:
+    """A folder of the user's that a link will name (with the builder's marker when ``marked``)."""
+    folder = ws / "elsewhere"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's notes\n")
+    if marked:
+        (folder / files.MARKER).write_text("made by `builder`\n")
+    return folder
+
+
+# name: (make the link ``build`` in the workspace; returns what it names)
+LINKS = {
+    "to a folder": lambda ws: _elsewhere(ws),
+    "to a folder holding the marker": lambda ws: _elsewhere(ws, marked=True),
+    "to nothing": lambda ws: ws / "gone",
+    "to a link to a folder": lambda ws: (ws / "hop").symlink_to(_elsewhere(ws)) or ws / "hop",
+    "relative, to a folder": lambda ws: _elsewhere(ws) and Path("elsewhere"),
+}
+
+
+def _build_link(ws: Path, case: str) -> Path:
+    (ws / "build").symlink_to(LINKS[case](ws))
+    return ws / "build"
+
+
+def _report_file(ws: Path) -> Path:
+    build = {"platform": "linux/amd64", "image_id": "sha256:" + "1" * 64, "tag": "1.5.1-py3.11.2-x-amd64",
+             "digest": "sha256:" + "d" * 64, "framework_version": "1.5.1", "python_version": "3.11.2"}
+    entry = {"name": MINIMAL, "status": "published", "publish": "per-platform", "repository": REPO,
+             "tags": [build["tag"], "latest-amd64"], "platforms": [build]}
+    (ws / "job.json").write_text(json.dumps({"images": [entry]}))
+    return ws / "job.json"
+
+
+# name: (the workspace -> the command's arguments, the default build folder used)
+COMMANDS = {
+    "extend (default --out)": lambda ws: ["extend", str(_config(ws))],
+    "merge (default --out)": lambda ws: ["merge", "--report", str(_report_file(ws))],
+    "catalog (default --report)": lambda ws: ["catalog", "--out", str(ws / "images.md"), "--json",
+                                              str(ws / "images.json")],
+    "prune": lambda ws: ["prune"],
+    "build": lambda ws: ["build"],
+    "test": lambda ws: ["test"],
+    "publish": lambda ws: ["publish"],
+    "all": lambda ws: ["all"],
+    "verify": lambda ws: ["verify", f"{REPO}:latest", "--key", str(_key(ws / "keys"))],
+    "serve": lambda ws: ["serve", MINIMAL, "--entry-script", str(_config(ws).parent / "score.py")],
+    "lock": lambda ws: ["lock", "--no-apt", "--select", "no-such-image*"],
+}
+
+
+@pytest.mark.parametrize("link", list(LINKS))
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_build_folder_that_is_a_link_is_refused_by_every_command(command, link, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = COMMANDS[command](tmp_path)
+    build = _build_link(tmp_path, link)
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, [*args, "--matrix", MATRIX])
+    line = _refused(result, f"{build}: is a symbolic link")
+    assert "Invalid value for '--build-dir'" in line and "the build folder must be a real folder" in line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("link", list(LINKS))
+def test_an_explicit_build_dir_that_is_a_link_is_refused_too(link, tmp_path):
+    build = _build_link(tmp_path, link)
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["extend", str(_config(tmp_path)), "--build-dir", str(build), "--matrix", MATRIX])
+    _refused(result, "is a symbolic link")
+    assert {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith("app")} == before
+
+
+# name: (make the marker in a real build folder)
+MARKERS = {
+    "a link to a file elsewhere": lambda b: ((b.parent / "elsewhere.txt").write_text("x"),
+                                             (b / files.MARKER).symlink_to(b.parent / "elsewhere.txt")),
+    "a link to a file beside it": lambda b: (b / files.MARKER).symlink_to("notes.txt"),
+    "a link to another folder's marker": lambda b: (files.claim_folder(b.parent / "other"),
+                                                    (b / files.MARKER).symlink_to(b.parent / "other" / files.MARKER)),
+    "a link to a link to a file": lambda b: ((b.parent / "hop").symlink_to(b / "notes.txt"),
+                                             (b / files.MARKER).symlink_to(b.parent / "hop")),
+}
+
+
+@pytest.mark.parametrize("case", list(MARKERS))
+def test_prune_keeps_a_build_folder_whose_marker_it_did_not_make(case, tmp_path):
+    build = tmp_path / "b"
+    build.mkdir()
+    (build / "notes.txt").write_text("the user's notes\n")
+    MARKERS[case](build)
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["prune", "--build-dir", str(build), "--matrix", MATRIX])
+    _refused(result, "was not made by `builder`")
+    assert _snapshot(tmp_path) == before
+
+
+def _ledger_link(tmp_path: Path) -> tuple[Path, Path]:
+    victim = tmp_path / "victim.ids"
+    victim.write_text("abc\n")
+    ledger = _ledger(tmp_path)
+    ledger.parent.mkdir(parents=True)
+    ledger.symlink_to(victim)
+    return ledger, victim
+
+
+def _ledger_folder_link(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    (folder / "buildkit-cache.ids").write_text("abc\n")
+    ledger = _ledger(tmp_path)
+    ledger.parent.parent.mkdir(parents=True)
+    ledger.parent.symlink_to(folder)
+    return ledger.parent, folder / "buildkit-cache.ids"
+
+
+@pytest.mark.parametrize("make", [_ledger_link, _ledger_folder_link])
+def test_prune_does_not_read_the_ledger_through_a_link(make, tmp_path):
+    link, victim = make(tmp_path)
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["prune", "--build-dir", str(tmp_path / "b"), "--matrix", MATRIX])
+    line = _refused(result, f"{link}: is a symbolic link")
+    assert "the builder reads its own state only from files it made" in line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("make", [_ledger_link, _ledger_folder_link])
+def test_a_run_does_not_record_its_cache_through_a_link(make, tmp_path, capsys):
+    from builder.engine import prune
+
+    _, victim = make(tmp_path)
+    before = victim.read_text()
+    assert prune.record_cache({"a"}, {"a", "b"}) == 0
+    assert victim.read_text() == before and "is a symbolic link" in capsys.readouterr().err
+
+
+def test_a_run_records_only_ids_of_the_ledger_grammar(tmp_path):
+    from builder.engine import prune
+
+    assert prune.record_cache(set(), {"abc", "--all", "a" * 65, "ID", "x\ny"}) == 1
+    assert _ledger(tmp_path).read_text() == "abc\n"
+
+
+def _owned(tmp_path: Path) -> Path:
+    return files.claim_folder(tmp_path / "b")
+
+
+# name: (the write, given the build folder and the user's folder a link inside it names)
+WRITES = {
+    "write_atomic": lambda b, user: files.write_atomic(b / "logs" / "report.json", "x"),
+    "write_atomic, deeper": lambda b, user: files.write_atomic(b / "logs" / "sub" / "x.json", "x"),
+    "copy_atomic": lambda b, user: files.copy_atomic(b / files.MARKER, b / "logs" / "copy"),
+    "open_log": lambda b, user: files.open_log(b / "logs" / "x.build.log").close(),
+    "replace_folder": lambda b, user: files.replace_folder(b / "logs" / "ctx", {"Dockerfile": "FROM x\n"}),
+    "claim_folder": lambda b, user: files.claim_folder(b / "logs" / "state"),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+def test_no_write_goes_through_a_link_inside_a_folder_the_tool_made(write, tmp_path):
+    build = _owned(tmp_path)
+    user = _elsewhere(tmp_path)
+    (build / "logs").symlink_to(user)
+    before = _snapshot(user)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        WRITES[write](build, user)
+    assert _snapshot(user) == before
+
+
+def test_removing_the_build_folder_refuses_a_link(tmp_path):
+    user = _elsewhere(tmp_path, marked=True)
+    (tmp_path / "b").symlink_to(user)
+    before = _snapshot(user)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        files.remove_owned(tmp_path / "b")
+    assert _snapshot(user) == before
+
