@@ -48,7 +48,7 @@ def extend(config: Path = typer.Argument(..., parser=local_path, help="Inference
             fail([f"--tag: {exc}"])
     target = out or default_out(config, build_dir)
     with guard():
-        pinned = _verified_base(config, m, reg, build_dir, verify_key, no_verify)
+        pinned = _verified_base(config, m, reg, build_dir, verify_key, no_verify, allow_outside or [])
         ext = prepare(config, m, reg, template, allow_outside=allow_outside or [], pinned=pinned)
         if build_it:
             built = build_image(config, m, reg, template, name, target, build_dir, allow_outside or [], pinned)
@@ -63,7 +63,7 @@ def extend(config: Path = typer.Argument(..., parser=local_path, help="Inference
 
 
 def _verified_base(config: Path, m, registry: str, build_dir: Path, verify_key: Optional[str],
-                   no_verify: bool) -> Optional[str]:
+                   no_verify: bool, allow_outside: list[Path]) -> Optional[str]:
     # The base's verified digest reference when a key is configured (builder.extend.trust), else None;
     # with --no-verify, None and a warning line.
     from builder.engine.registry import Credentials
@@ -75,7 +75,7 @@ def _verified_base(config: Path, m, registry: str, build_dir: Path, verify_key: 
         typer.echo("warning: --no-verify: the base image is not verified; the Dockerfile starts FROM its tag", err=True)
         return None
     cfg = load_config(config)
-    key = key_of(cfg, config, verify_key)
+    key = key_of(cfg, config, verify_key, allow_outside)
     if key is None:
         return None
     auth = cfg.base_image_registry.credentials() if cfg.base_image_registry else None

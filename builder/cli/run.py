@@ -125,7 +125,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 keyless: bool = typer.Option(False, "--keyless", help="Sign with Sigstore's Fulcio and Rekor instead of a key (a machine that reaches them).")) -> None:
         _check_platforms(platform or [], by_platform)
         _check_repository("--cache-registry", cache_registry)
-        signing_key = _signing_key(signing_key, keyless) if stage in ("publish", "all") else ""
+        key = _signing_key(signing_key, keyless)  # checked in every stage: a bad key is never ignored
+        signing_key = key if stage in ("publish", "all") else ""
         if by_platform and stage == "publish":
             fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
         opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,

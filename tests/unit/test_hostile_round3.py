@@ -90,6 +90,169 @@ def _key(folder: Path, name: str = "cosign.pub") -> Path:
     return folder / name
 
 
+# --- signing and verification keys: too long, a folder, a link to nothing ------------------------
+
+LONG_NAME = "k" * 300  # a name past NAME_MAX (255 bytes)
+LONG_PATH = "k/" * 2100 + "cosign.pub"  # short names, a path past PATH_MAX (4096 bytes)
+
+# name: (value (``{ws}`` replaced), prepare the workspace, words the line must hold)
+KEYS = {
+    "name longer than the file system allows": (LONG_NAME, None, "is too long for a path"),
+    "name of 5,000 characters": ("k" * 5000, None, "is too long for a path"),
+    "path longer than the file system allows": (LONG_PATH, None, "is too long for a path"),
+    "long name deep in a path": ("{ws}/keys/" + LONG_NAME + "/cosign.pub", None, "is too long for a path"),
+    "a folder": ("{ws}/keys", lambda ws: (ws / "keys").mkdir(), "is a folder, not a key file"),
+    "a link to nothing": ("{ws}/dangling.pub", lambda ws: (ws / "dangling.pub").symlink_to(ws / "gone.pub"),
+                          "is a symbolic link to"),
+    "a link to a link to nothing": ("{ws}/twice.pub", lambda ws: ((ws / "once.pub").symlink_to(ws / "gone.pub"),
+                                                                    (ws / "twice.pub").symlink_to(ws / "once.pub")),
+                                    "is a symbolic link to"),
+    "a file below a file": ("{ws}/file.pub/cosign.pub", lambda ws: (ws / "file.pub").write_text("x"),
+                            "cannot use it as a key file: Not a directory"),
+    "a FIFO": ("{ws}/fifo.pub", lambda ws: os.mkfifo(ws / "fifo.pub"), "is not a regular file"),
+}
+
+
+def _key_value(ws: Path, case: str) -> str:
+    value, prepare, _ = KEYS[case]
+    if prepare:
+        prepare(ws)
+    return value.replace("{ws}", str(ws))
+
+
+@pytest.mark.parametrize("case", list(KEYS))
+@pytest.mark.parametrize("command", ["all", "publish", "merge"])
+def test_a_signing_key_that_cannot_be_one_is_one_line(case, command, tmp_path):
+    value = _key_value(tmp_path, case)
+    before = _snapshot(tmp_path)
+    extra = ["--report", str(tmp_path / "job.json")] if command == "merge" else []
+    result = CliRunner().invoke(app, [command, *extra, "--signing-key", value, "--matrix", MATRIX,
+                                      "--build-dir", str(tmp_path / "b")])
+    line = _refused(result, KEYS[case][2])
+    assert line.startswith("--signing-key: ")
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", list(KEYS))
+def test_a_verification_key_that_cannot_be_one_is_one_line(case, tmp_path):
+    value = _key_value(tmp_path, case)
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["verify", f"{REPO}:latest", "--key", value, "--matrix", MATRIX,
+                                      "--build-dir", str(tmp_path / "b")])
+    assert _refused(result, KEYS[case][2]).startswith("verify: ")
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", list(KEYS))
+def test_extend_verify_key_that_cannot_be_one_is_one_line(case, tmp_path):
+    value = _key_value(tmp_path, case)
+    cfg = _config(tmp_path)
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["extend", str(cfg), "--verify-key", value, "--out", str(tmp_path / "out"),
+                                      "--matrix", MATRIX])
+    assert _refused(result, KEYS[case][2]).startswith("--verify-key: ")
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("spelling", [["--verify-key="], ["--verify-key", ""]])
+@pytest.mark.parametrize("configured", [False, True])
+def test_an_empty_verify_key_is_refused_not_taken_for_none(spelling, configured, tmp_path):
+    # an empty --verify-key used to mean "no key": the base went unverified, or the config's key was used
+    cfg = _config(tmp_path, **({"verify": {"key": "cosign.pub"}} if configured else {}))
+    _key(tmp_path / "app")
+    result = CliRunner().invoke(app, ["extend", str(cfg), *spelling, "--out", str(tmp_path / "out"),
+                                      "--matrix", MATRIX, "--build-dir", str(tmp_path / "b")])
+    assert _refused(result, "'' is not a key file").startswith("--verify-key: ")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage", ["build", "test"])
+@pytest.mark.parametrize("how", ["option", "environment"])
+@pytest.mark.parametrize("case", ["/nonexistent/cosign.key", "a folder", LONG_NAME])
+def test_build_and_test_refuse_a_signing_key_they_would_have_ignored(stage, how, case, tmp_path, monkeypatch):
+    value = str(tmp_path) if case == "a folder" else case
+    words = "is a folder" if case == "a folder" else "no such key file" if case.startswith("/") else "too long"
+    args = [stage, "--matrix", MATRIX, "--build-dir", str(tmp_path / "b")]
+    if how == "option":
+        args += ["--signing-key", value]
+    else:
+        monkeypatch.setenv("BUILDER_SIGNING_KEY", value)
+    assert _refused(CliRunner().invoke(app, args), words).startswith("--signing-key: ")
+    assert not (tmp_path / "b").exists()
+
+
+# --- verify.key outside the config's folder ---------------------------------------------------------
+
+def _outside_key(ws: Path) -> str:
+    _key(ws, "outside.pub")
+    return "../outside.pub"
+
+
+def _absolute_key(ws: Path) -> str:
+    return str(_key(ws, "outside.pub"))
+
+
+def _link_out(ws: Path) -> str:
+    _key(ws, "outside.pub")
+    (ws / "app").mkdir(parents=True, exist_ok=True)
+    (ws / "app" / "cosign.pub").symlink_to(ws / "outside.pub")
+    return "cosign.pub"
+
+
+def _folder_link_out(ws: Path) -> str:
+    _key(ws / "keys")
+    (ws / "app").mkdir(parents=True, exist_ok=True)
+    (ws / "app" / "keys").symlink_to(ws / "keys")
+    return "keys/cosign.pub"
+
+
+@pytest.mark.parametrize("make", [_outside_key, _absolute_key, _link_out, _folder_link_out])
+def test_verify_key_outside_the_config_s_folder_needs_allow_outside(make, tmp_path):
+    key = make(tmp_path)
+    cfg = _config(tmp_path, verify={"key": key})
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["extend", str(cfg), "--out", str(tmp_path / "out"), "--matrix", MATRIX])
+    line = _refused(result, "outside the config's folder")
+    assert line.startswith("extend.json: verify.key: ") and "--allow-outside" in line
+    assert _snapshot(tmp_path) == before
+    # with the folder named, the key is taken: the next check is the base reference's
+    allowed = CliRunner().invoke(app, ["extend", str(cfg), "--out", str(tmp_path / "out"), "--allow-outside",
+                                       str(tmp_path), "--matrix", MATRIX, "--build-dir", str(tmp_path / "b")])
+    assert "outside the config's folder" not in allowed.output
+
+
+# --- references without a registry host -----------------------------------------------------------
+
+HOSTLESS = ["minimal:1", "team/minimal:1", "minimal@sha256:" + "a" * 64, "team/minimal@sha256:" + "a" * 64,
+            "x" * 200 + ":1"]
+
+
+@pytest.mark.parametrize("ref", HOSTLESS)
+def test_verify_of_a_reference_without_a_registry_host_is_one_line(ref, tmp_path):
+    key = _key(tmp_path)
+    result = CliRunner().invoke(app, ["verify", ref, "--key", str(key), "--matrix", MATRIX,
+                                      "--build-dir", str(tmp_path / "b")])
+    _refused(result, "names no registry host")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("ref", HOSTLESS)
+def test_extend_of_a_base_without_a_registry_host_and_a_key_is_one_line(ref, tmp_path):
+    key = _key(tmp_path / "app")
+    cfg = _config(tmp_path, baseImage=ref)
+    result = CliRunner().invoke(app, ["extend", str(cfg), "--verify-key", str(key), "--out", str(tmp_path / "out"),
+                                      "--matrix", MATRIX, "--build-dir", str(tmp_path / "b")])
+    assert _refused(result, "names no registry host").startswith("baseImage: ")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("repository", ["minimal", "other.example/minimal", f"{engine.LOCAL_REGISTRY}/"])
+def test_the_registry_client_refuses_a_repository_it_has_no_path_for(repository, monkeypatch):
+    r = registry.Registry(engine.LOCAL_REGISTRY)
+    with pytest.raises(registry.RegistryError, match="is not a repository of the registry"):
+        r.digest(repository, "1")
+
+
 # --- the BuildKit cache ledger ----------------------------------------------------------------------
 
 def _ledger(tmp_path: Path) -> Path:
