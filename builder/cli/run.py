@@ -17,7 +17,6 @@ from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, Te
 from builder.engine import disk, plugins, prune
 from builder.generate import apt_lock, bake, lock, locking, render
 from builder.matrix import grammar
-from builder.matrix.inputs import ConfigError
 from builder.run import pipeline
 from builder.run.console import wide_console
 from builder.sign import Signer, cosign
@@ -157,11 +156,7 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
     m = load(matrix)
     with guard():
         reports = catalog.read_reports(report or [build_dir / "report.json"], m)
-        try:
-            previous = catalog.previous_rows([beside(matrix, None, "docs") / "images.json", json_out])
-        except ConfigError as exc:  # only a cache of rows: read every image instead
-            typer.echo(f"warning: {exc.lines[0]}; every row is read from its image", err=True)
-            previous = {}
+        previous = catalog.previous_rows([beside(matrix, None, "docs") / "images.json", json_out])
         found = catalog.rows(m, reports, beside(matrix, images, "images"), engine.client(build_dir), previous)
         catalog.write(found, out, json_out)
     typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")

@@ -471,3 +471,153 @@ def test_removing_the_build_folder_refuses_a_link(tmp_path):
         files.remove_owned(tmp_path / "b")
     assert _snapshot(user) == before
 
+
+# --- catalog rows read back: the grammar they were made by ------------------------------------------
+
+def _row(**changes) -> dict:
+    row = dict(name=MINIMAL, framework="Minimal (inference server only)", framework_version="1.5.1",
+               device="cpu", python="3.11.2", os="Debian GNU/Linux 12 (bookworm)", cuda=None, cudnn=None,
+               packages={"azureml-inference-server-http": "1.5.1"}, uncompressed_bytes=422_000_000,
+               compressed_bytes=150_000_000, immutable_tag="1.5.1-py3.11.2-0123456789ab",
+               reference=f"{REPO}:1.5.1-py3.11.2-0123456789ab", digest="sha256:" + "c" * 64, sbom_digest=None,
+               platform="linux/amd64", signed=False)
+    return {**row, **changes}
+
+
+def _up_to_date_report(ws: Path) -> Path:
+    row = _row()
+    build = {"platform": "linux/amd64", "tag": row["immutable_tag"], "digest": row["digest"]}
+    entry = {"name": MINIMAL, "status": "up-to-date", "publish": "manifest", "repository": REPO,
+             "tags": [row["immutable_tag"], "latest"], "digest": row["digest"], "platforms": [build]}
+    (ws / "report.json").write_text(json.dumps({"images": [entry]}))
+    return ws / "report.json"
+
+
+# name: (row changes, words the line must hold after "images[0].")
+ROWS = {
+    "framework with a newline and a heading": ({"framework": "Minimal\n# pwned"}, "framework: 'Minimal\\n# pwned'"),
+    "framework with a script line": ({"framework": "x\n<script>alert(1)</script>"}, "framework: 'x\\n<script>"),
+    "framework of 5,000 characters": ({"framework": "x" * 5000}, "framework: 'xxxx"),
+    "empty framework": ({"framework": ""}, "framework: '' is not one line"),
+    "os with a terminal escape": ({"os": "Debian\x1b[2J"}, "os: 'Debian\\x1b[2J'"),
+    "name reads as an option": ({"name": "-rf"}, "name: '-rf' is not an image name"),
+    "reference reads as an option": ({"reference": "--push"}, "reference: '--push' is not an image reference"),
+    "tag with a space": ({"immutable_tag": "1.0 latest"}, "immutable_tag: '1.0 latest' is not a tag"),
+    "package name with a command": ({"packages": {"x; rm -rf /": "1"}},
+                                    "packages.x; rm -rf /: 'x; rm -rf /' is not a Python distribution name"),
+    "package version with a newline": ({"packages": {"numpy": "1\n"}}, "packages.numpy: '1\\n' is not a valid version"),
+    "framework version with a pipe": ({"framework_version": "1|2"}, "framework_version: '1|2' is not a valid version"),
+    "cuda with markup": ({"cuda": "<b>12</b>"}, "cuda: '<b>12</b>' is not a valid version"),
+    "unknown device": ({"device": "tpu"}, "device: 'tpu' is not allowed"),
+    "unknown platform": ({"platform": "linux/s390x"}, "platform: 'linux/s390x' is not a platform"),
+    "size of 2**80 bytes": ({"uncompressed_bytes": 2**80}, "uncompressed_bytes: Input should be less than or equal to"),
+    "pulled size past 1 PB": ({"compressed_bytes": 10**15 + 1}, "compressed_bytes: Input should be less than or equal"),
+    "negative size": ({"uncompressed_bytes": -1}, "uncompressed_bytes: Input should be greater than or equal to 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(ROWS))
+def test_a_tampered_catalog_row_never_reaches_the_markdown(case, tmp_path):
+    changes, words = ROWS[case]
+    report = _up_to_date_report(tmp_path)
+    (tmp_path / "images.json").write_text(json.dumps({"images": [_row(**changes)]}, indent=2) + "\n")
+    (tmp_path / "images.md").write_text(f"<!-- {catalog.GENERATED} -->\n")
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["catalog", "--report", str(report), "--out", str(tmp_path / "images.md"),
+                                      "--json", str(tmp_path / "images.json"), "--matrix", MATRIX])
+    line = _refused(result, f"images[0].{words}")
+    assert line.startswith(f"{tmp_path / 'images.json'}: ") and "not a catalog written by `builder catalog`" in line
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_kept_row_must_carry_the_matrix_s_title_and_device(tmp_path, monkeypatch):
+    from builder.run.report_file import read
+
+    report = read(_up_to_date_report(tmp_path))[0]
+    read_again = []
+    monkeypatch.setattr(catalog, "_row", lambda *args: read_again.append(args[3].platform) or "read from the image")
+    m = load(MATRIX)
+    for changes in ({"framework": "<script>alert(1)</script>"}, {"device": "gpu"}):
+        previous = {(MINIMAL, "linux/amd64"): catalog.Row(**_row(**changes))}
+        assert catalog.rows(m, {MINIMAL: report}, ROOT / "images", None, previous) == ["read from the image"]
+    assert catalog.rows(m, {MINIMAL: report}, ROOT / "images", None,
+                        {(MINIMAL, "linux/amd64"): catalog.Row(**_row())}) == [catalog.Row(**_row())]
+    assert read_again == ["linux/amd64", "linux/amd64"]
+
+
+@pytest.mark.parametrize("text", ["<script>alert(1)</script>", "a | b", "[x](javascript:alert(1))", "*x* _y_ `z`",
+                                  "&lt;b&gt;", "# heading"])
+def test_free_text_in_a_markdown_cell_stays_text(text):
+    row = catalog.Row(**_row(framework=text, os=text))
+    line = next(line for line in catalog.markdown([row]).splitlines() if line.startswith("| `"))
+    assert line.count(" | ") == 12 and "<script>" not in line and not re.search(r"(?<!\\)\]\(", line)
+    assert all(f"\\{c}" in line for c in set(text) & set("<>|[*_`&#"))
+
+
+# --- numbers read back: sizes, seconds, counts ------------------------------------------------------
+
+def _entry(build: dict | None = None, **top) -> dict:
+    b = {"platform": "linux/amd64", "image_id": "sha256:" + "1" * 64, "tag": "1.5.1-py3.11.2-x-amd64",
+         "digest": "sha256:" + "d" * 64, "framework_version": "1.5.1", "python_version": "3.11.2", **(build or {})}
+    return {"name": MINIMAL, "status": "published", "publish": "per-platform", "repository": REPO,
+            "tags": [b["tag"], "latest-amd64"], "platforms": [b], **top}
+
+
+# name: (report text, words the line must hold)
+NUMBERS = {
+    "size of 2**80 bytes": ({"images": [_entry({"uncompressed_bytes": 2**80})]}, "platforms[0].uncompressed_bytes"),
+    "pulled size past 1 PB": ({"images": [_entry({"compressed_bytes": 10**15 + 1})]}, "platforms[0].compressed_bytes"),
+    "build of 1e308 s": ({"images": [_entry({"build_seconds": 1e308})]}, "platforms[0].build_seconds"),
+    "build of a week and a second": ({"images": [_entry({"build_seconds": 604_801})]}, "platforms[0].build_seconds"),
+    "smoke test of 1e308 s": ({"images": [_entry({"test": {"outcome": "1 passed", "seconds": 1e308, "log": "x"}})]},
+                              "platforms[0].test.seconds"),
+    "healthy after 1e300 s": ({"images": [_entry({"test": {"outcome": "1 passed", "seconds": 1, "log": "x",
+                                                           "seconds_to_healthy": 1e300}})]},
+                              "platforms[0].test.seconds_to_healthy"),
+    "signing of 1e308 s": ({"images": [_entry(sign_seconds=1e308)]}, "images[0].sign_seconds"),
+    "a million and one steps": ({"images": [_entry({"steps": 10**6 + 1})]}, "platforms[0].steps"),
+    "cached steps of 2**64": ({"images": [_entry({"cached_steps": 2**64})]}, "platforms[0].cached_steps"),
+    "SBOM of 2**63 components": ({"images": [_entry({"sbom": {"path": "x", "components": 2**63}})]},
+                                 "platforms[0].sbom.components"),
+    "jobs of 10**9": ({"jobs": 10**9, "images": [_entry()]}, "jobs"),
+    "peak builds of 10**9": ({"peak_parallel_builds": 10**9, "images": [_entry()]}, "peak_parallel_builds"),
+}
+
+
+@pytest.mark.parametrize("command", ["merge", "catalog"])
+@pytest.mark.parametrize("case", list(NUMBERS))
+def test_numbers_read_back_from_a_report_have_bounds(case, command, tmp_path):
+    doc, words = NUMBERS[case]
+    (tmp_path / "job.json").write_text(json.dumps(doc))
+    out = ["--out", str(tmp_path / "out.json")] if command == "merge" else \
+        ["--out", str(tmp_path / "images.md"), "--json", str(tmp_path / "images.json")]
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, [command, "--report", str(tmp_path / "job.json"), *out, "--matrix", MATRIX])
+    line = _refused(result, words)
+    assert line.startswith(f"--report: {tmp_path / 'job.json'}: ") and "less than or equal to" in line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("row, words", [({"name": "-rf"}, "images.0.name"),
+                                        ({"name": "x\n# y"}, "images.0.name"),
+                                        ({"name": "a" * 150}, "images.0.name"),
+                                        ({"platform": "--x"}, "images.0.platform"),
+                                        ({"platform": "linux/s390x"}, "images.0.platform")])
+def test_the_size_gate_reads_the_catalog_through_the_same_grammar(row, words, tmp_path):
+    from builder.engine import disk
+    from builder.matrix.inputs import ConfigError
+
+    (tmp_path / "images.json").write_text(json.dumps({"images": [{"name": MINIMAL, **row}]}))
+    with pytest.raises(ConfigError) as found:
+        disk.catalog_rows(tmp_path / "images.json")
+    assert len(found.value.lines) == 1 and words.replace(".0.", "[0].") in found.value.lines[0]
+
+
+@pytest.mark.parametrize("option, value", [("--jobs", str(10**6 + 1)), ("--test-jobs", str(10**9)),
+                                           ("--keep-last", str(2**63)), ("--jobs", "1e3")])
+def test_numeric_options_have_bounds(option, value, tmp_path):
+    result = CliRunner().invoke(app, ["build", option, value, "--matrix", MATRIX, "--build-dir", str(tmp_path / "b")])
+    line = _refused(result, option)
+    assert line.startswith("builder build: Invalid value for")
+    assert not (tmp_path / "b").exists()
+
