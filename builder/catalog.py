@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from builder import files
-from builder.engine import disk
+from builder.engine import disk, images
 from builder.engine.images import uncompressed_bytes
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, grammar
@@ -93,11 +93,12 @@ def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, I
 
 
 def _image(client: docker.DockerClient, ref: str):
-    # The built image: local when this machine built it, else pulled from the registry.
+    # The built image: local when this machine built it, else pulled from the registry
+    # (EngineError, one line, when it cannot be).
     try:
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
-        return client.images.pull(ref)
+        return images.pull(client, ref)
 
 
 def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, images_dir: Path,

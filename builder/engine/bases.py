@@ -132,7 +132,7 @@ def ensure_pulled(client: docker.DockerClient, ref: str) -> None:
     try:
         client.images.pull(ref)
     except docker.errors.DockerException as exc:
-        raise BaseError(f"cannot pull {ref}: {exc}") from None
+        raise BaseError(f"cannot pull {ref}: {images.explained(exc)}") from None
 
 
 def _exists(client: docker.DockerClient, ref: str) -> bool:

@@ -621,3 +621,45 @@ def test_numeric_options_have_bounds(option, value, tmp_path):
     assert line.startswith("builder build: Invalid value for")
     assert not (tmp_path / "b").exists()
 
+
+# --- a pull the Engine refuses ----------------------------------------------------------------------
+
+class _NoSuchImage:
+    """An Engine that has no image and cannot pull: docker-py's errors as a real Engine raises them."""
+
+    def __init__(self, explanation: str | None, status: int = 404):
+        self.explanation, self.status = explanation, status
+        self.images = self
+
+    def get(self, ref):
+        raise docker.errors.ImageNotFound(f"No such image: {ref}")
+
+    def pull(self, ref, **kwargs):
+        response = type("Response", (), {"status_code": self.status, "reason": "Not Found",
+                                         "url": f"http+docker://localhost/v1.45/images/create?fromImage={ref}"})()
+        raise docker.errors.NotFound(f"{self.status} Client Error for {response.url}: Not Found", response=response,
+                                     explanation=self.explanation)
+
+
+@pytest.mark.parametrize("explanation, words", [
+    ("pull access denied for registry.example/team/sklearn, repository does not exist or may require 'docker login'",
+     "pull access denied for registry.example/team/sklearn"),
+    ("manifest unknown:\nmanifest unknown", "manifest unknown: manifest unknown"),
+    (None, "HTTP 404"),
+])
+def test_an_image_the_engine_cannot_pull_is_an_engine_failure_in_one_line(explanation, words, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "client", lambda build_dir: _NoSuchImage(explanation))
+    cfg = _config(tmp_path)
+    result = CliRunner().invoke(app, ["extend", str(cfg), "--build", "--out", str(tmp_path / "out"), "--matrix", MATRIX,
+                                      "--build-dir", str(tmp_path / "b")])
+    line = _refused(result, f"the Engine cannot pull {BASE}: {words}", code=1)
+    assert line.startswith("EngineError: ") and "http+docker" not in line and "Client Error" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_catalog_pulls_through_the_same_refusal():
+    from builder.engine.host import EngineError
+
+    with pytest.raises(EngineError, match=f"^the Engine cannot pull {REPO}:1: HTTP 404$"):
+        catalog._image(_NoSuchImage(None), f"{REPO}:1")
+
