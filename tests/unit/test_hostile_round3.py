@@ -663,3 +663,34 @@ def test_the_catalog_pulls_through_the_same_refusal():
     with pytest.raises(EngineError, match=f"^the Engine cannot pull {REPO}:1: HTTP 404$"):
         catalog._image(_NoSuchImage(None), f"{REPO}:1")
 
+
+# --- a lock that is a link is said to be one, not missing ------------------------------------------
+
+@pytest.mark.parametrize("target", ["a lock elsewhere", "nothing"])
+def test_a_lock_that_is_a_link_is_named_a_link(target, tmp_path):
+    from builder.generate import lock
+    from builder.matrix.inputs import ConfigError
+
+    folder = tmp_path / MINIMAL
+    folder.mkdir()
+    source = ROOT / "images" / MINIMAL / lock.file_name()
+    if target == "nothing":
+        (folder / lock.file_name()).symlink_to(tmp_path / "gone")
+    else:
+        (tmp_path / "elsewhere.lock").write_text(source.read_text())
+        (folder / lock.file_name()).symlink_to(tmp_path / "elsewhere.lock")
+    with pytest.raises(ConfigError, match="is a symbolic link, not a lock `builder lock` wrote"):
+        lock.read(tmp_path, MINIMAL)
+
+
+@pytest.mark.parametrize("key, value, words", [("python", "3.11;id", "'3.11;id' is not a valid version"),
+                                               ("image", "-rf", "'-rf' is not an image name"),
+                                               ("platform", "linux/s390x", "'linux/s390x' is not a platform")])
+def test_a_lock_header_goes_through_the_grammar_it_was_written_with(key, value, words):
+    from builder.generate import lock
+    from builder.matrix.inputs import ConfigError
+
+    text = (ROOT / "images" / MINIMAL / lock.file_name()).read_text()
+    lines = [f"# {key}: {value}" if line.startswith(f"# {key}: ") else line for line in text.splitlines()]
+    with pytest.raises(ConfigError, match=f"the header's '# {key}:' line: {words}".replace("(", r"\(").replace(")", r"\)")):
+        lock.parse("\n".join(lines) + "\n", "requirements.lock")
