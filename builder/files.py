@@ -11,9 +11,11 @@ a reader sees the old file or the new one, never half of one.
 
 Links the tool did not make are checked here and nowhere else (:func:`refuse_links`): the build
 folder itself (:func:`build_folder`: a link there is refused by every command), every folder
-between a folder the tool made (one holding :data:`MARKER`) and a path it writes or deletes in it,
-the marker (a regular file, never a link: :func:`owned_folder`) and the tool's own state files
-(:func:`read_state`: the BuildKit cache ledger).
+between a folder the tool made (one holding :data:`MARKER`) and a path it writes or deletes in it
+(the writers here, and :func:`make_folder` and :func:`remove_tree` for the folders other modules
+fill: logs, SBOM tools, apt state, bases, registry storage), the marker (a regular file, never a
+link: :func:`owned_folder`) and the tool's own state files (:func:`read_state`: the BuildKit cache
+ledger).
 """
 
 from __future__ import annotations
@@ -226,6 +228,31 @@ def remove_owned(folder: Path) -> None:
     build_folder(folder)
     if owned_folder(folder):
         shutil.rmtree(folder)
+
+
+def _inside_own(path: Path) -> Path:
+    # ``path`` after refuse_links of every existing component of it below the nearest folder the
+    # tool made above it, ``path`` itself included (a folder is written into, not replaced).
+    owner = _owner(path)
+    return refuse_links(path, owner) if owner is not None else Path(path)
+
+
+def make_folder(path: Path) -> Path:
+    """``mkdir -p path`` for a folder the tool writes into, after :func:`refuse_links` of every
+    existing component below the folder the tool made above it, ``path`` included. Returns
+    ``path``. Raises :class:`LinkRefused`, or OSError when it cannot be made."""
+    path = _inside_own(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_tree(path: Path) -> None:
+    """Delete the folder ``path`` (nothing when there is none) the way :func:`make_folder` writes:
+    refused when a component below the folder the tool made, ``path`` included, is a link; links
+    inside are removed, never followed. Raises :class:`LinkRefused` or OSError."""
+    path = _inside_own(path)
+    if path.exists():
+        shutil.rmtree(path)
 
 
 def read_state(path: Path, limit: int, top: Path) -> bytes | None:

@@ -206,7 +206,7 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
     pf = Platform.parse(platform)
     mirror = apt_mirror()
     epoch = release_epoch(mirror, base.bootstrap.suite)
-    root = (workdir / f"{key}{pf.suffix}").resolve()
+    root = files.make_folder(workdir / f"{key}{pf.suffix}").resolve()  # checked before a link could be resolved
     rootfs = _debootstrap(key, base.bootstrap, pf.arch, mirror, root, log, epoch)
     _strip(rootfs)
     tarball = root / "rootfs.tar"
@@ -227,9 +227,8 @@ def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path
     that path; its output goes to ``root``/debootstrap.log. Raises BaseError when debootstrap exits
     non-zero."""
     rootfs = root / "rootfs"
-    if rootfs.exists():
-        shutil.rmtree(rootfs)
-    root.mkdir(parents=True, exist_ok=True)
+    files.remove_tree(rootfs)
+    files.make_folder(root)
     logfile = root / "debootstrap.log"
     log(f"debootstrap {recipe.suite} ({recipe.variant}, {arch}) for base {key}; log {logfile}")
     with files.open_log(logfile) as out:

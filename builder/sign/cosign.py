@@ -84,7 +84,7 @@ def ensure(state_dir: Path, mirror: str | None = None) -> Path:
                         "(Debian 13: the cosign package; https://docs.sigstore.dev/cosign/system_config/installation/)")
     files.claim_folder(state_dir)
     try:
-        [deb] = debian13.download([PACKAGE], (state_dir / "tools").resolve(), mirror)
+        [deb] = debian13.download([PACKAGE], files.make_folder(state_dir / "tools").resolve(), mirror)
     except EngineError as exc:
         raise SignError(str(exc)) from None
     unpacked = deb.parent / "unpacked"

@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import docker
 import pytest
@@ -469,6 +471,95 @@ def test_removing_the_build_folder_refuses_a_link(tmp_path):
     before = _snapshot(user)
     with pytest.raises(OSError, match="is a symbolic link"):
         files.remove_owned(tmp_path / "b")
+    assert _snapshot(user) == before
+
+
+# --- links inside a build folder the tool made: every folder it writes into or deletes ----------
+
+def _planted(tmp_path: Path, name: str, monkeypatch) -> tuple[Path, Path]:
+    """A build folder the tool made whose ``name`` is a link to the user's folder (holding
+    ``rootfs/keep.txt`` too); nothing may start a process."""
+    build = files.claim_folder(tmp_path / "build")
+    user = _elsewhere(tmp_path)
+    (user / "rootfs").mkdir()
+    (user / "rootfs" / "keep.txt").write_text("the user's\n")
+    (build / name).symlink_to(user)
+
+    def started(*args, **kwargs):
+        raise AssertionError("a process was started")
+    monkeypatch.setattr(subprocess, "Popen", started)
+    return build, user
+
+
+def _build_log(build: Path) -> None:
+    from builder.run import build as run_build
+
+    run_build._run("x", None, ["docker", "buildx", "build"], build, {}, build / "logs" / "x.build.log", print)
+
+
+def _smoke_logs(build: Path) -> None:
+    from builder.run import smoke
+
+    smoke.run(SimpleNamespace(name="x"), None, None, "x:1", build, build / "logs")
+
+
+def _sbom_tool(build: Path) -> None:
+    from builder.run import sbom
+
+    sbom.tool(build, "3.11", None)
+
+
+def _apt_download(build: Path) -> None:
+    from builder.engine import debian13
+
+    debian13.download(["docker-buildx"], build / "plugins", "http://deb.example/debian")
+
+
+def _debootstrap(build: Path) -> None:
+    from builder.engine import bases
+
+    bases._debootstrap("debian12", None, "amd64", "http://deb.example/debian", build / "bases", print, 0)
+
+
+def _registry_storage(build: Path) -> None:
+    engine.ensure_registry(build)
+
+
+# name: (the link's name inside the build folder, what writes into it)
+INSIDE = {
+    "a build's log folder": ("logs", _build_log),
+    "the smoke tests' log folder": ("logs", _smoke_logs),
+    "the SBOM tool's folder": ("sbom-tool", _sbom_tool),
+    "the plugins' apt state": ("plugins", _apt_download),
+    "a bootstrapped base's folder (rootfs removed first)": ("bases", _debootstrap),
+    "the local registry's storage": ("registry", _registry_storage),
+}
+
+
+@pytest.mark.parametrize("case", list(INSIDE))
+def test_no_folder_inside_the_build_folder_is_written_or_emptied_through_a_link(case, tmp_path, monkeypatch):
+    name, write = INSIDE[case]
+    build, user = _planted(tmp_path, name, monkeypatch)
+    monkeypatch.setattr(engine, "registry_answers", lambda registry, timeout=3.0: False)
+    monkeypatch.setattr(engine.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    before = _snapshot(user)
+    with pytest.raises(OSError, match="is a symbolic link") as refused:
+        write(build)
+    assert refused.value.filename == str(build / name) and _snapshot(user) == before
+
+
+@pytest.mark.parametrize("layout", ["the folder", "a folder above it"])
+def test_make_folder_and_remove_tree_refuse_a_link_below_a_folder_the_tool_made(layout, tmp_path):
+    build = files.claim_folder(tmp_path / "build")
+    user = _elsewhere(tmp_path)
+    (user / "x").mkdir()
+    link = build / ("x" if layout == "the folder" else "up")
+    link.symlink_to(user / "x" if layout == "the folder" else user)
+    target = build / "x" if layout == "the folder" else build / "up" / "x"
+    before = _snapshot(user)
+    for call in (files.make_folder, files.remove_tree):
+        with pytest.raises(OSError, match="is a symbolic link"):
+            call(target)
     assert _snapshot(user) == before
 
 
