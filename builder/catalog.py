@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import docker
 from packaging.utils import canonicalize_name
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from builder import files
-from builder.engine import disk
+from builder.engine import disk, images
 from builder.engine.images import uncompressed_bytes
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, grammar
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import oci_name
+from builder.matrix.validation import pydantic_lines
 from builder.run import report_file, tag
-from builder.run.report import PASSED, ImageReport, PlatformBuild, Status
+from builder.run.report import PASSED, Bytes, Count, Digest, ImageName, ImageReport, PlatformBuild, PlatformName, Status, Tag, Version
 
 #: The largest catalog JSON read back (bytes): the disk estimate's bound, for the same file.
 MAX_CATALOG = disk.MAX_CATALOG
@@ -41,37 +42,52 @@ LISTED = PASSED
 #: Always shown among the key packages when installed (the serving stack).
 SERVING = ("azureml-inference-server-http",)
 
+#: One line of free text (a framework's title as the matrix gives it, the OS's PRETTY_NAME).
+Text = Annotated[str, BeforeValidator(grammar.text)]
+Reference = Annotated[str, BeforeValidator(grammar.docker_reference)]
+Package = Annotated[str, BeforeValidator(grammar.distribution_name)]
+IsoDate = Annotated[str, BeforeValidator(grammar.iso_date)]
 
-@dataclass(frozen=True)
-class Row:
-    """One catalog line. ``uncompressed_bytes``: the image's layers uncompressed, as an Engine
-    stores them; ``compressed_bytes``: the layers the registry serves, what a pull downloads (None
-    for an image not pushed); ``packages`` maps a key package to its installed
+
+class Row(BaseModel):
+    """One catalog line, each value checked against the grammar it was made by, whether read from an
+    image or back from an earlier catalog (:func:`previous_rows`). ``uncompressed_bytes``: the
+    image's layers uncompressed, as an Engine stores them; ``compressed_bytes``: the layers the
+    registry serves, what a pull downloads (None for an image not pushed); both at most
+    :data:`builder.matrix.grammar.MAX_SIZE`. ``packages`` maps a key package to its installed
     (locked) version; ``digest`` is the registry's manifest digest (None for an image not pushed);
     ``signed``: the run signed it (:mod:`builder.run.steps.sign`); ``debian_index_date`` (UTC, ISO
     8601) and ``debian_security_pending`` (a count) the image's labels from its base lock: the date
     of the Debian indexes its packages were locked from, and how many security updates were pending
     then (:mod:`builder.generate.base_lock`; ``builder outdated`` tells today's)."""
 
-    name: str
-    framework: str
-    framework_version: str
-    device: str
-    python: str
-    os: str
-    cuda: str | None
-    cudnn: str | None
-    packages: dict[str, str]
-    uncompressed_bytes: int | None
-    compressed_bytes: int | None
-    immutable_tag: str
-    reference: str
-    digest: str | None
-    sbom_digest: str | None
-    platform: str
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    name: ImageName
+    framework: Text
+    framework_version: Version
+    device: Literal["cpu", "gpu"]
+    python: Version
+    os: Text
+    cuda: Version | None
+    cudnn: Version | None
+    packages: dict[Package, Version]
+    uncompressed_bytes: Bytes | None
+    compressed_bytes: Bytes | None
+    immutable_tag: Tag
+    reference: Reference
+    digest: Digest | None
+    sbom_digest: Digest | None
+    platform: PlatformName
     signed: bool = False
-    debian_index_date: str | None = None
-    debian_security_pending: int | None = None
+    debian_index_date: IsoDate | None = None
+    debian_security_pending: Count | None = None
+
+
+class CatalogFile(BaseModel):
+    """``docs/images.json`` as :func:`write` writes it: ``{"images": [row, ...]}``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    images: list[Row]
 
 
 def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, ImageReport]:
@@ -83,16 +99,18 @@ def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, I
 
 
 def _image(client: docker.DockerClient, ref: str):
-    # The built image: local when this machine built it, else pulled from the registry.
+    # The built image: local when this machine built it, else pulled from the registry
+    # (EngineError, one line, when it cannot be).
     try:
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
-        return client.images.pull(ref)
+        return images.pull(client, ref)
 
 
 def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, images_dir: Path,
          client: docker.DockerClient) -> Row:
-    # One platform's row: versions read inside the image, key packages from its lock.
+    # One platform's row: versions read inside the image, key packages from its lock. ConfigError
+    # (one line) when what the image holds (its os-release, its labels) breaks a row's grammar.
     prefix = matrix.data.project.label_prefix
     ref = f"{r.repository}:{b.tag}"
     image = _image(client, ref)
@@ -100,17 +118,65 @@ def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, imag
     versions = lock.read(images_dir, spec.name, b.platform).versions()
     names = [*SERVING, *(canonicalize_name(req.name) for req in spec.requirements)]
     packages = {n: versions[n] for n in dict.fromkeys(names) if n in versions and not n.startswith("nvidia-")}
-    return Row(name=spec.name, framework=spec.framework_title,
-               framework_version=tag.framework_version(client, ref, spec), device=spec.device,
-               python=tag.python_version(client, ref), os=tag.os_name(client, ref),
-               cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
-               uncompressed_bytes=b.uncompressed_bytes or uncompressed_bytes(client, ref),
-               compressed_bytes=b.compressed_bytes, immutable_tag=r.tags[0], reference=ref, digest=b.digest,
-               sbom_digest=b.sbom.digest if b.sbom else None,
-               platform=oci_name(image.attrs.get("Os", "linux"), image.attrs.get("Architecture", "amd64"),
-                                image.attrs.get("Variant")), signed=r.signature == "signed",
-               debian_index_date=_label(labels, f"{prefix}.debian-index-date", grammar.iso_date),
-               debian_security_pending=_count(labels.get(f"{prefix}.debian-security-pending")))
+    fields = dict(name=spec.name, framework=spec.framework_title,
+                  framework_version=tag.framework_version(client, ref, spec), device=spec.device,
+                  python=tag.python_version(client, ref), os=tag.os_name(client, ref),
+                  cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
+                  uncompressed_bytes=b.uncompressed_bytes or uncompressed_bytes(client, ref),
+                  compressed_bytes=b.compressed_bytes, immutable_tag=r.tags[0], reference=ref, digest=b.digest,
+                  sbom_digest=b.sbom.digest if b.sbom else None,
+                  platform=oci_name(image.attrs.get("Os", "linux"), image.attrs.get("Architecture", "amd64"),
+                                    image.attrs.get("Variant")), signed=r.signature == "signed",
+                  debian_index_date=_label(labels, f"{prefix}.debian-index-date", grammar.iso_date),
+                  debian_security_pending=_count(labels.get(f"{prefix}.debian-security-pending")))
+    try:
+        return Row(**fields)
+    except ValidationError as exc:
+        raise ConfigError(pydantic_lines(f"image {ref}", exc, Row)[:1]) from None
+
+
+def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient,
+         previous: dict[tuple[str, str], Row] | None = None) -> list[Row]:
+    """One :class:`Row` per matrix image and platform whose report passed (:data:`LISTED`), in
+    matrix order. ``immutable_tag`` is the image's (an index's, for several platforms) and
+    ``digest`` the platform's own manifest. An up-to-date image's row is its row in ``previous``
+    ({(name, platform): row}) when that row names the same digest, immutable tag and reference,
+    and the matrix's framework title and device."""
+    out, previous = [], previous or {}
+    for spec in matrix.images():
+        r = reports.get(spec.name)
+        if r is None or r.status not in LISTED or not r.tags:
+            continue
+        for b in (b for p in spec.platforms if (b := r.built(p)) and b.tag):
+            kept = previous.get((spec.name, b.platform))
+            same = (b.digest, r.tags[0], f"{r.repository}:{b.tag}", spec.framework_title, spec.device)
+            if r.status == Status.UP_TO_DATE and kept and (
+                    kept.digest, kept.immutable_tag, kept.reference, kept.framework, kept.device) == same:
+                out.append(kept)
+            else:
+                out.append(_row(matrix, spec, r, b, images_dir, client))
+    return out
+
+
+def previous_rows(paths: list[Path]) -> dict[tuple[str, str], Row]:
+    """``{(name, platform): row}`` of the catalog JSON files at ``paths`` that exist (later ones win),
+    each at most :data:`MAX_CATALOG` bytes and read back strictly as :class:`CatalogFile`: every
+    value through the grammar it was made by (:class:`Row`), before any reaches the Markdown.
+    Raises ConfigError (one line: the file, the key path, what was expected) for a file that is
+    not such a catalog."""
+    out: dict[tuple[str, str], Row] = {}
+    for path in (p for p in paths if p.is_file()):
+        with path.open("rb") as f:
+            raw = f.read(MAX_CATALOG + 1)
+        refusal = "not a catalog written by `builder catalog` (delete it: every row is read from its image)"
+        if len(raw) > MAX_CATALOG:
+            raise ConfigError([f"{path}: larger than {MAX_CATALOG} bytes; {refusal}"])
+        try:
+            found = CatalogFile.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ConfigError([f"{pydantic_lines(str(path), exc, CatalogFile)[0]}; {refusal}"]) from None
+        out.update({(r.name, r.platform): r for r in found.images})
+    return out
 
 
 def _label(labels: dict, key: str, check) -> str | None:
@@ -122,54 +188,9 @@ def _label(labels: dict, key: str, check) -> str | None:
 
 
 def _count(value: object) -> int | None:
-    # ASCII digits only (str.isdigit() takes "²"), at most 10**6.
-    return int(value) if isinstance(value, str) and re.fullmatch(r"[0-9]{1,7}", value) and int(value) <= 10**6 else None
-
-
-def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient,
-         previous: dict[tuple[str, str], Row] | None = None) -> list[Row]:
-    """One :class:`Row` per matrix image and platform whose report passed (:data:`LISTED`), in
-    matrix order. ``immutable_tag`` is the image's (an index's, for several platforms) and
-    ``digest`` the platform's own manifest. An up-to-date image's row is its row in ``previous``
-    ({(name, platform): row}) when that row names the same digest, immutable tag and reference."""
-    out, previous = [], previous or {}
-    for spec in matrix.images():
-        r = reports.get(spec.name)
-        if r is None or r.status not in LISTED or not r.tags:
-            continue
-        for b in (b for p in spec.platforms if (b := r.built(p)) and b.tag):
-            kept = previous.get((spec.name, b.platform))
-            same = (b.digest, r.tags[0], f"{r.repository}:{b.tag}")
-            if r.status == Status.UP_TO_DATE and kept and (kept.digest, kept.immutable_tag, kept.reference) == same:
-                out.append(kept)
-            else:
-                out.append(_row(matrix, spec, r, b, images_dir, client))
-    return out
-
-
-def previous_rows(paths: list[Path]) -> dict[tuple[str, str], Row]:
-    """``{(name, platform): row}`` of the catalog JSON files at ``paths`` that exist (later ones win),
-    each at most :data:`MAX_CATALOG` bytes and read back strictly as :class:`Row` lists. Raises
-    ConfigError (one line) for a file that is not such a catalog."""
-    adapter = TypeAdapter(dict[str, list[Row]], config=ConfigDict(strict=True, extra="forbid"))
-    out: dict[tuple[str, str], Row] = {}
-    for path in (p for p in paths if p.is_file()):
-        with path.open("rb") as f:
-            raw = f.read(MAX_CATALOG + 1)
-        try:
-            if len(raw) > MAX_CATALOG:
-                raise ValueError(f"larger than {MAX_CATALOG} bytes")
-            found = adapter.validate_json(raw)
-            if set(found) != {"images"}:
-                raise ValueError("not an object with one key, images")
-        except (ValidationError, ValueError) as exc:
-            raise ConfigError([f"{path}: not a catalog written by `builder catalog`: {str(exc).splitlines()[0]}"]) from None
-        out.update({(r.name, r.platform): r for r in found["images"]})
-    return out
-
-
-def _mb(size: int | None) -> str:
-    return f"{size / 1e6:.0f} MB" if size else "-"
+    # ASCII digits only (str.isdigit() takes "²"), at most grammar.MAX_COUNT.
+    ok = isinstance(value, str) and re.fullmatch(r"[0-9]{1,7}", value) and int(value) <= grammar.MAX_COUNT
+    return int(value) if ok else None
 
 
 def _patched(r: Row) -> str:
@@ -177,6 +198,23 @@ def _patched(r: Row) -> str:
     if r.debian_index_date is None:
         return "-"
     return f"{r.debian_index_date[:10]} / {'-' if r.debian_security_pending is None else r.debian_security_pending}"
+
+
+def _mb(size: int | None) -> str:
+    return f"{size / 1e6:.0f} MB" if size else "-"
+
+
+#: ASCII punctuation a table cell keeps as it is; every other is backslash-escaped (CommonMark:
+#: any ASCII punctuation may be, https://spec.commonmark.org/0.31.2/#backslash-escapes), so no
+#: text can close the cell (``|``), open HTML (``<``), an entity, a link or emphasis.
+_PLAIN = re.compile(r"([!-/:-@\[-`{-~])")
+_KEPT = set(" .,-()/:+")
+
+
+def cell(text: str) -> str:
+    """``text`` (one line) as literal text in a Markdown table cell: ASCII punctuation other than
+    ``.,-()/:+`` backslash-escaped."""
+    return _PLAIN.sub(lambda m: m.group() if m.group() in _KEPT else "\\" + m.group(), text)
 
 
 def markdown(rows_: list[Row]) -> str:
@@ -195,8 +233,9 @@ def markdown(rows_: list[Row]) -> str:
         cuda = f"{r.cuda} / {r.cudnn or '-'}" if r.cuda else "-"
         pkgs = ", ".join(f"{n} {v}" for n, v in r.packages.items())
         digest = f"<br>`{r.digest[:19]}`" if r.digest else ""
-        lines.append(f"| `{r.name}` | {r.platform} | {r.framework} | {r.framework_version} | {r.device.upper()} | {r.python} | "
-                     f"{r.os} | {cuda} | {pkgs} | {_mb(r.uncompressed_bytes)} | {_mb(r.compressed_bytes)} | {_patched(r)} | "
+        lines.append(f"| `{r.name}` | {r.platform} | {cell(r.framework)} | {r.framework_version} | {r.device.upper()} | "
+                     f"{r.python} | {cell(r.os)} | {cuda} | {pkgs} | {_mb(r.uncompressed_bytes)} | {_mb(r.compressed_bytes)} | "
+                     f"{_patched(r)} | "
                      f"{'signed' if r.signed else 'unsigned'} | `{r.immutable_tag}`{digest} |")
     return "\n".join(lines) + "\n"
 
@@ -213,4 +252,4 @@ def write(rows_: list[Row], md: Path, js: Path) -> None:
         if path.is_symlink() or (path.exists() and not ours(path.read_text(errors="replace"))):
             raise ConfigError([f"{path} exists and was not written by `builder catalog`; refusing to replace it"])
     files.write_atomic(md, markdown(rows_))
-    files.write_atomic(js, json.dumps({"images": [asdict(r) for r in rows_]}, indent=2) + "\n")
+    files.write_atomic(js, json.dumps({"images": [r.model_dump() for r in rows_]}, indent=2) + "\n")

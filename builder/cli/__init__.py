@@ -16,8 +16,9 @@ from builder.cli import generate as cli_generate
 from builder.cli import patch as cli_patch
 from builder.cli import run as cli_run
 from builder.cli import verify as cli_verify
+from builder.cli.common import OneLineGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+app = typer.Typer(cls=OneLineGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Render, build, smoke-test, tag and publish ML inference images from matrix.yaml. Every "
                        "command takes --build-dir (default: build): the one folder for its logs, reports and "
                        "state.")

@@ -6,29 +6,91 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Iterator, NoReturn, Optional
+from typing import Any, Iterator, NoReturn, Optional
 
 import typer
+import typer.core
 
 from builder import files
 from builder.engine import EngineError
 from builder.engine.bases import BaseError
 from builder.engine.debian_index import IndexUnavailable
-from builder.matrix import ImageSpec, Matrix
+from builder.matrix import ImageSpec, Matrix, grammar, plan
 from builder.matrix import load as load_matrix
-from builder.matrix import plan
 from builder.matrix.inputs import ConfigError, one_line
 from builder.run.publish import PublishError
 from builder.sign.cosign import SignError
 
-MatrixOpt = typer.Option(Path("matrix.yaml"), "--matrix", help="The matrix file.")
-TemplatesOpt = typer.Option(None, "--templates", help="The templates folder [default: templates/ beside the matrix].")
-ImagesOpt = typer.Option(None, "--images", help="Where generated build contexts live [default: images/ beside the matrix].")
+def local_path(value: Any) -> Path:
+    """The parser of every path option and argument: a value of
+    :func:`builder.matrix.grammar.local_path`'s grammar (not empty, not too long for the file system,
+    no control character, not starting with ``-``), refused while the command line is parsed,
+    before anything runs (one line, exit 2). The command's own defaults (Path objects) pass."""
+    if isinstance(value, Path):
+        return value
+    try:
+        return Path(grammar.local_path(value))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def build_folder(value: Any) -> Path:
+    """The parser of ``--build-dir``: a :func:`local_path` that :func:`builder.files.build_folder`
+    accepts (absent, or a real folder: a link is refused in every command), the default included."""
+    try:
+        return files.build_folder(local_path(value))
+    except OSError as exc:
+        raise typer.BadParameter(f"{exc.filename}: {exc.strerror or exc}") from None
+
+
+def path_option(default: Any, *names: str, help: str) -> Any:
+    """A typer option whose value is a path (:func:`local_path`)."""
+    return typer.Option(default, *names, parser=local_path, help=help)
+
+
+MatrixOpt = path_option(Path("matrix.yaml"), "--matrix", help="The matrix file.")
+TemplatesOpt = path_option(None, "--templates", help="The templates folder [default: templates/ beside the matrix].")
+ImagesOpt = path_option(None, "--images", help="Where generated build contexts live [default: images/ beside the matrix].")
 SelectOpt = typer.Option(None, "--select", help="Glob over image names (repeatable); ancestors are included.")
 #: Every command takes it; what a command writes outside images/ and docs/ goes under it, nowhere else.
-BuildDirOpt = typer.Option(files.BUILD_DIR, "--build-dir",
+BuildDirOpt = typer.Option(files.BUILD_DIR, "--build-dir", parser=build_folder,
                            help="The build folder: logs, report.json, bases, SBOMs, plugins, registry storage, "
-                                "extension contexts (`builder prune` removes it).")
+                                "extension contexts (`builder prune` removes it). A real folder, never a link.")
+
+
+class OneLineGroup(typer.core.TyperGroup):
+    """The ``builder`` app's group: the command line parser's own refusals (an unknown option or
+    command, a value of the wrong type, a missing argument) end the way every other does
+    (:func:`fail`): one line on stderr naming the command, exit 2. A bare ``builder`` or group still
+    prints its help."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """The group's ``main``, run without the parser's standalone handling, which this does instead."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.TyperException as exc:  # the parser's errors (typer's click: ClickException)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help, as before
+                exc.show()
+                sys.exit(exc.exit_code)
+            sys.stderr.write(one_line(f"{_command(getattr(exc, 'ctx', None))}: {exc.format_message()}") + "\n")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.stderr.write("Aborted!\n")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _command(ctx: Any) -> str:
+    # ``builder <command> [<subcommand>]`` of a parser context (the program as its console script
+    # names it, whatever sys.argv[0] was), or ``builder``.
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["builder", *reversed(names)])
 
 
 def fail(lines: list[str], code: int = 2) -> NoReturn:
@@ -63,8 +125,6 @@ def load(path: Path) -> Matrix:
 def registry_option(value: str) -> str:
     """``--registry``'s value, checked against ``host[:port][/namespace]`` (empty: the default
     registry); exit 2 with one line otherwise."""
-    from builder.matrix import grammar
-
     if value:
         try:
             grammar.registry(value)

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from builder import files
-from builder.cli.common import BuildDirOpt, MatrixOpt, fail, guard, load, registry_option, stop_on_sigterm
+from builder.cli.common import BuildDirOpt, MatrixOpt, fail, guard, load, local_path, registry_option, stop_on_sigterm
 from builder.matrix import grammar
 
 
@@ -21,12 +21,12 @@ def _registry(registry: str) -> str:
     return registry_option(registry) or engine.LOCAL_REGISTRY
 
 
-def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's JSON form or the YAML equivalent."),
-           out: Optional[Path] = typer.Option(None, "--out", help="Build context folder [default: extend/<config folder name> in --build-dir]."),
+def extend(config: Path = typer.Argument(..., parser=local_path, help="Inference config: Azure ML's JSON form or the YAML equivalent."),
+           out: Optional[Path] = typer.Option(None, "--out", parser=local_path, help="Build context folder [default: extend/<config folder name> in --build-dir]."),
            build_it: bool = typer.Option(False, "--build", help="Also build the image."),
            tag_: Optional[str] = typer.Option(None, "--tag", help="Name for the built image [default: <config folder name>:latest]."),
-           template: Optional[Path] = typer.Option(None, "--template", help='Your template; it may {% extends "extend/Dockerfile.j2" %}.'),
-           allow_outside: Optional[list[Path]] = typer.Option(None, "--allow-outside", help="Another folder the config's paths may point into (repeatable)."),
+           template: Optional[Path] = typer.Option(None, "--template", parser=local_path, help='Your template; it may {% extends "extend/Dockerfile.j2" %}.'),
+           allow_outside: Optional[list[Path]] = typer.Option(None, "--allow-outside", parser=local_path, help="Another folder the config's paths may point into (repeatable)."),
            registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named bases are published [default: 127.0.0.1:5000]."),
            verify_key: Optional[str] = typer.Option(None, "--verify-key", help="Public key (PEM file or key manager URI) the base must be signed with; build FROM the verified digest [default: the config's verify.key]."),
            no_verify: bool = typer.Option(False, "--no-verify", help="Do not verify the base even when a key is configured (prints a warning)."),
@@ -48,7 +48,7 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
             fail([f"--tag: {exc}"])
     target = out or default_out(config, build_dir)
     with guard():
-        pinned = _verified_base(config, m, reg, build_dir, verify_key, no_verify)
+        pinned = _verified_base(config, m, reg, build_dir, verify_key, no_verify, allow_outside or [])
         ext = prepare(config, m, reg, template, allow_outside=allow_outside or [], pinned=pinned)
         if build_it:
             built = build_image(config, m, reg, template, name, target, build_dir, allow_outside or [], pinned)
@@ -63,7 +63,7 @@ def extend(config: Path = typer.Argument(..., help="Inference config: Azure ML's
 
 
 def _verified_base(config: Path, m, registry: str, build_dir: Path, verify_key: Optional[str],
-                   no_verify: bool) -> Optional[str]:
+                   no_verify: bool, allow_outside: list[Path]) -> Optional[str]:
     # The base's verified digest reference when a key is configured (builder.extend.trust), else None;
     # with --no-verify, None and a warning line.
     from builder.engine.registry import Credentials
@@ -75,7 +75,7 @@ def _verified_base(config: Path, m, registry: str, build_dir: Path, verify_key: 
         typer.echo("warning: --no-verify: the base image is not verified; the Dockerfile starts FROM its tag", err=True)
         return None
     cfg = load_config(config)
-    key = key_of(cfg, config, verify_key)
+    key = key_of(cfg, config, verify_key, allow_outside)
     if key is None:
         return None
     auth = cfg.base_image_registry.credentials() if cfg.base_image_registry else None
@@ -86,11 +86,11 @@ def _verified_base(config: Path, m, registry: str, build_dir: Path, verify_key: 
 
 
 def serve(image: str = typer.Argument(..., help="An image reference, or a matrix image name (its latest tag)."),
-          model: Optional[Path] = typer.Option(None, "--model", help="Model file or folder (mounted read-only)."),
-          entry_script: Path = typer.Option(..., "--entry-script", help="score.py with init() and run(); its folder is mounted read-only."),
+          model: Optional[Path] = typer.Option(None, "--model", parser=local_path, help="Model file or folder (mounted read-only)."),
+          entry_script: Path = typer.Option(..., "--entry-script", parser=local_path, help="score.py with init() and run(); its folder is mounted read-only."),
           port: int = typer.Option(8890, "--port", min=1, max=65535, help="Host port on 127.0.0.1."),
           registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="Where matrix-named images are published."),
-          compose_file: Optional[Path] = typer.Option(None, "--compose-file", help="Write a Compose file that serves it (`docker compose -f FILE up`) instead of running."),
+          compose_file: Optional[Path] = typer.Option(None, "--compose-file", parser=local_path, help="Write a Compose file that serves it (`docker compose -f FILE up`) instead of running."),
           matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt) -> None:
     """Run an image locally with a model and entry script until Ctrl-C, then remove the container
     (or, with --compose-file, write the Compose file that does the same). The build folder holds

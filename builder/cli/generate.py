@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
+from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
                                 select_images, templates_dir)
 from builder.generate import apt_lock, apt_locking, bake, base_lock, base_locking, locking, render
 from builder.matrix import plan
@@ -51,8 +51,16 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
     the Engine, except with --check. Writes only base images' bootstrap logs to the build folder."""
     from builder.engine.sources import Sources
 
+    from builder.matrix import grammar
+
     m = load(matrix)
     images = beside(matrix, images, "images")
+    specs = select_images(m, select)  # checked with --check too: a bad value is never ignored
+    for name in upgrade_package or []:
+        try:
+            grammar.distribution_name(name)
+        except ValueError as exc:
+            fail([f"--upgrade-package: {exc}"])
     if check:
         with guard():
             problems = (locking.check(m, images) + apt_lock.check(m, images)
@@ -61,13 +69,6 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
             fail(problems + [f"{len(problems)} lock problem(s): run `builder lock`"], 1)
         typer.echo(f"locks are fresh ({len(m.images())} images)")
         return
-    specs = select_images(m, select)
-    for name in upgrade_package or []:
-        from builder.matrix import grammar
-        try:
-            grammar.distribution_name(name)
-        except ValueError as exc:
-            fail([f"--upgrade-package: {exc}"])
     with guard():
         sources = Sources.from_env()
         locks = locking.lock_all(m, specs, images, sources, upgrade_package or [], log=typer.echo)
@@ -147,7 +148,7 @@ def ci_matrix(select: Optional[list[str]] = SelectOpt, matrix: Path = MatrixOpt,
 
 
 def compat_refresh(matrix: Path = MatrixOpt,
-                   compat: Path = typer.Option(Path("compat.yaml"), "--compat", help="The table to rewrite."),
+                   compat: Path = typer.Option(Path("compat.yaml"), "--compat", parser=local_path, help="The table to rewrite."),
                    build_dir: Path = BuildDirOpt) -> None:
     """Re-resolve every framework version in the matrix from package metadata (uv; needs the index).
     Writes nothing to the build folder."""

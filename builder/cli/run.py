@@ -5,7 +5,6 @@ those that read their reports or clean up after them: ``catalog``, ``merge``, ``
 from __future__ import annotations
 
 import enum
-import shutil
 import signal
 from pathlib import Path
 from typing import Optional
@@ -13,12 +12,11 @@ from typing import Optional
 import typer
 
 from builder import engine, files
-from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load,
+from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
                                 registry_option, select_images, stop_on_sigterm, templates_dir)
 from builder.engine import disk, plugins, prune
 from builder.generate import apt_lock, bake, locking, render
 from builder.matrix import grammar
-from builder.matrix.inputs import ConfigError
 from builder.run import pipeline
 from builder.run.console import wide_console
 from builder.sign import Signer, cosign
@@ -105,18 +103,18 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 no_cache: bool = typer.Option(False, "--no-cache", help="Ignore BuildKit's layer cache (a cold build; implies --force)."),
                 accept_size: bool = typer.Option(False, "--accept-size", help="Pass images that grew more than 10 % over the catalog's size (the catalog made from this run records the new size)."),
                 force: bool = typer.Option(False, "--force", help="Build, test and push every image even when the registry already publishes its build id."),
-                jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, help="Tasks run at once (an image's preparation, one platform's build and test, its tags and push)."),
-                test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1,
+                jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, max=grammar.MAX_COUNT, help="Tasks run at once (an image's preparation, one platform's build and test, its tags and push)."),
+                test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1, max=grammar.MAX_COUNT,
                                               help="Smoke tests run at once [default: one per CPU]."),
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
-                tests: Optional[Path] = typer.Option(None, "--tests", help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
+                tests: Optional[Path] = typer.Option(None, "--tests", parser=local_path, help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
                 build_dir: Path = BuildDirOpt,
                 platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); all/publish need --by-platform then."),
                 by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes."),
                 no_space_check: bool = typer.Option(False, "--no-space-check", help="Run even when the disk looks too small for it (see docs: disk)."),
                 cache_registry: str = typer.Option("", "--cache-registry", envvar="BUILDER_CACHE_REGISTRY",
                                                    help="host:port/path where builds import and export BuildKit's cache (one ref per image and platform; containerd image store)."),
-                keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed."),
+                keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, max=grammar.MAX_COUNT, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed."),
                 prune_cache: bool = typer.Option(False, "--prune-cache", envvar="BUILDER_PRUNE_CACHE",
                                                  help="Remove the BuildKit cache this run makes after each image (uv's wheel cache mount stays): the full matrix fits a smaller disk; a later rebuild starts cold but for wheels."),
                 signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
@@ -124,7 +122,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 keyless: bool = typer.Option(False, "--keyless", help="Sign with Sigstore's Fulcio and Rekor instead of a key (a machine that reaches them).")) -> None:
         _check_platforms(platform or [], by_platform)
         _check_repository("--cache-registry", cache_registry)
-        signing_key = _signing_key(signing_key, keyless) if stage in ("publish", "all") else ""
+        key = _signing_key(signing_key, keyless)  # checked in every stage: a bad key is never ignored
+        signing_key = key if stage in ("publish", "all") else ""
         if by_platform and stage == "publish":
             fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
         opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,
@@ -141,9 +140,9 @@ def _stage_command(stage: pipeline.Stage, doc: str):
 
 
 
-def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report", help="A run's report.json (repeatable) [default: report.json in --build-dir]."),
-                    out: Path = typer.Option(Path("docs/images.md"), "--out", help="The Markdown table."),
-                    json_out: Path = typer.Option(Path("docs/images.json"), "--json", help="The same rows as JSON."),
+def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report", parser=local_path, help="A run's report.json (repeatable) [default: report.json in --build-dir]."),
+                    out: Path = typer.Option(Path("docs/images.md"), "--out", parser=local_path, help="The Markdown table."),
+                    json_out: Path = typer.Option(Path("docs/images.json"), "--json", parser=local_path, help="The same rows as JSON."),
                     matrix: Path = MatrixOpt, images: Optional[Path] = ImagesOpt, build_dir: Path = BuildDirOpt) -> None:
     """Write the image catalog (docs/images.md and JSON) from run reports, the locks and the built
     images (pulled when not on this machine). Lists the images whose run passed. Reads the build
@@ -155,18 +154,14 @@ def catalog_command(report: Optional[list[Path]] = typer.Option(None, "--report"
     m = load(matrix)
     with guard():
         reports = catalog.read_reports(report or [build_dir / "report.json"], m)
-        try:
-            previous = catalog.previous_rows([beside(matrix, None, "docs") / "images.json", json_out])
-        except ConfigError as exc:  # only a cache of rows: read every image instead
-            typer.echo(f"warning: {exc.lines[0]}; every row is read from its image", err=True)
-            previous = {}
+        previous = catalog.previous_rows([beside(matrix, None, "docs") / "images.json", json_out])
         found = catalog.rows(m, reports, beside(matrix, images, "images"), engine.client(build_dir), previous)
         catalog.write(found, out, json_out)
     typer.echo(f"wrote {out} and {json_out} ({len(found)} images)")
 
 
-def merge_command(report: list[Path] = typer.Option(..., "--report", help="One job's report.json (repeatable): every job of a run split by platform."),
-                  out: Optional[Path] = typer.Option(None, "--out", help="The merged report (read by `builder catalog`) [default: report.json in --build-dir]."),
+def merge_command(report: list[Path] = typer.Option(..., "--report", parser=local_path, help="One job's report.json (repeatable): every job of a run split by platform."),
+                  out: Optional[Path] = typer.Option(None, "--out", parser=local_path, help="The merged report (read by `builder catalog`) [default: report.json in --build-dir]."),
                   registry: str = typer.Option("", "--registry", envvar="REGISTRY", help="host:port[/namespace] the jobs pushed to; every report's repository must be the one it gives [default: 127.0.0.1:5000]."),
                   matrix: Path = MatrixOpt, build_dir: Path = BuildDirOpt,
                   signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
@@ -207,19 +202,19 @@ def prune_command(build_dir: Path = BuildDirOpt,
     m = load(matrix)
     registries = tuple(dict.fromkeys(r for r in (engine.LOCAL_REGISTRY, registry_option(registry)) if r))
     if build_dir.exists() and not files.owned_folder(build_dir):
-        fail([f"--build-dir: {build_dir} was not made by `builder` (it has no {files.MARKER}); refusing to remove "
-              f"it: remove it yourself, or pass --build-dir"])
+        fail([f"--build-dir: {build_dir} was not made by `builder` (it has no {files.MARKER} of its own); refusing "
+              f"to remove it: remove it yourself, or pass --build-dir"])
     with guard():
+        records = prune.read_ledger()  # before anything is removed: a ledger that is not ours stops here
         client = engine.client(build_dir)
         watched = [engine.data_root(client), build_dir]
         before = disk.free_space(watched)
         names = {s.name for s in m.images()}
         images = prune.remove_images(client, names, m.data.project.label_prefix, registries, typer.echo, keep_bases)
-        cache = prune.remove_cache(client)
+        cache = prune.remove_cache(client, records)
         stopped = files.owned_folder(build_dir) and prune.stop_registry(build_dir)
         folder = prune.folder_bytes(build_dir) if files.owned_folder(build_dir) else 0
-        if files.owned_folder(build_dir):
-            shutil.rmtree(build_dir)
+        files.remove_owned(build_dir)
         after = disk.free_space(watched)
     typer.echo(_freed_line(sum(after[d] - before.get(d, after[d]) for d in after), watched[0] is not None,
                            images, cache, folder, build_dir, stopped))

@@ -45,8 +45,8 @@ def ensure_registry(state_dir: Path, timeout: float = 30.0) -> str:
     if shutil.which("docker-registry") is None:
         apt_install("docker-registry")
     files.claim_folder(state_dir)
-    root = (state_dir / "registry").resolve()
-    (root / "data").mkdir(parents=True, exist_ok=True)
+    root = files.make_folder(state_dir / "registry").resolve()  # checked before a link could be resolved
+    files.make_folder(root / "data")
     config = root / "config.yml"
     files.write_atomic(
         config, "version: 0.1\n"

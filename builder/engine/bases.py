@@ -165,7 +165,7 @@ def ensure_pulled(client: docker.DockerClient, ref: str) -> None:
     try:
         client.images.pull(ref)
     except docker.errors.DockerException as exc:
-        raise BaseError(f"cannot pull {ref}: {exc}") from None
+        raise BaseError(f"cannot pull {ref}: {images.explained(exc)}") from None
 
 
 def _exists(client: docker.DockerClient, ref: str) -> bool:
@@ -219,7 +219,7 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
     engine.ensure_emulation(platform)
     pf = Platform.parse(platform)
     archive = debian_index.Archive.of(base.bootstrap.suite)
-    root = (workdir / f"{key}{pf.suffix}").resolve()
+    root = files.make_folder(workdir / f"{key}{pf.suffix}").resolve()  # checked before a link could be resolved
     epoch = pins.date if pins else debian_index.fetch(archive, pf.arch, root / "index").date
     rootfs = _debootstrap(key, base.bootstrap, pf.arch, archive.mirror, root, log, epoch)
     versions = _bring_to(rootfs, archive, key, platform, pins, epoch)
@@ -329,8 +329,8 @@ def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path
     rootfs = root / "rootfs"
     if rootfs.exists():
         _unmount(rootfs / "proc")  # a run killed in its chroot left it mounted
-        shutil.rmtree(rootfs)
-    root.mkdir(parents=True, exist_ok=True)
+    files.remove_tree(rootfs)
+    files.make_folder(root)
     logfile = root / "debootstrap.log"
     log(f"debootstrap {recipe.suite} ({recipe.variant}, {arch}) for base {key}; log {logfile}")
     with files.open_log(logfile) as out:

@@ -116,7 +116,7 @@ def install(state_dir: Path) -> None:
     version = installed_version("docker.io")
     if shutil.which("dockerd") is not None and (version is None or version_at_least(version, MINIMUM_PACKAGE)):
         return
-    debs = debian13.download(ENGINE_PACKAGES, (state_dir / "engine").resolve())
+    debs = debian13.download(ENGINE_PACKAGES, files.make_folder(state_dir / "engine").resolve())
     apt_install(*(str(d) for d in debs))
 
 

@@ -23,10 +23,11 @@ def download(packages: list[str], root: Path, mirror: str | None = None) -> list
 
     Raises EngineError when apt-get fails or leaves no file for a package.
     """
+    files.make_folder(root)
     for old in (deb for package in packages for deb in root.glob(f"{package}_*.deb")):
         old.unlink()  # an earlier download's version: exactly one file per package is left
     lists = root / "lists"
-    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    files.make_folder(lists / "partial")
     sources = root / f"{SUITE}.sources"
     files.write_atomic(sources, f"Types: deb\nURIs: {mirror or apt_mirror()}\nSuites: {SUITE}\nComponents: main\n"
                        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")

@@ -22,11 +22,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Annotated, Callable, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from builder.matrix import ImageSpec
+from builder.matrix import ImageSpec, grammar
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import DEFAULT, Platform
 from builder.matrix.validation import pydantic_lines
@@ -75,13 +75,15 @@ MAX_CATALOG = 16 << 20
 
 
 class CatalogRow(BaseModel):
-    """The fields of one docs/images.json row the estimate and the size gate read (bytes)."""
+    """The fields of one docs/images.json row the estimate and the size gate read (bytes, at most
+    :data:`builder.matrix.grammar.MAX_SIZE`), each through the grammar ``builder catalog`` wrote it
+    with (:class:`builder.catalog.Row`)."""
 
     model_config = ConfigDict(extra="ignore")
-    name: str = Field(max_length=200)
-    platform: str = Field(default=DEFAULT.name, max_length=40)
-    uncompressed_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
-    compressed_bytes: int | None = Field(default=None, ge=0, le=1 << 44)
+    name: Annotated[str, BeforeValidator(grammar.image_name)]
+    platform: Annotated[str, BeforeValidator(grammar.platform)] = DEFAULT.name
+    uncompressed_bytes: int | None = Field(default=None, ge=0, le=grammar.MAX_SIZE)
+    compressed_bytes: int | None = Field(default=None, ge=0, le=grammar.MAX_SIZE)
 
 
 class Catalog(BaseModel):

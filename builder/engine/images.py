@@ -21,6 +21,8 @@ from typing import Iterator
 
 import docker
 
+from builder.engine.host import EngineError
+
 _GZIP = b"\x1f\x8b"
 _CHUNK = 1 << 20
 
@@ -92,3 +94,24 @@ def load(client: docker.DockerClient, archive: Path, ref: str) -> str:
             if "error" in chunk:
                 raise docker.errors.APIError(f"docker load {archive.name}: {chunk['error']}")
     return client.images.get(ref).id
+
+
+def explained(exc: docker.errors.DockerException) -> str:
+    """What the Engine said of a failed request: the Engine's own message (``explanation``), else
+    the HTTP status, else the error's type. Never docker-py's text, which names the request URL
+    (``404 Client Error for http+docker://…``)."""
+    explanation = getattr(exc, "explanation", None)
+    if explanation:
+        return " ".join(str(explanation).split())
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__
+
+
+def pull(client: docker.DockerClient, ref: str, auth: dict | None = None):
+    """The image ``ref`` pulled by the Engine (with ``auth``, docker-py's ``auth_config``, for this
+    pull only). Raises EngineError, one line: the reference and :func:`explained` (an unknown image,
+    a registry that refuses or cannot be reached: exit 1, as any Engine failure)."""
+    try:
+        return client.images.pull(ref, auth_config=auth)
+    except docker.errors.DockerException as exc:
+        raise EngineError(f"the Engine cannot pull {ref}: {explained(exc)}") from None

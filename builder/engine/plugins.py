@@ -63,7 +63,7 @@ def ensure_plugin(name: str, state_dir: Path, mirror: str | None = None) -> str:
         raise EngineError(f"docker {name} is missing: install the {name} CLI plugin (Debian/Ubuntu: {package}; "
                           f"Docker's packages: {package}-plugin) and try again")
     files.claim_folder(state_dir)
-    [deb] = debian13.download([package], (state_dir / "plugins").resolve(), mirror)
+    [deb] = debian13.download([package], files.make_folder(state_dir / "plugins").resolve(), mirror)
     unpacked = deb.parent / "unpacked"
     shutil.rmtree(unpacked, ignore_errors=True)
     subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)

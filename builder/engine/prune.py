@@ -27,10 +27,15 @@ import requests
 
 from builder import files
 from builder.engine.sources import WHEELHOUSE_REPOSITORY
+from builder.matrix import grammar
+from builder.matrix.inputs import ConfigError, shown
 
-#: Where the ledger of BuildKit cache records made by builder runs is kept (machine-wide: a
-#: record outlives the build folder of the run that made it).
-LEDGER = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "inference-builder" / "buildkit-cache.ids"
+#: The ledger's folder and file name under the state home (``$XDG_STATE_HOME``, else
+#: ``~/.local/state``): machine-wide, since a record outlives the build folder of the run that made it.
+LEDGER_NAME = ("inference-builder", "buildkit-cache.ids")
+#: The largest ledger read (bytes): :data:`builder.matrix.grammar.MAX_COUNT` records of at most
+#: 64 characters and a newline each.
+MAX_LEDGER = grammar.MAX_COUNT * 65
 
 
 #: The BuildKit cache record type of a cache mount (``RUN --mount=type=cache``: uv's wheels).
@@ -68,16 +73,34 @@ def cache_ids(client: docker.DockerClient, tries: int = 5) -> set[str] | None:
     return None if records is None else set(records)
 
 
-def record_cache(before: set[str] | None, after: set[str] | None, ledger: Path = LEDGER) -> int:
-    """Add the records in ``after`` but not in ``before`` (a run's) to the ledger; return how many
-    (0 when either reading is missing: a run's records are then not recorded). A record another
-    process's build made on the same Engine during the run is recorded too: BuildKit's records
-    carry no owner."""
+def ledger_path() -> Path:
+    """The ledger of BuildKit cache records made by builder runs: ``inference-builder/buildkit-cache.ids``
+    under ``$XDG_STATE_HOME`` (else ``~/.local/state``), as the environment says when called."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state").joinpath(*LEDGER_NAME)
+
+
+def _record_id(value: str) -> bool:
+    # True for an id the ledger may hold (builder.matrix.grammar.cache_record).
+    try:
+        grammar.cache_record(value)
+    except ValueError:
+        return False
+    return True
+
+
+def record_cache(before: set[str] | None, after: set[str] | None, ledger: Path | None = None) -> int:
+    """Add the records in ``after`` but not in ``before`` (a run's) to the ledger (default
+    :func:`ledger_path`); return how many (0 when either reading is missing: a run's records are
+    then not recorded). Only ids of :func:`builder.matrix.grammar.cache_record`'s grammar are
+    recorded, the one :func:`read_ledger` reads back. A record another process's build made on the
+    same Engine during the run is recorded too: BuildKit's records carry no owner."""
     if before is None or after is None:
         return 0
-    new = sorted(after - before)
+    ledger = ledger or ledger_path()
+    new = sorted(i for i in after - before if _record_id(i))
     try:
         if new:
+            files.refuse_links(ledger, ledger.parent, "the ledger is a file the builder made, in a folder it made")
             with files.open_log(ledger, append=True) as f:
                 f.write("".join(f"{i}\n" for i in new).encode())
     except OSError as exc:  # housekeeping: never hides the run's own outcome
@@ -157,13 +180,43 @@ def remove_records(client: docker.DockerClient, records: set[str]) -> tuple[int,
     return freed, left
 
 
-def remove_cache(client: docker.DockerClient, ledger: Path = LEDGER) -> int:
-    """Remove the BuildKit cache records the ledger names (:func:`remove_records`). Returns the
-    bytes BuildKit reports reclaimed; the ledger keeps what is left."""
-    if not ledger.is_file():
+def read_ledger(ledger: Path | None = None) -> set[str]:
+    """The record ids the ledger (default :func:`ledger_path`) names: empty when there is none.
+    Read without following a link at the ledger or its folder (:func:`builder.files.read_state`),
+    at most :data:`MAX_LEDGER` bytes, UTF-8, one id of :func:`builder.matrix.grammar.cache_record`'s
+    grammar a line (blank lines aside), at most :data:`builder.matrix.grammar.MAX_COUNT` of them.
+    Raises ConfigError (one line naming the ledger and the line) or OSError (a link: LinkRefused)."""
+    ledger = ledger or ledger_path()
+    data = files.read_state(ledger, MAX_LEDGER, ledger.parent)
+    if data is None:
+        return set()
+    refusal = "not a ledger written by `builder`; remove it (its records stay in BuildKit's cache)"
+    if len(data) > MAX_LEDGER:
+        raise ConfigError([f"{ledger}: larger than {MAX_LEDGER} bytes; {refusal}"])
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"{ledger}: line {line}: not UTF-8 text; {refusal}"]) from None
+    ids = [(n, line) for n, line in enumerate(lines, 1) if line]
+    if len(ids) > grammar.MAX_COUNT:
+        raise ConfigError([f"{ledger}: more than {grammar.MAX_COUNT} records; {refusal}"])
+    bad = next(((n, line) for n, line in ids if not _record_id(line)), None)
+    if bad is not None:
+        raise ConfigError([f"{ledger}: line {bad[0]}: {shown(bad[1])} is not a BuildKit cache record id; {refusal}"])
+    return {line for _, line in ids}
+
+
+def remove_cache(client: docker.DockerClient, wanted: set[str], ledger: Path | None = None) -> int:
+    """Remove the BuildKit cache records ``wanted`` (:func:`read_ledger`'s, read before anything
+    was removed) with :func:`remove_records`. Returns the bytes BuildKit reports reclaimed; the
+    ledger (default :func:`ledger_path`) keeps what is left. Raises OSError (LinkRefused: a link
+    at the ledger or its folder)."""
+    if not wanted:
         return 0
-    wanted = {line.strip() for line in ledger.read_text().splitlines() if line.strip().isalnum()}
+    ledger = ledger or ledger_path()
     freed, left = remove_records(client, wanted)
+    files.refuse_links(ledger, ledger.parent, "the ledger is a file the builder made, in a folder it made")
     files.write_atomic(ledger, "".join(f"{i}\n" for i in sorted(left)))
     return freed
 

@@ -147,9 +147,17 @@ class Registry:
             raise RegistryError(f"cannot reach the registry {self.host}: {type(exc).__name__}") from None
         return "basic" if r.headers.get("WWW-Authenticate", "").lower().startswith("basic") else "token"
 
+    def _path(self, repository: str) -> str:
+        # The repository's path on this registry (``host[:port]/path`` -> ``path``); RegistryError
+        # for a repository of another host or without a path (a caller's bug, never an IndexError).
+        host, slash, path = repository.partition("/")
+        if not slash or host != self.host or not path:
+            raise RegistryError(f"{repository!r} is not a repository of the registry {self.host} (expected "
+                                f"{self.host}/path)")
+        return path
+
     def _url(self, repository: str, reference: str) -> str:
-        path = repository.split("/", 1)[1]
-        return f"{api_root(self.host)}{path}/manifests/{reference}"
+        return f"{api_root(self.host)}{self._path(repository)}/manifests/{reference}"
 
     def _request(self, repository: str, url: str, limit: int, headers: dict | None = None) -> tuple[requests.Response, bytes]:
         # GET ``url``: the response and its body, read as a stream and refused past ``limit`` bytes
@@ -220,7 +228,7 @@ class Registry:
         digest = config.get("digest")
         if not isinstance(digest, str) or not digest.startswith("sha256:") or not _passes(grammar.digest, digest):
             raise RegistryError(f"{repository}: the manifest names no sha256 image configuration")
-        url = f"{api_root(self.host)}{repository.split('/', 1)[1]}/blobs/{digest}"
+        url = f"{api_root(self.host)}{self._path(repository)}/blobs/{digest}"
         r, body = self._request(repository, url, max_bytes)
         if r.status_code != 200:
             raise RegistryError(f"cannot read {repository}@{digest}: HTTP {r.status_code}")
@@ -240,7 +248,7 @@ class Registry:
         most ``max_pages`` pages and only to this registry's own ``/v2/`` routes (so credentials never
         leave for another host); names that fail Docker's tag grammar are dropped. ``[]`` when the
         repository does not exist. Raises RegistryError."""
-        url, out = f"{api_root(self.host)}{repository.split('/', 1)[1]}/tags/list?n={page}", []
+        url, out = f"{api_root(self.host)}{self._path(repository)}/tags/list?n={page}", []
         for _ in range(max_pages):
             body, link = self._tag_page(repository, url)
             out += [t for t in body if isinstance(t, str) and _passes(grammar.tag, t)]

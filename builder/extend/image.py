@@ -9,9 +9,9 @@ from pathlib import Path
 import docker
 
 from builder import engine
-from builder.engine import plugins
+from builder.engine import images, plugins
 from builder.engine.sources import Sources, wheelhouse_image
-from builder.extend import Base, ExtendError, default_name, lock_requirements, prepare, write
+from builder.extend import Base, default_name, lock_requirements, prepare, write
 from builder.matrix import Matrix
 from builder.run import build
 
@@ -30,7 +30,8 @@ def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path
     write the context to ``out`` and build it through BuildKit as ``image_tag``; the build log is
     ``build_dir``/logs/extend-<name>.build.log (``build_dir``: the build folder, also the Engine's
     and buildx's state); ``pinned``: the verified base digest to build FROM (see :func:`prepare`).
-    Raises ExtendError for bad input (nothing written or built); a failed build is in the result."""
+    Raises ExtendError for bad input (nothing written or built), EngineError when the base can be
+    neither found nor pulled; a failed build is in the result."""
     client = engine.client(build_dir)
     ext = prepare(config_path, matrix, registry, template, allow_outside=allow_outside, pinned=pinned)
     auth = ext.config.base_image_registry.credentials() if ext.config.base_image_registry else None
@@ -52,16 +53,13 @@ def inspect_base(client, base: Base, auth: dict | None, label_prefix: str) -> tu
     """Make the base image present (pulling it, with ``auth`` only for that pull, when missing) and
     read what it holds: ``(python version, or "" when it has no python3; device label or None)``.
 
-    Raises ExtendError when the image can be neither found nor pulled.
+    Raises EngineError (:func:`builder.engine.images.pull`: exit 1) when the image can be neither
+    found nor pulled; the Engine's message names the reference, never the credentials.
     """
     try:
         image = client.images.get(base.ref)
     except docker.errors.ImageNotFound:
-        try:
-            image = client.images.pull(base.ref, auth_config=auth)
-        except docker.errors.APIError as exc:
-            # the Engine's message names the reference, never the credentials
-            raise ExtendError([f"baseImage: cannot pull {base.ref}: {exc.explanation or exc}"]) from None
+        image = images.pull(client, base.ref, auth)
     container = client.containers.create(image.id, entrypoint=["python3", "-c",
                                          "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
                                          network_disabled=True)

@@ -9,21 +9,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder.engine.registry import Credentials, Registry, RegistryError, host_of
-from builder.extend.inference_config import ExtendError, InferenceConfig
+from builder.extend.inference_config import ExtendError, InferenceConfig, Paths
 from builder.matrix import Matrix
+from builder.matrix.inputs import shown
 from builder.sign import cosign
 from builder.sign import verify as checks
 
 
-def key_of(cfg: InferenceConfig, config_path: Path, option: str | None) -> str | None:
-    """The verification key: ``option`` (``--verify-key``) when given, else the config's
-    ``verify.key`` (a path relative to the config's folder, or a key manager URI), else None.
-    Raises ExtendError when it names neither an existing file nor a key manager URI."""
-    value, where = (option, "--verify-key") if option else (cfg.verify.key if cfg.verify else None, "verify.key")
+def key_of(cfg: InferenceConfig, config_path: Path, option: str | None, allow_outside: list[Path] = ()) -> str | None:
+    """The verification key: ``option`` (``--verify-key``) when given (an empty one is refused),
+    else the config's ``verify.key`` (a path relative to the config's folder that must stay inside
+    it or one of ``allow_outside``, as every path of the config, :class:`Paths`; or a key manager
+    URI), else None. Raises ExtendError when it names neither an existing file nor a key manager
+    URI, or a file outside those folders."""
+    value, where = (option, "--verify-key") if option is not None else (cfg.verify.key if cfg.verify else None, "verify.key")
     if value is None:
         return None
     if where == "verify.key" and not value.startswith(cosign.KMS_SCHEMES):
-        value = str((config_path.parent / value).resolve())
+        path = config_path.parent / value
+        value = str(path.resolve())
+        paths = Paths(config_path, list(allow_outside))
+        if not paths.inside(path):
+            raise ExtendError([f"{config_path.name}: verify.key: {shown(cfg.verify.key)} resolves to {value}, outside the "
+                               f"config's folder {config_path.parent} (name another root with --allow-outside)"])
     try:
         return cosign.key_reference(value)
     except ValueError as exc:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from builder.generate import lock
 from builder.generate.lock import GENERATED
 from builder.matrix import ImageSpec, Matrix, grammar
 from builder.matrix.inputs import ConfigError, shown
@@ -175,7 +176,8 @@ def read(images: Path, name: str, platform: str) -> AptLock:
     """The Debian package lock of root image ``name`` for ``platform``. Raises ConfigError when it is
     missing, not a lock, or made for another image or platform."""
     path = path_of(images, name, platform)
-    if not path.is_file() or path.is_symlink():
+    lock.refuse_link(path, name)
+    if not path.is_file():
         raise ConfigError([f"{path}: missing; run `builder lock --select {name}`"])
     with open(path, "rb") as f:
         data = f.read(MAX_BYTES + 1)

@@ -25,7 +25,7 @@ from packaging.specifiers import Specifier
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder.matrix import ImageSpec
+from builder.matrix import ImageSpec, grammar
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError, shown
 from builder.matrix.platform import Platform
@@ -97,6 +97,11 @@ def layer_file(platform: str) -> str:
     return f"layer.{Platform.parse(platform).arch}.lock"
 
 
+#: The grammar of each header value, as `builder lock` writes it (:mod:`builder.matrix.grammar`).
+_HEADER_GRAMMAR = {"image": grammar.image_name, "python": grammar.version, "platform": grammar.platform,
+                   "parent": grammar.image_name}
+
+
 def parse(text: str, where: str) -> Lock:
     """Parse a lock's text (the module doc gives the format). ``where`` names the file in errors.
     Raises ConfigError with one line per problem (line number, what was expected)."""
@@ -105,6 +110,12 @@ def parse(text: str, where: str) -> Lock:
     for key in ("image", "python", "platform"):
         if key not in header:
             errors.append(f"{where}: the header has no '# {key}: ...' line (re-run `builder lock`)")
+    for key, check in _HEADER_GRAMMAR.items():  # what `builder lock` wrote there, and nothing else
+        try:
+            if key in header:
+                check(header[key])
+        except ValueError as exc:
+            errors.append(f"{where}: the header's '# {key}:' line: {exc}")
     if errors:
         raise ConfigError(errors)
     return Lock(header["image"], header["python"], header["platform"], header.get("parent"), entries, text)
@@ -173,12 +184,21 @@ def read(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Lock:
     """The lock of image ``name`` for ``platform`` under ``images``. Raises ConfigError when it is
     missing, invalid or made for another platform."""
     path = path_of(images, name, platform)
-    if not path.is_file() or path.is_symlink():
+    refuse_link(path, name)
+    if not path.is_file():
         raise ConfigError([f"{path}: missing; run `builder lock --select {name}`"])
     got = parse(_text(path), str(path))
     if got.platform != platform:
         raise ConfigError([f"{path}: made for {got.platform}, not {platform}; run `builder lock --select {name}`"])
     return got
+
+
+def refuse_link(path: Path, name: str) -> None:
+    """Raise ConfigError (one line) when the lock at ``path`` (of image ``name``) is a symbolic link:
+    a lock is a regular file `builder lock` writes, never read through a link."""
+    if path.is_symlink():
+        raise ConfigError([f"{path}: is a symbolic link, not a lock `builder lock` wrote; remove it and run "
+                           f"`builder lock --select {name}`"])
 
 
 def ensure_ours(path: Path) -> None:

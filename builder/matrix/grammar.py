@@ -15,6 +15,13 @@ from packaging.version import InvalidVersion, Version
 from builder.matrix.inputs import CONTROL, shown
 from builder.matrix.platform import PLATFORMS
 
+#: Upper bounds of the numbers read back from the tool's own files (run reports, catalogs, the
+#: BuildKit cache ledger) and taken as options: a size in bytes (1 PB), a duration in seconds (one
+#: week) and a count (of build steps, SBOM components, jobs, ledger records).
+MAX_SIZE = 10**15
+MAX_SECONDS = 604_800
+MAX_COUNT = 10**6
+
 
 def _pattern(regex: str, expected: str, doc: str):
     """A check of a value against ``regex`` (whole match); ``expected`` goes into its error line."""
@@ -107,8 +114,9 @@ def image_name(value: object) -> str:
 
 
 def registry(value: object) -> str:
-    """``host[:port][/namespace]`` (reference grammar's domain and path components); raises ValueError."""
-    return _check(REGISTRY, value, "host[:port][/namespace]")
+    """``host[:port][/namespace]`` (reference grammar's domain and path components), at most 255
+    characters (a repository's name under it is, too); raises ValueError."""
+    return _limited(REGISTRY, value, "host[:port][/namespace]", 255, "is longer than 255 characters")
 
 
 def key_name(value: object) -> str:
@@ -123,8 +131,9 @@ _DIST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 def distribution_name(value: object) -> str:
-    """A Python distribution name (``scikit-learn``); raises ValueError."""
-    return _check(_DIST, value, "a Python distribution name (PEP 508)")
+    """A Python distribution name (``scikit-learn``), at most 200 characters (PEP 508 sets no limit;
+    the longest on PyPI are well under it); raises ValueError."""
+    return _limited(_DIST, value, "a Python distribution name (PEP 508)", 200, "is longer than 200 characters")
 
 
 def requirement(value: object) -> str:
@@ -225,6 +234,38 @@ def prune_path(value: object) -> str:
         raise ValueError(f"{shown(value)}: no part may start with '.' (a glob would reach '.' and '..')")
     if not parts[-1].strip("*"):
         raise ValueError(f"{shown(value)}: the last part must name something, not only '*' (that empties the package)")
+    return value
+
+
+# BuildKit's cache record ids: 25 characters of base 36, lower case (moby/buildkit identity.NewID),
+# read back from the ledger of builder.engine.prune; a little room beyond them.
+_CACHE_RECORD = re.compile(r"[a-z0-9]{1,64}")
+
+
+def cache_record(value: object) -> str:
+    """A BuildKit cache record id (``[a-z0-9]``, 1 to 64 characters); raises ValueError."""
+    return _check(_CACHE_RECORD, value, "a BuildKit cache record id ([a-z0-9], at most 64 characters)")
+
+
+#: Linux's limits (<linux/limits.h>): a path of at most PATH_MAX bytes, each name at most NAME_MAX.
+PATH_MAX, NAME_MAX = 4096, 255
+# Control characters, line separators, and the lone surrogates bytes that are not UTF-8 decode to
+# (os.fsdecode): a path the tool names in its reports and messages is UTF-8 text.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def local_path(value: object) -> str:
+    """A file or folder path given on the command line or in an option: 1 to :data:`PATH_MAX` bytes,
+    each name at most :data:`NAME_MAX` bytes (as the file system encodes them), no control
+    character, UTF-8 (no byte that is not: it could not be named in a report), not starting with
+    ``-`` (it would read as an option: write ``./-x``); raises ValueError. The path need not exist."""
+    expected = (f"expected a path of 1 to {PATH_MAX} bytes of UTF-8, each name at most {NAME_MAX}, without "
+                "control characters, not starting with '-'")
+    if not isinstance(value, str) or not value or value.startswith("-") or _UNPRINTABLE.search(value):
+        raise ValueError(f"{shown(value)} is not a path ({expected})")
+    encoded = value.encode("utf-8")
+    if len(encoded) > PATH_MAX or any(len(name) > NAME_MAX for name in encoded.split(b"/")):
+        raise ValueError(f"{shown(value)} is too long for a path ({expected})")
     return value
 
 

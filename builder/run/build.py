@@ -140,7 +140,7 @@ class _Progress:
 def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path,
          on_step: Callable[[str], None]) -> BuildResult:
     env = {**env, **plugins.BUILDX_ENV}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    files.make_folder(log_path.parent)
     start = time.monotonic()
     progress = _Progress(on_step)
     with tempfile.TemporaryDirectory(prefix="builder-metadata-") as tmp:

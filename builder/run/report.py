@@ -35,8 +35,10 @@ Line = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x1f\x7f]*$")
 #: terminal escape sequence).
 Text = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
 LogTail = Annotated[str, Field(max_length=1 << 20, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
-Count = Annotated[int, Field(ge=0)]
-Seconds = Annotated[float, Field(ge=0)]
+#: Numbers read back are bounded (:mod:`builder.matrix.grammar`): a count, a size in bytes, seconds.
+Count = Annotated[int, Field(ge=0, le=grammar.MAX_COUNT)]
+Bytes = Annotated[int, Field(ge=0, le=grammar.MAX_SIZE)]
+Seconds = Annotated[float, Field(ge=0, le=grammar.MAX_SECONDS, allow_inf_nan=False)]
 
 
 class Status(str, enum.Enum):
@@ -135,8 +137,8 @@ class PlatformBuild(_Model):
     platform: PlatformName
     image_id: Digest | None = None
     tag: Tag | None = None
-    uncompressed_bytes: Count | None = None
-    compressed_bytes: Count | None = None
+    uncompressed_bytes: Bytes | None = None
+    compressed_bytes: Bytes | None = None
     build_seconds: Seconds | None = None
     cached_steps: Count | None = None
     steps: Count | None = None

@@ -63,7 +63,7 @@ def tool(build_dir: Path, python: str, sources: Sources, platform: str = DEFAULT
     with guard:
         if (target / ".complete").is_file():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
+        files.make_folder(target.parent)
         tmp = Path(tempfile.mkdtemp(prefix=".sbom-tool-", dir=target.parent))
         r = subprocess.run([sys.executable, "-m", "uv", "pip", "install", "--quiet", "--no-config", "--only-binary", ":all:",
                             "--python-version", python, "--python-platform", pf.uv_triple,

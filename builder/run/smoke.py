@@ -155,12 +155,12 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
     ``timeout`` (seconds) bounds the whole pytest run. Never raises for a failing test; the result
     has ``ok=False`` and the log holds pytest's report, including the failing container's output.
     """
-    logs_dir.mkdir(parents=True, exist_ok=True)
+    files.make_folder(logs_dir)
     label = label or spec.name
     log_path = logs_dir / f"{label}.test.log"
     junit = logs_dir / f"{label}.junit.xml"
     container_logs = logs_dir / f"{label}.containers"
-    container_logs.mkdir(exist_ok=True)
+    files.make_folder(container_logs)
     expected = expectations(spec, runtime, image_lock, emulated)
     env = {**os.environ, "BUILDER_TEST_IMAGE": image, "BUILDER_TEST_LOGS": str(container_logs.resolve()),
            "BUILDER_TEST_SPEC": json.dumps(expected)}

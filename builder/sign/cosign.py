@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def ensure(state_dir: Path, mirror: str | None = None) -> Path:
                         "(Debian 13: the cosign package; https://docs.sigstore.dev/cosign/system_config/installation/)")
     files.claim_folder(state_dir)
     try:
-        [deb] = debian13.download([PACKAGE], (state_dir / "tools").resolve(), mirror)
+        [deb] = debian13.download([PACKAGE], files.make_folder(state_dir / "tools").resolve(), mirror)
     except EngineError as exc:
         raise SignError(str(exc)) from None
     unpacked = deb.parent / "unpacked"
@@ -98,16 +99,33 @@ def ensure(state_dir: Path, mirror: str | None = None) -> Path:
 
 def key_reference(value: str) -> str:
     """A signing or verification key as cosign takes it: a key manager URI (:data:`KMS_SCHEMES`)
-    or the path of an existing file, returned absolute. Raises ValueError for anything else (an
-    empty value, one that starts with ``-``, a control character, a missing file)."""
+    or the path of an existing regular file (a link to one is followed), returned absolute. Raises
+    ValueError, one line naming ``value`` and what was expected, for anything else: an empty value,
+    one that starts with ``-`` or holds a control character, a path too long for the file system
+    (:func:`builder.matrix.grammar.local_path`), a missing file, a folder, a link to nothing, a
+    file that cannot be looked at."""
     if not value or value.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError(f"{value!r} is not a key file or a key manager URI")
     if value.startswith(KMS_SCHEMES):
+        if len(value) > grammar.PATH_MAX:
+            raise ValueError(f"{value[:40]!r}…: a key manager URI of more than {grammar.PATH_MAX} characters")
         return value
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise ValueError(f"{value!r}: no such key file (expected a cosign key file or one of "
-                         f"{', '.join(KMS_SCHEMES)})")
+    expected = f"expected a cosign key file or one of {', '.join(KMS_SCHEMES)}"
+    grammar.local_path(value)
+    path = Path(os.path.expanduser(value))  # unchanged for an unknown ~user (Path.expanduser raises)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ValueError(f"{value!r}: is a symbolic link to {os.readlink(path)!r}, which does not "
+                             f"exist ({expected})") from None
+        raise ValueError(f"{value!r}: no such key file ({expected})") from None
+    except OSError as exc:
+        raise ValueError(f"{value!r}: cannot use it as a key file: {exc.strerror or exc} ({expected})") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{value!r}: is a folder, not a key file ({expected})")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{value!r}: is not a regular file ({expected})")
     return str(path.resolve())
 
 

@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder.engine.registry import Registry, RegistryError
 from builder.matrix import Matrix, grammar
+from builder.matrix.inputs import shown
 from builder.sign import predicates
 from builder.sign.cosign import Cosign, SignError, by_digest
 
@@ -52,16 +53,25 @@ class Finding:
 
 def split_reference(ref: str) -> tuple[str, str]:
     """``(repository, tag or digest)`` of ``host[:port]/path:tag`` or ``host[:port]/path@sha256:…``.
-    Raises ValueError for anything else (no registry host, no tag or digest, a bad character)."""
+    The first part must name a registry host as distribution's reference grammar tells one apart
+    from a path (it holds a ``.`` or a ``:``, or is ``localhost``: ``splitDockerDomain`` in
+    https://github.com/distribution/reference/blob/main/normalize.go). Raises ValueError for
+    anything else (no registry host, no tag or digest, a bad character)."""
     if not isinstance(ref, str) or ref.startswith("-"):
-        raise ValueError(f"{ref!r} is not an image reference")
+        raise ValueError(f"{shown(ref)} is not an image reference")
     if "@" in ref:
         repository, _, digest = ref.partition("@")
-        return grammar.repository(repository), grammar.digest(digest)
-    repository, sep, tag = ref.rpartition(":")
-    if not sep or "/" in tag:
-        raise ValueError(f"{ref!r}: expected host[:port]/path:tag or host[:port]/path@sha256:<hex>")
-    return grammar.repository(repository), grammar.tag(tag)
+        repository, reference = grammar.repository(repository), grammar.digest(digest)
+    else:
+        repository, sep, tag = ref.rpartition(":")
+        if not sep or "/" in tag:
+            raise ValueError(f"{shown(ref)}: expected host[:port]/path:tag or host[:port]/path@sha256:<hex>")
+        repository, reference = grammar.repository(repository), grammar.tag(tag)
+    host, slash, _ = repository.partition("/")
+    if not slash or not ("." in host or ":" in host or host == "localhost"):
+        raise ValueError(f"{shown(ref)} names no registry host (expected host[:port]/path:tag or "
+                         "host[:port]/path@sha256:<hex>)")
+    return repository, reference
 
 
 class Verifier:

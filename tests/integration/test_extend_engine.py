@@ -141,7 +141,7 @@ def test_private_base_is_pulled_with_credentials_that_leave_no_trace(private_reg
         docker_client.images.remove(ref, force=True)
         denied = builder("extend", str(app / "inference-config.json"), "--build", "--out", str(tmp_path / "out2"),
                          env={"PRIVATE_REGISTRY_PASSWORD": "wrong"})
-        assert denied.returncode == 2 and f"cannot pull {ref}" in denied.stderr
+        assert denied.returncode == 1 and f"cannot pull {ref}" in denied.stderr  # an Engine failure (issue 32)
     finally:
         docker_client.images.remove(tag, force=True)
 

@@ -68,7 +68,7 @@ def test_reading_refuses_a_symlink_another_platforms_lock_and_a_huge_file(tmp_pa
     folder.mkdir()
     (tmp_path / "elsewhere").write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES))
     (folder / "apt.amd64.lock").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(ConfigError, match="missing; run `builder lock"):
+    with pytest.raises(ConfigError, match="is a symbolic link, not a lock `builder lock` wrote; remove it and run `builder lock"):
         apt_lock.read(tmp_path, MINIMAL, "linux/amd64")
     (folder / "apt.arm64.lock").write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES))
     with pytest.raises(ConfigError, match="made for .* linux/amd64, not .* linux/arm64"):

@@ -112,7 +112,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     override = ctx.build_dir / "bake" / f"{target}.{ctx.run_id}.{name}.json"
     archive = override.with_suffix(".oci.tar").resolve()
     override_target = _target(ctx, spec, platform, epoch, archive, f"{rep.repository}:{temporary}")
-    override.parent.mkdir(parents=True, exist_ok=True)
+    files.make_folder(override.parent)
     if platform != ctx.build_platform:
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
     ctx.say(spec.name, "building" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
