@@ -188,7 +188,9 @@ def test_refresh_workflow_refreshes_then_renders_then_opens_the_pull_request():
 def test_refresh_workflow_passes_security_only_only_when_a_dispatch_asks(tmp_path, switch, expected):
     # A scheduled run has no inputs: `inputs.security-only` is null and the variable empty.
     [step] = [s for s in _load(REFRESH)["jobs"]["refresh"]["steps"] if "builder refresh" in s.get("run", "")]
-    assert step["env"] == {"SECURITY_ONLY": "${{ inputs.security-only }}"}
+    assert step["env"] == {"SECURITY_ONLY": "${{ inputs.security-only }}",
+                           "BUILDER_APT_MIRROR": "${{ secrets.BUILDER_APT_MIRROR }}",
+                           "BUILDER_APT_SECURITY_MIRROR": "${{ secrets.BUILDER_APT_SECURITY_MIRROR }}"}
     stubs = tmp_path / "bin"
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     stubs.mkdir()
@@ -232,10 +234,11 @@ def test_every_path_the_refresh_commits_matches_a_file_of_the_repository(root):
         assert any(fnmatch.fnmatchcase(p.relative_to(root).as_posix(), spec) for p in found), f"{spec} matches no file"
 
 
-def test_refresh_workflow_may_write_contents_and_pull_requests_only_and_uses_no_secret():
+def test_refresh_workflow_may_write_contents_and_pull_requests_only_and_uses_only_the_mirror_secrets():
     wf = _load(REFRESH)
     assert wf["permissions"] == {"contents": "write", "pull-requests": "write"}
     assert all("permissions" not in job for job in wf["jobs"].values())
     assert list(wf["jobs"]) == ["refresh"] and wf["concurrency"]["cancel-in-progress"] is False
     text = REFRESH.read_text()
-    assert "secrets." not in text and "REGISTRY" not in text and "://" not in text
+    assert set(re.findall(r"secrets\.(\w+)", text)) == {"BUILDER_APT_MIRROR", "BUILDER_APT_SECURITY_MIRROR"}
+    assert "REGISTRY" not in text and "://" not in text
