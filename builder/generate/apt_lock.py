@@ -179,14 +179,7 @@ def read(images: Path, name: str, platform: str) -> AptLock:
     lock.refuse_link(path, name)
     if not path.is_file():
         raise ConfigError([f"{path}: missing; run `builder lock --select {name}`"])
-    with open(path, "rb") as f:
-        data = f.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise ConfigError([f"{path}: larger than {MAX_BYTES} bytes; not a lock `builder lock` wrote"])
-    try:
-        got = parse(data.decode("utf-8"), str(path))
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    got = parse(lock.read_text(path, MAX_BYTES), str(path))
     if (got.image, got.platform) != (name, platform):
         raise ConfigError([f"{path}: made for {got.image} {got.platform}, not {name} {platform}; "
                            f"run `builder lock --select {name}`"])

@@ -119,14 +119,7 @@ def read(root: Path, key: str, platform: str) -> BaseLock | None:
         return None
     if path.is_symlink() or not path.is_file():
         raise ConfigError([f"{path}: not a regular file; not a lock `builder lock` wrote"])
-    with open(path, "rb") as f:
-        data = f.read(apt_lock.MAX_BYTES + 1)
-    if len(data) > apt_lock.MAX_BYTES:
-        raise ConfigError([f"{path}: larger than {apt_lock.MAX_BYTES} bytes; not a lock `builder lock` wrote"])
-    try:
-        got = parse(data.decode("utf-8"), str(path))
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    got = parse(lock.read_text(path, apt_lock.MAX_BYTES), str(path))
     if (got.base, got.platform) != (key, platform):
         raise ConfigError([f"{path}: made for base {got.base} {got.platform}, not {key} {platform}"])
     return got

@@ -187,7 +187,7 @@ def read(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Lock:
     refuse_link(path, name)
     if not path.is_file():
         raise ConfigError([f"{path}: missing; run `builder lock --select {name}`"])
-    got = parse(_text(path), str(path))
+    got = parse(read_text(path), str(path))
     if got.platform != platform:
         raise ConfigError([f"{path}: made for {got.platform}, not {platform}; run `builder lock --select {name}`"])
     return got
@@ -214,12 +214,13 @@ def ensure_ours(path: Path) -> None:
             raise ConfigError([f"{path} exists and was not written by `builder lock`; refusing to replace it"])
 
 
-def _text(path: Path) -> str:
-    # A lock's text; ConfigError (line number) for bytes that are not UTF-8, or a file too large.
+def read_text(path: Path, limit: int = MAX_BYTES) -> str:
+    """A lock's text, at most ``limit`` bytes read. Raises ConfigError (one line: the path, the line
+    number) for bytes that are not UTF-8 or a larger file, OSError when it cannot be read."""
     with open(path, "rb") as f:
-        data = f.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise ConfigError([f"{path}: larger than {MAX_BYTES} bytes; not a lock `builder lock` wrote"])
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError([f"{path}: larger than {limit} bytes; not a lock `builder lock` wrote"])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
