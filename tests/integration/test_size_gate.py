@@ -17,6 +17,7 @@ def _matrix_with_catalog(tmp_path, size: int):
     # The matrix beside a catalog (docs/images.json) whose minimal linux/amd64 row says ``size`` bytes.
     for name in ("matrix.yaml", "compat.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "bases", tmp_path / "bases")  # the base locks live beside the matrix
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "images.json").write_text(json.dumps(
         {"images": [{"name": MINIMAL, "platform": "linux/amd64", "uncompressed_bytes": size}]}))
