@@ -1,6 +1,6 @@
 """Benchmark of the main job on this machine. Prints figures; asserts nothing.
 
-Works on a copy of matrix.yaml, compat.yaml, templates/ and images/ in build/bench/workspace (the
+Works on a copy of matrix.yaml, compat.yaml, templates/, images/ and bases/ in build/bench/workspace (the
 one-pin change is made there, never in the repository). By default it measures the CPU images whose
 Python is this interpreter's (the references install into venvs of this interpreter).
 
@@ -59,7 +59,7 @@ def workspace(space: Path) -> list[str]:
     space.mkdir(parents=True)
     for name in ("matrix.yaml", "compat.yaml", "docker-bake.json"):
         shutil.copy2(ROOT / name, space / name)
-    for name in ("templates", "images"):
+    for name in ("templates", "images", "bases"):
         shutil.copytree(ROOT / name, space / name)
     return ["--matrix", str(space / "matrix.yaml"), "--templates", str(space / "templates"),
             "--images", str(space / "images"), "--tests", str(ROOT / "tests" / "by_image")]
