@@ -184,7 +184,7 @@ def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sourc
             tail = [line for line in r.stderr.splitlines() if line.strip()][-6:]
             raise ConfigError(["uv pip compile failed:"] + [f"  {line}" for line in tail])
         body = (root / "out.lock").read_text()
-    resolved = parse(f"# image: -\n# python: {python}\n# platform: {platform}\n" + body, "uv's output")
+    resolved = parse(f"# image: uv-output\n# python: {python}\n# platform: {platform}\n" + body, "uv's output")
     for text in requirements:  # uv writes ==; keep the matrix's arbitrary equality (===)
         req = Requirement(text)
         name = canonicalize_name(req.name)

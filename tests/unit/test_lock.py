@@ -1,6 +1,7 @@
 """Locks: the format parse() accepts, the offline check, ownership, and what render does with a lock."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 from repo import GOLDEN_SMALL, ROOT
@@ -139,3 +140,21 @@ def test_arbitrary_equality_survives_the_lock_so_a_wheelhouse_local_version_is_n
     assert got.entries["torch"].operator == "===" and got.entries["torch"].line().startswith("torch===2.13.0 \\")
     gpu = lock.read(ROOT / "images", "pytorch-2.13-debian12-py311-cuda13.0-gpu-inference")
     assert gpu.entries["torch"].operator == "==="  # the matrix pins torch===2.13.0 (the wheelhouse has +cpu)
+
+
+def test_uvs_output_is_read_back_as_a_lock(monkeypatch, tmp_path):
+    # What `builder lock`, `outdated`, `refresh` and `extend` resolve goes through the lock's own
+    # grammar: uv's output must read as a lock (its header included) whatever the image.
+    import subprocess
+
+    from builder.engine.sources import Sources
+    from builder.generate import locking
+
+    body = "idna==3.21 \\\n    --hash=sha256:" + "a" * 64 + "\n"
+
+    def uv(args, cwd, **kw):
+        (Path(cwd) / "out.lock").write_text(body)
+        return subprocess.CompletedProcess(args, 0, "", "")
+    monkeypatch.setattr(locking.subprocess, "run", uv)
+    got = locking.resolve(["idna"], "3.11", None, Sources())
+    assert got.startswith("idna==3.21") and "a" * 64 in got
