@@ -250,14 +250,14 @@ def apt_security_mirror(mirror: str, sources_dir: Path = Path("/etc/apt")) -> st
     raise ConfigError(["no Debian security archive found in the apt sources; set BUILDER_APT_SECURITY_MIRROR"])
 
 
-#: A snapshot archive URL: ``<service>/archive/debian/<YYYYMMDDTHHMMSSZ>`` (snapshot.debian.org's layout).
+#: A snapshot archive URL: ``<service>/archive/debian/<YYYYMMDDTHHMMSSZ>`` (the layout of Debian's snapshot archive).
 _SNAPSHOT = re.compile(r"^(https?://[^\s\x00-\x1f\x7f]+/archive/)debian(/[0-9]{8}T[0-9]{6}Z)/?$")
 
 
 def apt_snapshot() -> tuple[str, str] | None:
     """``(archive URL, security archive URL)`` of ``$BUILDER_APT_SNAPSHOT``, a snapshot service's
     Debian archive at one timestamp (``<service>/archive/debian/20261201T000000Z``,
-    https://snapshot.debian.org/): the security archive is the same service's ``debian-security``
+    Debian's snapshot archive's layout): the security archive is the same service's ``debian-security``
     at that timestamp. None when unset. A lock made earlier then builds again exactly, whatever the
     mirrors dropped since. Raises ConfigError when the value has another form."""
     value = os.environ.get("BUILDER_APT_SNAPSHOT")
