@@ -43,13 +43,6 @@ class Update:
     source: str
 
 
-def root_of(matrix: Matrix, spec: ImageSpec) -> ImageSpec:
-    """The root image (no parent) of ``spec``'s tree, whose apt step and base it stands on."""
-    while spec.parent is not None:
-        spec = matrix.image(spec.parent)
-    return spec
-
-
 def debian_packages(matrix: Matrix, root: ImageSpec, platform: str, images: Path) -> dict[str, str]:
     """``{package: version}`` locked for root image ``root`` on ``platform``: its base lock's, then
     its apt lock's. Raises ConfigError for a lock that is missing or invalid."""
@@ -68,7 +61,7 @@ def debian_updates(matrix: Matrix, specs: Iterable[ImageSpec], images: Path, wor
     found: dict[tuple[str, str], dict] = {}
     out = []
     for spec in specs:
-        root = root_of(matrix, spec)
+        root = matrix.image(matrix.lineage(spec.name)[-1])  # whose apt step and base it stands on
         if root.from_cuda_image:
             continue
         release = matrix.data.bases[root.base].bootstrap.suite

@@ -118,9 +118,7 @@ def render_committed(matrix: Matrix, templates: Path, images: Path) -> dict[str,
 
 def _base_locks_of(matrix: Matrix, spec: ImageSpec, base_locks: dict | None) -> dict | None:
     # The base locks of ``spec``'s tree: its root's base's, unless that root starts FROM a CUDA image.
-    root = spec
-    while root.parent is not None:
-        root = matrix.image(root.parent)
+    root = matrix.image(matrix.lineage(spec.name)[-1])
     return None if root.from_cuda_image else (base_locks or {}).get(root.base)
 
 
