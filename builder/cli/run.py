@@ -106,6 +106,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 jobs: int = typer.Option(pipeline.Options.jobs, "--jobs", "-j", envvar="BUILDER_JOBS", min=1, max=grammar.MAX_COUNT, help="Tasks run at once (an image's preparation, one platform's build and test, its tags and push)."),
                 test_jobs: int = typer.Option(pipeline.Options.test_jobs, "--test-jobs", envvar="BUILDER_TEST_JOBS", min=1, max=grammar.MAX_COUNT,
                                               help="Smoke tests run at once [default: one per CPU]."),
+                emulated_jobs: int = typer.Option(pipeline.Options.emulated_jobs, "--emulated-jobs", envvar="BUILDER_EMULATED_JOBS", min=1, max=grammar.MAX_COUNT,
+                                                  help="Builds and smoke tests of another platform (under QEMU) run at once."),
                 matrix: Path = MatrixOpt, templates: Optional[Path] = TemplatesOpt, images: Optional[Path] = ImagesOpt,
                 tests: Optional[Path] = typer.Option(None, "--tests", parser=local_path, help="Smoke-test folders, one per framework [default: tests/by_image beside the matrix]."),
                 build_dir: Path = BuildDirOpt,
@@ -130,7 +132,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                 platforms=tuple(platform or ()), by_platform=by_platform,
                                 base_source=base_source.value, images_dir=beside(matrix, images, "images"),
                                 tests_root=beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
-                                no_cache=no_cache, force=force, accept_size=accept_size, jobs=jobs, test_jobs=test_jobs, space_check=not no_space_check,
+                                no_cache=no_cache, force=force, accept_size=accept_size, jobs=jobs, test_jobs=test_jobs, emulated_jobs=emulated_jobs, space_check=not no_space_check,
                                 keep_last=keep_last, prune_cache=prune_cache, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json",
                                 signing_key=signing_key, keyless=keyless)
         _run(stage, opts, matrix, templates)

@@ -35,7 +35,7 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from builder import engine, files
-from builder.engine import debian_index, images, plugins
+from builder.engine import debian_index, export, images, plugins
 from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import Platform, oci_name
@@ -344,28 +344,28 @@ def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path
 def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str, epoch: int) -> None:
     """Load ``tarball`` (a root file system, ``rootfs.tar``) into the Engine as ``ref``
     (``repository:tag``) by a BuildKit build for ``platform`` (``FROM scratch`` + ``ADD rootfs.tar
-    /``, its Dockerfile written beside the tarball) with ``SOURCE_DATE_EPOCH`` ``epoch``: on the
-    containerd image store an OCI archive with ``rewrite-timestamp``, then loaded (the reproducible
-    path, as :mod:`builder.run.steps.build` explains), on the classic store ``--load``. The buildx
-    plugin is put in place first (:func:`builder.engine.plugins.ensure_buildx`): `builder lock`, or
-    a test, may bootstrap before any build. Raises BaseError with buildx's last 400 characters when
-    that build fails, EngineError when buildx cannot be had."""
+    /``, its Dockerfile written beside the tarball) with ``SOURCE_DATE_EPOCH`` ``epoch``, stored
+    reproducibly as :mod:`builder.engine.export` explains. The buildx plugin is put in place first
+    (:func:`builder.engine.plugins.ensure_buildx`): `builder lock`, or a test, may bootstrap before
+    any build. Raises BaseError with buildx's last error line when that build fails (or what
+    the Engine said when it refused the image), EngineError when buildx cannot be had."""
     root = tarball.parent
     plugins.ensure_buildx(root.parent.parent)  # its apt state in the build folder (<build dir>/bases/<key>)
     files.write_atomic(root / "Dockerfile", 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n')
-    archive = root / "base.oci.tar"
     reproducible = engine.containerd_store(client)
-    output = [f"--output=type=oci,dest={archive},name={ref},rewrite-timestamp=true"] if reproducible else ["--load", "--tag", ref]
-    r = subprocess.run(["docker", "buildx", "build", "--platform", platform, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}",
-                        *output, str(root)], capture_output=True, text=True, env={**os.environ, **plugins.BUILDX_ENV})
-    if r.returncode != 0:
-        archive.unlink(missing_ok=True)
-        raise BaseError(f"loading the {platform} base failed: {r.stderr.strip()[-400:]}")
-    if reproducible:
-        try:
-            images.load(client, archive, ref)
-        finally:
-            archive.unlink(missing_ok=True)
+    cmd = ["docker", "buildx", "build", "--platform", platform, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}",
+           f"--output={export.output(ref, reproducible)}", str(root)]
+    said: list[str] = []
+    try:
+        done = export.run(cmd, root, {**os.environ, **plugins.BUILDX_ENV}, said.append,
+                          client if reproducible else None)
+    except OSError as exc:
+        raise BaseError(f"loading the {platform} base failed: cannot run docker buildx: {exc}") from None
+    if done.code != 0:
+        errors = [line for line in said if line.startswith("ERROR")] or [line for line in said if line.strip()] or [""]
+        raise BaseError(f"loading the {platform} base failed: {errors[-1].strip()[-400:]}")
+    if done.load_error:
+        raise BaseError(f"loading the {platform} base failed: docker load refused it: {done.load_error}")
 
 
 def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, source: Source, workdir: Path,

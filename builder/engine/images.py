@@ -16,7 +16,6 @@ import io
 import json
 import tarfile
 import zlib
-from pathlib import Path
 from typing import Iterator
 
 import docker
@@ -24,7 +23,8 @@ import docker
 from builder.engine.host import EngineError
 
 _GZIP = b"\x1f\x8b"
-_CHUNK = 1 << 20
+#: Bytes asked of the Engine's streams at a time.
+CHUNK = 1 << 20
 
 
 class _Chunks(io.RawIOBase):
@@ -45,20 +45,26 @@ class _Chunks(io.RawIOBase):
         return n
 
 
+def reader(chunks: Iterator[bytes]) -> io.BufferedReader:
+    """A binary file over an Engine response's chunks (``docker image save``, a container's
+    archive), for tarfile's stream mode (``mode="r|"``)."""
+    return io.BufferedReader(_Chunks(chunks))
+
+
 def _length(member: io.BufferedReader) -> int | None:
     # The member's bytes, gunzipped when they are gzip; None for another compression (zstd).
     head = member.read(4)
     if head[:2] != _GZIP:
         if head == b"\x28\xb5\x2f\xfd":
             return None
-        return len(head) + sum(len(c) for c in iter(lambda: member.read(_CHUNK), b""))
+        return len(head) + sum(len(c) for c in iter(lambda: member.read(CHUNK), b""))
     inflate, n, data = zlib.decompressobj(16 + zlib.MAX_WBITS), 0, head
     while data:
         n += len(inflate.decompress(data))
         while inflate.unused_data:  # a gzip stream of several members
             rest, inflate = inflate.unused_data, zlib.decompressobj(16 + zlib.MAX_WBITS)
             n += len(inflate.decompress(rest))
-        data = member.read(_CHUNK)
+        data = member.read(CHUNK)
     return n + len(inflate.flush())
 
 
@@ -68,7 +74,7 @@ def uncompressed_bytes(client: docker.DockerClient, ref: str) -> int | None:
     ``ref``, ValueError when the saved image has no ``manifest.json`` naming its layers."""
     sizes: dict[str, int | None] = {}
     manifest = None
-    with tarfile.open(fileobj=io.BufferedReader(_Chunks(client.api.get_image(ref, chunk_size=_CHUNK))), mode="r|") as tar:
+    with tarfile.open(fileobj=reader(client.api.get_image(ref, chunk_size=CHUNK)), mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
@@ -81,19 +87,6 @@ def uncompressed_bytes(client: docker.DockerClient, ref: str) -> int | None:
         raise ValueError(f"docker image save {ref} gave no manifest.json naming its layers")
     layers = [sizes.get(name) for name in manifest[0]["Layers"]]
     return None if None in layers else sum(layers)
-
-
-def load(client: docker.DockerClient, archive: Path, ref: str) -> str:
-    """``docker load`` of an image archive (an OCI layout tar, as BuildKit's ``oci`` exporter writes
-    it, naming ``ref``), streamed from disk; returns the image id ``ref`` then names: the manifest's
-    digest on the containerd image store, which keeps the archive's manifest as it is, the config's
-    on the classic store. Raises docker.errors.APIError when the Engine refuses the archive, and
-    docker.errors.ImageNotFound when the archive did not name ``ref``."""
-    with archive.open("rb") as f:
-        for chunk in client.api.load_image(f):
-            if "error" in chunk:
-                raise docker.errors.APIError(f"docker load {archive.name}: {chunk['error']}")
-    return client.images.get(ref).id
 
 
 def explained(exc: docker.errors.DockerException) -> str:

@@ -31,8 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import docker
+
 from builder import files
-from builder.engine import children, plugins
+from builder.engine import children, export, plugins
 
 # A step line of buildx's plain progress: "#12 [stage-1 3/6] RUN ..." and "#12 CACHED".
 _STEP = re.compile(r"^#(\d+) \[(?!internal\])[^\]]*\d+/\d+\] ")
@@ -83,8 +85,11 @@ def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
 
 
 def bake(name: str, target: str, bake_files: list[Path], cwd: Path, variables: dict[str, str],
-         log_path: Path, no_cache: bool = False, on_step: Callable[[str], None] = lambda line: None) -> BuildResult:
-    """Build one bake ``target`` of ``bake_files`` (later files override earlier ones) from ``cwd``.
+         log_path: Path, no_cache: bool = False, on_step: Callable[[str], None] = lambda line: None,
+         load_into: docker.DockerClient | None = None) -> BuildResult:
+    """Build one bake ``target`` of ``bake_files`` (later files override earlier ones) from ``cwd``;
+    with ``load_into``, the target's output is :func:`builder.engine.export.output` on the
+    containerd store, streamed into that Engine (:func:`builder.engine.export.run`).
 
     ``variables`` set the bake file's variables (REGISTRY, TAG, REVISION, …) through the
     environment of this invocation only. ``name`` is the image's name in the matrix. ``on_step``
@@ -94,7 +99,7 @@ def bake(name: str, target: str, bake_files: list[Path], cwd: Path, variables: d
     cmd = ["docker", "buildx", "bake", "--progress=plain", *(a for f in bake_files for a in ("-f", str(f)))]
     if no_cache:
         cmd.append("--no-cache")
-    return _run(name, target, cmd, cwd, {**os.environ, **variables}, log_path, on_step)
+    return _run(name, target, cmd, cwd, {**os.environ, **variables}, log_path, on_step, load_into)
 
 
 def build(name: str, context: Path, tag: str, build_args: dict[str, str], secrets: list[str],
@@ -138,7 +143,7 @@ class _Progress:
 
 
 def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path,
-         on_step: Callable[[str], None]) -> BuildResult:
+         on_step: Callable[[str], None], load_into: docker.DockerClient | None = None) -> BuildResult:
     env = {**env, **plugins.BUILDX_ENV}
     files.make_folder(log_path.parent)
     start = time.monotonic()
@@ -149,23 +154,23 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
         with io.TextIOWrapper(files.open_log(log_path), encoding="utf-8", errors="replace") as log:
             log.write("$ " + " ".join(full) + "\n")
             log.flush()
+
+            def feed(line: str) -> None:
+                log.write(line + "\n")
+                progress.feed(line)
             try:
-                proc = children.start(full, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, errors="replace")
+                exported = export.run(full, cwd, env, feed, load_into)
             except OSError as exc:
                 return BuildResult(name, False, None, 0.0, log_path, f"cannot run docker buildx: {exc}")
-            for line in proc.stdout:
-                log.write(line)
-                progress.feed(line.rstrip("\n"))
-            code = proc.wait()
-            children.forget(proc)
         data = json.loads(metadata.read_text()) if metadata.is_file() and metadata.stat().st_size else {}
     result = data.get(target, {}) if target else data
     image_id = result.get("containerimage.digest")  # the image id on either store (module doc)
     error = None
-    if code != 0:
+    if exported.code != 0:
         error = "interrupted" if children.stopping() else (
-            progress.errors[-1] if progress.errors else f"docker buildx exited with code {code}")
+            progress.errors[-1] if progress.errors else f"docker buildx exited with code {exported.code}")
+    elif exported.load_error:
+        error = f"docker load refused the build: {exported.load_error}"
     elif not image_id:
         error = "docker buildx reported no image id in its metadata file"
     return BuildResult(name, error is None, image_id if error is None else None, time.monotonic() - start, log_path,

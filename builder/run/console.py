@@ -25,9 +25,9 @@ def _seconds(values: list[float | None]) -> str:
 
 def summary(stage: str, reports: list[ImageReport]) -> Table:
     """A rich table with one row per image: status, tags, and per platform (``/``-separated in the
-    image's platform order) uncompressed size (MB), build and test seconds; the digest its tags name."""
+    image's platform order) uncompressed size (MB), build, test and SBOM seconds; the digest its tags name."""
     table = Table(title=f"builder {stage}")
-    for col in ("image", "status", "tags", "size MB", "build s", "test s", "digest"):
+    for col in ("image", "status", "tags", "size MB", "build s", "test s", "SBOM s", "digest"):
         table.add_column(col)
     for r in reports:
         c = _COLOUR.get(r.status, "red")
@@ -35,5 +35,6 @@ def summary(stage: str, reports: list[ImageReport]) -> Table:
                       " / ".join(f"{b.uncompressed_bytes / 1e6:.0f}" for b in r.platforms if b.uncompressed_bytes),
                       _seconds([b.build_seconds for b in r.platforms]),
                       _seconds([b.test.seconds if b.test else None for b in r.platforms]),
+                      _seconds([b.sbom.seconds if b.sbom else None for b in r.platforms]),
                       (r.digest or "")[:19])
     return table

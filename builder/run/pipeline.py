@@ -56,7 +56,7 @@ class Pipeline:
         # A live line per image in a terminal; CI logs get the event lines only.
         progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                             console=console, disable=not console.is_terminal)
-        self.events = Events(console, progress, options.test_jobs)
+        self.events = Events(console, progress, options.test_jobs, options.emulated_jobs)
         self.clients = Clients(options.build_dir)
         self.reports: dict[str, ImageReport] = {}
         self._queue: queue.Queue[tuple[str, str, str | bool]] = queue.Queue()

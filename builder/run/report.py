@@ -107,11 +107,12 @@ class TestRecord(_Model):
 
 
 class SbomRecord(_Model):
-    """One platform's CycloneDX SBOM: its file, component count and, once pushed, the artifact's
-    manifest digest."""
+    """One platform's CycloneDX SBOM: its file, component count, the seconds it took to make and,
+    once pushed, the artifact's manifest digest."""
 
     path: Line
     components: Count
+    seconds: Seconds | None = None
     digest: Digest | None = None
 
 

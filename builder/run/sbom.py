@@ -1,13 +1,15 @@
 """SBOM: takes a tested image, gives its CycloneDX JSON SBOM, and pushes it beside the image.
 
-:func:`generate` runs PyPI's ``cyclonedx-bom`` (``python -m cyclonedx_py environment``,
-https://cyclonedx-bom-tool.readthedocs.io/) inside a throw-away container of the image, against the
-image's virtual environment: the tool is installed by uv for the image's Python into
-``build/sbom-tool/py<X.Y>`` and bind-mounted read-only, so it never enters the image. The Debian
-packages come from the image's ``/var/lib/dpkg/status`` (parsed by ``python-debian``) as components
-with ``pkg:deb`` package URLs (https://github.com/package-url/purl-spec). The merged document is
-validated against the CycloneDX 1.6 JSON schema (cyclonedx-python-lib) and written to
-``build/sbom/<name>.cdx.json``.
+:func:`generate` reads the image's files without starting it (a created container's archive,
+``GET /containers/{id}/archive``), so nothing runs under emulation for another platform's image:
+the ``*.dist-info`` folders of the image's virtual environment, ``/etc/os-release`` and
+``/var/lib/dpkg/status``. PyPI's ``cyclonedx-bom`` (https://cyclonedx-bom-tool.readthedocs.io/),
+the builder's own, runs natively over those distributions: its ``environment`` command with ``-S``
+takes the path of an interpreter started without ``site``, which is the extracted folder
+(``PYTHONPATH``) and the standard library only. The Debian packages of the dpkg status (parsed by
+``python-debian``) are components with ``pkg:deb`` package URLs
+(https://github.com/package-url/purl-spec). The merged document is validated against the CycloneDX
+1.6 JSON schema (cyclonedx-python-lib) and written to ``build/sbom/<name>.cdx.json``.
 
 :func:`push` stores it in the registry with PyPI's ``oras`` as an OCI artifact whose manifest names
 the image manifest as its ``subject`` (OCI distribution spec 1.1, referrers) and is tagged
@@ -16,30 +18,30 @@ the image manifest as its ``subject`` (OCI distribution spec 1.1, referrers) and
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
-import shutil
+import re
+import shlex
 import subprocess
 import sys
+import tarfile
 import tempfile
-import threading
 from pathlib import Path
+from typing import Callable, Iterator
 
 import docker
 from debian.deb822 import Deb822
 from packageurl import PackageURL
 
 from builder import files
+from builder.engine import images
 from builder.engine.registry import Registry, RegistryError
-from builder.engine.sources import Sources
-from builder.generate.locking import uv_environment
 from builder.matrix.platform import DEFAULT, Platform
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
 SPEC_VERSION = "1.6"
-_tool_locks: dict[str, threading.Lock] = {}
-_tool_locks_guard = threading.Lock()
 
 
 class SbomError(RuntimeError):
@@ -47,57 +49,85 @@ class SbomError(RuntimeError):
 
 
 def tool_version() -> str:
-    """The ``cyclonedx-bom`` version this builder runs with (the containers get the same one)."""
+    """The ``cyclonedx-bom`` version this builder runs with."""
     return importlib.metadata.version("cyclonedx-bom")
 
 
-def tool(build_dir: Path, python: str, sources: Sources, platform: str = DEFAULT.name) -> Path:
-    """``build/sbom-tool/py<python>-<version>[-<arch>]``: cyclonedx-bom installed by uv (wheels
-    only) for ``python`` on ``platform``, made once per version. Raises SbomError with uv's last
-    lines when it cannot be made."""
-    version = tool_version()
-    pf = Platform.parse(platform)
-    target = Path(build_dir).resolve() / "sbom-tool" / f"py{python}-{version}{pf.suffix}"
-    with _tool_locks_guard:
-        guard = _tool_locks.setdefault(str(target), threading.Lock())
-    with guard:
-        if (target / ".complete").is_file():
-            return target
-        files.make_folder(target.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=".sbom-tool-", dir=target.parent))
-        r = subprocess.run([sys.executable, "-m", "uv", "pip", "install", "--quiet", "--no-config", "--only-binary", ":all:",
-                            "--python-version", python, "--python-platform", pf.uv_triple,
-                            "--target", str(tmp), f"cyclonedx-bom=={version}"],
-                           env=uv_environment(sources), capture_output=True, text=True)
+#: The distributions' metadata of a site-packages folder: ``site-packages/<name>.dist-info/<file>``.
+_DIST_INFO = re.compile(r"^site-packages/[^/]+\.dist-info/[^/]+$")
+
+
+@contextlib.contextmanager
+def created(client: docker.DockerClient, image: str) -> Iterator[docker.models.containers.Container]:
+    """A container of ``image`` that is created, never started (its files only), removed after the block."""
+    container = client.containers.create(image, entrypoint=["/nonexistent"], network_disabled=True)
+    try:
+        yield container
+    finally:
+        container.remove(force=True)
+
+
+def copy_out(container, path: str, wanted: Callable[[str], bool], dest: Path) -> list[str]:
+    """Copy the regular files of ``path`` (a file or a folder) in ``container`` whose archive name
+    (``<last part of path>[/<inner path>]``) ``wanted`` accepts into ``dest`` (made); returns their
+    names. Names are checked by tarfile's ``data`` filter (no absolute path, no ``..``, no link out
+    of ``dest``). Raises SbomError when the container has no ``path``."""
+    try:
+        chunks, _ = container.get_archive(path, chunk_size=images.CHUNK)
+    except docker.errors.NotFound:
+        raise SbomError(f"the image has no {path}") from None
+    files.make_folder(dest)
+    names = []
+    with tarfile.open(fileobj=images.reader(chunks), mode="r|") as tar:
+        for member in tar:
+            if member.isfile() and wanted(member.name):
+                tar.extract(member, dest, filter="data")
+                names.append(member.name)
+    return names
+
+
+def _python_bom(container, image: str, venv: str, python: str) -> dict:
+    # cyclonedx-py, natively, over the dist-info folders of the image's venv (module doc).
+    with tempfile.TemporaryDirectory(prefix="builder-sbom-") as tmp:
+        copy_out(container, f"{venv}/lib/python{python}/site-packages", _DIST_INFO.match, Path(tmp))
+        out = Path(tmp) / "python.cdx.json"
+        r = subprocess.run([sys.executable, "-I", "-m", "cyclonedx_py", "environment", "-S", "--output-reproducible",
+                            "--of", "JSON", "--sv", SPEC_VERSION, "--mc-type", "application", "-o", str(out),
+                            sys.executable], env={**os.environ, "PYTHONPATH": str(Path(tmp) / "site-packages")},
+                           capture_output=True, text=True)
         if r.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise SbomError(f"cannot install cyclonedx-bom {version} for Python {python}: "
-                            + " ".join(r.stderr.split()[-40:]))
-        files.write_atomic(tmp / ".complete", version + "\n")
-        os.chmod(tmp, 0o755)
-        tmp.rename(target)
-    return target
+            raise SbomError(f"cyclonedx-py failed over {image}'s distributions: {r.stderr.strip()[-400:]}")
+        return json.loads(out.read_text())
 
 
-#: Runs in the image: the tool's folder first on sys.path, then cyclonedx-py's own entry point.
-_RUN = ("import runpy, sys; sys.path.insert(0, '/opt/sbom-tool'); "
-        "sys.argv = ['cyclonedx-py', 'environment', '--output-reproducible', '--of', 'JSON', '--sv', '{sv}', "
-        "'--mc-type', 'application', '-o', '/out/python.cdx.json', '{python}']; "
-        "runpy.run_module('cyclonedx_py', run_name='__main__')")
+def _system(container, image: str) -> tuple[str, str]:
+    # ``(distro, dpkg status text)``: ``<ID>-<VERSION_ID>`` of the image's os-release
+    # (https://www.freedesktop.org/software/systemd/man/latest/os-release.html: /etc/os-release, else
+    # /usr/lib/os-release; Debian's is a link to the latter) and its /var/lib/dpkg/status.
+    with tempfile.TemporaryDirectory(prefix="builder-sbom-") as tmp:
+        found = copy_out(container, "/var/lib/dpkg/status", "status".__eq__, Path(tmp))
+        for path in ("/etc/os-release", "/usr/lib/os-release"):
+            if "os-release" not in found:
+                found += copy_out(container, path, "os-release".__eq__, Path(tmp))
+        if found != ["status", "os-release"]:
+            raise SbomError(f"{image} has no regular /var/lib/dpkg/status or os-release")
+        fields = os_release((Path(tmp) / "os-release").read_text(errors="replace"))
+        return f"{fields.get('ID', '')}-{fields.get('VERSION_ID', '')}", (Path(tmp) / "status").read_text(errors="replace")
 
 
-def _python_bom(client: docker.DockerClient, image: str, venv: str, tool_dir: Path) -> dict:
-    # cyclonedx-py over the image's venv, in a container without network, as the image's own user.
-    with tempfile.TemporaryDirectory(prefix="builder-sbom-") as out:
-        os.chmod(out, 0o777)
-        code = _RUN.format(sv=SPEC_VERSION, python=f"{venv}/bin/python")
+def os_release(text: str) -> dict[str, str]:
+    """The ``KEY=value`` assignments of an os-release file, values unquoted as a shell would
+    (https://www.freedesktop.org/software/systemd/man/latest/os-release.html); other lines are skipped."""
+    out = {}
+    for line in text.splitlines():
         try:
-            client.containers.run(image, entrypoint=["python3", "-I", "-c", code], remove=True, network_disabled=True,
-                                  volumes={str(tool_dir): {"bind": "/opt/sbom-tool", "mode": "ro"},
-                                           out: {"bind": "/out", "mode": "rw"}})
-        except docker.errors.ContainerError as exc:
-            raise SbomError(f"cyclonedx-py failed in {image}: {(exc.stderr or b'').decode(errors='replace')[-400:]}") from None
-        return json.loads((Path(out) / "python.cdx.json").read_text())
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        if len(words) == 1 and re.fullmatch(r"[A-Z][A-Z0-9_]*=.*", words[0], re.S):
+            key, _, value = words[0].partition("=")
+            out[key] = value
+    return out
 
 
 def debian_components(status: str, distro: str, arch: str = DEFAULT.arch) -> list[dict]:
@@ -115,30 +145,20 @@ def debian_components(status: str, distro: str, arch: str = DEFAULT.arch) -> lis
     return out
 
 
-#: Prints the image's OS (``<ID>-<VERSION_ID>`` of /etc/os-release) and its dpkg status, as JSON.
-_SYSTEM = ("import json, platform; os = platform.freedesktop_os_release(); "
-           "print(json.dumps({'distro': os['ID'] + '-' + os.get('VERSION_ID', ''), "
-           "'status': open('/var/lib/dpkg/status', encoding='utf-8').read()}))")
-
-
 def generate(client: docker.DockerClient, image: str, name: str, venv: str, python: str, out: Path,
-             build_dir: Path, sources: Sources, platform: str = DEFAULT.name) -> dict:
+             platform: str = DEFAULT.name) -> dict:
     """Make, validate and write the SBOM of ``image`` (a reference the Engine knows) to ``out``.
 
     The main component is the image (``type: container``, ``name``, its tag as version, its id as
-    hash, its labels as properties); components are the venv's distributions (cyclonedx-py in the
-    image, ``python`` being its X.Y) and the Debian packages of its dpkg status (purl ``distro`` from
-    its /etc/os-release, e.g. ``debian-12``), for the image's ``platform`` (another than linux/amd64
-    runs under QEMU). Returns ``{"path", "components"}``. Raises SbomError.
+    hash, its labels as properties); components are the distributions of its venv (``python`` being
+    its X.Y) and the Debian packages of its dpkg status (purl ``distro`` from its os-release, e.g.
+    ``debian-12``; ``arch`` from ``platform``), all read from its files, natively (module doc).
+    Returns ``{"path", "components"}``. Raises SbomError.
     """
-    bom = _python_bom(client, image, venv, tool(build_dir, python, sources, platform))
-    try:
-        system = json.loads(client.containers.run(image, entrypoint=["python3", "-I", "-c", _SYSTEM], remove=True,
-                                                  network_disabled=True))
-    except docker.errors.ContainerError as exc:
-        raise SbomError(f"cannot read /etc/os-release and /var/lib/dpkg/status from {image}: {exc}") from None
-    bom.setdefault("components", []).extend(debian_components(system["status"], system["distro"],
-                                                              Platform.parse(platform).arch))
+    with created(client, image) as container:
+        bom = _python_bom(container, image, venv, python)
+        distro, status = _system(container, image)
+    bom.setdefault("components", []).extend(debian_components(status, distro, Platform.parse(platform).arch))
     labels = client.images.get(image).labels or {}
     image_id = client.images.get(image).id
     bom.setdefault("metadata", {})["component"] = {

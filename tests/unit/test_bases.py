@@ -1,6 +1,8 @@
 """Base images: the bootstrap tag follows the recipe and the base lock; a bootstrap keeps no record
 of when or where it ran (the Engine's side is in the engine tests; the date is the lock's)."""
 
+import pytest
+
 from builder.engine import bases
 from builder.matrix.schema import Base
 
@@ -18,41 +20,55 @@ def test_a_changed_recipe_names_a_new_base():
 def test_a_base_of_another_platform_is_loaded_with_buildx_put_in_place_first(tmp_path, monkeypatch):
     # On a machine that never saw the project, `builder lock` (or any first use) bootstraps the arm64
     # base before anything else installed the buildx plugin (found by a CI run on a fresh machine).
-    import subprocess
-
-    from builder.engine import bases, plugins
+    from builder.engine import bases, export, plugins
 
     calls: list = []
     monkeypatch.setattr(plugins, "ensure_buildx", lambda state_dir: calls.append(("ensure", state_dir)))
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(("run", cmd[:3])) or
-                        subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.setattr(export, "run", lambda cmd, cwd, env, on_line, load_into=None:
+                        calls.append(("run", cmd[:3], load_into)) or export.Exported(0))
     monkeypatch.setattr(bases.engine, "containerd_store", lambda client: False)
     root = tmp_path / "build" / "bases" / "debian12-arm64"
     root.mkdir(parents=True)
     bases._load(None, root / "rootfs.tar", "builder-base/debian12-arm64:abc", "linux/arm64", 1700000000)
-    assert calls == [("ensure", tmp_path / "build"), ("run", ["docker", "buildx", "build"])]
+    assert calls == [("ensure", tmp_path / "build"), ("run", ["docker", "buildx", "build"], None)]
 
 
-def test_on_the_containerd_store_a_base_is_a_dated_oci_archive_loaded_then_removed(tmp_path, monkeypatch):
-    import subprocess
-
-    from builder.engine import plugins
+def test_on_the_containerd_store_a_base_is_a_dated_oci_archive_streamed_into_the_engine(tmp_path, monkeypatch):
+    from builder.engine import export, plugins
     seen: dict = {}
+    client = object()
 
-    def run(cmd, **kw):
-        seen["cmd"] = cmd
-        (tmp_path / "b" / "debian12" / "base.oci.tar").write_bytes(b"oci")
-        return subprocess.CompletedProcess(cmd, 0, "", "")
+    def run(cmd, cwd, env, on_line, load_into=None):
+        seen["cmd"], seen["load_into"] = cmd, load_into
+        return export.Exported(0)
     monkeypatch.setattr(plugins, "ensure_buildx", lambda state_dir: None)
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(export, "run", run)
     monkeypatch.setattr(bases.engine, "containerd_store", lambda client: True)
-    monkeypatch.setattr(bases.images, "load", lambda client, archive, ref: seen.setdefault("load", (archive.read_bytes(), ref)))
     root = tmp_path / "b" / "debian12"
     root.mkdir(parents=True)
-    bases._load(None, root / "rootfs.tar", "builder-base/debian12:abc", "linux/amd64", 1700000000)
-    assert "SOURCE_DATE_EPOCH=1700000000" in seen["cmd"] and seen["load"] == (b"oci", "builder-base/debian12:abc")
-    assert any(a.startswith("--output=type=oci,") and a.endswith(",rewrite-timestamp=true") for a in seen["cmd"])
-    assert not (root / "base.oci.tar").exists()
+    bases._load(client, root / "rootfs.tar", "builder-base/debian12:abc", "linux/amd64", 1700000000)
+    assert "SOURCE_DATE_EPOCH=1700000000" in seen["cmd"] and seen["load_into"] is client
+    assert "--output=type=oci,dest=-,name=builder-base/debian12:abc,rewrite-timestamp=true" in seen["cmd"]
+    assert sorted(p.name for p in root.iterdir()) == ["Dockerfile"]  # no archive written
+
+
+@pytest.mark.parametrize("done, said", [
+    (("code", 1), "loading the linux/amd64 base failed: ERROR: boom"),
+    (("load_error", "unexpected EOF"), "docker load refused it: unexpected EOF"),
+])
+def test_a_base_that_does_not_build_or_load_is_one_error_line(tmp_path, monkeypatch, done, said):
+    from builder.engine import export, plugins
+
+    def run(cmd, cwd, env, on_line, load_into=None):
+        on_line("#1 building")
+        on_line("ERROR: boom")
+        return export.Exported(**{"code": 0, done[0]: done[1]})
+    monkeypatch.setattr(plugins, "ensure_buildx", lambda state_dir: None)
+    monkeypatch.setattr(export, "run", run)
+    monkeypatch.setattr(bases.engine, "containerd_store", lambda client: True)
+    (tmp_path / "b" / "debian12").mkdir(parents=True)
+    with pytest.raises(bases.BaseError, match=said.replace("(", ".").replace(")", ".")):
+        bases._load(object(), tmp_path / "b" / "debian12" / "rootfs.tar", "builder-base/debian12:abc", "linux/amd64", 1)
 
 
 def test_strip_removes_the_records_of_when_and_where_a_bootstrap_ran(tmp_path):

@@ -503,12 +503,6 @@ def _smoke_logs(build: Path) -> None:
     smoke.run(SimpleNamespace(name="x"), None, None, "x:1", build, build / "logs")
 
 
-def _sbom_tool(build: Path) -> None:
-    from builder.run import sbom
-
-    sbom.tool(build, "3.11", None)
-
-
 def _apt_download(build: Path) -> None:
     from builder.engine import debian13
 
@@ -529,7 +523,6 @@ def _registry_storage(build: Path) -> None:
 INSIDE = {
     "a build's log folder": ("logs", _build_log),
     "the smoke tests' log folder": ("logs", _smoke_logs),
-    "the SBOM tool's folder": ("sbom-tool", _sbom_tool),
     "the plugins' apt state": ("plugins", _apt_download),
     "a bootstrapped base's folder (rootfs removed first)": ("bases", _debootstrap),
     "the local registry's storage": ("registry", _registry_storage),

@@ -39,3 +39,81 @@ def test_an_invalid_document_is_refused():
 
 def test_the_sbom_is_tagged_after_the_image_digest():
     assert sbom.referrer_tag("sha256:" + "ab" * 32) == "sha256-" + "ab" * 32 + ".sbom"
+
+
+class _Container:
+    """A created container's archives: ``files`` ``{absolute path: bytes or ("link", target)}``;
+    get_archive answers as the Engine does (the last part of the path, then what is under it)."""
+
+    def __init__(self, files: dict):
+        self.files = files
+
+    def get_archive(self, path, chunk_size=None):
+        import io
+        import tarfile
+
+        import docker
+        inside = {p: v for p, v in self.files.items() if p == path or p.startswith(path + "/")}
+        if not inside:
+            raise docker.errors.NotFound("no such path")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            top = path.rsplit("/", 1)[-1]
+            for p, v in sorted(inside.items()):
+                info = tarfile.TarInfo(top + p[len(path):])
+                if isinstance(v, tuple):
+                    info.type, info.linkname = tarfile.SYMTYPE, v[1]
+                    tar.addfile(info)
+                else:
+                    info.size = len(v)
+                    tar.addfile(info, io.BytesIO(v))
+        data = buf.getvalue()
+        return iter([data[:700], data[700:]]), {}
+
+
+SITE = "/opt/venv/lib/python3.11/site-packages"
+
+
+def _metadata(name: str, version: str) -> bytes:
+    return f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: {name}\nLicense: MIT\n".encode()
+
+
+def test_the_venvs_distributions_are_read_from_the_image_files_natively():
+    # only dist-info files leave the image; cyclonedx-py (the builder's own) lists exactly those
+    container = _Container({
+        f"{SITE}/numpy-2.4.6.dist-info/METADATA": _metadata("numpy", "2.4.6"),
+        f"{SITE}/numpy-2.4.6.dist-info/RECORD": b"",
+        f"{SITE}/numpy/__init__.py": b"raise SystemExit('never imported')",
+        f"{SITE}/azureml_inference_server_http-1.5.1.dist-info/METADATA": _metadata("azureml-inference-server-http", "1.5.1"),
+        f"{SITE}/evil.dist-info/METADATA": ("link", "/etc/shadow"),
+    })
+    bom = sbom._python_bom(container, "img:1", "/opt/venv", "3.11")
+    assert sorted((c["name"], c["version"]) for c in bom["components"]) == [
+        ("azureml-inference-server-http", "1.5.1"), ("numpy", "2.4.6")]
+
+
+def test_a_member_leaving_the_folder_is_refused(tmp_path):
+    import tarfile
+    container = _Container({f"{SITE}/../../../../../tmp/x.dist-info/METADATA": b"x"})
+    with pytest.raises(tarfile.OutsideDestinationError):
+        sbom.copy_out(container, SITE, lambda name: True, tmp_path / "out")
+    assert not (tmp_path / "tmp").exists()
+
+
+def test_the_system_part_follows_debians_os_release_link_and_reads_dpkg_status():
+    container = _Container({
+        "/etc/os-release": ("link", "../usr/lib/os-release"),
+        "/usr/lib/os-release": b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n',
+        "/var/lib/dpkg/status": STATUS.encode(),
+    })
+    assert sbom._system(container, "img:1") == ("debian-12", STATUS)
+
+
+def test_an_image_without_a_dpkg_status_is_one_error():
+    with pytest.raises(sbom.SbomError, match="/var/lib/dpkg/status"):
+        sbom._system(_Container({"/usr/lib/os-release": b"ID=debian\n"}), "img:1")
+
+
+def test_os_release_values_are_unquoted_as_a_shell_would():
+    text = 'ID=debian\nVERSION_ID="13"\n# a comment\nNAME=\'Debian GNU/Linux\'\nBROKEN="x\nlower=1\n'
+    assert sbom.os_release(text) == {"ID": "debian", "VERSION_ID": "13", "NAME": "Debian GNU/Linux"}

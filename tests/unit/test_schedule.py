@@ -215,3 +215,28 @@ def test_a_cache_prune_waits_for_running_builds_and_holds_back_new_ones():
     for t in (a, p, b):
         t.join(60)
     assert order == ["a", "prune", "b"]  # the build that came while the prune waited went after it
+
+
+def test_builds_and_tests_under_emulation_have_a_bound_of_their_own_and_native_ones_do_not_wait():
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from builder.run.context import Events
+    events = Events(Console(quiet=True), Progress(disable=True), 2, emulated_jobs=1)
+    inside, release = threading.Event(), threading.Event()
+
+    def emulated():
+        with events.emulation_slot(True):
+            inside.set()
+            assert release.wait(60)
+    worker = threading.Thread(target=emulated)
+    worker.start()
+    assert inside.wait(60)
+    try:
+        assert not events._emulating.acquire(blocking=False)  # the one emulated slot is taken
+        with events.emulation_slot(False):  # a native build or test never waits for it
+            pass
+    finally:
+        release.set()
+        worker.join(60)
+    assert events._emulating.acquire(blocking=False)  # and it is free again

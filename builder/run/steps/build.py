@@ -1,19 +1,16 @@
 """Build step: one platform's build of an image through bake, with a per-run override file.
 
 Reproducible images. Each build gets ``SOURCE_DATE_EPOCH`` (the commit time of the last change to
-the image's inputs, :func:`builder.run.build.vcs_source`) and BuildKit's ``rewrite-timestamp``, which
-sets every file time in the new layers and the image's times to it
-(https://github.com/moby/buildkit/blob/master/docs/build-repro.md). On Docker Engine 26 the
-``image`` exporter cannot do that on the containerd image store: it must unpack the image, and
-``rewrite-timestamp`` conflicts with unpacking (moby/buildkit#4230); its push path was fixed only in
-BuildKit 0.14.1 (Engine 27). So the build is exported as an OCI archive and loaded with ``docker
-load``. The containerd store keeps the archive's manifest as it is, so the image id is the
-reproducible manifest digest. On the classic store BuildKit's ``docker`` driver has no OCI exporter,
-so the build is stored with the ``image`` exporter (its image id is the config's digest); that store
-recompresses layers on push, so its pushed digests are not reproducible (measured, issue 20). Without
-default attestations (:data:`builder.engine.plugins.BUILDX_ENV`) nothing else in the image records
-when or where it was built. The build context's files are dated SOURCE_DATE_EPOCH before each
-build (:func:`date_context`), so their checkout times never reach an image.
+the image's inputs, :func:`builder.run.build.vcs_source`) and, on the containerd image store,
+BuildKit's ``rewrite-timestamp``, which sets every file time in the new layers and the image's
+times to it (https://github.com/moby/buildkit/blob/master/docs/build-repro.md); the build streams
+into the image store as :mod:`builder.engine.export` explains, and its image id is the reproducible
+manifest digest. On the classic store the build is stored with the ``image`` exporter (its image id
+is the config's digest); that store recompresses layers on push, so its pushed digests are not
+reproducible (measured, issue 20). Without default attestations
+(:data:`builder.engine.plugins.BUILDX_ENV`) nothing else in the image records when or where it was
+built. The build context's files are dated SOURCE_DATE_EPOCH before each build
+(:func:`date_context`), so their checkout times never reach an image.
 """
 
 from __future__ import annotations
@@ -21,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 import docker
 from rich.markup import escape
 
 from builder import engine, files
-from builder.engine import debian_index, images
+from builder.engine import debian_index, export, images
 from builder.generate import apt_lock, bake, render
 from builder.matrix import ImageSpec
 from builder.matrix.compat import DEFAULT_PLATFORM
@@ -38,28 +34,22 @@ from builder.run.context import RunContext
 from builder.run.report import ImageReport
 from builder.run.steps import Built, StepFailed, label, local_ref, run_tag, stop_if_interrupted
 
-#: What a path in BuildKit's output specification (CSV) must not hold.
-_CSV_UNSAFE = re.compile(r'[,"\x00-\x1f\x7f]')
-
-
-def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, archive: Path, ref: str) -> dict:
+def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, ref: str) -> dict:
     # The override of the image's bake target: its args (the base, for a root image, or the parent's
     # tested build, for the target platform and for the build stage's platform; the wheelhouse;
     # SOURCE_DATE_EPOCH), the build id label (bake merges it with the target's labels), for a child
     # the parent's tested build as its ``parent`` context (so bake
-    # does not build the parent's target again), and the output: an OCI archive naming ``ref``,
-    # every timestamp rewritten to SOURCE_DATE_EPOCH, or on the classic store the Engine's image
-    # (module doc).
-    if _CSV_UNSAFE.search(str(archive)):
-        raise StepFailed(f"the build folder's path {archive.parent} holds a comma, a quote or a control character, "
-                         "which BuildKit's output specification cannot carry")
+    # does not build the parent's target again), and the output storing it as ``ref``
+    # (:func:`builder.engine.export.output`).
     args = {**build_args(ctx, spec, platform), "SOURCE_DATE_EPOCH": str(epoch)}
     rep = ctx.reports.get(spec.name)
     built = rep.built(platform) if rep else None
     labels = {build_id.label(ctx.matrix.data.project.label_prefix): (built.build_id if built else None) or ""}
     contexts = {bake.PARENT_CONTEXT: f"docker-image://{args['PARENT_IMAGE']}"} if spec.parent else {}
-    output = (f"type=oci,dest={archive},name={ref},rewrite-timestamp=true" if ctx.containerd_store
-              else f"type=image,name={ref}")
+    try:
+        output = export.output(ref, ctx.containerd_store)
+    except ValueError as exc:
+        raise StepFailed(str(exc)) from None
     return {"args": args, "labels": labels, "platforms": [platform], **({"contexts": contexts} if contexts else {}),
             "output": [output], **_cache(ctx, spec, platform)}
 
@@ -110,13 +100,14 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     date_context(opt.images_dir / spec.name, epoch)
     temporary = run_tag(ctx.run_id, platform)
     override = ctx.build_dir / "bake" / f"{target}.{ctx.run_id}.{name}.json"
-    archive = override.with_suffix(".oci.tar").resolve()
-    override_target = _target(ctx, spec, platform, epoch, archive, f"{rep.repository}:{temporary}")
+    ref = f"{rep.repository}:{temporary}"
+    override_target = _target(ctx, spec, platform, epoch, ref)
     files.make_folder(override.parent)
     if platform != ctx.build_platform:
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
     ctx.say(spec.name, "building" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
-    with ctx.sources.secrets() as secrets, ctx.events.build_slot():
+    with ctx.events.emulation_slot(platform != ctx.build_platform), ctx.sources.secrets() as secrets, \
+            ctx.events.build_slot():
         files.write_atomic(override, json.dumps(
             {"target": {target: {**override_target, "secret": secrets}}}, indent=2))
         try:
@@ -125,7 +116,8 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
                 opt.images_dir.resolve().parent,
                 {"REGISTRY": ctx.registry, "TAG": temporary, "REVISION": revision, "CREATED": build.rfc3339(epoch)},
                 ctx.logs / f"{name}.build.log", no_cache=opt.no_cache,
-                on_step=lambda line: ctx.events.show(spec.name, escape(line)))
+                on_step=lambda line: ctx.events.show(spec.name, escape(line)),
+                load_into=ctx.client if ctx.containerd_store else None)
         finally:
             override.unlink(missing_ok=True)
     b = rep.build(platform)
@@ -136,11 +128,10 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     b.cached_steps, b.steps = result.cached_steps, result.steps
     stop_if_interrupted()
     if not result.ok:
-        archive.unlink(missing_ok=True)
         raise StepFailed(f"{_unserved(spec, result.log_path) or result.error} (log {result.log_path})")
     if not ctx.containerd_store:
         return Built(result.image_id, temporary)
-    return Built(_load(ctx, archive, f"{rep.repository}:{temporary}"), temporary)
+    return Built(_loaded(ctx, ref), temporary)
 
 
 def date_context(folder: Path, epoch: int) -> None:
@@ -180,11 +171,9 @@ def _unserved(spec: ImageSpec, log_path: Path, tail_bytes: int = 1 << 16) -> str
             f"run `builder refresh --select {spec.name}`, then `builder render`")
 
 
-def _load(ctx: RunContext, archive: Path, ref: str) -> str:
-    # The build's OCI archive into the Engine, then removed; the image id ``ref`` names.
+def _loaded(ctx: RunContext, ref: str) -> str:
+    # The image id ``ref`` names once the streamed build is loaded.
     try:
-        return images.load(ctx.client, archive, ref)
+        return ctx.client.images.get(ref).id
     except docker.errors.DockerException as exc:
-        raise StepFailed(f"loading the built image: {exc}") from None
-    finally:
-        archive.unlink(missing_ok=True)
+        raise StepFailed(f"the loaded build is not {ref}: {images.explained(exc)}") from None

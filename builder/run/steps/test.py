@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from builder.generate import lock
 from builder.matrix import ImageSpec, inputs
 from builder.matrix.compat import DEFAULT_PLATFORM
@@ -14,9 +16,10 @@ from builder.run.steps import StepFailed, label, local_ref, stop_if_interrupted
 
 def smoke_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> TestRecord:
     """Run the image's smoke tests on its ``platform`` build (at most ``test_jobs`` at once; another
-    platform than the build platform's under QEMU) and record them on the build. Raises StepFailed,
+    platform than the build platform's under QEMU, at most ``emulated_jobs`` of those) and record
+    them on the build. Raises StepFailed,
     with the scoring containers' log tails kept in the report, when they fail."""
-    with ctx.events.test_slot():
+    with ctx.events.emulation_slot(platform != ctx.build_platform), ctx.events.test_slot():
         ctx.say(spec.name, "smoke testing" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
         t = smoke.run(spec, ctx.matrix.data.runtime, lock.read(ctx.options.images_dir, spec.name, platform),
                       local_ref(rep, platform), ctx.options.tests_root, ctx.logs, label=label(spec, platform),
@@ -41,11 +44,13 @@ def make_sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str)
     Raises StepFailed: an image without its SBOM gets no ``latest``."""
     stop_if_interrupted()
     out = sbom_path(ctx, spec, platform)
+    start = time.monotonic()
     try:
         made = sbom.generate(ctx.client, local_ref(rep, platform), spec.name, ctx.matrix.data.runtime.venv,
-                             spec.python, out, ctx.build_dir, ctx.sources, platform)
+                             spec.python, out, platform)
     except sbom.SbomError as exc:
         raise StepFailed(f"SBOM: {exc}") from None
-    rep.build(platform).sbom = record = SbomRecord(path=made["path"], components=made["components"])
+    rep.build(platform).sbom = record = SbomRecord(path=made["path"], components=made["components"],
+                                                   seconds=round(time.monotonic() - start, 1))
     ctx.say(spec.name, f"SBOM {out} ({made['components']} components)")
     return record

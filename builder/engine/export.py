@@ -1,0 +1,107 @@
+"""Reproducible export: a BuildKit build's image straight into the Engine's image store, each layer
+written once.
+
+BuildKit's ``rewrite-timestamp`` dates every file of the new layers, and the image, to
+``SOURCE_DATE_EPOCH`` (https://github.com/moby/buildkit/blob/master/docs/build-repro.md). On the
+containerd image store the ``image`` and ``docker`` exporters refuse it ("conflicts with unpack",
+moby/buildkit#4230; measured on Engines 26.1.5 and 28.5.2), so the build writes an OCI archive with
+rewritten timestamps to its standard output (``dest=-``) and that stream is the body of the Engine's
+``POST /images/load`` (``docker load``): no archive is written to disk, so a layer is in flight once
+(in the Engine's content store) beside its unpacked snapshot. The containerd store keeps the
+archive's manifest as it is, so the image id is the reproducible manifest digest.
+
+On the classic store BuildKit's ``docker`` driver has no OCI exporter: the build is stored with the
+``image`` exporter, whose pushed digests are not reproducible (the store recompresses on push).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import docker
+
+from builder.engine import children
+from builder.engine.images import explained
+
+#: Bytes read from buildx's standard output at a time.
+CHUNK = 1 << 20
+#: What a value in BuildKit's output specification (CSV) must not hold.
+_CSV_UNSAFE = re.compile(r'[,"=\x00-\x1f\x7f]')
+
+
+@dataclass(frozen=True)
+class Exported:
+    """How a build ended: ``code`` is buildx's exit code; ``load_error`` is what the Engine said
+    when it refused the streamed image (None when it loaded it, or nothing was streamed)."""
+
+    code: int
+    load_error: str | None = None
+
+
+def output(ref: str, containerd_store: bool) -> str:
+    """The buildx ``--output`` value (https://docs.docker.com/reference/cli/docker/buildx/build/#output)
+    storing the build as ``ref`` (``repository:tag``): on the containerd store an OCI archive with
+    rewritten timestamps on standard output, for :func:`run` to load; on the classic store the
+    Engine's ``image`` exporter. Raises ValueError for a ``ref`` holding a comma, a quote, ``=`` or
+    a control character, which the CSV cannot carry."""
+    if _CSV_UNSAFE.search(ref):
+        raise ValueError(f"{ref!r} cannot be written into BuildKit's output specification")
+    return f"type=oci,dest=-,name={ref},rewrite-timestamp=true" if containerd_store else f"type=image,name={ref}"
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], on_line: Callable[[str], None],
+        load_into: docker.DockerClient | None = None) -> Exported:
+    """Run the buildx command ``cmd`` (a child of :mod:`builder.engine.children`) and pass each line
+    of its progress, without the newline, to ``on_line``. With ``load_into``, ``cmd``'s output is
+    :func:`output` on the containerd store: its standard output (the OCI archive) streams into that
+    Engine's ``docker load`` while it is written. Without, standard output joins the progress.
+
+    Returns :class:`Exported`. Raises OSError when buildx cannot be started, and
+    children.Interrupted when the run is being stopped."""
+    if load_into is None:
+        proc = children.start(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace")
+        return Exported(_follow(proc, proc.stdout, on_line))
+    proc = children.start(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    said: list[str] = []
+    loader = threading.Thread(target=_load, args=(load_into, proc.stdout, said), daemon=True)
+    loader.start()
+    code = _follow(proc, (line.decode(errors="replace") for line in proc.stderr), on_line)
+    loader.join()
+    return Exported(code, said[0] if said else None)
+
+
+def _follow(proc: subprocess.Popen, lines, on_line: Callable[[str], None]) -> int:
+    # Every line to ``on_line`` until the stream ends; then buildx's exit code.
+    try:
+        for line in lines:
+            on_line(line.rstrip("\n"))
+        return proc.wait()
+    finally:
+        children.forget(proc)
+
+
+def _load(client: docker.DockerClient, stream, said: list[str]) -> None:
+    # ``stream`` (an image archive as it is written) into ``docker load``; the Engine's error into
+    # ``said``. The stream is read to its end whatever happens, so buildx never blocks writing it.
+    try:
+        for message in client.api.load_image(_chunks(stream)):
+            if "error" in message:
+                said.append(" ".join(str(message["error"]).split()))
+    except docker.errors.DockerException as exc:
+        said.append(explained(exc))
+    except Exception as exc:  # noqa: BLE001 - a thread's error is said, never lost
+        said.append(type(exc).__name__)
+    finally:
+        for _ in _chunks(stream):
+            pass
+
+
+def _chunks(stream) -> Iterator[bytes]:
+    return iter(lambda: stream.read(CHUNK), b"")
+

@@ -1,0 +1,88 @@
+"""The reproducible export: buildx's standard output streams into ``docker load`` while its progress
+goes line by line to the log, and a refused load never leaves buildx blocked on a full pipe. A real
+child process stands in for buildx; a fake Engine API takes the stream."""
+
+import sys
+import threading
+from pathlib import Path
+
+import docker
+import pytest
+
+from builder.engine import export
+
+# Writes two progress lines to stderr and ``n`` bytes (more than a pipe holds) to stdout, then exits ``code``.
+_FAKE_BUILDX = ("import sys; n, code = int(sys.argv[1]), int(sys.argv[2]); sys.stderr.write('#1 [1/2] FROM scratch\\n'); "
+                "sys.stderr.flush(); sys.stdout.buffer.write(b'x' * n); sys.stdout.flush(); "
+                "sys.stderr.write('#2 DONE 0.1s\\n'); sys.exit(code)")
+
+
+class _Api:
+    def __init__(self, fail_after: int | None = None, said: list | None = None):
+        self.received, self.fail_after, self.said = 0, fail_after, said or [{"stream": "Loaded image"}]
+
+    def load_image(self, data):
+        for chunk in data:
+            self.received += len(chunk)
+            if self.fail_after is not None and self.received >= self.fail_after:
+                raise docker.errors.APIError("refused", explanation="unexpected EOF in layer")
+        return iter(self.said)
+
+
+class _Client:
+    def __init__(self, api: _Api):
+        self.api = api
+
+
+def _run(n: int, code: int = 0, load_into=None) -> tuple[export.Exported, list[str]]:
+    lines: list[str] = []
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(export.run(
+        [sys.executable, "-c", _FAKE_BUILDX, str(n), str(code)], Path.cwd(), {}, lines.append, load_into)))
+    worker.start()
+    worker.join(timeout=120)  # bounded: a blocked pipe would hang here, not pass
+    assert not worker.is_alive(), "export.run did not return: buildx blocked on its standard output"
+    return done[0], lines
+
+
+def test_the_archive_streams_into_the_engine_and_the_progress_into_the_log():
+    api = _Api()
+    done, lines = _run(3 * export.CHUNK + 17, load_into=_Client(api))
+    assert done == export.Exported(0, None)
+    assert api.received == 3 * export.CHUNK + 17
+    assert lines == ["#1 [1/2] FROM scratch", "#2 DONE 0.1s"]
+
+
+def test_a_refused_load_is_said_and_buildx_still_runs_to_its_end():
+    api = _Api(fail_after=1)
+    done, lines = _run(8 * export.CHUNK, load_into=_Client(api))
+    assert done.code == 0 and done.load_error == "unexpected EOF in layer"
+    assert lines[-1] == "#2 DONE 0.1s"  # buildx was never left blocked on a full pipe
+
+
+def test_an_error_in_the_engines_answer_is_the_load_error():
+    done, _ = _run(10, load_into=_Client(_Api(said=[{"stream": "x"}, {"error": "invalid  tar\nheader"}])))
+    assert done.load_error == "invalid tar header"
+
+
+def test_a_failed_build_keeps_its_exit_code():
+    done, _ = _run(0, code=3, load_into=_Client(_Api()))
+    assert done.code == 3
+
+
+def test_without_loading_standard_output_joins_the_progress():
+    done, lines = _run(5)
+    assert done == export.Exported(0, None)
+    assert lines == ["#1 [1/2] FROM scratch", "xxxxx#2 DONE 0.1s"]
+
+
+@pytest.mark.parametrize("ref", ["r:t,dest=/etc/passwd", 'r:"t', "r:t\nx", "r=t"])
+def test_a_reference_the_output_csv_cannot_carry_is_refused(ref):
+    with pytest.raises(ValueError, match="output specification"):
+        export.output(ref, True)
+
+
+def test_the_output_by_image_store():
+    assert export.output("127.0.0.1:5000/m:build-1", True) == \
+        "type=oci,dest=-,name=127.0.0.1:5000/m:build-1,rewrite-timestamp=true"
+    assert export.output("127.0.0.1:5000/m:build-1", False) == "type=image,name=127.0.0.1:5000/m:build-1"
