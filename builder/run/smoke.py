@@ -130,7 +130,8 @@ EMULATION_SLOWDOWN = 4
 
 def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock, emulated: bool = False) -> dict:
     """What the tests may check an image against and how to run it (passed as JSON in
-    BUILDER_TEST_SPEC): its name, framework, version, device, python, CUDA/cuDNN, the nvidia-* wheels
+    BUILDER_TEST_SPEC): its name, framework, version, device, python, CUDA/cuDNN, the minimum NVIDIA
+    driver (``driver_min``, compat.yaml's ``drivers``) and NCCL of its pins, the nvidia-* wheels
     it pins (from compat.yaml, through the spec's requirements), its lock (``{name: version}``) and
     the lock's digest, from the matrix's runtime the server's port, the app root, the venv, the
     user id and where models are mounted, ``slowdown`` (:data:`EMULATION_SLOWDOWN` when the image
@@ -139,7 +140,8 @@ def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock, emulated: 
     wheels = {n: v for n, v in spec.pins().items() if n.startswith("nvidia-")}
     slowdown = EMULATION_SLOWDOWN if emulated else 1
     return {"name": spec.name, "framework": spec.framework, "version": spec.version, "device": spec.device,
-            "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels,
+            "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "driver_min": spec.driver_min,
+            "nccl": spec.nccl, "wheels": wheels,
             "package": spec.package, "port": runtime.port, "app_root": runtime.app_root, "uid": runtime.uid,
             "model_mount": runtime.model_mount, "venv": runtime.venv, "lock": image_lock.versions(),
             "lock_digest": image_lock.digest, "slowdown": slowdown, "health_timeout": HEALTH_TIMEOUT * slowdown}
