@@ -4,7 +4,9 @@
 :func:`rows` reads three sources and nothing else: the run reports (``build/report.json``: status,
 tags, digests, size, SBOM), the committed locks (key packages at their locked versions) and the
 built images themselves (the taggers of :mod:`builder.run.tag` read the framework and Python versions
-inside the image, /etc/os-release gives the OS, the labels give CUDA/cuDNN). An image is listed
+inside the image, /etc/os-release gives the OS, the labels give CUDA/cuDNN/NCCL and the minimum NVIDIA
+driver; a GPU image's smoke-test record gives its framework's CUDA targets and whether a GPU verified
+it: "GPU-ready (CPU-verified)" until a GPU test passed). An image is listed
 only when its run ended published, unchanged, up-to-date or tested. An up-to-date image (not built
 by the run, :mod:`builder.run.steps.current`) keeps its row from the catalog written before
 (:func:`previous_rows`) when the registry's digest is still the row's, so a run that changed nothing
@@ -32,7 +34,8 @@ from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import oci_name
 from builder.matrix.validation import pydantic_lines
 from builder.run import report_file, tag
-from builder.run.report import PASSED, Bytes, Count, Digest, ImageName, ImageReport, PlatformBuild, PlatformName, Status, Tag, Version
+from builder.run.report import (PASSED, Bytes, Count, Digest, GpuValue, ImageName, ImageReport, PlatformBuild, PlatformName,
+                                 Status, Tag, Version)
 
 #: The largest catalog JSON read back (bytes): the disk estimate's bound, for the same file.
 MAX_CATALOG = disk.MAX_CATALOG
@@ -59,7 +62,10 @@ class Row(BaseModel):
     ``signed``: the run signed it (:mod:`builder.run.steps.sign`); ``debian_index_date`` (UTC, ISO
     8601) and ``debian_security_pending`` (a count) the image's labels from its base lock: the date
     of the Debian indexes its packages were locked from, and how many security updates were pending
-    then (:mod:`builder.generate.base_lock`; ``builder outdated`` tells today's)."""
+    then (:mod:`builder.generate.base_lock`; ``builder outdated`` tells today's). A GPU image's
+    ``nccl`` and ``cuda_driver_min`` come from its labels (compat.yaml), ``cuda_arch`` (its
+    framework's CUDA targets, where it says) and ``gpu_readiness`` from its smoke test's record
+    (:data:`READINESS`)."""
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
     name: ImageName
@@ -81,6 +87,16 @@ class Row(BaseModel):
     signed: bool = False
     debian_index_date: IsoDate | None = None
     debian_security_pending: Count | None = None
+    nccl: Version | None = None
+    cuda_driver_min: Version | None = None
+    cuda_arch: GpuValue | None = None
+    gpu_readiness: Literal["GPU-ready (CPU-verified)", "GPU-verified"] | None = None
+
+
+#: A GPU image's readiness by where its smoke test verified it (the record's ``verified-on``): on a
+#: machine without a GPU the loader checks (tests/by_image/gpu/test_gpu_ready.py) prove it ready;
+#: only a passed GPU test (test_on_gpu.py) verifies it.
+READINESS = {"cpu": "GPU-ready (CPU-verified)", "gpu": "GPU-verified"}
 
 
 class CatalogFile(BaseModel):
@@ -128,11 +144,21 @@ def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, imag
                   platform=oci_name(image.attrs.get("Os", "linux"), image.attrs.get("Architecture", "amd64"),
                                     image.attrs.get("Variant")), signed=r.signature == "signed",
                   debian_index_date=_label(labels, f"{prefix}.debian-index-date", grammar.iso_date),
-                  debian_security_pending=_count(labels.get(f"{prefix}.debian-security-pending")))
+                  debian_security_pending=_count(labels.get(f"{prefix}.debian-security-pending")),
+                  **_gpu_fields(spec, b, labels, prefix))
     try:
         return Row(**fields)
     except ValidationError as exc:
         raise ConfigError(pydantic_lines(f"image {ref}", exc, Row)[:1]) from None
+
+
+def _gpu_fields(spec: ImageSpec, b: PlatformBuild, labels: dict, prefix: str) -> dict:
+    # A GPU image's NCCL and driver floor (labels) and its CUDA targets and readiness (test record).
+    if spec.device != "gpu":
+        return {}
+    gpu = b.test.gpu if b.test else {}
+    return {"nccl": labels.get(f"{prefix}.nccl"), "cuda_driver_min": labels.get(f"{prefix}.cuda-driver-min"),
+            "cuda_arch": gpu.get("arch"), "gpu_readiness": READINESS.get(gpu.get("verified-on", "cpu"))}
 
 
 def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient,
@@ -227,14 +253,22 @@ def markdown(rows_: list[Row]) -> str:
              "beside it in the registry (tag `sha256-<digest>.sbom`). A signed image carries signed SBOM, SLSA "
              "provenance and smoke-test attestations; check one with "
              "`builder verify <registry>/<image>:<tag> --key cosign.pub` (or `cosign verify --key cosign.pub`).", "",
-             "| Image | Platform | Framework | Version | Device | Python | OS | CUDA / cuDNN | Key packages | Size | Pulled | Debian indexes / security pending | Signed | Immutable tag |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "A GPU image is *GPU-ready (CPU-verified)* when, tested on a machine without a GPU, every CUDA library its "
+             "framework loads resolves in it but the driver's (libcuda.so.1, libnvidia-ml.so.1: the NVIDIA Container "
+             "Toolkit mounts them); *GPU-verified* once its GPU tests passed on a GPU. CUDA, cuDNN and NCCL are the "
+             "versions of the libraries it loads; *NVIDIA driver* is the minimum driver for its CUDA major (NVIDIA's CUDA "
+             "Toolkit release notes, \"CUDA Toolkit and Corresponding Driver Versions\"); under the readiness are the CUDA "
+             "targets its framework was built for, where it says.", "",
+             "| Image | Platform | Framework | Version | Device | Python | OS | CUDA / cuDNN / NCCL | NVIDIA driver | GPU readiness | Key packages | Size | Pulled | Debian indexes / security pending | Signed | Immutable tag |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows_:
-        cuda = f"{r.cuda} / {r.cudnn or '-'}" if r.cuda else "-"
+        cuda = f"{r.cuda} / {r.cudnn or '-'} / {r.nccl or '-'}" if r.cuda else "-"
+        driver = f">= {r.cuda_driver_min}" if r.cuda_driver_min else "-"
+        ready = (r.gpu_readiness or "-") + (f"<br>`{r.cuda_arch}`" if r.cuda_arch else "")
         pkgs = ", ".join(f"{n} {v}" for n, v in r.packages.items())
         digest = f"<br>`{r.digest[:19]}`" if r.digest else ""
         lines.append(f"| `{r.name}` | {r.platform} | {cell(r.framework)} | {r.framework_version} | {r.device.upper()} | "
-                     f"{r.python} | {cell(r.os)} | {cuda} | {pkgs} | {_mb(r.uncompressed_bytes)} | {_mb(r.compressed_bytes)} | "
+                     f"{r.python} | {cell(r.os)} | {cuda} | {driver} | {ready} | {pkgs} | {_mb(r.uncompressed_bytes)} | {_mb(r.compressed_bytes)} | "
                      f"{_patched(r)} | "
                      f"{'signed' if r.signed else 'unsigned'} | `{r.immutable_tag}`{digest} |")
     return "\n".join(lines) + "\n"

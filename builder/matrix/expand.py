@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 from packaging.requirements import Requirement
 
 from builder.matrix import plan
-from builder.matrix.compat import Compat, VersionEntry
+from builder.matrix.compat import DRIVERS_SOURCE, Compat, VersionEntry
 from builder.matrix.inputs import SHOWN, shown
 from builder.matrix.naming import image_name
 from builder.matrix.platform import DEFAULT, PLATFORMS
@@ -30,7 +31,8 @@ class ImageSpec:
     installed in this image's own layer; ``package`` is the framework's PyPI distribution as the
     image installs it (``scikit-learn``); ``parent`` is the parent image's name, or None for an image
     built FROM its base. ``ancestors`` lists the frameworks from the root image down to this one
-    (test selection). ``cuda``/``cudnn`` come from compat.yaml for GPU cells; ``base_image`` is the
+    (test selection). ``cuda``/``cudnn`` come from compat.yaml for GPU cells, and so does
+    ``driver_min``, the minimum NVIDIA driver of that CUDA major (``drivers``); ``base_image`` is the
     reference a root image is built FROM (the base's pull reference, or a CUDA image, then
     ``from_cuda_image``). ``platforms`` are the OCI platforms the image is built for, linux/amd64
     first; one tag names them all (an image index).
@@ -53,10 +55,22 @@ class ImageSpec:
     from_cuda_image: bool = False
     platforms: tuple[str, ...] = (DEFAULT.name,)
     cell_digest: str = field(default="")
+    driver_min: str | None = None
 
     def pins(self) -> dict[str, str]:
         """``{name: version}`` of the exact pins (``==`` or ``===``)."""
         return {r.name: next(iter(r.specifier)).version for r in self.requirements}
+
+    @property
+    def nccl(self) -> str | None:
+        """The NCCL version (major.minor.patch) of the image's own ``nvidia-nccl[-cuXX]`` pin, or None."""
+        found = [v for n, v in self.pins().items() if re.fullmatch(r"nvidia-nccl(-cu\d+)?", n)]
+        return ".".join(found[0].split(".")[:3]) if found else None
+
+
+#: ImageSpec fields added after images were published: left out of the cell digest while unset, so a
+#: cell that does not use one keeps its digest (and its rendered Dockerfile) as it was.
+LATER_FIELDS = ("driver_min",)
 
 
 def expand(fname: str, m: MatrixFile, table: Compat) -> list[ImageSpec]:
@@ -145,6 +159,9 @@ def _device_problem(table: Compat, key: str, fv: FrameworkVersion, entry: Versio
     if cuda is not None and cuda.version is not None and cuda.version != entry.gpu.cuda:
         return (f"cuda.version: {cuda.version!r} is not what {key} {fv.version}'s GPU wheels need "
                 f"(supported: {entry.gpu.cuda})")
+    if table.driver_min(entry.gpu.cuda) is None:
+        return (f"device 'gpu': compat.yaml's drivers has no minimum NVIDIA driver for CUDA "
+                f"{entry.gpu.cuda.split('.')[0]} (add it from NVIDIA's release notes: {DRIVERS_SOURCE})")
     return None
 
 
@@ -189,7 +206,7 @@ def _spec(m: MatrixFile, table: Compat, key: str, fw: Framework, fv: FrameworkVe
         parent=None, package=table.package(key, device), requirements=tuple(pins), ancestors=(), cuda=cuda,
         cudnn=entry.gpu.cudnn if device == "gpu" and not from_image else None,
         base_image=fv.cuda.image if from_image else b.pull, from_cuda_image=from_image,
-        platforms=platforms(m, fv, base, device))
+        platforms=platforms(m, fv, base, device), driver_min=table.driver_min(cuda) if cuda else None)
 
 
 def link_parents(fname: str, m: MatrixFile, found: dict[str, tuple[str, ImageSpec]],
@@ -231,6 +248,9 @@ def order(m: MatrixFile, linked: dict[str, ImageSpec]) -> list[ImageSpec]:
                    "parent_digest": parent.cell_digest if parent else "",
                    "runtime": m.runtime.model_dump() if parent is None else None,
                    "base": m.bases[spec.base].model_dump()}
+        for name in LATER_FIELDS:
+            if payload[name] is None:
+                del payload[name]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         done[n] = replace(spec, ancestors=ancestors, cell_digest=digest)
     return list(done.values())

@@ -89,9 +89,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+#: What the GPU smoke tests (tests/by_image/gpu) record of a GPU image, as ``gpu.<key>`` JUnit
+#: properties: the CUDA runtime, cuDNN and NCCL versions it resolves, the CUDA targets its framework
+#: was built for (``arch``: ``sm_80 sm_90 compute_90``), the minimum driver (``driver-min``) and
+#: where it was verified (``verified-on``: ``cpu`` until a GPU test passed, then ``gpu``).
+GpuKey = Literal["cuda", "cudnn", "nccl", "arch", "driver-min", "verified-on"]
+#: A GPU fact's value: a version, a list of CUDA targets, or ``cpu``/``gpu``.
+GpuValue = Annotated[str, Field(max_length=400, pattern=r"^(?:[0-9]{1,6}(?:\.[0-9]{1,6}){0,3}"
+                                                        r"|(?:sm|compute)_[0-9]{2,3}[a-z]?(?: (?:sm|compute)_[0-9]{2,3}[a-z]?){0,31}"
+                                                        r"|cpu|gpu)$")]
+
+
 class TestRecord(_Model):
     """One platform's smoke test: ``outcome`` is pytest's summary line, ``log`` its log file,
-    ``container_logs`` the scoring containers' logs."""
+    ``container_logs`` the scoring containers' logs, ``gpu`` what the GPU tests recorded
+    (:data:`GpuKey`; empty for a CPU image)."""
 
     __test__ = False  # not a pytest class
     outcome: Line
@@ -99,6 +111,7 @@ class TestRecord(_Model):
     log: Line
     container_logs: list[Line] = []
     seconds_to_healthy: Seconds | None = None
+    gpu: dict[GpuKey, GpuValue] = {}
 
     @property
     def passed(self) -> bool:

@@ -18,12 +18,16 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
+
+from pydantic import TypeAdapter, ValidationError
 
 from builder import files
 from builder.engine import children
 from builder.generate.lock import Lock
 from builder.matrix import ImageSpec, inputs
 from builder.matrix.schema import Runtime
+from builder.run.report import GpuKey, GpuValue
 
 
 def process_table(container) -> list[dict]:
@@ -95,6 +99,7 @@ class TestResult:
     summary: str
     container_logs: list[Path] = field(default_factory=list)
     seconds_to_healthy: float | None = None
+    gpu: dict[str, str] = field(default_factory=dict)
 
     def log_tail(self, lines: int = 100) -> str:
         """The last ``lines`` lines of each scoring container's log, each under ``== <file name>``."""
@@ -130,7 +135,8 @@ EMULATION_SLOWDOWN = 4
 
 def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock, emulated: bool = False) -> dict:
     """What the tests may check an image against and how to run it (passed as JSON in
-    BUILDER_TEST_SPEC): its name, framework, version, device, python, CUDA/cuDNN, the nvidia-* wheels
+    BUILDER_TEST_SPEC): its name, framework, version, device, python, CUDA/cuDNN, the minimum NVIDIA
+    driver (``driver_min``, compat.yaml's ``drivers``) and NCCL of its pins, the nvidia-* wheels
     it pins (from compat.yaml, through the spec's requirements), its lock (``{name: version}``) and
     the lock's digest, from the matrix's runtime the server's port, the app root, the venv, the
     user id and where models are mounted, ``slowdown`` (:data:`EMULATION_SLOWDOWN` when the image
@@ -139,7 +145,8 @@ def expectations(spec: ImageSpec, runtime: Runtime, image_lock: Lock, emulated: 
     wheels = {n: v for n, v in spec.pins().items() if n.startswith("nvidia-")}
     slowdown = EMULATION_SLOWDOWN if emulated else 1
     return {"name": spec.name, "framework": spec.framework, "version": spec.version, "device": spec.device,
-            "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "wheels": wheels,
+            "python": spec.python, "cuda": spec.cuda, "cudnn": spec.cudnn, "driver_min": spec.driver_min,
+            "nccl": spec.nccl, "wheels": wheels,
             "package": spec.package, "port": runtime.port, "app_root": runtime.app_root, "uid": runtime.uid,
             "model_mount": runtime.model_mount, "venv": runtime.venv, "lock": image_lock.versions(),
             "lock_digest": image_lock.digest, "slowdown": slowdown, "health_timeout": HEALTH_TIMEOUT * slowdown}
@@ -170,13 +177,14 @@ def run(spec: ImageSpec, runtime: Runtime, image_lock: Lock, image: str, tests_r
     try:
         code = _pytest(spec, tests_root, private / "junit.xml", log_path, env, timeout)
         healthy = _healthy_seconds(private / "junit.xml")  # this run's figure, never an earlier run's
+        gpu = gpu_properties(private / "junit.xml")
         if (private / "junit.xml").is_file():
             files.copy_atomic(private / "junit.xml", junit)
     finally:
         shutil.rmtree(private, ignore_errors=True)
     lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
     return TestResult(spec.name, code == 0, time.monotonic() - start, log_path,
-                      inputs.one_line(lines[-1]) if lines else "", sorted(container_logs.glob("*.log")), healthy)
+                      inputs.one_line(lines[-1]) if lines else "", sorted(container_logs.glob("*.log")), healthy, gpu)
 
 
 def _pytest(spec: ImageSpec, tests_root: Path, junit: Path, log_path: Path, env: dict[str, str],
@@ -217,3 +225,34 @@ def _healthy_seconds(junit: Path) -> float | None:
     except (ET.ParseError, TypeError, ValueError):
         return None
     return round(min(values), 2) if values else None
+
+
+_GPU_VALUE = TypeAdapter(GpuValue)
+
+
+def gpu_properties(junit: Path) -> dict[str, str]:
+    """``{key: value}`` of the ``gpu.<key>`` properties the GPU smoke tests recorded in ``junit``
+    (tests/by_image/gpu/test_gpu_ready.py; keys :data:`builder.run.report.GpuKey`). A key not among
+    them, or a value not of :data:`builder.run.report.GpuValue`'s grammar, is left out; ``verified-on``
+    is ``gpu`` when any test recorded it so (a GPU test passed), else ``cpu``. ``{}`` for a missing
+    or broken file (a pytest stopped at its deadline may leave half a file)."""
+    if not junit.exists():
+        return {}
+    try:
+        found = [(p.get("name") or "", p.get("value") or "") for p in ET.parse(junit).iter("property")]
+    except ET.ParseError:
+        return {}
+    out: dict[str, str] = {}
+    keys = set(get_args(GpuKey))
+    for name, value in found:
+        key = name.removeprefix("gpu.")
+        if not name.startswith("gpu.") or key not in keys:
+            continue
+        try:
+            _GPU_VALUE.validate_python(value)
+        except ValidationError:
+            continue
+        if key == "verified-on" and out.get(key) == "gpu":
+            continue
+        out[key] = value
+    return out

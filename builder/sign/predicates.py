@@ -116,7 +116,9 @@ def provenance(f: BuildFacts) -> dict:
 @dataclass(frozen=True)
 class TestFacts:
     """One platform's smoke test: the test folders it ran (root's first), the tested image id, the
-    suite's outcome line and seconds, and the test cases by outcome (pytest node names)."""
+    suite's outcome line and seconds, the test cases by outcome (pytest node names) and, for a GPU
+    image, what its GPU tests read in it (``gpu``: the CUDA runtime, cuDNN and NCCL versions it
+    resolves, its framework's CUDA targets, the driver floor, ``verified-on`` cpu or gpu)."""
 
     __test__ = False  # not a pytest class
     folders: list[Path]
@@ -127,6 +129,7 @@ class TestFacts:
     passed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    gpu: dict[str, str] = field(default_factory=dict)
 
 
 def tree_sha256(folder: Path) -> str:
@@ -141,14 +144,16 @@ def test_result(t: TestFacts) -> dict:
     """The in-toto test result predicate of ``t``: PASSED or FAILED, the suite's folders by content
     digest and the tested image (annotated with the outcome line and seconds) as its configuration,
     the test cases by outcome (skipped ones, such as the GPU-only tests on a machine without one,
-    are the warned tests)."""
+    are the warned tests). A GPU image's tested-image annotations carry ``gpu``: what its GPU tests
+    read in it (:class:`TestFacts`)."""
     return {
         "result": "FAILED" if t.failed or "passed" not in t.outcome else "PASSED",
         "configuration": [
             *({"name": p.relative_to(t.root).as_posix() if p.is_relative_to(t.root) else p.name,
                "digest": {"sha256": tree_sha256(p)}} for p in t.folders),
             {"name": "tested-image", "digest": _digest_map(t.image_id),
-             "annotations": {"outcome": t.outcome, "seconds": t.seconds}}],
+             "annotations": {"outcome": t.outcome, "seconds": t.seconds,
+                             **({"gpu": dict(sorted(t.gpu.items()))} if t.gpu else {})}}],
         "passedTests": sorted(t.passed), "warnedTests": sorted(t.skipped), "failedTests": sorted(t.failed),
     }
 

@@ -92,6 +92,12 @@ CASES = {
                          (SKV + ("bases",), ["debian13"]))(d),
         "m.yaml: frameworks.sklearn.versions[0]: unknown parent: framework 'minimal' has no cpu image on base "
         "'debian13'"),
+    "gpu cell whose CUDA major has no driver floor in compat.yaml": (
+        mutate((("frameworks", "xgboost"), {"title": "XGBoost", "parent": "minimal", "versions": [
+            {"version": "3.2.0", "bases": ["debian12"], "devices": ["gpu"]}]})),
+        "m.yaml: frameworks.xgboost.versions[0]: device 'gpu': compat.yaml's drivers has no minimum NVIDIA "
+        "driver for CUDA 12 (add it from NVIDIA's release notes: "
+        "https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/index.html#cuda-driver)"),
     "gpu device without a CUDA source": (
         mutate((SKV + ("devices",), ["cpu", "gpu"])),
         "m.yaml: frameworks.sklearn.versions[0]: device 'gpu': compat.yaml has no gpu package for sklearn"),

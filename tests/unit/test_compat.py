@@ -1,7 +1,10 @@
 """The compatibility table: reading CUDA/cuDNN from resolved wheels, and the refresh's bookkeeping
 (the resolver itself is replaced here; `builder compat refresh` runs the real one)."""
 
+import pytest
+
 from builder.matrix import compat
+from builder.matrix.inputs import ConfigError
 
 TORCH_PINS = {"torch": "2.13.0", "nvidia-cuda-runtime": "13.0.96", "nvidia-cudnn-cu13": "9.20.0.48",
               "nvidia-nccl-cu13": "2.29.7", "sympy": "1.14.0"}
@@ -50,3 +53,30 @@ def test_refresh_keeps_packages_and_rewrites_versions(tmp_path, root, monkeypatc
     assert table.versions["xgboost"]["3.2.0"].platforms == {}  # no arm64 wheels: no entry
     assert ("xgboost==3.2.0", "3.12", "linux/amd64") in calls
     assert path.read_text().startswith("# compat.yaml")
+
+
+def test_driver_floors_are_read_by_cuda_major(root):
+    table = compat.load(root / "compat.yaml")
+    assert table.driver_min("13.5") == table.driver_min("13") == table.drivers["13"]
+    assert table.driver_min("12.9") == table.drivers["12"]
+    assert table.driver_min("11.8") is None
+
+
+@pytest.mark.parametrize("key", ["13.5", "x", "013", ""])
+def test_a_driver_floor_not_keyed_by_a_cuda_major_is_refused(tmp_path, root, key):
+    path = tmp_path / "compat.yaml"
+    text = (root / "compat.yaml").read_text().replace("  '13': 580.65.06", f"  '{key}': 580.65.06")
+    assert text != (root / "compat.yaml").read_text()
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="drivers"):
+        compat.load(path)
+
+
+def test_refresh_keeps_the_hand_kept_driver_floors(tmp_path, root, monkeypatch):
+    path = tmp_path / "compat.yaml"
+    path.write_text((root / "tests" / "fixtures" / "compat.yaml").read_text() + "drivers: {'12': 525.60.13}\n")
+    monkeypatch.setattr(compat, "_compile", lambda requirement, python, platform="linux/amd64": (
+        {"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.32.3"} if platform == "linux/amd64" else None))
+    compat.refresh(path, {"xgboost": ["3.2.0"]}, log=lambda line: None)
+    assert compat.load(path).drivers == {"12": "525.60.13"}
+    assert compat.DRIVERS_SOURCE in path.read_text()

@@ -634,7 +634,7 @@ def test_a_kept_row_must_carry_the_matrix_s_title_and_device(tmp_path, monkeypat
 def test_free_text_in_a_markdown_cell_stays_text(text):
     row = catalog.Row(**_row(framework=text, os=text))
     line = next(line for line in catalog.markdown([row]).splitlines() if line.startswith("| `"))
-    assert line.count(" | ") == 13 and "<script>" not in line and not re.search(r"(?<!\\)\]\(", line)
+    assert line.count(" | ") == 15 and "<script>" not in line and not re.search(r"(?<!\\)\]\(", line)
     assert all(f"\\{c}" in line for c in set(text) & set("<>|[*_`&#"))
 
 

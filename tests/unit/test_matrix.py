@@ -89,12 +89,18 @@ def test_gpu_cells_take_cuda_cudnn_and_nvidia_pins_from_the_table(root):
         from builder.run import smoke
         got = smoke.expectations(s, m.data.runtime, lock.read(root / "images", s.name))
         assert got["wheels"] == entry.gpu.wheels
+        # the driver floor of the CUDA major, from compat.yaml's hand-kept drivers
+        assert s.driver_min == got["driver_min"] == m.compat.drivers[s.cuda.split(".")[0]]
+        nccl = [v for n, v in entry.gpu.wheels.items() if n.startswith("nvidia-nccl")]
+        assert got["nccl"] == s.nccl == (nccl[0] if nccl else None)
         assert all(got["lock"][n] == v for n, v in entry.gpu.wheels.items())
     torch = m.image("pytorch-2.13-debian12-py311-cuda13.0-gpu-inference")
     # === (PEP 440 arbitrary equality): ==2.13.0 would also take the wheelhouse's 2.13.0+cpu
     assert str(torch.requirements[0]) == "torch===2.13.0" and torch.package == "torch"
     tf = m.image("tensorflow-2.21-debian12-py311-cuda12.9-gpu-inference")
     assert str(tf.requirements[0]) == "tensorflow[and-cuda]==2.21.0" and tf.package == "tensorflow"
+    assert (torch.nccl, torch.driver_min, tf.driver_min) == ("2.29.7", "580.65.06", "525.60.13")
+    assert all(s.driver_min is None and s.nccl is None for s in m.images() if s.device == "cpu")
 
 
 def test_bases_all_keeps_only_bases_whose_python_has_wheels(tmp_path, small_matrix_data, root, dump_yaml):

@@ -162,3 +162,19 @@ def test_every_command_has_help():
     for command in commands:
         result = CliRunner().invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, (command, result.output)
+
+
+def test_gpu_images_put_their_wheels_cuda_libraries_on_the_loader_path_and_cpu_images_do_not(root):
+    # issue 36: ONNX Runtime's CUDA provider found no libcublasLt.so.13; every GPU image's final stage
+    # lists the folders of its nvidia-* wheels' libraries in /etc/ld.so.conf.d and runs ldconfig
+    m = matrix.load(root / "matrix.yaml")
+    files = render.render_committed(m, root / "templates", root / "images")
+    step = "> /etc/ld.so.conf.d/zz-nvidia-wheels.conf"
+    for spec in m.images():
+        dockerfile = files[f"{spec.name}/Dockerfile"]
+        final = dockerfile.split("FROM ${PARENT_IMAGE}\n")[-1]
+        if spec.device == "gpu":
+            assert step in final and "\n && ldconfig \\\n" in final, spec.name
+            assert f"{m.data.runtime.venv}/lib/python{spec.python}/site-packages/nvidia " in final, spec.name
+        else:
+            assert "ld.so" not in dockerfile and "ldconfig \\" not in dockerfile, spec.name

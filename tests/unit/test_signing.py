@@ -81,6 +81,17 @@ def test_the_test_result_names_the_tested_image_and_the_suites_content(tmp_path)
     assert predicates.test_result(predicates.TestFacts(**{**facts.__dict__, "failed": ["t::x"]}))["result"] == "FAILED"
 
 
+def test_a_gpu_images_test_result_carries_what_its_gpu_tests_read(tmp_path):
+    gpu = {"cuda": "13.5", "cudnn": "9.28.1", "driver-min": "580.65.06", "verified-on": "cpu"}
+    facts = predicates.TestFacts(folders=[], root=tmp_path, image_id="sha256:" + "e" * 64, outcome="9 passed",
+                                 seconds=1.0, gpu=gpu)
+    tested = next(c for c in predicates.test_result(facts)["configuration"] if c["name"] == "tested-image")
+    assert tested["annotations"]["gpu"] == gpu
+    cpu = predicates.TestFacts(**{**facts.__dict__, "gpu": {}})
+    assert "gpu" not in next(c for c in predicates.test_result(cpu)["configuration"]
+                             if c["name"] == "tested-image")["annotations"]
+
+
 def test_junit_cases_are_read_by_outcome(tmp_path):
     xml = tmp_path / "j.xml"
     xml.write_text('<testsuites><testsuite><testcase classname="a" name="ok"/>'

@@ -123,7 +123,8 @@ def _build_facts(ctx: RunContext, spec: ImageSpec, b: PlatformBuild) -> predicat
 def _test_facts(ctx: RunContext, spec: ImageSpec, b: PlatformBuild) -> predicates.TestFacts:
     cases = junit_cases(ctx.logs / f"{label(spec, b.platform)}.junit.xml")
     return predicates.TestFacts(folders=smoke.folders(spec, ctx.options.tests_root), root=ctx.options.tests_root.parent,
-                                image_id=b.image_id, outcome=b.test.outcome, seconds=b.test.seconds, **cases)
+                                image_id=b.image_id, outcome=b.test.outcome, seconds=b.test.seconds,
+                                gpu=dict(b.test.gpu), **cases)
 
 
 def junit_cases(path: Path) -> dict[str, list[str]]:

@@ -25,7 +25,8 @@ def smoke_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str
                       local_ref(rep, platform), ctx.options.tests_root, ctx.logs, label=label(spec, platform),
                       emulated=platform != ctx.build_platform)
     record = TestRecord(outcome=inputs.one_line(t.summary), seconds=round(t.seconds, 1), log=str(t.log_path),
-                        container_logs=[str(p) for p in t.container_logs], seconds_to_healthy=t.seconds_to_healthy)
+                        container_logs=[str(p) for p in t.container_logs], seconds_to_healthy=t.seconds_to_healthy,
+                        gpu=t.gpu)
     rep.build(platform).test = record
     stop_if_interrupted()
     if not t.ok:

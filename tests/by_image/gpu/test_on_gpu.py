@@ -40,8 +40,10 @@ def gpu_runtime(docker_client):
         pytest.skip("needs a GPU: nvidia-smi and the NVIDIA container runtime are not on this machine")
 
 
-def test_framework_computes_on_the_gpu(gpu_runtime, docker_client, image, expected):
+def test_framework_computes_on_the_gpu(gpu_runtime, docker_client, image, expected, record_testsuite_property):
     out = docker_client.containers.run(
         image, entrypoint=["python3", "-c", PROBES[expected["framework"]]], remove=True,
         device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])])
     assert float(out.decode().strip().splitlines()[-1]) == 262144.0
+    # the image is then GPU-verified, not only GPU-ready (builder.run.smoke.gpu_properties)
+    record_testsuite_property("gpu.verified-on", "gpu")
