@@ -356,11 +356,9 @@ def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str, e
     cmd = ["docker", "buildx", "build", "--platform", platform, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}",
            f"--output={export.output(ref, reproducible)}", str(root)]
     said: list[str] = []
-    try:
-        done = export.run(cmd, root, {**os.environ, **plugins.BUILDX_ENV}, said.append,
-                          client if reproducible else None)
-    except OSError as exc:
-        raise BaseError(f"loading the {platform} base failed: cannot run docker buildx: {exc}") from None
+    done = export.run(cmd, root, {**os.environ, **plugins.BUILDX_ENV}, said.append, client if reproducible else None)
+    if done.start_error:
+        raise BaseError(f"loading the {platform} base failed: cannot run docker buildx: {done.start_error}")
     if done.code != 0:
         errors = [line for line in said if line.startswith("ERROR")] or [line for line in said if line.strip()] or [""]
         raise BaseError(f"loading the {platform} base failed: {errors[-1].strip()[-400:]}")

@@ -16,6 +16,7 @@ On the classic store BuildKit's ``docker`` driver has no OCI exporter: the build
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import threading
@@ -36,11 +37,13 @@ _CSV_UNSAFE = re.compile(r'[,"=\x00-\x1f\x7f]')
 
 @dataclass(frozen=True)
 class Exported:
-    """How a build ended: ``code`` is buildx's exit code; ``load_error`` is what the Engine said
-    when it refused the streamed image (None when it loaded it, or nothing was streamed)."""
+    """How a build ended: ``code`` is buildx's exit code (-1: it could not be started, and
+    ``start_error`` says why); ``load_error`` is what the Engine said when it refused the streamed
+    image, or why the stream could not reach it (None when it loaded it, or nothing was streamed)."""
 
     code: int
     load_error: str | None = None
+    start_error: str | None = None
 
 
 def output(ref: str, containerd_store: bool) -> str:
@@ -59,44 +62,58 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], on_line: Callable[[str],
     """Run the buildx command ``cmd`` (a child of :mod:`builder.engine.children`) and pass each line
     of its progress, without the newline, to ``on_line``. With ``load_into``, ``cmd``'s output is
     :func:`output` on the containerd store: its standard output (the OCI archive) streams into that
-    Engine's ``docker load`` while it is written. Without, standard output joins the progress.
+    Engine's ``docker load`` while it is written; a build that wrote nothing loads nothing. Without,
+    standard output joins the progress.
 
-    Returns :class:`Exported`. Raises OSError when buildx cannot be started, and
-    children.Interrupted when the run is being stopped."""
-    if load_into is None:
-        proc = children.start(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, errors="replace")
-        return Exported(_follow(proc, proc.stdout, on_line))
-    proc = children.start(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    said: list[str] = []
-    loader = threading.Thread(target=_load, args=(load_into, proc.stdout, said), daemon=True)
-    loader.start()
-    code = _follow(proc, (line.decode(errors="replace") for line in proc.stderr), on_line)
-    loader.join()
-    return Exported(code, said[0] if said else None)
+    Returns :class:`Exported`. Raises children.Interrupted when the run is being stopped; whatever
+    ``on_line`` raises is raised once buildx was stopped and the stream closed."""
+    pipes = {"stderr": subprocess.PIPE} if load_into else {"stderr": subprocess.STDOUT, "text": True, "errors": "replace"}
+    try:
+        proc = children.start(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, **pipes)
+    except OSError as exc:
+        return Exported(-1, start_error=str(exc))
+    with proc:  # closes both pipes and reaps buildx, whatever happens
+        if load_into is None:
+            return Exported(_follow(proc, proc.stdout, on_line))
+        said: list[str] = []
+        loader = threading.Thread(target=_load, args=(load_into, proc.stdout, said), daemon=True)
+        loader.start()
+        try:
+            code = _follow(proc, (line.decode(errors="replace") for line in proc.stderr), on_line)
+        finally:
+            loader.join()
+        return Exported(code, said[0] if said else None)
 
 
 def _follow(proc: subprocess.Popen, lines, on_line: Callable[[str], None]) -> int:
-    # Every line to ``on_line`` until the stream ends; then buildx's exit code.
+    # Every line to ``on_line`` until the stream ends; then buildx's exit code. When ``on_line``
+    # fails (a full disk under the log), buildx is stopped first: nobody would read it any more.
     try:
         for line in lines:
             on_line(line.rstrip("\n"))
         return proc.wait()
+    except BaseException:
+        children.stop(proc)
+        raise
     finally:
         children.forget(proc)
 
 
 def _load(client: docker.DockerClient, stream, said: list[str]) -> None:
-    # ``stream`` (an image archive as it is written) into ``docker load``; the Engine's error into
-    # ``said``. The stream is read to its end whatever happens, so buildx never blocks writing it.
+    # ``stream`` (an image archive as it is written) into ``docker load``, once it holds a first
+    # chunk; the Engine's error, or why the stream could not reach it, into ``said``. The stream is
+    # read to its end whatever happens, so buildx never blocks writing it.
     try:
-        for message in client.api.load_image(_chunks(stream)):
+        first = stream.read(CHUNK)
+        if not first:
+            return  # nothing was exported (the build failed): nothing to load
+        for message in client.api.load_image(itertools.chain([first], _chunks(stream))):
             if "error" in message:
                 said.append(" ".join(str(message["error"]).split()))
     except docker.errors.DockerException as exc:
         said.append(explained(exc))
     except Exception as exc:  # noqa: BLE001 - a thread's error is said, never lost
-        said.append(type(exc).__name__)
+        said.append(f"the connection to the Engine failed ({type(exc).__name__})")
     finally:
         for _ in _chunks(stream):
             pass

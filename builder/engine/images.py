@@ -41,14 +41,14 @@ class _Chunks(io.RawIOBase):
             if not self._rest:
                 return 0
         n = min(len(buffer), len(self._rest))
-        buffer[:n], self._rest = self._rest[:n], self._rest[n:]
+        buffer[:n], self._rest = self._rest[:n], self._rest[n:]  # a chunk at a time: reader()'s buffer is one
         return n
 
 
 def reader(chunks: Iterator[bytes]) -> io.BufferedReader:
     """A binary file over an Engine response's chunks (``docker image save``, a container's
     archive), for tarfile's stream mode (``mode="r|"``)."""
-    return io.BufferedReader(_Chunks(chunks))
+    return io.BufferedReader(_Chunks(chunks), buffer_size=CHUNK)
 
 
 def _length(member: io.BufferedReader) -> int | None:

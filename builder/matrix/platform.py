@@ -44,7 +44,7 @@ class Platform:
     @property
     def suffix(self) -> str:
         """What local names and files of this platform end with: ``""`` for linux/amd64, else
-        ``-<arch>`` (``builder-base/<key>-arm64``, ``sbom-tool/py3.11-<version>-arm64``)."""
+        ``-<arch>`` (``builder-base/<key>-arm64``)."""
         return "" if self.is_default else f"-{self.arch}"
 
     @property

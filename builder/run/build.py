@@ -158,10 +158,9 @@ def _run(name: str, target: str | None, cmd: list[str], cwd: Path, env: dict[str
             def feed(line: str) -> None:
                 log.write(line + "\n")
                 progress.feed(line)
-            try:
-                exported = export.run(full, cwd, env, feed, load_into)
-            except OSError as exc:
-                return BuildResult(name, False, None, 0.0, log_path, f"cannot run docker buildx: {exc}")
+            exported = export.run(full, cwd, env, feed, load_into)
+            if exported.start_error:
+                return BuildResult(name, False, None, 0.0, log_path, f"cannot run docker buildx: {exported.start_error}")
         data = json.loads(metadata.read_text()) if metadata.is_file() and metadata.stat().st_size else {}
     result = data.get(target, {}) if target else data
     image_id = result.get("containerimage.digest")  # the image id on either store (module doc)

@@ -35,8 +35,9 @@ class Options:
     tasks run at once (an image's preparation, one platform's build and test, its tags and push;
     builds are mostly downloads and disk), ``test_jobs`` how many
     smoke tests run at once (they are CPU-bound: one per core by default), ``emulated_jobs`` how
-    many builds and smoke tests of another platform than the machine's run at once under QEMU (each
-    takes a core for minutes, so a bound of their own keeps the native lanes going). ``platforms``, when set,
+    many lanes of another platform than the machine's (build and smoke test under QEMU) run at once,
+    on a pool of their own beside the ``jobs`` one (each takes a core for minutes: a bound of their
+    own keeps the native lanes going). ``platforms``, when set,
     narrows every image to those of its platforms (an image with none of them is left out; the CLI
     lets ``all`` narrow an image of several platforms only with ``by_platform``, ``publish``
     never). ``space_check`` refuses a run the disk cannot hold (:mod:`builder.engine.disk`; sizes
@@ -78,11 +79,10 @@ class Options:
 
 class Events:
     """The run's event lines (one per step, to the console) and live progress lines (a terminal
-    only), and its bounds: builds counted while they run (``peak_parallel_builds``), at most
-    ``test_jobs`` smoke tests at once, and at most ``emulated_jobs`` builds and smoke tests under
-    QEMU at once."""
+    only), and its two bounds: builds counted while they run (``peak_parallel_builds``) and at most
+    ``test_jobs`` smoke tests at once."""
 
-    def __init__(self, console: Console, progress: Progress, test_jobs: int, emulated_jobs: int = 1):
+    def __init__(self, console: Console, progress: Progress, test_jobs: int):
         self.console, self.progress = console, progress
         self.tasks: dict[str, int] = {}
         self.peak_parallel_builds = 0
@@ -90,7 +90,6 @@ class Events:
         self._pruning = False
         self._turn = threading.Condition()
         self._testing = threading.BoundedSemaphore(max(1, test_jobs))
-        self._emulating = threading.BoundedSemaphore(max(1, emulated_jobs))
 
     def track(self, names: list[str]) -> None:
         """A progress line for each image of ``names``, made before the run starts."""
@@ -141,16 +140,6 @@ class Events:
     def test_slot(self) -> threading.BoundedSemaphore:
         """At most ``test_jobs`` smoke tests at once: hold this around one."""
         return self._testing
-
-    @contextlib.contextmanager
-    def emulation_slot(self, emulated: bool) -> Iterator[None]:
-        """Around a build or smoke test: when it is ``emulated`` (another platform than the
-        machine's, under QEMU), waits for one of the ``emulated_jobs`` slots; otherwise a no-op."""
-        if not emulated:
-            yield
-            return
-        with self._emulating:
-            yield
 
 
 class Clients:

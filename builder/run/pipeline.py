@@ -56,7 +56,7 @@ class Pipeline:
         # A live line per image in a terminal; CI logs get the event lines only.
         progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                             console=console, disable=not console.is_terminal)
-        self.events = Events(console, progress, options.test_jobs, options.emulated_jobs)
+        self.events = Events(console, progress, options.test_jobs)
         self.clients = Clients(options.build_dir)
         self.reports: dict[str, ImageReport] = {}
         self._queue: queue.Queue[tuple[str, str, str | bool]] = queue.Queue()
@@ -179,6 +179,9 @@ class Pipeline:
         self._tracks = {s.name: _Track(s) for s in specs}
         self._open, self._build_platform = len(specs), ctx.build_platform
         pool = ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="image")
+        # Lanes of another platform than the machine's (builds and smoke tests under QEMU) run on a
+        # pool of their own, so they neither take the native lanes' workers nor more cores than this.
+        self._emulated = ThreadPoolExecutor(max_workers=max(1, self.opt.emulated_jobs), thread_name_prefix="emulated")
         try:
             self._advance(ctx, pool)
             while self._open:
@@ -193,9 +196,11 @@ class Pipeline:
             # containers), start nothing new, let the running steps see the stop, then record what
             # happened.
             children.stop_all()
-            pool.shutdown(wait=True, cancel_futures=True)
+            for p in (pool, self._emulated):
+                p.shutdown(wait=True, cancel_futures=True)
             raise
-        pool.shutdown(wait=True)
+        for p in (pool, self._emulated):
+            p.shutdown(wait=True)
 
     def _on_event(self, event: str, name: str, detail: str | bool) -> None:
         # One worker's report: "prepared" (detail: whether it needs lanes), "passed" (detail: the
@@ -270,7 +275,8 @@ class Pipeline:
     def _start(self, ctx: RunContext, pool: ThreadPoolExecutor, t: _Track, task: str) -> None:
         t.started.add(task)
         t.running += 1
-        pool.submit(self._task, ctx, t.spec, task)
+        emulated = task not in ("prepare", "finish", self._build_platform)
+        (self._emulated if emulated else pool).submit(self._task, ctx, t.spec, task)
 
     def _close(self, name: str, pool: ThreadPoolExecutor, skipped: str | None = None) -> None:
         # The image has nothing left to run: record a skip, count it done, prune after it.

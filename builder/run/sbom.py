@@ -2,7 +2,8 @@
 
 :func:`generate` reads the image's files without starting it (a created container's archive,
 ``GET /containers/{id}/archive``), so nothing runs under emulation for another platform's image:
-the ``*.dist-info`` folders of the image's virtual environment, ``/etc/os-release`` and
+the ``*.dist-info`` folders of the image's virtual environment (the form every wheel installs;
+uv writes no ``.egg-info``), ``/etc/os-release`` and
 ``/var/lib/dpkg/status``. PyPI's ``cyclonedx-bom`` (https://cyclonedx-bom-tool.readthedocs.io/),
 the builder's own, runs natively over those distributions: its ``environment`` command with ``-S``
 takes the path of an interpreter started without ``site``, which is the extracted folder
@@ -64,7 +65,7 @@ def created(client: docker.DockerClient, image: str) -> Iterator[docker.models.c
     try:
         yield container
     finally:
-        container.remove(force=True)
+        container.remove(v=True, force=True)
 
 
 def copy_out(container, path: str, wanted: Callable[[str], bool], dest: Path) -> list[str]:
@@ -89,7 +90,9 @@ def copy_out(container, path: str, wanted: Callable[[str], bool], dest: Path) ->
 def _python_bom(container, image: str, venv: str, python: str) -> dict:
     # cyclonedx-py, natively, over the dist-info folders of the image's venv (module doc).
     with tempfile.TemporaryDirectory(prefix="builder-sbom-") as tmp:
-        copy_out(container, f"{venv}/lib/python{python}/site-packages", _DIST_INFO.match, Path(tmp))
+        found = copy_out(container, f"{venv}/lib/python{python}/site-packages", _DIST_INFO.match, Path(tmp))
+        if not any(name.endswith("/METADATA") for name in found):
+            raise SbomError(f"{image} has no distribution in {venv}/lib/python{python}/site-packages")
         out = Path(tmp) / "python.cdx.json"
         r = subprocess.run([sys.executable, "-I", "-m", "cyclonedx_py", "environment", "-S", "--output-reproducible",
                             "--of", "JSON", "--sv", SPEC_VERSION, "--mc-type", "application", "-o", str(out),
@@ -108,7 +111,8 @@ def _system(container, image: str) -> tuple[str, str]:
         found = copy_out(container, "/var/lib/dpkg/status", "status".__eq__, Path(tmp))
         for path in ("/etc/os-release", "/usr/lib/os-release"):
             if "os-release" not in found:
-                found += copy_out(container, path, "os-release".__eq__, Path(tmp))
+                with contextlib.suppress(SbomError):  # no such file: the next one
+                    found += copy_out(container, path, "os-release".__eq__, Path(tmp))
         if found != ["status", "os-release"]:
             raise SbomError(f"{image} has no regular /var/lib/dpkg/status or os-release")
         fields = os_release((Path(tmp) / "os-release").read_text(errors="replace"))

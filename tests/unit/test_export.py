@@ -86,3 +86,40 @@ def test_the_output_by_image_store():
     assert export.output("127.0.0.1:5000/m:build-1", True) == \
         "type=oci,dest=-,name=127.0.0.1:5000/m:build-1,rewrite-timestamp=true"
     assert export.output("127.0.0.1:5000/m:build-1", False) == "type=image,name=127.0.0.1:5000/m:build-1"
+
+
+def test_a_build_that_exported_nothing_loads_nothing():
+    api = _Api()
+    done, _ = _run(0, code=1, load_into=_Client(api))
+    assert done == export.Exported(1, None) and api.received == 0
+
+
+def test_buildx_that_cannot_start_is_said_not_raised(tmp_path):
+    done = export.run([str(tmp_path / "no-buildx")], tmp_path, {}, print)
+    assert done.code == -1 and "no-buildx" in done.start_error
+
+
+def test_when_the_log_cannot_be_written_buildx_is_stopped_and_the_error_raised():
+    # nobody reads buildx's progress any more: left running, it would block on a full pipe forever
+    import subprocess
+
+    from builder.engine import children
+    started: list = []
+    real_start = children.start
+
+    def start(cmd, **kw):
+        started.append(real_start(cmd, **kw))
+        return started[-1]
+
+    def full_disk(line):
+        raise OSError(28, "No space left on device")
+    children_start, children.start = children.start, start
+    try:
+        with pytest.raises(OSError, match="No space"):
+            export.run([sys.executable, "-c", "import sys, time\nwhile True: print('#1 x', file=sys.stderr, flush=True); "
+                        "time.sleep(0.01)"], Path.cwd(), {}, full_disk, _Client(_Api()))
+    finally:
+        children.start = children_start
+    assert started[0].returncode is not None  # stopped and reaped, not left behind
+    assert started[0] not in children._running and started[0].stderr.closed
+    assert isinstance(started[0], subprocess.Popen)

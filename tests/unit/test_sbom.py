@@ -94,10 +94,22 @@ def test_the_venvs_distributions_are_read_from_the_image_files_natively():
 
 def test_a_member_leaving_the_folder_is_refused(tmp_path):
     import tarfile
-    container = _Container({f"{SITE}/../../../../../tmp/x.dist-info/METADATA": b"x"})
+    escape = tmp_path / "escaped"  # where the member's name leads from the destination
+    up = "../" * len((tmp_path / "out").parts)
+    container = _Container({f"{SITE}/{up}{str(escape).lstrip('/')}/METADATA": b"x"})
     with pytest.raises(tarfile.OutsideDestinationError):
         sbom.copy_out(container, SITE, lambda name: True, tmp_path / "out")
-    assert not (tmp_path / "tmp").exists()
+    assert not escape.exists()
+
+
+def test_an_image_whose_venv_holds_no_distribution_is_one_error():
+    with pytest.raises(sbom.SbomError, match="no distribution"):
+        sbom._python_bom(_Container({f"{SITE}/numpy/__init__.py": b""}), "img:1", "/opt/venv", "3.11")
+
+
+def test_without_etc_os_release_the_spec_s_fallback_is_read():
+    container = _Container({"/usr/lib/os-release": b"ID=debian\nVERSION_ID=13\n", "/var/lib/dpkg/status": b""})
+    assert sbom._system(container, "img:1") == ("debian-13", "")
 
 
 def test_the_system_part_follows_debians_os_release_link_and_reads_dpkg_status():

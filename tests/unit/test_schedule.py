@@ -68,12 +68,13 @@ def offline(monkeypatch):
     return steps, calls, held
 
 
-def _run(tmp_path, offline, failing=(), interrupted=(), lane=None, prepare_as=None):
+def _run(tmp_path, offline, failing=(), interrupted=(), lane=None, prepare_as=None, jobs=8):
     # The run in a thread joined with a deadline, so a scheduler that never ends fails the test.
     steps, calls, held = offline
     steps(set(failing), set(interrupted), lane, prepare_as)
     p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"),
-                                             Options(stage="build", space_check=False, build_dir=tmp_path / "b"))
+                                             Options(stage="build", space_check=False, build_dir=tmp_path / "b",
+                                                     jobs=jobs))
     out: list = []
     runner = threading.Thread(target=lambda: out.extend(p.run()), daemon=True)
     runner.start()
@@ -217,26 +218,28 @@ def test_a_cache_prune_waits_for_running_builds_and_holds_back_new_ones():
     assert order == ["a", "prune", "b"]  # the build that came while the prune waited went after it
 
 
-def test_builds_and_tests_under_emulation_have_a_bound_of_their_own_and_native_ones_do_not_wait():
-    from rich.console import Console
-    from rich.progress import Progress
+def test_emulated_lanes_run_one_at_a_time_on_their_own_pool_and_never_hold_up_native_ones(tmp_path, offline):
+    # One native worker (--jobs 1): an arm64 lane that waited on it would stop every amd64 lane, and
+    # the first arm64 lane below waits for a later amd64 one.
+    SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
+    child_amd64, lock = threading.Event(), threading.Lock()
+    running, seen = [0], {"peak": 0, "threads": set()}
 
-    from builder.run.context import Events
-    events = Events(Console(quiet=True), Progress(disable=True), 2, emulated_jobs=1)
-    inside, release = threading.Event(), threading.Event()
-
-    def emulated():
-        with events.emulation_slot(True):
-            inside.set()
-            assert release.wait(60)
-    worker = threading.Thread(target=emulated)
-    worker.start()
-    assert inside.wait(60)
-    try:
-        assert not events._emulating.acquire(blocking=False)  # the one emulated slot is taken
-        with events.emulation_slot(False):  # a native build or test never waits for it
-            pass
-    finally:
-        release.set()
-        worker.join(60)
-    assert events._emulating.acquire(blocking=False)  # and it is free again
+    def lane(spec, platform):
+        emulated = platform != "linux/amd64"
+        with lock:
+            seen["threads"].add((emulated, threading.current_thread().name.split("_")[0]))
+            running[0] += emulated
+            seen["peak"] = max(seen["peak"], running[0])
+        try:
+            if emulated and spec.name == MINIMAL_12:
+                assert child_amd64.wait(60), "an amd64 lane waited for an emulated one"
+            if spec.name == SKLEARN and platform == "linux/amd64":
+                child_amd64.set()
+        finally:
+            with lock:
+                running[0] -= emulated
+    reports, _, _ = _run(tmp_path, offline, lane=lane, jobs=1)
+    assert all(r.status == Status.BUILT for r in reports.values())
+    assert seen["threads"] == {(True, "emulated"), (False, "image")}
+    assert seen["peak"] == 1

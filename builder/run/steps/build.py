@@ -106,8 +106,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     if platform != ctx.build_platform:
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
     ctx.say(spec.name, "building" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
-    with ctx.events.emulation_slot(platform != ctx.build_platform), ctx.sources.secrets() as secrets, \
-            ctx.events.build_slot():
+    with ctx.sources.secrets() as secrets, ctx.events.build_slot():
         files.write_atomic(override, json.dumps(
             {"target": {target: {**override_target, "secret": secrets}}}, indent=2))
         try:

@@ -16,10 +16,9 @@ from builder.run.steps import StepFailed, label, local_ref, stop_if_interrupted
 
 def smoke_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> TestRecord:
     """Run the image's smoke tests on its ``platform`` build (at most ``test_jobs`` at once; another
-    platform than the build platform's under QEMU, at most ``emulated_jobs`` of those) and record
-    them on the build. Raises StepFailed,
+    platform than the build platform's under QEMU) and record them on the build. Raises StepFailed,
     with the scoring containers' log tails kept in the report, when they fail."""
-    with ctx.events.emulation_slot(platform != ctx.build_platform), ctx.events.test_slot():
+    with ctx.events.test_slot():
         ctx.say(spec.name, "smoke testing" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
         t = smoke.run(spec, ctx.matrix.data.runtime, lock.read(ctx.options.images_dir, spec.name, platform),
                       local_ref(rep, platform), ctx.options.tests_root, ctx.logs, label=label(spec, platform),
