@@ -15,7 +15,7 @@ from builder import engine, files
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
                                 registry_option, select_images, stop_on_sigterm, templates_dir)
 from builder.engine import disk, plugins, prune
-from builder.generate import apt_lock, bake, locking, render
+from builder.generate import render
 from builder.matrix import grammar
 from builder.run import pipeline
 from builder.run.console import wide_console
@@ -41,11 +41,8 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
               f"or narrow `builder build` or `builder test` only"])
     if stage != "publish" and not opts.dry_run:
         with guard():
-            locking.verify(opts.images_dir, specs)
-            apt_lock.verify(m, opts.images_dir, specs, "nothing was built")
-            problems = (render.check(render.render_committed(m, templates_dir(matrix, templates), opts.images_dir),
-                                     opts.images_dir)
-                        + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
+            problems = render.preflight(m, templates_dir(matrix, templates), opts.images_dir, specs,
+                                        "nothing was built").stale()
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
     p = pipeline.Pipeline(m, opts)
