@@ -73,13 +73,13 @@ def _check_repository(option: str, value: str) -> None:
 
 def _check_platforms(platform: list[str], by_platform: bool) -> None:
     # --platform values of the matrix's platforms, with linux/amd64 unless --by-platform; else one line and exit 2.
-    from builder.matrix.compat import DEFAULT_PLATFORM, PLATFORMS
+    from builder.matrix.platform import DEFAULT, PLATFORMS
 
     for p in platform:
         if p not in PLATFORMS:
             fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
-    if platform and DEFAULT_PLATFORM not in platform and not by_platform:
-        fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
+    if platform and DEFAULT.name not in platform and not by_platform:
+        fail([f"--platform: must include {DEFAULT.name} (the build platform, where uv runs), or add --by-platform"])
 
 
 def _signing_key(value: str, keyless: bool) -> str:

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Sequence
 
 from builder.engine.registry import Registry
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.matrix.platform import Platform
+from builder.matrix.platform import DEFAULT, Platform
 from builder.matrix.schema import TagPolicy
 from builder.run import publish, tag
 from builder.run.report import ImageReport, PublishName, Status
@@ -124,7 +123,7 @@ class Index(Manifest):
         """The index's immutable tag is the tag policy filled with the linux/amd64 build's versions
         and, for the image id, the sha256 of every build's image id (:func:`builder.run.tag.index_tag`),
         so it names exactly these builds; each build gets it plus ``-<arch>``."""
-        own = tag.index_tag(self.tags, *versions(DEFAULT_PLATFORM), list(image_ids.values()))
+        own = tag.index_tag(self.tags, *versions(DEFAULT.name), list(image_ids.values()))
         return [own], {p: self.build_tag(own, p) for p in image_ids}
 
     def build_tag(self, immutable, platform):
@@ -134,7 +133,7 @@ class Index(Manifest):
         return own_tag[:-len(_suffix(platform))] if own_tag.endswith(_suffix(platform)) else None
 
     def local_moving(self, platform):
-        return list(self.tags.moving) if platform == DEFAULT_PLATFORM else [m + _suffix(platform) for m in self.tags.moving]
+        return list(self.tags.moving) if platform == DEFAULT.name else [m + _suffix(platform) for m in self.tags.moving]
 
     def pushed_tags(self, rep, platform):
         return [rep.build(platform).tag]

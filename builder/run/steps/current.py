@@ -20,8 +20,7 @@ from rich.markup import escape
 from builder.engine.registry import RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.matrix.platform import oci_name
+from builder.matrix.platform import DEFAULT, oci_name
 from builder.run import build, build_id, policy, publish, smoke, tag
 from builder.run.context import Options, RunContext
 from builder.run.report import ImageReport, Status
@@ -306,7 +305,7 @@ def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: 
         try:
             if image is None:
                 ctx.say(rep.name, f"pulling {rep.repository}@{b.digest}"
-                                  + ("" if platform == DEFAULT_PLATFORM else f" ({platform})"))
+                                  + ("" if platform == DEFAULT.name else f" ({platform})"))
                 image = ctx.client.images.pull(rep.repository, tag=b.digest, platform=platform, auth_config=auth)
             image.tag(rep.repository, b.tag)
             for t in publish_as.local_moving(platform) if moving else []:

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from builder.engine.images import uncompressed_bytes
 from builder.matrix import ImageSpec, naming
-from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.matrix.platform import DEFAULT
 from builder.run import policy, publish, sbom
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
@@ -95,7 +95,7 @@ def tested_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> list[str
     except docker.errors.ImageNotFound:
         return _skip(ctx, rep, f"no tested image {rep.repository}:{moving[0]} (run `builder test`)")
     own = [t for t in naming.own_tags(image.tags, rep.repository) if t not in moving]
-    named = sorted(filter(None, (publish_as.immutable_of(t, DEFAULT_PLATFORM) for t in own)), reverse=True)
+    named = sorted(filter(None, (publish_as.immutable_of(t, DEFAULT.name) for t in own)), reverse=True)
     if not named:
         return _skip(ctx, rep, f"{rep.repository}:{moving[0]} has no tag of its own build (run `builder test`)")
     for platform in spec.platforms:
