@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import signal
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -17,17 +18,14 @@ from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, Te
 from builder.engine import disk, plugins, prune
 from builder.generate import render
 from builder.matrix import grammar
-from builder.run import pipeline
+from builder.run import context, pipeline
 from builder.run.console import wide_console
 from builder.sign import Signer, cosign
 
 
-class BaseSource(str, enum.Enum):
-    """Where a base image comes from (see builder.engine.bases)."""
-
-    auto = "auto"
-    pull = "pull"
-    bootstrap = "bootstrap"
+#: ``--base-source``'s choices: :data:`builder.run.context.BaseSource`'s values, as the enum typer
+#: offers (where a base image comes from: :mod:`builder.engine.bases`).
+BaseSource = enum.Enum("BaseSource", {v: v for v in typing.get_args(context.BaseSource)}, type=str)
 
 
 def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> None:
