@@ -11,7 +11,7 @@ import typer
 
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
                                 select_images, templates_dir)
-from builder.generate import apt_lock, apt_locking, bake, base_lock, base_locking, locking, render
+from builder.generate import apt_lock, apt_locking, base_lock, base_locking, locking, render
 from builder.matrix import plan
 from builder.matrix.schema import load_file
 from builder.run.console import wide_console
@@ -25,19 +25,16 @@ def render_command(check: bool = typer.Option(False, "--check", help="Only compa
     m = load(matrix)
     images = beside(matrix, images, "images")
     folder = templates_dir(matrix, templates)
-    with guard():
-        locking.verify(images, m.images(), layers=False, stopped="nothing was rendered")  # render writes the layers
-        apt_lock.verify(m, images, m.images(), "nothing was rendered")
-        files = render.render_committed(m, folder, images)
-        bake_text = bake.render(m, images.name)
+    with guard():  # render writes the layer locks: they are not checked
+        rendered = render.preflight(m, folder, images, m.images(), "nothing was rendered", layers=False)
         if check:
-            problems = render.check(files, images) + render.check_bake(bake_text, images)
+            problems = rendered.stale()
             if problems:
                 fail(problems + [f"{len(problems)} generated file(s) out of date: run `builder render`"], 1)
-            typer.echo(f"images/ is fresh ({len(files)} files, {len(m.images())} images)")
+            typer.echo(f"images/ is fresh ({len(rendered.files)} files, {len(m.images())} images)")
             return
-        bake_file = render.write_all(files, bake_text, images)
-    typer.echo(f"rendered {len(m.images())} images ({len(files)} files) into {images}/ and {bake_file}")
+        bake_file = render.write_all(rendered.files, rendered.bake, images)
+    typer.echo(f"rendered {len(m.images())} images ({len(rendered.files)} files) into {images}/ and {bake_file}")
 
 
 def lock_command(select: Optional[list[str]] = SelectOpt,

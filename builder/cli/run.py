@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import signal
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -15,19 +16,16 @@ from builder import engine, files
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
                                 registry_option, select_images, stop_on_sigterm, templates_dir)
 from builder.engine import disk, plugins, prune
-from builder.generate import apt_lock, bake, locking, render
+from builder.generate import render
 from builder.matrix import grammar
-from builder.run import pipeline
+from builder.run import context, pipeline
 from builder.run.console import wide_console
 from builder.sign import Signer, cosign
 
 
-class BaseSource(str, enum.Enum):
-    """Where a base image comes from (see builder.engine.bases)."""
-
-    auto = "auto"
-    pull = "pull"
-    bootstrap = "bootstrap"
+#: ``--base-source``'s choices: :data:`builder.run.context.BaseSource`'s values, as the enum typer
+#: offers (where a base image comes from: :mod:`builder.engine.bases`).
+BaseSource = enum.Enum("BaseSource", {v: v for v in typing.get_args(context.BaseSource)}, type=str)
 
 
 def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> None:
@@ -41,11 +39,8 @@ def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates:
               f"or narrow `builder build` or `builder test` only"])
     if stage != "publish" and not opts.dry_run:
         with guard():
-            locking.verify(opts.images_dir, specs)
-            apt_lock.verify(m, opts.images_dir, specs, "nothing was built")
-            problems = (render.check(render.render_committed(m, templates_dir(matrix, templates), opts.images_dir),
-                                     opts.images_dir)
-                        + render.check_bake(bake.render(m, opts.images_dir.name), opts.images_dir))
+            problems = render.preflight(m, templates_dir(matrix, templates), opts.images_dir, specs,
+                                        "nothing was built").stale()
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
     p = pipeline.Pipeline(m, opts)
@@ -76,13 +71,13 @@ def _check_repository(option: str, value: str) -> None:
 
 def _check_platforms(platform: list[str], by_platform: bool) -> None:
     # --platform values of the matrix's platforms, with linux/amd64 unless --by-platform; else one line and exit 2.
-    from builder.matrix.compat import DEFAULT_PLATFORM, PLATFORMS
+    from builder.matrix.platform import DEFAULT, PLATFORMS
 
     for p in platform:
         if p not in PLATFORMS:
             fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
-    if platform and DEFAULT_PLATFORM not in platform and not by_platform:
-        fail([f"--platform: must include {DEFAULT_PLATFORM} (the build platform, where uv runs), or add --by-platform"])
+    if platform and DEFAULT.name not in platform and not by_platform:
+        fail([f"--platform: must include {DEFAULT.name} (the build platform, where uv runs), or add --by-platform"])
 
 
 def _signing_key(value: str, keyless: bool) -> str:

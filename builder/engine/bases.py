@@ -36,9 +36,8 @@ from docker.errors import APIError, ImageNotFound
 
 from builder import engine, files
 from builder.engine import debian_index, export, images, plugins
-from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError
-from builder.matrix.platform import Platform, oci_name
+from builder.matrix.platform import DEFAULT, Platform, oci_name
 from builder.matrix.schema import Base, Bootstrap
 
 Source = Literal["auto", "pull", "bootstrap"]
@@ -104,7 +103,7 @@ class Bootstrapped:
     date: int
 
 
-def bootstrap_ref(key: str, base: Base, platform: str = DEFAULT_PLATFORM, pins: Pins | None = None) -> str:
+def bootstrap_ref(key: str, base: Base, platform: str = DEFAULT.name, pins: Pins | None = None) -> str:
     """The local tag of a bootstrapped base: ``builder-base/<key>:<12 hex>`` of the recipe digest,
     :data:`BOOTSTRAP_FORMAT` and the ``pins``' digest (``unlocked`` without), ``builder-base/<key>-<arch>:...``
     for a platform other than linux/amd64 (the Engine's image store keeps one platform per tag)."""
@@ -124,13 +123,13 @@ def platform_of(client: docker.DockerClient, ref: str) -> str | None:
 
 def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, workdir: Path,
            log: Callable[[str], None] = print,
-           platform: str = DEFAULT_PLATFORM, pins: Pins | None = None) -> BaseImage:
+           platform: str = DEFAULT.name, pins: Pins | None = None) -> BaseImage:
     """Make base ``key`` available for ``platform`` and return it: a local image of that platform,
     else a pull of that platform (kept under :func:`bootstrap_ref`'s name for another platform than
     linux/amd64, so the pull reference keeps naming the amd64 image), else a bootstrap at ``pins``
     (the suites' newest without). Raises BaseError when every allowed way failed."""
     ref = bootstrap_ref(key, base, platform, pins)
-    pulled_ref = base.pull if platform == DEFAULT_PLATFORM else ref
+    pulled_ref = base.pull if platform == DEFAULT.name else ref
     if source in ("auto", "pull") and platform_of(client, pulled_ref) == platform:
         return BaseImage(key, pulled_ref, "local")
     if source in ("auto", "bootstrap") and platform_of(client, ref) == platform:
@@ -140,9 +139,9 @@ def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, wo
         try:
             log(f"pulling base {base.pull} ({platform})")
             image = client.images.pull(base.pull, platform=platform)
-            if platform != DEFAULT_PLATFORM:
+            if platform != DEFAULT.name:
                 image.tag(*ref.rsplit(":", 1))
-                client.images.pull(base.pull, platform=DEFAULT_PLATFORM)  # the pull reference names amd64 again
+                client.images.pull(base.pull, platform=DEFAULT.name)  # the pull reference names amd64 again
             return BaseImage(key, pulled_ref, "pulled")
         except (APIError, docker.errors.DockerException) as exc:
             errors.append(f"pull {base.pull}: {exc}")
@@ -199,7 +198,7 @@ def _strip(rootfs: Path) -> None:
 
 
 def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
-              log: Callable[[str], None] = print, platform: str = DEFAULT_PLATFORM,
+              log: Callable[[str], None] = print, platform: str = DEFAULT.name,
               pins: Pins | None = None, exact: bool = True) -> Bootstrapped:
     """Bootstrap ``base`` for ``platform`` with debootstrap into ``workdir``/<key>[-<arch>], bring it
     to ``pins`` (without: the suites' newest versions, dated by the suites' indexes; :func:`_bring_to`),
@@ -367,7 +366,7 @@ def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str, e
 
 
 def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, source: Source, workdir: Path,
-              log: Callable[[str, str], None], build_platform: str = DEFAULT_PLATFORM,
+              log: Callable[[str, str], None], build_platform: str = DEFAULT.name,
               pins: Callable[[str, str], Pins | None] | None = None) -> dict[tuple[str, str], str]:
     """The FROM reference of each root image (``ImageSpec`` without a parent) per platform, by
     ``(image name, platform)``: its base (local, pulled or bootstrapped at ``pins(base key,

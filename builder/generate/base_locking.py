@@ -13,9 +13,8 @@ import docker
 from builder.engine import bases, debian_index
 from builder.generate import base_lock, lock
 from builder.generate.base_lock import BaseLock
-from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError
-from builder.matrix.platform import Platform
+from builder.matrix.platform import DEFAULT, Platform
 from builder.matrix.schema import Base
 
 
@@ -52,7 +51,7 @@ def lock_of(key: str, platform: str, made: bases.Bootstrapped) -> BaseLock:
 
 
 def lock_bases(client: docker.DockerClient, bases_: dict[str, Base], roots: list, workdir: Path, root: Path,
-               log: Callable[[str], None], build_platform: str = DEFAULT_PLATFORM, refresh: bool = False,
+               log: Callable[[str], None], build_platform: str = DEFAULT.name, refresh: bool = False,
                security_only: bool = False) -> list[tuple[BaseLock | None, BaseLock]]:
     """The new base lock of every bootstrapped base of ``roots`` and platform that has none under
     ``root`` (all of them with ``refresh``: each moved to the suites' newest versions, or with

@@ -26,9 +26,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.matrix import ImageSpec, grammar
-from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError, shown
-from builder.matrix.platform import Platform
+from builder.matrix.platform import DEFAULT, Platform
 
 FILE = "requirements.lock"
 #: The words every lock carries in its first lines; the locker only replaces files that have them.
@@ -80,14 +79,14 @@ class Lock:
         return {n: e.version for n, e in self.entries.items()}
 
 
-def file_name(platform: str = DEFAULT_PLATFORM) -> str:
+def file_name(platform: str = DEFAULT.name) -> str:
     """The lock's file name for ``platform``: ``requirements.lock`` (linux/amd64) or
     ``requirements.<arch>.lock`` (``requirements.arm64.lock``)."""
     pf = Platform.parse(platform)
     return FILE if pf.is_default else f"requirements.{pf.arch}.lock"
 
 
-def path_of(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Path:
+def path_of(images: Path, name: str, platform: str = DEFAULT.name) -> Path:
     """``images/<name>/requirements.lock`` (or :func:`file_name` for another platform)."""
     return Path(images) / name / file_name(platform)
 
@@ -180,7 +179,7 @@ def _pin(word: str) -> tuple[str, Specifier] | None:
     return canonicalize_name(req.name), spec[0]
 
 
-def read(images: Path, name: str, platform: str = DEFAULT_PLATFORM) -> Lock:
+def read(images: Path, name: str, platform: str = DEFAULT.name) -> Lock:
     """The lock of image ``name`` for ``platform`` under ``images``. Raises ConfigError when it is
     missing, invalid or made for another platform."""
     path = path_of(images, name, platform)

@@ -29,9 +29,8 @@ from builder import files
 from builder.engine.sources import Sources
 from builder.generate.lock import GENERATED, Lock, ensure_ours, file_name, layer, layer_file, parse, path_of, read
 from builder.matrix import ImageSpec, Matrix
-from builder.matrix.compat import DEFAULT_PLATFORM
 from builder.matrix.inputs import ConfigError
-from builder.matrix.platform import Platform
+from builder.matrix.platform import DEFAULT, Platform
 
 
 def problems(spec: ImageSpec, lock: Lock, parent: Lock | None) -> list[str]:
@@ -156,7 +155,7 @@ def header(spec: ImageSpec, own: list[Requirement], platform: str) -> str:
 
 
 def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sources: Sources,
-            previous: Lock | None = None, upgrade: Iterable[str] = (), platform: str = DEFAULT_PLATFORM) -> str:
+            previous: Lock | None = None, upgrade: Iterable[str] = (), platform: str = DEFAULT.name) -> str:
     """Resolve ``requirements`` (PEP 508 strings) with uv for ``python`` on ``platform`` from wheels
     only, and return the lock's body: ``name==version`` entries with every ``--hash``, sorted by name.
 
@@ -194,7 +193,7 @@ def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sourc
 
 
 def lock_image(spec: ImageSpec, parent: Lock | None, sources: Sources, previous: Lock | None,
-               upgrade: Iterable[str] = (), platform: str = DEFAULT_PLATFORM) -> Lock:
+               upgrade: Iterable[str] = (), platform: str = DEFAULT.name) -> Lock:
     """Resolve ``spec``'s whole install set (:func:`resolve`) and return the new lock (not written).
     Raises ConfigError naming the image when it does not resolve."""
     own = list(spec.requirements)

@@ -3,18 +3,21 @@
 Pure and offline: the output is a function of matrix.yaml, templates/ and the committed locks
 (:mod:`builder.generate.lock`, which an image installs from and whose digest it carries as a label; each lock is
 passed through unchanged). :func:`render_all` returns the files as a ``{relative path: text}`` mapping; :func:`write` swaps them into images/
-atomically; :func:`check` compares them with what is committed (docker-library's re-render + diff).
+atomically; :func:`check` compares them with what is committed (docker-library's re-render + diff);
+:func:`preflight` is the one "is images/ fresh" check of ``builder render`` and the commands that build.
 """
 
 from __future__ import annotations
 
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import jinja2
 
 from builder import files as files_
-from builder.generate import apt_lock, bake, base_lock, lock
+from builder.generate import apt_lock, bake, base_lock, lock, locking
 from builder.matrix import ImageSpec, Matrix, grammar, inputs
 from builder.matrix.platform import DEFAULT, Platform
 
@@ -222,3 +225,31 @@ def _encoded(data: str | bytes) -> bytes:
 
 def _exec_bit(path: Path) -> bool:
     return bool(path.stat().st_mode & stat.S_IXUSR)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What ``builder render`` makes of the matrix, in memory, for the folder ``images``: ``files``
+    ({path under images/: text}, :func:`render_committed`) and the bake file's text ``bake``."""
+
+    files: dict[str, str]
+    bake: str
+    images: Path
+
+    def stale(self) -> list[str]:
+        """What on disk differs from it (:func:`check`, then :func:`check_bake`); empty when images/
+        and its bake file are fresh."""
+        return check(self.files, self.images) + check_bake(self.bake, self.images)
+
+
+def preflight(matrix: Matrix, templates: Path, images: Path, specs: Iterable[ImageSpec], stopped: str,
+              layers: bool = True) -> Rendered:
+    """The "is images/ fresh" preflight of ``builder render`` and of the commands that build: the
+    locks of ``specs`` checked offline (:func:`builder.generate.locking.verify`, the layer locks
+    too with ``layers``; :func:`builder.generate.apt_lock.verify`), then the matrix rendered from the
+    committed locks (:class:`Rendered`; :meth:`Rendered.stale` compares it with the disk). Raises
+    ConfigError, whose line ends with ``stopped`` (what the caller did not do)."""
+    specs = list(specs)
+    locking.verify(images, specs, layers=layers, stopped=stopped)
+    apt_lock.verify(matrix, images, specs, stopped)
+    return Rendered(render_committed(matrix, templates, images), bake.render(matrix, images.name), images)

@@ -28,12 +28,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from builder import files
 from builder.matrix import grammar, inputs, validation
 from builder.matrix.platform import DEFAULT, PLATFORMS, Platform
+from builder.matrix.schema import PlatformName
 
 #: Pythons the refresh tries for each framework version.
 CANDIDATE_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
-#: The default platform's name (:data:`builder.matrix.platform.DEFAULT`), for the modules that still
-#: compare platform names.
-DEFAULT_PLATFORM = DEFAULT.name
 _CUDA_RUNTIME = re.compile(r"^nvidia-cuda-runtime(-cu\d+)?$")
 _CUDNN = re.compile(r"^nvidia-cudnn-cu(\d+)$")
 _CU_SUFFIX = re.compile(r"^nvidia-.*-cu(\d+)$")
@@ -60,7 +58,6 @@ def _local(value: object) -> str:
 VersionStr = Annotated[str, BeforeValidator(grammar.version)]
 DistName = Annotated[str, BeforeValidator(grammar.distribution_name)]
 Key = Annotated[str, BeforeValidator(grammar.key_name)]
-PlatformName = Annotated[str, BeforeValidator(grammar.platform)]
 
 
 def _cuda_major(value: object) -> str:
@@ -156,7 +153,7 @@ def load(path: Path) -> Compat:
     return validation.validate(path.name, inputs.load_yaml(path), Compat, "a mapping with packages and versions")
 
 
-def _compile(requirement: str, python: str, platform: str = DEFAULT_PLATFORM) -> dict[str, str] | None:
+def _compile(requirement: str, python: str, platform: str = DEFAULT.name) -> dict[str, str] | None:
     """``{name: version}`` of everything ``requirement`` resolves to for ``python`` on ``platform``
     from wheels only, or None when it does not resolve (no wheel for that Python or platform)."""
     with tempfile.TemporaryDirectory() as tmp:

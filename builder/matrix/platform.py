@@ -39,7 +39,7 @@ class Platform:
     @property
     def is_default(self) -> bool:
         """True for :data:`DEFAULT` (linux/amd64)."""
-        return self.name == DEFAULT_NAME
+        return self.name == DEFAULT.name
 
     @property
     def suffix(self) -> str:
@@ -69,13 +69,12 @@ def _platform(name: str, machine: str, runner: str, qemu_handler: str | None) ->
                     uv_triple=f"{machine}-manylinux_2_28", qemu_handler=qemu_handler, runner=runner)
 
 
-DEFAULT_NAME = "linux/amd64"
 #: The supported platforms by name, :data:`DEFAULT` first (the order of a split run's jobs).
 PLATFORMS: dict[str, Platform] = {p.name: p for p in (
     _platform("linux/amd64", machine="x86_64", runner="ubuntu-22.04", qemu_handler=None),
     _platform("linux/arm64", machine="aarch64", runner="ubuntu-22.04-arm", qemu_handler="qemu-aarch64"),
 )}
-DEFAULT = PLATFORMS[DEFAULT_NAME]
+DEFAULT = PLATFORMS["linux/amd64"]
 
 
 def oci_name(os: str, arch: str, variant: str | None = None) -> str:

@@ -36,6 +36,8 @@ Key = _grammar(grammar.key_name)
 Reference = _grammar(grammar.docker_reference)
 DistName = _grammar(grammar.distribution_name)
 AbsPath = _grammar(grammar.absolute_path)
+#: A platform's name (:func:`builder.matrix.grammar.platform`); the one type of it the matrix, compat.yaml
+#: and the run's report use.
 PlatformName = _grammar(grammar.platform)
 
 

@@ -20,6 +20,7 @@ from builder import engine, files
 from builder.engine.registry import Registry
 from builder.engine.sources import Sources
 from builder.matrix import ImageSpec, Matrix
+from builder.run import policy
 from builder.run.report import ImageReport
 from builder.sign import Signer
 
@@ -164,7 +165,9 @@ class RunContext:
     a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
     (root image, platform); whether the Engine keeps images in the containerd image store; the
     ``signer`` of what is published, when a key (or keyless signing) is configured; the size gate's
-    ``size_baseline``: ``{(name, platform): (uncompressed, compressed bytes)}`` of the catalog."""
+    ``size_baseline``: ``{(name, platform): (uncompressed, compressed bytes)}`` of the catalog; and,
+    made with it, the run's ``policies`` (:func:`builder.run.policy.table`), one object of each
+    publish policy, whose image's :meth:`policy` gives."""
 
     matrix: Matrix
     options: Options
@@ -182,6 +185,14 @@ class RunContext:
     containerd_store: bool = True
     signer: Signer | None = None
     size_baseline: Mapping[tuple[str, str], tuple[int | None, int | None]] = field(default_factory=dict)
+    policies: Mapping[str, policy.Manifest] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policies", policy.table(self.matrix.data.tags))  # derived: made once, here
+
+    def policy(self, rep: ImageReport) -> policy.Manifest:
+        """The publish policy of the image ``rep`` (the one its ``publish`` names)."""
+        return self.policies[rep.publish]
 
     @property
     def client(self) -> docker.DockerClient:

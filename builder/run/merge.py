@@ -5,9 +5,12 @@ each on its platform's native runner), every job runs ``builder all --by-platfor
 smoke-tests and pushes each build of a multi-platform image under that platform's tags only
 (:class:`builder.run.policy.PerPlatform`). :func:`merge` then reads every job's report and, for each
 image whose every matrix platform passed and was pushed, makes the index tag and ``latest`` one
-image index of those manifests, as docker-stacks' merge-tags job does. An image with a platform
-missing or failed gets neither: ``latest`` moves only when every platform passed. The result is one
-report of the same shape (:class:`builder.run.report.RunReport`), which :mod:`builder.catalog` reads.
+image index of those manifests, as docker-stacks' merge-tags job does: under the jobs' policy's
+merged one (:meth:`builder.run.policy.PerPlatform.merged`, an index), whose ``latest`` moves when
+:func:`builder.run.policy.latest_moves` says, as in a single run. An image with a platform missing
+or failed gets neither: ``latest`` moves only when every platform passed. Each merged image is a new
+record that enters tested and moves along the report's status machine. The result is one report of
+the same shape (:class:`builder.run.report.RunReport`), which :mod:`builder.catalog` reads.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Callable
 
 from builder.engine.registry import Registry
 from builder.matrix import ImageSpec, Matrix, naming
-from builder.matrix.inputs import ConfigError, one_line, shown, text_block
-from builder.run import publish, tag
+from builder.matrix.inputs import ConfigError, one_line, shown
+from builder.run import policy, publish
 from builder.run.report import PUSHED, ImageReport, PlatformBuild, Status
 from builder.sign import Signer, SignError, cosign
 
@@ -53,48 +56,64 @@ def check_repositories(reports: dict[str, list[ImageReport]], registry: str) -> 
                                    f"not {expected} (--registry {registry}); refusing to push anywhere else"])
 
 
-def _index(matrix: Matrix, spec: ImageSpec, found: dict, registry: Registry, merged: ImageReport,
+def _index(merged_as: policy.Manifest, spec: ImageSpec, found: dict, registry: Registry, merged: ImageReport,
            signer: Signer | None) -> None:
-    # Make the index of every platform's build under its immutable tag, sign it (with a signer),
-    # then give it the moving tags, and record it on ``merged``; raises PublishError or SignError.
-    repository, builds = found[spec.platforms[0]][0], [found[p][1] for p in spec.platforms]
-    policy, digests = matrix.data.tags, {b.platform: b.digest for b in builds}
-    immutable = tag.index_tag(policy, builds[0].framework_version, builds[0].python_version, [b.image_id for b in builds])
+    # Make the index of every platform's build under its immutable tag (``merged_as``'s name for
+    # them), sign it (with a signer), then give it the moving tags when
+    # :func:`builder.run.policy.latest_moves` says, and record it on ``merged``, published or
+    # unchanged; raises PublishError or SignError.
+    builds = {p: found[p][1] for p in spec.platforms}
+    versions = {p: (b.framework_version, b.python_version) for p, b in builds.items()}
+    (immutable,), _ = merged_as.build_tags({p: b.image_id for p, b in builds.items()}, versions.__getitem__,
+                                           lambda platform: None)
+    merged.repository, merged.tags = found[spec.platforms[0]][0], [immutable, *merged_as.tags.moving]
     if signer is not None:  # an index is signed only over builds its jobs signed with the same key
-        for b in builds:
-            if not signer.signed(cosign.by_digest(repository, b.digest)):
+        for b in builds.values():
+            if not signer.signed(cosign.by_digest(merged.repository, b.digest)):
                 raise SignError(f"the {b.platform} build {b.digest} is not signed with this key: run the jobs "
                                 "with the same --signing-key")
-    result = publish.push_index(registry, repository, [immutable], digests)
+    merged.digest, pushed = merged_as.publish_image(registry, merged, merged_as.fixed_tags(merged))
     if signer is not None:
-        signer.sign(cosign.by_digest(repository, result.digest))
-    moved = publish.push_index(registry, repository, list(policy.moving), digests) if policy.moving else result
-    if moved.digest != result.digest:
-        raise publish.PublishError(f"{repository}: {', '.join(policy.moving)} name {moved.digest}, not {result.digest}")
-    merged.repository, merged.tags, merged.digest, merged.error = repository, [immutable, *policy.moving], result.digest, None
-    merged.signature = "signed" if signer is not None else "unsigned"
-    merged.status = Status.PUBLISHED if result.pushed or moved.pushed else Status.UNCHANGED
+        signer.sign(cosign.by_digest(merged.repository, merged.digest))
+    moves = policy.latest_moves(merged_as, merged, spec.platforms)
+    if moves is None:
+        raise publish.PublishError(f"{merged.repository}: the moving tags do not move: the image is {merged.status}")
+    moved = merged_as.move_image(registry, merged, moves.image)
+    merged.error, merged.signature = None, "signed" if signer is not None else "unsigned"
+    merged.move(Status.PUBLISHED if pushed or moved else Status.UNCHANGED)
+
+
+def _record(first: ImageReport, merged_as: policy.Manifest, spec: ImageSpec, found: dict) -> ImageReport:
+    # The merge's record of the image: a new record made from ``first`` (the report of the job that
+    # built the matrix's first platform), under ``merged_as``, with every pushed build. It enters
+    # tested, as the image of ``builder publish`` does: its jobs tested their builds.
+    merged = first.model_copy(update={"publish": merged_as.name, "status": Status.PLANNED, "digest": None,
+                                      "platforms": [found[p][1] for p in spec.platforms if p in found]})
+    merged.move(Status.TESTED)
+    return merged
 
 
 def merge_one(matrix: Matrix, spec: ImageSpec, entries: list[ImageReport], registry: Registry,
               log: Callable[[str], None], signer: Signer | None = None) -> ImageReport:
     """The merged report of one image from its jobs' ``entries`` (see :func:`merge`)."""
-    if not any(e.publish == "per-platform" for e in entries):
+    policies = policy.table(matrix.data.tags)
+    merged_as = next(filter(None, (policies[e.publish].merged() for e in entries)), None)
+    if merged_as is None:
         return entries[-1]
     found = _found(entries)
     first = next((e for e in entries if e.built(spec.platforms[0])), entries[0])
-    merged = first.model_copy(update={"publish": "index", "digest": None,
-                                      "platforms": [found[p][1] for p in spec.platforms if p in found]})
     why = _problem(spec.platforms, entries, found)
     if why is None:
         try:
-            _index(matrix, spec, found, registry, merged, signer)
+            merged = _record(first, merged_as, spec, found)
+            _index(merged_as, spec, found, registry, merged, signer)
             log(f"{spec.name} {merged.status} {merged.repository} {', '.join(merged.tags)} @ {merged.digest} "
                 f"({', '.join(spec.platforms)})")
             return merged
         except (publish.PublishError, SignError, ValueError) as exc:
             why = str(exc)
-    merged.status, merged.error, merged.digest = Status.PUBLISH_FAILED, text_block(f"not merged: {why}", 4096), None
+    merged = _record(first, merged_as, spec, found)  # what the failed attempt recorded is dropped
+    merged.fail(f"not merged: {why}")
     log(one_line(f"{spec.name} publish-failed: not merged: {why}"))
     return merged
 

@@ -82,9 +82,10 @@ class Pipeline:
         specs = self._specs()
         self.reports = {s.name: self._report(s) for s in specs}
         if self.opt.dry_run:
+            policies = policy.table(self.matrix.data.tags)  # no RunContext is made
             for s in specs:
                 self.events.say(s.name, f"would {self.opt.stage} (parent: {s.parent or 'base ' + s.base}); "
-                                        + self._dry_lookup(s))
+                                        + self._dry_lookup(s, policies[self.reports[s.name].publish]))
             return list(self.reports.values())
         client = self.clients.get()
         if self.opt.space_check and self.opt.stage != "publish":  # before anything is started or written
@@ -116,12 +117,11 @@ class Pipeline:
         if ctx is not None and self.opt.stage != "publish":
             drop_run_tags(ctx)
 
-    def _dry_lookup(self, spec: ImageSpec) -> str:
+    def _dry_lookup(self, spec: ImageSpec, publish_as: policy.Manifest) -> str:
         # What --dry-run says of the build id look-up (it computes no build id: that needs the bases).
         if self.opt.stage == "publish":
             return "pushes the image a test run left tagged latest"
-        why = current.always_built(self.opt, spec, self.matrix.image(spec.name).platforms,
-                                   self.reports[spec.name].publish)
+        why = current.always_built(self.opt, spec, self.matrix.image(spec.name).platforms, publish_as)
         if why:
             return f"built whatever the registry holds: {why}"
         where = self.opt.registry or engine.LOCAL_REGISTRY

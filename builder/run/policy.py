@@ -1,5 +1,8 @@
 """The publish policy: how an image's per-platform builds are named, tagged and published. Chosen once
-per image (:func:`choose`); the steps ask it, they do not branch on it.
+per image (:func:`choose`) and recorded as the report's ``publish`` name; a run makes one object of
+each policy (:func:`table`) and every step asks the image's (:meth:`builder.run.context.RunContext.policy`)
+instead of branching on its name. When the moving tags move is :func:`latest_moves`, for single runs
+and ``builder merge`` alike.
 
 - :class:`Manifest`: an image built for one platform is published as that build's manifest under the
   immutable tag and the moving ones (``latest``).
@@ -14,14 +17,13 @@ per image (:func:`choose`); the steps ask it, they do not branch on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar, Sequence
 
 from builder.engine.registry import Registry
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.matrix.platform import Platform
+from builder.matrix.platform import DEFAULT, Platform
 from builder.matrix.schema import TagPolicy
 from builder.run import publish, tag
-from builder.run.report import ImageReport, PublishName
+from builder.run.report import ImageReport, PublishName, Status
 
 #: ``versions(platform) -> (framework version, Python version)`` read in that platform's build.
 Versions = Callable[[str], tuple[str, str]]
@@ -37,6 +39,21 @@ class Manifest:
 
     tags: TagPolicy
     name: PublishName = "manifest"
+    #: The image's tags name an image index of its builds (which is signed on its own).
+    makes_index: ClassVar[bool] = False
+    #: Each build is published on its own, under per-platform tags; the image's tags name nothing
+    #: as a whole.
+    per_platform: ClassVar[bool] = False
+
+    def always_built(self) -> str | None:
+        """Why an image of this policy is built whatever the registry holds, or None when it may be
+        up to date (:func:`builder.run.steps.current.always_built`)."""
+        return None
+
+    def merged(self) -> Manifest | None:
+        """The policy ``builder merge`` publishes an image under from its jobs' reports of this
+        policy, or None: the job published it whole."""
+        return None
 
     def build_tags(self, image_ids: dict[str, str], versions: Versions,
                    existing: Callable[[str], str | None]) -> tuple[list[str], dict[str, str]]:
@@ -67,11 +84,32 @@ class Manifest:
         """The tags the build of ``platform`` is pushed under, in push order."""
         return list(rep.tags)
 
+    def moving_names(self, rep: ImageReport) -> set[str]:
+        """Every moving tag of the image: the tag policy's and each build's local ones."""
+        return set(self.tags.moving) | {t for b in rep.platforms for t in self.local_moving(b.platform)}
+
+    def fixed_tags(self, rep: ImageReport, platform: str | None = None) -> list[str]:
+        """The tags that never move, in push order: of the build of ``platform`` (its pushed tags),
+        or with None of the image (``rep.tags``)."""
+        tags, moving = rep.tags if platform is None else self.pushed_tags(rep, platform), self.moving_names(rep)
+        return [t for t in tags if t not in moving]
+
     def publish_image(self, registry: Registry, rep: ImageReport, tags: list[str]) -> tuple[str | None, bool]:
         """Once every build is pushed: make ``tags`` (the image's immutable tags, then, once signed,
         its moving ones) name the image; ``(the digest they name, or None when they name none;
         whether anything was pushed)``. Raises PublishError."""
         return rep.platforms[0].digest, False
+
+    def move_image(self, registry: Registry, rep: ImageReport, tags: list[str]) -> bool:
+        """Once everything they will name is signed: make the image's moving ``tags``
+        (:attr:`Moves.image`) name it (:meth:`publish_image`); True when anything was pushed. Raises
+        PublishError unless they name ``rep.digest``, what was signed."""
+        if not tags:
+            return False
+        digest, pushed = self.publish_image(registry, rep, tags)
+        if digest != rep.digest:
+            raise publish.PublishError(f"{rep.repository}: {', '.join(tags)} name {digest}, not {rep.digest}")
+        return pushed
 
 
 @dataclass(frozen=True)
@@ -79,12 +117,13 @@ class Index(Manifest):
     """Several platforms, one image index; each build under ``<immutable>-<arch>``."""
 
     name: PublishName = "index"
+    makes_index: ClassVar[bool] = True
 
     def build_tags(self, image_ids, versions, existing):
         """The index's immutable tag is the tag policy filled with the linux/amd64 build's versions
         and, for the image id, the sha256 of every build's image id (:func:`builder.run.tag.index_tag`),
         so it names exactly these builds; each build gets it plus ``-<arch>``."""
-        own = tag.index_tag(self.tags, *versions(DEFAULT_PLATFORM), list(image_ids.values()))
+        own = tag.index_tag(self.tags, *versions(DEFAULT.name), list(image_ids.values()))
         return [own], {p: self.build_tag(own, p) for p in image_ids}
 
     def build_tag(self, immutable, platform):
@@ -94,7 +133,7 @@ class Index(Manifest):
         return own_tag[:-len(_suffix(platform))] if own_tag.endswith(_suffix(platform)) else None
 
     def local_moving(self, platform):
-        return list(self.tags.moving) if platform == DEFAULT_PLATFORM else [m + _suffix(platform) for m in self.tags.moving]
+        return list(self.tags.moving) if platform == DEFAULT.name else [m + _suffix(platform) for m in self.tags.moving]
 
     def pushed_tags(self, rep, platform):
         return [rep.build(platform).tag]
@@ -110,6 +149,14 @@ class PerPlatform(Manifest):
     """One job of a run split by platform: each build named and pushed on its own."""
 
     name: PublishName = "per-platform"
+    per_platform: ClassVar[bool] = True
+
+    def always_built(self):
+        return "one job of a run split by platform (builder merge needs the versions read inside each build)"
+
+    def merged(self):
+        """An image index of every job's build (:class:`Index`)."""
+        return Index(self.tags)
 
     def build_tags(self, image_ids, versions, existing):
         """Each build: the tag policy filled with its own versions and image id, plus ``-<arch>``
@@ -147,6 +194,32 @@ def choose(platforms: tuple[str, ...], matrix_platforms: tuple[str, ...], by_pla
     return "index" if len(platforms) > 1 else "manifest"
 
 
-def of(rep: ImageReport, tags: TagPolicy) -> Manifest:
-    """The policy object ``rep.publish`` names, with the matrix's tag policy."""
-    return POLICIES[rep.publish](tags)
+def table(tags: TagPolicy) -> dict[PublishName, Manifest]:
+    """``{name: policy}``: one object of each policy with the matrix's tag policy, made once per run
+    (or merge); an image's is the one its report's ``publish`` names."""
+    return {name: cls(tags) for name, cls in POLICIES.items()}
+
+
+@dataclass(frozen=True)
+class Moves:
+    """Where an image's moving tags move in the registry: ``builds`` {platform: the moving tags
+    pushed as that build's manifest (``latest`` of an image of one manifest, ``latest-<arch>`` of a
+    job of a split run)}, ``image`` the moving tags :meth:`Manifest.publish_image` makes name the
+    image (an image index's ``latest``), each in push order."""
+
+    builds: dict[str, list[str]]
+    image: list[str]
+
+
+def latest_moves(publish_as: Manifest, rep: ImageReport, platforms: Sequence[str]) -> Moves | None:
+    """When and where the moving tags of ``rep``, published under ``publish_as``, move, for a run's
+    push (:func:`builder.run.steps.push.push`) and ``builder merge`` alike: None while they may not
+    (the image did not pass its smoke tests on every platform, status tested, or one of
+    ``platforms``, every platform it is published for, has no pushed build: no digest); else
+    :class:`Moves`. The caller moves them only once everything they will name is signed, and checks
+    they name what was signed."""
+    if rep.status != Status.TESTED or any(b is None or b.digest is None for b in map(rep.built, platforms)):
+        return None
+    moving = publish_as.moving_names(rep)
+    return Moves({b.platform: [t for t in publish_as.pushed_tags(rep, b.platform) if t in moving] for b in rep.platforms},
+                 [t for t in rep.tags if t in moving])

@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from builder import files
 from builder.matrix import grammar
 from builder.matrix.inputs import text_block
+from builder.matrix.schema import PlatformName
 
 #: The longest path or other one-line text field (characters).
 MAX_TEXT = 4096
@@ -28,7 +29,6 @@ ImageName = Annotated[str, BeforeValidator(grammar.image_name)]
 Repository = Annotated[str, BeforeValidator(lambda v: v if v == "" else grammar.repository(v))]
 Tag = Annotated[str, BeforeValidator(grammar.tag)]
 Digest = Annotated[str, BeforeValidator(grammar.digest)]
-PlatformName = Annotated[str, BeforeValidator(grammar.platform)]
 Version = Annotated[str, BeforeValidator(grammar.version)]
 Line = Annotated[str, Field(max_length=MAX_TEXT, pattern=r"^[^\x00-\x1f\x7f]*$")]  # a path the run wrote
 #: Text of several lines (an error, a log tail): tabs and newlines, no other control character (no

@@ -130,3 +130,19 @@ def test_an_index_is_signed_only_over_builds_signed_with_the_same_key(matrix, ma
     (only,) = merge.merge(matrix, jobs, REGISTRY, log=lambda line: None, signer=both)
     assert only.status == "published" and only.signature == "signed"
     assert both.made == [f"{only.repository}@{only.digest}"] and [tags for _, tags, _ in made] == [[only.tags[0]], ["latest"]]
+
+
+@pytest.mark.parametrize("arm64, moves", [("published", ["tested", "published"]), (None, ["tested", "publish-failed"])])
+def test_merge_moves_the_status_through_the_state_machine_only(matrix, made, monkeypatch, arm64, moves):
+    # The merged record is a new one: tested (its jobs tested their builds), then published or
+    # publish-failed, each move along report.MOVES; never a job's published status overwritten.
+    seen, move = [], ImageReport.move
+
+    def recorded(rep, status, error=None):
+        seen.append(str(status))
+        move(rep, status, error)
+    monkeypatch.setattr(ImageReport, "move", recorded)
+    jobs = [_job("linux/amd64")] + ([_job("linux/arm64", arm64)] if arm64 else [])
+    (only,) = merge.merge(matrix, {MINIMAL: jobs}, REGISTRY, log=lambda line: None)
+    assert seen == moves and str(only.status) == moves[-1]
+    assert [j.status for j in jobs] == [Status.PUBLISHED] * len(jobs)  # the jobs' reports are left as read

@@ -178,3 +178,16 @@ def test_gpu_images_put_their_wheels_cuda_libraries_on_the_loader_path_and_cpu_i
             assert f"{m.data.runtime.venv}/lib/python{spec.python}/site-packages/nvidia " in final, spec.name
         else:
             assert "ld.so" not in dockerfile and "ldconfig \\" not in dockerfile, spec.name
+
+
+def test_the_preflight_of_render_and_of_a_run_checks_the_locks_then_what_is_stale(tmp_path, root):
+    from builder.matrix.inputs import ConfigError
+
+    m = matrix.load(root / "matrix.yaml")
+    rendered = render.preflight(m, root / "templates", root / "images", m.images(), "nothing was built")
+    assert rendered.stale() == [] and rendered.files == render.render_committed(m, root / "templates", root / "images")
+    name = next(iter(rendered.files))
+    edited = render.Rendered({**rendered.files, name: rendered.files[name] + "#\n"}, rendered.bake + " ", root / "images")
+    assert edited.stale() == [f"stale: images/{name}", "stale: docker-bake.json"]
+    with pytest.raises(ConfigError, match="nothing was rendered"):  # no lock in an empty images/
+        render.preflight(m, root / "templates", tmp_path / "images", m.images(), "nothing was rendered", layers=False)

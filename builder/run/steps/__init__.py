@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 from builder.engine import children
 from builder.matrix import ImageSpec
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.matrix.platform import Platform
+from builder.matrix.platform import DEFAULT, Platform
 from builder.run.report import ImageReport
 
 
@@ -58,7 +57,7 @@ def run_tag(run_id: str, platform: str) -> str:
     return f"build-{run_id}{Platform.parse(platform).suffix}"
 
 
-def local_ref(rep: ImageReport, platform: str = DEFAULT_PLATFORM) -> str:
+def local_ref(rep: ImageReport, platform: str = DEFAULT.name) -> str:
     """The local reference of the build of ``platform``: ``<repository>:<its own tag>``. Never
     changes ``rep`` (a child reads its parent's report while the parent's worker writes it).
     Raises StepFailed when the image has no tagged build for ``platform``."""

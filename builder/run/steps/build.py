@@ -27,8 +27,7 @@ from builder import engine, files
 from builder.engine import debian_index, export, images
 from builder.generate import apt_lock, bake, render
 from builder.matrix import ImageSpec
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.matrix.platform import Platform
+from builder.matrix.platform import DEFAULT, Platform
 from builder.run import build, build_id
 from builder.run.context import RunContext
 from builder.run.report import ImageReport
@@ -105,7 +104,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     files.make_folder(override.parent)
     if platform != ctx.build_platform:
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
-    ctx.say(spec.name, "building" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
+    ctx.say(spec.name, "building" + ("" if platform == DEFAULT.name else f" {platform}"))
     with ctx.sources.secrets() as secrets, ctx.events.build_slot():
         files.write_atomic(override, json.dumps(
             {"target": {target: {**override_target, "secret": secrets}}}, indent=2))

@@ -20,8 +20,7 @@ from rich.markup import escape
 from builder.engine.registry import RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
-from builder.matrix.compat import DEFAULT_PLATFORM
-from builder.matrix.platform import oci_name
+from builder.matrix.platform import DEFAULT, oci_name
 from builder.run import build, build_id, policy, publish, smoke, tag
 from builder.run.context import Options, RunContext
 from builder.run.report import ImageReport, Status
@@ -86,20 +85,22 @@ def _runtime(ctx: RunContext) -> dict:
 
 def may_skip(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
     """:func:`always_built` of the run's options for ``spec`` and its report's publish policy."""
-    return always_built(ctx.options, spec, ctx.matrix.image(spec.name).platforms, rep.publish)
+    return always_built(ctx.options, spec, ctx.matrix.image(spec.name).platforms, ctx.policy(rep))
 
 
-def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...], publish: str) -> str | None:
+def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...],
+                 publish_as: policy.Manifest) -> str | None:
     """Why ``spec`` is built whatever the registry holds, or None when it may be up to date: asked
-    to (``--force``, ``--no-cache``); one job of a run split by platform (``builder merge`` needs
-    the versions its taggers read inside the build, which the registry does not keep); a run
+    to (``--force``, ``--no-cache``); what the publish policy ``publish_as`` says
+    (:meth:`builder.run.policy.Manifest.always_built`: one job of a run split by platform, as
+    ``builder merge`` needs the versions its taggers read inside the build); a run
     narrowed from the image's ``matrix_platforms`` (the registry's image has other platforms);
     keyless signing (a signature then has no key to check); ``builder build|test`` without
     ``--registry`` (nothing to look in)."""
     if opt.force or opt.no_cache:
         return "--force" if opt.force else "--no-cache"
-    if publish == "per-platform":
-        return "one job of a run split by platform (builder merge needs the versions read inside each build)"
+    if (why := publish_as.always_built()) is not None:
+        return why
     if spec.platforms != matrix_platforms:
         return "the run builds only some of its platforms"
     if opt.keyless:
@@ -135,11 +136,10 @@ def up_to_date(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> bool:
 def _published(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> Published | None:
     # What the moving tags name, when it is exactly spec's platforms, each labelled with its build
     # id (and signed, with a signer). Raises RegistryError.
-    moving = ctx.matrix.data.tags.moving
+    moving, publish_as = ctx.matrix.data.tags.moving, ctx.policy(rep)
     if not moving:
         return None
-    if rep.publish == "per-platform":
-        publish_as = policy.of(rep, ctx.matrix.data.tags)
+    if publish_as.per_platform:
         builds = {p: _at(ctx, rep, p, publish_as.local_moving(p)[0]) for p in spec.platforms}
         digest = None
     else:
@@ -154,7 +154,7 @@ def _published(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> Published 
 
 def _builds_of(ctx: RunContext, spec: ImageSpec, rep: ImageReport, doc: dict, digest: str) -> dict | None:
     # The builds an image's manifest (one platform) or index (several) names, each checked.
-    if rep.publish == "manifest":
+    if not ctx.policy(rep).makes_index:
         return {spec.platforms[0]: _checked(ctx, rep, spec.platforms[0], digest, doc)}
     entries = ctx.registry_client.index_entries(doc)
     if entries is None or set(entries) != set(spec.platforms):
@@ -213,9 +213,9 @@ def _tags(ctx: RunContext, rep: ImageReport, found: Published) -> tuple[str | No
     # registry's tags of the policy's shape for these builds' image ids that name them (an image
     # index's immutable tag names the index; :func:`_index_builds`). None when one is missing.
     # Raises RegistryError.
-    publish_as, ids = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found)
+    publish_as, ids = ctx.policy(rep), _ids(ctx, found)
     listed = ctx.registry_client.list_tags(rep.repository)
-    if rep.publish == "index":
+    if publish_as.makes_index:
         immutable = _immutable(ctx, rep, listed, tag.index_id(list(ids.values())), "", found.digest)
         own = _index_builds(ctx, rep, listed, found, immutable) if immutable else None
         return (immutable, own) if own else None
@@ -226,7 +226,7 @@ def _tags(ctx: RunContext, rep: ImageReport, found: Published) -> tuple[str | No
         if stem is None:
             return None
         out[platform] = stem + suffix
-    return (out[next(iter(out))] if rep.publish == "manifest" else None), out
+    return (None if publish_as.per_platform else out[next(iter(out))]), out
 
 
 def _index_builds(ctx: RunContext, rep: ImageReport, listed: list[str], found: Published,
@@ -234,7 +234,7 @@ def _index_builds(ctx: RunContext, rep: ImageReport, listed: list[str], found: P
     # {platform: the build's own tag}: ``<immutable>-<arch>`` as `builder all` pushes it, else (an
     # index `builder merge` made of a split run's jobs) the job's own ``<its immutable>-<arch>``;
     # each must name the build. Raises RegistryError.
-    publish_as, ids, out = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found), {}
+    publish_as, ids, out = ctx.policy(rep), _ids(ctx, found), {}
     for platform, b in found.builds.items():
         own = publish_as.build_tag(immutable, platform)
         if ctx.registry_client.digest(rep.repository, own) != b.digest:
@@ -272,7 +272,7 @@ def _version(labels: dict, key: str) -> str | None:
 def _record(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published,
             tags: tuple[str | None, dict[str, str]]) -> None:
     # The report of an up-to-date image: its tags and digests as the registry serves them.
-    publish_as, ids, (immutable, own) = policy.of(rep, ctx.matrix.data.tags), _ids(ctx, found), tags
+    publish_as, ids, (immutable, own) = ctx.policy(rep), _ids(ctx, found), tags
     prefix = ctx.matrix.data.project.label_prefix
     for platform, b_found in found.builds.items():
         b = rep.build(platform)
@@ -294,7 +294,7 @@ def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: 
     """Pull each of ``platforms``' builds of the up-to-date image ``rep`` by digest (when the Engine
     lacks it) and give it its own tag, and with ``moving`` its moving tags, as a build would have.
     Raises StepFailed."""
-    publish_as = policy.of(rep, ctx.matrix.data.tags)
+    publish_as = ctx.policy(rep)
     auth = ctx.registry_client.credentials.docker_auth()
     for platform in platforms:
         b = rep.build(platform)
@@ -305,7 +305,7 @@ def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: 
         try:
             if image is None:
                 ctx.say(rep.name, f"pulling {rep.repository}@{b.digest}"
-                                  + ("" if platform == DEFAULT_PLATFORM else f" ({platform})"))
+                                  + ("" if platform == DEFAULT.name else f" ({platform})"))
                 image = ctx.client.images.pull(rep.repository, tag=b.digest, platform=platform, auth_config=auth)
             image.tag(rep.repository, b.tag)
             for t in publish_as.local_moving(platform) if moving else []:

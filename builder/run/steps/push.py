@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from builder.engine.images import uncompressed_bytes
 from builder.matrix import ImageSpec, naming
-from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.matrix.platform import DEFAULT
 from builder.run import policy, publish, sbom
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
@@ -36,29 +36,24 @@ def _push_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     return result.pushed
 
 
-def _split(tags: list[str], moving: set[str]) -> tuple[list[str], list[str]]:
-    # (immutable tags, moving tags), each in the order given.
-    return [t for t in tags if t not in moving], [t for t in tags if t in moving]
-
-
-def _move(ctx: RunContext, rep: ImageReport, publish_as: policy.Manifest, per_build: dict[str, list[str]],
-          image_tags: list[str]) -> bool:
-    # The moving tags, once everything they will name is signed: each build's (``per_build``), then
-    # the image's (``image_tags``, an index's); each must name what was signed. True when any moved.
+def _move(ctx: RunContext, rep: ImageReport, publish_as: policy.Manifest) -> bool:
+    # The moving tags (:func:`builder.run.policy.latest_moves` over the run's builds: the pipeline
+    # pushes an image once every platform of the run passed), once everything they will name is
+    # signed: each build's, then the image's (an index's); each must name what was signed. True when
+    # any moved. Raises PublishError.
+    moves = policy.latest_moves(publish_as, rep, [b.platform for b in rep.platforms])
+    if moves is None:
+        raise publish.PublishError(f"{rep.repository}: the moving tags do not move: the image is {rep.status}, "
+                                   f"pushed for {', '.join(b.platform for b in rep.platforms if b.digest)}")
     moved = False
-    for platform, tags in per_build.items():
+    for platform, tags in moves.builds.items():
         if tags:
             result = publish.push(ctx.client, ctx.registry_client, rep.repository, tags)
             if result.digest != rep.build(platform).digest:
                 raise publish.PublishError(f"{rep.repository}: {', '.join(tags)} would name {result.digest}, "
                                            f"not the signed build {rep.build(platform).digest}")
             moved |= result.pushed
-    if image_tags:
-        digest, pushed = publish_as.publish_image(ctx.registry_client, rep, image_tags)
-        if digest != rep.digest:
-            raise publish.PublishError(f"{rep.repository}: {', '.join(image_tags)} name {digest}, not {rep.digest}")
-        moved |= pushed
-    return moved
+    return publish_as.move_image(ctx.registry_client, rep, moves.image) or moved
 
 
 def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
@@ -70,16 +65,13 @@ def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
     PublishError, or StepFailed when an SBOM cannot be pushed or a signature or attestation fails."""
     stop_if_interrupted()
     ctx.say(rep.name, "pushing")
-    publish_as = policy.of(rep, ctx.matrix.data.tags)
-    moving = set(ctx.matrix.data.tags.moving) | {t for b in rep.platforms for t in publish_as.local_moving(b.platform)}
-    per_build = {b.platform: _split(publish_as.pushed_tags(rep, b.platform), moving) for b in rep.platforms}
-    pushed = [_push_build(ctx, spec, rep, p, fixed) for p, (fixed, _) in per_build.items()]
-    fixed, later = _split(rep.tags, moving)
-    rep.digest, image_pushed = publish_as.publish_image(ctx.registry_client, rep, fixed)
-    if rep.publish == "index":
+    publish_as = ctx.policy(rep)
+    pushed = [_push_build(ctx, spec, rep, b.platform, publish_as.fixed_tags(rep, b.platform)) for b in rep.platforms]
+    rep.digest, image_pushed = publish_as.publish_image(ctx.registry_client, rep, publish_as.fixed_tags(rep))
+    if publish_as.makes_index:
         sign_index(ctx, rep)
     size.gate_pushed(ctx, rep, ctx.size_baseline)  # before latest moves
-    moved = _move(ctx, rep, publish_as, {p: later_tags for p, (_, later_tags) in per_build.items()}, later)
+    moved = _move(ctx, rep, publish_as)
     rep.signature = "signed" if ctx.signer is not None else "unsigned"
     rep.move(Status.PUBLISHED if any(pushed) or image_pushed or moved else Status.UNCHANGED)
     ctx.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(rep.tags)} @ "
@@ -97,14 +89,13 @@ def tested_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> list[str
     """For ``builder publish``: record the builds of the image a test run left tagged ``latest``
     (named by the linux/amd64 build's newest own tag) and their SBOMs (made again when gone or of
     another image); returns its tags, or None (status skipped) when there is none."""
-    moving, client = ctx.matrix.data.tags.moving, ctx.client
-    publish_as = policy.of(rep, ctx.matrix.data.tags)
+    moving, client, publish_as = ctx.matrix.data.tags.moving, ctx.client, ctx.policy(rep)
     try:
         image = client.images.get(f"{rep.repository}:{moving[0]}")
     except docker.errors.ImageNotFound:
         return _skip(ctx, rep, f"no tested image {rep.repository}:{moving[0]} (run `builder test`)")
     own = [t for t in naming.own_tags(image.tags, rep.repository) if t not in moving]
-    named = sorted(filter(None, (publish_as.immutable_of(t, DEFAULT_PLATFORM) for t in own)), reverse=True)
+    named = sorted(filter(None, (publish_as.immutable_of(t, DEFAULT.name) for t in own)), reverse=True)
     if not named:
         return _skip(ctx, rep, f"{rep.repository}:{moving[0]} has no tag of its own build (run `builder test`)")
     for platform in spec.platforms:

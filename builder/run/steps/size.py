@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Mapping
 
 from builder.matrix.inputs import one_line
-from builder.run import policy
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild
 from builder.run.steps import StepFailed
@@ -66,7 +65,7 @@ def _history(ctx: RunContext, ref: str) -> list[dict]:
 
 def _refusal(ctx: RunContext, rep: ImageReport, b: PlatformBuild, grew: str) -> str:
     # One platform's line: what grew and, from the layers' history, where.
-    moving = policy.of(rep, ctx.matrix.data.tags).local_moving(b.platform)
+    moving = ctx.policy(rep).local_moving(b.platform)
     old = _history(ctx, f"{rep.repository}:{moving[0]}") if moving else []
     layers = layer_growth(_history(ctx, f"{rep.repository}:{b.tag}"), old)
     return f"{b.platform}: {grew}" + (f"; grew most: {', '.join(layers)}" if layers else "")

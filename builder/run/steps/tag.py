@@ -11,7 +11,7 @@ from rich.markup import escape
 from builder.engine import children
 from builder.engine.images import uncompressed_bytes
 from builder.matrix import ImageSpec, naming
-from builder.run import policy, tag
+from builder.run import tag
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild, Status
 from builder.run.steps import Built, local_ref, run_tag
@@ -55,7 +55,7 @@ def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict
     (unless :func:`record_build` counted it) and the versions the taggers read. The run tags stay until the run ends (a child's build may
     still name them: :func:`drop_run_tags`). Returns the image's tags (``rep.tags``): its immutable
     tag, or for a run split by platform each build's tag."""
-    client, publish = ctx.client, policy.of(rep, ctx.matrix.data.tags)
+    client, publish_as = ctx.client, ctx.policy(rep)
     versions = _Versions(ctx, spec, builts)
     images = {p: client.images.get(b.image_id) for p, b in builts.items()}
 
@@ -63,7 +63,7 @@ def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict
         image = images[platform]
         return tag.existing_immutable(ctx.matrix.data.tags, naming.own_tags(image.tags, rep.repository), image.id)
 
-    image_tags, own = publish.build_tags({p: image.id for p, image in images.items()}, versions, existing)
+    image_tags, own = publish_as.build_tags({p: image.id for p, image in images.items()}, versions, existing)
     for platform, built in builts.items():
         image = images[platform]
         image.tag(rep.repository, own[platform])
@@ -140,12 +140,12 @@ def _figures(b: PlatformBuild) -> str:
 def promote(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> list[str]:
     """Give an image whose smoke tests passed on every platform the moving tags its policy gives
     each local build (``latest``, or ``latest-<arch>``); returns the image's tags, immutable first."""
-    publish = policy.of(rep, ctx.matrix.data.tags)
+    publish_as = ctx.policy(rep)
     for b in rep.platforms:
         image = ctx.client.images.get(f"{rep.repository}:{b.tag}")
-        for moving in publish.local_moving(b.platform):
+        for moving in publish_as.local_moving(b.platform):
             image.tag(rep.repository, moving)
-    rep.tags = publish.image_tags(rep)
+    rep.tags = publish_as.image_tags(rep)
     rep.move(Status.TESTED)
     outcomes = "; ".join(b.test.outcome for b in rep.platforms if b.test)
     ctx.say(rep.name, f"[green]smoke test passed[/green] ({escape(outcomes)}); tagged {', '.join(rep.tags)}")

@@ -7,7 +7,7 @@ import time
 
 from builder.generate import lock
 from builder.matrix import ImageSpec, inputs
-from builder.matrix.compat import DEFAULT_PLATFORM
+from builder.matrix.platform import DEFAULT
 from builder.run import sbom, smoke
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, SbomRecord, TestRecord
@@ -19,7 +19,7 @@ def smoke_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str
     platform than the build platform's under QEMU) and record them on the build. Raises StepFailed,
     with the scoring containers' log tails kept in the report, when they fail."""
     with ctx.events.test_slot():
-        ctx.say(spec.name, "smoke testing" + ("" if platform == DEFAULT_PLATFORM else f" {platform}"))
+        ctx.say(spec.name, "smoke testing" + ("" if platform == DEFAULT.name else f" {platform}"))
         t = smoke.run(spec, ctx.matrix.data.runtime, lock.read(ctx.options.images_dir, spec.name, platform),
                       local_ref(rep, platform), ctx.options.tests_root, ctx.logs, label=label(spec, platform),
                       emulated=platform != ctx.build_platform)
