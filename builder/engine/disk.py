@@ -201,6 +201,19 @@ def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unch
     return int(images + mounts), int(registry_bytes)
 
 
+def build_needs(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[tuple[str, str]],
+                packages: Callable[[ImageSpec, str], int], base_size: int,
+                factors: Factors = CLASSIC) -> dict[tuple[str, str], int]:
+    """``{(name, platform): bytes}`` each build of ``specs`` is estimated to add to the Engine's data
+    root while it runs: its size (:func:`image_size`) times the image and cache ``factors``; 0 for
+    a build in ``unchanged`` (BuildKit's cache gives it back whole). What a run's disk schedule
+    reserves per build (:class:`builder.run.disk_budget.DiskBudget`)."""
+    whole = factors.engine + factors.cache
+    return {(spec.name, platform): 0 if (spec.name, platform) in unchanged
+            else int(image_size(spec, platform, sizes, packages, base_size) * whole)
+            for spec in specs for platform in spec.platforms}
+
+
 def unchanged(specs: Iterable[ImageSpec], held: dict[tuple[str, str], list[dict[str, str]]],
               expected: Callable[[ImageSpec], dict[str, str]]) -> set[tuple[str, str]]:
     """The ``(name, platform)`` builds of ``specs`` (parents first) the Engine already holds with the

@@ -21,6 +21,7 @@ from builder.engine.registry import Registry
 from builder.engine.sources import Sources
 from builder.matrix import ImageSpec, Matrix
 from builder.run import policy
+from builder.run.disk_budget import DiskBudget
 from builder.run.report import ImageReport
 from builder.sign import Signer
 
@@ -81,7 +82,8 @@ class Options:
 class Events:
     """The run's event lines (one per step, to the console) and live progress lines (a terminal
     only), and its two bounds: builds counted while they run (``peak_parallel_builds``) and at most
-    ``test_jobs`` smoke tests at once."""
+    ``test_jobs`` smoke tests at once. ``disk``, when the run sets one, holds each build's
+    estimated bytes while it runs (:class:`builder.run.disk_budget.DiskBudget`)."""
 
     def __init__(self, console: Console, progress: Progress, test_jobs: int):
         self.console, self.progress = console, progress
@@ -91,6 +93,7 @@ class Events:
         self._pruning = False
         self._turn = threading.Condition()
         self._testing = threading.BoundedSemaphore(max(1, test_jobs))
+        self.disk: DiskBudget | None = None
 
     def track(self, names: list[str]) -> None:
         """A progress line for each image of ``names``, made before the run starts."""
@@ -107,19 +110,21 @@ class Events:
             self.progress.update(self.tasks[name], description=f"{name}: {text}")
 
     @contextlib.contextmanager
-    def build_slot(self) -> Iterator[None]:
-        """Counts builds running at once (``peak_parallel_builds``) for the length of the block; waits
-        first while a cache prune (:meth:`no_builds`) waits or runs."""
-        with self._turn:
-            self._turn.wait_for(lambda: not self._pruning)
-            self._building += 1
-            self.peak_parallel_builds = max(self.peak_parallel_builds, self._building)
-        try:
-            yield
-        finally:
+    def build_slot(self, name: str = "", platform: str = "") -> Iterator[None]:
+        """Counts builds running at once (``peak_parallel_builds``) for the length of the block, the
+        build of ``name`` for ``platform``; waits first for its disk space (:attr:`disk`), then while
+        a cache prune (:meth:`no_builds`) waits or runs."""
+        with self.disk.reserve(name, platform) if self.disk else contextlib.nullcontext():
             with self._turn:
-                self._building -= 1
-                self._turn.notify_all()
+                self._turn.wait_for(lambda: not self._pruning)
+                self._building += 1
+                self.peak_parallel_builds = max(self.peak_parallel_builds, self._building)
+            try:
+                yield
+            finally:
+                with self._turn:
+                    self._building -= 1
+                    self._turn.notify_all()
 
     @contextlib.contextmanager
     def no_builds(self) -> Iterator[None]:

@@ -36,6 +36,7 @@ from builder.matrix import ImageSpec, Matrix, naming, plan
 from builder.run import build_id, policy, report, space
 from builder.run.console import summary, wide_console
 from builder.run.context import Clients, Events, Options, RunContext, Stage
+from builder.run.disk_budget import DiskWatch
 from builder.run.report import ImageReport, Status
 from builder.run.steps import Built, StepFailed, current, size
 from builder.run.steps.build import build_image
@@ -62,6 +63,7 @@ class Pipeline:
         self._queue: queue.Queue[tuple[str, str, str | bool]] = queue.Queue()
         self._pruner: space.CachePruner | None = None
         self._tracks: dict[str, _Track] = {}
+        self._watch: DiskWatch | None = None
         self._open = 0
         self._build_platform = ""
         self._failing = threading.Lock()
@@ -89,12 +91,15 @@ class Pipeline:
             return list(self.reports.values())
         client = self.clients.get()
         if self.opt.space_check and self.opt.stage != "publish":  # before anything is started or written
-            space.check(client, self.matrix, self.opt, self.opt.registry or engine.LOCAL_REGISTRY, specs)
+            needs = space.check(client, self.matrix, self.opt, self.opt.registry or engine.LOCAL_REGISTRY, specs)
+            self.events.disk, self._watch = space.budget(client, needs, self._plain)
         files.claim_folder(self.opt.build_dir)
         started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
         if self.opt.prune_cache:
             self._pruner = space.CachePruner(client, cache_before, self._plain, self.events.no_builds)
         self.events.track([s.name for s in specs])
+        if self._watch:
+            self._watch.start()
         ctx = None
         try:
             ctx = self._context(specs, self._registry())
@@ -106,6 +111,8 @@ class Pipeline:
             raise
         finally:
             prune.record_cache(cache_before, prune.cache_ids(client))  # for `builder prune` (never raises)
+            if self._watch:
+                self._watch.stop()
         self._drop_run_tags(ctx)
         self.write_report()
         if self.opt.stage != "publish":
@@ -346,6 +353,8 @@ class Pipeline:
             return
         try:
             self._pruner.after_image(name)
+            if self.events.disk:
+                self.events.disk.freed()
         except Exception as exc:  # noqa: BLE001 - the Engine's answer to a prune never fails an image
             self._plain(f"BuildKit cache not pruned after {name}: {type(exc).__name__}: {exc}")
 
@@ -356,7 +365,7 @@ class Pipeline:
 
     def summary(self):
         """A rich table with one row per image."""
-        return summary(self.opt.stage, list(self.reports.values()))
+        return summary(self.opt.stage, list(self.reports.values()), self._watch.line() if self._watch else None)
 
 
 class TestFailed(StepFailed):

@@ -19,6 +19,7 @@ from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
 from builder.run import build
 from builder.run.context import Options, RunContext
+from builder.run.disk_budget import DiskBudget, DiskWatch, free_of
 
 
 def _held_labels(client: docker.DockerClient, matrix: Matrix, registry: str) -> dict[tuple[str, str], list[dict[str, str]]]:
@@ -49,10 +50,13 @@ def _expected_labels(matrix: Matrix, images: Path) -> Callable[[ImageSpec], dict
     return expected
 
 
-def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: str, specs: list[ImageSpec]) -> None:
+def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: str,
+          specs: list[ImageSpec]) -> dict[tuple[str, str], int]:
     """Refuse (ConfigError, one line) a run of ``specs`` into ``registry`` the Engine's data root or
     the build folder cannot hold (:func:`builder.engine.disk.estimate`; images whose local build, tagged in
-    that registry's repository, has the same inputs count as unchanged)."""
+    that registry's repository, has the same inputs count as unchanged). Returns the bytes each
+    build ``(name, platform)`` is estimated to add (:func:`builder.engine.disk.build_needs`), for
+    the run's disk schedule (:func:`budget`)."""
     locks = {(s.name, p): lock.read(opt.images_dir, s.name, p) for s in specs for p in s.platforms}
 
     def packages(spec: ImageSpec, platform: str) -> int:
@@ -64,9 +68,23 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     pushing = opt.stage == "all" and not opt.registry
     factors = disk.CONTAINERD if engine.containerd_store(client) else disk.CLASSIC
     mounts = prune.cache_mount_bytes(client)
-    engine_bytes, registry_bytes = disk.estimate(specs, disk.catalog_sizes(opt.catalog), same, packages,
+    sizes = disk.catalog_sizes(opt.catalog)
+    engine_bytes, registry_bytes = disk.estimate(specs, sizes, same, packages,
                                                  disk.BASE_SIZE, pushing, opt.prune_cache, factors, mounts)
     disk.check(disk.needs(engine_bytes, registry_bytes, engine.data_root(client), opt.build_dir))
+    return disk.build_needs(specs, sizes, same, packages, disk.BASE_SIZE, factors)
+
+
+def budget(client: docker.DockerClient, needs: dict[tuple[str, str], int],
+           say: Callable[[str], None]) -> tuple[DiskBudget | None, DiskWatch | None]:
+    """The run's disk schedule on the file system of the Engine's data root, where each build
+    reserves its ``needs`` (:func:`check`) while it runs (:class:`builder.run.disk_budget.DiskBudget`),
+    and the watch of that file system's used bytes (:class:`builder.run.disk_budget.DiskWatch`,
+    not started). Both None for an Engine whose data root is not on this machine."""
+    root = engine.data_root(client)
+    if root is None:
+        return None, None
+    return DiskBudget(needs, free_of(root), say), DiskWatch(root)
 
 
 def remove_superseded(ctx: RunContext, started: float) -> None:

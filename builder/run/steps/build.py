@@ -105,7 +105,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     if platform != ctx.build_platform:
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
     ctx.say(spec.name, "building" + ("" if platform == DEFAULT.name else f" {platform}"))
-    with ctx.sources.secrets() as secrets, ctx.events.build_slot():
+    with ctx.sources.secrets() as secrets, ctx.events.build_slot(spec.name, platform):
         files.write_atomic(override, json.dumps(
             {"target": {target: {**override_target, "secret": secrets}}}, indent=2))
         try:

@@ -1,0 +1,123 @@
+"""The disk as a scheduled resource: a build reserves the bytes it is estimated to add
+(:func:`builder.engine.disk.image_size` times the image store's measured factors,
+:class:`builder.engine.disk.Factors`) before it starts, and waits while the file system's free
+bytes, less what the builds in flight reserved and a floor, cannot hold it. It goes whenever no
+other build is in flight: what one build needs on its own was checked before the run started
+(:func:`builder.run.space.check`). A build's reservation ends with the build; the bytes it left
+are then in the free figure. Space comes back when ``--prune-cache`` removes a finished image's
+BuildKit cache (:meth:`DiskBudget.freed` wakes the waiting builds at once; otherwise they look
+again every ``poll`` seconds).
+
+:class:`DiskWatch` samples the file system's used bytes while the run goes on, for the peak and
+the end state the summary prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+#: Free bytes a reservation never counts on: the Engine's own bookkeeping, logs, the build folder.
+FLOOR = 2_000_000_000
+#: Seconds between looks at the free bytes while a build waits for space.
+POLL = 15.0
+
+
+class DiskBudget:
+    """Reservations of disk bytes for builds in flight on one file system. ``needs`` maps
+    ``(image name, platform)`` to the bytes its build is estimated to add
+    (:func:`builder.run.space.build_needs`; a build not in it reserves nothing); ``free()`` gives the
+    file system's free bytes now (:func:`free_of`); ``say`` gets one line when a build starts to
+    wait. Thread-safe: each build's worker calls :meth:`reserve`."""
+
+    def __init__(self, needs: dict[tuple[str, str], int], free: Callable[[], int],
+                 say: Callable[[str], None] = lambda line: None, floor: int = FLOOR, poll: float = POLL):
+        self.needs, self._free, self._say, self.floor, self.poll = needs, free, say, floor, poll
+        self._held: dict[int, int] = {}
+        self._next = 0
+        self._cond = threading.Condition()
+        self.waits = 0
+
+    def available(self) -> int:
+        """Bytes a new reservation may take now: free, less the floor and every reservation held."""
+        with self._cond:
+            return self._available()
+
+    def _available(self) -> int:
+        return self._free() - self.floor - sum(self._held.values())
+
+    @contextlib.contextmanager
+    def reserve(self, name: str, platform: str) -> Iterator[None]:
+        """Hold the bytes the build of ``name`` for ``platform`` needs (:attr:`needs`) for the
+        block. Waits while another build is in flight and the bytes available (:meth:`available`)
+        are fewer; never waits when none is in flight or when it needs nothing (an unchanged build)."""
+        need = max(0, self.needs.get((name, platform), 0))
+        with self._cond:
+            told = False
+            while need and self._held and need > self._available():
+                if not told:
+                    self.waits += 1
+                    self._say(f"{name} ({platform}) waits for disk space: needs about {need / 1e9:.1f} GB, "
+                              f"{max(0, self._available()) / 1e9:.1f} GB are free beside the builds in flight")
+                    told = True
+                self._cond.wait(self.poll)
+            key, self._next = self._next, self._next + 1
+            self._held[key] = need
+        try:
+            yield
+        finally:
+            with self._cond:
+                del self._held[key]
+                self._cond.notify_all()
+
+    def freed(self) -> None:
+        """Space came back (a cache prune, a removal): waiting builds look at the free bytes now."""
+        with self._cond:
+            self._cond.notify_all()
+
+
+def free_of(path: Path) -> Callable[[], int]:
+    """A ``free()`` for :class:`DiskBudget`: the free bytes of the file system holding ``path``."""
+    return lambda: shutil.disk_usage(path).free
+
+
+class DiskWatch:
+    """Samples the used bytes of the file system holding ``path`` every ``every`` seconds from
+    :meth:`start` to :meth:`stop` (and once at each), for :meth:`line`: the peak growth and the
+    end state over the start, in bytes (``shutil.disk_usage``; other processes' writes count too)."""
+
+    def __init__(self, path: Path, every: float = 5.0, used: Callable[[], int] | None = None):
+        self._used = used or (lambda: shutil.disk_usage(path).used)
+        self.path, self.every = path, every
+        self.start_bytes = self.peak_bytes = self.end_bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Take the first sample and sample in a daemon thread until :meth:`stop`."""
+        self.start_bytes = self.peak_bytes = self.end_bytes = self._used()
+        self._thread = threading.Thread(target=self._loop, name="disk-watch", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        now = self._used()
+        self.peak_bytes, self.end_bytes = max(self.peak_bytes, now), now
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def stop(self) -> None:
+        """Stop sampling and take the last sample (the end state)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+    def line(self) -> str:
+        """``disk (<path>'s file system): peak +X GB, end +Y GB over the run's start``."""
+        return (f"disk ({self.path}'s file system): peak {(self.peak_bytes - self.start_bytes) / 1e9:+.1f} GB, "
+                f"end {(self.end_bytes - self.start_bytes) / 1e9:+.1f} GB over the run's start")

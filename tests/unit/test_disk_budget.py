@@ -1,0 +1,136 @@
+"""The disk as a scheduled resource: builds reserve their estimated bytes, a build waits while
+another is in flight and the disk cannot hold both, and the run's disk peak and end state (offline,
+with a stand-in file system; threads are synchronised on events, never on durations)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from builder.engine import disk
+from builder.matrix import load
+from builder.run.context import Events
+from builder.run.disk_budget import DiskBudget, DiskWatch
+from repo import ROOT
+
+GB = 1_000_000_000
+DEADLINE = 60.0  # seconds; generous: the events below come at once on an idle machine
+A, B = ("a", "linux/amd64"), ("b", "linux/amd64")
+
+
+def _until(predicate, what: str) -> None:
+    end = time.monotonic() + DEADLINE
+    while not predicate():
+        assert time.monotonic() < end, what
+        time.sleep(0.01)
+
+
+class FakeDisk:
+    def __init__(self, free: int):
+        self.free = free
+
+    def __call__(self) -> int:
+        return self.free
+
+
+def _hold(budget: DiskBudget, key, entered: threading.Event, leave: threading.Event, order: list[str]):
+    def run():
+        with budget.reserve(*key):
+            order.append(f"{key[0]} in")
+            entered.set()
+            leave.wait(DEADLINE)
+            order.append(f"{key[0]} out")
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_build_alone_never_waits_even_when_its_estimate_exceeds_the_free_space():
+    budget = DiskBudget({A: 50 * GB}, FakeDisk(10 * GB), floor=GB, poll=3600)
+    with budget.reserve(*A):
+        assert budget.available() == 10 * GB - GB - 50 * GB
+    assert budget.waits == 0 and budget.available() == 9 * GB
+
+
+def test_a_build_waits_while_another_holds_the_space_and_starts_when_it_ends():
+    said: list[str] = []
+    waiting = threading.Event()
+    budget = DiskBudget({A: 30 * GB, B: 30 * GB}, FakeDisk(50 * GB),
+                        say=lambda line: (said.append(line), waiting.set()), floor=GB, poll=3600)
+    order: list[str] = []
+    a_in, a_leave, b_in, b_leave = (threading.Event() for _ in range(4))
+    ta = _hold(budget, A, a_in, a_leave, order)
+    assert a_in.wait(DEADLINE)
+    tb = _hold(budget, B, b_in, b_leave, order)
+    assert waiting.wait(DEADLINE), "b never said it waits"
+    assert not b_in.is_set() and order == ["a in"]
+    a_leave.set()
+    assert b_in.wait(DEADLINE)
+    b_leave.set()
+    ta.join(DEADLINE), tb.join(DEADLINE)
+    assert order == ["a in", "a out", "b in", "b out"] and budget.waits == 1
+    assert said == ["b (linux/amd64) waits for disk space: needs about 30.0 GB, 19.0 GB are free beside the builds in flight"]
+
+
+def test_space_that_comes_back_wakes_a_waiting_build_while_the_other_still_runs():
+    fs = FakeDisk(50 * GB)
+    waiting = threading.Event()
+    budget = DiskBudget({A: 30 * GB, B: 30 * GB}, fs, say=lambda line: waiting.set(), floor=GB, poll=3600)
+    order: list[str] = []
+    a_in, a_leave, b_in, b_leave = (threading.Event() for _ in range(4))
+    _hold(budget, A, a_in, a_leave, order)
+    assert a_in.wait(DEADLINE)
+    _hold(budget, B, b_in, b_leave, order)
+    assert waiting.wait(DEADLINE)
+    fs.free = 80 * GB  # a finished image's cache was pruned
+    budget.freed()
+    assert b_in.wait(DEADLINE) and order == ["a in", "b in"]
+    a_leave.set(), b_leave.set()
+
+
+def test_builds_that_fit_together_run_together_and_unknown_builds_reserve_nothing():
+    budget = DiskBudget({A: 10 * GB, B: 10 * GB}, FakeDisk(30 * GB), floor=GB, poll=3600)
+    with budget.reserve(*A), budget.reserve(*B), budget.reserve("c", "linux/arm64"):
+        assert budget.available() == 9 * GB
+    assert budget.waits == 0
+
+
+def test_the_build_slot_takes_the_disk_reservation_for_the_length_of_the_build():
+    from rich.console import Console
+    from rich.progress import Progress
+    console = Console(quiet=True)
+    events = Events(console, Progress(console=console, disable=True), 1)
+    events.disk = DiskBudget({A: 10 * GB}, FakeDisk(30 * GB), floor=GB, poll=3600)
+    with events.build_slot(*A):
+        assert events.disk.available() == 19 * GB
+    assert events.disk.available() == 29 * GB
+
+
+def test_each_build_needs_its_size_times_the_stores_factors_and_an_unchanged_one_nothing():
+    m = load(ROOT / "matrix.yaml")
+    spec = m.image("minimal-debian12-py311-cpu-inference")
+    sizes = {(spec.name, "linux/amd64"): 200_000_000}
+    needs = disk.build_needs([spec], sizes, {(spec.name, "linux/arm64")}, lambda s, p: 3, disk.BASE_SIZE,
+                             disk.CONTAINERD)
+    assert needs == {(spec.name, "linux/amd64"): int(200_000_000 * (1.36 + 2.29)),
+                     (spec.name, "linux/arm64"): 0}
+
+
+def test_the_watch_reports_the_peak_and_the_end_state_over_the_start(tmp_path):
+    used = {"now": 100 * GB}
+    watch = DiskWatch(tmp_path, every=0.01, used=lambda: used["now"])
+    watch.start()
+    used["now"] = 130 * GB
+    _until(lambda: watch.peak_bytes == 130 * GB, "the sampler never saw the peak")
+    used["now"] = 110 * GB
+    watch.stop()
+    assert watch.line() == f"disk ({tmp_path}'s file system): peak +30.0 GB, end +10.0 GB over the run's start"
+
+
+@pytest.mark.parametrize("need", [0, -5])
+def test_a_build_needing_nothing_never_waits(need):
+    budget = DiskBudget({A: 40 * GB, B: need}, FakeDisk(10 * GB), floor=GB, poll=3600)
+    with budget.reserve(*A), budget.reserve(*B):
+        assert budget.waits == 0
