@@ -72,7 +72,7 @@ class OneLineGroup(typer.core.TyperGroup):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except typer.TyperException as exc:  # the parser's errors (typer's click: ClickException)
-            if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help, as before
+            if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help
                 exc.show()
                 sys.exit(exc.exit_code)
             sys.stderr.write(one_line(f"{_command(getattr(exc, 'ctx', None))}: {exc.format_message()}") + "\n")

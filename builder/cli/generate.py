@@ -11,7 +11,7 @@ import typer
 
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
                                 select_images, templates_dir)
-from builder.generate import apt_lock, apt_locking, base_lock, base_locking, locking, render
+from builder.generate import apt_lock, apt_resolver, base_lock, base_resolver, python_resolver, render
 from builder.matrix import plan
 from builder.matrix.schema import load_file
 from builder.run.console import wide_console
@@ -60,7 +60,7 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
             fail([f"--upgrade-package: {exc}"])
     if check:
         with guard():
-            problems = (locking.check(m, images) + apt_lock.check(m, images)
+            problems = (python_resolver.check(m, images) + apt_lock.check(m, images)
                         + base_lock.check(Path(m.path).resolve().parent, base_lock.used(m.images(), m.data.bases)))
         if problems:
             fail(problems + [f"{len(problems)} lock problem(s): run `builder lock`"], 1)
@@ -68,7 +68,7 @@ def lock_command(select: Optional[list[str]] = SelectOpt,
         return
     with guard():
         sources = Sources.from_env()
-        locks = locking.lock_all(m, specs, images, sources, upgrade_package or [], log=typer.echo)
+        locks = python_resolver.lock_all(m, specs, images, sources, upgrade_package or [], log=typer.echo)
         if apt:
             locks += _lock_apt(m, specs, images, build_dir)
     typer.echo(f"wrote {len(locks)} lock(s); run `builder render` and review the diff")
@@ -85,12 +85,12 @@ def _lock_apt(m, specs: list, images: Path, build_dir: Path) -> list:
     client = engine.client(build_dir)
     native = engine.native_platform(client)
     locks = Path(m.path).resolve().parent
-    written = base_locking.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks, typer.echo, native)
+    written = base_resolver.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks, typer.echo, native)
     refs = bases.for_roots(client, m.data.bases, roots, "bootstrap", build_dir / "bases",
                            lambda name, line: typer.echo(f"{name} {line}"), native,
-                           base_locking.pins_with(locks, "bootstrap", written))
-    done = apt_locking.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo)
-    base_locking.write_all(locks, written)  # once every apt lock on them resolved
+                           base_resolver.pins_with(locks, "bootstrap", written))
+    done = apt_resolver.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo)
+    base_resolver.write_all(locks, written)  # once every apt lock on them resolved
     for _, new in written:
         typer.echo(f"wrote {base_lock.path_of(locks, new.base, new.platform)}: {len(new.versions)} Debian packages")
     return done

@@ -12,7 +12,7 @@ import typer
 from builder import files
 from builder.cli.common import BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, beside, guard, load, select_images
 from builder.engine import debian_index
-from builder.generate import apt_lock, lock, locking, outdated
+from builder.generate import apt_lock, lock, python_resolver, outdated
 from builder.generate.outdated import Update
 from builder.matrix import ImageSpec, Matrix
 from builder.matrix.platform import Platform
@@ -53,7 +53,7 @@ def _python_updates(m: Matrix, specs: list[ImageSpec], images: Path) -> list[Upd
     from builder.engine.sources import Sources
 
     committed = [got for spec in specs for got in lock.read_platforms(images, spec).values()]
-    newest = locking.lock_all(m, specs, images, Sources.from_env(), log=lambda line: None, newest=True, write_locks=False)
+    newest = python_resolver.lock_all(m, specs, images, Sources.from_env(), log=lambda line: None, newest=True, write_locks=False)
     return outdated.python_updates(committed, newest)
 
 
@@ -85,7 +85,7 @@ def _refresh(m: Matrix, specs: list[ImageSpec], images: Path, build_dir: Path, s
     old_python = [got for spec in specs for got in lock.read_platforms(images, spec).values()]
     changes = _refresh_debian(m, roots, images, build_dir, security_only) if roots else []
     if not security_only:
-        newest = locking.lock_all(m, specs, images, Sources.from_env(), log=typer.echo, newest=True)
+        newest = python_resolver.lock_all(m, specs, images, Sources.from_env(), log=typer.echo, newest=True)
         changes += outdated.python_updates(old_python, newest)
     return changes
 
@@ -95,24 +95,24 @@ def _refresh_debian(m: Matrix, roots: list[ImageSpec], images: Path, build_dir: 
     # security_only each entry the security suite serves newer moved to that version.
     from builder import engine
     from builder.engine import bases
-    from builder.generate import apt_locking, base_locking
+    from builder.generate import apt_resolver, base_resolver
 
     locks_root = Path(m.path).resolve().parent
     old_apt = {(s.name, p): apt_lock.read(images, s.name, p) for s in roots for p in s.platforms}
     client = engine.client(build_dir)
     native = engine.native_platform(client)
-    written = base_locking.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks_root, typer.echo, native,
+    written = base_resolver.lock_bases(client, m.data.bases, roots, build_dir / "bases", locks_root, typer.echo, native,
                                       refresh=True, security_only=security_only)
     if security_only:
         new_apt = [_security_moved(m, s, old_apt[s.name, p], build_dir) for s in roots for p in s.platforms]
         for new in new_apt:
-            apt_locking.write(images, new)
+            apt_resolver.write(images, new)
     else:
         refs = bases.for_roots(client, m.data.bases, roots, "bootstrap", build_dir / "bases",
                                lambda name, line: typer.echo(f"{name} {line}"), native,
-                               base_locking.pins_with(locks_root, "bootstrap", written))
-        new_apt = apt_locking.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo)
-    base_locking.write_all(locks_root, written)
+                               base_resolver.pins_with(locks_root, "bootstrap", written))
+        new_apt = apt_resolver.lock_roots(client, m, roots, refs, images, build_dir / "apt-index", log=typer.echo)
+    base_resolver.write_all(locks_root, written)
     changes = [u for old, new in written for spec in roots if spec.base == new.base
                for u in _moved(spec.name, new.platform, old.versions if old else {}, new.versions, new.package_suites)]
     for new in new_apt:

@@ -70,11 +70,6 @@ def stop(proc: subprocess.Popen, grace: float = 60.0, signalled: bool = False) -
         proc.wait()
 
 
-def reset() -> None:
-    """Allow children again (a new run in the same process, e.g. in tests)."""
-    _stopping.clear()
-
-
 def _signal(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)

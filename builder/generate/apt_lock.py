@@ -6,7 +6,7 @@ This module is the lock FILE: its format (:func:`parse`, :func:`text`), its name
 (:func:`file_name`), reading (:func:`read`, :func:`read_every`), the offline check against the
 matrix (:func:`check`, run by ``builder lock --check``); the build log's sign that the mirror no
 longer serves a locked version is :func:`builder.engine.debian_index.missing_version`. Making locks from the base image is
-:mod:`builder.generate.apt_locking` (``builder lock``).
+:mod:`builder.generate.apt_resolver` (``builder lock``).
 
 The file: comment lines (``# image:``, ``# platform:``, ``# packages:`` the matrix's apt list it was
 made for, ``# sha256:`` the digest of the entries), then one ``name=version suite`` per line,

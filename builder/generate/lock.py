@@ -4,7 +4,7 @@ This module is the lock FILE, what the rest of the tool reads: its format (:func
 per platform (:func:`file_name`, :func:`path_of`), reading one or every image's locks
 (:func:`read`, :func:`read_every`) and the ``layer.<arch>.lock`` a child's own layer installs from
 (:func:`layer`). Checking a lock against the matrix and making locks with uv (``builder lock``) is
-:mod:`builder.generate.locking`. Builds install from the lock with ``--require-hashes --no-deps``
+:mod:`builder.generate.python_resolver`. Builds install from the lock with ``--require-hashes --no-deps``
 (https://pip.pypa.io/en/stable/topics/secure-installs/#hash-checking-mode).
 
 The file is pip's requirements format restricted to what uv writes for a hashed lock: one

@@ -5,7 +5,7 @@ Debian packages: an image's are its root image's base lock and apt lock
 (:mod:`builder.generate.base_lock`, :mod:`builder.generate.apt_lock`; a child inherits them),
 compared with the indexes of the base's release and its ``-updates`` and ``-security`` suites
 (:mod:`builder.engine.debian_index`). Python packages: each image's ``requirements.lock`` compared
-with a resolution of matrix.yaml's pins at their newest (:func:`builder.generate.locking.lock_all`,
+with a resolution of matrix.yaml's pins at their newest (:func:`builder.generate.python_resolver.lock_all`,
 nothing written). The JSON shape (:func:`as_json`)::
 
     {"schema": 1, "security_pending": <count>,

@@ -17,7 +17,7 @@ from typing import Iterable
 import jinja2
 
 from builder import files as files_
-from builder.generate import apt_lock, bake, base_lock, lock, locking
+from builder.generate import apt_lock, bake, base_lock, lock, python_resolver
 from builder.matrix import ImageSpec, Matrix, grammar, inputs
 from builder.matrix.platform import DEFAULT, Platform
 
@@ -245,11 +245,11 @@ class Rendered:
 def preflight(matrix: Matrix, templates: Path, images: Path, specs: Iterable[ImageSpec], stopped: str,
               layers: bool = True) -> Rendered:
     """The "is images/ fresh" preflight of ``builder render`` and of the commands that build: the
-    locks of ``specs`` checked offline (:func:`builder.generate.locking.verify`, the layer locks
+    locks of ``specs`` checked offline (:func:`builder.generate.python_resolver.verify`, the layer locks
     too with ``layers``; :func:`builder.generate.apt_lock.verify`), then the matrix rendered from the
     committed locks (:class:`Rendered`; :meth:`Rendered.stale` compares it with the disk). Raises
     ConfigError, whose line ends with ``stopped`` (what the caller did not do)."""
     specs = list(specs)
-    locking.verify(images, specs, layers=layers, stopped=stopped)
+    python_resolver.verify(images, specs, layers=layers, stopped=stopped)
     apt_lock.verify(matrix, images, specs, stopped)
     return Rendered(render_committed(matrix, templates, images), bake.render(matrix, images.name), images)

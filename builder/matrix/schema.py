@@ -130,7 +130,7 @@ class Runtime(_Model):
     port: Annotated[int, Field(strict=True, ge=1, le=65535)]
     apt: list[_grammar(grammar.debian_package)] = Field(min_length=1)
     packages: dict[DistName, VersionStr]
-    #: folders removed from every image's installed packages (relative to site-packages; issue 22)
+    #: folders removed from every image's installed packages (relative to site-packages)
     prune: list[_grammar(grammar.prune_path)] = []
 
 

@@ -1,4 +1,4 @@
-"""Build ids (issue 22): the sha256 of everything that decides one platform's build of an image and
+"""Build ids: the sha256 of everything that decides one platform's build of an image and
 its smoke test's verdict.
 
 A build whose build id the registry already holds, published and tested, is not built, tested or

@@ -31,7 +31,7 @@ from builder import engine, files
 from builder.engine import bases, children, disk, plugins, prune, superseded
 from builder.engine.registry import Credentials, Registry, host_of
 from builder.engine.sources import Sources, wheelhouse_image
-from builder.generate import base_locking
+from builder.generate import base_resolver
 from builder.matrix import ImageSpec, Matrix, naming, plan
 from builder.run import build_id, policy, report, space
 from builder.run.console import summary, wide_console
@@ -161,7 +161,7 @@ class Pipeline:
             wheelhouse = wheelhouse_image(client, sources.wheelhouse)
             base_refs = bases.for_roots(client, self.matrix.data.bases, [s for s in specs if s.parent is None],
                                         opt.base_source, opt.build_dir / "bases", self.events.say, build_platform,
-                                        base_locking.pins_of(Path(self.matrix.path).resolve().parent, opt.base_source))
+                                        base_resolver.pins_of(Path(self.matrix.path).resolve().parent, opt.base_source))
         return RunContext(matrix=self.matrix, options=opt, registry=registry,
                           registry_client=Registry(host_of(registry), Credentials.from_env()),
                           run_id=uuid.uuid4().hex[:12], build_platform=build_platform,

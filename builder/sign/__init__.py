@@ -1,8 +1,8 @@
-"""Signing and attesting what a run publishes, and verifying it (issue 21), with cosign
+"""Signing and attesting what a run publishes, and verifying it, with cosign
 (:mod:`.cosign`): the predicates (:mod:`.predicates`), and ``builder verify`` (:mod:`.verify`).
 
 A :class:`Signer` is made once per run when a signing key is configured (``--signing-key`` or
-``BUILDER_SIGNING_KEY``, or ``--keyless``); without one, publishing works as before and the report
+``BUILDER_SIGNING_KEY``, or ``--keyless``); without one, publishing pushes unsigned images and the report
 says ``unsigned``.
 """
 

@@ -12,7 +12,7 @@ from run_builder import MINIMAL, builder, report
 
 from builder import engine
 from builder.engine import bases
-from builder.generate import apt_lock, apt_locking, base_locking
+from builder.generate import apt_lock, apt_resolver, base_resolver
 from builder.matrix import load
 
 pytestmark = pytest.mark.engine
@@ -22,9 +22,9 @@ def test_the_base_images_apt_locks_the_runtime_packages_with_their_dependencies(
     m = load(ROOT / "matrix.yaml")
     spec = m.image(MINIMAL)
     refs = bases.for_roots(docker_client, m.data.bases, [spec], "auto", ROOT / "build" / "bases", lambda n, line: None,
-                           engine.native_platform(docker_client), base_locking.pins_of(ROOT, "auto"))
+                           engine.native_platform(docker_client), base_resolver.pins_of(ROOT, "auto"))
     images = tmp_path / "images"
-    locks = apt_locking.lock_roots(docker_client, m, [spec], refs, images, tmp_path / "apt-index", log=lambda line: None)
+    locks = apt_resolver.lock_roots(docker_client, m, [spec], refs, images, tmp_path / "apt-index", log=lambda line: None)
     assert [(k.image, k.platform) for k in locks] == [(MINIMAL, p) for p in spec.platforms]
     for k in locks:
         assert apt_lock.read(images, MINIMAL, k.platform) == k

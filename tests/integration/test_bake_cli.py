@@ -15,7 +15,7 @@ from builder import engine, matrix
 from builder.engine import bases, plugins
 from builder.engine.registry import Registry, make_index
 from builder.engine.sources import Sources, wheelhouse_image
-from builder.generate import bake, base_locking
+from builder.generate import bake, base_resolver
 from builder.matrix.platform import Platform
 
 pytestmark = pytest.mark.engine
@@ -49,7 +49,7 @@ def _multi_platform_base(client, namespace: str, tmp_path: Path) -> str:
     digests = []
     for platform in PLATFORMS:
         ref = bases.ensure(client, "debian12", m.data.bases["debian12"], "auto", tmp_path / "bases",
-                           platform=platform, pins=base_locking.pins_of(ROOT, "auto")("debian12", platform)).ref
+                           platform=platform, pins=base_resolver.pins_of(ROOT, "auto")("debian12", platform)).ref
         arch = Platform.parse(platform).arch
         client.images.get(ref).tag(f"{namespace}/base", arch)
         for chunk in client.api.push(f"{namespace}/base", tag=arch, stream=True, decode=True):

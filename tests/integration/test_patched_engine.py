@@ -14,7 +14,7 @@ from repo import ROOT
 from run_builder import MINIMAL, builder, builds, report
 
 from builder.engine import bases, debian_index
-from builder.generate import apt_lock, base_lock, base_locking
+from builder.generate import apt_lock, base_lock, base_resolver
 from builder.matrix import load
 
 pytestmark = pytest.mark.engine
@@ -100,7 +100,7 @@ def test_outdated_reports_a_planted_older_version_and_refresh_moves_it(docker_cl
 def test_a_locked_base_version_the_mirror_no_longer_serves_fails_in_one_line(docker_client, tmp_path):
     m = load(ROOT / "matrix.yaml")
     lock = base_lock.read(ROOT, "debian12", "linux/amd64")
-    pins = base_locking.pins(lock)
+    pins = base_resolver.pins(lock)
     unserved = bases.Pins({**pins.versions, "zlib1g": "1:0.0.1-0"}, pins.date)
     with pytest.raises(bases.BaseError) as exc:
         bases.bootstrap(docker_client, "unserved-test", m.data.bases["debian12"], tmp_path, print, "linux/amd64", unserved)

@@ -29,7 +29,7 @@ from run_builder import MINIMAL, SUBSET, builds
 
 from builder.engine import bases
 from builder.engine import images as engine_images
-from builder.generate import base_lock, base_locking, lock
+from builder.generate import base_lock, base_resolver, lock
 from builder.matrix import load
 
 pytestmark = pytest.mark.engine
@@ -101,7 +101,7 @@ def test_a_cold_build_of_both_platforms_gives_the_published_digests(main_job, do
 def test_a_base_bootstrapped_twice_is_one_image(docker_client, tmp_path):
     # Both at the committed base lock's versions and date, as every build bootstraps it.
     base = load(ROOT / "matrix.yaml").data.bases["debian12"]
-    pins = base_locking.pins(base_lock.read(ROOT, "debian12", "linux/amd64"))
+    pins = base_resolver.pins(base_lock.read(ROOT, "debian12", "linux/amd64"))
     refs = [bases.bootstrap(docker_client, f"repro-test-{n}", base, tmp_path / n, print, pins=pins).ref for n in ("a", "b")]
     try:
         first, second = (docker_client.images.get(r).id for r in refs)

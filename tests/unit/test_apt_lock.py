@@ -1,4 +1,4 @@
-"""Debian package locks (builder.generate.apt_lock, apt_locking): the file's grammar, reading it
+"""Debian package locks (builder.generate.apt_lock, apt_resolver): the file's grammar, reading it
 back as hostile input, the offline check against the matrix, apt's output parsed, and the build
 log's sign of a version the mirror no longer serves."""
 
@@ -10,7 +10,7 @@ import pytest
 from repo import ROOT
 
 from builder.engine import debian_index
-from builder.generate import apt_lock, apt_locking
+from builder.generate import apt_lock, apt_resolver
 from builder.matrix import load
 from builder.matrix.inputs import ConfigError
 from builder.run.steps import build as build_step
@@ -114,21 +114,21 @@ def test_apts_simulation_and_dpkgs_installed_packages_make_the_versions():
               "un  python3=\n"
               "ii  python3=3.11.2-1+b1\nii  python3-venv=3.11.2-1+b1\n"
               "ii  libzstd1=1.5.4+dfsg2-5\n")
-    got = apt_locking.versions(output, PACKAGES, "apt")
+    got = apt_resolver.versions(output, PACKAGES, "apt")
     assert got == {"libc6": "2.36-9+deb12u10", "tini": "0.19.0-1", "ca-certificates": "20230311+deb12u1",
                    "python3": "3.11.2-1+b1", "python3-venv": "3.11.2-1+b1"}
     with pytest.raises(ConfigError, match="a Debian version"):
-        apt_locking.versions("Inst tini ($(reboot) Debian:12)\n", PACKAGES, "apt")
+        apt_resolver.versions("Inst tini ($(reboot) Debian:12)\n", PACKAGES, "apt")
 
 
 def test_a_requested_package_apt_upgrades_is_locked_at_the_new_version_and_one_apt_skips_is_refused():
     output = ("Inst ca-certificates [20230311] (20230311+deb12u1 Debian:12.12/stable [all])\n"
               "ii  ca-certificates=20230311\nii  python3=3.11.2-1+b1\nii  python3-venv=3.11.2-1+b1\n"
               "Inst tini (0.19.0-1 Debian:12.12/stable [amd64])\n")
-    got = apt_locking.versions(output, PACKAGES, "apt")
+    got = apt_resolver.versions(output, PACKAGES, "apt")
     assert got["ca-certificates"] == "20230311+deb12u1" and got["python3"] == "3.11.2-1+b1"
     with pytest.raises(ConfigError, match="apt would not install tini"):
-        apt_locking.versions(output.replace("Inst tini", "Conf tini"), PACKAGES, "apt")
+        apt_resolver.versions(output.replace("Inst tini", "Conf tini"), PACKAGES, "apt")
 
 
 def test_a_line_break_other_than_newline_or_a_control_character_is_refused():
@@ -145,19 +145,19 @@ def test_writing_refuses_a_file_it_did_not_write_a_symlink_and_a_fifo(tmp_path):
     path.parent.mkdir()
     path.write_text("tini=0.19.0-1\n")  # a user's file
     with pytest.raises(ConfigError, match="was not written by `builder lock`"):
-        apt_locking.write(tmp_path, new)
+        apt_resolver.write(tmp_path, new)
     assert path.read_text() == "tini=0.19.0-1\n"
     path.unlink()
     os.mkfifo(path)
     with pytest.raises(ConfigError, match="not a regular file"):
-        apt_locking.write(tmp_path, new)
+        apt_resolver.write(tmp_path, new)
     path.unlink()
     path.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(ConfigError, match="not a regular file"):
-        apt_locking.write(tmp_path, new)
+        apt_resolver.write(tmp_path, new)
     path.unlink()
-    assert apt_locking.write(tmp_path, new) == path and apt_lock.read(tmp_path, MINIMAL, "linux/amd64") == new
-    apt_locking.write(tmp_path, new)  # its own file is replaced
+    assert apt_resolver.write(tmp_path, new) == path and apt_lock.read(tmp_path, MINIMAL, "linux/amd64") == new
+    apt_resolver.write(tmp_path, new)  # its own file is replaced
 
 
 def test_apts_error_for_a_version_the_mirror_no_longer_serves_is_recognised():

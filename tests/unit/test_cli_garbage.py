@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from builder.cli import app
 from builder.cli import common as cli_common
 from builder.engine import plugins, registry
-from builder.generate import locking
+from builder.generate import python_resolver
 from builder.matrix import compat, load
 from builder.sign import cosign
 
@@ -135,7 +135,7 @@ def sandbox(tmp_path, monkeypatch):
 
     def reached(*args, **kwargs):
         raise AssertionError("garbage reached a tool, the network or the Engine")
-    for module, attr in ((subprocess, "Popen"), (locking, "lock_all"), (compat, "refresh"), (cosign, "ensure"),
+    for module, attr in ((subprocess, "Popen"), (python_resolver, "lock_all"), (compat, "refresh"), (cosign, "ensure"),
                          (plugins, "ensure_buildx"), (plugins, "ensure_compose"), (registry.Registry, "_client"),
                          (registry, "answers")):
         monkeypatch.setattr(module, attr, reached)

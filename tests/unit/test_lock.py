@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from builder import matrix
 from builder.cli import app
-from builder.generate import lock, locking
+from builder.generate import lock, python_resolver
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import Platform
 
@@ -62,7 +62,7 @@ def test_parse_needs_the_header():
 
 def test_committed_locks_are_fresh_and_each_child_holds_its_parent():
     m = matrix.load(ROOT / "matrix.yaml")
-    assert locking.check(m, ROOT / "images") == []
+    assert python_resolver.check(m, ROOT / "images") == []
     locks = lock.read_every(ROOT / "images", m.images())
     for spec in m.images():
         got = locks[spec.name]["linux/amd64"]
@@ -76,7 +76,7 @@ def test_check_finds_a_pin_the_lock_does_not_satisfy(small):
     m, images = small
     path = images / SKLEARN / lock.FILE
     path.write_text(path.read_text().replace("scikit-learn==1.9.1", "scikit-learn==1.8.0"))
-    assert locking.check(m, images) == [f"images/{SKLEARN}/requirements.lock: scikit-learn is locked at 1.8.0, "
+    assert python_resolver.check(m, images) == [f"images/{SKLEARN}/requirements.lock: scikit-learn is locked at 1.8.0, "
                                      "the matrix pins scikit-learn==1.9.1"]
 
 
@@ -86,14 +86,14 @@ def test_check_finds_a_child_that_changed_its_parents_package(small):
     flask = parent.entries["flask"]
     path = images / SKLEARN / lock.FILE
     path.write_text(path.read_text().replace(f"flask=={flask.version}", "flask==0.1"))
-    assert locking.check(m, images) == [f"images/{SKLEARN}/requirements.lock: flask differs from the parent's lock "
+    assert python_resolver.check(m, images) == [f"images/{SKLEARN}/requirements.lock: flask differs from the parent's lock "
                                      f"({MINIMAL}: {flask.version}); re-run `builder lock`"]
 
 
 def test_check_finds_a_missing_lock_and_the_cli_exits_1(small, tmp_path):
     m, images = small
     (images / MINIMAL / lock.FILE).unlink()
-    assert locking.check(m, images) == [f"{images / MINIMAL / lock.FILE}: missing; run `builder lock --select {MINIMAL}`"]
+    assert python_resolver.check(m, images) == [f"{images / MINIMAL / lock.FILE}: missing; run `builder lock --select {MINIMAL}`"]
     r = CliRunner().invoke(app, ["lock", "--check", "--matrix", str(tmp_path / "matrix-small.yaml")])
     assert r.exit_code == 1 and "missing" in r.output
 
@@ -101,7 +101,7 @@ def test_check_finds_a_missing_lock_and_the_cli_exits_1(small, tmp_path):
 def test_a_lock_for_another_image_is_refused(small):
     m, images = small
     shutil.copy(images / MINIMAL / lock.FILE, images / SKLEARN / lock.FILE)
-    assert any("made for image " + MINIMAL in line for line in locking.check(m, images))
+    assert any("made for image " + MINIMAL in line for line in python_resolver.check(m, images))
 
 
 def test_the_locker_never_replaces_a_file_it_did_not_write(small):
@@ -110,7 +110,7 @@ def test_the_locker_never_replaces_a_file_it_did_not_write(small):
     mine.write_text("my own pins\n")
     new = lock.read(GOLDEN_SMALL, SKLEARN)
     with pytest.raises(ConfigError, match="not written by `builder lock`"):
-        locking.write(images, new)
+        python_resolver.write(images, new)
     assert mine.read_text() == "my own pins\n"
 
 
@@ -128,7 +128,7 @@ def test_the_dockerfile_installs_from_the_lock_and_labels_its_digest():
 def test_uv_gets_the_sources_as_its_own_variables(tmp_path):
     from builder.engine.sources import Sources
 
-    env = locking.uv_environment(Sources(ca_bundle=tmp_path / "ca.pem", index_url="https://i.example/simple",
+    env = python_resolver.uv_environment(Sources(ca_bundle=tmp_path / "ca.pem", index_url="https://i.example/simple",
                                       extra_index_urls=("https://e.example/simple",), wheelhouse=tmp_path))
     assert env["UV_INDEX_URL"] == "https://i.example/simple" and env["UV_EXTRA_INDEX_URL"] == "https://e.example/simple"
     assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match" and env["UV_FIND_LINKS"] == str(tmp_path)
@@ -148,13 +148,13 @@ def test_uvs_output_is_read_back_as_a_lock(monkeypatch, tmp_path):
     import subprocess
 
     from builder.engine.sources import Sources
-    from builder.generate import locking
+    from builder.generate import python_resolver
 
     body = "idna==3.21 \\\n    --hash=sha256:" + "a" * 64 + "\n"
 
     def uv(args, cwd, **kw):
         (Path(cwd) / "out.lock").write_text(body)
         return subprocess.CompletedProcess(args, 0, "", "")
-    monkeypatch.setattr(locking.subprocess, "run", uv)
-    got = locking.resolve(["idna"], "3.11", None, Sources())
+    monkeypatch.setattr(python_resolver.subprocess, "run", uv)
+    got = python_resolver.resolve(["idna"], "3.11", None, Sources())
     assert got.startswith("idna==3.21") and "a" * 64 in got
