@@ -205,10 +205,11 @@ def build_needs(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], u
                 packages: Callable[[ImageSpec, str], int], base_size: int,
                 factors: Factors = CLASSIC) -> dict[tuple[str, str], int]:
     """``{(name, platform): bytes}`` each build of ``specs`` is estimated to add to the Engine's data
-    root while it runs: its size (:func:`image_size`) times the image and cache ``factors``; 0 for
-    a build in ``unchanged`` (BuildKit's cache gives it back whole). What a run's disk schedule
-    reserves per build (:class:`builder.run.disk_budget.DiskBudget`)."""
-    whole = factors.engine + factors.cache
+    root while it runs: its size (:func:`image_size`) times the image, cache and cache-mount
+    ``factors`` (a build's new wheels land in uv's cache mount); 0 for a build in ``unchanged``
+    (BuildKit's cache gives it back whole). What a run's disk schedule reserves per build
+    (:class:`builder.run.disk_budget.DiskBudget`)."""
+    whole = factors.engine + factors.cache + factors.mounts
     return {(spec.name, platform): 0 if (spec.name, platform) in unchanged
             else int(image_size(spec, platform, sizes, packages, base_size) * whole)
             for spec in specs for platform in spec.platforms}

@@ -29,6 +29,8 @@ import docker
 from builder.engine import children
 from builder.engine.images import explained
 
+#: The layer compressions matrix.yaml's ``compression`` takes; the first is BuildKit's default.
+COMPRESSIONS = ("gzip", "zstd")
 #: Bytes read from buildx's standard output at a time.
 CHUNK = 1 << 20
 #: What a value in BuildKit's output specification (CSV) must not hold.
@@ -46,15 +48,27 @@ class Exported:
     start_error: str | None = None
 
 
-def output(ref: str, containerd_store: bool) -> str:
+def output(ref: str, containerd_store: bool, compression: str = "gzip", recompress: bool = False) -> str:
     """The buildx ``--output`` value (https://docs.docker.com/reference/cli/docker/buildx/build/#output)
     storing the build as ``ref`` (``repository:tag``): on the containerd store an OCI archive with
     rewritten timestamps on standard output, for :func:`run` to load; on the classic store the
-    Engine's ``image`` exporter. Raises ValueError for a ``ref`` holding a comma, a quote, ``=`` or
-    a control character, which the CSV cannot carry."""
+    Engine's ``image`` exporter. ``compression`` ``zstd`` compresses the new layers with zstd, and
+    with ``recompress`` the layers it builds FROM too (``force-compression``: a root image's
+    base); BuildKit's default, gzip, adds nothing
+    (https://docs.docker.com/build/exporters/oci-docker/). Raises ValueError for a ``ref`` holding
+    a comma, a quote, ``=`` or a control character, which the CSV cannot carry, for another
+    compression, and for zstd on the classic store (whose push recompresses every layer with gzip)."""
     if _CSV_UNSAFE.search(ref):
         raise ValueError(f"{ref!r} cannot be written into BuildKit's output specification")
-    return f"type=oci,dest=-,name={ref},rewrite-timestamp=true" if containerd_store else f"type=image,name={ref}"
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
+    if not containerd_store:
+        if compression != "gzip":
+            raise ValueError(f"compression {compression} needs the Engine's containerd image store "
+                             "(the classic store pushes gzip layers)")
+        return f"type=image,name={ref}"
+    extra = "" if compression == "gzip" else f",compression={compression}" + (",force-compression=true" if recompress else "")
+    return f"type=oci,dest=-,name={ref},rewrite-timestamp=true{extra}"
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], on_line: Callable[[str], None],

@@ -188,6 +188,8 @@ class MatrixFile(_Model):
     runtime: Runtime
     build_tools: BuildTools
     frameworks: dict[Key, Framework] = Field(min_length=1)
+    #: How the images' layers are compressed in the registry (https://docs.docker.com/build/exporters/oci-docker/).
+    compression: Literal["gzip", "zstd"] = "gzip"
 
 
 def load_file(path: Path) -> MatrixFile:

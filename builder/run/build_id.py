@@ -43,7 +43,8 @@ class Inputs:
     relative to their folder, ``/``-separated); ``bases`` (a root image) and ``parent`` (a child:
     the parent's build ids) are ``{platform: id}`` for ``platform`` and ``build_platform``;
     ``bake_target`` is the image's target in the committed bake file, ``args`` the build arguments
-    that reach the image, ``runtime`` the matrix's runtime section."""
+    that reach the image, ``runtime`` the matrix's runtime section, ``compression`` its layers'
+    (matrix.yaml's ``compression``)."""
 
     platform: str
     build_platform: str
@@ -56,6 +57,7 @@ class Inputs:
     builder: dict[str, str]
     runtime: dict
     tests: dict[str, str]
+    compression: str = "gzip"
 
 
 def compute(inputs: Inputs) -> str:

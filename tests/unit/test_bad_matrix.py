@@ -72,9 +72,12 @@ CASES = {
     "unknown key (typo)": (
         mutate((SK + ("versoins",), [])),
         "m.yaml: frameworks.sklearn: unknown key 'versoins' (expected one of: parent, title, versions)"),
+    "unknown compression": (
+        mutate((("compression",), "xz")),
+        "m.yaml: compression: 'xz' is not allowed (expected 'gzip' or 'zstd')"),
     "unknown top-level key": (
         mutate((("framework",), {})),
-        "m.yaml: (top level): unknown key 'framework' (expected one of: bases, build_tools, frameworks, project, runtime, "
+        "m.yaml: (top level): unknown key 'framework' (expected one of: bases, build_tools, compression, frameworks, project, runtime, "
         "schema, tags)"),
     "duplicate image name": (
         lambda d: mutate((SK + ("versions",), d["frameworks"]["sklearn"]["versions"]

@@ -114,7 +114,7 @@ def test_each_build_needs_its_size_times_the_stores_factors_and_an_unchanged_one
     sizes = {(spec.name, "linux/amd64"): 200_000_000}
     needs = disk.build_needs([spec], sizes, {(spec.name, "linux/arm64")}, lambda s, p: 3, disk.BASE_SIZE,
                              disk.CONTAINERD)
-    assert needs == {(spec.name, "linux/amd64"): int(200_000_000 * (1.36 + 2.29)),
+    assert needs == {(spec.name, "linux/amd64"): int(200_000_000 * (1.36 + 2.29 + 0.78)),
                      (spec.name, "linux/arm64"): 0}
 
 

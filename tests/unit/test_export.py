@@ -123,3 +123,21 @@ def test_when_the_log_cannot_be_written_buildx_is_stopped_and_the_error_raised()
     assert started[0].returncode is not None  # stopped and reaped, not left behind
     assert started[0] not in children._running and started[0].stderr.closed
     assert isinstance(started[0], subprocess.Popen)
+
+
+def test_zstd_compresses_the_new_layers_and_a_root_image_recompresses_its_base():
+    ref = "127.0.0.1:5000/m:build-1"
+    assert export.output(ref, True, "zstd") == \
+        f"type=oci,dest=-,name={ref},rewrite-timestamp=true,compression=zstd"
+    assert export.output(ref, True, "zstd", recompress=True) == \
+        f"type=oci,dest=-,name={ref},rewrite-timestamp=true,compression=zstd,force-compression=true"
+    assert export.output(ref, True, "gzip", recompress=True) == export.output(ref, True)  # BuildKit's default: unchanged
+
+
+@pytest.mark.parametrize("store, compression, words", [
+    (False, "zstd", "containerd image store"), (True, "xz", "not one of gzip, zstd"),
+    (True, "zstd,force-compression=false", "not one of")])
+def test_a_compression_the_store_or_buildkit_cannot_take_is_refused(store, compression, words):
+    with pytest.raises(ValueError) as exc:
+        export.output("127.0.0.1:5000/m:build-1", store, compression)
+    assert words in str(exc.value)

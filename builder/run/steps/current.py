@@ -62,7 +62,7 @@ def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[str, build_id.Inputs]:
     shared = dict(build_platform=ctx.build_platform, context=build_id.folder_digests(images / spec.name),
                   bake_target=target, args={"REVISION": revision, "SOURCE_DATE_EPOCH": str(epoch)},
                   builder_version=build_id.version(), builder=build_id.builder_digests(), runtime=_runtime(ctx),
-                  tests=build_id.suite_digests(ctx.options.tests_root, folders))
+                  tests=build_id.suite_digests(ctx.options.tests_root, folders), compression=ctx.matrix.data.compression)
     return {p: build_id.Inputs(platform=p, **_ancestry(ctx, spec, p), **shared) for p in spec.platforms}
 
 
