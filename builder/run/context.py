@@ -22,9 +22,11 @@ from builder.engine.sources import Sources
 from builder.matrix import ImageSpec, Matrix
 from builder.run import policy
 from builder.run.report import ImageReport
+from builder.run.stages import Stage, Steps
 from builder.sign import Signer
 
-Stage = Literal["build", "test", "publish", "all"]
+__all__ = ["BaseSource", "Clients", "Events", "Options", "RunContext", "Stage", "Steps"]
+
 BaseSource = Literal["auto", "pull", "bootstrap"]
 
 
@@ -51,7 +53,8 @@ class Options:
     attests what is published (:mod:`builder.run.steps.sign`). Unless ``force`` (or ``no_cache``),
     an image whose build id the registry already publishes, tested, is up to date: not built, tested
     or pushed again (:mod:`builder.run.steps.current`). An image that grew more than 10 % over its
-    ``catalog`` row fails the size gate (:mod:`builder.run.steps.size`) unless ``accept_size``."""
+    ``catalog`` row fails the size gate (:mod:`builder.run.steps.size`) unless ``accept_size``.
+    ``steps``: which steps ``stage`` runs (:class:`builder.run.stages.Steps`), made once from it."""
 
     stage: Stage = "all"
     select: tuple[str, ...] = ()
@@ -76,6 +79,10 @@ class Options:
     catalog: Path = Path("docs/images.json")
     signing_key: str = ""
     keyless: bool = False
+    steps: Steps = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", Steps.of(self.stage))  # derived: made once, here
 
 
 class Events:

@@ -88,7 +88,7 @@ class Pipeline:
                                         + self._dry_lookup(s, policies[self.reports[s.name].publish]))
             return list(self.reports.values())
         client = self.clients.get()
-        if self.opt.space_check and self.opt.stage != "publish":  # before anything is started or written
+        if self.opt.space_check and self.opt.steps.build:  # before anything is started or written
             space.check(client, self.matrix, self.opt, self.opt.registry or engine.LOCAL_REGISTRY, specs)
         files.claim_folder(self.opt.build_dir)
         started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
@@ -108,18 +108,18 @@ class Pipeline:
             prune.record_cache(cache_before, prune.cache_ids(client))  # for `builder prune` (never raises)
         self._drop_run_tags(ctx)
         self.write_report()
-        if self.opt.stage != "publish":
+        if self.opt.steps.build:
             space.remove_superseded(ctx, started)
         return list(self.reports.values())
 
     def _drop_run_tags(self, ctx: RunContext | None) -> None:
         # Once no task runs: no build of this run names its run tags any more.
-        if ctx is not None and self.opt.stage != "publish":
+        if ctx is not None and self.opt.steps.build:
             drop_run_tags(ctx)
 
     def _dry_lookup(self, spec: ImageSpec, publish_as: policy.Manifest) -> str:
         # What --dry-run says of the build id look-up (it computes no build id: that needs the bases).
-        if self.opt.stage == "publish":
+        if not self.opt.steps.build:
             return "pushes the image a test run left tagged latest"
         why = current.always_built(self.opt, spec, self.matrix.image(spec.name).platforms, publish_as)
         if why:
@@ -131,7 +131,7 @@ class Pipeline:
         # The registry images are pushed to: --registry, else the local one (started when pushing).
         if self.opt.registry:
             return self.opt.registry
-        if self.opt.stage in ("publish", "all"):
+        if self.opt.steps.publish:
             return engine.ensure_registry(self.opt.build_dir)
         return engine.LOCAL_REGISTRY
 
@@ -142,11 +142,11 @@ class Pipeline:
         signer = self._signer(client)  # first: a key that cannot be used stops the run before anything runs
         for s in specs:
             self.reports[s.name].repository = naming.repository(registry, s.name)
-        if opt.stage in ("test", "all"):
+        if opt.steps.test:
             plugins.ensure_compose(opt.build_dir)  # the smoke tests' scoring containers
         build_platform, sources = engine.native_platform(client), Sources.from_env()
         wheelhouse, base_refs, containerd_store = "", {}, engine.containerd_store(client)
-        if opt.stage != "publish":
+        if opt.steps.build:
             if opt.cache_registry and not containerd_store:
                 raise engine.EngineError("--cache-registry needs the containerd image store: BuildKit's docker driver "
                                          "exports no cache on the classic store (https://docs.docker.com/build/cache/backends/)")
@@ -168,7 +168,7 @@ class Pipeline:
         """The run's signer (:meth:`builder.sign.Signer.make`) when it publishes with a key or
         keyless. Raises SignError."""
         opt = self.opt
-        if opt.stage not in ("publish", "all") or not (opt.signing_key or opt.keyless):
+        if not opt.steps.publish or not (opt.signing_key or opt.keyless):
             return None
         return Signer.make(opt.build_dir, opt.signing_key, opt.keyless,
                            {"docker-engine": client.version().get("Version", "unknown"),
@@ -291,7 +291,7 @@ class Pipeline:
             pool.submit(self._prune_cache, name)
 
     def _interrupted(self) -> None:
-        done = {Status.PUBLISHED, Status.UNCHANGED, Status.UP_TO_DATE, {"build": Status.BUILT, "test": Status.TESTED}.get(self.opt.stage)}
+        done = {Status.PUBLISHED, Status.UNCHANGED, Status.UP_TO_DATE, self.opt.steps.done}
         for rep in self.reports.values():
             if not (rep.failed or rep.status in done):
                 rep.move(Status.INTERRUPTED, rep.error or "the run was interrupted")
@@ -385,15 +385,15 @@ def _prepare(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> bool:
     (up-to-date: made local for `builder build|test`); a child of an up-to-date parent gets the
     parent's builds. For `builder publish`: the image a test run left tagged. True when platform
     lanes must run."""
-    stage = ctx.options.stage
-    if stage == "publish":
+    steps = ctx.options.steps
+    if not steps.build:
         tested_image(ctx, spec, rep)  # none: skipped
         return False
     for platform, inputs in current.inputs_of(ctx, spec).items():
         rep.build(platform).build_id = build_id.compute(inputs)
     if current.up_to_date(ctx, spec, rep):
-        if stage != "all":  # builder build|test: the images they leave are local
-            current.make_local(ctx, rep, list(spec.platforms), moving=stage == "test")
+        if not steps.publish:  # builder build|test: the images they leave are local
+            current.make_local(ctx, rep, list(spec.platforms), moving=steps.test)
         return False
     current.parent_images(ctx, spec)
     return True
@@ -403,7 +403,7 @@ def _lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> 
     """One platform's build, named by its run tag; for `builder test|all`, its size gate and smoke
     test. Raises StepFailed (TestFailed for the smoke test), SizeGateFailed."""
     record_build(ctx, spec, rep, platform, build_image(ctx, spec, rep, platform))
-    if ctx.options.stage == "build" or rep.failed:  # another platform failed meanwhile: no test
+    if not ctx.options.steps.test or rep.failed:  # another platform failed meanwhile: no test
         return
     size.gate(ctx, rep, ctx.size_baseline, [platform])
     try:
@@ -420,15 +420,14 @@ def _finish(ctx: RunContext, spec: ImageSpec, rep: ImageReport, release) -> None
     """Once every platform passed: the builds' own tags (and the child's recorded base moved to its
     parent's), the SBOMs, ``latest``, then ``release()`` (children may finish) and the push. For
     `builder publish`: the push only."""
-    stage = ctx.options.stage
-    if stage != "publish":
+    steps = ctx.options.steps
+    if steps.build:
         tag_builds(ctx, spec, rep, {b.platform: Built(b.image_id, b.tag) for b in rep.platforms if b.image_id})
         rebase(ctx, spec, rep)
-        if stage == "build":
-            return release()
+    if steps.test:
         for platform in spec.platforms:  # latest only when every platform passed
             make_sbom(ctx, spec, rep, platform)
         promote(ctx, spec, rep)
     release()
-    if stage in ("all", "publish"):
+    if steps.publish:
         push(ctx, spec, rep)
