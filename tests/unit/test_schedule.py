@@ -13,7 +13,7 @@ from repo import ROOT
 
 from builder.engine import children
 from builder.matrix import load
-from builder.run import pipeline
+from builder.run import pipeline, preparation, schedule, tasks
 from builder.run.context import Options
 from builder.run.report import Status
 from builder.run.steps import StepFailed
@@ -26,9 +26,9 @@ MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
 def offline(monkeypatch):
     """No Engine: the run's preparation and bookkeeping do nothing; returns the images whose lanes
     (builds) ran, once per platform."""
-    monkeypatch.setattr(pipeline.Pipeline, "_context", lambda self, specs, registry: SimpleNamespace(
-        build_platform="linux/amd64"))
-    monkeypatch.setattr(pipeline.Pipeline, "_registry", lambda self: "127.0.0.1:5000")
+    monkeypatch.setattr(preparation, "context", lambda matrix, opt, specs, reports, events, clients, registry:
+                        SimpleNamespace(build_platform="linux/amd64", options=opt, reports=reports))
+    monkeypatch.setattr(preparation, "registry", lambda opt: "127.0.0.1:5000")
     monkeypatch.setattr(pipeline.superseded, "engine_time", lambda client: 0.0)
     monkeypatch.setattr(pipeline.prune, "cache_ids", lambda client: set())
     monkeypatch.setattr(pipeline.prune, "record_cache", lambda before, after: None)
@@ -37,11 +37,17 @@ def offline(monkeypatch):
     monkeypatch.setattr(pipeline.Clients, "get", lambda self: None)
     calls: list[str] = []
     lock = threading.Lock()
+    made = schedule.Schedule
+
+    def held_schedule(*args, **kwargs):  # the run's schedule, for the fakes to read
+        held["schedule"] = made(*args, **kwargs)
+        return held["schedule"]
+    monkeypatch.setattr(schedule, "Schedule", held_schedule)
 
     def steps(failing: set[str], interrupted: set[str], lane=None, prepare_as=None):
         def prepare(ctx, spec, rep):
             if spec.parent is not None:  # a child is prepared once its parent was
-                assert held["pipeline"]._tracks[spec.parent].prepared, spec.name
+                assert held["schedule"].prepared(spec.parent), spec.name
             return prepare_as(spec, rep) if prepare_as else True
 
         def one_lane(ctx, spec, rep, platform):
@@ -58,12 +64,12 @@ def offline(monkeypatch):
 
         def finish(ctx, spec, rep, release):
             if spec.parent is not None:  # a child finishes once its parent was built and tagged
-                assert held["pipeline"].reports[spec.parent].status in (Status.BUILT, Status.UP_TO_DATE), spec.name
+                assert ctx.reports[spec.parent].status in (Status.BUILT, Status.UP_TO_DATE), spec.name
             rep.move(Status.BUILT)
             release()
-        monkeypatch.setattr(pipeline, "_prepare", prepare)
-        monkeypatch.setattr(pipeline, "_lane", one_lane)
-        monkeypatch.setattr(pipeline, "_finish", finish)
+        monkeypatch.setattr(tasks, "prepare", prepare)
+        monkeypatch.setattr(tasks, "lane", one_lane)
+        monkeypatch.setattr(tasks, "finish", finish)
     held: dict = {"lanes": []}
     return steps, calls, held
 
@@ -72,14 +78,12 @@ def _run(tmp_path, offline, failing=(), interrupted=(), lane=None, prepare_as=No
     # The run in a thread joined with a deadline, so a scheduler that never ends fails the test.
     steps, calls, held = offline
     steps(set(failing), set(interrupted), lane, prepare_as)
-    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"),
-                                             Options(stage="build", space_check=False, build_dir=tmp_path / "b",
-                                                     jobs=jobs))
+    options = Options(stage="build", space_check=False, build_dir=tmp_path / "b", jobs=jobs)
     out: list = []
-    runner = threading.Thread(target=lambda: out.extend(p.run()), daemon=True)
+    runner = threading.Thread(target=lambda: out.extend(pipeline.run(load(ROOT / "matrix.yaml"), options)), daemon=True)
     runner.start()
     runner.join(120)
-    assert not runner.is_alive(), f"the run never ended: {sum(not t.closed for t in p._tracks.values())} images open"
+    assert not runner.is_alive(), f"the run never ended: {getattr(held.get('schedule'), 'open', '?')} images open"
     return {r.name: r for r in out}, calls, json.loads((tmp_path / "b" / "report.json").read_text())
 
 
@@ -163,9 +167,8 @@ def test_prune_cache_prunes_after_every_image_that_ran_failed_or_not(tmp_path, o
     monkeypatch.setattr(pipeline.space.CachePruner, "after_image", lambda self, name: pruned.append(name) or 0)
     steps, calls, held = offline
     steps({MINIMAL_13}, set())
-    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"), Options(
+    pipeline.run(load(ROOT / "matrix.yaml"), Options(
         stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
-    p.run()
     assert sorted(pruned) == sorted(set(calls)) and MINIMAL_13 in pruned  # skipped children never ran: nothing to prune
 
 
@@ -175,9 +178,8 @@ def test_a_prune_that_raises_never_fails_the_image(tmp_path, offline, monkeypatc
     monkeypatch.setattr(pipeline.space.CachePruner, "after_image", boom)
     steps, calls, held = offline
     steps(set(), set())
-    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"), Options(
-        stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
-    assert all(r.status == Status.BUILT for r in p.run())
+    assert all(r.status == Status.BUILT for r in pipeline.run(load(ROOT / "matrix.yaml"), Options(
+        stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True)))
 
 
 def test_a_cache_prune_waits_for_running_builds_and_holds_back_new_ones():

@@ -596,7 +596,7 @@ def test_layer_growth_without_an_earlier_image_names_the_largest_layers():
 
 
 def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
-    from builder.run.pipeline import Pipeline
+    from builder.run import pipeline
 
     matrix = load(ROOT / "matrix.yaml")
     said: list[str] = []
@@ -607,7 +607,7 @@ def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
                                "only some of its platforms"),
                               ({"by_platform": True, "platforms": ("linux/arm64",)}, "one job of a run split")):
         console = Console(file=open(tmp_path / "out.txt", "w"), width=300)
-        Pipeline(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console).run()
+        pipeline.run(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console)
         console.file.close()
         said.append((tmp_path / "out.txt").read_text())
         assert expected in said[-1], said[-1]

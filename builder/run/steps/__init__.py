@@ -10,7 +10,7 @@
   moving tags;
 - :mod:`.push`: push each build, its SBOM, and the index the policy asks for -> digests.
 
-A step that fails raises :class:`StepFailed` with one line; :mod:`builder.run.pipeline` moves the image's
+A step that fails raises :class:`StepFailed` with one line; :mod:`builder.run.tasks` moves the image's
 status (:class:`builder.run.report.Status`) and goes on with the other images.
 """
 
