@@ -90,6 +90,8 @@ class Schedule:
 
     def record(self, event: Event) -> None:
         """Take one worker's event. Raises TypeError for anything else."""
+        if not isinstance(event, (Prepared, Passed, Failed, Ended)):
+            raise TypeError(f"not a scheduler event: {event!r}")
         task = event.task
         if isinstance(event, Ended):
             self.running[task.image] -= 1
@@ -97,15 +99,13 @@ class Schedule:
             self.failures.add(task.image)
         elif isinstance(event, Passed):
             self.passed.add(task)
-        elif isinstance(event, Prepared):
+        else:  # Prepared
             self.passed.add(task)
             if not event.lanes:
                 self.passed.update(self.graph.lanes(task.image))
             if event.released:
                 self.passed.add(self.graph.finish(task.image))
                 self.started.add(self.graph.finish(task.image))
-        else:
-            raise TypeError(f"not a scheduler event: {event!r}")
 
     def down(self, image: str) -> bool:
         """True when the image failed or was skipped."""
