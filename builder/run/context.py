@@ -168,9 +168,9 @@ class RunContext:
     """Everything a step reads, made once by :func:`builder.run.preparation.context` before any image
     starts: the ``matrix`` and ``options``; ``registry`` (``host:port[/namespace]`` images are pushed
     to) and its client; the ``specs`` and ``reports`` of the run's images by name (a report is
-    written by the workers of its own image's tasks, its lanes at once, each on its platform's
-    build, and by the scheduler's thread when the image is skipped; a child's tasks read their
-    parent's); the platform builds run on (``build_platform``); for
+    written by its own image's ``prepare`` and ``finish`` workers, one at a time, and by the
+    scheduler's thread, which alone records each lane's values, each failure and a skip; a lane,
+    and a child's tasks, only read it); the platform builds run on (``build_platform``); for
     a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
     (root image, platform); whether the Engine keeps images in the containerd image store; the
     ``signer`` of what is published, when a key (or keyless signing) is configured; the size gate's

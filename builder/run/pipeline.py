@@ -2,11 +2,13 @@
 gate -> smoke test; then tags -> SBOMs -> latest -> push -> report.
 
 :func:`run` runs a stage over a matrix on a real Engine: it prepares the run once
-(:mod:`builder.run.preparation`), schedules each image's tasks (:mod:`builder.run.task_graph`,
-:mod:`builder.run.schedule`; the tasks themselves: :mod:`builder.run.tasks`), records a skip, an
-interruption or a cache prune on the scheduler's thread and writes ``build/report.json``. A failure
-is isolated: an image that fails to build or test is marked failed, never gets ``latest`` and is
-never pushed; its descendants start nothing more and are skipped; every other image goes on.
+(:mod:`builder.run.preparation`) and schedules each image's tasks (:mod:`builder.run.task_graph`,
+:mod:`builder.run.schedule`; the tasks themselves: :mod:`builder.run.tasks`). The scheduler's thread
+records each lane's results, each task's failure (:func:`builder.run.tasks.record`) and each skip,
+and starts a cache prune after each image; at the end, or on Ctrl-C, :func:`run` writes
+``build/report.json``. A failure is isolated: an image that fails to build or test is marked
+failed, never gets ``latest`` and is never pushed; its descendants start nothing more and are
+skipped; every other image goes on.
 """
 
 from __future__ import annotations
@@ -94,8 +96,7 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
     by_name = {s.name: s for s in specs}
 
     def work(task, tell) -> None:
-        tasks.run(ctx, by_name[task.image], reports[task.image], task, tell,
-                  lambda: plan.lost(task.image) is not None, events)
+        tasks.run(ctx, by_name[task.image], reports[task.image], task, tell, lambda: plan.lost(task.image) is not None)
 
     def closed(c: schedule.Closed, pool: Executor) -> None:
         if c.skipped:
@@ -105,7 +106,8 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
         events.progress.update(events.tasks[c.image], completed=1)
         if pruner is not None and c.built:
             pool.submit(_prune_cache, pruner, c.image, events)
-    schedule.drive(plan, work, closed, ctx.options.jobs, ctx.options.emulated_jobs, stop=children.stop_all)
+    schedule.drive(plan, work, lambda event: tasks.record(reports[event.task.image], event, events), closed,
+                   ctx.options.jobs, ctx.options.emulated_jobs, stop=children.stop_all)
 
 
 def _prune_cache(pruner: space.CachePruner, name: str, events: Events) -> None:

@@ -33,16 +33,20 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Passed:
-    """A lane passed, or a ``finish`` released the image (its children may finish)."""
+    """A lane passed, or a ``finish`` released the image (its children may finish); ``result``:
+    what the task gives (a lane's :class:`builder.run.tasks.Lane`), for :func:`drive`'s ``on_event``."""
 
     task: Task
+    result: object = None
 
 
 @dataclass(frozen=True)
 class Failed:
-    """A task failed (the worker recorded why on the image)."""
+    """A task failed with ``error``; ``result``: what it got before it failed, if anything."""
 
     task: Task
+    error: BaseException | None = None
+    result: object = None
 
 
 @dataclass(frozen=True)
@@ -153,15 +157,16 @@ class Schedule:
 
 
 def drive(schedule: Schedule, work: Callable[[Task, Callable[[Event], None]], None],
-          on_close: Callable[[Closed, Executor], None], jobs: int, emulated_jobs: int,
-          stop: Callable[[], None] = lambda: None) -> None:
+          on_event: Callable[[Event], None], on_close: Callable[[Closed, Executor], None], jobs: int,
+          emulated_jobs: int, stop: Callable[[], None] = lambda: None) -> None:
     """Run ``schedule`` to its end: ``work(task, tell)`` runs each task in a worker, which calls
-    ``tell`` with its events (:class:`Ended` last, always); ``on_close(closed, pool)`` is called
-    on this thread for each image that closed, with the native pool for its housekeeping. At most
-    ``jobs`` native tasks and ``emulated_jobs`` emulated lanes (:meth:`Graph.emulated`, a pool of
-    their own) run at once. On any exception (Ctrl-C included) ``stop()`` is called (it tells the
-    running steps to stop), no task starts any more, the running ones are waited for and the
-    exception is raised."""
+    ``tell`` with its events (:class:`Ended` last, always); on this thread, ``on_event(event)`` sees
+    each event before the schedule does (it records results; it must not raise), and
+    ``on_close(closed, pool)`` each image that closed, with the native pool for its housekeeping.
+    At most ``jobs`` native tasks and ``emulated_jobs`` emulated lanes (:meth:`Graph.emulated`, a
+    pool of their own) run at once. On any exception (Ctrl-C included) ``stop()`` is called (it
+    tells the running steps to stop), no task starts any more, the running ones are waited for,
+    ``on_event`` sees what they sent, and the exception is raised."""
     events: queue.Queue[Event] = queue.Queue()
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="image")
     emulated = ThreadPoolExecutor(max_workers=max(1, emulated_jobs), thread_name_prefix="emulated")
@@ -175,13 +180,17 @@ def drive(schedule: Schedule, work: Callable[[Task, Callable[[Event], None]], No
             if not schedule.open:
                 break
             try:
-                schedule.record(events.get(timeout=0.5))  # a timeout: Ctrl-C is seen while it waits
+                event = events.get(timeout=0.5)  # a timeout: Ctrl-C is seen while it waits
             except queue.Empty:
                 continue
+            on_event(event)
+            schedule.record(event)
     except BaseException:
         stop()
         for p in (pool, emulated):
             p.shutdown(wait=True, cancel_futures=True)
+        while not events.empty():
+            on_event(events.get_nowait())
         raise
     for p in (pool, emulated):
         p.shutdown(wait=True)

@@ -17,6 +17,7 @@ from builder.run import pipeline, preparation, schedule, tasks
 from builder.run.context import Options
 from builder.run.report import Status
 from builder.run.steps import StepFailed
+from builder.run.steps.build import Build
 
 MINIMAL_12 = "minimal-debian12-py311-cpu-inference"
 MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
@@ -60,7 +61,7 @@ def offline(monkeypatch):
                 raise children.Interrupted("stopped")
             if spec.name in failing or (spec.name, platform) in failing:
                 raise StepFailed("the apt step failed")
-            rep.build(platform).image_id = "sha256:" + "1" * 64
+            return tasks.Lane(platform, Build(platform, "build-r", image_id="sha256:" + "1" * 64))  # a value
 
         def finish(ctx, spec, rep, release):
             if spec.parent is not None:  # a child finishes once its parent was built and tagged
@@ -80,7 +81,8 @@ def _run(tmp_path, offline, failing=(), interrupted=(), lane=None, prepare_as=No
     steps(set(failing), set(interrupted), lane, prepare_as)
     options = Options(stage="build", space_check=False, build_dir=tmp_path / "b", jobs=jobs)
     out: list = []
-    runner = threading.Thread(target=lambda: out.extend(pipeline.run(load(ROOT / "matrix.yaml"), options)), daemon=True)
+    runner = threading.Thread(target=lambda: out.extend(pipeline.run(load(ROOT / "matrix.yaml"), options)),
+                              daemon=True, name="scheduler")
     runner.start()
     runner.join(120)
     assert not runner.is_alive(), f"the run never ended: {getattr(held.get('schedule'), 'open', '?')} images open"
@@ -153,6 +155,23 @@ def test_an_up_to_date_parent_lets_its_children_build_and_one_that_cannot_be_mad
     assert reports[MINIMAL_13].status == Status.BUILD_FAILED and "no space left" in reports[MINIMAL_13].error
     assert all(reports[s.name].status == Status.BUILT for s in matrix.children(MINIMAL_12))
     assert all(reports[s.name].status == Status.SKIPPED for s in matrix.children(MINIMAL_13))
+
+
+def test_each_lane_s_value_is_recorded_on_the_report_by_the_scheduler_s_thread_only(tmp_path, offline, monkeypatch):
+    recorded, record = [], tasks.Lane.record
+
+    def on_thread(lane, rep):
+        recorded.append((threading.current_thread().name, rep.name, lane.platform))
+        record(lane, rep)
+    monkeypatch.setattr(tasks.Lane, "record", on_thread)
+    reports, _, _ = _run(tmp_path, offline, failing={MINIMAL_13})
+    lanes = offline[2]["lanes"]
+    # every lane that gave a value, once (the failing fake raises before it has one)
+    assert sorted((n, p) for _, n, p in recorded) == sorted(x for x in lanes if x[0] != MINIMAL_13)
+    assert {t for t, _, _ in recorded} == {"scheduler"}  # the thread pipeline.run runs on
+    for name, platform in lanes:
+        built = reports[name].built(platform)
+        assert (built and built.image_id) == (None if name == MINIMAL_13 else "sha256:" + "1" * 64)
 
 
 def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, offline):
