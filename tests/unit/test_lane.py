@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.engine import children
+from builder.engine import LOCAL_REGISTRY, children
 from builder.run import tasks
 from builder.run.context import Options
 from builder.run.report import ImageReport, Status, TestRecord
@@ -44,7 +44,7 @@ def lane_of(monkeypatch):
         monkeypatch.setattr(tasks, "smoke_test", smoke)
         ctx = SimpleNamespace(options=Options(stage=stage), client=None, size_baseline={},
                               say=lambda name, text: said.append(text))
-        rep = ImageReport(name="x", repository="127.0.0.1:5000/x")
+        rep = ImageReport(name="x", repository=f"{LOCAL_REGISTRY}/x")
         rep.build(AMD).build_id = "sha256:" + "5" * 64
         before = rep.model_dump()
         try:
@@ -59,7 +59,7 @@ def lane_of(monkeypatch):
 def test_a_lane_returns_its_build_size_and_test_and_the_scheduler_records_them(lane_of):
     got, rep, refs = lane_of("test")
     assert got == tasks.Lane(AMD, BUILD, 193_000_000, Tested(RECORD))
-    assert refs == ["127.0.0.1:5000/x:build-r1"]  # tested by its run tag
+    assert refs == [f"{LOCAL_REGISTRY}/x:build-r1"]  # tested by its run tag
     with pytest.raises(dataclasses.FrozenInstanceError):
         got.uncompressed = 1
     tasks.record(rep, Passed(Task("x", Kind.LANE, AMD), got), None)
