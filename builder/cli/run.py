@@ -28,33 +28,34 @@ from builder.sign import Signer, cosign
 BaseSource = enum.Enum("BaseSource", {v: v for v in typing.get_args(context.BaseSource)}, type=str)
 
 
-def _run(stage: pipeline.Stage, opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> None:
+def _run(opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> None:
+    if opts.by_platform and not opts.steps.build:
+        fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
     m = load(matrix)
     specs = select_images(m, opts.select)
     registry_option(opts.registry)
     split = [s.name for s in specs if opts.platforms and set(s.platforms) - set(opts.platforms)]
-    if stage in ("publish", "all") and split and not opts.by_platform:
+    if opts.steps.publish and split and not opts.by_platform:
         fail([f"--platform {' '.join(opts.platforms)} would publish {split[0]} without its other platforms under "
               f"tags that name all of them: add --by-platform (per-platform tags, then `builder merge`), "
               f"or narrow `builder build` or `builder test` only"])
-    if stage != "publish" and not opts.dry_run:
+    if opts.steps.build and not opts.dry_run:
         with guard():
             problems = render.preflight(m, templates_dir(matrix, templates), opts.images_dir, specs,
                                         "nothing was built").stale()
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
-    p = pipeline.Pipeline(m, opts)
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm)  # a cancelled CI job stops like Ctrl-C
     try:
         with guard():
-            reports = p.run()
+            reports = pipeline.run(m, opts)
     except KeyboardInterrupt:
         fail([f"interrupted: running builds and smoke tests were stopped; no image that was not done got latest "
               f"or was pushed; report: {opts.build_dir / 'report.json'}"], 130)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not opts.dry_run:
-        wide_console().print(p.summary())
+        wide_console().print(pipeline.summary(opts.stage, reports))
         typer.echo(f"report: {opts.build_dir / 'report.json'}")
     if any(r.failed for r in reports):
         raise typer.Exit(1)
@@ -120,9 +121,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
         _check_platforms(platform or [], by_platform)
         _check_repository("--cache-registry", cache_registry)
         key = _signing_key(signing_key, keyless)  # checked in every stage: a bad key is never ignored
-        signing_key = key if stage in ("publish", "all") else ""
-        if by_platform and stage == "publish":
-            fail(["--by-platform: publish the builds in the run that tests them (`builder all --by-platform`)"])
+        signing_key = key if context.Steps.of(stage).publish else ""
         opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,
                                 platforms=tuple(platform or ()), by_platform=by_platform,
                                 base_source=base_source.value, images_dir=beside(matrix, images, "images"),
@@ -130,7 +129,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                 no_cache=no_cache, force=force, accept_size=accept_size, jobs=jobs, test_jobs=test_jobs, emulated_jobs=emulated_jobs, space_check=not no_space_check,
                                 keep_last=keep_last, prune_cache=prune_cache, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json",
                                 signing_key=signing_key, keyless=keyless)
-        _run(stage, opts, matrix, templates)
+        _run(opts, matrix, templates)
     command.__doc__ = doc
     return command
 

@@ -23,11 +23,11 @@ def _seconds(values: list[float | None]) -> str:
     return " / ".join(f"{v:.0f}" for v in values if v is not None)
 
 
-def summary(stage: str, reports: list[ImageReport], caption: str | None = None) -> Table:
+def summary(stage: str, reports: list[ImageReport]) -> Table:
     """A rich table with one row per image: status, tags, and per platform (``/``-separated in the
     image's platform order) uncompressed size (MB), build, test and SBOM seconds; the digest its tags
-    name. ``caption`` goes under it (the run's disk peak and end state)."""
-    table = Table(title=f"builder {stage}", caption=caption)
+    name."""
+    table = Table(title=f"builder {stage}")
     for col in ("image", "status", "tags", "size MB", "build s", "test s", "SBOM s", "digest"):
         table.add_column(col)
     for r in reports:

@@ -23,9 +23,11 @@ from builder.matrix import ImageSpec, Matrix
 from builder.run import policy
 from builder.run.disk_budget import DiskBudget
 from builder.run.report import ImageReport
+from builder.run.stages import Stage, Steps
 from builder.sign import Signer
 
-Stage = Literal["build", "test", "publish", "all"]
+__all__ = ["BaseSource", "Clients", "Events", "Options", "RunContext", "Stage", "Steps"]
+
 BaseSource = Literal["auto", "pull", "bootstrap"]
 
 
@@ -52,7 +54,8 @@ class Options:
     attests what is published (:mod:`builder.run.steps.sign`). Unless ``force`` (or ``no_cache``),
     an image whose build id the registry already publishes, tested, is up to date: not built, tested
     or pushed again (:mod:`builder.run.steps.current`). An image that grew more than 10 % over its
-    ``catalog`` row fails the size gate (:mod:`builder.run.steps.size`) unless ``accept_size``."""
+    ``catalog`` row fails the size gate (:mod:`builder.run.steps.size`) unless ``accept_size``.
+    ``steps``: which steps ``stage`` runs (:class:`builder.run.stages.Steps`), made once from it."""
 
     stage: Stage = "all"
     select: tuple[str, ...] = ()
@@ -77,6 +80,10 @@ class Options:
     catalog: Path = Path("docs/images.json")
     signing_key: str = ""
     keyless: bool = False
+    steps: Steps = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", Steps.of(self.stage))  # derived: made once, here
 
 
 class Events:
@@ -163,10 +170,12 @@ class Clients:
 
 @dataclass(frozen=True)
 class RunContext:
-    """Everything a step reads, made once by :meth:`builder.run.pipeline.Pipeline.run` before any image
+    """Everything a step reads, made once by :func:`builder.run.preparation.context` before any image
     starts: the ``matrix`` and ``options``; ``registry`` (``host:port[/namespace]`` images are pushed
-    to) and its client; the ``specs`` and ``reports`` of the run's images by name (each report is
-    written by its own image's worker only); the platform builds run on (``build_platform``); for
+    to) and its client; the ``specs`` and ``reports`` of the run's images by name (a report is
+    written by its own image's ``prepare`` and ``finish`` workers, one at a time, and by the
+    scheduler's thread, which alone records each lane's values, each failure and a skip; a lane,
+    and a child's tasks, only read it); the platform builds run on (``build_platform``); for
     a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
     (root image, platform); whether the Engine keeps images in the containerd image store; the
     ``signer`` of what is published, when a key (or keyless signing) is configured; the size gate's

@@ -65,7 +65,7 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
 
     same = set() if opt.no_cache else disk.unchanged(specs, _held_labels(client, matrix, registry),
                                                             _expected_labels(matrix, opt.images_dir))
-    pushing = opt.stage == "all" and not opt.registry
+    pushing = opt.steps.publish and not opt.registry
     factors = disk.CONTAINERD if engine.containerd_store(client) else disk.CLASSIC
     mounts = prune.cache_mount_bytes(client)
     sizes = disk.catalog_sizes(opt.catalog)

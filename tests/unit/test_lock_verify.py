@@ -21,7 +21,7 @@ SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
 @pytest.fixture
 def small(tmp_path, monkeypatch):
     """The small matrix beside a copy of its committed images/ (locks, layers, Dockerfiles). A run
-    that got past the checks would construct a Pipeline: that fails the test."""
+    that got past the checks would call the pipeline's run: that fails the test."""
     for f in ("compat.yaml", "matrix-small.yaml"):
         shutil.copy(ROOT / "tests" / "fixtures" / f, tmp_path / f)
     shutil.copytree(GOLDEN_SMALL, tmp_path / "images")
@@ -29,7 +29,7 @@ def small(tmp_path, monkeypatch):
 
     def no_run(*a, **k):
         raise AssertionError("the run started although a lock is bad")
-    monkeypatch.setattr(pipeline, "Pipeline", no_run)
+    monkeypatch.setattr(pipeline, "run", no_run)
     return tmp_path
 
 

@@ -13,10 +13,11 @@ from repo import ROOT
 
 from builder.engine import children
 from builder.matrix import load
-from builder.run import pipeline
+from builder.run import pipeline, preparation, schedule, tasks
 from builder.run.context import Options
 from builder.run.report import Status
 from builder.run.steps import StepFailed
+from builder.run.steps.build import Build
 
 MINIMAL_12 = "minimal-debian12-py311-cpu-inference"
 MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
@@ -26,9 +27,9 @@ MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
 def offline(monkeypatch):
     """No Engine: the run's preparation and bookkeeping do nothing; returns the images whose lanes
     (builds) ran, once per platform."""
-    monkeypatch.setattr(pipeline.Pipeline, "_context", lambda self, specs, registry: SimpleNamespace(
-        build_platform="linux/amd64"))
-    monkeypatch.setattr(pipeline.Pipeline, "_registry", lambda self: "127.0.0.1:5000")
+    monkeypatch.setattr(preparation, "context", lambda matrix, opt, specs, reports, events, clients, registry:
+                        SimpleNamespace(build_platform="linux/amd64", options=opt, reports=reports))
+    monkeypatch.setattr(preparation, "registry", lambda opt: "127.0.0.1:5000")
     monkeypatch.setattr(pipeline.superseded, "engine_time", lambda client: 0.0)
     monkeypatch.setattr(pipeline.prune, "cache_ids", lambda client: set())
     monkeypatch.setattr(pipeline.prune, "record_cache", lambda before, after: None)
@@ -37,11 +38,17 @@ def offline(monkeypatch):
     monkeypatch.setattr(pipeline.Clients, "get", lambda self: None)
     calls: list[str] = []
     lock = threading.Lock()
+    made = schedule.Schedule
+
+    def held_schedule(*args, **kwargs):  # the run's schedule, for the fakes to read
+        held["schedule"] = made(*args, **kwargs)
+        return held["schedule"]
+    monkeypatch.setattr(schedule, "Schedule", held_schedule)
 
     def steps(failing: set[str], interrupted: set[str], lane=None, prepare_as=None):
         def prepare(ctx, spec, rep):
             if spec.parent is not None:  # a child is prepared once its parent was
-                assert held["pipeline"]._tracks[spec.parent].prepared, spec.name
+                assert held["schedule"].prepared(spec.parent), spec.name
             return prepare_as(spec, rep) if prepare_as else True
 
         def one_lane(ctx, spec, rep, platform):
@@ -54,16 +61,16 @@ def offline(monkeypatch):
                 raise children.Interrupted("stopped")
             if spec.name in failing or (spec.name, platform) in failing:
                 raise StepFailed("the apt step failed")
-            rep.build(platform).image_id = "sha256:" + "1" * 64
+            return tasks.Lane(platform, Build(platform, "build-r", image_id="sha256:" + "1" * 64))  # a value
 
         def finish(ctx, spec, rep, release):
             if spec.parent is not None:  # a child finishes once its parent was built and tagged
-                assert held["pipeline"].reports[spec.parent].status in (Status.BUILT, Status.UP_TO_DATE), spec.name
+                assert ctx.reports[spec.parent].status in (Status.BUILT, Status.UP_TO_DATE), spec.name
             rep.move(Status.BUILT)
             release()
-        monkeypatch.setattr(pipeline, "_prepare", prepare)
-        monkeypatch.setattr(pipeline, "_lane", one_lane)
-        monkeypatch.setattr(pipeline, "_finish", finish)
+        monkeypatch.setattr(tasks, "prepare", prepare)
+        monkeypatch.setattr(tasks, "lane", one_lane)
+        monkeypatch.setattr(tasks, "finish", finish)
     held: dict = {"lanes": []}
     return steps, calls, held
 
@@ -72,14 +79,13 @@ def _run(tmp_path, offline, failing=(), interrupted=(), lane=None, prepare_as=No
     # The run in a thread joined with a deadline, so a scheduler that never ends fails the test.
     steps, calls, held = offline
     steps(set(failing), set(interrupted), lane, prepare_as)
-    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"),
-                                             Options(stage="build", space_check=False, build_dir=tmp_path / "b",
-                                                     jobs=jobs))
+    options = Options(stage="build", space_check=False, build_dir=tmp_path / "b", jobs=jobs)
     out: list = []
-    runner = threading.Thread(target=lambda: out.extend(p.run()), daemon=True)
+    runner = threading.Thread(target=lambda: out.extend(pipeline.run(load(ROOT / "matrix.yaml"), options)),
+                              daemon=True, name="scheduler")
     runner.start()
     runner.join(120)
-    assert not runner.is_alive(), f"the run never ended: {sum(not t.closed for t in p._tracks.values())} images open"
+    assert not runner.is_alive(), f"the run never ended: {getattr(held.get('schedule'), 'open', '?')} images open"
     return {r.name: r for r in out}, calls, json.loads((tmp_path / "b" / "report.json").read_text())
 
 
@@ -151,6 +157,23 @@ def test_an_up_to_date_parent_lets_its_children_build_and_one_that_cannot_be_mad
     assert all(reports[s.name].status == Status.SKIPPED for s in matrix.children(MINIMAL_13))
 
 
+def test_each_lane_s_value_is_recorded_on_the_report_by_the_scheduler_s_thread_only(tmp_path, offline, monkeypatch):
+    recorded, record = [], tasks.Lane.record
+
+    def on_thread(lane, rep):
+        recorded.append((threading.current_thread().name, rep.name, lane.platform))
+        record(lane, rep)
+    monkeypatch.setattr(tasks.Lane, "record", on_thread)
+    reports, _, _ = _run(tmp_path, offline, failing={MINIMAL_13})
+    lanes = offline[2]["lanes"]
+    # every lane that gave a value, once (the failing fake raises before it has one)
+    assert sorted((n, p) for _, n, p in recorded) == sorted(x for x in lanes if x[0] != MINIMAL_13)
+    assert {t for t, _, _ in recorded} == {"scheduler"}  # the thread pipeline.run runs on
+    for name, platform in lanes:
+        built = reports[name].built(platform)
+        assert (built and built.image_id) == (None if name == MINIMAL_13 else "sha256:" + "1" * 64)
+
+
 def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, offline):
     matrix = load(ROOT / "matrix.yaml")
     reports, _, _ = _run(tmp_path, offline, interrupted={MINIMAL_13})
@@ -163,9 +186,8 @@ def test_prune_cache_prunes_after_every_image_that_ran_failed_or_not(tmp_path, o
     monkeypatch.setattr(pipeline.space.CachePruner, "after_image", lambda self, name: pruned.append(name) or 0)
     steps, calls, held = offline
     steps({MINIMAL_13}, set())
-    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"), Options(
+    pipeline.run(load(ROOT / "matrix.yaml"), Options(
         stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
-    p.run()
     assert sorted(pruned) == sorted(set(calls)) and MINIMAL_13 in pruned  # skipped children never ran: nothing to prune
 
 
@@ -175,9 +197,8 @@ def test_a_prune_that_raises_never_fails_the_image(tmp_path, offline, monkeypatc
     monkeypatch.setattr(pipeline.space.CachePruner, "after_image", boom)
     steps, calls, held = offline
     steps(set(), set())
-    p = held["pipeline"] = pipeline.Pipeline(load(ROOT / "matrix.yaml"), Options(
-        stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
-    assert all(r.status == Status.BUILT for r in p.run())
+    assert all(r.status == Status.BUILT for r in pipeline.run(load(ROOT / "matrix.yaml"), Options(
+        stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True)))
 
 
 def test_a_cache_prune_waits_for_running_builds_and_holds_back_new_ones():

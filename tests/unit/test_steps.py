@@ -27,7 +27,9 @@ from builder.run.steps import push as push_step
 from builder.run.steps import run_tag, size
 from builder.run.steps import tag as tag_step
 from builder.run.steps.push import push
-from builder.run.steps.tag import drop_run_tags, promote, record_build, tag_builds
+from builder.run.steps.build import Build
+from builder.run.steps.tag import drop_run_tags, promote, tag_builds
+from builder.run.tasks import Lane
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"  # linux/amd64 and linux/arm64
 GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"  # linux/amd64 only
@@ -176,6 +178,11 @@ def _context(engine, registry, tmp_path: Path, **options) -> tuple[RunContext, d
                       clients=Clients()), reports
 
 
+def _record(rep: ImageReport, platform: str, image_id: str) -> None:
+    # What the scheduler's thread records of a lane that built ``image_id`` (run tag r1, 100 MB).
+    Lane(platform, Build(platform, run_tag("r1", platform), image_id=image_id), uncompressed=100_000_000).record(rep)
+
+
 def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platforms: tuple[str, ...],
            tmp_path: Path, build_id: str | None = None) -> ImageReport:
     """Builds of ``name`` for ``platforms`` (each labelled with :func:`_bid` of ``build_id``), named,
@@ -189,7 +196,7 @@ def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platfo
         rep.build(p).build_id = _bid(build_id, p) if build_id else None
         labels = {BUILD_ID_LABEL: _bid(build_id, p)} if build_id else {}
         engine.add(image_id, f"{rep.repository}:{run_tag('r1', p)}", labels, p)
-        record_build(ctx, spec, rep, p, Built(image_id, run_tag("r1", p)))
+        _record(rep, p, image_id)
         rep.build(p).build_log = str(tmp_path / f"{p.replace('/', '-')}.build.log")
         builts[p] = Built(image_id, run_tag("r1", p))
     tag_builds(ctx, spec, rep, builts)
@@ -596,7 +603,7 @@ def test_layer_growth_without_an_earlier_image_names_the_largest_layers():
 
 
 def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
-    from builder.run.pipeline import Pipeline
+    from builder.run import pipeline
 
     matrix = load(ROOT / "matrix.yaml")
     said: list[str] = []
@@ -607,7 +614,7 @@ def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
                                "only some of its platforms"),
                               ({"by_platform": True, "platforms": ("linux/arm64",)}, "one job of a run split")):
         console = Console(file=open(tmp_path / "out.txt", "w"), width=300)
-        Pipeline(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console).run()
+        pipeline.run(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console)
         console.file.close()
         said.append((tmp_path / "out.txt").read_text())
         assert expected in said[-1], said[-1]
@@ -660,7 +667,7 @@ def test_a_failed_image_built_on_every_platform_keeps_its_own_tags_and_no_latest
     rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="index", repository=f"{REGISTRY}/{MINIMAL}")
     for p in ("linux/amd64", "linux/arm64"):
         engine.add(_sha(p), f"{rep.repository}:{run_tag('r1', p)}", {}, p)
-        record_build(ctx, ctx.specs[MINIMAL], rep, p, Built(_sha(p), run_tag("r1", p)))
+        _record(rep, p, _sha(p))
         rep.build(p).build_log = str(tmp_path / "log")
     rep.move(Status.TEST_FAILED, "linux/arm64: 1 failed")
     half = reports[GPU] = ImageReport(name=GPU, publish="manifest", repository=f"{REGISTRY}/{GPU}")

@@ -2,15 +2,17 @@
 :class:`builder.run.context.RunContext`, the image's spec and its report:
 
 - :mod:`.current`: each platform's build id; an image the registry already publishes is up to date;
-- :mod:`.build`: build one platform through bake -> :class:`Built`, named by its run tag
-  (:func:`run_tag`) and recorded by :func:`builder.run.steps.tag.record_build`;
-- :mod:`.size` and :mod:`.test`: the size gate and the smoke test of that platform's build;
+- :mod:`.build`: build one platform through bake -> :class:`builder.run.steps.build.Build`, named
+  by its run tag (:func:`run_tag`); its lane (:func:`builder.run.tasks.lane`) returns it, with its smoke test, as a
+  value that the scheduler's thread records on the image's report;
+- :mod:`.size` and :mod:`.test`: the size gate and the smoke test of that platform's build
+  (-> :class:`builder.run.steps.test.Tested`);
 - :mod:`.tag`: once every platform passed, name the builds (the image's publish policy,
   :mod:`builder.run.policy`) -> tags on each; the SBOM of each (:mod:`.test`); ``promote``: the
   moving tags;
 - :mod:`.push`: push each build, its SBOM, and the index the policy asks for -> digests.
 
-A step that fails raises :class:`StepFailed` with one line; :mod:`builder.run.pipeline` moves the image's
+A step that fails raises :class:`StepFailed` with one line; :mod:`builder.run.tasks` moves the image's
 status (:class:`builder.run.report.Status`) and goes on with the other images.
 """
 

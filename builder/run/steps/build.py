@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import docker
@@ -30,8 +31,36 @@ from builder.matrix import ImageSpec
 from builder.matrix.platform import DEFAULT, Platform
 from builder.run import build, build_id
 from builder.run.context import RunContext
-from builder.run.report import ImageReport
-from builder.run.steps import Built, StepFailed, label, local_ref, run_tag, stop_if_interrupted
+from builder.run.report import ImageReport, PlatformBuild
+from builder.run.steps import StepFailed, label, local_ref, run_tag
+
+
+@dataclass(frozen=True)
+class Build:
+    """One platform's build through bake, passed or not: ``image_id`` once it passed (named by its
+    run tag, ``temporary``), else ``error`` (one line); what it took (``seconds``, ``log``,
+    ``cached_steps`` of ``steps``); what it was built from (``args`` as bake got them, ``base`` and
+    its image id ``base_digest``). Recorded on the image's report by :meth:`record` only."""
+
+    platform: str
+    temporary: str
+    image_id: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+    log: str | None = None
+    cached_steps: int | None = None
+    steps: int | None = None
+    args: tuple[tuple[str, str], ...] = ()
+    base: str | None = None
+    base_digest: str | None = None
+
+    def record(self, b: PlatformBuild) -> None:
+        """Write the build's figures, and its image id and run tag once it passed, on ``b``."""
+        b.build_seconds, b.build_log, b.cached_steps, b.steps = self.seconds, self.log, self.cached_steps, self.steps
+        b.build_args, b.base, b.base_digest = dict(self.args), self.base, self.base_digest
+        if self.image_id is not None:
+            b.image_id, b.tag = self.image_id, self.temporary
+
 
 def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, ref: str) -> dict:
     # The override of the image's bake target: its args (the base, for a root image, or the parent's
@@ -89,10 +118,12 @@ def build_args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str
     return args
 
 
-def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> Built:
+def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> Build:
     """Build ``spec`` for ``platform`` (``linux/arm64``) through bake with a per-run override file
-    (base or parent for the target and the build platform, wheelhouse, secrets, the platform) and
-    record the build's figures in ``rep``. Raises StepFailed with the failing step's last line."""
+    (base or parent for the target and the build platform, wheelhouse, secrets, the platform); reads
+    ``rep`` (its repository and build id), never writes it. A build that ran and failed is a
+    :class:`Build` with its ``error`` (the failing step's last line). Raises StepFailed when it
+    cannot start (no base for its build stage), EngineError, OSError."""
     opt, name = ctx.options, label(spec, platform)
     target = bake.target_name(spec.name)
     revision, epoch = build.vcs_source([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
@@ -118,18 +149,24 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
                 load_into=ctx.client if ctx.containerd_store else None)
         finally:
             override.unlink(missing_ok=True)
-    b = rep.build(platform)
-    b.build_seconds, b.build_log = round(result.seconds, 1), str(result.log_path)
-    b.build_args = dict(override_target["args"])
-    b.base = b.build_args.get("PARENT_IMAGE") or b.build_args["BASE_IMAGE"]
-    b.base_digest = ctx.client.images.get(b.base).id
-    b.cached_steps, b.steps = result.cached_steps, result.steps
-    stop_if_interrupted()
-    if not result.ok:
-        raise StepFailed(f"{_unserved(spec, result.log_path) or result.error} (log {result.log_path})")
-    if not ctx.containerd_store:
-        return Built(result.image_id, temporary)
-    return Built(_loaded(ctx, ref), temporary)
+    return _outcome(ctx, spec, Build(platform, temporary), result, dict(override_target["args"]), ref)
+
+
+def _outcome(ctx: RunContext, spec: ImageSpec, started: Build, result: build.BuildResult, args: dict[str, str],
+             ref: str) -> Build:
+    # What bake's ``result`` of ``args`` built (stored as ``ref``), or why it failed.
+    done = replace(started, seconds=round(result.seconds, 1), log=str(result.log_path),
+                   cached_steps=result.cached_steps, steps=result.steps, args=tuple(args.items()),
+                   base=args.get("PARENT_IMAGE") or args["BASE_IMAGE"])
+    try:
+        done = replace(done, base_digest=ctx.client.images.get(done.base).id)
+        if not result.ok:
+            return replace(done, error=f"{_unserved(spec, result.log_path) or result.error} (log {result.log_path})")
+        return replace(done, image_id=_loaded(ctx, ref) if ctx.containerd_store else result.image_id)
+    except StepFailed as exc:
+        return replace(done, error=str(exc))
+    except Exception as exc:  # docker-py's errors reading the base or the build: the build's failure
+        return replace(done, error=f"{type(exc).__name__}: {exc}")
 
 
 def date_context(folder: Path, epoch: int) -> None:

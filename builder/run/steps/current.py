@@ -105,7 +105,7 @@ def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...
         return "the run builds only some of its platforms"
     if opt.keyless:
         return "keyless signatures cannot be checked against a key"
-    if opt.stage != "all" and not opt.registry:
+    if not opt.steps.publish and not opt.registry:
         return "no --registry to look in"
     return None
 

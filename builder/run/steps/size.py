@@ -72,16 +72,14 @@ def _refusal(ctx: RunContext, rep: ImageReport, b: PlatformBuild, grew: str) -> 
 
 
 def gate(ctx: RunContext, rep: ImageReport, baseline: Mapping[tuple[str, str], tuple[int | None, int | None]],
-         platforms: list[str] | None = None) -> None:
-    """Refuse the built image ``rep`` when the build of one of ``platforms`` (None: every build)
-    has an uncompressed size more than :data:`LIMIT` times ``baseline[(name, platform)][0]``
-    (bytes), unless ``--accept-size``. Raises SizeGateFailed."""
+         builds: list[PlatformBuild] | None = None) -> None:
+    """Refuse the built image ``rep`` when one of ``builds`` (None: every build ``rep`` records; a
+    lane gives its own, not yet recorded) has an uncompressed size more than :data:`LIMIT` times
+    ``baseline[(name, platform)][0]`` (bytes), unless ``--accept-size``. Raises SizeGateFailed."""
     if ctx.options.accept_size:
         return
     lines = []
-    for b in rep.platforms:
-        if platforms is not None and b.platform not in platforms:
-            continue
+    for b in rep.platforms if builds is None else builds:
         grew = over("uncompressed", baseline.get((rep.name, b.platform), (None, None))[0], b.uncompressed_bytes)
         if grew:
             lines.append(_refusal(ctx, rep, b, grew))

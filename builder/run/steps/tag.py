@@ -1,8 +1,8 @@
-"""Tag step: record each platform's build under its run tag (``record_build``); once every platform
-passed, name the builds by the image's publish policy (:mod:`builder.run.policy`, ``tag_builds``) and
-point a child's recorded base at its parent's own tags (``rebase``); give an image whose every
-platform passed its moving tags (``promote``); at the end of the run, drop the run tags
-(``drop_run_tags``)."""
+"""Tag step: once every platform passed (each build recorded under its run tag by the scheduler's
+thread, :class:`builder.run.tasks.Lane`), name the builds by the image's publish policy
+(:mod:`builder.run.policy`, ``tag_builds``) and point a child's recorded base at its parent's own
+tags (``rebase``); give an image whose every platform passed its moving tags (``promote``); at the
+end of the run, drop the run tags (``drop_run_tags``)."""
 
 from __future__ import annotations
 
@@ -33,26 +33,17 @@ class _Versions:
         return self.read[platform]
 
 
-def record_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, built: Built) -> None:
-    """Record one platform's build on ``rep``: its image id, its run tag (:func:`builder.run.steps.run_tag`,
-    which names it until :func:`tag_builds` gives it its own) and its uncompressed size (bytes)."""
-    b = rep.build(platform)
-    b.image_id, b.tag = built.image_id, built.temporary
-    b.uncompressed_bytes = uncompressed_bytes(ctx.client, built.image_id)
-    ctx.say(spec.name, f"built {_figures(b)}")
-
-
 def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> list[str]:
     """:func:`name_builds`, then the image is built (its status and event line). Returns its tags."""
     name_builds(ctx, spec, rep, builts)
     rep.move(Status.BUILT)
-    ctx.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} ({'; '.join(map(_figures, rep.platforms))})")
+    ctx.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} ({'; '.join(map(figures, rep.platforms))})")
     return rep.tags
 
 
 def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> list[str]:
     """Give each build its own tag (the policy's name for it) and record each build's image id, size
-    (unless :func:`record_build` counted it) and the versions the taggers read. The run tags stay until the run ends (a child's build may
+    (unless its lane counted it) and the versions the taggers read. The run tags stay until the run ends (a child's build may
     still name them: :func:`drop_run_tags`). Returns the image's tags (``rep.tags``): its immutable
     tag, or for a run split by platform each build's tag."""
     client, publish_as = ctx.client, ctx.policy(rep)
@@ -68,7 +59,7 @@ def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict
         image = images[platform]
         image.tag(rep.repository, own[platform])
         b = rep.build(platform)
-        if b.uncompressed_bytes is None or b.image_id != image.id:  # record_build counted it (docker image save)
+        if b.uncompressed_bytes is None or b.image_id != image.id:  # its lane counted it (docker image save)
             b.uncompressed_bytes = uncompressed_bytes(client, image.id)
         b.image_id, b.tag = image.id, own[platform]
         if platform in versions.read:
@@ -131,8 +122,9 @@ def _name_failed(ctx: RunContext, rep: ImageReport) -> None:
         ctx.events.console.print(f"{rep.name}: its failed builds were not tagged: {exc}", highlight=False, markup=False)
 
 
-def _figures(b: PlatformBuild) -> str:
-    # "linux/amd64 41 s, 10/12 steps cached, 193 MB" (uncompressed) for the event line.
+def figures(b: PlatformBuild) -> str:
+    """A build's figures for an event line: ``linux/amd64 41 s, 10/12 steps cached, 193 MB``
+    (uncompressed)."""
     seconds = f" {b.build_seconds:.0f} s," if b.build_seconds is not None else ""
     return f"{b.platform}{seconds} {b.cached_steps}/{b.steps} steps cached, {(b.uncompressed_bytes or 0) / 1e6:.0f} MB"
 

@@ -1,9 +1,11 @@
-"""Test step: smoke-test one platform's build (:mod:`builder.run.smoke`) and make its SBOM
-(:mod:`builder.run.sbom`), each recorded on the build."""
+"""Test step: smoke-test one platform's build (:mod:`builder.run.smoke`) -> :class:`Tested`, which
+the scheduler's thread records on the build; make its SBOM (:mod:`builder.run.sbom`), recorded on the
+build."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from builder.generate import lock
 from builder.matrix import ImageSpec, inputs
@@ -14,24 +16,32 @@ from builder.run.report import ImageReport, SbomRecord, TestRecord
 from builder.run.steps import StepFailed, label, local_ref, stop_if_interrupted
 
 
-def smoke_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> TestRecord:
-    """Run the image's smoke tests on its ``platform`` build (at most ``test_jobs`` at once; another
-    platform than the build platform's under QEMU) and record them on the build. Raises StepFailed,
-    with the scoring containers' log tails kept in the report, when they fail."""
+@dataclass(frozen=True)
+class Tested:
+    """One platform's smoke test: its ``record`` and, when it failed, ``error`` (one line) and the
+    scoring containers' ``log_tail``."""
+
+    __test__ = False  # not a pytest class
+    record: TestRecord
+    error: str | None = None
+    log_tail: str | None = None
+
+
+def smoke_test(ctx: RunContext, spec: ImageSpec, ref: str, platform: str) -> Tested:
+    """Run the image's smoke tests on its ``platform`` build, the local image ``ref`` (at most
+    ``test_jobs`` at once; another platform than the build platform's under QEMU). A suite that ran
+    and failed is a :class:`Tested` with its ``error``. Raises OSError, docker-py's errors."""
     with ctx.events.test_slot():
         ctx.say(spec.name, "smoke testing" + ("" if platform == DEFAULT.name else f" {platform}"))
         t = smoke.run(spec, ctx.matrix.data.runtime, lock.read(ctx.options.images_dir, spec.name, platform),
-                      local_ref(rep, platform), ctx.options.tests_root, ctx.logs, label=label(spec, platform),
+                      ref, ctx.options.tests_root, ctx.logs, label=label(spec, platform),
                       emulated=platform != ctx.build_platform)
     record = TestRecord(outcome=inputs.one_line(t.summary), seconds=round(t.seconds, 1), log=str(t.log_path),
                         container_logs=[str(p) for p in t.container_logs], seconds_to_healthy=t.seconds_to_healthy,
                         gpu=t.gpu)
-    rep.build(platform).test = record
-    stop_if_interrupted()
-    if not t.ok:
-        rep.container_log_tail = inputs.text_block(t.log_tail(), 1 << 20)
-        raise StepFailed(f"{platform}: {t.summary} (log {t.log_path})")
-    return record
+    if t.ok:
+        return Tested(record)
+    return Tested(record, f"{platform}: {t.summary} (log {t.log_path})", inputs.text_block(t.log_tail(), 1 << 20))
 
 
 def sbom_path(ctx: RunContext, spec: ImageSpec, platform: str):
