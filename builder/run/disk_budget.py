@@ -3,10 +3,11 @@
 :class:`builder.engine.disk.Factors`) before it starts, and waits while the file system's free
 bytes, less what the builds in flight reserved and a floor, cannot hold it. It goes whenever no
 other build is in flight: what one build needs on its own was checked before the run started
-(:func:`builder.run.space.check`). A build's reservation ends with the build; the bytes it left
-are then in the free figure. Space comes back when ``--prune-cache`` removes a finished image's
-BuildKit cache (:meth:`DiskBudget.freed` wakes the waiting builds at once; otherwise they look
-again every ``poll`` seconds).
+(:func:`builder.run.space.check`), unless a cache prune that may give space back is pending:
+then it waits for that. A build's reservation ends with the build; the bytes it left are then in
+the free figure. Space comes back when ``--prune-cache`` removes a finished image's BuildKit cache
+(:meth:`DiskBudget.expect_space` when one is queued, :meth:`DiskBudget.freed` when it ended: the
+waiting builds look at once; otherwise they look again every ``poll`` seconds).
 
 :class:`DiskWatch` samples the file system's used bytes while the run goes on, for the peak and
 the end state the summary prints.
@@ -38,6 +39,7 @@ class DiskBudget:
         self.needs, self._free, self._say, self.floor, self.poll = needs, free, say, floor, poll
         self._held: dict[int, int] = {}
         self._next = 0
+        self._pending = 0
         self._cond = threading.Condition()
         self.waits = 0
 
@@ -52,12 +54,13 @@ class DiskBudget:
     @contextlib.contextmanager
     def reserve(self, name: str, platform: str) -> Iterator[None]:
         """Hold the bytes the build of ``name`` for ``platform`` needs (:attr:`needs`) for the
-        block. Waits while another build is in flight and the bytes available (:meth:`available`)
-        are fewer; never waits when none is in flight or when it needs nothing (an unchanged build)."""
+        block. Waits while another build is in flight, or a cache prune is pending, and the bytes
+        available (:meth:`available`) are fewer; never waits when neither is the case, or when it
+        needs nothing (an unchanged build)."""
         need = max(0, self.needs.get((name, platform), 0))
         with self._cond:
             told = False
-            while need and self._held and need > self._available():
+            while need and (self._held or self._pending) and need > self._available():
                 if not told:
                     self.waits += 1
                     self._say(f"{name} ({platform}) waits for disk space: needs about {need / 1e9:.1f} GB, "
@@ -73,9 +76,17 @@ class DiskBudget:
                 del self._held[key]
                 self._cond.notify_all()
 
-    def freed(self) -> None:
-        """Space came back (a cache prune, a removal): waiting builds look at the free bytes now."""
+    def expect_space(self) -> None:
+        """A cache prune was queued: until its :meth:`freed`, a build that does not fit waits for it
+        even when no other build is in flight."""
         with self._cond:
+            self._pending += 1
+
+    def freed(self) -> None:
+        """A queued cache prune ended (whether or not it freed bytes): waiting builds look at the
+        free bytes now."""
+        with self._cond:
+            self._pending = max(0, self._pending - 1)
             self._cond.notify_all()
 
 

@@ -13,7 +13,7 @@ skipped; every other image goes on.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
@@ -105,6 +105,9 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
     def work(task, tell) -> None:
         tasks.run(ctx, by_name[task.image], reports[task.image], task, tell, lambda: plan.lost(task.image) is not None)
 
+    # Prunes run on a worker of their own, so lanes waiting for disk space never hold them back.
+    prunes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prune")
+
     def closed(c: schedule.Closed, pool: Executor) -> None:
         if c.skipped:
             why = f"parent {c.skipped} {reports[c.skipped].status}"
@@ -112,19 +115,25 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
             events.say(c.image, f"[yellow]skipped[/yellow]: {escape(why)}")
         events.progress.update(events.tasks[c.image], completed=1)
         if pruner is not None and c.built:
-            pool.submit(_prune_cache, pruner, c.image, events)
-    schedule.drive(plan, work, lambda event: tasks.record(reports[event.task.image], event, events), closed,
-                   ctx.options.jobs, ctx.options.emulated_jobs, stop=children.stop_all)
+            if events.disk:
+                events.disk.expect_space()
+            prunes.submit(_prune_cache, pruner, c.image, events)
+    try:
+        schedule.drive(plan, work, lambda event: tasks.record(reports[event.task.image], event, events), closed,
+                       ctx.options.jobs, ctx.options.emulated_jobs, stop=children.stop_all)
+    finally:
+        prunes.shutdown(wait=True)
 
 
 def _prune_cache(pruner: space.CachePruner, name: str, events: Events) -> None:
     # --prune-cache after an image (housekeeping: a failure is one line, never the image's outcome).
     try:
         pruner.after_image(name)
-        if events.disk:
-            events.disk.freed()
     except Exception as exc:  # noqa: BLE001 - the Engine's answer to a prune never fails an image
         _plain(events, f"BuildKit cache not pruned after {name}: {type(exc).__name__}: {exc}")
+    finally:
+        if events.disk:
+            events.disk.freed()
 
 
 def _drop_run_tags(options: Options, ctx: RunContext | None) -> None:

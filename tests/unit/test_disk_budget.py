@@ -134,3 +134,19 @@ def test_a_build_needing_nothing_never_waits(need):
     budget = DiskBudget({A: 40 * GB, B: need}, FakeDisk(10 * GB), floor=GB, poll=3600)
     with budget.reserve(*A), budget.reserve(*B):
         assert budget.waits == 0
+
+
+def test_a_build_that_does_not_fit_waits_for_a_pending_prune_even_alone_then_goes():
+    fs = FakeDisk(10 * GB)
+    waiting = threading.Event()
+    budget = DiskBudget({A: 30 * GB}, fs, say=lambda line: waiting.set(), floor=GB, poll=3600)
+    budget.expect_space()  # a finished image's cache prune is queued
+    order: list[str] = []
+    a_in, a_leave = threading.Event(), threading.Event()
+    t = _hold(budget, A, a_in, a_leave, order)
+    assert waiting.wait(DEADLINE) and not a_in.is_set()
+    budget.freed()  # the prune ended; it freed too little, but nothing else can come: a build alone goes
+    assert a_in.wait(DEADLINE)
+    a_leave.set()
+    t.join(DEADLINE)
+    assert order == ["a in", "a out"] and budget.waits == 1
