@@ -7,7 +7,9 @@ other build is in flight: what one build needs on its own was checked before the
 then it waits for that. A build's reservation ends with the build; the bytes it left are then in
 the free figure. Space comes back when ``--prune-cache`` removes a finished image's BuildKit cache
 (:meth:`DiskBudget.expect_space` when one is queued, :meth:`DiskBudget.freed` when it ended: the
-waiting builds look at once; otherwise they look again every ``poll`` seconds).
+waiting builds look at once; otherwise they look again every ``poll`` seconds). A queued prune
+runs once a build waits for space, or when the run's lanes ended (:meth:`DiskBudget.wait_for_need`):
+a prune holds back every new build until the running ones ended, so it runs when it is needed.
 
 :class:`DiskWatch` samples the file system's used bytes while the run goes on, for the peak and
 the end state the summary prints.
@@ -40,6 +42,8 @@ class DiskBudget:
         self._held: dict[int, int] = {}
         self._next = 0
         self._pending = 0
+        self._waiting = 0
+        self._closing = False
         self._cond = threading.Condition()
         self.waits = 0
 
@@ -66,7 +70,11 @@ class DiskBudget:
                     self._say(f"{name} ({platform}) waits for disk space: needs about {need / 1e9:.1f} GB, "
                               f"{max(0, self._available()) / 1e9:.1f} GB are free beside the builds in flight")
                     told = True
+                    self._waiting += 1
+                    self._cond.notify_all()  # a prune waiting for need goes now
                 self._cond.wait(self.poll)
+            if told:
+                self._waiting -= 1
             key, self._next = self._next, self._next + 1
             self._held[key] = need
         try:
@@ -75,6 +83,19 @@ class DiskBudget:
             with self._cond:
                 del self._held[key]
                 self._cond.notify_all()
+
+    def wait_for_need(self) -> None:
+        """Block a queued cache prune until a build waits for space, or the run ends
+        (:meth:`close`): a prune stops every new build until the running ones ended
+        (:meth:`builder.run.context.Events.no_builds`), so it runs only when space is needed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._waiting > 0 or self._closing)
+
+    def close(self) -> None:
+        """The run's lanes ended: prunes still queued run now (:meth:`wait_for_need`)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
 
     def expect_space(self) -> None:
         """A cache prune was queued: until its :meth:`freed`, a build that does not fit waits for it

@@ -150,3 +150,31 @@ def test_a_build_that_does_not_fit_waits_for_a_pending_prune_even_alone_then_goe
     a_leave.set()
     t.join(DEADLINE)
     assert order == ["a in", "a out"] and budget.waits == 1
+
+
+def test_a_queued_prune_waits_until_a_build_needs_space_or_the_run_ends():
+    fs = FakeDisk(40 * GB)
+    budget = DiskBudget({A: 10 * GB, B: 35 * GB}, fs, floor=GB, poll=3600)
+    pruned = threading.Event()
+
+    def prune():
+        budget.wait_for_need()
+        fs.free = 80 * GB
+        pruned.set()
+        budget.freed()
+    budget.expect_space()
+    worker = threading.Thread(target=prune, daemon=True)
+    worker.start()
+    order: list[str] = []
+    a_in, a_leave, b_in, b_leave = (threading.Event() for _ in range(4))
+    _hold(budget, A, a_in, a_leave, order)  # fits: no prune is needed for it
+    assert a_in.wait(DEADLINE) and not pruned.is_set()
+    _hold(budget, B, b_in, b_leave, order)  # does not fit beside a: the prune runs, then b goes
+    assert pruned.wait(DEADLINE) and b_in.wait(DEADLINE)
+    a_leave.set(), b_leave.set()
+
+    other = DiskBudget({}, fs, floor=GB, poll=3600)
+    done = threading.Event()
+    threading.Thread(target=lambda: (other.wait_for_need(), done.set()), daemon=True).start()
+    other.close()  # the run's lanes ended: queued prunes run
+    assert done.wait(DEADLINE)
