@@ -8,7 +8,7 @@ inside the image, /etc/os-release gives the OS, the labels give CUDA/cuDNN/NCCL 
 driver; a GPU image's smoke-test record gives its framework's CUDA targets and whether a GPU verified
 it: "GPU-ready (CPU-verified)" until a GPU test passed). An image is listed
 only when its run ended published, unchanged, up-to-date or tested. An up-to-date image (not built
-by the run, :mod:`builder.run.steps.current`) keeps its row from the catalog written before
+by the run, :mod:`builder.run.steps.up_to_date`) keeps its row from the catalog written before
 (:func:`previous_rows`) when the registry's digest is still the row's, so a run that changed nothing
 pulls nothing to write its catalog. :func:`markdown` and :func:`write` give ``docs/images.md`` and
 ``docs/images.json``.

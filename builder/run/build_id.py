@@ -2,7 +2,7 @@
 its smoke test's verdict.
 
 A build whose build id the registry already holds, published and tested, is not built, tested or
-pushed again (:mod:`builder.run.steps.current`). The id covers, as Docker's Official Images' build
+pushed again (:mod:`builder.run.steps.up_to_date`). The id covers, as Docker's Official Images' build
 ids and AWS Deep Learning Containers' content hashes do (``scripts/ci/test_skip/hash_image_content.py``):
 
 - the platform, and the platform the build stage runs on;

@@ -53,7 +53,7 @@ class Options:
     ``signing_key`` (a cosign key file's absolute path or a key manager URI) or ``keyless`` signs and
     attests what is published (:mod:`builder.run.steps.sign`). Unless ``force`` (or ``no_cache``),
     an image whose build id the registry already publishes, tested, is up to date: not built, tested
-    or pushed again (:mod:`builder.run.steps.current`). An image that grew more than 10 % over its
+    or pushed again (:mod:`builder.run.steps.up_to_date`). An image that grew more than 10 % over its
     ``catalog`` row fails the size gate (:mod:`builder.run.steps.size`) unless ``accept_size``.
     ``steps``: which steps ``stage`` runs (:class:`builder.run.stages.Steps`), made once from it."""
 

@@ -47,7 +47,7 @@ class Manifest:
 
     def always_built(self) -> str | None:
         """Why an image of this policy is built whatever the registry holds, or None when it may be
-        up to date (:func:`builder.run.steps.current.always_built`)."""
+        up to date (:func:`builder.run.steps.up_to_date.always_built`)."""
         return None
 
     def merged(self) -> Manifest | None:

@@ -21,7 +21,7 @@ from builder.matrix import ImageSpec, Matrix, naming, plan
 from builder.run import policy
 from builder.run.context import Clients, Events, Options, RunContext
 from builder.run.report import ImageReport
-from builder.run.steps import current
+from builder.run.steps import up_to_date
 from builder.sign import Signer
 
 
@@ -55,7 +55,7 @@ def _dry_lookup(matrix: Matrix, opt: Options, spec: ImageSpec, publish_as: polic
     # What --dry-run says of the build id look-up (it computes no build id: that needs the bases).
     if not opt.steps.build:
         return "pushes the image a test run left tagged latest"
-    why = current.always_built(opt, spec, matrix.image(spec.name).platforms, publish_as)
+    why = up_to_date.always_built(opt, spec, matrix.image(spec.name).platforms, publish_as)
     if why:
         return f"built whatever the registry holds: {why}"
     where = opt.registry or engine.LOCAL_REGISTRY

@@ -20,7 +20,7 @@ from builder.run.context import Events, RunContext
 from builder.engine.images import uncompressed_bytes
 from builder.run.report import ImageReport, PlatformBuild, Status
 from builder.run.schedule import Ended, Event, Failed, Passed, Prepared
-from builder.run.steps import Built, StepFailed, current, size, stop_if_interrupted
+from builder.run.steps import Built, StepFailed, size, stop_if_interrupted, up_to_date
 from builder.run.steps.build import Build, build_image
 from builder.run.steps.push import push, tested_image
 from builder.run.steps.tag import figures, promote, rebase, tag_builds
@@ -42,13 +42,13 @@ def prepare(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> bool:
     if not steps.build:
         tested_image(ctx, spec, rep)  # none: skipped
         return False
-    for platform, inputs in current.inputs_of(ctx, spec).items():
+    for platform, inputs in up_to_date.inputs_of(ctx, spec).items():
         rep.build(platform).build_id = build_id.compute(inputs)
-    if current.up_to_date(ctx, spec, rep):
+    if up_to_date.up_to_date(ctx, spec, rep):
         if not steps.publish:  # builder build|test: the images they leave are local
-            current.make_local(ctx, rep, list(spec.platforms), moving=steps.test)
+            up_to_date.make_local(ctx, rep, list(spec.platforms), moving=steps.test)
         return False
-    current.parent_images(ctx, spec)
+    up_to_date.parent_images(ctx, spec)
     return True
 
 

@@ -1,5 +1,5 @@
 """Build ids (issue 22): one per image's inputs, the same on any machine, different when any input
-changes (:mod:`builder.run.build_id`, :func:`builder.run.steps.current.inputs_of`)."""
+changes (:mod:`builder.run.build_id`, :func:`builder.run.steps.up_to_date.inputs_of`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from test_steps import ID1, ID2, MINIMAL, FakeEngine, FakeRegistry, _context, _s
 import builder
 from builder.run import build_id
 from builder.run.report import ImageReport
-from builder.run.steps import current
+from builder.run.steps import up_to_date
 
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
 
@@ -67,7 +67,7 @@ def _child_id(fakes, tmp_path, tests, parent_id: str = ID1, platform: str = "lin
     reports[MINIMAL] = ImageReport(name=MINIMAL)
     for p in ("linux/amd64", "linux/arm64"):
         reports[MINIMAL].build(p).build_id = _sha(parent_id + p)
-    return build_id.compute(current.inputs_of(ctx, ctx.specs[SKLEARN])[platform])
+    return build_id.compute(up_to_date.inputs_of(ctx, ctx.specs[SKLEARN])[platform])
 
 
 def test_a_child_s_id_follows_its_tests_its_ancestors_tests_its_parent_and_the_builder(fakes, tmp_path, tree,
@@ -94,10 +94,10 @@ def test_a_root_image_s_id_follows_its_base_images(fakes, tmp_path):
     ctx = dataclasses.replace(ctx, base_refs=refs)
     engine.add(ID1, "base:amd64")
     engine.add(ID2, "base:arm64")
-    amd64, arm64 = (current.inputs_of(ctx, ctx.specs[MINIMAL])[p] for p in ("linux/amd64", "linux/arm64"))
+    amd64, arm64 = (up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])[p] for p in ("linux/amd64", "linux/arm64"))
     assert amd64.bases == {"linux/amd64": ID1} and arm64.bases == {"linux/arm64": ID2, "linux/amd64": ID1}
     assert amd64.parent == {} and build_id.compute(amd64) != build_id.compute(arm64)
     engine.add(_sha("another arm64 base"), "base:arm64")
-    assert build_id.compute(current.inputs_of(ctx, ctx.specs[MINIMAL])["linux/arm64"]) != build_id.compute(arm64)
+    assert build_id.compute(up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])["linux/arm64"]) != build_id.compute(arm64)
     # the linux/amd64 build depends on its own platform's base only: a narrowed run builds the same
-    assert build_id.compute(current.inputs_of(ctx, ctx.specs[MINIMAL])["linux/amd64"]) == build_id.compute(amd64)
+    assert build_id.compute(up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])["linux/amd64"]) == build_id.compute(amd64)

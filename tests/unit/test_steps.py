@@ -22,7 +22,7 @@ from builder.run.context import Events, Options, RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import Built, StepFailed
 from builder.run.steps import build as build_step
-from builder.run.steps import current
+from builder.run.steps import up_to_date
 from builder.run.steps import push as push_step
 from builder.run.steps import run_tag, size
 from builder.run.steps import tag as tag_step
@@ -157,7 +157,7 @@ def fakes(monkeypatch):
         platforms = {("linux/amd64", "linux/arm64")[i]: d for i, d in enumerate(digests)}
         registry.store(repository, tag_, {"manifests": sorted(platforms.items())})
     monkeypatch.setattr(publish, "make_index", make_index)
-    monkeypatch.setattr(current, "answers", lambda host: True)  # the fake registry always answers
+    monkeypatch.setattr(up_to_date, "answers", lambda host: True)  # the fake registry always answers
     for step in (tag_step, push_step):  # docker image save of a fake image: its layers' uncompressed size
         monkeypatch.setattr(step, "uncompressed_bytes", lambda client, ref: 100_000_000)
     return engine, registry
@@ -486,7 +486,7 @@ def _published(fakes, tmp_path, name: str, platforms: tuple[str, ...], **options
 def test_an_image_whose_build_id_the_registry_publishes_is_up_to_date(fakes, tmp_path, name, platforms):
     ctx, first, rep = _published(fakes, tmp_path, name, platforms)
     pushed = dict(fakes[1].tags)
-    assert current.up_to_date(ctx, ctx.specs[name], rep)
+    assert up_to_date.up_to_date(ctx, ctx.specs[name], rep)
     assert rep.status == Status.UP_TO_DATE and rep.tags == first.tags and rep.digest == first.digest
     assert [(b.platform, b.digest, b.tag, b.image_id) for b in rep.platforms] == \
         [(b.platform, b.digest, b.tag, b.image_id) for b in first.platforms]
@@ -498,22 +498,22 @@ def test_another_build_id_or_force_builds_again(fakes, tmp_path):
     ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
     other = rep.model_copy(deep=True)
     other.build("linux/arm64").build_id = _bid(ID2, "linux/arm64")  # one platform's inputs changed
-    assert not current.up_to_date(ctx, ctx.specs[MINIMAL], other)
+    assert not up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], other)
     for option in ({"force": True}, {"no_cache": True}, {"keyless": True}):
         ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"), **option)
-        assert current.may_skip(ctx, ctx.specs[MINIMAL], rep) is not None
-        assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep) and rep.status == Status.PLANNED
+        assert up_to_date.may_skip(ctx, ctx.specs[MINIMAL], rep) is not None
+        assert not up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep) and rep.status == Status.PLANNED
 
 
 def test_a_narrowed_run_and_a_build_without_registry_are_never_up_to_date(fakes, tmp_path):
     ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
     narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=("linux/amd64",))
-    assert "only some" in current.may_skip(ctx, narrowed, rep)
-    assert "one job of a run split" in current.may_skip(ctx, narrowed, rep.model_copy(update={"publish": "per-platform"}))
+    assert "only some" in up_to_date.may_skip(ctx, narrowed, rep)
+    assert "one job of a run split" in up_to_date.may_skip(ctx, narrowed, rep.model_copy(update={"publish": "per-platform"}))
     test_ctx = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, stage="test"))
-    assert "--registry" in current.may_skip(test_ctx, ctx.specs[MINIMAL], rep)
+    assert "--registry" in up_to_date.may_skip(test_ctx, ctx.specs[MINIMAL], rep)
     with_registry = dataclasses.replace(test_ctx.options, registry=REGISTRY)
-    assert current.may_skip(dataclasses.replace(ctx, options=with_registry), ctx.specs[MINIMAL], rep) is None
+    assert up_to_date.may_skip(dataclasses.replace(ctx, options=with_registry), ctx.specs[MINIMAL], rep) is None
 
 
 def test_a_run_that_signs_wants_the_published_image_signed_by_its_key(fakes, tmp_path):
@@ -525,13 +525,13 @@ def test_a_run_that_signs_wants_the_published_image_signed_by_its_key(fakes, tmp
             checked.append(ref.rsplit("@", 1)[1])
             return ref.endswith(first.platforms[0].digest) or ref.endswith(first.digest)
     unsigned = dataclasses.replace(ctx, signer=Signer([]))
-    assert not current.up_to_date(unsigned, ctx.specs[MINIMAL], rep)  # the arm64 build lacks a signature
+    assert not up_to_date.up_to_date(unsigned, ctx.specs[MINIMAL], rep)  # the arm64 build lacks a signature
     assert first.platforms[1].digest in checked
 
     class All(FakeSigner):
         def signed(self, ref: str) -> bool:
             return True
-    assert current.up_to_date(dataclasses.replace(ctx, signer=All([])), ctx.specs[MINIMAL], rep)
+    assert up_to_date.up_to_date(dataclasses.replace(ctx, signer=All([])), ctx.specs[MINIMAL], rep)
     assert rep.signature == "signed" and all(b.attestations for b in rep.platforms)
 
 
@@ -539,10 +539,10 @@ def test_a_latest_that_is_not_the_image_s_platforms_is_not_up_to_date(fakes, tmp
     ctx, first, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
     registry = fakes[1]
     registry.store(first.repository, "latest", {"manifests": [("linux/amd64", first.platforms[0].digest)]})
-    assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep)
+    assert not up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep)
     registry.store(first.repository, "latest", {"manifests": [("linux/amd64", first.platforms[1].digest),
                                                               ("linux/arm64", first.platforms[1].digest)]})
-    assert not current.up_to_date(ctx, ctx.specs[MINIMAL], rep)  # the amd64 entry's config says arm64
+    assert not up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep)  # the amd64 entry's config says arm64
 
 
 def test_an_up_to_date_parent_is_pulled_by_digest_for_a_child_that_builds(fakes, tmp_path):
@@ -550,14 +550,14 @@ def test_an_up_to_date_parent_is_pulled_by_digest_for_a_child_that_builds(fakes,
     engine = fakes[0]
     engine.refs.clear()
     engine.images_by_id.clear()  # a fresh runner
-    assert current.up_to_date(ctx, ctx.specs[MINIMAL], rep)
+    assert up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep)
     child = next(s for s in ctx.specs.values() if s.parent == MINIMAL and len(s.platforms) == 2)
-    current.parent_images(ctx, child)
+    up_to_date.parent_images(ctx, child)
     assert sorted(engine.pulled) == sorted(f"{rep.repository}@{b.digest}" for b in first.platforms)
     for b in first.platforms:
         assert engine.refs[f"{rep.repository}:{b.tag}"] == b.image_id
     assert f"{rep.repository}:latest" not in engine.refs
-    current.make_local(ctx, rep, ["linux/amd64"], moving=True)  # builder test: the local latest too
+    up_to_date.make_local(ctx, rep, ["linux/amd64"], moving=True)  # builder test: the local latest too
     assert engine.refs[f"{rep.repository}:latest"] == first.platforms[0].image_id
     assert len(engine.pulled) == 2  # already local: not pulled again
 
@@ -628,7 +628,7 @@ def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_
         ctx = dataclasses.replace(ctx, containerd_store=False)
         jobs[platform] = _built(ctx, reports, engine, MINIMAL, (platform,), tmp_path, build_id=ID1)
         push(ctx, ctx.specs[MINIMAL], jobs[platform])
-        assert "one job of a run split" in current.may_skip(ctx, ctx.specs[MINIMAL], jobs[platform])
+        assert "one job of a run split" in up_to_date.may_skip(ctx, ctx.specs[MINIMAL], jobs[platform])
     builds = [jobs[p].platforms[0] for p in ("linux/amd64", "linux/arm64")]
     immutable = tag.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", [b.image_id for b in builds])
     publish.push_index(registry, jobs["linux/amd64"].repository, [immutable, "latest"], {b.platform: b.digest for b in builds})
@@ -637,7 +637,7 @@ def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_
     rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="index", repository=jobs["linux/amd64"].repository)
     for p in ("linux/amd64", "linux/arm64"):
         rep.build(p).build_id = _bid(ID1, p)
-    assert current.up_to_date(ctx, ctx.specs[MINIMAL], rep)
+    assert up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep)
     assert rep.tags == [immutable, "latest"] and [b.tag for b in rep.platforms] == [b.tag for b in builds]
 
 

@@ -1,7 +1,7 @@
 """The steps one image goes through in a run, one module each, every one a function of the
 :class:`builder.run.context.RunContext`, the image's spec and its report:
 
-- :mod:`.current`: each platform's build id; an image the registry already publishes is up to date;
+- :mod:`.up_to_date`: each platform's build id; an image the registry already publishes is up to date;
 - :mod:`.build`: build one platform through bake -> :class:`builder.run.steps.build.Build`, named
   by its run tag (:func:`run_tag`); its lane (:func:`builder.run.tasks.lane`) returns it, with its smoke test, as a
   value that the scheduler's thread records on the image's report;
