@@ -48,14 +48,14 @@ class Exported:
     start_error: str | None = None
 
 
-def output(ref: str, containerd_store: bool, compression: str = "gzip", recompress: bool = False) -> str:
+def output(ref: str, containerd_store: bool, compression: str = "gzip") -> str:
     """The buildx ``--output`` value (https://docs.docker.com/reference/cli/docker/buildx/build/#output)
     storing the build as ``ref`` (``repository:tag``): on the containerd store an OCI archive with
     rewritten timestamps on standard output, for :func:`run` to load; on the classic store the
-    Engine's ``image`` exporter. ``compression`` ``zstd`` compresses the new layers with zstd, and
-    with ``recompress`` the layers it builds FROM too (``force-compression``: a root image's
-    base); BuildKit's default, gzip, adds nothing
-    (https://docs.docker.com/build/exporters/oci-docker/). Raises ValueError for a ``ref`` holding
+    Engine's ``image`` exporter. ``compression`` ``zstd`` compresses every layer with zstd
+    (``force-compression``: BuildKit otherwise keeps a blob it holds in another compression, such
+    as a base's or a cached gzip layer; one already zstd is kept as it is); BuildKit's default,
+    gzip, adds nothing (https://docs.docker.com/build/exporters/oci-docker/). Raises ValueError for a ``ref`` holding
     a comma, a quote, ``=`` or a control character, which the CSV cannot carry, for another
     compression, and for zstd on the classic store (whose push recompresses every layer with gzip)."""
     if _CSV_UNSAFE.search(ref):
@@ -67,7 +67,7 @@ def output(ref: str, containerd_store: bool, compression: str = "gzip", recompre
             raise ValueError(f"compression {compression} needs the Engine's containerd image store "
                              "(the classic store pushes gzip layers)")
         return f"type=image,name={ref}"
-    extra = "" if compression == "gzip" else f",compression={compression}" + (",force-compression=true" if recompress else "")
+    extra = "" if compression == "gzip" else f",compression={compression},force-compression=true"
     return f"type=oci,dest=-,name={ref},rewrite-timestamp=true{extra}"
 
 

@@ -13,16 +13,19 @@ registry serves (``layers[].size`` of the pushed manifest, :func:`builder.engine
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 import zlib
 from typing import Iterator
 
 import docker
+import zstandard
 
 from builder.engine.host import EngineError
 
 _GZIP = b"\x1f\x8b"
+_ZSTD = b"\x28\xb5\x2f\xfd"  # a zstd frame's magic number (RFC 8878, 3.1.1)
 #: Bytes asked of the Engine's streams at a time.
 CHUNK = 1 << 20
 
@@ -52,11 +55,13 @@ def reader(chunks: Iterator[bytes]) -> io.BufferedReader:
 
 
 def _length(member: io.BufferedReader) -> int | None:
-    # The member's bytes, gunzipped when they are gzip; None for another compression (zstd).
+    # The member's bytes, decompressed when they are gzip or zstd (RFC 1952, RFC 8878).
     head = member.read(4)
+    if head == _ZSTD:
+        rest = reader(itertools.chain([head], iter(lambda: member.read(CHUNK), b"")))
+        stream = zstandard.ZstdDecompressor().stream_reader(rest, read_across_frames=True)
+        return sum(len(c) for c in iter(lambda: stream.read(CHUNK), b""))
     if head[:2] != _GZIP:
-        if head == b"\x28\xb5\x2f\xfd":
-            return None
         return len(head) + sum(len(c) for c in iter(lambda: member.read(CHUNK), b""))
     inflate, n, data = zlib.decompressobj(16 + zlib.MAX_WBITS), 0, head
     while data:
@@ -69,8 +74,8 @@ def _length(member: io.BufferedReader) -> int | None:
 
 
 def uncompressed_bytes(client: docker.DockerClient, ref: str) -> int | None:
-    """The sum of ``ref``'s layer tars uncompressed, in bytes (see the module doc), or None when a
-    layer uses a compression other than gzip. Raises docker.errors.ImageNotFound for an unknown
+    """The sum of ``ref``'s layer tars uncompressed (gzip and zstd layers decompressed), in bytes
+    (see the module doc). Raises docker.errors.ImageNotFound for an unknown
     ``ref``, ValueError when the saved image has no ``manifest.json`` naming its layers."""
     sizes: dict[str, int | None] = {}
     manifest = None

@@ -44,6 +44,7 @@ class DiskBudget:
         self._pending = 0
         self._waiting = 0
         self._closing = False
+        self._aborted = False
         self._cond = threading.Condition()
         self.waits = 0
 
@@ -55,26 +56,31 @@ class DiskBudget:
     def _available(self) -> int:
         return self._free() - self.floor - sum(self._held.values())
 
+    def _must_wait(self, need: int) -> bool:
+        # Another build holds bytes, or a prune may give some back, and the disk cannot hold ``need``.
+        return (need > 0 and not self._aborted and (any(self._held.values()) or self._pending > 0)
+                and need > self._available())
+
     @contextlib.contextmanager
     def reserve(self, name: str, platform: str) -> Iterator[None]:
         """Hold the bytes the build of ``name`` for ``platform`` needs (:attr:`needs`) for the
         block. Waits while another build is in flight, or a cache prune is pending, and the bytes
-        available (:meth:`available`) are fewer; never waits when neither is the case, or when it
-        needs nothing (an unchanged build)."""
+        available (:meth:`available`) are fewer; never waits when neither is the case, when it
+        needs nothing (an unchanged build), or once the run is stopping (:meth:`close` with
+        ``abort``: the build then sees the stop itself)."""
         need = max(0, self.needs.get((name, platform), 0))
         with self._cond:
-            told = False
-            while need and (self._held or self._pending) and need > self._available():
-                if not told:
-                    self.waits += 1
-                    self._say(f"{name} ({platform}) waits for disk space: needs about {need / 1e9:.1f} GB, "
-                              f"{max(0, self._available()) / 1e9:.1f} GB are free beside the builds in flight")
-                    told = True
-                    self._waiting += 1
-                    self._cond.notify_all()  # a prune waiting for need goes now
-                self._cond.wait(self.poll)
-            if told:
-                self._waiting -= 1
+            if self._must_wait(need):
+                self.waits += 1
+                self._say(f"{name} ({platform}) waits for disk space: needs about {need / 1e9:.1f} GB, "
+                          f"{max(0, self._available()) / 1e9:.1f} GB are free beside the builds in flight")
+                self._waiting += 1
+                self._cond.notify_all()  # a prune waiting for need goes now
+                try:
+                    while self._must_wait(need):
+                        self._cond.wait(self.poll)
+                finally:
+                    self._waiting -= 1
             key, self._next = self._next, self._next + 1
             self._held[key] = need
         try:
@@ -84,17 +90,22 @@ class DiskBudget:
                 del self._held[key]
                 self._cond.notify_all()
 
-    def wait_for_need(self) -> None:
-        """Block a queued cache prune until a build waits for space, or the run ends
+    def wait_for_need(self) -> bool:
+        """Block a queued cache prune until a build waits for space, the free bytes less every
+        reservation fall below the floor (pushes and smoke tests write too), or the run ends
         (:meth:`close`): a prune stops every new build until the running ones ended
-        (:meth:`builder.run.context.Events.no_builds`), so it runs only when space is needed."""
+        (:meth:`builder.run.context.Events.no_builds`), so it runs only when space is needed.
+        False when the run is stopping (``close(abort=True)``): the prune is not to run."""
         with self._cond:
-            self._cond.wait_for(lambda: self._waiting > 0 or self._closing)
+            while not (self._waiting > 0 or self._closing or self._available() < 0):
+                self._cond.wait(self.poll)  # free bytes below the floor (a push, a test) count as need too
+            return not self._aborted
 
-    def close(self) -> None:
-        """The run's lanes ended: prunes still queued run now (:meth:`wait_for_need`)."""
+    def close(self, abort: bool = False) -> None:
+        """The run's lanes ended: prunes still queued run now (:meth:`wait_for_need`); with
+        ``abort`` (Ctrl-C, an error) they are dropped, and no build waits for space any more."""
         with self._cond:
-            self._closing = True
+            self._closing, self._aborted = True, self._aborted or abort
             self._cond.notify_all()
 
     def expect_space(self) -> None:

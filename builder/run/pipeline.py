@@ -118,21 +118,26 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
             if events.disk:
                 events.disk.expect_space()
             prunes.submit(_prune_cache, pruner, c.image, events)
+    def stop() -> None:  # Ctrl-C or a scheduler error: no build waits for space, no prune runs
+        if events.disk:
+            events.disk.close(abort=True)
+        children.stop_all()
     try:
         schedule.drive(plan, work, lambda event: tasks.record(reports[event.task.image], event, events), closed,
-                       ctx.options.jobs, ctx.options.emulated_jobs, stop=children.stop_all)
-    finally:
-        if events.disk:
-            events.disk.close()
-        prunes.shutdown(wait=True)
+                       ctx.options.jobs, ctx.options.emulated_jobs, stop=stop)
+    except BaseException:
+        prunes.shutdown(wait=True, cancel_futures=True)
+        raise
+    if events.disk:
+        events.disk.close()
+    prunes.shutdown(wait=True)
 
 
 def _prune_cache(pruner: space.CachePruner, name: str, events: Events) -> None:
     # --prune-cache after an image (housekeeping: a failure is one line, never the image's outcome).
     try:
-        if events.disk:
-            events.disk.wait_for_need()
-        pruner.after_image(name)
+        if events.disk is None or events.disk.wait_for_need():
+            pruner.after_image(name)
     except Exception as exc:  # noqa: BLE001 - the Engine's answer to a prune never fails an image
         _plain(events, f"BuildKit cache not pruned after {name}: {type(exc).__name__}: {exc}")
     finally:

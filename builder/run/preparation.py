@@ -96,6 +96,9 @@ def context(matrix: Matrix, opt: Options, specs: list[ImageSpec], reports: dict[
     build_platform, sources = engine.native_platform(client), Sources.from_env()
     wheelhouse, base_refs, containerd_store = "", {}, engine.containerd_store(client)
     if opt.steps.build:
+        if matrix.data.compression != "gzip" and not containerd_store:
+            raise engine.EngineError(f"compression: {matrix.data.compression} (matrix.yaml) needs the containerd image store: "
+                                     "the classic store pushes every layer gzip-compressed")
         if opt.cache_registry and not containerd_store:
             raise engine.EngineError("--cache-registry needs the containerd image store: BuildKit's docker driver "
                                      "exports no cache on the classic store (https://docs.docker.com/build/cache/backends/)")

@@ -178,3 +178,33 @@ def test_a_queued_prune_waits_until_a_build_needs_space_or_the_run_ends():
     threading.Thread(target=lambda: (other.wait_for_need(), done.set()), daemon=True).start()
     other.close()  # the run's lanes ended: queued prunes run
     assert done.wait(DEADLINE)
+
+
+def test_a_stopping_run_releases_waiting_builds_and_drops_queued_prunes():
+    waiting = threading.Event()
+    budget = DiskBudget({A: 30 * GB}, FakeDisk(10 * GB), say=lambda line: waiting.set(), floor=GB, poll=3600)
+    budget.expect_space()
+    order: list[str] = []
+    a_in, a_leave = threading.Event(), threading.Event()
+    _hold(budget, A, a_in, a_leave, order)
+    assert waiting.wait(DEADLINE) and not a_in.is_set()
+    budget.close(abort=True)  # Ctrl-C: the build goes on to see the stop itself
+    assert a_in.wait(DEADLINE)
+    a_leave.set()
+    assert budget.wait_for_need() is False  # a prune still queued does not run
+
+
+def test_zero_byte_reservations_never_hold_a_build_back():
+    budget = DiskBudget({A: 0, B: 30 * GB}, FakeDisk(10 * GB), floor=GB, poll=3600)
+    with budget.reserve(*A), budget.reserve(*B):
+        assert budget.waits == 0
+
+
+def test_a_queued_prune_runs_when_the_free_bytes_fall_below_the_floor_without_a_waiting_build():
+    fs = FakeDisk(40 * GB)
+    budget = DiskBudget({}, fs, floor=2 * GB, poll=0.01)
+    done = threading.Event()
+    threading.Thread(target=lambda: (budget.wait_for_need(), done.set()), daemon=True).start()
+    assert not done.wait(0.2)  # plenty of space: the prune stays queued (a bounded look, not a duration asserted)
+    fs.free = GB  # a push filled the disk
+    assert done.wait(DEADLINE)

@@ -125,13 +125,11 @@ def test_when_the_log_cannot_be_written_buildx_is_stopped_and_the_error_raised()
     assert isinstance(started[0], subprocess.Popen)
 
 
-def test_zstd_compresses_the_new_layers_and_a_root_image_recompresses_its_base():
+def test_zstd_compresses_every_layer_and_gzip_is_buildkits_default():
     ref = "127.0.0.1:5000/m:build-1"
     assert export.output(ref, True, "zstd") == \
-        f"type=oci,dest=-,name={ref},rewrite-timestamp=true,compression=zstd"
-    assert export.output(ref, True, "zstd", recompress=True) == \
         f"type=oci,dest=-,name={ref},rewrite-timestamp=true,compression=zstd,force-compression=true"
-    assert export.output(ref, True, "gzip", recompress=True) == export.output(ref, True)  # BuildKit's default: unchanged
+    assert export.output(ref, True, "gzip") == export.output(ref, True)  # BuildKit's default: unchanged
 
 
 @pytest.mark.parametrize("store, compression, words", [
@@ -141,3 +139,28 @@ def test_a_compression_the_store_or_buildkit_cannot_take_is_refused(store, compr
     with pytest.raises(ValueError) as exc:
         export.output("127.0.0.1:5000/m:build-1", store, compression)
     assert words in str(exc.value)
+
+
+def test_the_uncompressed_size_counts_gzip_zstd_and_plain_layers():
+    import gzip
+    import io
+    import json
+    import tarfile
+    from types import SimpleNamespace
+
+    import zstandard
+
+    from builder.engine import images
+    plain, packed = b"a" * 3000, b"b" * 5000
+    zstd = zstandard.ZstdCompressor().compress(packed[:2000]) + zstandard.ZstdCompressor().compress(packed[2000:])
+    members = {"blobs/sha256/1": gzip.compress(plain), "blobs/sha256/2": zstd, "blobs/sha256/3": plain,
+               "manifest.json": json.dumps([{"Layers": ["blobs/sha256/1", "blobs/sha256/2", "blobs/sha256/3"]}]).encode()}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    saved = out.getvalue()
+    client = SimpleNamespace(api=SimpleNamespace(get_image=lambda ref, chunk_size: iter([saved[:700], saved[700:]])))
+    assert images.uncompressed_bytes(client, "m:1") == 3000 + 5000 + 3000  # zstd: both frames

@@ -75,7 +75,7 @@ def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, ref: st
     labels = {build_id.label(ctx.matrix.data.project.label_prefix): (built.build_id if built else None) or ""}
     contexts = {bake.PARENT_CONTEXT: f"docker-image://{args['PARENT_IMAGE']}"} if spec.parent else {}
     try:
-        output = export.output(ref, ctx.containerd_store, ctx.matrix.data.compression, recompress=spec.parent is None)
+        output = export.output(ref, ctx.containerd_store, ctx.matrix.data.compression)
     except ValueError as exc:
         raise StepFailed(str(exc)) from None
     return {"args": args, "labels": labels, "platforms": [platform], **({"contexts": contexts} if contexts else {}),
