@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Optional
@@ -136,6 +137,15 @@ def registry_option(value: str) -> str:
 def stop_on_sigterm(signum, frame) -> None:
     """A SIGTERM handler that stops a command the way Ctrl-C does (a cancelled CI job, `docker stop`)."""
     raise KeyboardInterrupt
+
+
+def interruptible() -> dict:
+    """Make SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt in this process, SIGINT even when
+    it was inherited ignored (a shell without job control starts its background jobs so: POSIX
+    XCU 2.11, "Signals and Error Handling"). Returns ``{signal: previous handler}`` for
+    ``signal.signal`` to restore."""
+    return {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, stop_on_sigterm)}
 
 
 #: The templates that ship with the project (a checkout or an editable install).

@@ -3,7 +3,6 @@ code, or run locally with them mounted (:func:`register` adds them to the ``buil
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,7 +10,7 @@ from typing import Optional
 import typer
 
 from builder import files
-from builder.cli.common import BuildDirOpt, MatrixOpt, fail, guard, load, local_path, registry_option, stop_on_sigterm
+from builder.cli.common import BuildDirOpt, MatrixOpt, fail, guard, load, local_path, registry_option, interruptible
 from builder.matrix import grammar
 
 
@@ -145,7 +144,7 @@ def _serve(ref: str, model: Optional[Path], entry_script: Path, port: int, runti
         problems.append(f"image {ref} is not on this Engine (build or pull it first)")
     if problems:
         fail(problems)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)  # `docker stop`-style shutdown cleans up like Ctrl-C
+    interruptible()  # Ctrl-C, or a `docker stop`-style SIGTERM, cleans up
     try:
         with deploy.running(client, ref, model, entry_script, port, runtime) as served:
             typer.echo(f"serving {ref} (healthy after {served.seconds_to_healthy:.1f} s)")

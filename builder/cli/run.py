@@ -14,7 +14,7 @@ import typer
 
 from builder import engine, files
 from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
-                                registry_option, select_images, stop_on_sigterm, templates_dir)
+                                registry_option, select_images, interruptible, templates_dir)
 from builder.engine import disk, plugins, prune
 from builder.generate import render
 from builder.matrix import grammar
@@ -45,7 +45,7 @@ def _run(opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> Non
                                         "nothing was built").stale()
         if problems:
             fail(problems + ["images/ is out of date: run `builder render` first"])
-    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)  # a cancelled CI job stops like Ctrl-C
+    previous = interruptible()  # a cancelled CI job stops like Ctrl-C
     try:
         with guard():
             reports = pipeline.run(m, opts)
@@ -53,7 +53,8 @@ def _run(opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> Non
         fail([f"interrupted: running builds and smoke tests were stopped; no image that was not done got latest "
               f"or was pushed; report: {opts.build_dir / 'report.json'}"], 130)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if not opts.dry_run:
         wide_console().print(pipeline.summary(opts.stage, reports))
         typer.echo(f"report: {opts.build_dir / 'report.json'}")

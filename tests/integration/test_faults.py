@@ -36,7 +36,10 @@ APT_STEP = "] RUN --mount=type=bind,source=apt."
 
 
 def started(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([*BUILDER, *args], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    # The builder as a script's background job starts it: SIGINT inherited ignored (POSIX XCU 2.11);
+    # Ctrl-C must stop it all the same.
+    return subprocess.Popen(["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *BUILDER, *args], cwd=ROOT,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
 def wait_for(predicate, seconds: float, what: str) -> None:
