@@ -13,7 +13,7 @@ skipped; every other image goes on.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
@@ -108,7 +108,7 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
     # Prunes run on a worker of their own, so lanes waiting for disk space never hold them back.
     prunes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prune")
 
-    def closed(c: schedule.Closed, pool: Executor) -> None:
+    def closed(c: schedule.Closed) -> None:
         if c.skipped:
             why = f"parent {c.skipped} {reports[c.skipped].status}"
             reports[c.image].move(Status.SKIPPED, why)

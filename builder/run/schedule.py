@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 from collections import Counter
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -157,12 +157,12 @@ class Schedule:
 
 
 def drive(schedule: Schedule, work: Callable[[Task, Callable[[Event], None]], None],
-          on_event: Callable[[Event], None], on_close: Callable[[Closed, Executor], None], jobs: int,
+          on_event: Callable[[Event], None], on_close: Callable[[Closed], None], jobs: int,
           emulated_jobs: int, stop: Callable[[], None] = lambda: None) -> None:
     """Run ``schedule`` to its end: ``work(task, tell)`` runs each task in a worker, which calls
     ``tell`` with its events (:class:`Ended` last, always); on this thread, ``on_event(event)`` sees
     each event before the schedule does (it records results; it must not raise), and
-    ``on_close(closed, pool)`` each image that closed, with the native pool for its housekeeping.
+    ``on_close(closed)`` each image that closed.
     At most ``jobs`` native tasks and ``emulated_jobs`` emulated lanes (:meth:`Graph.emulated`, a
     pool of their own) run at once. On any exception (Ctrl-C included) ``stop()`` is called (it
     tells the running steps to stop), no task starts any more, the running ones are waited for,
@@ -174,7 +174,7 @@ def drive(schedule: Schedule, work: Callable[[Task, Callable[[Event], None]], No
         while True:
             start, closed = schedule.advance()
             for c in closed:
-                on_close(c, pool)
+                on_close(c)
             for task in start:
                 (emulated if schedule.graph.emulated(task) else pool).submit(work, task, events.put)
             if not schedule.open:

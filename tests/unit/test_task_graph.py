@@ -157,7 +157,7 @@ def test_drive_runs_every_task_once_emulated_lanes_on_their_own_pool_and_closes_
     seen: list = []
     closed: list[Closed] = []
     plan = Schedule(graph(TREE, AMD))
-    drive(plan, _fake_steps(set(), seen, threading.Lock()), lambda event: None, lambda c, pool: closed.append(c),
+    drive(plan, _fake_steps(set(), seen, threading.Lock()), lambda event: None, lambda c: closed.append(c),
           jobs=2, emulated_jobs=1)
     tasks = [t for t, _ in seen]
     assert sorted(tasks, key=repr) == sorted((t for ts in plan.graph.tasks.values() for t in ts), key=repr)
@@ -171,7 +171,7 @@ def test_drive_with_a_failing_fake_step_skips_the_tree_below_it_and_ends():
     seen: list = []
     closed: list[Closed] = []
     drive(Schedule(graph(TREE, AMD)), _fake_steps({lane("root", ARM)}, seen, threading.Lock()), lambda event: None,
-          lambda c, pool: closed.append(c), jobs=4, emulated_jobs=1)
+          lambda c: closed.append(c), jobs=4, emulated_jobs=1)
     assert {c.image: c.skipped for c in closed} == {"root": None, "child": "root", "leaf": "child", "other": None}
     ran = {t for t, _ in seen}
     assert fin("root") not in ran and lane("child", ARM) not in ran and fin("other") in ran
@@ -180,7 +180,7 @@ def test_drive_with_a_failing_fake_step_skips_the_tree_below_it_and_ends():
 def test_drive_stops_and_raises_when_the_scheduler_s_thread_is_interrupted():
     stopped: list[bool] = []
 
-    def interrupted(closed: Closed, pool) -> None:
+    def interrupted(closed: Closed) -> None:
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         drive(Schedule(graph(TREE, AMD)), _fake_steps(set(), [], threading.Lock()), lambda event: None, interrupted,
