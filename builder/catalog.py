@@ -3,7 +3,7 @@
 
 :func:`rows` reads three sources and nothing else: the run reports (``build/report.json``: status,
 tags, digests, size, SBOM), the committed locks (key packages at their locked versions) and the
-built images themselves (the taggers of :mod:`builder.run.tag` read the framework and Python versions
+built images themselves (the taggers of :mod:`builder.run.taggers` read the framework and Python versions
 inside the image, /etc/os-release gives the OS, the labels give CUDA/cuDNN/NCCL and the minimum NVIDIA
 driver; a GPU image's smoke-test record gives its framework's CUDA targets and whether a GPU verified
 it: "GPU-ready (CPU-verified)" until a GPU test passed). An image is listed
@@ -33,7 +33,7 @@ from builder.matrix import ImageSpec, Matrix, grammar
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import oci_name
 from builder.matrix.validation import pydantic_lines
-from builder.run import report_file, tag
+from builder.run import report_file, taggers
 from builder.run.report import (PASSED, Bytes, Count, Digest, GpuValue, ImageName, ImageReport, PlatformBuild, PlatformName,
                                  Status, Tag, Version)
 
@@ -135,8 +135,8 @@ def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, imag
     names = [*SERVING, *(canonicalize_name(req.name) for req in spec.requirements)]
     packages = {n: versions[n] for n in dict.fromkeys(names) if n in versions and not n.startswith("nvidia-")}
     fields = dict(name=spec.name, framework=spec.framework_title,
-                  framework_version=tag.framework_version(client, ref, spec), device=spec.device,
-                  python=tag.python_version(client, ref), os=tag.os_name(client, ref),
+                  framework_version=taggers.framework_version(client, ref, spec), device=spec.device,
+                  python=taggers.python_version(client, ref), os=taggers.os_name(client, ref),
                   cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
                   uncompressed_bytes=b.uncompressed_bytes or uncompressed_bytes(client, ref),
                   compressed_bytes=b.compressed_bytes, immutable_tag=r.tags[0], reference=ref, digest=b.digest,

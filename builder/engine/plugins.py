@@ -18,7 +18,7 @@ PLUGIN_DIR = Path("/usr/local/lib/docker/cli-plugins")
 #: The plugins come from Debian 13 (:mod:`builder.engine.debian13`): ``docker-buildx`` 0.13 and
 #: ``docker-compose`` 2.26; Debian 12's own archive has no buildx and only Compose v1.
 #: The environment every ``docker buildx`` build of the builder runs with, on top of the caller's: no
-#: default provenance attestation (see :mod:`builder.run.build`).
+#: default provenance attestation (see :mod:`builder.run.buildx`).
 BUILDX_ENV = {"BUILDX_NO_DEFAULT_ATTESTATIONS": "1"}
 #: Plugin name -> the Debian package that holds it.
 PLUGINS = {"buildx": "docker-buildx", "compose": "docker-compose"}

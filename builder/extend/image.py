@@ -13,7 +13,7 @@ from builder.engine import images, plugins
 from builder.engine.sources import Sources, wheelhouse_image
 from builder.extend import Base, default_name, lock_requirements, prepare, write
 from builder.matrix import Matrix
-from builder.run import build
+from builder.run import buildx
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Built:
     """What ``extend --build`` did: the base it used (``base``) and the build's result."""
 
     base: str
-    result: build.BuildResult
+    result: buildx.BuildResult
 
 
 def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path | None, image_tag: str, out: Path,
@@ -43,7 +43,7 @@ def build_image(config_path: Path, matrix: Matrix, registry: str, template: Path
     write(ext, out)
     plugins.ensure_buildx(build_dir)
     with sources.secrets() as secrets:
-        result = build.build(image_tag, out, image_tag,
+        result = buildx.build(image_tag, out, image_tag,
                                  {"WHEELHOUSE_IMAGE": wheelhouse_image(client, sources.wheelhouse)}, secrets,
                                  build_dir / "logs" / f"extend-{default_name(config_path)}.build.log")
     return Built(ext.base.ref, result)

@@ -125,7 +125,7 @@ def merge(matrix: Matrix, reports: dict[str, list[ImageReport]], registry: Regis
 
     An image none of whose reports is per-platform (published whole, with its ``latest``, by its
     job) is passed through. A merged report has ``publish`` index, every platform's build,
-    ``tags`` = [index tag (:func:`builder.run.tag.index_tag`), moving tags], the index's ``digest`` and
+    ``tags`` = [index tag (:func:`builder.run.taggers.index_tag`), moving tags], the index's ``digest`` and
     status published (unchanged when the registry already had it); one that cannot be merged has
     status publish-failed and the reason in ``error``. With a ``signer`` the index is signed, by
     digest, before the moving tags name it. ``log`` gets one line per image. Raises nothing for a

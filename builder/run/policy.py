@@ -22,7 +22,7 @@ from typing import Callable, ClassVar, Sequence
 from builder.engine.registry import Registry
 from builder.matrix.platform import DEFAULT, Platform
 from builder.matrix.schema import TagPolicy
-from builder.run import publish, tag
+from builder.run import publish, taggers
 from builder.run.report import ImageReport, PublishName, Status
 
 #: ``versions(platform) -> (framework version, Python version)`` read in that platform's build.
@@ -61,7 +61,7 @@ class Manifest:
         ({platform: ``sha256:<hex>``}). A tag the policy gave this very image before
         (``existing(platform)``) is kept without reading versions again."""
         (platform, image_id), = image_ids.items()
-        own = existing(platform) or tag.immutable_tag(self.tags, *versions(platform), image_id)
+        own = existing(platform) or taggers.immutable_tag(self.tags, *versions(platform), image_id)
         return [own], {platform: own}
 
     def build_tag(self, immutable: str, platform: str) -> str:
@@ -121,9 +121,9 @@ class Index(Manifest):
 
     def build_tags(self, image_ids, versions, existing):
         """The index's immutable tag is the tag policy filled with the linux/amd64 build's versions
-        and, for the image id, the sha256 of every build's image id (:func:`builder.run.tag.index_tag`),
+        and, for the image id, the sha256 of every build's image id (:func:`builder.run.taggers.index_tag`),
         so it names exactly these builds; each build gets it plus ``-<arch>``."""
-        own = tag.index_tag(self.tags, *versions(DEFAULT.name), list(image_ids.values()))
+        own = taggers.index_tag(self.tags, *versions(DEFAULT.name), list(image_ids.values()))
         return [own], {p: self.build_tag(own, p) for p in image_ids}
 
     def build_tag(self, immutable, platform):
@@ -161,7 +161,7 @@ class PerPlatform(Manifest):
     def build_tags(self, image_ids, versions, existing):
         """Each build: the tag policy filled with its own versions and image id, plus ``-<arch>``
         (``1.9.1-py3.11.2-<id>-arm64``), so a job needs no other platform's build to name its own."""
-        own = {p: tag.immutable_tag(self.tags, *versions(p), i) + _suffix(p) for p, i in image_ids.items()}
+        own = {p: taggers.immutable_tag(self.tags, *versions(p), i) + _suffix(p) for p, i in image_ids.items()}
         return list(own.values()), own
 
     def build_tag(self, immutable, platform):

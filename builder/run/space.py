@@ -17,7 +17,7 @@ from builder.engine import disk, prune, superseded
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
-from builder.run import build
+from builder.run import buildx
 from builder.run.context import Options, RunContext
 from builder.run.disk_budget import DiskBudget, DiskWatch, free_of
 
@@ -42,7 +42,7 @@ def _expected_labels(matrix: Matrix, images: Path) -> Callable[[ImageSpec], dict
     prefix = matrix.data.project.label_prefix
 
     def expected(spec: ImageSpec) -> dict[str, str]:
-        revision = build.vcs_labels([images / a for a in matrix.lineage(spec.name)])["org.opencontainers.image.revision"]
+        revision = buildx.vcs_labels([images / a for a in matrix.lineage(spec.name)])["org.opencontainers.image.revision"]
         want = {f"{prefix}.cell-digest": f"sha256:{spec.cell_digest}", "org.opencontainers.image.revision": revision}
         for platform in matrix.image(spec.name).platforms:
             want[f"{prefix}.lock-digest{Platform.parse(platform).suffix}"] = lock.read(images, spec.name, platform).digest

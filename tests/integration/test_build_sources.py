@@ -18,7 +18,7 @@ from repo import ROOT
 
 from builder.engine import plugins
 from builder.engine.sources import Sources, wheelhouse_image
-from builder.run import build
+from builder.run import buildx
 
 pytestmark = pytest.mark.engine
 
@@ -83,7 +83,7 @@ def test_wheelhouse_index_credential_and_ca_stay_out_of_the_image(minimal_image,
     tag = "builder-test/sources-check:latest"
     plugins.ensure_buildx(ROOT / "build")
     with sources.secrets() as secrets:
-        result = build.build("sources-check", context, tag, {"WHEELHOUSE_IMAGE": wheelhouse_image(client, wheels)},
+        result = buildx.build("sources-check", context, tag, {"WHEELHOUSE_IMAGE": wheelhouse_image(client, wheels)},
                              secrets, tmp_path / "build.log", no_cache=True)  # the RUN really uses the sources
     assert result.ok, f"{result.error}\n{(tmp_path / 'build.log').read_text()[-3000:]}"
     assert SECRET not in (tmp_path / "build.log").read_text()

@@ -14,7 +14,7 @@ from run_builder import MINIMAL, builder, builds, names_image, raw_digest, repor
 
 from builder import engine, matrix
 from builder.matrix.platform import Platform
-from builder.run import tag
+from builder.run import taggers
 
 pytestmark = pytest.mark.engine
 
@@ -74,7 +74,7 @@ def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_b
     assert merged["status"] == "published" and merged["tags"][1:] == ["latest"]
     first = builds(jobs["linux/amd64"])["linux/amd64"]
     policy = matrix.load(ROOT / "matrix.yaml").data.tags
-    assert merged["tags"][0] == tag.index_tag(policy, first["framework_version"], first["python_version"],
+    assert merged["tags"][0] == taggers.index_tag(policy, first["framework_version"], first["python_version"],
                                               [builds(jobs[p])[p]["image_id"] for p in ("linux/amd64", "linux/arm64")])
     for t in merged["tags"]:
         index = _raw(f"{namespace}/{MINIMAL}:{t}")

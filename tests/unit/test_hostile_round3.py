@@ -492,7 +492,7 @@ def _planted(tmp_path: Path, name: str, monkeypatch) -> tuple[Path, Path]:
 
 
 def _build_log(build: Path) -> None:
-    from builder.run import build as run_build
+    from builder.run import buildx as run_build
 
     run_build._run("x", None, ["docker", "buildx", "build"], build, {}, build / "logs" / "x.build.log", print)
 

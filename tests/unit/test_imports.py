@@ -114,7 +114,7 @@ def test_the_graph_sees_deferred_and_relative_imports_and_subpackages(tmp_path):
 
 
 def test_an_import_of_a_later_layer_is_upward():
-    edges = {"builder.matrix.expand": {"builder.run.plan"}, "builder.run.tag": {"builder.matrix.expand"}}
+    edges = {"builder.matrix.expand": {"builder.run.plan"}, "builder.run.taggers": {"builder.matrix.expand"}}
     assert upward(edges) == ["builder.matrix.expand -> builder.run.plan"]
 
 

@@ -114,7 +114,7 @@ def test_a_recording_that_fails_is_one_line_and_never_raises():
 
 
 def test_a_build_s_outcome_is_a_value_with_its_figures_whether_it_passed_or_not(tmp_path):
-    from builder.run.build import BuildResult
+    from builder.run.buildx import BuildResult
     from builder.run.steps import build as build_step
 
     bases = {"base@sha256:" + "3" * 64: "sha256:" + "4" * 64}

@@ -11,7 +11,7 @@ from builder.cli import app
 from builder.matrix import load
 from builder.matrix.inputs import ConfigError
 from builder.matrix.platform import Platform
-from builder.run import merge, publish, report_file, tag
+from builder.run import merge, publish, report_file, taggers
 from builder.run.report import ImageReport, Status
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
@@ -53,7 +53,7 @@ def made(monkeypatch):
 def test_every_platform_pushed_gives_one_index_named_from_both_builds(matrix, made):
     entries = merge.merge(matrix, {MINIMAL: [_job("linux/arm64"), _job("linux/amd64")]}, REGISTRY, log=lambda line: None)
     (only,) = entries
-    expected = tag.index_tag(matrix.data.tags, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
+    expected = taggers.index_tag(matrix.data.tags, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
     builds = {"linux/amd64": "sha256:" + "d" * 63 + "1", "linux/arm64": "sha256:" + "d" * 63 + "2"}
     # the immutable tag first, then (once it would be signed) latest: the same index
     assert made == [(only.repository, [expected], builds), (only.repository, ["latest"], builds)]
@@ -63,8 +63,8 @@ def test_every_platform_pushed_gives_one_index_named_from_both_builds(matrix, ma
 
 def test_index_tag_depends_on_every_platform_build():
     policy = load(ROOT / "matrix.yaml").data.tags
-    a = tag.index_tag(policy, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
-    assert a != tag.index_tag(policy, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "3" * 64])
+    a = taggers.index_tag(policy, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
+    assert a != taggers.index_tag(policy, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "3" * 64])
     assert a.startswith("1.5.1-py3.11.2-")
 
 

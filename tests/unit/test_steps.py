@@ -17,7 +17,7 @@ from rich.progress import Progress
 
 from builder.engine.registry import Credentials
 from builder.matrix import load
-from builder.run import policy, publish, tag
+from builder.run import policy, publish, taggers
 from builder.run.context import Events, Options, RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import Built, StepFailed
@@ -212,7 +212,7 @@ def test_an_image_of_two_platforms_is_one_index_of_its_builds(fakes, tmp_path):
     ctx, reports = _context(engine, registry, tmp_path)
     rep = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
     ids = [_sha(MINIMAL + p) for p in ("linux/amd64", "linux/arm64")]
-    index_tag = tag.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", ids)
+    index_tag = taggers.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", ids)
     assert rep.publish == "index" and rep.tags == [index_tag, "latest"]
     assert [b.tag for b in rep.platforms] == [f"{index_tag}-amd64", f"{index_tag}-arm64"]
     assert engine.refs[f"{rep.repository}:latest"] == ids[0] and engine.refs[f"{rep.repository}:latest-arm64"] == ids[1]
@@ -234,7 +234,7 @@ def test_an_image_of_one_platform_is_its_build_s_manifest(fakes, tmp_path):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
     rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
-    immutable = tag.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(GPU + "linux/amd64"))
+    immutable = taggers.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(GPU + "linux/amd64"))
     assert rep.publish == "manifest" and rep.tags == [immutable, "latest"] and rep.platforms[0].tag == immutable
     push(ctx, ctx.specs[GPU], rep)
     assert rep.digest == rep.platforms[0].digest == registry.digest(rep.repository, "latest")
@@ -245,7 +245,7 @@ def test_a_job_of_a_split_run_pushes_its_build_under_per_platform_tags_only(fake
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=("linux/arm64",))
     rep = _built(ctx, reports, engine, MINIMAL, ("linux/arm64",), tmp_path)
-    own = tag.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(MINIMAL + "linux/arm64")) + "-arm64"
+    own = taggers.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(MINIMAL + "linux/arm64")) + "-arm64"
     assert rep.publish == "per-platform" and rep.tags == [own, "latest-arm64"]
     assert (rep.platforms[0].framework_version, rep.platforms[0].python_version) == ("1.5.1", "3.11.2")
     assert push(ctx, ctx.specs[MINIMAL], rep) is None
@@ -630,7 +630,7 @@ def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_
         push(ctx, ctx.specs[MINIMAL], jobs[platform])
         assert "one job of a run split" in up_to_date.may_skip(ctx, ctx.specs[MINIMAL], jobs[platform])
     builds = [jobs[p].platforms[0] for p in ("linux/amd64", "linux/arm64")]
-    immutable = tag.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", [b.image_id for b in builds])
+    immutable = taggers.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", [b.image_id for b in builds])
     publish.push_index(registry, jobs["linux/amd64"].repository, [immutable, "latest"], {b.platform: b.digest for b in builds})
     ctx, reports = _context(engine, registry, tmp_path)  # a full run of both platforms, nothing changed
     ctx = dataclasses.replace(ctx, containerd_store=False)

@@ -1,7 +1,7 @@
 """Build step: one platform's build of an image through bake, with a per-run override file.
 
 Reproducible images. Each build gets ``SOURCE_DATE_EPOCH`` (the commit time of the last change to
-the image's inputs, :func:`builder.run.build.vcs_source`) and, on the containerd image store,
+the image's inputs, :func:`builder.run.buildx.vcs_source`) and, on the containerd image store,
 BuildKit's ``rewrite-timestamp``, which sets every file time in the new layers and the image's
 times to it (https://github.com/moby/buildkit/blob/master/docs/build-repro.md); the build streams
 into the image store as :mod:`builder.engine.export` explains, and its image id is the reproducible
@@ -29,7 +29,7 @@ from builder.engine import debian_index, export, images
 from builder.generate import apt_lock, bake, render
 from builder.matrix import ImageSpec
 from builder.matrix.platform import DEFAULT, Platform
-from builder.run import build, build_id
+from builder.run import build_id, buildx
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild
 from builder.run.steps import StepFailed, label, local_ref, run_tag
@@ -126,7 +126,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     cannot start (no base for its build stage), EngineError, OSError."""
     opt, name = ctx.options, label(spec, platform)
     target = bake.target_name(spec.name)
-    revision, epoch = build.vcs_source([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
+    revision, epoch = buildx.vcs_source([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
     date_context(opt.images_dir / spec.name, epoch)
     temporary = run_tag(ctx.run_id, platform)
     override = ctx.build_dir / "bake" / f"{target}.{ctx.run_id}.{name}.json"
@@ -140,10 +140,10 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
         files.write_atomic(override, json.dumps(
             {"target": {target: {**override_target, "secret": secrets}}}, indent=2))
         try:
-            result = build.bake(
+            result = buildx.bake(
                 spec.name, target, [render.bake_path(opt.images_dir).resolve(), override.resolve()],
                 opt.images_dir.resolve().parent,
-                {"REGISTRY": ctx.registry, "TAG": temporary, "REVISION": revision, "CREATED": build.rfc3339(epoch)},
+                {"REGISTRY": ctx.registry, "TAG": temporary, "REVISION": revision, "CREATED": buildx.rfc3339(epoch)},
                 ctx.logs / f"{name}.build.log", no_cache=opt.no_cache,
                 on_step=lambda line: ctx.events.show(spec.name, escape(line)),
                 load_into=ctx.client if ctx.containerd_store else None)
@@ -152,7 +152,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     return _outcome(ctx, spec, Build(platform, temporary), result, dict(override_target["args"]), ref)
 
 
-def _outcome(ctx: RunContext, spec: ImageSpec, started: Build, result: build.BuildResult, args: dict[str, str],
+def _outcome(ctx: RunContext, spec: ImageSpec, started: Build, result: buildx.BuildResult, args: dict[str, str],
              ref: str) -> Build:
     # What bake's ``result`` of ``args`` built (stored as ``ref``), or why it failed.
     done = replace(started, seconds=round(result.seconds, 1), log=str(result.log_path),

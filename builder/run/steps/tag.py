@@ -11,7 +11,7 @@ from rich.markup import escape
 from builder.engine import children
 from builder.engine.images import uncompressed_bytes
 from builder.matrix import ImageSpec, naming
-from builder.run import tag
+from builder.run import taggers
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild, Status
 from builder.run.steps import Built, local_ref, run_tag
@@ -28,8 +28,8 @@ class _Versions:
     def __call__(self, platform: str) -> tuple[str, str]:
         if platform not in self.read:
             image_id, client = self.builts[platform].image_id, self.ctx.client
-            self.read[platform] = (tag.framework_version(client, image_id, self.spec),
-                                   tag.python_version(client, image_id))
+            self.read[platform] = (taggers.framework_version(client, image_id, self.spec),
+                                   taggers.python_version(client, image_id))
         return self.read[platform]
 
 
@@ -52,7 +52,7 @@ def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict
 
     def existing(platform: str) -> str | None:  # a tag the policy gave this very image before
         image = images[platform]
-        return tag.existing_immutable(ctx.matrix.data.tags, naming.own_tags(image.tags, rep.repository), image.id)
+        return taggers.existing_immutable(ctx.matrix.data.tags, naming.own_tags(image.tags, rep.repository), image.id)
 
     image_tags, own = publish_as.build_tags({p: image.id for p, image in images.items()}, versions, existing)
     for platform, built in builts.items():

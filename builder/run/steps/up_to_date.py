@@ -21,7 +21,7 @@ from builder.engine.registry import RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
 from builder.matrix.platform import DEFAULT, oci_name
-from builder.run import build, build_id, policy, publish, smoke, tag
+from builder.run import build_id, buildx, policy, publish, smoke, taggers
 from builder.run.context import Options, RunContext
 from builder.run.report import ImageReport, Status
 from builder.run.steps import StepFailed
@@ -53,7 +53,7 @@ def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[str, build_id.Inputs]:
     file, the build context, the builder's and the tests' digests) is read once. A test folder that
     is missing is left out (the smoke test then fails on it). Raises OSError, KeyError."""
     images = ctx.options.images_dir
-    revision, epoch = build.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
+    revision, epoch = buildx.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
     target = json.loads(render.bake_path(images).read_text())["target"][bake.target_name(spec.name)]
     try:
         folders = smoke.folders(spec, ctx.options.tests_root)
@@ -216,7 +216,7 @@ def _tags(ctx: RunContext, rep: ImageReport, found: Published) -> tuple[str | No
     publish_as, ids = ctx.policy(rep), _ids(ctx, found)
     listed = ctx.registry_client.list_tags(rep.repository)
     if publish_as.makes_index:
-        immutable = _immutable(ctx, rep, listed, tag.index_id(list(ids.values())), "", found.digest)
+        immutable = _immutable(ctx, rep, listed, taggers.index_id(list(ids.values())), "", found.digest)
         own = _index_builds(ctx, rep, listed, found, immutable) if immutable else None
         return (immutable, own) if own else None
     out = {}
@@ -254,7 +254,7 @@ def _immutable(ctx: RunContext, rep: ImageReport, listed: list[str], image_id: s
     tags = ctx.matrix.data.tags
     for candidate in sorted(listed, reverse=True):
         stem = candidate[:len(candidate) - len(suffix)] if candidate.endswith(suffix) else None
-        if not stem or candidate in tags.moving or tag.existing_immutable(tags, [stem], image_id) is None:
+        if not stem or candidate in tags.moving or taggers.existing_immutable(tags, [stem], image_id) is None:
             continue
         if ctx.registry_client.digest(rep.repository, candidate) == digest:
             return stem
