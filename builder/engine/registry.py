@@ -36,6 +36,11 @@ MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.oc
 MAX_MANIFEST = 4 << 20
 
 
+#: The annotation BuildKit gives an attestation manifest in an image index
+#: (https://github.com/moby/buildkit/blob/master/docs/attestations/attestation-storage.md).
+REFERENCE_TYPE = "vnd.docker.reference.type"
+
+
 def _passes(check, value: str) -> bool:
     # True when ``check`` (a grammar function of builder.matrix.grammar) accepts ``value``.
     try:
@@ -277,6 +282,16 @@ class Registry:
             raise RegistryError(f"{repository}: the registry's next page of tags is elsewhere: {nxt[:200]}")
         return doc.get("tags") or [], nxt
 
+    @staticmethod
+    def labels(config: dict) -> dict:
+        """The labels of an image configuration ``config`` (``config.Labels``,
+        https://github.com/opencontainers/image-spec/blob/main/config.md), ``{}`` when it has none
+        or they are not an object. Values are as the configuration holds them: check each before
+        use."""
+        inner = config.get("config") if isinstance(config, dict) else None
+        labels = inner.get("Labels") if isinstance(inner, dict) else None
+        return labels if isinstance(labels, dict) else {}
+
     def index(self, repository: str, tag: str) -> tuple[str, dict[str, str]] | None:
         """``(digest, {platform: manifest digest})`` of the image index ``repository:tag``, or None
         when the registry has no such tag or it is not an index. Raises RegistryError."""
@@ -286,12 +301,15 @@ class Registry:
 
     @staticmethod
     def index_entries(doc: dict) -> dict[str, str] | None:
-        """``{platform: manifest digest}`` of an image index ``doc``
+        """``{platform: manifest digest}`` of the images an image index ``doc`` names
         (https://github.com/opencontainers/image-spec/blob/main/image-index.md), or None when it is
-        not an index, an entry lacks its platform, or a digest fails the digest grammar."""
+        not an index, an image entry lacks its platform, or a digest fails the digest grammar.
+        BuildKit's attestation manifests (annotated ``vnd.docker.reference.type``,
+        https://github.com/moby/buildkit/blob/master/docs/attestations/attestation-storage.md) are
+        not images and are left out."""
         try:
             entries = {oci_name(m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")): m["digest"]
-                       for m in doc["manifests"]}
+                       for m in doc["manifests"] if REFERENCE_TYPE not in (m.get("annotations") or {})}
             for d in entries.values():
                 grammar.digest(d)
         except (KeyError, TypeError, ValueError, AttributeError):

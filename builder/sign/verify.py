@@ -29,7 +29,6 @@ from builder.sign import predicates
 from builder.sign.cosign import Cosign, SignError, by_digest
 
 #: OCI annotation that marks an attestation manifest in a BuildKit index; such entries are no build.
-_REFERENCE_TYPE = "vnd.docker.reference.type"
 
 
 @dataclass(frozen=True)
@@ -86,16 +85,16 @@ class Verifier:
         if found is None:
             return [Finding("signature", f"{repository}:{reference}", False, "the registry has no such tag or digest")]
         digest, doc = found
-        if not isinstance(doc.get("manifests"), list):
+        if "manifests" not in doc:
             return self.build(repository, digest, doc, by_digest(repository, digest))
         out = [self.signature(by_digest(repository, digest))]
-        builds = [e for e in doc["manifests"] if isinstance(e, dict) and _REFERENCE_TYPE not in (e.get("annotations") or {})]
+        builds = Registry.index_entries(doc)
         if not builds:
-            return out + [Finding("signature", by_digest(repository, digest), False, "the index names no image")]
-        for entry in builds:
-            platform = entry.get("platform") or {}
-            child = self.registry.manifest(repository, grammar.digest(entry.get("digest")))
-            subject = f"{by_digest(repository, entry['digest'])} ({platform.get('os')}/{platform.get('architecture')})"
+            why = "the index names no image" if builds == {} else "the index's entries fail the image index grammar"
+            return out + [Finding("signature", by_digest(repository, digest), False, why)]
+        for platform, entry in builds.items():
+            child = self.registry.manifest(repository, entry)
+            subject = f"{by_digest(repository, entry)} ({platform})"
             out += (self.build(repository, child[0], child[1], subject) if child
                     else [Finding("signature", subject, False, "the index names a manifest the registry does not have")])
         return out
@@ -103,7 +102,7 @@ class Verifier:
     def build(self, repository: str, digest: str, manifest: dict, subject: str) -> list[Finding]:
         """The four checks of one image manifest ``digest``."""
         ref = by_digest(repository, digest)
-        labels = (self.registry.config(repository, manifest).get("config") or {}).get("Labels") or {}
+        labels = Registry.labels(self.registry.config(repository, manifest))
         config_digest = (manifest.get("config") or {}).get("digest")
         return [self.signature(ref, subject),
                 self._check("provenance", ref, subject, predicates.PROVENANCE,

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from builder.engine import registry
-from builder.engine.registry import Registry, RegistryError
+from builder.engine.registry import REFERENCE_TYPE, Registry, RegistryError
 
 REPO = "127.0.0.1:5000/team/minimal"
 
@@ -121,3 +121,20 @@ def test_a_body_that_never_ends_is_cut_off_at_the_limit(monkeypatch):
     r, _ = _registry(monkeypatch, {"manifests/latest": big})
     with pytest.raises(RegistryError, match="would send"):
         r.manifest(REPO, "latest")
+
+
+def test_an_index_s_images_leave_out_buildkit_s_attestation_manifests_and_a_bad_entry_is_none():
+    image = {"digest": "sha256:" + "a" * 64, "platform": {"os": "linux", "architecture": "arm64"}}
+    attestation = {"digest": "sha256:" + "b" * 64, "platform": {"os": "unknown", "architecture": "unknown"},
+                   "annotations": {REFERENCE_TYPE: "attestation-manifest"}}
+    assert Registry.index_entries({"manifests": [image, attestation]}) == {"linux/arm64": "sha256:" + "a" * 64}
+    assert Registry.index_entries({"manifests": [attestation]}) == {}
+    for bad in ({"manifests": "x"}, {"manifests": [{"digest": "--x", "platform": image["platform"]}]},
+                {"manifests": [{"digest": image["digest"]}]}, {"manifests": [None]}, {}):
+        assert Registry.index_entries(bad) is None
+
+
+def test_labels_of_a_configuration_are_an_object_or_empty():
+    assert Registry.labels({"config": {"Labels": {"a": "b"}}}) == {"a": "b"}
+    for config in ({}, {"config": None}, {"config": {"Labels": ["a"]}}, {"config": {"Labels": None}}, None):
+        assert Registry.labels(config) == {}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rich.markup import escape
 
-from builder.engine.registry import RegistryError, answers
+from builder.engine.registry import Registry, RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
 from builder.matrix.platform import DEFAULT, oci_name
@@ -181,16 +181,9 @@ def _checked(ctx: RunContext, rep: ImageReport, platform: str, digest: str, mani
     except TypeError:
         return None
     wanted = build_id.label(ctx.matrix.data.project.label_prefix)
-    if _labels(config).get(wanted) != rep.build(platform).build_id or served != platform:
+    if Registry.labels(config).get(wanted) != rep.build(platform).build_id or served != platform:
         return None
     return Found(digest, manifest, config)
-
-
-def _labels(config: dict) -> dict:
-    # The labels of an image configuration (https://github.com/opencontainers/image-spec/blob/main/config.md).
-    inner = config.get("config")
-    labels = inner.get("Labels") if isinstance(inner, dict) else None
-    return labels if isinstance(labels, dict) else {}
 
 
 def _signed(ctx: RunContext, rep: ImageReport, digest: str | None, builds: dict[str, Found]) -> bool:
@@ -278,7 +271,7 @@ def _record(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published
         b = rep.build(platform)
         b.image_id, b.digest, b.tag = ids[platform], b_found.digest, own[platform]
         b.compressed_bytes = publish.layer_bytes(b_found.manifest)
-        b.framework_version = _version(_labels(b_found.config), f"{prefix}.framework-version")
+        b.framework_version = _version(Registry.labels(b_found.config), f"{prefix}.framework-version")
         b.attestations = sorted(predicates.COSIGN_TYPES) if ctx.signer else []  # signed last, after them
     rep.tags = [immutable] if immutable else []
     rep.tags = publish_as.image_tags(rep)
