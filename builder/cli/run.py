@@ -20,7 +20,7 @@ from builder.generate import render
 from builder.matrix import grammar
 from builder.run import context, pipeline
 from builder.run.console import wide_console
-from builder.sign import Signer, cosign
+from builder.sign import cosign
 
 
 #: ``--base-source``'s choices: :data:`builder.run.context.BaseSource`'s values, as the enum typer
@@ -167,7 +167,7 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", parser=loca
     """Join the per-platform builds of a run split by platform (`builder all --by-platform` jobs) into
     image indexes: latest and the immutable tag move only for an image whose every platform passed."""
     from builder.engine.registry import Credentials, Registry, host_of
-    from builder.run import merge, report_file
+    from builder.run import merge, preparation, report_file
     from builder.run.report import PUSHED, write
 
     m = load(matrix)
@@ -179,8 +179,7 @@ def merge_command(report: list[Path] = typer.Option(..., "--report", parser=loca
         merge.check_repositories(found, target)  # the push target is --registry's, never a report's
         report_file.refuse_foreign(out)  # before anything is pushed
         plugins.ensure_buildx(build_dir)  # docker buildx imagetools makes the indexes
-        signer = (Signer.make(build_dir, signing_key, keyless, {"buildx": plugins.plugin_version("buildx") or "unknown"})
-                  if signing_key or keyless else None)
+        signer = preparation.signer(build_dir, signing_key, keyless)
         merged = merge.merge(m, found, Registry(host_of(target), Credentials.from_env()), log=typer.echo, signer=signer)
         write(out, "merge", merged)
     typer.echo(f"report: {out}")

@@ -72,14 +72,14 @@ def registry(opt: Options) -> str:
     return engine.LOCAL_REGISTRY
 
 
-def signer(opt: Options, client: docker.DockerClient) -> Signer | None:
-    """The run's signer (:meth:`builder.sign.Signer.make`) when it publishes with a key or
-    keyless, else None. Raises SignError."""
-    if not opt.steps.publish or not (opt.signing_key or opt.keyless):
+def signer(build_dir: Path, key: str, keyless: bool, client: docker.DockerClient | None = None) -> Signer | None:
+    """The one place a :class:`builder.sign.Signer` is made (:meth:`builder.sign.Signer.make`), for
+    a run that publishes and for ``builder merge``: with ``key`` or ``keyless``, else None. The
+    provenance's tools are buildx's version and, with ``client``, the Engine's. Raises SignError."""
+    if not (key or keyless):
         return None
-    return Signer.make(opt.build_dir, opt.signing_key, opt.keyless,
-                       {"docker-engine": client.version().get("Version", "unknown"),
-                        "buildx": plugins.plugin_version("buildx") or "unknown"})
+    engine = {"docker-engine": client.version().get("Version", "unknown")} if client is not None else {}
+    return Signer.make(build_dir, key, keyless, {**engine, "buildx": plugins.plugin_version("buildx") or "unknown"})
 
 
 def context(matrix: Matrix, opt: Options, specs: list[ImageSpec], reports: dict[str, ImageReport],
@@ -88,7 +88,7 @@ def context(matrix: Matrix, opt: Options, specs: list[ImageSpec], reports: dict[
     one frozen context; sets each report's repository. Raises SignError (first: a key that cannot
     be used stops the run before anything runs), EngineError."""
     client = clients.get()
-    run_signer = signer(opt, client)
+    run_signer = signer(opt.build_dir, opt.signing_key, opt.keyless, client) if opt.steps.publish else None
     for s in specs:
         reports[s.name].repository = naming.repository(registry, s.name)
     if opt.steps.test:
