@@ -179,7 +179,8 @@ class RunContext:
     a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
     (root image, platform); whether the Engine keeps images in the containerd image store; the
     ``signer`` of what is published, when a key (or keyless signing) is configured; the size gate's
-    ``size_baseline``: ``{(name, platform): (uncompressed, compressed bytes)}`` of the catalog; and,
+    ``size_baseline``: ``{(name, platform): (uncompressed, compressed bytes)}`` of the catalog; each
+    image's ``vcs`` source, ``{name: (revision, epoch)}`` (:func:`builder.run.preparation.vcs_sources`); and,
     made with it, the run's ``policies`` (:func:`builder.run.policy.table`), one object of each
     publish policy, whose image's :meth:`policy` gives."""
 
@@ -199,6 +200,7 @@ class RunContext:
     containerd_store: bool = True
     signer: Signer | None = None
     size_baseline: Mapping[tuple[str, str], tuple[int | None, int | None]] = field(default_factory=dict)
+    vcs: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     policies: Mapping[str, policy.Manifest] = field(init=False)
 
     def __post_init__(self) -> None:

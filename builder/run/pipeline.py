@@ -45,9 +45,9 @@ def run(matrix: Matrix, options: Options, console: Console | None = None) -> lis
         preparation.dry_run(matrix, options, specs, reports, events.say)
         return list(reports.values())
     client = clients.get()
-    watch = None
+    watch, vcs = None, preparation.vcs_sources(matrix, options, specs)
     if options.space_check and steps.build:  # before anything is started or written
-        needs = space.check(client, matrix, options, options.registry or engine.LOCAL_REGISTRY, specs)
+        needs = space.check(client, matrix, options, options.registry or engine.LOCAL_REGISTRY, specs, vcs)
         events.disk, watch = space.budget(client, needs, lambda line: _plain(events, line))
     files.claim_folder(options.build_dir)
     started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
@@ -58,7 +58,7 @@ def run(matrix: Matrix, options: Options, console: Console | None = None) -> lis
         watch.start()
     ctx = None
     try:
-        ctx = preparation.context(matrix, options, specs, reports, events, clients, preparation.registry(options))
+        ctx = preparation.context(matrix, options, specs, reports, events, clients, preparation.registry(options), vcs)
         with events.progress:
             _schedule(ctx, specs, reports, events, pruner)
     except KeyboardInterrupt:

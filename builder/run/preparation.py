@@ -18,7 +18,7 @@ from builder.engine.registry import Credentials, Registry, host_of
 from builder.engine.sources import Sources, wheelhouse_image
 from builder.generate import base_resolver
 from builder.matrix import ImageSpec, Matrix, naming, plan
-from builder.run import policy
+from builder.run import buildx, policy
 from builder.run.context import Clients, Events, Options, RunContext
 from builder.run.report import ImageReport
 from builder.run.steps import up_to_date
@@ -72,6 +72,13 @@ def registry(opt: Options) -> str:
     return engine.LOCAL_REGISTRY
 
 
+def vcs_sources(matrix: Matrix, opt: Options, specs: list[ImageSpec]) -> dict[str, tuple[str, int]]:
+    """``{name: (revision, epoch)}`` of each of ``specs``: :func:`builder.run.buildx.vcs_source` of
+    the build contexts of its lineage under ``opt.images_dir``, read once per run (the build id,
+    the build's arguments, the provenance and the disk preflight all use it)."""
+    return {s.name: buildx.vcs_source([opt.images_dir / a for a in matrix.lineage(s.name)]) for s in specs}
+
+
 def signer(build_dir: Path, key: str, keyless: bool, client: docker.DockerClient | None = None) -> Signer | None:
     """The one place a :class:`builder.sign.Signer` is made (:meth:`builder.sign.Signer.make`), for
     a run that publishes and for ``builder merge``: with ``key`` or ``keyless``, else None. The
@@ -83,7 +90,7 @@ def signer(build_dir: Path, key: str, keyless: bool, client: docker.DockerClient
 
 
 def context(matrix: Matrix, opt: Options, specs: list[ImageSpec], reports: dict[str, ImageReport],
-            events: Events, clients: Clients, registry: str) -> RunContext:
+            events: Events, clients: Clients, registry: str, vcs: dict[str, tuple[str, int]]) -> RunContext:
     """The registry, buildx, compose, package sources, wheelhouse image and bases the run needs, as
     one frozen context; sets each report's repository. Raises SignError (first: a key that cannot
     be used stops the run before anything runs), EngineError."""
@@ -112,6 +119,6 @@ def context(matrix: Matrix, opt: Options, specs: list[ImageSpec], reports: dict[
                       run_id=uuid.uuid4().hex[:12], build_platform=build_platform,
                       specs={s.name: s for s in specs}, reports=reports, events=events,
                       clients=clients, sources=sources, wheelhouse=wheelhouse, base_refs=base_refs,
-                      containerd_store=containerd_store, signer=run_signer,
+                      containerd_store=containerd_store, signer=run_signer, vcs=vcs,
                       size_baseline={k: (r.uncompressed_bytes, r.compressed_bytes)
                                      for k, r in disk.catalog_rows(opt.catalog).items()})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Mapping
 
 import docker
 
@@ -17,7 +17,6 @@ from builder.engine import disk, prune, superseded
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
-from builder.run import buildx
 from builder.run.context import Options, RunContext
 from builder.run.disk_budget import DiskBudget, DiskWatch, free_of
 
@@ -35,15 +34,14 @@ def _held_labels(client: docker.DockerClient, matrix: Matrix, registry: str) -> 
     return out
 
 
-def _expected_labels(matrix: Matrix, images: Path) -> Callable[[ImageSpec], dict[str, str]]:
+def _expected_labels(matrix: Matrix, images: Path, vcs: Mapping[str, tuple[str, int]]) -> Callable[[ImageSpec], dict[str, str]]:
     # The labels a build of spec made now would carry that say its inputs are the same: the cell
     # digest, every platform's lock digest (as templates/macros.j2 renders them: lock-digest for
     # linux/amd64, lock-digest-<arch> for the others) and the revision of its build contexts.
     prefix = matrix.data.project.label_prefix
 
     def expected(spec: ImageSpec) -> dict[str, str]:
-        revision = buildx.vcs_labels([images / a for a in matrix.lineage(spec.name)])["org.opencontainers.image.revision"]
-        want = {f"{prefix}.cell-digest": f"sha256:{spec.cell_digest}", "org.opencontainers.image.revision": revision}
+        want = {f"{prefix}.cell-digest": f"sha256:{spec.cell_digest}", "org.opencontainers.image.revision": vcs[spec.name][0]}
         for platform in matrix.image(spec.name).platforms:
             want[f"{prefix}.lock-digest{Platform.parse(platform).suffix}"] = lock.read(images, spec.name, platform).digest
         return want
@@ -51,10 +49,11 @@ def _expected_labels(matrix: Matrix, images: Path) -> Callable[[ImageSpec], dict
 
 
 def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: str,
-          specs: list[ImageSpec]) -> dict[tuple[str, str], int]:
+          specs: list[ImageSpec], vcs: Mapping[str, tuple[str, int]]) -> dict[tuple[str, str], int]:
     """Refuse (ConfigError, one line) a run of ``specs`` into ``registry`` the Engine's data root or
     the build folder cannot hold (:func:`builder.engine.disk.estimate`; images whose local build, tagged in
-    that registry's repository, has the same inputs count as unchanged). Returns the bytes each
+    that registry's repository, has the same inputs count as unchanged; ``vcs``: each image's
+    ``(revision, epoch)``, :func:`builder.run.preparation.vcs_sources`). Returns the bytes each
     build ``(name, platform)`` is estimated to add (:func:`builder.engine.disk.build_needs`), for
     the run's disk schedule (:func:`budget`)."""
     locks = {(s.name, p): lock.read(opt.images_dir, s.name, p) for s in specs for p in s.platforms}
@@ -64,7 +63,7 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
         return len(set(locks[spec.name, platform].entries) - set(parent.entries if parent else ()))
 
     same = set() if opt.no_cache else disk.unchanged(specs, _held_labels(client, matrix, registry),
-                                                            _expected_labels(matrix, opt.images_dir))
+                                                            _expected_labels(matrix, opt.images_dir, vcs))
     pushing = opt.steps.publish and not opt.registry
     factors = disk.CONTAINERD if engine.containerd_store(client) else disk.CLASSIC
     mounts = prune.cache_mount_bytes(client)

@@ -27,7 +27,7 @@ MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
 def offline(monkeypatch):
     """No Engine: the run's preparation and bookkeeping do nothing; returns the images whose lanes
     (builds) ran, once per platform."""
-    monkeypatch.setattr(preparation, "context", lambda matrix, opt, specs, reports, events, clients, registry:
+    monkeypatch.setattr(preparation, "context", lambda matrix, opt, specs, reports, events, clients, registry, vcs:
                         SimpleNamespace(build_platform="linux/amd64", options=opt, reports=reports))
     monkeypatch.setattr(preparation, "registry", lambda opt: "127.0.0.1:5000")
     monkeypatch.setattr(pipeline.superseded, "engine_time", lambda client: 0.0)

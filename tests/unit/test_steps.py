@@ -17,7 +17,7 @@ from rich.progress import Progress
 
 from builder.engine.registry import Credentials
 from builder.matrix import load
-from builder.run import policy, publish, taggers
+from builder.run import policy, preparation, publish, taggers
 from builder.run.context import Events, Options, RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import Built, StepFailed
@@ -175,7 +175,7 @@ def _context(engine, registry, tmp_path: Path, **options) -> tuple[RunContext, d
     events = Events(Console(file=open("/dev/null", "w")), Progress(disable=True), 1)
     return RunContext(matrix=matrix, options=opt, registry=REGISTRY, registry_client=registry, run_id="r1",
                       build_platform="linux/amd64", specs=specs, reports=reports, events=events,
-                      clients=Clients()), reports
+                      clients=Clients(), vcs=preparation.vcs_sources(matrix, opt, list(specs.values()))), reports
 
 
 def _record(rep: ImageReport, platform: str, image_id: str) -> None:

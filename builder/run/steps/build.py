@@ -126,7 +126,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     cannot start (no base for its build stage), EngineError, OSError."""
     opt, name = ctx.options, label(spec, platform)
     target = bake.target_name(spec.name)
-    revision, epoch = buildx.vcs_source([opt.images_dir / a for a in ctx.matrix.lineage(spec.name)])
+    revision, epoch = ctx.vcs[spec.name]
     date_context(opt.images_dir / spec.name, epoch)
     temporary = run_tag(ctx.run_id, platform)
     override = ctx.build_dir / "bake" / f"{target}.{ctx.run_id}.{name}.json"

@@ -20,7 +20,7 @@ from pathlib import Path
 from builder.generate import apt_lock, base_lock, lock
 from builder.matrix import ImageSpec
 from builder.matrix.inputs import ConfigError
-from builder.run import buildx, report_file, smoke
+from builder.run import report_file, smoke
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild
 from builder.run.steps import StepFailed, label
@@ -106,7 +106,7 @@ def _predicates(ctx: RunContext, spec: ImageSpec, rep: ImageReport, b: PlatformB
 
 def _build_facts(ctx: RunContext, spec: ImageSpec, b: PlatformBuild) -> predicates.BuildFacts:
     images, signer = ctx.options.images_dir, ctx.signer
-    revision, _ = buildx.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
+    revision, _ = ctx.vcs[spec.name]
     dockerfile = images / spec.name / "Dockerfile"
     return predicates.BuildFacts(
         image=spec.name, platform=b.platform, source=ctx.matrix.data.project.source, revision=revision,

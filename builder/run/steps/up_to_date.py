@@ -21,7 +21,7 @@ from builder.engine.registry import Registry, RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
 from builder.matrix.platform import DEFAULT, oci_name
-from builder.run import build_id, buildx, policy, publish, smoke, taggers
+from builder.run import build_id, policy, publish, smoke, taggers
 from builder.run.context import Options, RunContext
 from builder.run.report import ImageReport, Status
 from builder.run.steps import StepFailed
@@ -53,7 +53,7 @@ def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[str, build_id.Inputs]:
     file, the build context, the builder's and the tests' digests) is read once. A test folder that
     is missing is left out (the smoke test then fails on it). Raises OSError, KeyError."""
     images = ctx.options.images_dir
-    revision, epoch = buildx.vcs_source([images / a for a in ctx.matrix.lineage(spec.name)])
+    revision, epoch = ctx.vcs[spec.name]
     target = json.loads(render.bake_path(images).read_text())["target"][bake.target_name(spec.name)]
     try:
         folders = smoke.folders(spec, ctx.options.tests_root)
