@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Literal, Mapping
 
@@ -172,10 +172,9 @@ class Clients:
 class RunContext:
     """Everything a step reads, made once by :func:`builder.run.preparation.context` before any image
     starts: the ``matrix`` and ``options``; ``registry`` (``host:port[/namespace]`` images are pushed
-    to) and its client; the ``specs`` and ``reports`` of the run's images by name (a report is
-    written by its own image's ``prepare`` and ``finish`` workers, one at a time, and by the
-    scheduler's thread, which alone records each lane's values, each failure and a skip; a lane,
-    and a child's tasks, only read it); the platform builds run on (``build_platform``); for
+    to) and its client; the ``specs`` and ``reports`` of the run's images by name (the run's reports
+    are written by the scheduler's thread alone; a task's context, :meth:`for_task`, holds copies
+    of its image's and its ancestors' reports, made as it starts); the platform builds run on (``build_platform``); for
     a build, the package ``sources``, the ``wheelhouse`` image and the base image of each
     (root image, platform); whether the Engine keeps images in the containerd image store; the
     ``signer`` of what is published, when a key (or keyless signing) is configured; the size gate's
@@ -205,6 +204,11 @@ class RunContext:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", policy.table(self.matrix.data.tags))  # derived: made once, here
+
+    def for_task(self, reports: Mapping[str, ImageReport]) -> RunContext:
+        """This context with ``reports`` in place of the run's: a task's own copies
+        (:func:`builder.run.tasks.copies`)."""
+        return replace(self, reports=reports)
 
     def policy(self, rep: ImageReport) -> policy.Manifest:
         """The publish policy of the image ``rep`` (the one its ``publish`` names)."""

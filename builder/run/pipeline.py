@@ -102,8 +102,11 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
     plan = schedule.Schedule(graph(specs, ctx.build_platform), failed=lambda name: reports[name].failed)
     by_name = {s.name: s for s in specs}
 
-    def work(task, tell) -> None:
-        tasks.run(ctx, by_name[task.image], reports[task.image], task, tell, lambda: plan.lost(task.image) is not None)
+    def work(task):  # on the scheduler's thread: the task's inputs are copies, made now
+        task_ctx = ctx.for_task(tasks.copies(reports, ctx.matrix.lineage(task.image)))
+        return lambda tell: tasks.run(task_ctx, by_name[task.image], task, tell,
+                                      lambda: plan.failed(task.image) or plan.lost(task.image) is not None,
+                                      lambda: plan.failed(task.image))
 
     # Prunes run on a worker of their own, so lanes waiting for disk space never hold them back.
     prunes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prune")

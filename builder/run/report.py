@@ -220,6 +220,15 @@ class ImageReport(_Model):
         if error is not None:
             self.error = text_block(error, MAX_TEXT)
 
+    def adopt(self, other: ImageReport) -> None:
+        """Take every field of ``other``: the record of this image a task made on its own copy
+        (:func:`builder.run.tasks.run`), whose moves the state machine already checked. Raises
+        ValueError when ``other`` is another image's."""
+        if other.name != self.name:
+            raise ValueError(f"{self.name}: cannot take the record of {other.name}")
+        for field in type(self).model_fields:
+            setattr(self, field, getattr(other, field))
+
     def fail(self, error: str) -> None:
         """The failure of the step the image is in (build, test or publish), or interrupted."""
         self.move(FAILURE.get(self.status, S.INTERRUPTED), error)

@@ -24,11 +24,14 @@ from builder.run.task_graph import Graph, Task
 @dataclass(frozen=True)
 class Prepared:
     """An image's ``prepare`` passed; ``lanes``: its lanes must run (False: up to date, or
-    ``builder publish``); ``released``: up to date, its children may finish, it has no ``finish``."""
+    ``builder publish``); ``released``: up to date, its children may finish, it has no ``finish``;
+    ``result``: what the task gives (the image's record as it left it), for :func:`drive`'s
+    ``on_event``."""
 
     task: Task
     lanes: bool = True
     released: bool = False
+    result: object = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,15 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Finished:
+    """A ``finish`` got to its end (after its :class:`Passed`, which released the image);
+    ``result``: what it gives, for ``on_event``. The schedule itself waits for :class:`Ended`."""
+
+    task: Task
+    result: object = None
+
+
+@dataclass(frozen=True)
 class Ended:
     """A task ended, whatever its outcome: the last event of a task."""
 
@@ -57,7 +69,7 @@ class Ended:
 
 
 #: What a worker tells the scheduler.
-Event = Union[Prepared, Passed, Failed, Ended]
+Event = Union[Prepared, Passed, Failed, Finished, Ended]
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,11 @@ class Schedule:
 
     def record(self, event: Event) -> None:
         """Take one worker's event. Raises TypeError for anything else."""
-        if not isinstance(event, (Prepared, Passed, Failed, Ended)):
+        if not isinstance(event, (Prepared, Passed, Failed, Finished, Ended)):
             raise TypeError(f"not a scheduler event: {event!r}")
         task = event.task
+        if isinstance(event, Finished):
+            return
         if isinstance(event, Ended):
             self.running[task.image] -= 1
         elif isinstance(event, Failed):
@@ -110,6 +124,11 @@ class Schedule:
             if event.released:
                 self.passed.add(self.graph.finish(task.image))
                 self.started.add(self.graph.finish(task.image))
+
+    def failed(self, image: str) -> bool:
+        """True once a task of the image told a failure. Read by the scheduler and by the image's
+        running tasks (another platform's lane failed: a lane skips its smoke test)."""
+        return image in self.failures
 
     def down(self, image: str) -> bool:
         """True when the image failed or was skipped."""
@@ -156,11 +175,12 @@ class Schedule:
         return self.closed[image]
 
 
-def drive(schedule: Schedule, work: Callable[[Task, Callable[[Event], None]], None],
+def drive(schedule: Schedule, work: Callable[[Task], Callable[[Callable[[Event], None]], None]],
           on_event: Callable[[Event], None], on_close: Callable[[Closed], None], jobs: int,
           emulated_jobs: int, stop: Callable[[], None] = lambda: None) -> None:
-    """Run ``schedule`` to its end: ``work(task, tell)`` runs each task in a worker, which calls
-    ``tell`` with its events (:class:`Ended` last, always); on this thread, ``on_event(event)`` sees
+    """Run ``schedule`` to its end: ``work(task)``, called on this thread as the task starts (it
+    gives the task its inputs as values), returns what runs in a worker with ``tell``, which it
+    calls with its events (:class:`Ended` last, always); on this thread, ``on_event(event)`` sees
     each event before the schedule does (it records results; it must not raise), and
     ``on_close(closed)`` each image that closed.
     At most ``jobs`` native tasks and ``emulated_jobs`` emulated lanes (:meth:`Graph.emulated`, a
@@ -176,7 +196,7 @@ def drive(schedule: Schedule, work: Callable[[Task, Callable[[Event], None]], No
             for c in closed:
                 on_close(c)
             for task in start:
-                (emulated if schedule.graph.emulated(task) else pool).submit(work, task, events.put)
+                (emulated if schedule.graph.emulated(task) else pool).submit(work(task), events.put)
             if not schedule.open:
                 break
             try:

@@ -1,15 +1,17 @@
 """The three tasks of an image (:class:`builder.run.task_graph.Kind`), each a sequence of steps
 (:mod:`builder.run.steps`) chosen by the stage's :class:`builder.run.stages.Steps`: :func:`prepare`
 (build ids, up to date?), :func:`lane` (one platform's build, size gate and smoke test -> a
-:class:`Lane` value) and :func:`finish` (own tags, SBOMs, ``latest``, push); :func:`run`, which
-runs one of them in a worker and tells the scheduler how it went (:mod:`builder.run.schedule`'s
-events); and :func:`record`, which the scheduler's thread calls with each event: it alone writes a
-lane's results and a task's failure on the image's report."""
+:class:`Lane` value) and :func:`finish` (own tags, SBOMs, ``latest``, push); :func:`copies`, the
+values a task starts from (its image's and its ancestors' reports, copied on the scheduler's
+thread); :func:`run`, which runs a task in a worker and tells the scheduler how it went
+(:mod:`builder.run.schedule`'s events, each carrying the task's result as a value); and
+:func:`record`, which the scheduler's thread calls with each event: it alone writes the run's
+reports, so no report is shared between threads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 from rich.markup import escape
 
@@ -19,7 +21,7 @@ from builder.run import build_id
 from builder.run.context import Events, RunContext
 from builder.engine.images import uncompressed_bytes
 from builder.run.report import ImageReport, PlatformBuild, Status
-from builder.run.schedule import Ended, Event, Failed, Passed, Prepared
+from builder.run.schedule import Ended, Event, Failed, Finished, Passed, Prepared
 from builder.run.steps import Built, StepFailed, size, stop_if_interrupted, up_to_date
 from builder.run.steps.build import Build, build_image
 from builder.run.steps.push import push, tested_image
@@ -91,10 +93,12 @@ class LaneFailed(Exception):
         self.cause, self.lane = cause, lane
 
 
-def lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> Lane:
+def lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str,
+         failed: Callable[[], bool] = lambda: False) -> Lane:
     """One platform's build, named by its run tag; for `builder test|all`, its size gate and smoke
-    test. Reads ``rep`` (and the parent's), never writes it. Raises LaneFailed, whose cause is
-    StepFailed (TestFailed for the smoke test), SizeGateFailed or Interrupted."""
+    test, unless ``failed()`` says another task of the image failed meanwhile. Reads ``rep`` (and
+    the parent's), never writes it. Raises LaneFailed, whose cause is StepFailed (TestFailed for
+    the smoke test), SizeGateFailed or Interrupted."""
     got = Lane(platform)
     try:
         got = replace(got, build=build_image(ctx, spec, rep, platform))
@@ -103,7 +107,7 @@ def lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> L
             raise StepFailed(got.build.error)
         got = replace(got, uncompressed=uncompressed_bytes(ctx.client, got.build.image_id))
         ctx.say(spec.name, f"built {figures(got.record_on(PlatformBuild(platform=platform)))}")
-        if not ctx.options.steps.test or rep.failed:  # another platform failed meanwhile: no test
+        if not ctx.options.steps.test or failed():  # another platform failed meanwhile: no test
             return got
         size.gate(ctx, rep, ctx.size_baseline, [got.record_on(PlatformBuild(platform=platform))])
         got = replace(got, tested=_smoke_test(ctx, spec, f"{rep.repository}:{got.build.temporary}", platform))
@@ -144,38 +148,58 @@ def finish(ctx: RunContext, spec: ImageSpec, rep: ImageReport, release: Callable
         push(ctx, spec, rep)
 
 
-def run(ctx: RunContext, spec: ImageSpec, rep: ImageReport, task: Task, tell: Callable[[Event], None],
-        lost: Callable[[], bool]) -> None:
-    """Run ``task`` of ``spec`` (:func:`prepare`, :func:`lane` or :func:`finish`) in a worker and
-    ``tell`` the scheduler how it went, :class:`builder.run.schedule.Ended` last: a lane's
-    :class:`Lane` travels in its Passed (or Failed) event, a failure as the Failed event's error.
-    A task other than ``finish`` queued before its image failed or got ``lost()`` does nothing.
+def copies(reports: Mapping[str, ImageReport], lineage: list[str]) -> dict[str, ImageReport]:
+    """On the scheduler's thread, as a task starts: deep copies of the reports of ``lineage`` (the
+    task's image and its ancestors, :meth:`builder.matrix.Matrix.lineage`) that are in the run. The
+    task writes its own image's copy and reads its parent's results from its copy, as values."""
+    return {name: reports[name].model_copy(deep=True) for name in lineage if name in reports}
+
+
+def run(ctx: RunContext, spec: ImageSpec, task: Task, tell: Callable[[Event], None],
+        stopped: Callable[[], bool], failed: Callable[[], bool] = lambda: False) -> None:
+    """Run ``task`` of ``spec`` (:func:`prepare`, :func:`lane` or :func:`finish`) in a worker, with
+    ``ctx`` the task's own context (:meth:`builder.run.context.RunContext.for_task`: ``spec``'s
+    report in it is the task's copy), and ``tell`` the scheduler how it went,
+    :class:`builder.run.schedule.Ended` last. Results travel as values: a lane's :class:`Lane` in
+    its Passed (or Failed) event; the image's record as ``prepare`` or ``finish`` left it (a copy)
+    in Prepared, in the Passed that releases it, in Finished, or with a failure in Failed.
+    A task other than ``finish`` queued before its image ``stopped()`` (it failed, or an ancestor
+    did) does nothing; ``failed()`` tells a running lane that another task of the image failed.
     Never raises (but for BaseException: Ended is still told)."""
+    rep = ctx.reports[spec.name]
+
+    def now() -> ImageReport:  # the record as the task left it, a value of its own
+        return rep.model_copy(deep=True)
     try:
-        if task.kind is not Kind.FINISH and (rep.failed or lost()):  # queued before a failure: not needed
+        if task.kind is not Kind.FINISH and (rep.failed or stopped()):  # queued before a failure: not needed
             return
         if task.kind is Kind.PREPARE:
             lanes = prepare(ctx, spec, rep)
-            tell(Prepared(task, lanes=lanes, released=rep.status == Status.UP_TO_DATE))
+            tell(Prepared(task, lanes=lanes, released=rep.status == Status.UP_TO_DATE, result=now()))
         elif task.kind is Kind.FINISH:
-            finish(ctx, spec, rep, lambda: tell(Passed(task)))
+            finish(ctx, spec, rep, lambda: tell(Passed(task, now())))
+            tell(Finished(task, now()))
         else:
-            tell(Passed(task, lane(ctx, spec, rep, task.platform)))
+            tell(Passed(task, lane(ctx, spec, rep, task.platform, failed)))
     except LaneFailed as exc:  # isolate: the scheduler records it, the other images go on
         tell(Failed(task, exc.cause, exc.lane))
     except Exception as exc:
-        tell(Failed(task, exc))
+        tell(Failed(task, exc, None if task.kind is Kind.LANE else now()))
     finally:
         tell(Ended(task))
 
 
 def record(rep: ImageReport, event: Event, events: Events) -> None:
     """On the scheduler's thread: write what ``event`` brings on the image's report ``rep`` (a
-    lane's :class:`Lane`; a failure, :func:`record_failure`). Never raises: what cannot be
-    recorded is one line (the scheduler closes the image on the event anyway)."""
+    lane's :class:`Lane`; the record a ``prepare`` or ``finish`` made on its copy; then a failure,
+    :func:`record_failure`). Never raises: what cannot be recorded is one line (the scheduler
+    closes the image on the event anyway)."""
     try:
-        if isinstance(event, (Passed, Failed)) and isinstance(event.result, Lane):
-            event.result.record(rep)
+        result = getattr(event, "result", None)
+        if isinstance(result, ImageReport):
+            rep.adopt(result)
+        if isinstance(event, (Passed, Failed)) and isinstance(result, Lane):
+            result.record(rep)
         if isinstance(event, Failed) and isinstance(event.error, Exception):
             record_failure(rep, event.error, events)
     except Exception as err:  # noqa: BLE001 - a report that refuses a move: the run goes on

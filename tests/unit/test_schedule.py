@@ -15,7 +15,7 @@ from builder.engine import children
 from builder.matrix import load
 from builder.run import pipeline, preparation, schedule, tasks
 from builder.run.context import Options
-from builder.run.report import Status
+from builder.run.report import ImageReport, Status
 from builder.run.steps import StepFailed
 from builder.run.steps.build import Build
 
@@ -27,8 +27,12 @@ MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
 def offline(monkeypatch):
     """No Engine: the run's preparation and bookkeeping do nothing; returns the images whose lanes
     (builds) ran, once per platform."""
-    monkeypatch.setattr(preparation, "context", lambda matrix, opt, specs, reports, events, clients, registry, vcs:
-                        SimpleNamespace(build_platform="linux/amd64", options=opt, reports=reports))
+    def context(matrix, opt, specs, reports, events, clients, registry, vcs):
+        def for_task(copies):  # RunContext.for_task: the task's own copies of the reports
+            return SimpleNamespace(build_platform="linux/amd64", options=opt, reports=copies, matrix=matrix)
+        return SimpleNamespace(build_platform="linux/amd64", options=opt, reports=reports, matrix=matrix,
+                               for_task=for_task)
+    monkeypatch.setattr(preparation, "context", context)
     monkeypatch.setattr(preparation, "registry", lambda opt: "127.0.0.1:5000")
     monkeypatch.setattr(pipeline.superseded, "engine_time", lambda client: 0.0)
     monkeypatch.setattr(pipeline.prune, "cache_ids", lambda client: set())
@@ -51,7 +55,7 @@ def offline(monkeypatch):
                 assert held["schedule"].prepared(spec.parent), spec.name
             return prepare_as(spec, rep) if prepare_as else True
 
-        def one_lane(ctx, spec, rep, platform):
+        def one_lane(ctx, spec, rep, platform, failed=lambda: False):
             with lock:
                 calls.append(spec.name)
                 held["lanes"].append((spec.name, platform))
@@ -172,6 +176,24 @@ def test_each_lane_s_value_is_recorded_on_the_report_by_the_scheduler_s_thread_o
     for name, platform in lanes:
         built = reports[name].built(platform)
         assert (built and built.image_id) == (None if name == MINIMAL_13 else "sha256:" + "1" * 64)
+
+
+def test_prepare_and_finish_write_their_own_copies_and_only_the_scheduler_s_thread_writes_the_run_s_reports(
+        tmp_path, offline, monkeypatch):
+    writes: list[tuple[int, str, str]] = []
+    setattr_ = ImageReport.__setattr__
+
+    def tracked(self, name, value):
+        writes.append((id(self), name, threading.current_thread().name))
+        setattr_(self, name, value)
+    monkeypatch.setattr(ImageReport, "__setattr__", tracked)
+    reports, _, _ = _run(tmp_path, offline, failing={MINIMAL_13})
+    run_reports = {id(r) for r in reports.values()}
+    on_workers = [(n, t) for i, n, t in writes if t != "scheduler"]
+    assert on_workers and {t.split("_")[0] for _, t in on_workers} == {"image"}  # the fakes' finish moved status
+    assert {t for i, _, t in writes if i in run_reports} == {"scheduler"}
+    built = [r for r in reports.values() if r.status == Status.BUILT]
+    assert built and all(r.platforms for r in built)  # what finish did on its copy was recorded
 
 
 def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, offline):

@@ -150,7 +150,7 @@ def _fake_steps(failing: set[Task], seen: list, lock: threading.Lock):
                 tell(Passed(task))
         finally:
             tell(Ended(task))
-    return work
+    return lambda task: lambda tell: work(task, tell)  # drive's work(task) -> what the worker runs
 
 
 def test_drive_runs_every_task_once_emulated_lanes_on_their_own_pool_and_closes_each_image():
