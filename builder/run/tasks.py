@@ -134,18 +134,21 @@ def _smoke_test(ctx: RunContext, spec: ImageSpec, ref: str, platform: str) -> Te
 def finish(ctx: RunContext, spec: ImageSpec, rep: ImageReport, release: Callable[[], None]) -> None:
     """Once every platform passed: the builds' own tags (and the child's recorded base moved to its
     parent's), the SBOMs, ``latest``, then ``release()`` (children may finish) and the push. For
-    `builder publish`: the push only. Raises StepFailed."""
+    `builder publish`: the push only. Each step returns a value, which this task records on
+    ``rep``, its own copy of the image's report. Raises StepFailed."""
     steps = ctx.options.steps
     if steps.build:
-        tag_builds(ctx, spec, rep, {b.platform: Built(b.image_id, b.tag) for b in rep.platforms if b.image_id})
-        rebase(ctx, spec, rep)
+        tag_builds(ctx, spec, rep, {b.platform: Built(b.image_id, b.tag) for b in rep.platforms if b.image_id}).record(rep)
+        rep.move(Status.BUILT)
+        rebase(ctx, spec).record(rep)
     if steps.test:
         for platform in spec.platforms:  # latest only when every platform passed
-            make_sbom(ctx, spec, rep, platform)
-        promote(ctx, spec, rep)
+            rep.build(platform).sbom = make_sbom(ctx, spec, rep, platform)
+        rep.tags = promote(ctx, spec, rep)
+        rep.move(Status.TESTED)
     release()
     if steps.publish:
-        push(ctx, spec, rep)
+        push(ctx, spec, rep).record(rep)
 
 
 def copies(reports: Mapping[str, ImageReport], lineage: list[str]) -> dict[str, ImageReport]:

@@ -178,6 +178,13 @@ def _context(engine, registry, tmp_path: Path, **options) -> tuple[RunContext, d
                       clients=Clients(), vcs=preparation.vcs_sources(matrix, opt, list(specs.values()))), reports
 
 
+def _push(ctx: RunContext, spec, rep: ImageReport):
+    # The push step, its value recorded on ``rep`` as builder.run.tasks.finish does.
+    pushed = push(ctx, spec, rep)
+    pushed.record(rep)
+    return pushed
+
+
 def _record(rep: ImageReport, platform: str, image_id: str) -> None:
     # What the scheduler's thread records of a lane that built ``image_id`` (run tag r1, 100 MB).
     Lane(platform, Build(platform, run_tag("r1", platform), image_id=image_id), uncompressed=100_000_000).record(rep)
@@ -199,11 +206,13 @@ def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platfo
         _record(rep, p, image_id)
         rep.build(p).build_log = str(tmp_path / f"{p.replace('/', '-')}.build.log")
         builts[p] = Built(image_id, run_tag("r1", p))
-    tag_builds(ctx, spec, rep, builts)
+    tag_builds(ctx, spec, rep, builts).record(rep)
+    rep.move(Status.BUILT)
     for b in rep.platforms:
         (tmp_path / f"{b.platform.replace('/', '-')}.cdx.json").write_text("{}")
         b.sbom = SbomRecord(path=str(tmp_path / f"{b.platform.replace('/', '-')}.cdx.json"), components=1)
-    promote(ctx, spec, rep)
+    rep.tags = promote(ctx, spec, rep)
+    rep.move(Status.TESTED)
     return rep
 
 
@@ -221,7 +230,7 @@ def test_an_image_of_two_platforms_is_one_index_of_its_builds(fakes, tmp_path):
     assert not any(":build-" in ref for ref in engine.refs)  # the run's tags are gone once it ends
     assert [b.tag for b in rep.platforms] == [f"{index_tag}-amd64", f"{index_tag}-arm64"]
 
-    assert push(ctx, ctx.specs[MINIMAL], rep) == rep.digest and rep.status == Status.PUBLISHED
+    assert _push(ctx, ctx.specs[MINIMAL], rep).digest == rep.digest and rep.status == Status.PUBLISHED
     listed = registry.index(rep.repository, "latest")
     assert listed == (rep.digest, {b.platform: b.digest for b in rep.platforms})
     assert registry.digest(rep.repository, index_tag) == rep.digest
@@ -236,7 +245,7 @@ def test_an_image_of_one_platform_is_its_build_s_manifest(fakes, tmp_path):
     rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
     immutable = taggers.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(GPU + "linux/amd64"))
     assert rep.publish == "manifest" and rep.tags == [immutable, "latest"] and rep.platforms[0].tag == immutable
-    push(ctx, ctx.specs[GPU], rep)
+    _push(ctx, ctx.specs[GPU], rep)
     assert rep.digest == rep.platforms[0].digest == registry.digest(rep.repository, "latest")
     assert registry.digest(rep.repository, immutable) == rep.digest and registry.index(rep.repository, "latest") is None
 
@@ -248,7 +257,7 @@ def test_a_job_of_a_split_run_pushes_its_build_under_per_platform_tags_only(fake
     own = taggers.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(MINIMAL + "linux/arm64")) + "-arm64"
     assert rep.publish == "per-platform" and rep.tags == [own, "latest-arm64"]
     assert (rep.platforms[0].framework_version, rep.platforms[0].python_version) == ("1.5.1", "3.11.2")
-    assert push(ctx, ctx.specs[MINIMAL], rep) is None
+    assert _push(ctx, ctx.specs[MINIMAL], rep).digest is None
     assert registry.digest(rep.repository, own) == registry.digest(rep.repository, "latest-arm64") == rep.platforms[0].digest
     assert registry.digest(rep.repository, "latest") is None
 
@@ -257,9 +266,9 @@ def test_pushing_again_changes_nothing(fakes, tmp_path):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
     rep = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
-    push(ctx, ctx.specs[MINIMAL], rep)
+    _push(ctx, ctx.specs[MINIMAL], rep)
     again = rep.model_copy(update={"status": Status.TESTED}, deep=True)
-    push(ctx, ctx.specs[MINIMAL], again)
+    _push(ctx, ctx.specs[MINIMAL], again)
     assert again.status == Status.UNCHANGED and again.digest == rep.digest
 
 
@@ -283,7 +292,7 @@ def test_a_registry_that_serves_another_manifest_fails_the_push(fakes, tmp_path,
     monkeypatch.setattr(registry, "store", lambda repository, tag_, manifest: stored(
         repository, tag_, {**manifest, "config": {"digest": _sha("someone else's")}}))
     with pytest.raises(publish.PublishError, match="do not all name the local image"):
-        push(ctx, ctx.specs[GPU], rep)
+        _push(ctx, ctx.specs[GPU], rep)
 
 
 @pytest.mark.parametrize("platforms, of_matrix, by_platform, chosen", [
@@ -364,7 +373,7 @@ def _signing(fakes, tmp_path, monkeypatch, fail: bool = False):
 def test_every_build_and_the_index_are_attested_and_signed_before_latest_moves(fakes, tmp_path, monkeypatch):
     ctx, reports, log = _signing(fakes, tmp_path, monkeypatch)
     rep = _built(ctx, reports, fakes[0], MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
-    push(ctx, ctx.specs[MINIMAL], rep)
+    _push(ctx, ctx.specs[MINIMAL], rep)
     assert rep.signature == "signed" and rep.status == Status.PUBLISHED
     signed = [e[1] for e in log if e[0] == "sign"]
     assert signed == [*(b.digest for b in rep.platforms), rep.digest]  # each build, then the index
@@ -380,7 +389,7 @@ def test_a_failed_signature_leaves_latest_unpushed(fakes, tmp_path, monkeypatch)
     ctx, reports, log = _signing(fakes, tmp_path, monkeypatch, fail=True)
     rep = _built(ctx, reports, fakes[0], GPU, ("linux/amd64",), tmp_path)
     with pytest.raises(StepFailed, match="decryption failed"):
-        push(ctx, ctx.specs[GPU], rep)
+        _push(ctx, ctx.specs[GPU], rep)
     registry = fakes[1]
     assert registry.digest(rep.repository, rep.tags[0]) is not None  # the immutable tag, by digest
     assert registry.digest(rep.repository, "latest") is None
@@ -472,7 +481,7 @@ def _published(fakes, tmp_path, name: str, platforms: tuple[str, ...], **options
     ctx, reports = _context(engine, registry, tmp_path)
     ctx = dataclasses.replace(ctx, containerd_store=False)
     first = _built(ctx, reports, engine, name, platforms, tmp_path, build_id=ID1)
-    push(ctx, ctx.specs[name], first)
+    _push(ctx, ctx.specs[name], first)
     again, reports = _context(engine, registry, tmp_path, **options)
     again = dataclasses.replace(again, containerd_store=False)
     choice = policy.choose(platforms, ctx.specs[name].platforms, again.options.by_platform)
@@ -588,7 +597,7 @@ def test_pushed_bytes_past_ten_percent_leave_latest_where_it_was(fakes, tmp_path
     ctx = dataclasses.replace(ctx, size_baseline={(GPU, "linux/amd64"): (None, 30_000_000)})  # pushed: 40 MB
     rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
     with pytest.raises(size.SizeGateFailed, match=r"compressed 30 MB -> 40 MB \(\+33 %\)"):
-        push(ctx, ctx.specs[GPU], rep)
+        _push(ctx, ctx.specs[GPU], rep)
     assert registry.digest(rep.repository, rep.tags[0]) is not None and registry.digest(rep.repository, "latest") is None
     rep.move(Status.SIZE_GATE, "grew")
     assert rep.failed
@@ -627,7 +636,7 @@ def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_
         ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=(platform,))
         ctx = dataclasses.replace(ctx, containerd_store=False)
         jobs[platform] = _built(ctx, reports, engine, MINIMAL, (platform,), tmp_path, build_id=ID1)
-        push(ctx, ctx.specs[MINIMAL], jobs[platform])
+        _push(ctx, ctx.specs[MINIMAL], jobs[platform])
         assert "one job of a run split" in up_to_date.may_skip(ctx, ctx.specs[MINIMAL], jobs[platform])
     builds = [jobs[p].platforms[0] for p in ("linux/amd64", "linux/arm64")]
     immutable = taggers.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", [b.image_id for b in builds])
@@ -654,7 +663,7 @@ def test_a_child_records_its_parent_by_the_parent_s_own_tags_not_the_run_s(fakes
     b.base = run_ref
     b.build_args = {"PARENT_IMAGE": run_ref, "BUILD_PARENT_IMAGE": f"{parent.repository}:{run_tag('r1', 'linux/amd64')}",
                     "WHEELHOUSE_IMAGE": "wheels:1"}
-    tag_step.rebase(ctx, ctx.specs[child_name], child)
+    tag_step.rebase(ctx, ctx.specs[child_name]).record(child)
     own = {p.platform: f"{parent.repository}:{p.tag}" for p in parent.platforms}
     assert b.base == own["linux/arm64"] and not own["linux/arm64"].endswith(run_tag("r1", "linux/arm64"))
     assert b.build_args == {"PARENT_IMAGE": own["linux/arm64"], "BUILD_PARENT_IMAGE": own["linux/amd64"],

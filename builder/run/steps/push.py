@@ -5,6 +5,7 @@ only then the moving tags; and, for ``builder publish``, the image a test run le
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import docker
@@ -17,23 +18,77 @@ from builder.run import policy, publish, sbom
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import StepFailed, size, stop_if_interrupted
-from builder.run.steps.sign import sign_build, sign_index
+from builder.run.steps.sign import Signed, sign_build, sign_index
 from builder.run.steps.test import make_sbom, sbom_path
 
 
-def _push_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, tags: list[str]) -> bool:
+@dataclass(frozen=True)
+class PushedBuild:
+    """One build pushed: the manifest ``digest`` its immutable tags name, its ``compressed_bytes``,
+    its SBOM's ``sbom_digest`` (None without one), how it was ``signed`` (None: no signer), and
+    whether anything was ``pushed``."""
+
+    platform: str
+    digest: str
+    compressed_bytes: int | None
+    sbom_digest: str | None
+    signed: Signed | None
+    pushed: bool
+
+    def record(self, rep: ImageReport) -> None:
+        """Write it on the build of its platform in ``rep``."""
+        b = rep.build(self.platform)
+        b.digest, b.compressed_bytes = self.digest, self.compressed_bytes
+        if self.sbom_digest is not None and b.sbom is not None:
+            b.sbom.digest = self.sbom_digest
+        if self.signed is not None:
+            self.signed.record(rep, self.platform)
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """An image published: each of its ``builds``, the ``digest`` its tags name (None for one job
+    of a run split by platform), the index's signing (``index_signed``), its ``status``
+    (published, or unchanged when the registry had everything) and ``signature``."""
+
+    builds: tuple[PushedBuild, ...]
+    digest: str | None
+    index_signed: Signed | None
+    status: Status
+    signature: str
+
+    def record(self, rep: ImageReport) -> None:
+        """Write it on ``rep`` and move it to its status. Raises ValueError (the state machine)."""
+        self.record_pushed(rep)
+        rep.signature = self.signature  # type: ignore[assignment]
+        rep.move(self.status)
+
+    def record_pushed(self, rep: ImageReport) -> None:
+        """Write the builds, the digest and the index's signing on ``rep``; not its status."""
+        for b in self.builds:
+            b.record(rep)
+        rep.digest = self.digest
+        if self.index_signed is not None:
+            self.index_signed.record(rep)
+
+
+def _push_build(ctx: RunContext, spec: ImageSpec, view: ImageReport, platform: str, tags: list[str]) -> PushedBuild:
     # One build under its immutable ``tags``, its SBOM beside it, then attested and signed (with a
-    # signer); True when anything was pushed.
-    b = rep.build(platform)
-    result = publish.push(ctx.client, ctx.registry_client, rep.repository, tags)
-    b.digest, b.compressed_bytes = result.digest, result.compressed_bytes
+    # signer); recorded on ``view``, push's own copy of the image's report.
+    b = view.build(platform)
+    result = publish.push(ctx.client, ctx.registry_client, view.repository, tags)
+    digest = None
     if b.sbom is not None:
         try:
-            b.sbom.digest = sbom.push(ctx.registry_client, rep.repository, result.digest, Path(b.sbom.path))
+            digest = sbom.push(ctx.registry_client, view.repository, result.digest, Path(b.sbom.path))
         except sbom.SbomError as exc:
             raise StepFailed(f"SBOM push: {exc}") from None
-    sign_build(ctx, spec, rep, platform)
-    return result.pushed
+    pushed = PushedBuild(platform, result.digest, result.compressed_bytes, digest, None, result.pushed)
+    pushed.record(view)  # signing reads the digest
+    pushed = replace(pushed, signed=sign_build(ctx, spec, view, platform))
+    if pushed.signed is not None:
+        pushed.signed.record(view, platform)
+    return pushed
 
 
 def _move(ctx: RunContext, rep: ImageReport, publish_as: policy.Manifest) -> bool:
@@ -56,28 +111,27 @@ def _move(ctx: RunContext, rep: ImageReport, publish_as: policy.Manifest) -> boo
     return publish_as.move_image(ctx.registry_client, rep, moves.image) or moved
 
 
-def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
-    """Publish the image in the order that keeps ``latest`` on signed, tested images only: each build
-    under its policy's immutable tag, its SBOM beside it, attested and signed; the image index the
-    policy makes of them, signed; only then the moving tags (``latest``, ``latest-<arch>``) of the
-    builds and of the index. Reads every digest back from the registry. Returns the digest the
-    image's tags name (None for a run split by platform: each build has its own). Raises
-    PublishError, or StepFailed when an SBOM cannot be pushed or a signature or attestation fails."""
+def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> Pushed:
+    """Publish the tested image ``rep`` (only read) in the order that keeps ``latest`` on signed,
+    tested images only: each build under its policy's immutable tag, its SBOM beside it, attested
+    and signed; the image index the policy makes of them, signed; only then the moving tags
+    (``latest``, ``latest-<arch>``) of the builds and of the index. Reads every digest back from
+    the registry. Returns what was pushed (:class:`Pushed`). Raises PublishError, or StepFailed when
+    an SBOM cannot be pushed or a signature or attestation fails."""
     stop_if_interrupted()
     ctx.say(rep.name, "pushing")
-    publish_as = ctx.policy(rep)
-    pushed = [_push_build(ctx, spec, rep, b.platform, publish_as.fixed_tags(rep, b.platform)) for b in rep.platforms]
-    rep.digest, image_pushed = publish_as.publish_image(ctx.registry_client, rep, publish_as.fixed_tags(rep))
-    if publish_as.makes_index:
-        sign_index(ctx, rep)
-    size.gate_pushed(ctx, rep, ctx.size_baseline)  # before latest moves
-    moved = _move(ctx, rep, publish_as)
-    rep.signature = "signed" if ctx.signer is not None else "unsigned"
-    rep.move(Status.PUBLISHED if any(pushed) or image_pushed or moved else Status.UNCHANGED)
-    ctx.say(rep.name, f"[green]{rep.status}[/green] {rep.repository} {', '.join(rep.tags)} @ "
-                      + (rep.digest or ", ".join(f"{b.platform} {b.digest}" for b in rep.platforms))
-                      + f" ({rep.signature})")
-    return rep.digest
+    publish_as, view = ctx.policy(rep), rep.model_copy(deep=True)  # what the steps below read
+    builds = tuple(_push_build(ctx, spec, view, b.platform, publish_as.fixed_tags(view, b.platform))
+                   for b in list(view.platforms))
+    view.digest, image_pushed = publish_as.publish_image(ctx.registry_client, view, publish_as.fixed_tags(view))
+    index_signed = sign_index(ctx, view.repository, view.digest) if publish_as.makes_index else None
+    size.gate_pushed(ctx, view, ctx.size_baseline)  # before latest moves
+    moved = _move(ctx, view, publish_as)
+    status = Status.PUBLISHED if any(b.pushed for b in builds) or image_pushed or moved else Status.UNCHANGED
+    done = Pushed(builds, view.digest, index_signed, status, "signed" if ctx.signer is not None else "unsigned")
+    ctx.say(rep.name, f"[green]{status}[/green] {rep.repository} {', '.join(rep.tags)} @ "
+                      + (done.digest or ", ".join(f"{b.platform} {b.digest}" for b in builds)) + f" ({done.signature})")
+    return done
 
 
 def _skip(ctx: RunContext, rep: ImageReport, why: str) -> None:

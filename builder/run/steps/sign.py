@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 from builder.generate import apt_lock, base_lock, lock
@@ -30,13 +31,29 @@ from builder.sign import SignError, cosign, predicates
 MAX_JUNIT = 8 << 20
 
 
-def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> None:
-    """Attest and sign the pushed build of ``platform`` (its ``digest``) unless the run has no
-    signer, or the registry already holds this run's key's signature of it. Records the attached
-    predicate types on the build. Raises StepFailed."""
-    signer, b, start = ctx.signer, rep.build(platform), time.monotonic()
-    if signer is None:
-        return
+@dataclass(frozen=True)
+class Signed:
+    """What signing one pushed manifest gave: the predicate types attached to it
+    (``attestations``; none for an image index) and the ``seconds`` it took."""
+
+    attestations: tuple[str, ...]
+    seconds: float
+
+    def record(self, rep: ImageReport, platform: str | None = None) -> None:
+        """Write it on ``rep``: the attestations on the build of ``platform`` (None: the index),
+        the seconds added to the image's signing time."""
+        if platform is not None:
+            rep.build(platform).attestations = list(self.attestations)
+        rep.sign_seconds = round((rep.sign_seconds or 0.0) + self.seconds, 1)
+
+
+def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> Signed | None:
+    """Attest and sign the pushed build of ``platform`` (its ``digest`` in ``rep``, which is only
+    read) unless the registry already holds this run's key's signature of it; None when the run has
+    no signer. Raises StepFailed."""
+    signer, b, start = ctx.signer, rep.built(platform), time.monotonic()
+    if signer is None or b is None:
+        return None
     ref = cosign.by_digest(rep.repository, b.digest)
     if not signer.signed(ref):
         folder = Path(tempfile.mkdtemp(prefix=".attest-", dir=ctx.build_dir))
@@ -50,25 +67,20 @@ def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str
             raise StepFailed(f"signing {ref}: {exc}") from None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    b.attestations = sorted(predicates.COSIGN_TYPES)
-    _took(rep, start)
+    return Signed(tuple(sorted(predicates.COSIGN_TYPES)), round(time.monotonic() - start, 1))
 
 
-def _took(rep: ImageReport, start: float) -> None:
-    # Add the seconds since ``start`` (time.monotonic) to the image's signing time.
-    rep.sign_seconds = round((rep.sign_seconds or 0.0) + time.monotonic() - start, 1)
-
-
-def sign_index(ctx: RunContext, rep: ImageReport) -> None:
-    """Sign the image index ``rep.digest`` (its platforms' builds carry the attestations). Raises StepFailed."""
-    if ctx.signer is None or rep.digest is None:
-        return
-    ref, start = cosign.by_digest(rep.repository, rep.digest), time.monotonic()
+def sign_index(ctx: RunContext, repository: str, digest: str | None) -> Signed | None:
+    """Sign the image index ``repository@digest`` (its platforms' builds carry the attestations);
+    None when the run has no signer or there is no index. Raises StepFailed."""
+    if ctx.signer is None or digest is None:
+        return None
+    ref, start = cosign.by_digest(repository, digest), time.monotonic()
     try:
         ctx.signer.sign(ref)
     except SignError as exc:
         raise StepFailed(f"signing {ref}: {exc}") from None
-    _took(rep, start)
+    return Signed((), round(time.monotonic() - start, 1))
 
 
 def _earlier(ctx: RunContext, name: str, b: PlatformBuild) -> PlatformBuild:

@@ -6,6 +6,9 @@ end of the run, drop the run tags (``drop_run_tags``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Mapping
+
 from rich.markup import escape
 
 from builder.engine import children
@@ -33,19 +36,58 @@ class _Versions:
         return self.read[platform]
 
 
-def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> list[str]:
-    """:func:`name_builds`, then the image is built (its status and event line). Returns its tags."""
-    name_builds(ctx, spec, rep, builts)
-    rep.move(Status.BUILT)
-    ctx.say(spec.name, f"built {rep.repository}:{', '.join(rep.tags)} ({'; '.join(map(figures, rep.platforms))})")
-    return rep.tags
+@dataclass(frozen=True)
+class NamedBuild:
+    """One build named: its ``image_id``, its own ``tag``, its ``uncompressed`` size (bytes; None
+    when its lane counted it) and the ``versions`` the taggers read in it (framework, Python; None
+    when the policy read none)."""
+
+    platform: str
+    image_id: str
+    tag: str
+    uncompressed: int | None
+    versions: tuple[str, str] | None
+
+    def record(self, rep: ImageReport) -> None:
+        """Write it on the build of its platform in ``rep``."""
+        b = rep.build(self.platform)
+        b.image_id, b.tag = self.image_id, self.tag
+        if self.uncompressed is not None:
+            b.uncompressed_bytes = self.uncompressed
+        if self.versions is not None:
+            b.framework_version, b.python_version = self.versions
 
 
-def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> list[str]:
-    """Give each build its own tag (the policy's name for it) and record each build's image id, size
-    (unless its lane counted it) and the versions the taggers read. The run tags stay until the run ends (a child's build may
-    still name them: :func:`drop_run_tags`). Returns the image's tags (``rep.tags``): its immutable
-    tag, or for a run split by platform each build's tag."""
+@dataclass(frozen=True)
+class Named:
+    """The image's builds named: the image's ``tags`` and each build (:class:`NamedBuild`)."""
+
+    tags: tuple[str, ...]
+    builds: tuple[NamedBuild, ...]
+
+    def record(self, rep: ImageReport) -> None:
+        """Write it on ``rep``."""
+        for b in self.builds:
+            b.record(rep)
+        rep.tags = list(self.tags)
+
+
+def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> Named:
+    """:func:`name_builds`, with the image's event line: it is built (its report then moves to
+    built)."""
+    named = name_builds(ctx, spec, rep, builts)
+    view = rep.model_copy(deep=True)
+    named.record(view)
+    ctx.say(spec.name, f"built {rep.repository}:{', '.join(named.tags)} ({'; '.join(map(figures, view.platforms))})")
+    return named
+
+
+def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> Named:
+    """Give each build its own tag in the Engine (the policy's name for it) and return the names,
+    each build's image id, its size (unless its lane counted it) and the versions the taggers read
+    (``rep`` is only read). The run tags stay until the run ends (a child's build may still name
+    them: :func:`drop_run_tags`). The image's tags are its immutable tag, or for a run split by
+    platform each build's tag."""
     client, publish_as = ctx.client, ctx.policy(rep)
     versions = _Versions(ctx, spec, builts)
     images = {p: client.images.get(b.image_id) for p, b in builts.items()}
@@ -55,32 +97,41 @@ def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict
         return taggers.existing_immutable(ctx.matrix.data.tags, naming.own_tags(image.tags, rep.repository), image.id)
 
     image_tags, own = publish_as.build_tags({p: image.id for p, image in images.items()}, versions, existing)
-    for platform, built in builts.items():
-        image = images[platform]
+    named = []
+    for platform in builts:
+        image, b = images[platform], rep.built(platform)
         image.tag(rep.repository, own[platform])
-        b = rep.build(platform)
-        if b.uncompressed_bytes is None or b.image_id != image.id:  # its lane counted it (docker image save)
-            b.uncompressed_bytes = uncompressed_bytes(client, image.id)
-        b.image_id, b.tag = image.id, own[platform]
-        if platform in versions.read:
-            b.framework_version, b.python_version = versions.read[platform]
-    rep.tags = image_tags
-    return rep.tags
+        counted = b is not None and b.uncompressed_bytes is not None and b.image_id == image.id  # by its lane
+        named.append(NamedBuild(platform, image.id, own[platform],
+                                None if counted else uncompressed_bytes(client, image.id), versions.read.get(platform)))
+    return Named(tuple(image_tags), tuple(named))
 
 
-def rebase(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> None:
-    """Once the parent has its own tags: where a build of the child ``rep`` recorded the parent by a
-    run tag (its base and its ``PARENT_IMAGE``/``BUILD_PARENT_IMAGE`` arguments, which provenance
-    reports), record the parent's own tag of the same build instead; a parent's build without an
-    own tag (its image failed) stays recorded by its run tag."""
+@dataclass(frozen=True)
+class Rebased:
+    """A child's recorded parent references moved to the parent's own tags: ``refs`` maps each
+    parent build's run-tag reference to its own-tag reference."""
+
+    refs: Mapping[str, str]
+
+    def record(self, rep: ImageReport) -> None:
+        """Write it on ``rep``: each build's base and build arguments that name a run tag of the
+        parent name its own tag instead."""
+        for b in rep.platforms:
+            b.base = self.refs.get(b.base, b.base) if b.base else b.base
+            b.build_args = {k: self.refs.get(v, v) for k, v in b.build_args.items()} if b.build_args else b.build_args
+
+
+def rebase(ctx: RunContext, spec: ImageSpec) -> Rebased:
+    """Once the parent has its own tags: where a build of the child recorded the parent by a run tag
+    (its base and its ``PARENT_IMAGE``/``BUILD_PARENT_IMAGE`` arguments, which provenance reports),
+    the parent's own tag of the same build instead; a parent's build without an own tag (its image
+    failed) stays recorded by its run tag."""
     parent = ctx.reports.get(spec.parent) if spec.parent else None
     if parent is None:
-        return
-    own = {f"{parent.repository}:{run_tag(ctx.run_id, b.platform)}": local_ref(parent, b.platform)
-           for b in parent.platforms if b.image_id and b.tag and b.tag != run_tag(ctx.run_id, b.platform)}
-    for b in rep.platforms:
-        b.base = own.get(b.base, b.base) if b.base else b.base
-        b.build_args = {k: own.get(v, v) for k, v in b.build_args.items()} if b.build_args else b.build_args
+        return Rebased({})
+    return Rebased({f"{parent.repository}:{run_tag(ctx.run_id, b.platform)}": local_ref(parent, b.platform)
+                    for b in parent.platforms if b.image_id and b.tag and b.tag != run_tag(ctx.run_id, b.platform)})
 
 
 def drop_run_tags(ctx: RunContext) -> None:
@@ -96,7 +147,7 @@ def drop_run_tags(ctx: RunContext) -> None:
         _name_failed(ctx, rep)
         spec = ctx.specs.get(rep.name)
         if spec is not None and rep.status != Status.UP_TO_DATE:
-            rebase(ctx, spec, rep)
+            rebase(ctx, spec).record(rep)
         for b in rep.platforms:
             if b.build_log is None:  # not built in this run (up to date, or never started)
                 continue
@@ -117,7 +168,7 @@ def _name_failed(ctx: RunContext, rep: ImageReport) -> None:
             b.image_id is None or b.tag != runs[b.platform] for b in rep.platforms):
         return
     try:
-        name_builds(ctx, spec, rep, {b.platform: Built(b.image_id, b.tag) for b in rep.platforms})
+        name_builds(ctx, spec, rep, {b.platform: Built(b.image_id, b.tag) for b in rep.platforms}).record(rep)
     except Exception as exc:  # noqa: BLE001 - docker-py's errors: the builds keep their image ids only
         ctx.events.console.print(f"{rep.name}: its failed builds were not tagged: {exc}", highlight=False, markup=False)
 
@@ -131,14 +182,14 @@ def figures(b: PlatformBuild) -> str:
 
 def promote(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> list[str]:
     """Give an image whose smoke tests passed on every platform the moving tags its policy gives
-    each local build (``latest``, or ``latest-<arch>``); returns the image's tags, immutable first."""
+    each local build (``latest``, or ``latest-<arch>``); returns the image's tags, immutable first
+    (``rep`` is only read: the image is tested with these tags)."""
     publish_as = ctx.policy(rep)
     for b in rep.platforms:
         image = ctx.client.images.get(f"{rep.repository}:{b.tag}")
         for moving in publish_as.local_moving(b.platform):
             image.tag(rep.repository, moving)
-    rep.tags = publish_as.image_tags(rep)
-    rep.move(Status.TESTED)
+    tags = publish_as.image_tags(rep)
     outcomes = "; ".join(b.test.outcome for b in rep.platforms if b.test)
-    ctx.say(rep.name, f"[green]smoke test passed[/green] ({escape(outcomes)}); tagged {', '.join(rep.tags)}")
-    return rep.tags
+    ctx.say(rep.name, f"[green]smoke test passed[/green] ({escape(outcomes)}); tagged {', '.join(tags)}")
+    return tags

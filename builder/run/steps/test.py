@@ -50,8 +50,9 @@ def sbom_path(ctx: RunContext, spec: ImageSpec, platform: str):
 
 
 def make_sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> SbomRecord:
-    """Write the tested build's SBOM (:func:`builder.run.sbom.generate`) and record it on the build.
-    Raises StepFailed: an image without its SBOM gets no ``latest``."""
+    """Write the SBOM (:func:`builder.run.sbom.generate`) of the tested build of ``platform`` in
+    ``rep`` (only read) and return its record, for the build's ``sbom``. Raises StepFailed: an
+    image without its SBOM gets no ``latest``."""
     stop_if_interrupted()
     out = sbom_path(ctx, spec, platform)
     start = time.monotonic()
@@ -60,7 +61,6 @@ def make_sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str)
                              spec.python, out, platform)
     except sbom.SbomError as exc:
         raise StepFailed(f"SBOM: {exc}") from None
-    rep.build(platform).sbom = record = SbomRecord(path=made["path"], components=made["components"],
-                                                   seconds=round(time.monotonic() - start, 1))
+    record = SbomRecord(path=made["path"], components=made["components"], seconds=round(time.monotonic() - start, 1))
     ctx.say(spec.name, f"SBOM {out} ({made['components']} components)")
     return record
