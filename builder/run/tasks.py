@@ -42,11 +42,13 @@ def prepare(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> bool:
     lanes must run. Raises StepFailed."""
     steps = ctx.options.steps
     if not steps.build:
-        tested_image(ctx, spec, rep)  # none: skipped
+        tested_image(ctx, spec, rep).record(rep)  # none: skipped
         return False
     for platform, inputs in up_to_date.inputs_of(ctx, spec).items():
         rep.build(platform).build_id = build_id.compute(inputs)
-    if up_to_date.up_to_date(ctx, spec, rep):
+    served = up_to_date.up_to_date(ctx, spec, rep)
+    if served is not None:
+        served.record(rep)
         if not steps.publish:  # builder build|test: the images they leave are local
             up_to_date.make_local(ctx, rep, list(spec.platforms), moving=steps.test)
         return False

@@ -178,6 +178,14 @@ def _context(engine, registry, tmp_path: Path, **options) -> tuple[RunContext, d
                       clients=Clients(), vcs=preparation.vcs_sources(matrix, opt, list(specs.values()))), reports
 
 
+def _up_to_date(ctx: RunContext, spec, rep: ImageReport):
+    # The up-to-date check, its value recorded on ``rep`` as builder.run.tasks.prepare does.
+    served = up_to_date.up_to_date(ctx, spec, rep)
+    if served is not None:
+        served.record(rep)
+    return served
+
+
 def _push(ctx: RunContext, spec, rep: ImageReport):
     # The push step, its value recorded on ``rep`` as builder.run.tasks.finish does.
     pushed = push(ctx, spec, rep)
@@ -278,7 +286,9 @@ def test_publish_finds_the_tested_builds_by_the_tags_the_test_run_gave_them(fake
     tested = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
     monkeypatch.setattr("builder.run.sbom.made_for", lambda path, image_id: {"path": str(path), "components": 3})
     later = ImageReport(name=MINIMAL, publish="index", repository=tested.repository)
-    assert push_step.tested_image(ctx, ctx.specs[MINIMAL], later) == tested.tags
+    found = push_step.tested_image(ctx, ctx.specs[MINIMAL], later)
+    assert list(found.tags) == tested.tags and later.status == Status.PLANNED  # a value: later is not written
+    found.record(later)
     assert [(b.platform, b.tag, b.image_id) for b in later.platforms] == \
         [(b.platform, b.tag, b.image_id) for b in tested.platforms]
     assert later.status == Status.TESTED and all(b.sbom.components == 3 for b in later.platforms)
@@ -420,17 +430,17 @@ def test_publish_attests_what_the_test_run_recorded_for_this_very_build(fakes, t
         e.test = TestRecord(outcome="3 passed in 1.0s", seconds=1.0, log="t.log")
         e.build_args = {"BASE_IMAGE": "builder-base/debian12:amd64", "SOURCE_DATE_EPOCH": "17"}
     report.write(tmp_path / "report.json", "test", [other])
-    with pytest.raises(StepFailed, match="records no passed smoke test"):
-        sign_step._predicates(ctx, ctx.specs[MINIMAL], rep, b.model_copy(deep=True))
+    assert sign_step.earlier_build(ctx, MINIMAL, "linux/amd64", b.image_id) is None  # another build's record
     report.write(tmp_path / "report.json", "test", [tested])
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / f"{MINIMAL}.junit.xml").write_text('<testsuite><testcase classname="c" name="t"/></testsuite>')
+    b = sign_step.earlier_build(ctx, MINIMAL, "linux/amd64", b.image_id).model_copy(update={"sbom": b.sbom})
     found = sign_step._predicates(ctx, ctx.specs[MINIMAL], rep, b)
     deps = found["https://slsa.dev/provenance/v1"]["buildDefinition"]["resolvedDependencies"]
     assert {"uri": "builder-base/debian12:amd64", "name": "base", "digest": {"sha256": _sha("base")[7:]}} in deps
     result = found["https://in-toto.io/attestation/test-result/v0.1"]
     assert result["result"] == "PASSED" and result["passedTests"] == ["c::t"]
-    assert b.test.outcome == "3 passed in 1.0s"  # recorded on the publishing run's build too
+    assert b.test.outcome == "3 passed in 1.0s"  # builder publish records it (push.tested_image)
 
 
 def test_the_build_context_is_dated_after_source_date_epoch_by_content_whatever_its_checkout_time(tmp_path):
@@ -495,7 +505,7 @@ def _published(fakes, tmp_path, name: str, platforms: tuple[str, ...], **options
 def test_an_image_whose_build_id_the_registry_publishes_is_up_to_date(fakes, tmp_path, name, platforms):
     ctx, first, rep = _published(fakes, tmp_path, name, platforms)
     pushed = dict(fakes[1].tags)
-    assert up_to_date.up_to_date(ctx, ctx.specs[name], rep)
+    assert _up_to_date(ctx, ctx.specs[name], rep)
     assert rep.status == Status.UP_TO_DATE and rep.tags == first.tags and rep.digest == first.digest
     assert [(b.platform, b.digest, b.tag, b.image_id) for b in rep.platforms] == \
         [(b.platform, b.digest, b.tag, b.image_id) for b in first.platforms]
@@ -540,7 +550,7 @@ def test_a_run_that_signs_wants_the_published_image_signed_by_its_key(fakes, tmp
     class All(FakeSigner):
         def signed(self, ref: str) -> bool:
             return True
-    assert up_to_date.up_to_date(dataclasses.replace(ctx, signer=All([])), ctx.specs[MINIMAL], rep)
+    assert _up_to_date(dataclasses.replace(ctx, signer=All([])), ctx.specs[MINIMAL], rep)
     assert rep.signature == "signed" and all(b.attestations for b in rep.platforms)
 
 
@@ -559,7 +569,7 @@ def test_an_up_to_date_parent_is_pulled_by_digest_for_a_child_that_builds(fakes,
     engine = fakes[0]
     engine.refs.clear()
     engine.images_by_id.clear()  # a fresh runner
-    assert up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep)
+    assert _up_to_date(ctx, ctx.specs[MINIMAL], rep)
     child = next(s for s in ctx.specs.values() if s.parent == MINIMAL and len(s.platforms) == 2)
     up_to_date.parent_images(ctx, child)
     assert sorted(engine.pulled) == sorted(f"{rep.repository}@{b.digest}" for b in first.platforms)
@@ -646,7 +656,7 @@ def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_
     rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="index", repository=jobs["linux/amd64"].repository)
     for p in ("linux/amd64", "linux/arm64"):
         rep.build(p).build_id = _bid(ID1, p)
-    assert up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep)
+    assert _up_to_date(ctx, ctx.specs[MINIMAL], rep)
     assert rep.tags == [immutable, "latest"] and [b.tag for b in rep.platforms] == [b.tag for b in builds]
 
 

@@ -1,16 +1,21 @@
-"""The steps one image goes through in a run, one module each, every one a function of the
-:class:`builder.run.context.RunContext`, the image's spec and its report:
+"""The steps one image goes through in a run, one module each. A step is a function of the
+:class:`builder.run.context.RunContext`, the image's spec and its report, which it only reads; it
+returns a frozen value with a ``record(rep)`` method. The image's tasks (:mod:`builder.run.tasks`)
+record each value on their own copy of the report, and the scheduler's thread adopts the copy:
 
-- :mod:`.up_to_date`: each platform's build id; an image the registry already publishes is up to date;
+- :mod:`.up_to_date`: each platform's build id; an image the registry already publishes is up to
+  date -> :class:`builder.run.steps.up_to_date.UpToDate`;
 - :mod:`.build`: build one platform through bake -> :class:`builder.run.steps.build.Build`, named
-  by its run tag (:func:`run_tag`); its lane (:func:`builder.run.tasks.lane`) returns it, with its smoke test, as a
-  value that the scheduler's thread records on the image's report;
+  by its run tag (:func:`run_tag`);
 - :mod:`.size` and :mod:`.test`: the size gate and the smoke test of that platform's build
-  (-> :class:`builder.run.steps.test.Tested`);
+  (-> :class:`builder.run.steps.test.Tested`; a lane returns both as :class:`builder.run.tasks.Lane`);
 - :mod:`.tag`: once every platform passed, name the builds (the image's publish policy,
-  :mod:`builder.run.policy`) -> tags on each; the SBOM of each (:mod:`.test`); ``promote``: the
-  moving tags;
-- :mod:`.push`: push each build, its SBOM, and the index the policy asks for -> digests.
+  :mod:`builder.run.policy`) -> :class:`builder.run.steps.tag.Named`; the SBOM of each (:mod:`.test`
+  -> :class:`builder.run.report.SbomRecord`); ``promote``: the moving tags;
+- :mod:`.sign`: attest and sign a pushed build or index -> :class:`builder.run.steps.sign.Signed`;
+- :mod:`.push`: push each build, its SBOM, and the index the policy asks for ->
+  :class:`builder.run.steps.push.Pushed`; for ``builder publish``, the image a test run left ->
+  :class:`builder.run.steps.push.TestedImage`.
 
 A step that fails raises :class:`StepFailed` with one line; :mod:`builder.run.tasks` moves the image's
 status (:class:`builder.run.report.Status`) and goes on with the other images.
@@ -61,8 +66,7 @@ def run_tag(run_id: str, platform: str) -> str:
 
 def local_ref(rep: ImageReport, platform: str = DEFAULT.name) -> str:
     """The local reference of the build of ``platform``: ``<repository>:<its own tag>``. Never
-    changes ``rep`` (a child reads its parent's report while the parent's worker writes it).
-    Raises StepFailed when the image has no tagged build for ``platform``."""
+    changes ``rep``. Raises StepFailed when the image has no tagged build for ``platform``."""
     found = rep.built(platform)
     if found is None or found.tag is None:
         raise StepFailed(f"{rep.name} has no tagged {platform} build")

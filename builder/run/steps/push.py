@@ -16,9 +16,9 @@ from builder.matrix import ImageSpec, naming
 from builder.matrix.platform import DEFAULT
 from builder.run import policy, publish, sbom
 from builder.run.context import RunContext
-from builder.run.report import ImageReport, SbomRecord, Status
+from builder.run.report import ImageReport, PlatformBuild, SbomRecord, Status
 from builder.run.steps import StepFailed, size, stop_if_interrupted
-from builder.run.steps.sign import Signed, sign_build, sign_index
+from builder.run.steps.sign import Signed, earlier_build, sign_build, sign_index
 from builder.run.steps.test import make_sbom, sbom_path
 
 
@@ -134,15 +134,38 @@ def push(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> Pushed:
     return done
 
 
-def _skip(ctx: RunContext, rep: ImageReport, why: str) -> None:
-    rep.move(Status.SKIPPED, why)
+@dataclass(frozen=True)
+class TestedImage:
+    """For ``builder publish``: the image a test run left tagged ``latest``, its ``tags`` and each
+    build (image id, own tag, size, SBOM, and what the test run recorded of it: its smoke test, base
+    and build arguments); or, with ``skipped``, why there is none."""
+
+    __test__ = False  # not a pytest class
+    tags: tuple[str, ...] = ()
+    builds: tuple[PlatformBuild, ...] = ()
+    skipped: str | None = None
+
+    def record(self, rep: ImageReport) -> None:
+        """Write it on ``rep`` and move it to tested (or skipped). Raises ValueError."""
+        if self.skipped is not None:
+            rep.move(Status.SKIPPED, self.skipped)
+            return
+        for b in self.builds:
+            rep.platforms = [p for p in rep.platforms if p.platform != b.platform] + [b.model_copy(deep=True)]
+        rep.tags = list(self.tags)
+        rep.move(Status.TESTED)
+
+
+def _skip(ctx: RunContext, rep: ImageReport, why: str) -> TestedImage:
     ctx.say(rep.name, f"[yellow]skipped[/yellow]: {escape(why)}")
+    return TestedImage(skipped=why)
 
 
-def tested_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> list[str] | None:
-    """For ``builder publish``: record the builds of the image a test run left tagged ``latest``
-    (named by the linux/amd64 build's newest own tag) and their SBOMs (made again when gone or of
-    another image); returns its tags, or None (status skipped) when there is none."""
+def tested_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> TestedImage:
+    """For ``builder publish``: the builds of the image a test run left tagged ``latest`` (named by
+    the linux/amd64 build's newest own tag) and their SBOMs (made again when gone or of another
+    image); a :class:`TestedImage` that says why it is skipped when there is none. ``rep`` is only
+    read."""
     moving, client, publish_as = ctx.matrix.data.tags.moving, ctx.client, ctx.policy(rep)
     try:
         image = client.images.get(f"{rep.repository}:{moving[0]}")
@@ -152,21 +175,25 @@ def tested_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> list[str
     named = sorted(filter(None, (publish_as.immutable_of(t, DEFAULT.name) for t in own)), reverse=True)
     if not named:
         return _skip(ctx, rep, f"{rep.repository}:{moving[0]} has no tag of its own build (run `builder test`)")
-    for platform in spec.platforms:
-        _record_tested(ctx, spec, rep, platform, publish_as.build_tag(named[0], platform))
-    rep.tags = [named[0], *moving]
-    rep.move(Status.TESTED)
-    return rep.tags
+    builds = tuple(_tested_build(ctx, spec, rep, platform, publish_as.build_tag(named[0], platform))
+                   for platform in spec.platforms)
+    return TestedImage((named[0], *moving), builds)
 
 
-def _record_tested(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, own_tag: str) -> None:
-    # One tested build found by its own tag: its image id, size and SBOM.
+def _tested_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, own_tag: str) -> PlatformBuild:
+    # One tested build found by its own tag: its image id, size and SBOM, and what the test run
+    # recorded of this very build (earlier_build).
     image = ctx.client.images.get(f"{rep.repository}:{own_tag}")
-    b = rep.build(platform)
+    earlier = earlier_build(ctx, rep.name, platform, image.id)
+    b = earlier.model_copy(deep=True) if earlier else PlatformBuild(platform=platform)
     b.image_id, b.tag = image.id, own_tag
     b.uncompressed_bytes = uncompressed_bytes(ctx.client, image.id)
+    b.digest, b.compressed_bytes, b.attestations = None, None, []  # what this push will record
     made = sbom.made_for(sbom_path(ctx, spec, platform), image.id)
     if made is None:  # the test run's SBOM is gone or describes another image: make it again
-        make_sbom(ctx, spec, rep, platform)
+        view = rep.model_copy(deep=True)
+        view.platforms = [b]
+        b.sbom = make_sbom(ctx, spec, view, platform)
     else:
         b.sbom = SbomRecord(path=made["path"], components=made["components"])
+    return b

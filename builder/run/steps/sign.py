@@ -83,28 +83,25 @@ def sign_index(ctx: RunContext, repository: str, digest: str | None) -> Signed |
     return Signed((), round(time.monotonic() - start, 1))
 
 
-def _earlier(ctx: RunContext, name: str, b: PlatformBuild) -> PlatformBuild:
-    # ``builder publish``: this very build (its image id) as the test run recorded it in this build
-    # folder's report (read back as hostile input), with a passed smoke test. Raises StepFailed.
+def earlier_build(ctx: RunContext, name: str, platform: str, image_id: str) -> PlatformBuild | None:
+    """``builder publish``: this very build of ``platform`` (its ``image_id``) as the test run
+    recorded it in this build folder's report (read back as hostile input), with a passed smoke
+    test; None when the report has none. Raises StepFailed for a report that fails its grammar."""
     path = ctx.build_dir / "report.json"
     try:
         entries = report_file.read(path) if path.exists() else []
     except ConfigError as exc:
         raise StepFailed(f"cannot read the build to attest: {exc.lines[0]}") from None
-    found = (e.built(b.platform) for e in entries if e.name == name)
-    earlier = next((f for f in found if f and f.image_id == b.image_id and f.test and f.test.passed), None)
-    if earlier is None:
-        raise StepFailed(f"{b.platform}: {path} records no passed smoke test of {b.image_id} to attest: "
-                         "run `builder test` with this build folder first, or `builder all`")
-    return earlier
+    found = (e.built(platform) for e in entries if e.name == name)
+    return next((f for f in found if f and f.image_id == image_id and f.test and f.test.passed), None)
 
 
 def _predicates(ctx: RunContext, spec: ImageSpec, rep: ImageReport, b: PlatformBuild) -> dict[str, dict]:
     if b.sbom is None or b.image_id is None:
         raise StepFailed(f"{b.platform}: no SBOM to attest")
-    if b.test is None or b.base is None:  # builder publish: what the test run recorded
-        earlier = _earlier(ctx, rep.name, b)
-        b.test, b.base, b.base_digest, b.build_args = earlier.test, earlier.base, earlier.base_digest, earlier.build_args
+    if b.test is None or not b.test.passed or b.base is None:  # builder publish: the test run recorded none
+        raise StepFailed(f"{b.platform}: {ctx.build_dir / 'report.json'} records no passed smoke test of "
+                         f"{b.image_id} to attest: run `builder test` with this build folder first, or `builder all`")
     if b.base is None or b.base_digest is None:
         raise StepFailed(f"{b.platform}: the report does not say which base the build started FROM")
     try:

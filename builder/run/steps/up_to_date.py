@@ -110,27 +110,62 @@ def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...
     return None
 
 
-def up_to_date(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> bool:
-    """True, with the image recorded from the registry and its status ``up-to-date``, when the
-    registry's moving tags name builds of every platform of ``spec``, each labelled with that
-    platform's build id (``rep.build(p).build_id``), signed by the run's key when the run signs,
-    and under the immutable tags the policy gives them. A registry that cannot be read means "not
-    up to date" (said in one line): the image is built."""
+@dataclass(frozen=True)
+class ServedBuild:
+    """One platform's build as the registry serves it: its image id (as this Engine's store names
+    it), manifest ``digest``, own ``tag``, ``compressed_bytes``, the ``framework_version`` its label
+    gives and the predicate types attached to it (``attestations``)."""
+
+    platform: str
+    image_id: str
+    digest: str
+    tag: str
+    compressed_bytes: int | None
+    framework_version: str | None
+    attestations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UpToDate:
+    """An image the registry already publishes with this run's build ids: its ``builds``, its
+    ``tags``, the ``digest`` they name (None for one job of a run split by platform) and its
+    ``signature``."""
+
+    builds: tuple[ServedBuild, ...]
+    tags: tuple[str, ...]
+    digest: str | None
+    signature: str
+
+    def record(self, rep: ImageReport) -> None:
+        """Write it on ``rep`` and move it to up-to-date. Raises ValueError (the state machine)."""
+        for s in self.builds:
+            b = rep.build(s.platform)
+            b.image_id, b.digest, b.tag, b.compressed_bytes = s.image_id, s.digest, s.tag, s.compressed_bytes
+            b.framework_version, b.attestations = s.framework_version, list(s.attestations)
+        rep.tags, rep.digest, rep.signature = list(self.tags), self.digest, self.signature  # type: ignore[assignment]
+        rep.move(Status.UP_TO_DATE)
+
+
+def up_to_date(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> UpToDate | None:
+    """The image as the registry publishes it (:class:`UpToDate`) when the registry's moving tags
+    name builds of every platform of ``spec``, each labelled with that platform's build id
+    (``rep.build(p).build_id``; ``rep`` is only read), signed by the run's key when the run signs,
+    and under the immutable tags the policy gives them; else None. A registry that cannot be read
+    means "not up to date" (said in one line): the image is built."""
     if any(rep.build(p).build_id is None for p in spec.platforms) or may_skip(ctx, spec, rep) is not None:
-        return False
+        return None
     if not answers(ctx.registry_client.host):  # one quick check, not the client's retries (minutes)
         ctx.say(spec.name, f"[yellow]cannot look up its build id[/yellow]: {ctx.registry_client.host} does not answer")
-        return False
+        return None
     try:
         found = _published(ctx, spec, rep)
         tags = _tags(ctx, rep, found) if found else None
     except RegistryError as exc:
         ctx.say(spec.name, f"[yellow]cannot look up its build id[/yellow]: {escape(str(exc))}")
-        return False
+        return None
     if found is None or tags is None:
-        return False
-    _record(ctx, spec, rep, found, tags)
-    return True
+        return None
+    return _served(ctx, spec, rep, found, tags)
 
 
 def _published(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> Published | None:
@@ -262,25 +297,24 @@ def _version(labels: dict, key: str) -> str | None:
         return None
 
 
-def _record(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published,
-            tags: tuple[str | None, dict[str, str]]) -> None:
-    # The report of an up-to-date image: its tags and digests as the registry serves them.
+def _served(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published,
+            tags: tuple[str | None, dict[str, str]]) -> UpToDate:
+    # The up-to-date image: its tags and digests as the registry serves them.
     publish_as, ids, (immutable, own) = ctx.policy(rep), _ids(ctx, found), tags
     prefix = ctx.matrix.data.project.label_prefix
-    for platform, b_found in found.builds.items():
-        b = rep.build(platform)
-        b.image_id, b.digest, b.tag = ids[platform], b_found.digest, own[platform]
-        b.compressed_bytes = publish.layer_bytes(b_found.manifest)
-        b.framework_version = _version(Registry.labels(b_found.config), f"{prefix}.framework-version")
-        b.attestations = sorted(predicates.COSIGN_TYPES) if ctx.signer else []  # signed last, after them
-    rep.tags = [immutable] if immutable else []
-    rep.tags = publish_as.image_tags(rep)
-    rep.digest = found.digest
-    rep.signature = "signed" if ctx.signer else "unsigned"
-    rep.move(Status.UP_TO_DATE)
-    where = f"@ {found.digest}" if found.digest else ", ".join(f"{b.platform} @ {b.digest}" for b in rep.platforms)
-    ctx.say(spec.name, f"[green]up-to-date[/green]: {rep.repository}:{rep.tags[0]} {where} has these build ids "
+    builds = tuple(ServedBuild(platform, ids[platform], b.digest, own[platform], publish.layer_bytes(b.manifest),
+                               _version(Registry.labels(b.config), f"{prefix}.framework-version"),
+                               tuple(sorted(predicates.COSIGN_TYPES)) if ctx.signer else ())  # signed last, after them
+                   for platform, b in found.builds.items())
+    view = rep.model_copy(deep=True)  # the policy names the image's tags from its builds'
+    for s in builds:
+        view.build(s.platform).tag = s.tag
+    view.tags = [immutable] if immutable else []
+    served = UpToDate(builds, tuple(publish_as.image_tags(view)), found.digest, "signed" if ctx.signer else "unsigned")
+    where = f"@ {found.digest}" if found.digest else ", ".join(f"{b.platform} @ {b.digest}" for b in builds)
+    ctx.say(spec.name, f"[green]up-to-date[/green]: {rep.repository}:{served.tags[0]} {where} has these build ids "
                        "(not built, tested or pushed)")
+    return served
 
 
 def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: bool = False) -> None:
