@@ -50,7 +50,7 @@ class Status(str, enum.Enum):
     TESTED = "tested"
     PUBLISHED = "published"
     UNCHANGED = "unchanged"  # already published: the registry held the same manifest
-    UP_TO_DATE = "up-to-date"  # not built: the registry publishes its build id, tested (issue 22)
+    UP_TO_DATE = "up-to-date"  # not built: the registry publishes its build id, tested
     BUILD_FAILED = "build-failed"
     TEST_FAILED = "test-failed"
     PUBLISH_FAILED = "publish-failed"

@@ -7,7 +7,7 @@ times to it (https://github.com/moby/buildkit/blob/master/docs/build-repro.md); 
 into the image store as :mod:`builder.engine.export` explains, and its image id is the reproducible
 manifest digest. On the classic store the build is stored with the ``image`` exporter (its image id
 is the config's digest); that store recompresses layers on push, so its pushed digests are not
-reproducible (measured, issue 20). Without default attestations
+reproducible (measured). Without default attestations
 (:data:`builder.engine.plugins.BUILDX_ENV`) nothing else in the image records when or where it was
 built. The build context's files are dated SOURCE_DATE_EPOCH before each build
 (:func:`date_context`), so their checkout times never reach an image.

@@ -1,4 +1,4 @@
-"""Size gate step (issue 22): an image that grew more than :data:`LIMIT` over its row in the committed
+"""Size gate step: an image that grew more than :data:`LIMIT` over its row in the committed
 catalog (docs/images.json) fails ``size-gate``, as AWS Deep Learning Containers fail a build that
 grows past 1.2x its baseline. The registry's moving tags never name it.
 

@@ -1,4 +1,4 @@
-"""Up-to-date step (issue 22): compute each platform's build id (:mod:`builder.run.build_id`) and, when
+"""Up-to-date step: compute each platform's build id (:mod:`builder.run.build_id`) and, when
 the target registry already publishes those builds tested (and signed, when the run signs), record
 that image instead of building, testing and pushing it again.
 
@@ -20,31 +20,12 @@ from rich.markup import escape
 from builder.engine.registry import Registry, RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
-from builder.matrix.platform import DEFAULT, oci_name
-from builder.run import build_id, policy, publish, smoke, taggers
+from builder.matrix.platform import DEFAULT
+from builder.run import build_id, policy, publish, smoke
 from builder.run.context import Options, RunContext
 from builder.run.report import ImageReport, Status
-from builder.run.steps import StepFailed
-from builder.sign import cosign, predicates
-
-
-@dataclass(frozen=True)
-class Found:
-    """One platform's build as the registry publishes it: manifest ``digest``, ``manifest`` and
-    image ``config`` (JSON objects)."""
-
-    digest: str
-    manifest: dict
-    config: dict
-
-
-@dataclass(frozen=True)
-class Published:
-    """What the registry's moving tags name for an image: ``digest`` (the image's manifest or index;
-    None for one job of a split run) and each platform's :class:`Found`."""
-
-    digest: str | None
-    builds: dict[str, Found]
+from builder.run.steps import StepFailed, published
+from builder.sign import predicates
 
 
 def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[str, build_id.Inputs]:
@@ -158,135 +139,14 @@ def up_to_date(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> UpToDate |
         ctx.say(spec.name, f"[yellow]cannot look up its build id[/yellow]: {ctx.registry_client.host} does not answer")
         return None
     try:
-        found = _published(ctx, spec, rep)
-        tags = _tags(ctx, rep, found) if found else None
+        found = published.published(ctx, spec, rep)
+        tags = published.tags(ctx, rep, found) if found else None
     except RegistryError as exc:
         ctx.say(spec.name, f"[yellow]cannot look up its build id[/yellow]: {escape(str(exc))}")
         return None
     if found is None or tags is None:
         return None
     return _served(ctx, spec, rep, found, tags)
-
-
-def _published(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> Published | None:
-    # What the moving tags name, when it is exactly spec's platforms, each labelled with its build
-    # id (and signed, with a signer). Raises RegistryError.
-    moving, publish_as = ctx.matrix.data.tags.moving, ctx.policy(rep)
-    if not moving:
-        return None
-    if publish_as.per_platform:
-        builds = {p: _at(ctx, rep, p, publish_as.local_moving(p)[0]) for p in spec.platforms}
-        digest = None
-    else:
-        found = ctx.registry_client.manifest(rep.repository, moving[0])
-        if found is None:
-            return None
-        digest, builds = found[0], _builds_of(ctx, spec, rep, found[1], found[0])
-    if builds is None or any(b is None for b in builds.values()) or not _signed(ctx, rep, digest, builds):
-        return None
-    return Published(digest, builds)
-
-
-def _builds_of(ctx: RunContext, spec: ImageSpec, rep: ImageReport, doc: dict, digest: str) -> dict | None:
-    # The builds an image's manifest (one platform) or index (several) names, each checked.
-    if not ctx.policy(rep).makes_index:
-        return {spec.platforms[0]: _checked(ctx, rep, spec.platforms[0], digest, doc)}
-    entries = ctx.registry_client.index_entries(doc)
-    if entries is None or set(entries) != set(spec.platforms):
-        return None
-    return {p: _at(ctx, rep, p, entries[p]) for p in spec.platforms}
-
-
-def _at(ctx: RunContext, rep: ImageReport, platform: str, reference: str) -> Found | None:
-    # The manifest at ``reference`` (a tag, or a digest an index listed) checked (_checked).
-    found = ctx.registry_client.manifest(rep.repository, reference)
-    if found is None or (reference.startswith("sha256:") and found[0] != reference):
-        return None
-    return _checked(ctx, rep, platform, found[0], found[1])
-
-
-def _checked(ctx: RunContext, rep: ImageReport, platform: str, digest: str, manifest: dict) -> Found | None:
-    # The build when the manifest is an image of ``platform`` labelled with its build id; else
-    # None. Raises RegistryError.
-    if not isinstance(manifest.get("config"), dict):
-        return None
-    config = ctx.registry_client.config(rep.repository, manifest)
-    try:
-        served = oci_name(str(config.get("os", "")), str(config.get("architecture", "")), config.get("variant"))
-    except TypeError:
-        return None
-    wanted = build_id.label(ctx.matrix.data.project.label_prefix)
-    if Registry.labels(config).get(wanted) != rep.build(platform).build_id or served != platform:
-        return None
-    return Found(digest, manifest, config)
-
-
-def _signed(ctx: RunContext, rep: ImageReport, digest: str | None, builds: dict[str, Found]) -> bool:
-    # Without a signer: True. With one: its key verifies every build's signature and the index's.
-    if ctx.signer is None:
-        return True
-    digests = {b.digest for b in builds.values()} | ({digest} if digest else set())
-    return all(ctx.signer.signed(cosign.by_digest(rep.repository, d)) for d in digests)
-
-
-def _ids(ctx: RunContext, found: Published) -> dict[str, str]:
-    # {platform: image id} in spec's platform order, as this Engine's store names the builds (the
-    # builder's tags use it): the manifest digest on the containerd image store, the
-    # configuration's digest on the classic one.
-    return {p: (b.digest if ctx.containerd_store else b.manifest["config"]["digest"]) for p, b in found.builds.items()}
-
-
-def _tags(ctx: RunContext, rep: ImageReport, found: Published) -> tuple[str | None, dict[str, str]] | None:
-    # (the image's immutable tag, None for a split run's job; {platform: the build's own tag}): the
-    # registry's tags of the policy's shape for these builds' image ids that name them (an image
-    # index's immutable tag names the index; :func:`_index_builds`). None when one is missing.
-    # Raises RegistryError.
-    publish_as, ids = ctx.policy(rep), _ids(ctx, found)
-    listed = ctx.registry_client.list_tags(rep.repository)
-    if publish_as.makes_index:
-        immutable = _immutable(ctx, rep, listed, taggers.index_id(list(ids.values())), "", found.digest)
-        own = _index_builds(ctx, rep, listed, found, immutable) if immutable else None
-        return (immutable, own) if own else None
-    out = {}
-    for platform, image_id in ids.items():
-        suffix = publish_as.build_tag("", platform)
-        stem = _immutable(ctx, rep, listed, image_id, suffix, found.builds[platform].digest)
-        if stem is None:
-            return None
-        out[platform] = stem + suffix
-    return (None if publish_as.per_platform else out[next(iter(out))]), out
-
-
-def _index_builds(ctx: RunContext, rep: ImageReport, listed: list[str], found: Published,
-                  immutable: str) -> dict[str, str] | None:
-    # {platform: the build's own tag}: ``<immutable>-<arch>`` as `builder all` pushes it, else (an
-    # index `builder merge` made of a split run's jobs) the job's own ``<its immutable>-<arch>``;
-    # each must name the build. Raises RegistryError.
-    publish_as, ids, out = ctx.policy(rep), _ids(ctx, found), {}
-    for platform, b in found.builds.items():
-        own = publish_as.build_tag(immutable, platform)
-        if ctx.registry_client.digest(rep.repository, own) != b.digest:
-            suffix = publish_as.build_tag("", platform)
-            stem = _immutable(ctx, rep, listed, ids[platform], suffix, b.digest)
-            if stem is None:
-                return None
-            own = stem + suffix
-        out[platform] = own
-    return out
-
-
-def _immutable(ctx: RunContext, rep: ImageReport, listed: list[str], image_id: str, suffix: str,
-               digest: str | None) -> str | None:
-    # The newest tag of ``listed`` that is the policy's immutable tag for ``image_id`` followed by
-    # ``suffix`` and names ``digest`` in the registry; returned without the suffix.
-    tags = ctx.matrix.data.tags
-    for candidate in sorted(listed, reverse=True):
-        stem = candidate[:len(candidate) - len(suffix)] if candidate.endswith(suffix) else None
-        if not stem or candidate in tags.moving or taggers.existing_immutable(tags, [stem], image_id) is None:
-            continue
-        if ctx.registry_client.digest(rep.repository, candidate) == digest:
-            return stem
-    return None
 
 
 def _version(labels: dict, key: str) -> str | None:
@@ -297,10 +157,10 @@ def _version(labels: dict, key: str) -> str | None:
         return None
 
 
-def _served(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: Published,
+def _served(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: published.Published,
             tags: tuple[str | None, dict[str, str]]) -> UpToDate:
     # The up-to-date image: its tags and digests as the registry serves them.
-    publish_as, ids, (immutable, own) = ctx.policy(rep), _ids(ctx, found), tags
+    publish_as, ids, (immutable, own) = ctx.policy(rep), published.image_ids(ctx, found), tags
     prefix = ctx.matrix.data.project.label_prefix
     builds = tuple(ServedBuild(platform, ids[platform], b.digest, own[platform], publish.layer_bytes(b.manifest),
                                _version(Registry.labels(b.config), f"{prefix}.framework-version"),
