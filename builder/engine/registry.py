@@ -227,12 +227,18 @@ class Registry:
 
     def config(self, repository: str, manifest: dict, max_bytes: int = 1 << 20) -> dict:
         """The image configuration (JSON) an image ``manifest`` names: its blob, read by digest
-        (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs) and
-        checked against that digest, at most ``max_bytes``. Raises RegistryError."""
+        (:meth:`blob_json`), at most ``max_bytes``. Raises RegistryError."""
         config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-        digest = config.get("digest")
+        return self.blob_json(repository, config.get("digest"), max_bytes, "image configuration")
+
+    def blob_json(self, repository: str, digest: object, max_bytes: int, what: str) -> dict:
+        """The blob ``digest`` of ``repository`` as a JSON object, read by digest
+        (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs), at
+        most ``max_bytes``, and checked against that digest; ``what`` names it in errors. Raises
+        RegistryError when the digest is not sha256, the registry refuses, the bytes differ or the
+        blob is not a JSON object."""
         if not isinstance(digest, str) or not digest.startswith("sha256:") or not _passes(grammar.digest, digest):
-            raise RegistryError(f"{repository}: the manifest names no sha256 image configuration")
+            raise RegistryError(f"{repository}: the manifest names no sha256 {what}")
         url = f"{api_root(self.host)}{self._path(repository)}/blobs/{digest}"
         r, body = self._request(repository, url, max_bytes)
         if r.status_code != 200:
@@ -244,8 +250,21 @@ class Registry:
         except ValueError:
             doc = None
         if not isinstance(doc, dict):
-            raise RegistryError(f"{repository}@{digest}: the image configuration is not a JSON object")
+            raise RegistryError(f"{repository}@{digest}: the {what} is not a JSON object")
         return doc
+
+    def artifact_json(self, repository: str, tag: str, max_bytes: int, what: str) -> tuple[str, dict] | None:
+        """``(the artifact's manifest digest, the JSON object it holds)`` for the OCI artifact
+        tagged ``tag`` (its manifest's one layer, read by :meth:`blob_json`, at most
+        ``max_bytes``), or None when the registry has no such tag. Raises RegistryError when it is
+        not a manifest of one layer, or as :meth:`blob_json`."""
+        found = self.manifest(repository, tag)
+        if found is None:
+            return None
+        layers = found[1].get("layers")
+        if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
+            raise RegistryError(f"{repository}:{tag}: the {what} artifact is not a manifest of one layer")
+        return found[0], self.blob_json(repository, layers[0].get("digest"), max_bytes, what)
 
     def list_tags(self, repository: str, page: int = 1000, max_pages: int = 100) -> list[str]:
         """The tags of ``repository``, ``page`` at a time, following the registry's ``Link`` header

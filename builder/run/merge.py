@@ -73,8 +73,10 @@ def _index(merged_as: policy.Manifest, spec: ImageSpec, found: dict, registry: R
                 raise SignError(f"the {b.platform} build {b.digest} is not signed with this key: run the jobs "
                                 "with the same --signing-key")
     merged.digest, pushed = merged_as.publish_image(registry, merged, merged_as.fixed_tags(merged))
-    if signer is not None:
-        signer.sign(cosign.by_digest(merged.repository, merged.digest))
+    index = cosign.by_digest(merged.repository, merged.digest)
+    if signer is not None and not signer.signed(index):  # signed by an earlier merge: nothing to upload
+        signer.sign(index)
+        pushed = True
     moves = policy.latest_moves(merged_as, merged, spec.platforms)
     if moves is None:
         raise publish.PublishError(f"{merged.repository}: the moving tags do not move: the image is {merged.status}")

@@ -45,11 +45,6 @@ class Manifest:
     #: as a whole.
     per_platform: ClassVar[bool] = False
 
-    def always_built(self) -> str | None:
-        """Why an image of this policy is built whatever the registry holds, or None when it may be
-        up to date (:func:`builder.run.steps.up_to_date.always_built`)."""
-        return None
-
     def merged(self) -> Manifest | None:
         """The policy ``builder merge`` publishes an image under from its jobs' reports of this
         policy, or None: the job published it whole."""
@@ -150,9 +145,6 @@ class PerPlatform(Manifest):
 
     name: PublishName = "per-platform"
     per_platform: ClassVar[bool] = True
-
-    def always_built(self):
-        return "one job of a run split by platform (builder merge needs the versions read inside each build)"
 
     def merged(self):
         """An image index of every job's build (:class:`Index`)."""

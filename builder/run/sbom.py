@@ -15,6 +15,9 @@ takes the path of an interpreter started without ``site``, which is the extracte
 :func:`push` stores it in the registry with PyPI's ``oras`` as an OCI artifact whose manifest names
 the image manifest as its ``subject`` (OCI distribution spec 1.1, referrers) and is tagged
 ``sha256-<image digest hex>.sbom`` (cosign's convention), for registries without the referrers API.
+The image's main component records, as properties, the versions the taggers read in the build
+(:func:`version_properties`); a later run that finds the build published reads the SBOM back
+(:func:`fetch`) and, with it, those versions (:func:`installed_versions`), without pulling a layer.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ from packageurl import PackageURL
 from builder import files
 from builder.engine import images
 from builder.engine.registry import Registry, RegistryError
+from builder.matrix import grammar
 from builder.matrix.platform import DEFAULT, Platform
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
 SPEC_VERSION = "1.6"
+#: The largest SBOM read back from the registry (bytes).
+MAX_SBOM = 64 << 20
 
 
 class SbomError(RuntimeError):
@@ -150,11 +156,11 @@ def debian_components(status: str, distro: str, arch: str = DEFAULT.arch) -> lis
 
 
 def generate(client: docker.DockerClient, image: str, name: str, venv: str, python: str, out: Path,
-             platform: str = DEFAULT.name) -> dict:
+             platform: str = DEFAULT.name, properties: dict[str, str] | None = None) -> dict:
     """Make, validate and write the SBOM of ``image`` (a reference the Engine knows) to ``out``.
 
     The main component is the image (``type: container``, ``name``, its tag as version, its id as
-    hash, its labels as properties); components are the distributions of its venv (``python`` being
+    hash, its labels and ``properties`` as properties); components are the distributions of its venv (``python`` being
     its X.Y) and the Debian packages of its dpkg status (purl ``distro`` from its os-release, e.g.
     ``debian-12``; ``arch`` from ``platform``), all read from its files, natively (module doc).
     Returns ``{"path", "components"}``. Raises SbomError.
@@ -168,7 +174,7 @@ def generate(client: docker.DockerClient, image: str, name: str, venv: str, pyth
     bom.setdefault("metadata", {})["component"] = {
         "type": "container", "bom-ref": image_id, "name": name, "version": image.rsplit(":", 1)[-1],
         "hashes": [{"alg": "SHA-256", "content": image_id.split(":", 1)[-1]}],
-        "properties": [{"name": k, "value": v} for k, v in sorted(labels.items())]}
+        "properties": [{"name": k, "value": v} for k, v in sorted({**labels, **(properties or {})}.items())]}
     _validate(bom)
     files.write_atomic(out, json.dumps(bom, indent=2) + "\n")
     return {"path": str(out), "components": len(bom["components"])}
@@ -184,6 +190,48 @@ def made_for(path: Path, image_id: str) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+def version_properties(prefix: str, framework: str | None, python: str | None) -> dict[str, str]:
+    """The SBOM properties that record the versions the taggers read in a build
+    (:mod:`builder.run.taggers`): ``<prefix>.installed.framework-version`` and
+    ``<prefix>.installed.python-version`` (``prefix``: the matrix's label prefix), for those known.
+    A run that finds the build published reads them back (:func:`installed_versions`)."""
+    found = {"framework-version": framework, "python-version": python}
+    return {f"{prefix}.installed.{k}": v for k, v in found.items() if v is not None}
+
+
+def installed_versions(prefix: str, properties: dict[str, str]) -> tuple[str, str] | None:
+    """``(framework version, Python version)`` from an SBOM's :func:`version_properties`, each
+    passing the PEP 440 grammar (:func:`builder.matrix.grammar.version`); None when one is missing
+    or fails it."""
+    try:
+        return tuple(grammar.version(properties.get(f"{prefix}.installed.{k}"))  # type: ignore[return-value]
+                     for k in ("framework-version", "python-version"))
+    except ValueError:
+        return None
+
+
+def fetch(registry: Registry, repository: str, digest: str, image_id: str, out: Path) -> dict | None:
+    """The SBOM the registry holds beside the image manifest ``digest`` (:func:`push`), when it
+    describes the image ``image_id`` (its main component's bom-ref) and validates against CycloneDX
+    (read as hostile input, at most :data:`MAX_SBOM` bytes): written to ``out``, and returned as
+    ``{"path", "components", "digest", "properties": {name: value}}`` (``digest``: the artifact's
+    manifest; ``properties``: the main component's). None when the registry has none or it
+    describes another image. Raises SbomError."""
+    try:
+        found = registry.artifact_json(repository, referrer_tag(digest), MAX_SBOM, "SBOM")
+    except RegistryError as exc:
+        raise SbomError(f"cannot read the SBOM of {repository}@{digest}: {exc}") from None
+    artifact, bom = found if found is not None else (None, None)
+    main = bom.get("metadata", {}).get("component") if bom is not None and isinstance(bom.get("metadata"), dict) else None
+    if not isinstance(main, dict) or main.get("bom-ref") != image_id:
+        return None
+    _validate(bom)
+    files.write_atomic(out, json.dumps(bom, indent=2) + "\n")
+    properties = {p["name"]: p["value"] for p in main.get("properties", []) if isinstance(p, dict)
+                  and isinstance(p.get("name"), str) and isinstance(p.get("value"), str)}
+    return {"path": str(out), "components": len(bom.get("components", [])), "digest": artifact, "properties": properties}
 
 
 def _validate(bom: dict) -> None:

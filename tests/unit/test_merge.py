@@ -31,7 +31,7 @@ def _job(platform: str, status: str = "published", **facts) -> ImageReport:
     return ImageReport.model_validate_json(json.dumps(
         {"name": MINIMAL, "parent": None, "status": status, "publish": "per-platform",
          "repository": "127.0.0.1:5000/" + MINIMAL, "tags": [one["tag"], f"latest-{arch}"],
-         "platforms": [one] if status in ("published", "unchanged") else []}))
+         "platforms": [one] if status in ("published", "unchanged", "up-to-date") else []}))
 
 
 REGISTRY = object()  # the registry client merge hands to push_index (replaced below)
@@ -130,6 +130,29 @@ def test_an_index_is_signed_only_over_builds_signed_with_the_same_key(matrix, ma
     (only,) = merge.merge(matrix, jobs, REGISTRY, log=lambda line: None, signer=both)
     assert only.status == "published" and only.signature == "signed"
     assert both.made == [f"{only.repository}@{only.digest}"] and [tags for _, tags, _ in made] == [[only.tags[0]], ["latest"]]
+
+
+def test_up_to_date_jobs_whose_signed_index_the_registry_has_merge_into_an_unchanged_image(matrix, monkeypatch):
+    made = []
+
+    def push_index(registry, repository, tags, digests):  # every tag already names this index
+        made.append(tags)
+        return publish.PublishResult(repository, tags, "sha256:" + "e" * 64, pushed=False)
+    monkeypatch.setattr(publish, "push_index", push_index)
+
+    class Signer:  # the builds and the index: signed by an earlier release
+        made: list = []
+
+        def signed(self, ref):
+            return True
+
+        def sign(self, ref):
+            self.made.append(ref)
+    signer = Signer()
+    jobs = {MINIMAL: [_job("linux/arm64", "up-to-date"), _job("linux/amd64", "up-to-date")]}
+    (only,) = merge.merge(matrix, jobs, REGISTRY, log=lambda line: None, signer=signer)
+    assert only.status == "unchanged" and only.signature == "signed" and signer.made == []
+    assert [b.platform for b in only.platforms] == ["linux/amd64", "linux/arm64"] and len(made) == 2
 
 
 @pytest.mark.parametrize("arm64, moves", [("published", ["tested", "published"]), (None, ["tested", "publish-failed"])])

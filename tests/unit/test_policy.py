@@ -35,9 +35,7 @@ def test_a_run_has_one_object_of_each_policy_named_as_the_report_names_it(table)
     assert [p.per_platform for p in table.values()] == [False, False, True]
 
 
-def test_only_a_job_of_a_split_run_is_always_built_and_merged_into_an_index(table):
-    assert table["manifest"].always_built() is None and table["index"].always_built() is None
-    assert "split by platform" in table["per-platform"].always_built()
+def test_only_a_job_of_a_split_run_is_merged_into_an_index(table):
     assert table["manifest"].merged() is None and table["index"].merged() is None
     assert table["per-platform"].merged() == table["index"]
 

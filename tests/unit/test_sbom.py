@@ -1,6 +1,8 @@
 """SBOM pieces that need no engine: Debian components from a dpkg status, the referrer tag, and
 which registries are spoken to over plain HTTP."""
 
+import json
+
 import pytest
 
 from builder.run import sbom
@@ -129,3 +131,47 @@ def test_an_image_without_a_dpkg_status_is_one_error():
 def test_os_release_values_are_unquoted_as_a_shell_would():
     text = 'ID=debian\nVERSION_ID="13"\n# a comment\nNAME=\'Debian GNU/Linux\'\nBROKEN="x\nlower=1\n'
     assert sbom.os_release(text) == {"ID": "debian", "VERSION_ID": "13", "NAME": "Debian GNU/Linux"}
+
+
+def test_the_versions_the_taggers_read_travel_in_the_sbom_and_come_back_checked():
+    props = sbom.version_properties("org.example", "2.13.0+cpu", "3.11.2")
+    assert props == {"org.example.installed.framework-version": "2.13.0+cpu",
+                     "org.example.installed.python-version": "3.11.2"}
+    assert sbom.installed_versions("org.example", props) == ("2.13.0+cpu", "3.11.2")
+    assert sbom.version_properties("org.example", None, "3.11.2") == {"org.example.installed.python-version": "3.11.2"}
+    for bad in ({}, {**props, "org.example.installed.python-version": "3.11.2; rm -rf /"},
+                {**props, "org.example.installed.framework-version": "--help"}):
+        assert sbom.installed_versions("org.example", bad) is None
+
+
+class _Registry:
+    """The registry's artifact read (Registry.artifact_json) serving one document."""
+
+    def __init__(self, doc):
+        self.doc = doc
+
+    def artifact_json(self, repository, tag, max_bytes, what):
+        assert tag == sbom.referrer_tag("sha256:" + "d" * 64) and max_bytes == sbom.MAX_SBOM
+        return ("sha256:" + "a" * 64, self.doc) if self.doc is not None else None
+
+
+def _bom(image_id: str, **extra) -> dict:
+    return {"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1,
+            "metadata": {"component": {"type": "container", "bom-ref": image_id, "name": "x",
+                                       "properties": [{"name": "org.example.installed.python-version", "value": "3.11.2"}]}},
+            "components": [], **extra}
+
+
+def test_a_published_sbom_is_read_back_only_when_it_describes_this_image_and_validates(tmp_path):
+    digest, image_id, out = "sha256:" + "d" * 64, "sha256:" + "1" * 64, tmp_path / "x.cdx.json"
+    got = sbom.fetch(_Registry(_bom(image_id)), "r/x", digest, image_id, out)
+    assert got == {"path": str(out), "components": 0, "digest": "sha256:" + "a" * 64,
+                   "properties": {"org.example.installed.python-version": "3.11.2"}}
+    assert json.loads(out.read_text())["metadata"]["component"]["bom-ref"] == image_id
+    out.unlink()
+    assert sbom.fetch(_Registry(None), "r/x", digest, image_id, out) is None
+    assert sbom.fetch(_Registry(_bom("sha256:" + "2" * 64)), "r/x", digest, image_id, out) is None  # another image
+    assert sbom.fetch(_Registry({"metadata": "x"}), "r/x", digest, image_id, out) is None
+    with pytest.raises(sbom.SbomError, match="CycloneDX"):
+        sbom.fetch(_Registry(_bom(image_id, components="not a list")), "r/x", digest, image_id, out)
+    assert not out.exists()  # nothing written for a document that was refused

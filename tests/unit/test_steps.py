@@ -17,7 +17,7 @@ from rich.progress import Progress
 
 from builder.engine.registry import Credentials
 from builder.matrix import load
-from builder.run import policy, preparation, publish, taggers
+from builder.run import policy, preparation, publish, sbom, taggers
 from builder.run.context import Events, Options, RunContext
 from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import Built, StepFailed
@@ -145,7 +145,11 @@ class FakeRegistry:
 
     def push_artifact(self, repository, tag_, path, media_type, subject_digest) -> str:
         self.artifacts.append((tag_, subject_digest))
-        return self.store(repository, tag_, {"subject": subject_digest})
+        return self.store(repository, tag_, {"subject": subject_digest, "content": json.loads(Path(path).read_text())})
+
+    def artifact_json(self, repository, tag_, max_bytes, what):
+        found = self.manifest(repository, tag_)
+        return (found[0], found[1]["content"]) if found else None
 
 
 @pytest.fixture
@@ -186,6 +190,15 @@ def _up_to_date(ctx: RunContext, spec, rep: ImageReport):
     return served
 
 
+def _sbom_doc(ctx: RunContext, image_id: str, framework: str | None, python: str | None) -> dict:
+    # A CycloneDX SBOM of the image ``image_id`` recording the versions its taggers read, as make_sbom writes it.
+    properties = sbom.version_properties(ctx.matrix.data.project.label_prefix, framework, python)
+    return {"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1,
+            "metadata": {"component": {"type": "container", "bom-ref": image_id, "name": "x",
+                                       "properties": [{"name": k, "value": v} for k, v in properties.items()]}},
+            "components": [{"type": "library", "name": "numpy", "version": "2.0.0"}]}
+
+
 def _push(ctx: RunContext, spec, rep: ImageReport):
     # The push step, its value recorded on ``rep`` as builder.run.tasks.finish does.
     pushed = push(ctx, spec, rep)
@@ -217,8 +230,9 @@ def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platfo
     tag_builds(ctx, spec, rep, builts).record(rep)
     rep.move(Status.BUILT)
     for b in rep.platforms:
-        (tmp_path / f"{b.platform.replace('/', '-')}.cdx.json").write_text("{}")
-        b.sbom = SbomRecord(path=str(tmp_path / f"{b.platform.replace('/', '-')}.cdx.json"), components=1)
+        path = tmp_path / f"{b.platform.replace('/', '-')}.cdx.json"
+        path.write_text(json.dumps(_sbom_doc(ctx, b.image_id, b.framework_version, b.python_version)))
+        b.sbom = SbomRecord(path=str(path), components=1)
     rep.tags = promote(ctx, spec, rep)
     rep.move(Status.TESTED)
     return rep
@@ -509,7 +523,9 @@ def test_an_image_whose_build_id_the_registry_publishes_is_up_to_date(fakes, tmp
     assert rep.status == Status.UP_TO_DATE and rep.tags == first.tags and rep.digest == first.digest
     assert [(b.platform, b.digest, b.tag, b.image_id) for b in rep.platforms] == \
         [(b.platform, b.digest, b.tag, b.image_id) for b in first.platforms]
-    assert all(b.compressed_bytes == 40_000_000 and b.framework_version is None for b in rep.platforms)
+    assert all(b.compressed_bytes == 40_000_000 for b in rep.platforms)
+    assert [(b.framework_version, b.python_version, b.sbom.components) for b in rep.platforms] == \
+        [(b.framework_version, b.python_version, 1) for b in first.platforms]  # from the SBOM in the registry
     assert fakes[1].tags == pushed and not fakes[0].pulled  # nothing pushed, nothing pulled
 
 
@@ -528,7 +544,7 @@ def test_a_narrowed_run_and_a_build_without_registry_are_never_up_to_date(fakes,
     ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
     narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=("linux/amd64",))
     assert "only some" in up_to_date.may_skip(ctx, narrowed, rep)
-    assert "one job of a run split" in up_to_date.may_skip(ctx, narrowed, rep.model_copy(update={"publish": "per-platform"}))
+    assert up_to_date.may_skip(ctx, narrowed, rep.model_copy(update={"publish": "per-platform"})) is None  # latest-<arch>
     test_ctx = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, stage="test"))
     assert "--registry" in up_to_date.may_skip(test_ctx, ctx.specs[MINIMAL], rep)
     with_registry = dataclasses.replace(test_ctx.options, registry=REGISTRY)
@@ -631,7 +647,7 @@ def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
                               ({"stage": "test"}, "no --registry to look in"),
                               ({"stage": "test", "registry": REGISTRY, "platforms": ("linux/amd64",)},
                                "only some of its platforms"),
-                              ({"by_platform": True, "platforms": ("linux/arm64",)}, "one job of a run split")):
+                              ({"by_platform": True, "platforms": ("linux/arm64",)}, "up-to-date, and not built")):
         console = Console(file=open(tmp_path / "out.txt", "w"), width=300)
         pipeline.run(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console)
         console.file.close()
@@ -647,7 +663,13 @@ def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_
         ctx = dataclasses.replace(ctx, containerd_store=False)
         jobs[platform] = _built(ctx, reports, engine, MINIMAL, (platform,), tmp_path, build_id=ID1)
         _push(ctx, ctx.specs[MINIMAL], jobs[platform])
-        assert "one job of a run split" in up_to_date.may_skip(ctx, ctx.specs[MINIMAL], jobs[platform])
+        again, _ = _context(engine, registry, tmp_path, by_platform=True, platforms=(platform,))  # the job again
+        rep = ImageReport(name=MINIMAL, publish="per-platform", repository=jobs[platform].repository)
+        rep.build(platform).build_id = _bid(ID1, platform)
+        job = dataclasses.replace(again.specs[MINIMAL], platforms=(platform,))  # as preparation narrows it
+        assert _up_to_date(dataclasses.replace(again, containerd_store=False), job, rep)
+        assert rep.tags == jobs[platform].tags and rep.platforms[0].digest == jobs[platform].platforms[0].digest
+        assert (rep.platforms[0].framework_version, rep.platforms[0].python_version) == ("1.5.1", "3.11.2")
     builds = [jobs[p].platforms[0] for p in ("linux/amd64", "linux/arm64")]
     immutable = taggers.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", [b.image_id for b in builds])
     publish.push_index(registry, jobs["linux/amd64"].repository, [immutable, "latest"], {b.platform: b.digest for b in builds})

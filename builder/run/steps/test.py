@@ -56,9 +56,12 @@ def make_sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str)
     stop_if_interrupted()
     out = sbom_path(ctx, spec, platform)
     start = time.monotonic()
+    b = rep.built(platform)
+    versions = sbom.version_properties(ctx.matrix.data.project.label_prefix, b.framework_version if b else None,
+                                       b.python_version if b else None)
     try:
         made = sbom.generate(ctx.client, local_ref(rep, platform), spec.name, ctx.matrix.data.runtime.venv,
-                             spec.python, out, platform)
+                             spec.python, out, platform, versions)
     except sbom.SbomError as exc:
         raise StepFailed(f"SBOM: {exc}") from None
     record = SbomRecord(path=made["path"], components=made["components"], seconds=round(time.monotonic() - start, 1))

@@ -21,10 +21,11 @@ from builder.engine.registry import Registry, RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
 from builder.matrix.platform import DEFAULT
-from builder.run import build_id, policy, publish, smoke
+from builder.run import build_id, policy, publish, sbom, smoke
 from builder.run.context import Options, RunContext
-from builder.run.report import ImageReport, Status
+from builder.run.report import ImageReport, SbomRecord, Status
 from builder.run.steps import StepFailed, published
+from builder.run.steps.test import sbom_path
 from builder.sign import predicates
 
 
@@ -72,17 +73,14 @@ def may_skip(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
 def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...],
                  publish_as: policy.Manifest) -> str | None:
     """Why ``spec`` is built whatever the registry holds, or None when it may be up to date: asked
-    to (``--force``, ``--no-cache``); what the publish policy ``publish_as`` says
-    (:meth:`builder.run.policy.Manifest.always_built`: one job of a run split by platform, as
-    ``builder merge`` needs the versions its taggers read inside the build); a run
-    narrowed from the image's ``matrix_platforms`` (the registry's image has other platforms);
+    to (``--force``, ``--no-cache``); a run narrowed from the image's ``matrix_platforms`` (the
+    registry's image has other platforms), unless ``publish_as`` is one job of a run split by
+    platform (its builds are looked up under ``latest-<arch>`` each);
     keyless signing (a signature then has no key to check); ``builder build|test`` without
     ``--registry`` (nothing to look in)."""
     if opt.force or opt.no_cache:
         return "--force" if opt.force else "--no-cache"
-    if (why := publish_as.always_built()) is not None:
-        return why
-    if spec.platforms != matrix_platforms:
+    if spec.platforms != matrix_platforms and not publish_as.per_platform:  # a split job looks at latest-<arch>
         return "the run builds only some of its platforms"
     if opt.keyless:
         return "keyless signatures cannot be checked against a key"
@@ -94,16 +92,19 @@ def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...
 @dataclass(frozen=True)
 class ServedBuild:
     """One platform's build as the registry serves it: its image id (as this Engine's store names
-    it), manifest ``digest``, own ``tag``, ``compressed_bytes``, the ``framework_version`` its label
-    gives and the predicate types attached to it (``attestations``)."""
+    it), manifest ``digest``, own ``tag``, ``compressed_bytes``, the predicate types attached to it
+    (``attestations``), its SBOM (read back from the registry) and the versions the taggers read in
+    it (the SBOM records them; else the framework version its label gives)."""
 
     platform: str
     image_id: str
     digest: str
     tag: str
     compressed_bytes: int | None
-    framework_version: str | None
     attestations: tuple[str, ...]
+    sbom: SbomRecord
+    framework_version: str | None
+    python_version: str | None
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class UpToDate:
         for s in self.builds:
             b = rep.build(s.platform)
             b.image_id, b.digest, b.tag, b.compressed_bytes = s.image_id, s.digest, s.tag, s.compressed_bytes
-            b.framework_version, b.attestations = s.framework_version, list(s.attestations)
+            b.attestations, b.sbom = list(s.attestations), s.sbom.model_copy()
+            b.framework_version, b.python_version = s.framework_version, s.python_version
         rep.tags, rep.digest, rep.signature = list(self.tags), self.digest, self.signature  # type: ignore[assignment]
         rep.move(Status.UP_TO_DATE)
 
@@ -158,23 +160,49 @@ def _version(labels: dict, key: str) -> str | None:
 
 
 def _served(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: published.Published,
-            tags: tuple[str | None, dict[str, str]]) -> UpToDate:
-    # The up-to-date image: its tags and digests as the registry serves them.
+            tags: tuple[str | None, dict[str, str]]) -> UpToDate | None:
+    # The up-to-date image: its tags, digests and SBOMs as the registry serves them; None when a
+    # build's SBOM is missing or unusable, or a split run's job cannot recover the versions its
+    # taggers read (builder merge names the index from them).
     publish_as, ids, (immutable, own) = ctx.policy(rep), published.image_ids(ctx, found), tags
     prefix = ctx.matrix.data.project.label_prefix
-    builds = tuple(ServedBuild(platform, ids[platform], b.digest, own[platform], publish.layer_bytes(b.manifest),
-                               _version(Registry.labels(b.config), f"{prefix}.framework-version"),
-                               tuple(sorted(predicates.COSIGN_TYPES)) if ctx.signer else ())  # signed last, after them
-                   for platform, b in found.builds.items())
+    builds = []
+    for platform, b in found.builds.items():
+        got = _sbom(ctx, spec, rep, platform, ids[platform], b.digest)
+        if got is None or (got[1] is None and publish_as.per_platform):
+            return None
+        record, versions = got
+        builds.append(ServedBuild(platform, ids[platform], b.digest, own[platform], publish.layer_bytes(b.manifest),
+                                  tuple(sorted(predicates.COSIGN_TYPES)) if ctx.signer else (),  # signed last
+                                  record, versions[0] if versions else _version(Registry.labels(b.config),
+                                                                                f"{prefix}.framework-version"),
+                                  versions[1] if versions else None))
     view = rep.model_copy(deep=True)  # the policy names the image's tags from its builds'
     for s in builds:
         view.build(s.platform).tag = s.tag
     view.tags = [immutable] if immutable else []
-    served = UpToDate(builds, tuple(publish_as.image_tags(view)), found.digest, "signed" if ctx.signer else "unsigned")
+    served = UpToDate(tuple(builds), tuple(publish_as.image_tags(view)), found.digest,
+                      "signed" if ctx.signer else "unsigned")
     where = f"@ {found.digest}" if found.digest else ", ".join(f"{b.platform} @ {b.digest}" for b in builds)
     ctx.say(spec.name, f"[green]up-to-date[/green]: {rep.repository}:{served.tags[0]} {where} has these build ids "
                        "(not built, tested or pushed)")
     return served
+
+
+def _sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, image_id: str,
+          digest: str) -> tuple[SbomRecord, tuple[str, str] | None] | None:
+    # The build's SBOM as the registry holds it (written where a fresh build writes it) and the
+    # versions it records; None, said in one line, when there is none or it cannot be used.
+    try:
+        got = sbom.fetch(ctx.registry_client, rep.repository, digest, image_id, sbom_path(ctx, spec, platform))
+    except sbom.SbomError as exc:
+        ctx.say(spec.name, f"[yellow]its {platform} build's SBOM cannot be used[/yellow]: {escape(str(exc))}")
+        return None
+    if got is None:
+        ctx.say(spec.name, f"[yellow]the registry has no SBOM of its {platform} build[/yellow] @ {digest}")
+        return None
+    record = SbomRecord(path=got["path"], components=got["components"], digest=got["digest"])
+    return record, sbom.installed_versions(ctx.matrix.data.project.label_prefix, got["properties"])
 
 
 def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: bool = False) -> None:
