@@ -13,12 +13,19 @@ local registry (``127.0.0.1:5000/bench-incremental``), so the project's own ``la
 4. one pin changed in the scikit-learn 1.8 image (``joblib``, through its lock): which images were
    built again.
 
-Usage: python benchmarks/incremental.py [--select GLOB]... (from the repository root).
+With ``--split``, the release workflow's path instead: the jobs ``builder ci-matrix --by-platform``
+gives (one per image tree and platform, each ``builder all --by-platform``, each with its own build
+folder) and ``builder merge``, twice. For the second, no-op release it prints each job's and the
+merge's wall seconds, the images up to date, builds and smoke tests run, and the registry's write
+requests into the namespace (PUT, POST, PATCH, DELETE in its log: uploads of blobs and manifests).
+
+Usage: python benchmarks/incremental.py [--split] [--select GLOB]... (from the repository root).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -78,15 +85,66 @@ def change_pin(space: Path) -> bool:
     return True
 
 
+def writes(log: Path, offset: int) -> int:
+    """The registry's write requests (PUT, POST, PATCH, DELETE) into the benchmark's namespace after
+    byte ``offset`` of its log."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    path = "/v2/" + NAMESPACE.split("/", 1)[1] + "/"
+    return sum(path in line and any(f"http.request.method={m}" in line for m in ("PUT", "POST", "PATCH", "DELETE"))
+               for line in lines)
+
+
+def split_release(common: list[str], jobs: list[dict], work: Path) -> None:
+    """One release split by platform: every job, then the merge of their reports; prints each one's
+    wall seconds and counts."""
+    reports = []
+    for job in jobs:
+        select = [a for name in job["images"].split() for a in ("--select", name)]
+        folder = work / f"{job['root']}-{job['arch']}"
+        seconds, entries = run([*common, "--by-platform", "--platform", job["platform"], *select], folder)
+        print(f"  job {job['root']} {job['platform']}: {seconds:7.1f} s wall; {counts(entries)}")
+        reports += ["--report", str(folder / "report.json")]
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "builder.cli", "merge", *reports, "--registry", NAMESPACE,
+                           "--matrix", common[common.index("--matrix") + 1], "--out", str(work / "merged.json"),
+                           "--build-dir", str(work / "merge")], cwd=ROOT, capture_output=True, text=True)
+    merged = report_file.read(work / "merged.json") if (work / "merged.json").exists() else []
+    print(f"  merge: {time.monotonic() - start:7.1f} s wall, exit {proc.returncode}; "
+          f"{', '.join(f'{e.name} {e.status}' for e in merged)}")
+
+
+def split(ns: argparse.Namespace, opts: list[str], common: list[str], work: Path) -> None:
+    """``--split``: two releases of the selection split by platform (module doc)."""
+    selected = [a for a in opts if a not in common]
+    plan = subprocess.run([sys.executable, "-m", "builder.cli", "ci-matrix", "--by-platform", *selected,
+                           "--matrix", common[common.index("--matrix") + 1]], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    jobs = json.loads(plan.stdout)["include"]
+    print(f"first release split by platform ({len(jobs)} jobs):")
+    split_release(common, jobs, work / "split-first")
+    log = ns.build_dir / "registry" / "registry.log"
+    offset = log.stat().st_size
+    print("no-op release split by platform:")
+    split_release(common, jobs, work / "split-noop")
+    print(f"  registry writes into {NAMESPACE} during the no-op release: {writes(log, offset)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--select", action="append", default=[])
+    parser.add_argument("--split", action="store_true", help="The release workflow's jobs split by platform, then merge.")
     parser.add_argument("--build-dir", type=Path, default=ROOT / files.BUILD_DIR)
     ns = parser.parse_args()
     work = ns.build_dir / "bench" / "incremental"
     space = work / "workspace"
-    opts = [*workspace(space), *(a for s in ns.select or DEFAULT for a in ("--select", s))]
+    common = workspace(space)
+    opts = [*common, *(a for s in ns.select or DEFAULT for a in ("--select", s))]
     client = engine.client(ns.build_dir)
+    if ns.split:
+        engine.ensure_registry(ns.build_dir)
+        return split(ns, opts, common, work)
 
     first_s, first = run(opts, work / "first")
     print(f"first `builder all` ({len(first)} images): {first_s:7.1f} s wall; "
