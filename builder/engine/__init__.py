@@ -1,4 +1,5 @@
-"""Engine access: the one place that talks to the Docker Engine and starts local services.
+"""Engine access: the Docker Engine's client and the local services the builder starts. (Other
+modules talk to the Engine through the client this gives; docs/architecture.md lists them.)
 
 :func:`client` returns a docker-py client for a Docker Engine >= 26 that answers, installing and
 starting one where it may (:mod:`builder.engine.daemon`). :func:`ensure_registry` does the same for a local

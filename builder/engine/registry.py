@@ -2,9 +2,10 @@
 :class:`oras.provider.Registry` (its sessions and Basic/Bearer auth), per the OCI distribution spec
 (https://github.com/opencontainers/distribution-spec/blob/main/spec.md).
 
-Two jobs stay with the tools made for them, each behind one function: the Engine pushes an image's
-layers (docker-py, :func:`builder.run.publish.push`), and ``docker buildx imagetools create`` makes an
-image index of pushed manifests (:func:`make_index`). Credentials are read once
+Three jobs stay with the tools made for them: the Engine pushes an image's layers (docker-py,
+:func:`builder.run.publish.push`), ``docker buildx imagetools create`` makes an image index of pushed
+manifests (:func:`make_index`), and cosign stores and reads signatures and attestations
+(:mod:`builder.sign.cosign`). Credentials are read once
 (:meth:`Credentials.from_env`) and handed to the client and the Engine's pushes; without them both,
 and imagetools, use what ``docker login`` stored.
 """

@@ -93,8 +93,8 @@ def folder_digests(folder: Path, prefix: str = "") -> dict[str, str]:
 
 
 def builder_digests() -> dict[str, str]:
-    """``{path: sha256 hex}`` of every Python file and template of the builder package, paths
-    relative to the package (computed once per process)."""
+    """``{path: sha256 hex}`` of every file of the builder package but compiled bytecode
+    (``.pyc``, ``.pyo``) and caches, paths relative to the package (computed once per process)."""
     if not _BUILDER:
         package = Path(builder.__file__).parent
         _BUILDER.update({k: v for k, v in folder_digests(package).items() if not k.endswith((".pyc", ".pyo"))})

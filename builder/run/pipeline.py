@@ -36,8 +36,8 @@ __all__ = ["Options", "ImageReport", "Stage", "run", "summary", "wide_console", 
 def run(matrix: Matrix, options: Options, console: Console | None = None) -> list[ImageReport]:
     """Run ``options.stage`` over the selected images of ``matrix`` and return one report per image,
     a parent before its children; also writes ``<build dir>/report.json`` (but for a dry run). An
-    image's failure is in its report, never raised. Raises EngineError, SignError or DiskError when
-    the run cannot start, KeyboardInterrupt once the running steps stopped (the report written)."""
+    image's failure is in its report, never raised. Raises EngineError, SignError or ConfigError (not enough disk,
+    :func:`builder.engine.disk.check`) when the run cannot start, KeyboardInterrupt once the running steps stopped (the report written)."""
     events, clients, steps = _events(options, console or wide_console()), Clients(options.build_dir), options.steps
     specs = preparation.specs(matrix, options)
     reports = {s.name: preparation.report(matrix, options, s) for s in specs}
@@ -113,7 +113,8 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
 
     def closed(c: schedule.Closed) -> None:
         if c.skipped:
-            why = f"parent {c.skipped} {reports[c.skipped].status}"
+            culprit = c.because or c.skipped
+            why = f"{'parent' if culprit == c.skipped else 'ancestor'} {culprit} {reports[culprit].status}"
             reports[c.image].move(Status.SKIPPED, why)
             events.say(c.image, f"[yellow]skipped[/yellow]: {escape(why)}")
         events.progress.update(events.tasks[c.image], completed=1)

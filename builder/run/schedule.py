@@ -1,6 +1,7 @@
 """The run's scheduler. A :class:`Schedule` holds where each task of the run's
 :class:`builder.run.task_graph.Graph` is; it changes only on the scheduler's thread, on the typed
-events the workers send (:class:`Prepared`, :class:`Passed`, :class:`Failed`, :class:`Ended`), and
+events the workers send (:class:`Prepared`, :class:`Passed`, :class:`Failed`, :class:`Finished`,
+:class:`Ended`), and
 says which tasks start (those whose needs passed) and which images close
 (:meth:`Schedule.advance`). :func:`drive` runs it on two pools: emulated lanes (another platform
 than the machine's, under QEMU) on one of their own. Nothing here knows a step, a report or the
@@ -74,12 +75,14 @@ Event = Union[Prepared, Passed, Failed, Finished, Ended]
 
 @dataclass(frozen=True)
 class Closed:
-    """An image with nothing left to run: ``skipped`` is the ancestor that failed (or was skipped)
-    before its release, or None; ``built``: one of its lanes ran."""
+    """An image with nothing left to run: ``skipped`` is its parent when an ancestor failed (or was
+    skipped) before its release, else None; ``because``: that ancestor (the parent, or one above it
+    whose failure the parent has not closed on yet); ``built``: one of its lanes ran."""
 
     image: str
     skipped: str | None
     built: bool
+    because: str | None = None
 
 
 class Schedule:
@@ -159,7 +162,7 @@ class Schedule:
         finish, lost = self.graph.finish(image), self.lost(image)
         if self.down(image) or (lost and finish not in self.started):
             if self.running[image] == 0:
-                closed.append(self._close(image, None if self.down(image) else self.graph.parents[image]))
+                closed.append(self._close(image, None if self.down(image) else self.graph.parents[image], lost))
             return
         for task in self.graph.tasks[image]:
             if task not in self.started and task not in self.passed and self.graph.needs[task] <= self.passed:
@@ -169,9 +172,9 @@ class Schedule:
         if finish in self.started and self.running[image] == 0:
             closed.append(self._close(image, None))
 
-    def _close(self, image: str, skipped: str | None) -> Closed:
+    def _close(self, image: str, skipped: str | None, because: str | None = None) -> Closed:
         built = any(t in self.started for t in self.graph.lanes(image))
-        self.closed[image] = Closed(image, skipped, built)
+        self.closed[image] = Closed(image, skipped, built, because if skipped else None)
         return self.closed[image]
 
 

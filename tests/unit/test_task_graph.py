@@ -99,7 +99,7 @@ def test_a_failure_before_the_release_skips_the_descendants_once_their_tasks_end
     assert start == [] and closed == [Closed("root", None, True)]  # the child's amd64 lane still runs
     assert s.lost("child") == "root" and s.lost("leaf") == "root" and s.lost("other") is None
     start, closed = _passes(s, lane("child", AMD), prep("leaf"))
-    assert start == [] and closed == [Closed("child", "root", True), Closed("leaf", "child", False)]
+    assert start == [] and closed == [Closed("child", "root", True, "root"), Closed("leaf", "child", False, "child")]
     assert _passes(s, lane("other", AMD)) == ([fin("other")], [])
     assert _passes(s, fin("other")) == ([], [Closed("other", None, True)]) and s.open == 0
 
@@ -131,7 +131,7 @@ def test_an_image_whose_report_failed_closes_and_only_an_event_is_recorded():
     failed.add("root")  # `builder publish`: nothing tested to push, the report says skipped
     s.record(Prepared(prep("root"), lanes=False))
     s.record(Ended(prep("root")))
-    assert s.advance() == ([], [Closed("root", None, False), Closed("child", "root", False)])
+    assert s.advance() == ([], [Closed("root", None, False), Closed("child", "root", False, "root")])
     with pytest.raises(TypeError):
         s.record("passed")
 

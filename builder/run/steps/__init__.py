@@ -1,7 +1,9 @@
 """The steps one image goes through in a run, one module each. A step is a function of the
 :class:`builder.run.context.RunContext`, the image's spec and its report, which it only reads; it
-returns a frozen value with a ``record(rep)`` method. The image's tasks (:mod:`builder.run.tasks`)
-record each value on their own copy of the report, and the scheduler's thread adopts the copy:
+returns a value (most of them frozen dataclasses with a ``record`` method; the size gate and the
+pulls return nothing). The image's tasks (:mod:`builder.run.tasks`) record each value on their own
+copy of the report, and the scheduler's thread adopts the copy; only :func:`.tag.drop_run_tags`,
+after the schedule, writes the run's reports itself:
 
 - :mod:`.up_to_date`: each platform's build id; an image the registry already publishes is up to
   date -> :class:`builder.run.steps.up_to_date.UpToDate`;

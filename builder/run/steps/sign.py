@@ -99,7 +99,7 @@ def earlier_build(ctx: RunContext, name: str, platform: str, image_id: str) -> P
 def _predicates(ctx: RunContext, spec: ImageSpec, rep: ImageReport, b: PlatformBuild) -> dict[str, dict]:
     if b.sbom is None or b.image_id is None:
         raise StepFailed(f"{b.platform}: no SBOM to attest")
-    if b.test is None or not b.test.passed or b.base is None:  # builder publish: the test run recorded none
+    if b.test is None or not b.test.passed:  # builder publish: the test run recorded none
         raise StepFailed(f"{b.platform}: {ctx.build_dir / 'report.json'} records no passed smoke test of "
                          f"{b.image_id} to attest: run `builder test` with this build folder first, or `builder all`")
     if b.base is None or b.base_digest is None:
