@@ -564,10 +564,23 @@ def test_a_run_that_signs_wants_the_published_image_signed_by_its_key(fakes, tmp
     assert first.platforms[1].digest in checked
 
     class All(FakeSigner):
+        public_key, result = "signing-key.pub", "PASSED"
+
         def signed(self, ref: str) -> bool:
             return True
+
+        def attestations(self, ref: str, public_key: str, predicate_type: str) -> list[dict]:
+            # The signed test-result statement about ``ref``'s digest, as builder.sign.predicates makes it.
+            tested = {"name": "tested-image", "annotations": {"outcome": "3 passed in 1.0s", "seconds": 1.5}}
+            return [{"predicateType": predicate_type, "subject": [{"digest": {"sha256": ref.rsplit(":", 1)[1]}}],
+                     "predicate": {"result": self.result, "configuration": [tested]}}]
+    failed = All([])
+    failed.result = "FAILED"
+    assert not up_to_date.up_to_date(dataclasses.replace(ctx, signer=failed), ctx.specs[MINIMAL], rep)
     assert _up_to_date(dataclasses.replace(ctx, signer=All([])), ctx.specs[MINIMAL], rep)
     assert rep.signature == "signed" and all(b.attestations for b in rep.platforms)
+    assert [(b.test.outcome, b.test.seconds) for b in rep.platforms] == [("3 passed in 1.0s", 1.5)] * 2
+    assert all("signed test-result attestation" in b.test.log for b in rep.platforms)  # where it was read
 
 
 def test_a_latest_that_is_not_the_image_s_platforms_is_not_up_to_date(fakes, tmp_path):

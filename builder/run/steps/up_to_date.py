@@ -23,10 +23,10 @@ from builder.matrix import ImageSpec, grammar
 from builder.matrix.platform import DEFAULT
 from builder.run import build_id, policy, publish, sbom, smoke
 from builder.run.context import Options, RunContext
-from builder.run.report import ImageReport, SbomRecord, Status
+from builder.run.report import ImageReport, SbomRecord, Status, TestRecord
 from builder.run.steps import StepFailed, published
 from builder.run.steps.test import sbom_path
-from builder.sign import predicates
+from builder.sign import SignError, cosign, predicates
 
 
 def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[str, build_id.Inputs]:
@@ -105,6 +105,7 @@ class ServedBuild:
     sbom: SbomRecord
     framework_version: str | None
     python_version: str | None
+    test: TestRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class UpToDate:
             b.image_id, b.digest, b.tag, b.compressed_bytes = s.image_id, s.digest, s.tag, s.compressed_bytes
             b.attestations, b.sbom = list(s.attestations), s.sbom.model_copy()
             b.framework_version, b.python_version = s.framework_version, s.python_version
+            b.test = s.test.model_copy() if s.test is not None else None
         rep.tags, rep.digest, rep.signature = list(self.tags), self.digest, self.signature  # type: ignore[assignment]
         rep.move(Status.UP_TO_DATE)
 
@@ -172,11 +174,14 @@ def _served(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: published
         if got is None or (got[1] is None and publish_as.per_platform):
             return None
         record, versions = got
+        tested = _attested_test(ctx, spec, rep, platform, b.digest) if ctx.signer else None
+        if ctx.signer and tested is None:
+            return None
         builds.append(ServedBuild(platform, ids[platform], b.digest, own[platform], publish.layer_bytes(b.manifest),
                                   tuple(sorted(predicates.COSIGN_TYPES)) if ctx.signer else (),  # signed last
                                   record, versions[0] if versions else _version(Registry.labels(b.config),
                                                                                 f"{prefix}.framework-version"),
-                                  versions[1] if versions else None))
+                                  versions[1] if versions else None, tested))
     view = rep.model_copy(deep=True)  # the policy names the image's tags from its builds'
     for s in builds:
         view.build(s.platform).tag = s.tag
@@ -203,6 +208,32 @@ def _sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, ima
         return None
     record = SbomRecord(path=got["path"], components=got["components"], digest=got["digest"])
     return record, sbom.installed_versions(ctx.matrix.data.project.label_prefix, got["properties"])
+
+
+def _attested_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, digest: str) -> TestRecord | None:
+    # With a signer: the smoke test's record from the build's newest test-result attestation the
+    # run's key verifies (builder.sign.predicates.test_result), when it PASSED and names this
+    # build; None, said in one line, otherwise (read as hostile input: the report's grammar).
+    ref = cosign.by_digest(rep.repository, digest)
+    try:
+        statements = ctx.signer.cosign.attestations(ref, ctx.signer.public_key, predicates.COSIGN_TYPES[predicates.TEST_RESULT])
+    except SignError as exc:
+        ctx.say(spec.name, f"[yellow]no signed smoke-test record of its {platform} build[/yellow]: {escape(str(exc))}")
+        return None
+    about = [s.get("predicate") for s in statements if s.get("predicateType") == predicates.TEST_RESULT
+             and any((x.get("digest") or {}).get("sha256") == digest.split(":", 1)[1] for x in s.get("subject") or [])]
+    found = about[-1] if about and isinstance(about[-1], dict) else {}
+    tested = next((c for c in found.get("configuration") or [] if isinstance(c, dict) and c.get("name") == "tested-image"), {})
+    notes = tested.get("annotations") if isinstance(tested.get("annotations"), dict) else {}
+    try:
+        record = TestRecord(outcome=notes.get("outcome"), seconds=float(notes.get("seconds")),
+                            log=f"{ref} (signed test-result attestation)", gpu=notes.get("gpu") or {})
+    except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+        record = None
+    if found.get("result") != "PASSED" or record is None:
+        ctx.say(spec.name, f"[yellow]no passed, signed smoke-test record of its {platform} build[/yellow] @ {digest}")
+        return None
+    return record
 
 
 def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: bool = False) -> None:
