@@ -5,6 +5,7 @@ package of the Engine line's release (:mod:`builder.engine.lines`) through a pri
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -35,6 +36,20 @@ def plugin_version(name: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+
+
+@functools.cache
+def bake_takes_allow() -> bool:
+    """True when ``docker buildx bake`` takes ``--allow`` (its ``--help`` lists it): buildx 0.29.1
+    does, and refuses a bake that reads files outside its working folder (a secret's ``src``) unless
+    each is granted with ``--allow=fs.read=PATH`` ("additional privileges requested",
+    https://docs.docker.com/reference/cli/docker/buildx/bake/#allow); 0.13.1 has no such flag
+    (both measured 2026-12-07). Asked once a process."""
+    try:
+        r = subprocess.run(["docker", "buildx", "bake", "--help"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and "--allow" in r.stdout
 
 
 def ensure_buildx(state_dir: Path, mirror: str | None = None) -> str:

@@ -139,3 +139,13 @@ def test_an_unknown_engine_line_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(engine.EngineError, match=r"^BUILDER_ENGINE=27.0 names no Engine line: use one of 26.1, 28.5$"):
         daemon.client(tmp_path)
 
+
+def test_bake_grants_each_secret_read_only_where_buildx_takes_allow(monkeypatch, tmp_path):
+    from builder.run import buildx
+    seen = []
+    monkeypatch.setattr(buildx, "_run", lambda name, target, cmd, *rest: seen.append(cmd))
+    reads = [tmp_path / "uv.toml", Path("/etc/ssl/certs/ca-certificates.crt")]
+    for takes, expected in ((True, [f"--allow=fs.read={p}" for p in reads]), (False, [])):
+        monkeypatch.setattr(buildx.plugins, "bake_takes_allow", lambda: takes)
+        buildx.bake("x", "x", [tmp_path / "bake.json"], tmp_path, {}, tmp_path / "log", reads=reads)
+        assert [a for a in seen[-1] if a.startswith("--allow")] == expected
