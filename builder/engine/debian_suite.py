@@ -42,7 +42,10 @@ def download(packages: list[str], root: Path, mirror: str | None = None, *, suit
                        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
     opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
             "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0", "-q"]
-    for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", "--", *packages]):
+    # ``name/suite``: the suite's version, not apt's candidate, which is the installed one when that is
+    # newer (forky's 28.5.2 over trixie's 26.1.5: "Can't find a source to download version", measured)
+    wanted = [f"{package}/{suite}" for package in packages]
+    for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", "--", *wanted]):
         r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         if r.returncode != 0:
             step = "download" if "download" in cmd else "update"

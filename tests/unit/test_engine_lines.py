@@ -58,3 +58,21 @@ def test_a_plugin_fits_the_line_whose_version_it_reports():
     assert not lines.plugin_fits(forky, "buildx", "github.com/docker/buildx 10.29.1")
     assert lines.plugin_fits(lines.DEFAULT, "buildx", "github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3")
     assert lines.plugin_fits(lines.DEFAULT, "other", "anything")
+
+
+def test_a_download_asks_for_the_suites_version_not_the_installed_one(monkeypatch, tmp_path):
+    from builder.engine import debian_suite
+    calls = []
+
+    def apt(cmd, cwd, capture_output, text):
+        calls.append(cmd)
+        if "download" in cmd:
+            for wanted in cmd[cmd.index("--") + 1:]:
+                (cwd / f"{wanted.split('/')[0]}_26.1.5_amd64.deb").write_bytes(b"deb")
+        return type("R", (), {"returncode": 0, "stderr": ""})()
+    monkeypatch.setattr(debian_suite.subprocess, "run", apt)
+    debs = debian_suite.download(["docker.io", "docker-cli"], tmp_path, "http://deb.example/debian", suite="trixie")
+    assert calls[-1][-3:] == ["--", "docker.io/trixie", "docker-cli/trixie"]
+    assert [d.name for d in debs] == ["docker.io_26.1.5_amd64.deb", "docker-cli_26.1.5_amd64.deb"]
+    with pytest.raises(ValueError, match="not a Debian suite name"):
+        debian_suite.download(["docker.io"], tmp_path, "http://deb.example/debian", suite="../etc")
