@@ -3,11 +3,13 @@ store; the containerd image store is the one tested in full.
 
 :func:`client` returns a docker-py client for an Engine that answers — the one ``DOCKER_HOST``
 names, or the default local socket — and refuses, in one line, an Engine older than 26. When none
-answers on a Debian machine where we are root, it installs Debian 13's ``docker.io`` and
-``docker-cli`` (:mod:`builder.engine.debian13`) with Debian 12's containerd and runc from the
-machine's own sources (an installed ``docker.io`` older than 26 is upgraded the same way), turns the
-containerd image store on in ``/etc/docker/daemon.json`` when there is no such file, and starts
-``dockerd`` in the background (log in dockerd.log in the build folder).
+answers on a Debian machine where we are root, it installs an Engine line (:mod:`builder.engine.lines`:
+by default Debian 13's ``docker.io`` and ``docker-cli`` 26.1.5 with Debian 12's containerd and runc;
+``BUILDER_ENGINE=28.5`` Debian forky's 28.5.2 with its containerd 2.1) through
+:mod:`builder.engine.debian_suite` (an installed ``docker.io`` older than 26, or of another line
+than ``BUILDER_ENGINE`` names, is replaced the same way), turns the containerd image store on in
+``/etc/docker/daemon.json`` when there is no such file, and starts ``dockerd`` in the background on
+the line's data root (log in dockerd.log in the build folder).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from docker.errors import DockerException
 from packaging.version import Version
 
 from builder import files
-from builder.engine import debian13
+from builder.engine import debian_suite, lines
 from builder.engine.host import EngineError, apt_install, can_provision, installed_version, version_at_least
 
 #: The oldest Engine API the builder speaks: Docker Engine 26.0's
@@ -34,8 +36,6 @@ from builder.engine.host import EngineError, apt_install, can_provision, install
 MINIMUM_API = Version("1.45")
 #: The same floor as a Debian package version of ``docker.io``.
 MINIMUM_PACKAGE = "26"
-#: Packages of the provisioned Engine, from Debian 13 (26.1.5 there).
-ENGINE_PACKAGES = ["docker.io", "docker-cli"]
 #: dockerd's default configuration file (https://docs.docker.com/reference/cli/dockerd/#daemon-configuration-file).
 DAEMON_CONFIG = Path("/etc/docker/daemon.json")
 #: What the builder writes there when the file does not exist: the containerd image store
@@ -102,30 +102,66 @@ def client(state_dir: Path, timeout: float = 90.0) -> docker.DockerClient:
         raise EngineError(f"the Docker Engine at DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer")
     if not can_provision():
         raise EngineError("no Docker Engine answers on the default socket; start Docker Engine >= 26 or set DOCKER_HOST")
+    try:
+        line = lines.chosen(os.environ)
+    except lines.UnknownLine as exc:
+        raise EngineError(str(exc)) from None
     files.claim_folder(state_dir)
-    install(state_dir)
+    install(state_dir, line)
     if not DAEMON_CONFIG.exists():
         files.write_atomic(DAEMON_CONFIG, json.dumps(CONTAINERD_STORE, indent=2) + "\n")
     return require_modern(start(state_dir, timeout))
 
 
-def install(state_dir: Path) -> None:
-    """Install Debian 13's Engine (:data:`ENGINE_PACKAGES`) unless a ``dockerd`` is there that is not
-    Debian's ``docker.io`` older than 26: an older ``docker.io`` is upgraded in place. The packages
-    are downloaded into ``state_dir``/engine. Raises EngineError when the download or apt fails."""
+def install(state_dir: Path, choice: lines.Line | None = None) -> None:
+    """Install an Engine line's packages (:class:`builder.engine.lines.Line`), downloaded into
+    ``state_dir``/engine, when they are needed:
+
+    - ``choice`` None (``BUILDER_ENGINE`` unset): unless a ``dockerd`` is there that is not
+      Debian's ``docker.io`` older than 26, :data:`builder.engine.lines.DEFAULT` is installed (an
+      older ``docker.io`` is upgraded in place);
+    - a line: unless its ``docker.io`` and a containerd of its major are installed, or a ``dockerd``
+      not from Debian's ``docker.io`` is (someone else's Engine, left alone).
+
+    A containerd of another major than the line's is replaced (the 26.1 line's by Debian 12's,
+    with ``--allow-downgrades``). Raises EngineError when the download or apt fails."""
     version = installed_version("docker.io")
-    if shutil.which("dockerd") is not None and (version is None or version_at_least(version, MINIMUM_PACKAGE)):
+    someone_elses = shutil.which("dockerd") is not None and version is None
+    containerd_fits = choice is None or lines.containerd_fits(choice, installed_version("containerd"))
+    if someone_elses or (choice is None and version_at_least(version or "0", MINIMUM_PACKAGE)):
         return
-    debs = debian13.download(ENGINE_PACKAGES, files.make_folder(state_dir / "engine").resolve())
-    apt_install(*(str(d) for d in debs))
+    if choice is not None and lines.of_version(version) is choice and containerd_fits:
+        return
+    choice = choice or lines.DEFAULT
+    folder = files.make_folder(state_dir / "engine").resolve()
+    debs = debian_suite.download(list(choice.packages), folder, suite=choice.suite)
+    if not lines.containerd_fits(choice, installed_version("containerd")) and "containerd" not in choice.packages:
+        debs += debian_suite.download(["containerd"], folder, suite=lines.BOOKWORM)
+    apt_install(*(str(d) for d in debs), allow_downgrades=True)
+
+
+def data_root_args(config: Path) -> list[str]:
+    """dockerd's ``--data-root`` for the installed ``docker.io``'s line (none for the 26.1 line,
+    whose root is dockerd's default, or for an Engine of no line), unless the configuration file
+    ``config`` sets ``data-root`` itself (dockerd refuses a setting made twice). An unreadable or
+    invalid file sets nothing here: dockerd says what is wrong with it."""
+    line = lines.of_version(installed_version("docker.io"))
+    if line is None or line.data_root is None:
+        return []
+    try:
+        settings = json.loads(config.read_text()) if config.exists() else {}
+    except (OSError, ValueError):
+        settings = {}
+    return [] if isinstance(settings, dict) and "data-root" in settings else ["--data-root", str(line.data_root)]
 
 
 def start(state_dir: Path, timeout: float = 90.0, config: Path | None = None) -> docker.DockerClient:
     """Start ``dockerd`` in the background, with ``config`` as its configuration file (default: its
-    own, :data:`DAEMON_CONFIG`), and wait up to ``timeout`` seconds for it to answer.
-    Raises EngineError when it does not."""
+    own, :data:`DAEMON_CONFIG`) on its line's data root (:func:`data_root_args`), and wait up to
+    ``timeout`` seconds for it to answer. Raises EngineError when it does not."""
     log = files.open_log(state_dir / "dockerd.log", append=True)
     cmd = ["dockerd", *(["--config-file", str(config)] if config else [])]
+    cmd += data_root_args(config or DAEMON_CONFIG)
     subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

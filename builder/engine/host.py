@@ -38,10 +38,11 @@ def version_at_least(version: str, minimum: str) -> bool:
     return subprocess.run(["dpkg", "--compare-versions", version, "ge", minimum]).returncode == 0
 
 
-def apt_install(*packages: str) -> None:
+def apt_install(*packages: str, allow_downgrades: bool = False) -> None:
     """Install Debian packages (as root) unless all are already installed. A package may also be the
     path of a downloaded ``.deb`` (``./x.deb`` or absolute), installed with its dependencies from the
-    machine's own apt sources.
+    machine's own apt sources. ``allow_downgrades`` lets such a ``.deb`` replace a newer version
+    (apt-get's ``--allow-downgrades``: switching Engine lines goes both ways).
 
     Raises EngineError when not root on Debian, or when apt-get fails (its output is included).
     """
@@ -52,7 +53,8 @@ def apt_install(*packages: str) -> None:
         raise EngineError(f"{', '.join(missing)} not installed, and this is not a Debian machine "
                           "where I am root: install them and try again")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--", *missing]):
+    downgrades = ["--allow-downgrades"] if allow_downgrades else []
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *downgrades, "--", *missing]):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if r.returncode != 0:
             raise EngineError(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")

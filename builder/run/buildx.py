@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import docker
 
@@ -86,17 +86,21 @@ def vcs_labels(paths: list[Path], repo: Path = Path(".")) -> dict[str, str]:
 
 def bake(name: str, target: str, bake_files: list[Path], cwd: Path, variables: dict[str, str],
          log_path: Path, no_cache: bool = False, on_step: Callable[[str], None] = lambda line: None,
-         load_into: docker.DockerClient | None = None) -> BuildResult:
+         load_into: docker.DockerClient | None = None, reads: Sequence[Path] = ()) -> BuildResult:
     """Build one bake ``target`` of ``bake_files`` (later files override earlier ones) from ``cwd``;
     with ``load_into``, the target's output is :func:`builder.engine.export.output` on the
     containerd store, streamed into that Engine (:func:`builder.engine.export.run`).
 
     ``variables`` set the bake file's variables (REGISTRY, TAG, REVISION, …) through the
     environment of this invocation only. ``name`` is the image's name in the matrix. ``on_step``
-    gets each step line as BuildKit starts it (the live progress line). Never raises for a failed
-    build: the result has ``ok=False`` and ``error`` (the last error line).
+    gets each step line as BuildKit starts it (the live progress line). ``reads`` are the files
+    outside ``cwd`` the bake files name (the secrets' ``src``): each is granted with
+    ``--allow=fs.read=PATH`` where buildx takes it (:func:`builder.engine.plugins.bake_takes_allow`).
+    Never raises for a failed build: the result has ``ok=False`` and ``error`` (the last error line).
     """
     cmd = ["docker", "buildx", "bake", "--progress=plain", *(a for f in bake_files for a in ("-f", str(f)))]
+    if reads and plugins.bake_takes_allow():
+        cmd += [f"--allow=fs.read={path}" for path in reads]
     if no_cache:
         cmd.append("--no-cache")
     return _run(name, target, cmd, cwd, {**os.environ, **variables}, log_path, on_step, load_into)

@@ -1,6 +1,6 @@
 """cosign, the one tool that signs, attests and verifies (https://docs.sigstore.dev/cosign/): found on
 PATH, or put in place from Debian 13's ``cosign`` package (a static binary, like the buildx plugin,
-:mod:`builder.engine.debian13`) as root on Debian.
+:mod:`builder.engine.debian_suite`) as root on Debian.
 
 Every call goes through :class:`Cosign`: references are checked against their grammar and passed
 after ``--``, so none can read as an option. Key-based signing without a transparency log is the
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from builder import files
-from builder.engine import debian13
+from builder.engine import debian_suite
 from builder.engine.host import EngineError, can_provision
 from builder.engine.registry import Credentials, host_of, insecure
 from builder.matrix import grammar
@@ -84,7 +84,7 @@ def ensure(state_dir: Path, mirror: str | None = None) -> Path:
                         "(Debian 13: the cosign package; https://docs.sigstore.dev/cosign/system_config/installation/)")
     files.claim_folder(state_dir)
     try:
-        [deb] = debian13.download([PACKAGE], files.make_folder(state_dir / "tools").resolve(), mirror)
+        [deb] = debian_suite.download([PACKAGE], files.make_folder(state_dir / "tools").resolve(), mirror)
     except EngineError as exc:
         raise SignError(str(exc)) from None
     unpacked = deb.parent / "unpacked"

@@ -345,8 +345,9 @@ def test_plugin_install_ignores_a_symlink_planted_at_its_temporary_name(tmp_path
     monkeypatch.setattr(plugin_module, "plugin_version", lambda name: next(versions))
     monkeypatch.setattr(plugin_module.shutil, "which", lambda name: "/usr/bin/" + name)
     monkeypatch.setattr(plugin_module, "can_provision", lambda: True)
-    monkeypatch.setattr(plugin_module.debian13, "download",
-                        lambda packages, root, mirror: [tmp_path / "plugins" / "buildx.deb"])
+    monkeypatch.setattr(plugin_module, "installed_version", lambda package: None)
+    monkeypatch.setattr(plugin_module.debian_suite, "download",
+                        lambda packages, root, mirror, suite: [tmp_path / "plugins" / "buildx.deb"])
 
     def dpkg_deb(argv, check):  # unpack: the plugin binary where the package has it
         binary = Path(argv[3]) / "usr/libexec/docker/cli-plugins/docker-buildx"

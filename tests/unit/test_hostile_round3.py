@@ -504,9 +504,9 @@ def _smoke_logs(build: Path) -> None:
 
 
 def _apt_download(build: Path) -> None:
-    from builder.engine import debian13
+    from builder.engine import debian_suite
 
-    debian13.download(["docker-buildx"], build / "plugins", "http://deb.example/debian")
+    debian_suite.download(["docker-buildx"], build / "plugins", "http://deb.example/debian")
 
 
 def _debootstrap(build: Path) -> None:

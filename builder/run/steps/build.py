@@ -146,7 +146,8 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
                 {"REGISTRY": ctx.registry, "TAG": temporary, "REVISION": revision, "CREATED": buildx.rfc3339(epoch)},
                 ctx.logs / f"{name}.build.log", no_cache=opt.no_cache,
                 on_step=lambda line: ctx.events.show(spec.name, escape(line)),
-                load_into=ctx.client if ctx.containerd_store else None)
+                load_into=ctx.client if ctx.containerd_store else None,
+                reads=[Path(spec.partition(",src=")[2]) for spec in secrets])
         finally:
             override.unlink(missing_ok=True)
     return _outcome(ctx, spec, Build(platform, temporary), result, dict(override_target["args"]), ref)
