@@ -42,6 +42,17 @@ MAX_MANIFEST = 4 << 20
 REFERENCE_TYPE = "vnd.docker.reference.type"
 
 
+#: An OCI image index's media type: what the referrers API answers with.
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+def referrers_answer(status: int, content_type: str) -> bool:
+    """True for an answer of the referrers API that says the registry serves it: HTTP 200 with an
+    OCI image index (``Content-Type``, parameters ignored). A 404, or a 200 of another type (a
+    registry that answers every route with a page), says it does not."""
+    return status == 200 and content_type.split(";")[0].strip().lower() == INDEX_TYPE
+
+
 def _passes(check, value: str) -> bool:
     # True when ``check`` (a grammar function of builder.matrix.grammar) accepts ``value``.
     try:
@@ -266,6 +277,18 @@ class Registry:
         if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
             raise RegistryError(f"{repository}:{tag}: the {what} artifact is not a manifest of one layer")
         return found[0], self.blob_json(repository, layers[0].get("digest"), max_bytes, what)
+
+    def serves_referrers(self, repository: str, digest: str) -> bool:
+        """True when the registry serves the OCI 1.1 referrers API for ``repository``: ``GET
+        /v2/<name>/referrers/<digest>`` answers 200 with an image index (:func:`referrers_answer`;
+        https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#listing-referrers).
+        Debian's docker-registry 2.8 answers 404 (``404 page not found``, text/plain). Raises
+        RegistryError when the registry cannot be asked or ``digest`` fails its grammar."""
+        if not _passes(grammar.digest, digest):
+            raise RegistryError(f"{digest!r} is not a digest")
+        url = f"{api_root(self.host)}{self._path(repository)}/referrers/{digest}"
+        r, _ = self._request(repository, url, MAX_MANIFEST, {"Accept": INDEX_TYPE})
+        return referrers_answer(r.status_code, r.headers.get("Content-Type", ""))
 
     def list_tags(self, repository: str, page: int = 1000, max_pages: int = 100) -> list[str]:
         """The tags of ``repository``, ``page`` at a time, following the registry's ``Link`` header

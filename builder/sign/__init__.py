@@ -3,7 +3,8 @@
 
 A :class:`Signer` is made once per run when a signing key is configured (``--signing-key`` or
 ``BUILDER_SIGNING_KEY``, or ``--keyless``); without one, publishing pushes unsigned images and the report
-says ``unsigned``.
+says ``unsigned``. It signs in the bundle form where the registry serves the OCI 1.1 referrers API,
+in the legacy ``.sig``/``.att`` tags otherwise (:meth:`Signer.form`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import __version__, files
-from builder.engine.registry import Credentials
+from builder.engine.registry import Credentials, Registry, RegistryError, host_of
 from builder.sign import cosign
-from builder.sign.cosign import Cosign, SignError
+from builder.sign.cosign import BUNDLE, LEGACY, Cosign, Form, SignError
 
 __all__ = ["Signer", "SignError"]
 
@@ -33,6 +34,7 @@ class Signer:
     started: str
     tools: dict[str, str] = field(default_factory=dict)
     public_key: str = ""
+    forms: dict[str, Form] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:  # the key reference is no secret, but nothing of it needs logging
         return f"Signer(keyless={self.cosign.keyless})"
@@ -45,6 +47,8 @@ class Signer:
         ``build_dir``/signing-key.pub, ``tools`` plus this builder's and cosign's versions. Raises
         SignError (a wrong password: cosign cannot read the key)."""
         tool = Cosign(cosign.ensure(build_dir), Credentials.from_env(), keyless=keyless)
+        if not keyless:
+            tool = tool.offline_signing_config(files.claim_folder(build_dir))
         public = "" if keyless else str(files.write_atomic(files.claim_folder(build_dir) / "signing-key.pub",
                                                           tool.public_key(key)))
         tools = {**tools, "inference-image-builder": __version__, "cosign": cosign.version(tool.executable) or "unknown"}
@@ -60,7 +64,27 @@ class Signer:
         except SignError:
             return False
 
-    def sign(self, ref: str) -> None:
-        """Sign ``ref`` (``repository@digest``) unless :meth:`signed`. Raises SignError."""
-        if not self.signed(ref):
-            self.cosign.sign(ref, self.key)
+    def form(self, ref: str) -> Form:
+        """How ``ref`` (``repository@digest``) is signed and attested: :data:`~builder.sign.cosign.BUNDLE`
+        when its registry serves the OCI 1.1 referrers API for its repository
+        (:meth:`builder.engine.registry.Registry.serves_referrers`), else
+        :data:`~builder.sign.cosign.LEGACY`; asked once per repository. Raises SignError when the
+        registry cannot be asked."""
+        repository, _, digest = ref.partition("@")
+        if repository not in self.forms:
+            try:
+                serves = Registry(host_of(repository), self.cosign.credentials).serves_referrers(repository, digest)
+            except RegistryError as exc:
+                raise SignError(f"cannot tell whether the registry serves OCI referrers: {exc}") from None
+            self.forms[repository] = BUNDLE if serves else LEGACY
+        return self.forms[repository]
+
+    def attest(self, ref: str, predicate: Path, predicate_type: str) -> None:
+        """Attach the attestation ``predicate`` of ``predicate_type`` to ``ref`` in :meth:`form`. Raises SignError."""
+        self.cosign.attest(ref, self.key, predicate, predicate_type, self.form(ref))
+
+    def sign(self, ref: str, force: bool = False) -> None:
+        """Sign ``ref`` (``repository@digest``) in :meth:`form` unless :meth:`signed` (``force``:
+        always). Raises SignError."""
+        if force or not self.signed(ref):
+            self.cosign.sign(ref, self.key, self.form(ref))

@@ -59,7 +59,7 @@ def tampered(main_job, registry, signing_keys, tmp_path_factory) -> dict[str, st
     forged.write_text(json.dumps({"buildDefinition": {"buildType": "https://example.invalid/evil", "externalParameters": {}},
                                   "runDetails": {"builder": {"id": "https://example.invalid/evil"}}}))
     r = _cosign("attest", "--yes", "--replace", f"--type={PROVENANCE}", f"--predicate={forged}",
-                f"--key={attacker['key']}", "--tlog-upload=false", "--allow-http-registry=true",
+                f"--key={attacker['key']}", *cosign.write_flags(cosign.LEGACY, False, None), "--allow-http-registry=true",
                 "--allow-insecure-registry=true", "--", f"{repository}@{arm64}", env={"COSIGN_PASSWORD": "attacker"})
     assert r.returncode == 0, r.stderr
     r = subprocess.run(["skopeo", "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false",

@@ -1,6 +1,8 @@
 """Signing's pure parts: the SLSA provenance and test-result predicates, the key and reference
-grammars, the JUnit reader, and `builder verify`'s judgement against a fake cosign and registry. The
-same code signs and verifies real images on the local registry in tests/integration/test_signing_engine.py."""
+grammars, the JUnit reader, `builder verify`'s judgement against a fake cosign and registry, and
+which cosign 3 flags each storage form gets. The same code signs and verifies real images on the
+local registry in tests/integration/test_signing_engine.py, and both forms (and cosign 2.5's
+signatures) on a registry of its own, without the Engine, in tests/registry/test_cosign_forms.py."""
 
 from __future__ import annotations
 
@@ -261,3 +263,110 @@ def test_a_key_file_without_its_password_is_refused_before_cosign_runs(tmp_path,
     tool = cosign.Cosign(tmp_path / "no-cosign-here")
     with pytest.raises(SignError, match="COSIGN_PASSWORD is not set"):
         tool.sign(f"{REPO}@sha256:{'a' * 64}", str(tmp_path / "cosign.key"))
+
+
+@pytest.mark.parametrize("git_version, go_path, expected", [
+    ("v3.0.2", None, 3),
+    ("v2.5.0", b"path\tgithub.com/sigstore/cosign/v2/cmd/cosign\n", 2),
+    ("devel", b"path\tgithub.com/sigstore/cosign/v3/cmd/cosign\n", 3),   # Debian forky's 3.1.1
+    ("devel", b"path\tgithub.com/sigstore/cosign/cmd/cosign\n", None),   # Debian 13's 2.5.0: not told
+    ("devel", None, None),
+    (None, None, None),
+])
+def test_the_cosign_major_version_comes_from_its_version_or_its_go_build_information(git_version, go_path, expected):
+    assert cosign.major_of(git_version, go_path) == expected
+
+
+@pytest.mark.parametrize("form, keyless, config, expected", [
+    ("legacy", False, None, ["--new-bundle-format=false", "--use-signing-config=false", "--tlog-upload=false"]),
+    ("legacy", True, None, ["--new-bundle-format=false", "--use-signing-config=false"]),
+    ("bundle", False, "/b/cosign-signing-config.json", ["--signing-config=/b/cosign-signing-config.json"]),
+    ("bundle", True, None, []),
+])
+def test_each_form_gets_the_flags_measured_with_cosign_3(form, keyless, config, expected):
+    assert cosign.write_flags(form, keyless, config and cosign.Path(config)) == expected
+
+
+@pytest.mark.parametrize("form, config", [("bundle", None), ("sig", None), ("", "/x")])
+def test_a_key_based_bundle_without_a_signing_config_or_an_unknown_form_is_refused(form, config):
+    with pytest.raises(ValueError):
+        cosign.write_flags(form, False, config and cosign.Path(config))
+
+
+@pytest.mark.parametrize("status, content_type, expected", [
+    (200, "application/vnd.oci.image.index.v1+json", True),
+    (200, "application/vnd.oci.image.index.v1+json; charset=utf-8", True),
+    (404, "text/plain; charset=utf-8", False),  # Debian's docker-registry 2.8: "404 page not found"
+    (200, "text/html", False),
+    (401, "application/vnd.oci.image.index.v1+json", False),
+])
+def test_the_referrers_api_is_served_only_when_it_answers_an_image_index(status, content_type, expected):
+    from builder.engine.registry import referrers_answer
+    assert referrers_answer(status, content_type) is expected
+
+
+def _fake_cosign(tmp_path, default: str, legacy: str):
+    """A cosign that logs its arguments to ``args.log`` and prints ``legacy`` when asked with
+    --new-bundle-format=false, else ``default`` (an empty string: exit 1)."""
+    tmp_path.mkdir(exist_ok=True)
+    log = tmp_path / "args.log"
+    script = tmp_path / "cosign"
+    script.write_text(f"""#!/bin/sh
+echo "$*" >> {log}
+case " $* " in *" --new-bundle-format=false "*) out='{legacy}';; *) out='{default}';; esac
+[ -n "$out" ] || {{ echo "Error: no signatures found" >&2; exit 10; }}
+echo "$out"
+""")
+    script.chmod(0o755)
+    return cosign.Cosign(script), log
+
+
+SIG = json.dumps([{"critical": {"type": "cosign container image signature"}}])
+ATT_AS_SIG = json.dumps([{"critical": {"type": "https://cyclonedx.org/bom"}}])
+BUNDLE_SIG = json.dumps([{"critical": {"type": "https://sigstore.dev/cosign/sign/v1"}}])
+
+
+def test_verify_asks_for_the_legacy_tags_when_the_bundles_hold_no_signature(tmp_path):
+    ref = f"{REPO}@sha256:{'a' * 64}"
+    tool, log = _fake_cosign(tmp_path, ATT_AS_SIG, SIG)  # cosign 3 passes on an attestation bundle alone
+    assert tool.verify(ref, "k.pub") == json.loads(SIG)
+    assert len(log.read_text().splitlines()) == 2
+    tool, log = _fake_cosign(tmp_path / "b", BUNDLE_SIG, SIG)
+    assert tool.verify(ref, "k.pub") == json.loads(BUNDLE_SIG) and len(log.read_text().splitlines()) == 1
+    tool, log = _fake_cosign(tmp_path / "c", ATT_AS_SIG, "")
+    with pytest.raises(SignError, match="no signature of .*only attestations"):
+        tool.verify(ref, "k.pub")
+    tool, log = _fake_cosign(tmp_path / "d", "", "")
+    with pytest.raises(SignError, match="no signatures found"):
+        tool.verify(ref, "k.pub")
+
+
+def test_sign_and_attest_pass_the_flags_of_the_form(tmp_path, monkeypatch):
+    monkeypatch.setenv("COSIGN_PASSWORD", "x")
+    ref = f"{REPO}@sha256:{'a' * 64}"
+    tool, log = _fake_cosign(tmp_path, "{}", "{}")
+    tool = cosign.Cosign(tool.executable, signing_config=tmp_path / "sc.json")
+    tool.sign(ref, "/k/cosign.key", cosign.LEGACY)
+    tool.sign(ref, "/k/cosign.key", cosign.BUNDLE)
+    tool.attest(ref, "/k/cosign.key", tmp_path / "p.json", "cyclonedx", cosign.LEGACY)
+    tool.attest(ref, "/k/cosign.key", tmp_path / "p.json", "cyclonedx", cosign.BUNDLE)
+    legacy_sign, bundle_sign, legacy_attest, bundle_attest = log.read_text().splitlines()
+    assert "--new-bundle-format=false --use-signing-config=false --tlog-upload=false" in legacy_sign
+    assert f"--signing-config={tmp_path / 'sc.json'}" in bundle_sign and "false" not in bundle_sign
+    assert "--replace" in legacy_attest and "--replace" not in bundle_attest
+    assert all(line.endswith(f"-- {ref}") for line in (legacy_sign, bundle_sign, legacy_attest, bundle_attest))
+
+
+def test_the_signer_asks_the_registry_once_per_repository_which_form(monkeypatch, tmp_path):
+    from builder.engine.registry import Registry
+    from builder.sign import Signer
+    asked: list[str] = []
+
+    def serves(self, repository, digest):
+        asked.append(repository)
+        return repository.endswith("/new")
+    monkeypatch.setattr(Registry, "serves_referrers", serves)
+    signer = Signer(cosign.Cosign(tmp_path / "cosign"), "k", "2026-12-07T00:00:00Z")
+    old, new = f"127.0.0.1:5000/old@sha256:{'a' * 64}", f"127.0.0.1:5000/new@sha256:{'b' * 64}"
+    assert [signer.form(old), signer.form(new), signer.form(old)] == [cosign.LEGACY, cosign.BUNDLE, cosign.LEGACY]
+    assert asked == ["127.0.0.1:5000/old", "127.0.0.1:5000/new"]

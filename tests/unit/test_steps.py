@@ -358,7 +358,7 @@ def test_a_reference_that_breaks_the_output_csv_is_refused(fakes, tmp_path):
 
 
 class FakeSigner:
-    """A :class:`builder.sign.Signer` whose cosign writes what it is asked into ``log`` (shared with
+    """A :class:`builder.sign.Signer` that writes what it is asked into ``log`` (shared with
     the registry's tag writes); ``fail`` makes every signature fail as a bad key password does."""
 
     def __init__(self, log: list, fail: bool = False):
@@ -367,13 +367,13 @@ class FakeSigner:
     def signed(self, ref: str) -> bool:
         return False
 
-    def sign(self, ref: str, key: str | None = None) -> None:
+    def sign(self, ref: str, force: bool = False) -> None:
         if self.fail:
             from builder.sign import SignError
             raise SignError("cosign sign: decrypt: encrypted: decryption failed")
         self.log.append(("sign", ref.rsplit("@", 1)[1]))
 
-    def attest(self, ref: str, key: str, predicate: Path, predicate_type: str) -> None:
+    def attest(self, ref: str, predicate: Path, predicate_type: str) -> None:
         self.log.append(("attest", ref.rsplit("@", 1)[1], predicate_type, json.loads(predicate.read_text())))
 
 

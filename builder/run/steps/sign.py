@@ -61,8 +61,8 @@ def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str
             for kind, doc in _predicates(ctx, spec, rep, b).items():
                 path = folder / f"{label(spec, platform)}.{predicates.COSIGN_TYPES[kind].rsplit('/', 1)[-1]}.json"
                 path.write_text(json.dumps(doc, indent=1))
-                signer.cosign.attest(ref, signer.key, path, predicates.COSIGN_TYPES[kind])
-            signer.cosign.sign(ref, signer.key)
+                signer.attest(ref, path, predicates.COSIGN_TYPES[kind])
+            signer.sign(ref, force=True)
         except SignError as exc:
             raise StepFailed(f"signing {ref}: {exc}") from None
         finally:
