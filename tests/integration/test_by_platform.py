@@ -1,12 +1,16 @@
 """A run split by platform, on real components: one `builder all --by-platform` job per platform
 pushes per-platform tags only, and `builder merge` makes `latest` a two-platform index only once
-every platform's job has passed (docker-stacks' merge-tags)."""
+every platform's job has passed (docker-stacks' merge-tags). Run again with nothing changed, signed,
+on a fresh runner (the local images removed), each job is up to date and the merge unchanged: the
+registry receives no upload (its log has no PUT, POST or PATCH), and `builder verify` passes on the
+merged index."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from repo import ROOT
@@ -36,6 +40,66 @@ AMD64_ONLY = "sklearn-1.8-debian12-py311-cpu-inference"
 
 def _images(path) -> dict[str, dict]:
     return {e["name"]: e for e in json.loads(path.read_text())["images"]}
+
+
+def _uploads(log: Path, offset: int, namespace: str) -> list[str]:
+    """The registry log's requests after byte ``offset`` that write (PUT, POST, PATCH, DELETE) into
+    ``namespace`` (docker-registry logs ``http.request.method=… http.request.uri=…`` per request)."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    path = "/v2/" + namespace.split("/", 1)[1] + "/"
+    return [line for line in lines if path in line and
+            any(f"http.request.method={m}" in line for m in ("PUT", "POST", "PATCH", "DELETE"))]
+
+
+def _split_release(namespace: str, build: Path, env: dict) -> dict[str, dict]:
+    """One release: the amd64 and the arm64 job of MINIMAL, each in its own build folder under
+    ``build``, then `builder merge`; returns ``{"linux/amd64": entry, "linux/arm64": entry,
+    "merged": entry}``."""
+    out = {}
+    for platform in ("linux/amd64", "linux/arm64"):
+        arch = Platform.parse(platform).arch
+        r = builder("all", "--by-platform", "--platform", platform, "--select", MINIMAL, "--registry", namespace,
+                    "--build-dir", str(build / arch), env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        out[platform] = report(build / arch)[MINIMAL]
+    r = builder("merge", "--report", str(build / "amd64" / "report.json"), "--report", str(build / "arm64" / "report.json"),
+                "--out", str(build / "merged.json"), "--registry", namespace, "--build-dir", str(build / "merge"), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out["merged"] = _images(build / "merged.json")[MINIMAL]
+    return out
+
+
+def test_a_split_release_with_nothing_changed_builds_tests_and_uploads_nothing(namespace, tmp_path, docker_client,
+                                                                              signing_keys):
+    env = {"BUILDER_SIGNING_KEY": str(signing_keys["key"]), "COSIGN_PASSWORD": signing_keys["password"]}
+    first = _split_release(namespace, tmp_path / "round1", env)
+    assert first["merged"]["status"] == "published" and first["merged"]["signature"] == "signed"
+    for image in docker_client.images.list(name=f"{namespace}/{MINIMAL}"):  # a fresh runner: no local copy
+        for ref in (t for t in image.tags if t.startswith(f"{namespace}/")):
+            docker_client.images.remove(ref)  # the tag (the same image may have other tests' tags)
+    log = ROOT / "build" / "registry" / "registry.log"
+    offset = log.stat().st_size
+    again = _split_release(namespace, tmp_path / "round2", env)
+    for platform in ("linux/amd64", "linux/arm64"):
+        entry, was = again[platform], first[platform]
+        b, b_was = builds(entry)[platform], builds(was)[platform]
+        assert entry["status"] == "up-to-date", entry
+        assert b["build_log"] is None  # not built
+        assert "signed test-result attestation" in b["test"]["log"]  # no smoke test ran: its record is read
+        assert b["test"]["outcome"] == b_was["test"]["outcome"]
+        assert (b["digest"], b["tag"], b["framework_version"], b["python_version"]) == \
+            (b_was["digest"], b_was["tag"], b_was["framework_version"], b_was["python_version"])
+        assert b["sbom"]["digest"] == b_was["sbom"]["digest"] and b["sbom"]["components"] == b_was["sbom"]["components"]
+    assert again["merged"]["status"] == "unchanged", again["merged"]
+    assert (again["merged"]["digest"], again["merged"]["tags"]) == (first["merged"]["digest"], first["merged"]["tags"])
+    assert _uploads(log, offset, namespace) == []
+    assert not docker_client.images.list(name=f"{namespace}/{MINIMAL}")  # nothing was pulled either
+    r = builder("verify", f"{namespace}/{MINIMAL}:latest", "--key", str(signing_keys["pub"]),
+                "--build-dir", str(tmp_path / "verify"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("linux/amd64") >= 4 and r.stdout.count("linux/arm64") >= 4, r.stdout  # every check, per build
 
 
 def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_both_passed(namespace, tmp_path, docker_client):
