@@ -43,6 +43,23 @@ def raw_digest(ref: str) -> str | None:
     return "sha256:" + hashlib.sha256(r.stdout).hexdigest() if r.returncode == 0 else None
 
 
+def registry_log(address: str = "127.0.0.1:5000") -> Path:
+    """The log of the docker-registry serving ``address``, whoever started it: ``registry.log``
+    beside the configuration its command line names (:func:`builder.engine.ensure_registry` writes
+    both in one folder, the build folder of the command that started it). Raises AssertionError
+    when no such process runs."""
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
+            config = Path(args[2].decode()) if len(args) >= 3 and args[0].endswith(b"docker-registry") \
+                and args[1] == b"serve" else None
+            if config is not None and f"addr: '{address}'" in config.read_text():
+                return config.parent / "registry.log"
+        except OSError:  # the process ended, or its configuration is not ours
+            continue
+    raise AssertionError(f"no docker-registry serving {address} started by the builder")
+
+
 def names_image(digest: str, manifest: dict, image_id: str, containerd_store: bool) -> bool:
     """True when the registry's manifest ``digest`` (its JSON ``manifest``) is the local image
     ``image_id``: on the containerd image store the image id is the manifest's digest, on the

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from repo import ROOT
-from run_builder import MINIMAL, builder, builds, names_image, raw_digest, report
+from run_builder import MINIMAL, builder, builds, names_image, raw_digest, registry_log, report
 
 from builder import engine, matrix
 from builder.matrix.platform import Platform
@@ -79,7 +79,7 @@ def test_a_split_release_with_nothing_changed_builds_tests_and_uploads_nothing(n
     for image in docker_client.images.list(name=f"{namespace}/{MINIMAL}"):  # a fresh runner: no local copy
         for ref in (t for t in image.tags if t.startswith(f"{namespace}/")):
             docker_client.images.remove(ref)  # the tag (the same image may have other tests' tags)
-    log = ROOT / "build" / "registry" / "registry.log"
+    log = registry_log()
     offset = log.stat().st_size
     again = _split_release(namespace, tmp_path / "round2", env)
     for platform in ("linux/amd64", "linux/arm64"):
