@@ -159,3 +159,18 @@ def test_result(t: TestFacts) -> dict:
 
 
 test_result.__test__ = False  # not a pytest test
+
+
+def about(statements: list[dict], predicate_type: str, digest: str) -> list[dict]:
+    """The in-toto ``statements`` of ``predicate_type`` whose subject is the manifest ``digest``
+    (``sha256:<hex>``), oldest first (https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md)."""
+    hex_ = digest.rsplit(":", 1)[1]
+    return [s for s in statements if s.get("predicateType") == predicate_type
+            and any((x.get("digest") or {}).get("sha256") == hex_ for x in s.get("subject") or [])]
+
+
+def tested_image(predicate: dict) -> dict:
+    """The ``tested-image`` entry of a :func:`test_result` predicate's configuration, ``{}`` when
+    it has none."""
+    return next((c for c in predicate.get("configuration") or [] if isinstance(c, dict)
+                 and c.get("name") == "tested-image"), {})

@@ -126,9 +126,7 @@ class Verifier:
             statements = self.cosign.attestations(ref, self.key, predicates.COSIGN_TYPES[predicate_type])
         except SignError as exc:
             return Finding(check, subject, False, str(exc))
-        hex_ = ref.rsplit(":", 1)[1]
-        about = [s for s in statements if s.get("predicateType") == predicate_type
-                 and any((x.get("digest") or {}).get("sha256") == hex_ for x in s.get("subject") or [])]
+        about = predicates.about(statements, predicate_type, ref.rsplit("@", 1)[1])
         if not about:
             return Finding(check, subject, False, f"no signed {predicate_type} statement about this digest")
         problem = judge(about[-1]["predicate"])
@@ -168,7 +166,7 @@ def _same_version(a: str, b: str) -> bool:
 
 def _tested(p: dict, digests: set) -> str | None:
     # PASSED, and the tested image is this build.
-    tested = next((c for c in p.get("configuration") or [] if isinstance(c, dict) and c.get("name") == "tested-image"), {})
+    tested = predicates.tested_image(p)
     image = "sha256:" + str((tested.get("digest") or {}).get("sha256"))
     if p.get("result") != "PASSED":
         return f"the smoke test's result is {p.get('result')!r}"

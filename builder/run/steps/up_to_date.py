@@ -220,10 +220,9 @@ def _attested_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform:
     except SignError as exc:
         ctx.say(spec.name, f"[yellow]no signed smoke-test record of its {platform} build[/yellow]: {escape(str(exc))}")
         return None
-    about = [s.get("predicate") for s in statements if s.get("predicateType") == predicates.TEST_RESULT
-             and any((x.get("digest") or {}).get("sha256") == digest.split(":", 1)[1] for x in s.get("subject") or [])]
+    about = [s.get("predicate") for s in predicates.about(statements, predicates.TEST_RESULT, digest)]
     found = about[-1] if about and isinstance(about[-1], dict) else {}
-    tested = next((c for c in found.get("configuration") or [] if isinstance(c, dict) and c.get("name") == "tested-image"), {})
+    tested = predicates.tested_image(found)
     notes = tested.get("annotations") if isinstance(tested.get("annotations"), dict) else {}
     try:
         record = TestRecord(outcome=notes.get("outcome"), seconds=float(notes.get("seconds")),
