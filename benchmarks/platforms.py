@@ -33,14 +33,16 @@ from builder.engine.sources import Sources, wheelhouse_image  # noqa: E402
 from builder.generate import lock  # noqa: E402
 from builder.matrix import load as load_matrix  # noqa: E402
 from builder.matrix import naming  # noqa: E402
-from builder.matrix.platform import Platform  # noqa: E402
+from builder.matrix.platform import PLATFORMS, Platform  # noqa: E402
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 IMAGE = "sklearn-1.9-debian12-py311-cpu-inference"
 
 
-def timed_build(context: Path, platform: str, args: dict[str, str], secrets: list[str]) -> float:
-    cmd = ["docker", "buildx", "build", "--no-cache", "--progress=plain", "--platform", platform, "--load",
-           "-t", f"builder-bench-platforms:{Platform.parse(platform).arch}"]
+def timed_build(context: Path, platform: Platform, args: dict[str, str], secrets: list[str]) -> float:
+    cmd = ["docker", "buildx", "build", "--no-cache", "--progress=plain", "--platform", platform.name, "--load",
+           "-t", f"builder-bench-platforms:{platform.arch}"]
     cmd += [a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")]
     cmd += [a for s in secrets for a in ("--secret", s)]
     start = time.monotonic()
@@ -59,13 +61,13 @@ def main() -> None:
     name = ns.image
     m = load_matrix(ROOT / "matrix.yaml")
     spec = m.image(name)
-    if "linux/arm64" not in spec.platforms or spec.parent is None:
+    if ARM64 not in spec.platforms or spec.parent is None:
         raise SystemExit(f"{name} must be a child image built for linux/arm64")
     client = engine.client(ns.build_dir)
     plugins.ensure_buildx(ns.build_dir)
-    engine.ensure_emulation("linux/arm64")
+    engine.ensure_emulation(ARM64)
     repo = naming.repository(engine.LOCAL_REGISTRY, spec.parent)
-    parent = {p: f"{repo}:latest" + ("" if p == "linux/amd64" else "-arm64") for p in spec.platforms}
+    parent = {p: f"{repo}:latest" + p.suffix for p in spec.platforms}
     for ref in parent.values():
         client.images.get(ref)  # raises ImageNotFound: run `builder test --select IMAGE` first
     sources = Sources.from_env()
@@ -73,18 +75,18 @@ def main() -> None:
     context = ROOT / "images" / name
     figures = {}
     with sources.secrets() as secrets:
-        for platform in ("linux/amd64", "linux/arm64"):
-            figures[platform] = timed_build(context, platform, {"PARENT_IMAGE": parent[platform],
-                                                                "BUILD_PARENT_IMAGE": parent["linux/amd64"],
+        for platform in (AMD64, ARM64):
+            figures[platform.name] = timed_build(context, platform, {"PARENT_IMAGE": parent[platform],
+                                                                     "BUILD_PARENT_IMAGE": parent[AMD64],
                                                                 "WHEELHOUSE_IMAGE": wheelhouse}, secrets)
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / lock.layer_file("linux/arm64")).write_text((context / lock.layer_file("linux/arm64")).read_text())
+            (Path(tmp) / lock.layer_file(ARM64)).write_text((context / lock.layer_file(ARM64)).read_text())
             (Path(tmp) / "Dockerfile").write_text(
                 "ARG PARENT_IMAGE\nFROM ${PARENT_IMAGE}\nUSER 0\n"
-                f"COPY {lock.layer_file('linux/arm64')} /tmp/layer.lock\n"
+                f"COPY {lock.layer_file(ARM64)} /tmp/layer.lock\n"
                 "RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.pem \\\n"
                 "    pip-install --require-hashes --no-deps --only-binary :all: -r /tmp/layer.lock\nUSER 1000\n")
-            figures["emulated pip"] = timed_build(Path(tmp), "linux/arm64", {"PARENT_IMAGE": parent["linux/arm64"]},
+            figures["emulated pip"] = timed_build(Path(tmp), ARM64, {"PARENT_IMAGE": parent[ARM64]},
                                                   secrets)
     amd, arm, pip = figures["linux/amd64"], figures["linux/arm64"], figures["emulated pip"]
     print(json.dumps({"image": name, "seconds": {k: round(v, 1) for k, v in figures.items()}}))

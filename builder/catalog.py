@@ -31,10 +31,10 @@ from builder.engine.images import uncompressed_bytes
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, grammar
 from builder.matrix.inputs import ConfigError
-from builder.matrix.platform import oci_name
+from builder.matrix.platform import Platform, oci_name
 from builder.matrix.validation import pydantic_lines
 from builder.run import report_file, taggers
-from builder.run.report import (PASSED, Bytes, Count, Digest, GpuValue, ImageName, ImageReport, PlatformBuild, PlatformName,
+from builder.run.report import (PASSED, Bytes, Count, Digest, GpuValue, ImageName, ImageReport, PlatformBuild,
                                  Status, Tag, Version)
 
 #: The largest catalog JSON read back (bytes): the disk estimate's bound, for the same file.
@@ -83,7 +83,7 @@ class Row(BaseModel):
     reference: Reference
     digest: Digest | None
     sbom_digest: Digest | None
-    platform: PlatformName
+    platform: Platform
     signed: bool = False
     debian_index_date: IsoDate | None = None
     debian_security_pending: Count | None = None
@@ -162,7 +162,7 @@ def _gpu_fields(spec: ImageSpec, b: PlatformBuild, labels: dict, prefix: str) ->
 
 
 def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, client: docker.DockerClient,
-         previous: dict[tuple[str, str], Row] | None = None) -> list[Row]:
+         previous: dict[tuple[str, Platform], Row] | None = None) -> list[Row]:
     """One :class:`Row` per matrix image and platform whose report passed (:data:`LISTED`), in
     matrix order. ``immutable_tag`` is the image's (an index's, for several platforms) and
     ``digest`` the platform's own manifest. An up-to-date image's row is its row in ``previous``
@@ -184,13 +184,13 @@ def rows(matrix: Matrix, reports: dict[str, ImageReport], images_dir: Path, clie
     return out
 
 
-def previous_rows(paths: list[Path]) -> dict[tuple[str, str], Row]:
+def previous_rows(paths: list[Path]) -> dict[tuple[str, Platform], Row]:
     """``{(name, platform): row}`` of the catalog JSON files at ``paths`` that exist (later ones win),
     each at most :data:`MAX_CATALOG` bytes and read back strictly as :class:`CatalogFile`: every
     value through the grammar it was made by (:class:`Row`), before any reaches the Markdown.
     Raises ConfigError (one line: the file, the key path, what was expected) for a file that is
     not such a catalog."""
-    out: dict[tuple[str, str], Row] = {}
+    out: dict[tuple[str, Platform], Row] = {}
     for path in (p for p in paths if p.is_file()):
         with path.open("rb") as f:
             raw = f.read(MAX_CATALOG + 1)

@@ -124,7 +124,7 @@ def _refresh_debian(m: Matrix, roots: list[ImageSpec], images: Path, build_dir: 
 def _security_moved(m: Matrix, spec: ImageSpec, old: apt_lock.AptLock, build_dir: Path) -> apt_lock.AptLock:
     # ``old`` with each entry the security suite serves newer moved to that version.
     release = m.data.bases[spec.base].bootstrap.suite
-    arch = Platform.parse(old.platform).arch
+    arch = old.platform.arch
     index = debian_index.fetch(debian_index.Archive.of(release), arch, build_dir / "apt-index" / f"{release}-{arch}")
     versions, suites = dict(old.versions), dict(old.suites)
     for name, version in old.versions.items():
@@ -133,7 +133,7 @@ def _security_moved(m: Matrix, spec: ImageSpec, old: apt_lock.AptLock, build_dir
     return apt_lock.parse(apt_lock.text(old.image, old.platform, old.packages, versions, suites), f"{old.image} (new apt lock)")
 
 
-def _moved(image: str, platform: str, old: dict[str, str], new: dict[str, str], suites: dict[str, str]) -> list[Update]:
+def _moved(image: str, platform: Platform, old: dict[str, str], new: dict[str, str], suites: dict[str, str]) -> list[Update]:
     # The Debian packages whose version differs between ``old`` and ``new`` (added: locked "-";
     # removed: now "-", source "removed").
     moved = [Update(image, platform, "debian", name, old.get(name, "-"), version, debian_index.kind(suites[name]))

@@ -18,6 +18,7 @@ from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, Te
 from builder.engine import disk, plugins, prune
 from builder.generate import render
 from builder.matrix import grammar
+from builder.matrix.platform import DEFAULT, Platform
 from builder.run import context, pipeline
 from builder.run.console import wide_console
 from builder.sign import cosign
@@ -36,7 +37,7 @@ def _run(opts: pipeline.Options, matrix: Path, templates: Optional[Path]) -> Non
     registry_option(opts.registry)
     split = [s.name for s in specs if opts.platforms and set(s.platforms) - set(opts.platforms)]
     if opts.steps.publish and split and not opts.by_platform:
-        fail([f"--platform {' '.join(opts.platforms)} would publish {split[0]} without its other platforms under "
+        fail([f"--platform {' '.join(map(str, opts.platforms))} would publish {split[0]} without its other platforms under "
               f"tags that name all of them: add --by-platform (per-platform tags, then `builder merge`), "
               f"or narrow `builder build` or `builder test` only"])
     if opts.steps.build and not opts.dry_run:
@@ -71,15 +72,15 @@ def _check_repository(option: str, value: str) -> None:
         fail([f"{option}: {exc}"])
 
 
-def _check_platforms(platform: list[str], by_platform: bool) -> None:
-    # --platform values of the matrix's platforms, with linux/amd64 unless --by-platform; else one line and exit 2.
-    from builder.matrix.platform import DEFAULT, PLATFORMS
-
-    for p in platform:
-        if p not in PLATFORMS:
-            fail([f"--platform: {p!r} is not one of {', '.join(PLATFORMS)}"])
-    if platform and DEFAULT.name not in platform and not by_platform:
-        fail([f"--platform: must include {DEFAULT.name} (the build platform, where uv runs), or add --by-platform"])
+def _check_platforms(platform: list[str], by_platform: bool) -> tuple[Platform, ...]:
+    # --platform values parsed: the matrix's platforms, with linux/amd64 unless --by-platform; else one line and exit 2.
+    try:
+        parsed = tuple(dict.fromkeys(Platform.parse(p) for p in platform))
+    except ValueError as exc:
+        fail([f"--platform: {exc}"])
+    if parsed and DEFAULT not in parsed and not by_platform:
+        fail([f"--platform: must include {DEFAULT} (the build platform, where uv runs), or add --by-platform"])
+    return parsed
 
 
 def _signing_key(value: str, keyless: bool) -> str:
@@ -119,12 +120,12 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
                                                 help="cosign key file or key manager URI: sign and attest what is published (password: COSIGN_PASSWORD)."),
                 keyless: bool = typer.Option(False, "--keyless", help="Sign with Sigstore's Fulcio and Rekor instead of a key (a machine that reaches them).")) -> None:
-        _check_platforms(platform or [], by_platform)
+        platforms = _check_platforms(platform or [], by_platform)
         _check_repository("--cache-registry", cache_registry)
         key = _signing_key(signing_key, keyless)  # checked in every stage: a bad key is never ignored
         signing_key = key if context.Steps.of(stage).publish else ""
         opts = pipeline.Options(stage=stage, select=tuple(select or ()), dry_run=dry_run, registry=registry,
-                                platforms=tuple(platform or ()), by_platform=by_platform,
+                                platforms=platforms, by_platform=by_platform,
                                 base_source=base_source.value, images_dir=beside(matrix, images, "images"),
                                 tests_root=beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
                                 no_cache=no_cache, force=force, accept_size=accept_size, jobs=jobs, test_jobs=test_jobs, emulated_jobs=emulated_jobs, space_check=not no_space_check,

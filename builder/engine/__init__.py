@@ -72,23 +72,23 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_D = Path("/usr/lib/binfmt.d")
 
 
-def native_platform(client: docker.DockerClient) -> str:
+def native_platform(client: docker.DockerClient) -> Platform:
     """The platform the Engine runs natively (``linux/amd64`` on x86_64, ``linux/arm64`` on
     aarch64; the Engine's ``Architecture`` is ``uname -m``, :attr:`Platform.machine`): BuildKit's
     ``BUILDPLATFORM``, where uv cross-installs. Raises EngineError for an architecture the builder
     has no platform for."""
     arch = client.info().get("Architecture", "")
     try:
-        return of_machine(arch).name
+        return of_machine(arch)
     except ValueError:
         machines = ", ".join(p.machine for p in PLATFORMS.values())
         raise EngineError(f"the Engine runs on {arch!r}; the builder supports {machines}") from None
 
 
-def emulation_ready(platform: str) -> bool:
+def emulation_ready(platform: Platform) -> bool:
     """True when the kernel runs ``platform``'s binaries through QEMU with the ``F`` flag (the
     interpreter opened at registration, so it works inside containers and chroots)."""
-    handler = Platform.parse(platform).qemu_handler
+    handler = platform.qemu_handler
     if handler is None:
         return True
     entry = BINFMT / handler
@@ -100,18 +100,17 @@ def emulation_ready(platform: str) -> bool:
     return text.startswith("enabled") and "F" in flags
 
 
-def ensure_emulation(platform: str) -> None:
+def ensure_emulation(platform: Platform) -> None:
     """Make ``platform`` (linux/arm64) binaries run on this machine under QEMU: on Debian as root,
     install ``qemu-user-static``, mount binfmt_misc when it is missing and register the handler with
     the ``F`` flag. Nothing to do for linux/amd64 or when a handler is already registered (for
     example by ``tonistiigi/binfmt``). Raises EngineError with one line saying what to run otherwise."""
     if emulation_ready(platform):
         return
-    pf = Platform.parse(platform)
-    name, conf = pf.qemu_handler, BINFMT_D / f"{pf.qemu_handler}.conf"
+    name, conf = platform.qemu_handler, BINFMT_D / f"{platform.qemu_handler}.conf"
     how = (f"register QEMU for it: on Debian as root `apt-get install qemu-user-static` and register "
            f"{conf} with the F flag, or on a machine that can pull "
-           f"`docker run --privileged --rm tonistiigi/binfmt --install {pf.arch}`")
+           f"`docker run --privileged --rm tonistiigi/binfmt --install {platform.arch}`")
     if not can_provision():
         raise EngineError(f"{platform} images need QEMU user emulation, which is not registered; {how}")
     apt_install("qemu-user-static")

@@ -103,13 +103,13 @@ class Bootstrapped:
     date: int
 
 
-def bootstrap_ref(key: str, base: Base, platform: str = DEFAULT.name, pins: Pins | None = None) -> str:
+def bootstrap_ref(key: str, base: Base, platform: Platform = DEFAULT, pins: Pins | None = None) -> str:
     """The local tag of a bootstrapped base: ``builder-base/<key>:<12 hex>`` of the recipe digest,
     :data:`BOOTSTRAP_FORMAT` and the ``pins``' digest (``unlocked`` without), ``builder-base/<key>-<arch>:...``
     for a platform other than linux/amd64 (the Engine's image store keeps one platform per tag)."""
     pinned = pins.digest if pins else "unlocked"
     tag = hashlib.sha256(f"{base.recipe_digest()}\n{BOOTSTRAP_FORMAT}\n{pinned}".encode()).hexdigest()[:12]
-    return f"builder-base/{key}{Platform.parse(platform).suffix}:{tag}"
+    return f"builder-base/{key}{platform.suffix}:{tag}"
 
 
 def platform_of(client: docker.DockerClient, ref: str) -> str | None:
@@ -123,23 +123,23 @@ def platform_of(client: docker.DockerClient, ref: str) -> str | None:
 
 def ensure(client: docker.DockerClient, key: str, base: Base, source: Source, workdir: Path,
            log: Callable[[str], None] = print,
-           platform: str = DEFAULT.name, pins: Pins | None = None) -> BaseImage:
+           platform: Platform = DEFAULT, pins: Pins | None = None) -> BaseImage:
     """Make base ``key`` available for ``platform`` and return it: a local image of that platform,
     else a pull of that platform (kept under :func:`bootstrap_ref`'s name for another platform than
     linux/amd64, so the pull reference keeps naming the amd64 image), else a bootstrap at ``pins``
     (the suites' newest without). Raises BaseError when every allowed way failed."""
     ref = bootstrap_ref(key, base, platform, pins)
-    pulled_ref = base.pull if platform == DEFAULT.name else ref
-    if source in ("auto", "pull") and platform_of(client, pulled_ref) == platform:
+    pulled_ref = base.pull if platform == DEFAULT else ref
+    if source in ("auto", "pull") and platform_of(client, pulled_ref) == platform.name:
         return BaseImage(key, pulled_ref, "local")
-    if source in ("auto", "bootstrap") and platform_of(client, ref) == platform:
+    if source in ("auto", "bootstrap") and platform_of(client, ref) == platform.name:
         return BaseImage(key, ref, "local")
     errors = []
     if source in ("auto", "pull"):
         try:
             log(f"pulling base {base.pull} ({platform})")
-            image = client.images.pull(base.pull, platform=platform)
-            if platform != DEFAULT.name:
+            image = client.images.pull(base.pull, platform=platform.name)
+            if platform != DEFAULT:
                 image.tag(*ref.rsplit(":", 1))
                 client.images.pull(base.pull, platform=DEFAULT.name)  # the pull reference names amd64 again
             return BaseImage(key, pulled_ref, "pulled")
@@ -198,7 +198,7 @@ def _strip(rootfs: Path) -> None:
 
 
 def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
-              log: Callable[[str], None] = print, platform: str = DEFAULT.name,
+              log: Callable[[str], None] = print, platform: Platform = DEFAULT,
               pins: Pins | None = None, exact: bool = True) -> Bootstrapped:
     """Bootstrap ``base`` for ``platform`` with debootstrap into ``workdir``/<key>[-<arch>], bring it
     to ``pins`` (without: the suites' newest versions, dated by the suites' indexes; :func:`_bring_to`),
@@ -216,16 +216,15 @@ def bootstrap(client: docker.DockerClient, key: str, base: Base, workdir: Path,
     if shutil.which("debootstrap") is None:
         engine.apt_install("debootstrap")
     engine.ensure_emulation(platform)
-    pf = Platform.parse(platform)
     archive = debian_index.Archive.of(base.bootstrap.suite)
-    root = files.make_folder(workdir / f"{key}{pf.suffix}").resolve()  # checked before a link could be resolved
-    epoch = pins.date if pins else debian_index.fetch(archive, pf.arch, root / "index").date
-    rootfs = _debootstrap(key, base.bootstrap, pf.arch, archive.mirror, root, log, epoch)
+    root = files.make_folder(workdir / f"{key}{platform.suffix}").resolve()  # checked before a link could be resolved
+    epoch = pins.date if pins else debian_index.fetch(archive, platform.arch, root / "index").date
+    rootfs = _debootstrap(key, base.bootstrap, platform.arch, archive.mirror, root, log, epoch)
     versions = _bring_to(rootfs, archive, key, platform, pins, epoch)
     if exact and pins and versions != pins.versions:
         raise BaseError(f"base {key} ({platform}): the bootstrap holds {_difference(pins.versions, versions)}, "
                         "not its lock's versions; run `builder refresh`")
-    index = debian_index.read(rootfs / "var/lib/apt/lists", archive.suites, pf.arch)
+    index = debian_index.read(rootfs / "var/lib/apt/lists", archive.suites, platform.arch)
     if pins is None and index.date != epoch:
         raise BaseError(f"base {key} ({platform}): the suites moved while bootstrapping; run again")
     _strip(rootfs)
@@ -248,7 +247,7 @@ def _difference(want: dict[str, str], got: dict[str, str]) -> str:
     return ", ".join([*(f"+{p}" for p in extra[:3]), *(f"-{p}" for p in missing[:3])]) or "other suites"
 
 
-def _bring_to(rootfs: Path, archive: debian_index.Archive, key: str, platform: str, pins: Pins | None,
+def _bring_to(rootfs: Path, archive: debian_index.Archive, key: str, platform: Platform, pins: Pins | None,
               epoch: int) -> dict[str, str]:
     """Point ``rootfs``'s apt at the three suites (:data:`SOURCES`, the URLs without user
     information: a credential never enters an image), then in a chroot (``/proc`` mounted, services
@@ -340,7 +339,7 @@ def _debootstrap(key: str, recipe: Bootstrap, arch: str, mirror: str, root: Path
     return rootfs
 
 
-def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str, epoch: int) -> None:
+def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: Platform, epoch: int) -> None:
     """Load ``tarball`` (a root file system, ``rootfs.tar``) into the Engine as ``ref``
     (``repository:tag``) by a BuildKit build for ``platform`` (``FROM scratch`` + ``ADD rootfs.tar
     /``, its Dockerfile written beside the tarball) with ``SOURCE_DATE_EPOCH`` ``epoch``, stored
@@ -352,7 +351,7 @@ def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str, e
     plugins.ensure_buildx(root.parent.parent)  # its apt state in the build folder (<build dir>/bases/<key>)
     files.write_atomic(root / "Dockerfile", 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n')
     reproducible = engine.containerd_store(client)
-    cmd = ["docker", "buildx", "build", "--platform", platform, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}",
+    cmd = ["docker", "buildx", "build", "--platform", platform.name, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}",
            f"--output={export.output(ref, reproducible)}", str(root)]
     said: list[str] = []
     done = export.run(cmd, root, {**os.environ, **plugins.BUILDX_ENV}, said.append, client if reproducible else None)
@@ -366,8 +365,8 @@ def _load(client: docker.DockerClient, tarball: Path, ref: str, platform: str, e
 
 
 def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, source: Source, workdir: Path,
-              log: Callable[[str, str], None], build_platform: str = DEFAULT.name,
-              pins: Callable[[str, str], Pins | None] | None = None) -> dict[tuple[str, str], str]:
+              log: Callable[[str, str], None], build_platform: Platform = DEFAULT,
+              pins: Callable[[str, Platform], Pins | None] | None = None) -> dict[tuple[str, Platform], str]:
     """The FROM reference of each root image (``ImageSpec`` without a parent) per platform, by
     ``(image name, platform)``: its base (local, pulled or bootstrapped at ``pins(base key,
     platform)``, its base lock's, once per base and platform), or its CUDA image (pulled as
@@ -375,8 +374,8 @@ def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, 
     build stage, where uv runs, is of that platform). ``log(image name, line)`` reports what
     happened. Raises BaseError, or what ``pins`` raises (ConfigError for a lock that is invalid, or
     missing where a base may be bootstrapped)."""
-    refs: dict[tuple[str, str], str] = {}
-    by_base: dict[tuple[str, str], str] = {}
+    refs: dict[tuple[str, Platform], str] = {}
+    by_base: dict[tuple[str, Platform], str] = {}
     for spec, platform in base_platforms(roots, build_platform):
         if spec.from_cuda_image:
             ensure_pulled(client, spec.base_image)
@@ -391,6 +390,6 @@ def for_roots(client: docker.DockerClient, bases: dict[str, Base], roots: list, 
     return refs
 
 
-def base_platforms(roots: list, build_platform: str) -> list[tuple]:
+def base_platforms(roots: list, build_platform: Platform) -> list[tuple]:
     """``(spec, platform)`` for each of ``roots``' platforms and the build platform, in order."""
     return [(spec, platform) for spec in roots for platform in dict.fromkeys((*spec.platforms, build_platform))]

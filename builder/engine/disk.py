@@ -81,7 +81,7 @@ class CatalogRow(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     name: Annotated[str, BeforeValidator(grammar.image_name)]
-    platform: Annotated[str, BeforeValidator(grammar.platform)] = DEFAULT.name
+    platform: Platform = DEFAULT
     uncompressed_bytes: int | None = Field(default=None, ge=0, le=grammar.MAX_SIZE)
     compressed_bytes: int | None = Field(default=None, ge=0, le=grammar.MAX_SIZE)
 
@@ -93,7 +93,7 @@ class Catalog(BaseModel):
     images: list[CatalogRow] = Field(max_length=10_000)
 
 
-def catalog_rows(path: Path) -> dict[tuple[str, str], CatalogRow]:
+def catalog_rows(path: Path) -> dict[tuple[str, Platform], CatalogRow]:
     """``{(image name, platform): row}`` of a catalog JSON file (docs/images.json); empty when there
     is none. Raises ConfigError (one line) for a file that is too large, not JSON or not of the
     catalog's shape."""
@@ -110,18 +110,18 @@ def catalog_rows(path: Path) -> dict[tuple[str, str], CatalogRow]:
     return {(r.name, r.platform): r for r in catalog.images}
 
 
-def catalog_sizes(path: Path) -> dict[tuple[str, str], int]:
+def catalog_sizes(path: Path) -> dict[tuple[str, Platform], int]:
     """``{(image name, platform): uncompressed size in bytes}`` from a catalog JSON file
     (:func:`catalog_rows`). Raises ConfigError."""
     return {k: r.uncompressed_bytes for k, r in catalog_rows(path).items() if r.uncompressed_bytes}
 
 
-def image_size(spec: ImageSpec, platform: str, sizes: dict[tuple[str, str], int],
-               packages: Callable[[ImageSpec, str], int], base_size: int) -> int:
+def image_size(spec: ImageSpec, platform: Platform, sizes: dict[tuple[str, Platform], int],
+               packages: Callable[[ImageSpec, Platform], int], base_size: int) -> int:
     """Estimated size in bytes of ``spec``'s build for ``platform``: its catalog entry for that
     platform (else for linux/amd64); without one, its parent's estimate (the base's ``base_size``
     for a root image) plus :data:`BYTES_PER_PACKAGE` per package its lock adds (``packages``)."""
-    for key in ((spec.name, platform), (spec.name, DEFAULT.name)):
+    for key in ((spec.name, platform), (spec.name, DEFAULT)):
         if key in sizes:
             return sizes[key]
     return base_size + BYTES_PER_PACKAGE * packages(spec, platform)
@@ -176,8 +176,8 @@ def needs(engine_bytes: int, registry_bytes: int, data_root: Path | None, build_
             for folders, total in by_device.values()]
 
 
-def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[tuple[str, str]],
-             packages: Callable[[ImageSpec, str], int], base_size: int, pushing_locally: bool,
+def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, Platform], int], unchanged: set[tuple[str, Platform]],
+             packages: Callable[[ImageSpec, Platform], int], base_size: int, pushing_locally: bool,
              prune_cache: bool = False, factors: Factors = CLASSIC, mounts_held: int = 0) -> tuple[int, int]:
     """``(engine bytes, registry bytes)`` a run of ``specs`` needs, by the image store's measured
     ``factors`` (see the module doc). A build in ``unchanged`` (``(name, platform)``,
@@ -201,9 +201,9 @@ def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unch
     return int(images + mounts), int(registry_bytes)
 
 
-def build_needs(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], unchanged: set[tuple[str, str]],
-                packages: Callable[[ImageSpec, str], int], base_size: int,
-                factors: Factors = CLASSIC) -> dict[tuple[str, str], int]:
+def build_needs(specs: Iterable[ImageSpec], sizes: dict[tuple[str, Platform], int], unchanged: set[tuple[str, Platform]],
+                packages: Callable[[ImageSpec, Platform], int], base_size: int,
+                factors: Factors = CLASSIC) -> dict[tuple[str, Platform], int]:
     """``{(name, platform): bytes}`` each build of ``specs`` is estimated to add to the Engine's data
     root while it runs: its size (:func:`image_size`) times the image, cache and cache-mount
     ``factors`` (a build's new wheels land in uv's cache mount); 0 for a build in ``unchanged``
@@ -216,17 +216,17 @@ def build_needs(specs: Iterable[ImageSpec], sizes: dict[tuple[str, str], int], u
 
 
 def unchanged(specs: Iterable[ImageSpec], held: dict[tuple[str, str], list[dict[str, str]]],
-              expected: Callable[[ImageSpec], dict[str, str]]) -> set[tuple[str, str]]:
+              expected: Callable[[ImageSpec], dict[str, str]]) -> set[tuple[str, Platform]]:
     """The ``(name, platform)`` builds of ``specs`` (parents first) the Engine already holds with the
     inputs of this run: ``held`` maps ``(image title, OCI architecture)`` to the labels of each local
     image of the builder's, and one of them carries every label ``expected(spec)`` gives (cell
     digest, every platform's lock digest, the revision of its build contexts); the parent's build
     for that platform must be unchanged too."""
-    out: set[tuple[str, str]] = set()
+    out: set[tuple[str, Platform]] = set()
     for spec in specs:
         want = expected(spec)
         for platform in spec.platforms:
-            found = held.get((spec.name, Platform.parse(platform).arch), [])
+            found = held.get((spec.name, platform.arch), [])
             same = any(all(labels.get(k) == v for k, v in want.items()) for labels in found)
             if same and (spec.parent is None or (spec.parent, platform) in out):
                 out.add((spec.name, platform))

@@ -54,20 +54,20 @@ class AptLock:
     exactly as on disk."""
 
     image: str
-    platform: str
+    platform: Platform
     packages: tuple[str, ...]
     versions: dict[str, str]
     text: str
     suites: dict[str, str]
 
 
-def file_name(platform: str) -> str:
+def file_name(platform: Platform) -> str:
     """``apt.amd64.lock``, ``apt.arm64.lock``: the lock's file name for ``platform``; the Dockerfile
     names it with ``${TARGETARCH}`` (or ``${BUILDARCH}``)."""
-    return f"apt.{Platform.parse(platform).arch}.lock"
+    return f"apt.{platform.arch}.lock"
 
 
-def path_of(images: Path, name: str, platform: str) -> Path:
+def path_of(images: Path, name: str, platform: Platform) -> Path:
     """``images/<name>/apt.<arch>.lock``."""
     return Path(images) / name / file_name(platform)
 
@@ -83,7 +83,7 @@ def entries_digest(versions: dict[str, str], suites: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(body(versions, suites).encode()).hexdigest()
 
 
-def text(image: str, platform: str, packages: Iterable[str], versions: dict[str, str], suites: dict[str, str]) -> str:
+def text(image: str, platform: Platform, packages: Iterable[str], versions: dict[str, str], suites: dict[str, str]) -> str:
     """The lock file's text for ``versions`` (``{package: version}``, written sorted by name) and
     ``suites`` (``{package: suite}``)."""
     head = (f"# {GENERATED} from the base image — do not edit. The Debian packages the image's apt step\n"
@@ -100,9 +100,12 @@ def parse(content: str, where: str) -> AptLock:
     packages = tuple(header.get("packages", "").split(","))
     for p in packages:
         _grammar(grammar.debian_package, p, f"{where}: # packages:", errors)
+    if not errors:
+        _grammar(grammar.image_name, header["image"], f"{where}: # image", errors)
+        _grammar(grammar.platform, header["platform"], f"{where}: # platform", errors)
     if errors:
         raise ConfigError(errors)
-    return AptLock(header["image"], header["platform"], packages, versions, content, suites)
+    return AptLock(header["image"], Platform.parse(header["platform"]), packages, versions, content, suites)
 
 
 def parse_lines(content: str, where: str, keys: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str], dict[str, str], list[str]]:
@@ -172,7 +175,7 @@ def _grammar(check, value: str, where: str, errors: list[str]) -> bool:
         return False
 
 
-def read(images: Path, name: str, platform: str) -> AptLock:
+def read(images: Path, name: str, platform: Platform) -> AptLock:
     """The Debian package lock of root image ``name`` for ``platform``. Raises ConfigError when it is
     missing, not a lock, or made for another image or platform."""
     path = path_of(images, name, platform)
@@ -186,10 +189,10 @@ def read(images: Path, name: str, platform: str) -> AptLock:
     return got
 
 
-def read_every(images: Path, specs: Iterable[ImageSpec]) -> dict[str, dict[str, AptLock]]:
+def read_every(images: Path, specs: Iterable[ImageSpec]) -> dict[str, dict[Platform, AptLock]]:
     """``{root image: {platform: AptLock}}`` for every image of ``specs`` without a parent (the
     images with an apt step). Raises ConfigError listing every problem."""
-    out: dict[str, dict[str, AptLock]] = {}
+    out: dict[str, dict[Platform, AptLock]] = {}
     errors: list[str] = []
     for spec in (s for s in specs if s.parent is None):
         for platform in spec.platforms:

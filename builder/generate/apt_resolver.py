@@ -35,7 +35,7 @@ _INST = re.compile(r"^Inst (\S+) (?:\[\S+\] )?\((\S+) ")
 _INSTALLED = re.compile(r"^ii +(\S+=\S+)$")
 
 
-def resolve(client: docker.DockerClient, base_ref: str, platform: str, packages: tuple[str, ...]) -> dict[str, str]:
+def resolve(client: docker.DockerClient, base_ref: str, platform: Platform, packages: tuple[str, ...]) -> dict[str, str]:
     """``{package: version}`` the apt step installs on ``platform`` (``linux/arm64``) in ``base_ref``
     for ``packages`` (already checked by the matrix's Debian package grammar). Raises ConfigError
     when apt cannot resolve them (its last lines)."""
@@ -43,7 +43,7 @@ def resolve(client: docker.DockerClient, base_ref: str, platform: str, packages:
         engine.ensure_emulation(platform)
     try:
         out = client.containers.run(base_ref, ["sh", "-eu", "-c", _SCRIPT, "sh", *packages], entrypoint=[], user="0",
-                                    platform=platform, remove=True, stdout=True, stderr=True)
+                                    platform=platform.name, remove=True, stdout=True, stderr=True)
     except docker.errors.ContainerError as exc:
         tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
         raise ConfigError([f"apt in {base_ref} ({platform}) could not resolve {' '.join(packages)}: "
@@ -87,7 +87,7 @@ def suites_of(versions: dict[str, str], index: debian_index.Index, where: str) -
     return suites
 
 
-def lock_roots(client: docker.DockerClient, matrix: Matrix, specs: list[ImageSpec], base_refs: dict[tuple[str, str], str],
+def lock_roots(client: docker.DockerClient, matrix: Matrix, specs: list[ImageSpec], base_refs: dict[tuple[str, Platform], str],
                images: Path, workdir: Path, log: Callable[[str], None] = print) -> list[AptLock]:
     """Lock the Debian packages of every root image in ``specs`` for each of its platforms, from its
     base (``base_refs``: ``{(image, platform): reference}``, :func:`builder.engine.bases.for_roots`),
@@ -101,7 +101,7 @@ def lock_roots(client: docker.DockerClient, matrix: Matrix, specs: list[ImageSpe
         for platform in spec.platforms:
             lock.ensure_ours(apt_lock.path_of(images, spec.name, platform))
             versions = resolve(client, base_refs[spec.name, platform], platform, packages)
-            arch = Platform.parse(platform).arch
+            arch = platform.arch
             index = debian_index.fetch(debian_index.Archive.of(release), arch, workdir / f"{release}-{arch}")
             suites = suites_of(versions, index, f"{spec.name} ({platform})")
             done.append(apt_lock.parse(apt_lock.text(spec.name, platform, packages, versions, suites),

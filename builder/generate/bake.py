@@ -88,7 +88,7 @@ def bake_file(matrix: Matrix, images_dir: str = "images") -> dict:
             "labels": {"org.opencontainers.image.revision": "${REVISION}",
                        "org.opencontainers.image.created": "${CREATED}"},
             "tags": [image_ref(s.name)],
-            "platforms": list(s.platforms),
+            "platforms": [p.name for p in s.platforms],
         }
         for group in (s.framework, s.device, "default"):
             groups.setdefault(group, []).append(t)

@@ -24,7 +24,7 @@ from pathlib import Path
 from builder.generate import apt_lock, lock
 from builder.matrix import grammar
 from builder.matrix.inputs import ConfigError
-from builder.matrix.platform import Platform
+from builder.matrix.platform import DEFAULT, Platform
 
 #: The folder of the base locks, beside matrix.yaml.
 FOLDER = "bases"
@@ -39,7 +39,7 @@ class BaseLock:
     ``{package: version}``, ``package_suites`` ``{package: suite}`` and ``text`` as on disk."""
 
     base: str
-    platform: str
+    platform: Platform
     suites: tuple[str, ...]
     date: int
     security_pending: int
@@ -58,18 +58,18 @@ class BaseLock:
         return datetime.datetime.fromtimestamp(self.date, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def path_of(root: Path, key: str, platform: str) -> Path:
+def path_of(root: Path, key: str, platform: Platform) -> Path:
     """``<root>/bases/<key>.<arch>.lock`` (``root``: the folder of matrix.yaml)."""
-    return Path(root) / FOLDER / f"{grammar.key_name(key)}.{Platform.parse(platform).arch}.lock"
+    return Path(root) / FOLDER / f"{grammar.key_name(key)}.{platform.arch}.lock"
 
 
-def context_name(platform: str) -> str:
+def context_name(platform: Platform) -> str:
     """``base.<arch>.lock``: the name of a base lock in a root image's build context, whose apt step
     installs its versions too (on a pulled base they are not there yet)."""
-    return f"base.{Platform.parse(platform).arch}.lock"
+    return f"base.{platform.arch}.lock"
 
 
-def text(key: str, platform: str, suites: tuple[str, ...], date: int, security_pending: int,
+def text(key: str, platform: Platform, suites: tuple[str, ...], date: int, security_pending: int,
          versions: dict[str, str], package_suites: dict[str, str]) -> str:
     """The lock file's text (module doc)."""
     head = (f"# {lock.GENERATED} — do not edit; `builder refresh` moves it. Every Debian package of the\n"
@@ -99,7 +99,7 @@ def parse(content: str, where: str) -> BaseLock:
                   for name, suite in sorted(suites.items()) if suite not in names)
     if errors:
         raise ConfigError(errors[:1])
-    return BaseLock(header["base"], header["platform"], names, date, pending, versions, suites, content)
+    return BaseLock(header["base"], Platform.parse(header["platform"]), names, date, pending, versions, suites, content)
 
 
 def _number(value: str, low: int, high: int, where: str, errors: list[str]) -> int:
@@ -110,7 +110,7 @@ def _number(value: str, low: int, high: int, where: str, errors: list[str]) -> i
     return int(value)
 
 
-def read(root: Path, key: str, platform: str) -> BaseLock | None:
+def read(root: Path, key: str, platform: Platform) -> BaseLock | None:
     """The lock of base ``key`` for ``platform``, or None when there is none. Raises ConfigError
     when the file is not a regular file, too large, not UTF-8, not a base lock, or made for another
     base or platform."""
@@ -156,22 +156,20 @@ def check(root: Path, bases: dict[str, tuple[str, tuple[str, ...]]]) -> list[str
     return problems
 
 
-def used(specs, bases: dict) -> dict[str, tuple[str, tuple[str, ...]]]:
+def used(specs, bases: dict) -> dict[str, tuple[str, tuple[Platform, ...]]]:
     """``{base key: (release suite, platforms)}`` of the bootstrapped bases the root images among
     ``specs`` (``ImageSpec``) stand on: each root image's platforms and the build platform."""
-    from builder.matrix.platform import DEFAULT
-
-    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+    out: dict[str, tuple[str, tuple[Platform, ...]]] = {}
     for spec in (s for s in specs if s.parent is None and not s.from_cuda_image):
         release, platforms = out.get(spec.base, (bases[spec.base].bootstrap.suite, ()))
-        out[spec.base] = (release, tuple(dict.fromkeys((*platforms, DEFAULT.name, *spec.platforms))))
+        out[spec.base] = (release, tuple(dict.fromkeys((*platforms, DEFAULT, *spec.platforms))))
     return out
 
 
-def read_every(root: Path, specs, bases: dict) -> dict[str, dict[str, BaseLock]]:
+def read_every(root: Path, specs, bases: dict) -> dict[str, dict[Platform, BaseLock]]:
     """``{base key: {platform: BaseLock}}`` of every lock :func:`used` names that exists. Raises
     ConfigError for one that is invalid."""
-    out: dict[str, dict[str, BaseLock]] = {}
+    out: dict[str, dict[Platform, BaseLock]] = {}
     for key, (_, platforms) in used(specs, bases).items():
         for platform in platforms:
             got = read(root, key, platform)

@@ -27,7 +27,7 @@ def pins_of(root: Path, source: str) -> Callable[[str, str], bases.Pins | None]:
     """``pins(base key, platform)`` from the base locks under ``root`` (the folder of matrix.yaml),
     for :func:`builder.engine.bases.for_roots`. It raises ConfigError for an invalid lock, or a
     missing one unless ``source`` is ``pull`` (a pulled base has no lock)."""
-    def of(key: str, platform: str) -> bases.Pins | None:
+    def of(key: str, platform: Platform) -> bases.Pins | None:
         got = base_lock.read(root, key, platform)
         if got is None and source != "pull":
             raise ConfigError([f"{base_lock.path_of(root, key, platform)}: missing; run `builder lock`"])
@@ -35,7 +35,7 @@ def pins_of(root: Path, source: str) -> Callable[[str, str], bases.Pins | None]:
     return of
 
 
-def lock_of(key: str, platform: str, made: bases.Bootstrapped) -> BaseLock:
+def lock_of(key: str, platform: Platform, made: bases.Bootstrapped) -> BaseLock:
     """The base lock of a bootstrap: its versions, each one's suite the one of the release's suites
     that serves it, its date, and the count of packages the security suite serves newer. Raises
     ConfigError for a version no suite serves."""
@@ -51,7 +51,7 @@ def lock_of(key: str, platform: str, made: bases.Bootstrapped) -> BaseLock:
 
 
 def lock_bases(client: docker.DockerClient, bases_: dict[str, Base], roots: list, workdir: Path, root: Path,
-               log: Callable[[str], None], build_platform: str = DEFAULT.name, refresh: bool = False,
+               log: Callable[[str], None], build_platform: Platform = DEFAULT, refresh: bool = False,
                security_only: bool = False) -> list[tuple[BaseLock | None, BaseLock]]:
     """The new base lock of every bootstrapped base of ``roots`` and platform that has none under
     ``root`` (all of them with ``refresh``: each moved to the suites' newest versions, or with
@@ -61,7 +61,7 @@ def lock_bases(client: docker.DockerClient, bases_: dict[str, Base], roots: list
     lock that only the suites' newer date would change is kept, with its date, so its images keep
     their build ids. Raises BaseError, ConfigError, IndexUnavailable."""
     done: list[tuple[BaseLock | None, BaseLock]] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, Platform]] = set()
     for spec, platform in bases.base_platforms(roots, build_platform):
         if spec.from_cuda_image or (spec.base, platform) in seen:
             continue
@@ -98,9 +98,9 @@ def pins_with(root: Path, source: str, written: list[tuple[BaseLock | None, Base
     return lambda key, platform: pins(new[key, platform]) if (key, platform) in new else on_disk(key, platform)
 
 
-def _security_target(old: BaseLock, base: Base, platform: str, workdir: Path) -> BaseLock:
+def _security_target(old: BaseLock, base: Base, platform: Platform, workdir: Path) -> BaseLock:
     # ``old`` with each package the security suite serves newer moved to that version, dated now.
-    arch = Platform.parse(platform).arch
+    arch = platform.arch
     index = debian_index.fetch(debian_index.Archive.of(base.bootstrap.suite), arch, workdir / f"index-{arch}")
     versions, suites = dict(old.versions), dict(old.package_suites)
     security = old.suites[-1]

@@ -64,7 +64,7 @@ class Lock:
 
     image: str
     python: str
-    platform: str
+    platform: Platform
     parent: str | None
     entries: dict[str, Entry]
     text: str
@@ -79,21 +79,20 @@ class Lock:
         return {n: e.version for n, e in self.entries.items()}
 
 
-def file_name(platform: str = DEFAULT.name) -> str:
+def file_name(platform: Platform = DEFAULT) -> str:
     """The lock's file name for ``platform``: ``requirements.lock`` (linux/amd64) or
     ``requirements.<arch>.lock`` (``requirements.arm64.lock``)."""
-    pf = Platform.parse(platform)
-    return FILE if pf.is_default else f"requirements.{pf.arch}.lock"
+    return FILE if platform.is_default else f"requirements.{platform.arch}.lock"
 
 
-def path_of(images: Path, name: str, platform: str = DEFAULT.name) -> Path:
+def path_of(images: Path, name: str, platform: Platform = DEFAULT) -> Path:
     """``images/<name>/requirements.lock`` (or :func:`file_name` for another platform)."""
     return Path(images) / name / file_name(platform)
 
 
-def layer_file(platform: str) -> str:
+def layer_file(platform: Platform) -> str:
     """The file a child image's own layer installs from on ``platform``: ``layer.<arch>.lock``."""
-    return f"layer.{Platform.parse(platform).arch}.lock"
+    return f"layer.{platform.arch}.lock"
 
 
 #: The grammar of each header value, as `builder lock` writes it (:mod:`builder.matrix.grammar`).
@@ -117,7 +116,7 @@ def parse(text: str, where: str) -> Lock:
             errors.append(f"{where}: the header's '# {key}:' line: {exc}")
     if errors:
         raise ConfigError(errors)
-    return Lock(header["image"], header["python"], header["platform"], header.get("parent"), entries, text)
+    return Lock(header["image"], header["python"], Platform.parse(header["platform"]), header.get("parent"), entries, text)
 
 
 def _logical_lines(text: str, where: str) -> tuple[dict[str, str], list[tuple[int, str]], list[str]]:
@@ -179,7 +178,7 @@ def _pin(word: str) -> tuple[str, Specifier] | None:
     return canonicalize_name(req.name), spec[0]
 
 
-def read(images: Path, name: str, platform: str = DEFAULT.name) -> Lock:
+def read(images: Path, name: str, platform: Platform = DEFAULT) -> Lock:
     """The lock of image ``name`` for ``platform`` under ``images``. Raises ConfigError when it is
     missing, invalid or made for another platform."""
     path = path_of(images, name, platform)
@@ -227,9 +226,9 @@ def read_text(path: Path, limit: int = MAX_BYTES) -> str:
         raise ConfigError([f"{path}:{line}: not UTF-8 text"]) from None
 
 
-def read_platforms(images: Path, spec: ImageSpec) -> dict[str, Lock]:
+def read_platforms(images: Path, spec: ImageSpec) -> dict[Platform, Lock]:
     """``{platform: Lock}`` for every platform of ``spec``. Raises ConfigError listing every problem."""
-    out: dict[str, Lock] = {}
+    out: dict[Platform, Lock] = {}
     errors: list[str] = []
     for platform in spec.platforms:
         try:
@@ -241,9 +240,9 @@ def read_platforms(images: Path, spec: ImageSpec) -> dict[str, Lock]:
     return out
 
 
-def read_every(images: Path, specs: Iterable[ImageSpec]) -> dict[str, dict[str, Lock]]:
+def read_every(images: Path, specs: Iterable[ImageSpec]) -> dict[str, dict[Platform, Lock]]:
     """``{image name: {platform: Lock}}`` for ``specs``. Raises ConfigError listing every problem."""
-    out: dict[str, dict[str, Lock]] = {}
+    out: dict[str, dict[Platform, Lock]] = {}
     errors: list[str] = []
     for spec in specs:
         try:

@@ -35,7 +35,7 @@ class Update:
     ``newest``, ``source`` one of security, updates, point release (Debian) or index (Python)."""
 
     image: str
-    platform: str
+    platform: Platform
     ecosystem: str
     package: str
     locked: str
@@ -43,7 +43,7 @@ class Update:
     source: str
 
 
-def debian_packages(matrix: Matrix, root: ImageSpec, platform: str, images: Path) -> dict[str, str]:
+def debian_packages(matrix: Matrix, root: ImageSpec, platform: Platform, images: Path) -> dict[str, str]:
     """``{package: version}`` locked for root image ``root`` on ``platform``: its base lock's, then
     its apt lock's. Raises ConfigError for a lock that is missing or invalid."""
     versions: dict[str, str] = {}
@@ -58,7 +58,7 @@ def debian_updates(matrix: Matrix, specs: Iterable[ImageSpec], images: Path, wor
     """The Debian updates of each of ``specs`` and its platforms, the indexes fetched once per
     release and architecture under ``workdir``. Raises ConfigError, IndexUnavailable."""
     indexes: dict[tuple[str, str], debian_index.Index] = {}
-    found: dict[tuple[str, str], dict] = {}
+    found: dict[tuple[str, Platform], dict] = {}
     out = []
     for spec in specs:
         root = matrix.image(matrix.lineage(spec.name)[-1])  # whose apt step and base it stands on
@@ -66,7 +66,7 @@ def debian_updates(matrix: Matrix, specs: Iterable[ImageSpec], images: Path, wor
             continue
         release = matrix.data.bases[root.base].bootstrap.suite
         for platform in spec.platforms:
-            arch = Platform.parse(platform).arch
+            arch = platform.arch
             if (release, arch) not in indexes:
                 indexes[release, arch] = debian_index.fetch(debian_index.Archive.of(release), arch,
                                                             workdir / f"{release}-{arch}")
@@ -103,7 +103,7 @@ def as_json(updates: list[Update], specs: Iterable[ImageSpec]) -> dict:
     for spec in specs:
         for platform in spec.platforms:
             mine = [u for u in updates if (u.image, u.platform) == (spec.name, platform)]
-            rows.append({"image": spec.name, "platform": platform,
+            rows.append({"image": spec.name, "platform": platform.name,
                          "updates": [{k: v for k, v in asdict(u).items() if k not in ("image", "platform")} for u in mine]})
     return {"schema": SCHEMA, "security_pending": security_pending(updates), "images": rows}
 

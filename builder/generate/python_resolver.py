@@ -59,7 +59,7 @@ def problems(spec: ImageSpec, lock: Lock, parent: Lock | None) -> list[str]:
 def check(matrix: Matrix, images: Path) -> list[str]:
     """Offline: one line per lock that is missing, invalid, or does not fit (:func:`problems`)."""
     out: list[str] = []
-    locks: dict[tuple[str, str], Lock] = {}
+    locks: dict[tuple[str, Platform], Lock] = {}
     for spec in matrix.images():
         for platform in spec.platforms:
             try:
@@ -101,7 +101,7 @@ def verify(images: Path, specs: Iterable[ImageSpec], layers: bool = True, stoppe
 
     Raises ConfigError with one line: the first image that fails, its first mismatch, how many more
     images fail, and ``stopped`` (what the caller did not do). Returns None when every lock holds."""
-    seen: dict[tuple[str, str], Lock] = {}
+    seen: dict[tuple[str, Platform], Lock] = {}
     failed: list[str] = []
     for spec in specs:
         for platform in spec.platforms:
@@ -139,7 +139,7 @@ def uv_environment(sources: Sources) -> dict[str, str]:
     return env
 
 
-def header(spec: ImageSpec, own: list[Requirement], platform: str) -> str:
+def header(spec: ImageSpec, own: list[Requirement], platform: Platform) -> str:
     """The lock's comment header: ownership notice, the facts :func:`builder.generate.lock.parse` reads back,
     the pins."""
     lines = [f"# {GENERATED} from matrix.yaml — do not edit.",
@@ -155,7 +155,7 @@ def header(spec: ImageSpec, own: list[Requirement], platform: str) -> str:
 
 
 def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sources: Sources,
-            previous: Lock | None = None, upgrade: Iterable[str] = (), platform: str = DEFAULT.name) -> str:
+            previous: Lock | None = None, upgrade: Iterable[str] = (), platform: Platform = DEFAULT) -> str:
     """Resolve ``requirements`` (PEP 508 strings) with uv for ``python`` on ``platform`` from wheels
     only, and return the lock's body: ``name==version`` entries with every ``--hash``, sorted by name.
 
@@ -169,7 +169,7 @@ def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sourc
         (root / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
         args = [sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--no-config", "--generate-hashes",
                 "--only-binary", ":all:", "--no-header", "--no-annotate", "--python-version", python,
-                "--python-platform", Platform.parse(platform).uv_triple, "-o", "out.lock", "requirements.in"]
+                "--python-platform", platform.uv_triple, "-o", "out.lock", "requirements.in"]
         if parent is not None:
             pins = "".join(f"{n}=={e.version}\n" for n, e in parent.entries.items())
             (root / "parent.txt").write_text(pins)
@@ -193,7 +193,7 @@ def resolve(requirements: Iterable[str], python: str, parent: Lock | None, sourc
 
 
 def lock_image(spec: ImageSpec, parent: Lock | None, sources: Sources, previous: Lock | None,
-               upgrade: Iterable[str] = (), platform: str = DEFAULT.name) -> Lock:
+               upgrade: Iterable[str] = (), platform: Platform = DEFAULT) -> Lock:
     """Resolve ``spec``'s whole install set (:func:`resolve`) and return the new lock (not written).
     Raises ConfigError naming the image when it does not resolve."""
     own = list(spec.requirements)
@@ -228,7 +228,7 @@ def lock_all(matrix: Matrix, specs: list[ImageSpec], images: Path, sources: Sour
     ``newest`` every package moves to the newest version the pins allow (``builder refresh``).
     Raises ConfigError on the first image that fails."""
     upgrade = list(upgrade)
-    done: dict[tuple[str, str], Lock] = {}
+    done: dict[tuple[str, Platform], Lock] = {}
     for spec in specs:
         for platform in spec.platforms:
             parent = None

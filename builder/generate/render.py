@@ -19,7 +19,7 @@ import jinja2
 from builder import files as files_
 from builder.generate import apt_lock, bake, base_lock, lock, python_resolver
 from builder.matrix import ImageSpec, Matrix, grammar, inputs
-from builder.matrix.platform import DEFAULT, Platform
+from builder.matrix.platform import DEFAULT
 
 #: Context files a root image (one without a parent) COPYs, rendered from templates/context/.
 ROOT_CONTEXT = ("pip-install", "serve")
@@ -60,13 +60,12 @@ def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[s
     """
     env = environment(templates)
     data = matrix.data
-    pfs = [Platform.parse(p) for p in spec.platforms]
     ctx = {"spec": spec, "project": data.project, "runtime": data.runtime, "base": data.bases[spec.base],
            "build_tools": data.build_tools, "parent_context": bake.PARENT_CONTEXT,
-           "parent_target": bake.target_name(spec.parent) if spec.parent else None, "lock": locks[DEFAULT.name], "locks": locks,
-           "base_lock": (base_locks or {}).get(DEFAULT.name),
-           "platforms": [{"platform": p.name, "arch": p.arch, "wheels": p.uv_triple, "lock": lock.file_name(p.name),
-                          "install": lock.layer_file(p.name) if spec.parent else lock.file_name(p.name)} for p in pfs]}
+           "parent_target": bake.target_name(spec.parent) if spec.parent else None, "lock": locks[DEFAULT], "locks": {p.name: got for p, got in locks.items()},
+           "base_lock": (base_locks or {}).get(DEFAULT),
+           "platforms": [{"platform": p.name, "arch": p.arch, "wheels": p.uv_triple, "lock": lock.file_name(p),
+                          "install": lock.layer_file(p) if spec.parent else lock.file_name(p)} for p in spec.platforms]}
     kind = "framework" if spec.parent else "runtime"
     files = {"Dockerfile": env.get_template(f"layers/{kind}.Dockerfile.j2").render(ctx)}
     if spec.parent is None:

@@ -28,7 +28,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from builder import files
 from builder.matrix import grammar, inputs, validation
 from builder.matrix.platform import DEFAULT, PLATFORMS, Platform
-from builder.matrix.schema import PlatformName
 
 #: Pythons the refresh tries for each framework version.
 CANDIDATE_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
@@ -91,12 +90,12 @@ class VersionEntry(_Model):
     platform that has any; ``gpu``: what the GPU wheels need (linux/amd64)."""
 
     python: list[VersionStr]
-    platforms: dict[PlatformName, list[VersionStr]] = {}
+    platforms: dict[Platform, list[VersionStr]] = {}
     gpu: GpuEntry | None = None
 
-    def pythons(self, platform: str) -> list[str]:
+    def pythons(self, platform: Platform) -> list[str]:
         """The Pythons this version has wheels for on ``platform``."""
-        return list(self.python) if Platform.parse(platform).is_default else list(self.platforms.get(platform, []))
+        return list(self.python) if platform.is_default else list(self.platforms.get(platform, []))
 
 
 #: Where ``drivers`` comes from: NVIDIA's CUDA Toolkit release notes, table "CUDA Toolkit and
@@ -153,14 +152,14 @@ def load(path: Path) -> Compat:
     return validation.validate(path.name, inputs.load_yaml(path), Compat, "a mapping with packages and versions")
 
 
-def _compile(requirement: str, python: str, platform: str = DEFAULT.name) -> dict[str, str] | None:
+def _compile(requirement: str, python: str, platform: Platform = DEFAULT) -> dict[str, str] | None:
     """``{name: version}`` of everything ``requirement`` resolves to for ``python`` on ``platform``
     from wheels only, or None when it does not resolve (no wheel for that Python or platform)."""
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "requirements.in"
         req.write_text(requirement + "\n")
         r = subprocess.run([sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--only-binary", ":all:",
-                            "--python-version", python, "--python-platform", Platform.parse(platform).uv_triple,
+                            "--python-version", python, "--python-platform", platform.uv_triple,
                             "--no-header", "--no-annotate", str(req)], capture_output=True, text=True)
     if r.returncode != 0:
         return None
@@ -206,8 +205,8 @@ def refresh(path: Path, versions: dict[str, list[str]], log=print) -> Compat:
             cpu = pkgs.get("cpu")
             per_platform = {platform: [py for py in CANDIDATE_PYTHONS
                                        if cpu and _compile(f"{cpu.requirement}=={version}", py, platform) is not None]
-                            for platform in PLATFORMS}
-            pythons = per_platform.pop(DEFAULT.name)
+                            for platform in PLATFORMS.values()}
+            pythons = per_platform.pop(DEFAULT)
             gpu = None
             if "gpu" in pkgs:
                 pins = _compile(f"{pkgs['gpu'].requirement}=={version}", pythons[0] if pythons else "3.11")

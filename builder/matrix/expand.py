@@ -19,7 +19,7 @@ from builder.matrix import plan
 from builder.matrix.compat import DRIVERS_SOURCE, Compat, VersionEntry
 from builder.matrix.inputs import SHOWN, shown
 from builder.matrix.naming import image_name
-from builder.matrix.platform import DEFAULT, PLATFORMS
+from builder.matrix.platform import DEFAULT, PLATFORMS, Platform
 from builder.matrix.schema import Framework, FrameworkVersion, MatrixError, MatrixFile
 
 
@@ -53,7 +53,7 @@ class ImageSpec:
     cudnn: str | None
     base_image: str
     from_cuda_image: bool = False
-    platforms: tuple[str, ...] = (DEFAULT.name,)
+    platforms: tuple[Platform, ...] = (DEFAULT,)
     cell_digest: str = field(default="")
     driver_min: str | None = None
 
@@ -165,24 +165,24 @@ def _device_problem(table: Compat, key: str, fv: FrameworkVersion, entry: Versio
     return None
 
 
-def platforms(m: MatrixFile, fv: FrameworkVersion, base: str, device: str) -> tuple[str, ...]:
+def platforms(m: MatrixFile, fv: FrameworkVersion, base: str, device: str) -> tuple[Platform, ...]:
     """The platforms of one cell: the version's own, else its base's; GPU cells are linux/amd64 only
     (compat.yaml has GPU wheel data for no other platform). In :data:`builder.matrix.platform.PLATFORMS`
     order, linux/amd64 first."""
     asked = fv.platforms or m.bases[base].platforms
     if device == "gpu":
-        asked = [p for p in asked if p == DEFAULT.name]
-    return tuple(sorted(asked, key=list(PLATFORMS).index))
+        asked = [p for p in asked if p == DEFAULT]
+    return tuple(sorted(asked, key=list(PLATFORMS.values()).index))
 
 
 def _platform_problem(m: MatrixFile, key: str, fv: FrameworkVersion, entry: VersionEntry, base: str,
                       device: str) -> str | None:
-    if device == "gpu" and fv.platforms and any(p != DEFAULT.name for p in fv.platforms):
+    if device == "gpu" and fv.platforms and any(p != DEFAULT for p in fv.platforms):
         return f"platforms: GPU images are {DEFAULT} only (compat.yaml has no GPU wheels for another platform)"
     python = m.bases[base].python
     missing = [p for p in platforms(m, fv, base, device) if python not in entry.pythons(p)]
     if missing:
-        return (f"platforms: {key} {fv.version} has no {', '.join(missing)} wheels for Python {python} (base {base}) "
+        return (f"platforms: {key} {fv.version} has no {', '.join(map(str, missing))} wheels for Python {python} (base {base}) "
                 f"in compat.yaml; drop the platform or run `builder compat refresh`")
     return None
 
@@ -226,7 +226,7 @@ def link_parents(fname: str, m: MatrixFile, found: dict[str, tuple[str, ImageSpe
                 continue
             extra = [p for p in spec.platforms if p not in found[parent][1].platforms]
             if extra:
-                errors.append(f"{fname}: {where}.platforms: {', '.join(extra)}: the parent image {parent} is not "
+                errors.append(f"{fname}: {where}.platforms: {', '.join(map(str, extra))}: the parent image {parent} is not "
                               f"built for it (give the parent's version the platform too)")
                 continue
         linked[name] = replace(spec, parent=parent)
@@ -244,7 +244,7 @@ def order(m: MatrixFile, linked: dict[str, ImageSpec]) -> list[ImageSpec]:
         spec = linked[n]
         parent = done.get(spec.parent) if spec.parent else None
         ancestors = (parent.ancestors if parent else ()) + (spec.framework,)
-        payload = {**asdict(spec), "ancestors": ancestors, "cell_digest": "",
+        payload = {**asdict(spec), "ancestors": ancestors, "cell_digest": "", "platforms": [p.name for p in spec.platforms],
                    "parent_digest": parent.cell_digest if parent else "",
                    "runtime": m.runtime.model_dump() if parent is None else None,
                    "base": m.bases[spec.base].model_dump()}

@@ -54,7 +54,7 @@ def tree_groups(parents: dict[str, str | None]) -> dict[str, list[str]]:
     return groups
 
 
-def ci_matrix(parents: dict[str, str | None], platforms: dict[str, tuple[str, ...]] | None = None) -> dict:
+def ci_matrix(parents: dict[str, str | None], platforms: dict[str, tuple[Platform, ...]] | None = None) -> dict:
     """A GitHub Actions ``strategy.matrix`` (https://docs.github.com/en/actions/using-jobs/using-a-matrix-for-your-jobs):
     ``{"include": [{"root": <root image>, "images": "<space-separated names, parents first>"}, ...]}``,
     one job per image tree, as docker-library's bashbrew generate script splits its builds.
@@ -63,16 +63,15 @@ def ci_matrix(parents: dict[str, str | None], platforms: dict[str, tuple[str, ..
     image tree and platform, holding the tree's images built for that platform, each entry with
     ``platform`` (``linux/arm64``), ``arch`` (``arm64``) and ``runner`` (:attr:`Platform.runner`: a
     native arm64 runner builds and smoke-tests linux/arm64 without emulation, docker-stacks' way), in
-    :data:`builder.matrix.platform.PLATFORMS` order. Raises ValueError for an unknown platform."""
+    :data:`builder.matrix.platform.PLATFORMS` order."""
     include = []
     for root, names in tree_groups(parents).items():
         if platforms is None:
             include.append({"root": root, "images": " ".join(names)})
             continue
-        for name in sorted({p for n in names for p in platforms[n]}, key=list(PLATFORMS).index):
-            pf = Platform.parse(name)
+        for pf in sorted({p for n in names for p in platforms[n]}, key=list(PLATFORMS.values()).index):
             include.append({"root": root, "platform": pf.name, "arch": pf.arch, "runner": pf.runner,
-                            "images": " ".join(n for n in names if pf.name in platforms[n])})
+                            "images": " ".join(n for n in names if pf in platforms[n])})
     return {"include": include}
 
 

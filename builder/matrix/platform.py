@@ -9,14 +9,24 @@ GitHub-hosted runner that builds it natively in a split run
 (https://docs.github.com/en/actions/using-github-hosted-runners/about-github-hosted-runners).
 linux/amd64 is :data:`DEFAULT`: the build platform, where uv runs; the others are built by
 cross-installing their wheels.
+
+A name is parsed at the edge (matrix.yaml, compat.yaml, a report or lock read back, a command-line
+option: :meth:`Platform.parse`, or a pydantic field typed :class:`Platform`) and a
+:class:`Platform` travels inward from there. A :class:`Platform` never equals a string: comparing
+one with a ``str`` raises TypeError, and so does looking one up by name in a dict keyed by
+:class:`Platform` (or the other way round: they hash alike), so a name that escaped parsing fails
+loudly instead of comparing unequal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from builder.matrix.inputs import shown
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Platform:
     """One platform: ``name`` (``linux/arm64``), its OCI ``os`` (``linux``), ``arch`` (``arm64``,
     BuildKit's ``TARGETARCH``) and ``variant`` (None); ``machine`` is ``uname -m`` (``aarch64``,
@@ -35,6 +45,22 @@ class Platform:
 
     def __str__(self) -> str:
         return self.name
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            raise TypeError(f"a Platform ({self.name}) compared with the string {other!r}: parse names at the edge")
+        return isinstance(other, Platform) and other.name == self.name
+
+    def __hash__(self) -> int:  # the name's: a lookup by name in a dict keyed by Platform (or back) raises, in __eq__
+        return hash(self.name)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """A pydantic field typed :class:`Platform` takes a supported name (or a :class:`Platform`)
+        and serializes as the name (https://docs.pydantic.dev/latest/concepts/types/#customizing-validation-with-__get_pydantic_core_schema__)."""
+        from pydantic_core import core_schema
+        return core_schema.no_info_plain_validator_function(
+            _validated, serialization=core_schema.plain_serializer_function_ser_schema(lambda p: p.name, return_schema=core_schema.str_schema()))
 
     @property
     def is_default(self) -> bool:
@@ -58,8 +84,13 @@ class Platform:
         supported ones for any other."""
         found = PLATFORMS.get(name) if isinstance(name, str) else None
         if found is None:
-            raise ValueError(f"{name!r} is not a platform (expected one of: {', '.join(PLATFORMS)})")
+            raise ValueError(f"{shown(name)} is not a platform (expected one of: {', '.join(PLATFORMS)})")
         return found
+
+
+def _validated(value: object) -> Platform:
+    """``value`` if a :class:`Platform`, else :meth:`Platform.parse` of it (pydantic's validator)."""
+    return value if isinstance(value, Platform) else Platform.parse(value)  # type: ignore[arg-type]
 
 
 def _platform(name: str, machine: str, runner: str, qemu_handler: str | None) -> Platform:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from builder.matrix import grammar, inputs, validation
 from builder.matrix.inputs import ConfigError
-from builder.matrix.platform import DEFAULT
+from builder.matrix.platform import DEFAULT, Platform
 
 
 class MatrixError(ConfigError):
@@ -36,9 +36,6 @@ Key = _grammar(grammar.key_name)
 Reference = _grammar(grammar.docker_reference)
 DistName = _grammar(grammar.distribution_name)
 AbsPath = _grammar(grammar.absolute_path)
-#: A platform's name (:func:`builder.matrix.grammar.platform`); the one type of it the matrix, compat.yaml
-#: and the run's report use.
-PlatformName = _grammar(grammar.platform)
 
 
 class _Model(BaseModel):
@@ -95,12 +92,12 @@ class Bootstrap(_Model):
 def _platforms(value: object) -> object:
     if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
         raise ValueError(f"{inputs.shown(value)} is not a non-empty list of distinct platforms")
-    if DEFAULT.name not in value:
+    if DEFAULT.name not in map(str, value):
         raise ValueError(f"{inputs.shown(value)} must include {DEFAULT} (the build platform)")
     return value
 
 
-Platforms = Annotated[list[PlatformName], BeforeValidator(_platforms)]
+Platforms = Annotated[list[Platform], BeforeValidator(_platforms)]
 
 
 class Base(_Model):
@@ -109,7 +106,7 @@ class Base(_Model):
     pull: Reference
     bootstrap: Bootstrap
     #: the platforms every cell on this base is built for unless its version says otherwise
-    platforms: Platforms = [DEFAULT.name]
+    platforms: Platforms = [DEFAULT]
 
     def recipe_digest(self) -> str:
         """sha256 (hex, 12 chars) of the bootstrap recipe: a changed recipe names a new base image."""

@@ -20,6 +20,7 @@ from builder import engine, files
 from builder.engine.registry import Registry
 from builder.engine.sources import Sources
 from builder.matrix import ImageSpec, Matrix
+from builder.matrix.platform import Platform
 from builder.run import policy
 from builder.run.disk_budget import DiskBudget
 from builder.run.report import ImageReport
@@ -71,7 +72,7 @@ class Options:
     jobs: int = 8
     test_jobs: int = max(1, os.cpu_count() or 1)
     emulated_jobs: int = 1
-    platforms: tuple[str, ...] = ()
+    platforms: tuple[Platform, ...] = ()
     by_platform: bool = False
     space_check: bool = True
     keep_last: int = 1
@@ -117,7 +118,7 @@ class Events:
             self.progress.update(self.tasks[name], description=f"{name}: {text}")
 
     @contextlib.contextmanager
-    def build_slot(self, name: str = "", platform: str = "") -> Iterator[None]:
+    def build_slot(self, name: str = "", platform: Platform | None = None) -> Iterator[None]:
         """Counts builds running at once (``peak_parallel_builds``) for the length of the block, the
         build of ``name`` for ``platform``; waits first for its disk space (:attr:`disk`), then while
         a cache prune (:meth:`no_builds`) waits or runs."""
@@ -188,7 +189,7 @@ class RunContext:
     registry: str
     registry_client: Registry
     run_id: str
-    build_platform: str
+    build_platform: Platform
     specs: Mapping[str, ImageSpec]
     reports: Mapping[str, ImageReport]
     events: Events

@@ -21,7 +21,10 @@ import contextlib
 import shutil
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from builder.matrix.platform import Platform
 
 #: Free bytes a reservation never counts on: the Engine's own bookkeeping, logs, the build folder.
 FLOOR = 2_000_000_000
@@ -36,7 +39,7 @@ class DiskBudget:
     file system's free bytes now (:func:`free_of`); ``say`` gets one line when a build starts to
     wait. Thread-safe: each build's worker calls :meth:`reserve`."""
 
-    def __init__(self, needs: dict[tuple[str, str], int], free: Callable[[], int],
+    def __init__(self, needs: dict[tuple[str, Platform], int], free: Callable[[], int],
                  say: Callable[[str], None] = lambda line: None, floor: int = FLOOR, poll: float = POLL):
         self.needs, self._free, self._say, self.floor, self.poll = needs, free, say, floor, poll
         self._held: dict[int, int] = {}
@@ -62,7 +65,7 @@ class DiskBudget:
                 and need > self._available())
 
     @contextlib.contextmanager
-    def reserve(self, name: str, platform: str) -> Iterator[None]:
+    def reserve(self, name: str, platform: Platform) -> Iterator[None]:
         """Hold the bytes the build of ``name`` for ``platform`` needs (:attr:`needs`) for the
         block. Waits while another build is in flight, or a cache prune is pending, and the bytes
         available (:meth:`available`) are fewer; never waits when neither is the case, when it

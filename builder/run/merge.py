@@ -20,22 +20,23 @@ from typing import Callable
 from builder.engine.registry import Registry
 from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.inputs import ConfigError, one_line, shown
+from builder.matrix.platform import Platform
 from builder.run import policy, publish
 from builder.run.report import PUSHED, ImageReport, PlatformBuild, Status
 from builder.sign import Signer, SignError, cosign
 
 
-def _found(entries: list[ImageReport]) -> dict[str, tuple[str, PlatformBuild]]:
+def _found(entries: list[ImageReport]) -> dict[Platform, tuple[str, PlatformBuild]]:
     # {platform: (repository, build)} over the entries whose builds were pushed.
     return {b.platform: (e.repository, b) for e in entries if e.status in PUSHED for b in e.platforms if b.digest}
 
 
-def _problem(platforms: tuple[str, ...], entries: list[ImageReport], found: dict) -> str | None:
+def _problem(platforms: tuple[Platform, ...], entries: list[ImageReport], found: dict) -> str | None:
     # Why an image cannot be merged, or None.
     missing = [p for p in platforms if p not in found]
     if missing:
         failed = [f"{e.status}" + (f" ({e.error})" if e.error else "") for e in entries if e.status not in PUSHED]
-        return f"no pushed {', '.join(missing)} build in the reports" + (f": {'; '.join(failed)}" if failed else "")
+        return f"no pushed {', '.join(map(str, missing))} build in the reports" + (f": {'; '.join(failed)}" if failed else "")
     if len({r for r, _ in found.values()}) != 1:
         return f"the platforms were pushed to different repositories: {sorted({r for r, _ in found.values()})}"
     for key in ("framework_version", "python_version"):
@@ -110,7 +111,7 @@ def merge_one(matrix: Matrix, spec: ImageSpec, entries: list[ImageReport], regis
             merged = _record(first, merged_as, spec, found)
             _index(merged_as, spec, found, registry, merged, signer)
             log(f"{spec.name} {merged.status} {merged.repository} {', '.join(merged.tags)} @ {merged.digest} "
-                f"({', '.join(spec.platforms)})")
+                f"({', '.join(map(str, spec.platforms))})")
             return merged
         except (publish.PublishError, SignError, ValueError) as exc:
             why = str(exc)

@@ -29,8 +29,8 @@ from builder.run.report import ImageReport, PublishName, Status
 Versions = Callable[[str], tuple[str, str]]
 
 
-def _suffix(platform: str) -> str:
-    return Platform.parse(platform).tag_suffix
+def _suffix(platform: Platform) -> str:
+    return platform.tag_suffix
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,15 @@ class Manifest:
         own = existing(platform) or taggers.immutable_tag(self.tags, *versions(platform), image_id)
         return [own], {platform: own}
 
-    def build_tag(self, immutable: str, platform: str) -> str:
+    def build_tag(self, immutable: str, platform: Platform) -> str:
         """The own tag of the build of ``platform`` of the image named ``immutable``."""
         return immutable
 
-    def immutable_of(self, own_tag: str, platform: str) -> str | None:
+    def immutable_of(self, own_tag: str, platform: Platform) -> str | None:
         """The image's immutable tag a build's own tag names, or None when it is not such a tag."""
         return own_tag
 
-    def local_moving(self, platform: str) -> list[str]:
+    def local_moving(self, platform: Platform) -> list[str]:
         """The moving tags the local build of ``platform`` gets once every platform passed."""
         return list(self.tags.moving)
 
@@ -75,7 +75,7 @@ class Manifest:
         """The image's tags once tested: immutable first, moving last."""
         return [rep.tags[0], *self.tags.moving]
 
-    def pushed_tags(self, rep: ImageReport, platform: str) -> list[str]:
+    def pushed_tags(self, rep: ImageReport, platform: Platform) -> list[str]:
         """The tags the build of ``platform`` is pushed under, in push order."""
         return list(rep.tags)
 
@@ -83,7 +83,7 @@ class Manifest:
         """Every moving tag of the image: the tag policy's and each build's local ones."""
         return set(self.tags.moving) | {t for b in rep.platforms for t in self.local_moving(b.platform)}
 
-    def fixed_tags(self, rep: ImageReport, platform: str | None = None) -> list[str]:
+    def fixed_tags(self, rep: ImageReport, platform: Platform | None = None) -> list[str]:
         """The tags that never move, in push order: of the build of ``platform`` (its pushed tags),
         or with None of the image (``rep.tags``)."""
         tags, moving = rep.tags if platform is None else self.pushed_tags(rep, platform), self.moving_names(rep)
@@ -118,7 +118,7 @@ class Index(Manifest):
         """The index's immutable tag is the tag policy filled with the linux/amd64 build's versions
         and, for the image id, the sha256 of every build's image id (:func:`builder.run.taggers.index_tag`),
         so it names exactly these builds; each build gets it plus ``-<arch>``."""
-        own = taggers.index_tag(self.tags, *versions(DEFAULT.name), list(image_ids.values()))
+        own = taggers.index_tag(self.tags, *versions(DEFAULT), list(image_ids.values()))
         return [own], {p: self.build_tag(own, p) for p in image_ids}
 
     def build_tag(self, immutable, platform):
@@ -128,14 +128,14 @@ class Index(Manifest):
         return own_tag[:-len(_suffix(platform))] if own_tag.endswith(_suffix(platform)) else None
 
     def local_moving(self, platform):
-        return list(self.tags.moving) if platform == DEFAULT.name else [m + _suffix(platform) for m in self.tags.moving]
+        return list(self.tags.moving) if platform == DEFAULT else [m + _suffix(platform) for m in self.tags.moving]
 
     def pushed_tags(self, rep, platform):
         return [rep.build(platform).tag]
 
     def publish_image(self, registry, rep, tags):
         """``tags`` made one index of the pushed builds (:func:`builder.run.publish.push_index`)."""
-        index = publish.push_index(registry, rep.repository, tags, {b.platform: b.digest for b in rep.platforms})
+        index = publish.push_index(registry, rep.repository, tags, {b.platform.name: b.digest for b in rep.platforms})
         return index.digest, index.pushed
 
 
@@ -177,7 +177,7 @@ class PerPlatform(Manifest):
 POLICIES = {p.name: p for p in (Manifest, Index, PerPlatform)}
 
 
-def choose(platforms: tuple[str, ...], matrix_platforms: tuple[str, ...], by_platform: bool) -> PublishName:
+def choose(platforms: tuple[Platform, ...], matrix_platforms: tuple[Platform, ...], by_platform: bool) -> PublishName:
     """The policy of an image built for ``platforms`` (the run's, maybe narrowed) of the matrix's
     ``matrix_platforms``: per-platform in a run split by platform for an image the matrix builds for
     several; an index for several platforms; else one manifest."""
@@ -199,11 +199,11 @@ class Moves:
     job of a split run)}, ``image`` the moving tags :meth:`Manifest.publish_image` makes name the
     image (an image index's ``latest``), each in push order."""
 
-    builds: dict[str, list[str]]
+    builds: dict[Platform, list[str]]
     image: list[str]
 
 
-def latest_moves(publish_as: Manifest, rep: ImageReport, platforms: Sequence[str]) -> Moves | None:
+def latest_moves(publish_as: Manifest, rep: ImageReport, platforms: Sequence[Platform]) -> Moves | None:
     """When and where the moving tags of ``rep``, published under ``publish_as``, move, for a run's
     push (:func:`builder.run.steps.push.push`) and ``builder merge`` alike: None while they may not
     (the image did not pass its smoke tests on every platform, status tested, or one of

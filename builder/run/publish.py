@@ -122,7 +122,7 @@ def _same_index(found: dict, wanted: dict[str, str]) -> str | None:
 
 def push_index(registry: Registry, repository: str, tags: list[str], digests: dict[str, str]) -> PublishResult:
     """Make every one of ``tags`` (the immutable tag first, ``latest`` last) name one image index of
-    the already pushed manifests ``digests`` ({platform: digest}, :func:`builder.engine.registry.make_index`).
+    the already pushed manifests ``digests`` ({platform name: digest}, :func:`builder.engine.registry.make_index`).
     Tags already naming exactly these manifests are left alone. Raises PublishError when the index
     cannot be made or the registry serves something else afterwards, or before running anything
     when a repository, tag or digest does not pass its grammar (:mod:`builder.matrix.grammar`)."""

@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from builder import files
 from builder.matrix import grammar
 from builder.matrix.inputs import text_block
-from builder.matrix.schema import PlatformName
+from builder.matrix.platform import Platform
 
 #: The longest path or other one-line text field (characters).
 MAX_TEXT = 4096
@@ -148,7 +148,7 @@ class PlatformBuild(_Model):
     its image id, ``build_args`` what bake passed (never a secret): the provenance's inputs.
     ``build_id``: the sha256 of the build's inputs (:mod:`builder.run.build_id`), also its label."""
 
-    platform: PlatformName
+    platform: Platform
     image_id: Digest | None = None
     tag: Tag | None = None
     uncompressed_bytes: Bytes | None = None
@@ -200,7 +200,7 @@ class ImageReport(_Model):
         """True for every status that ends the image's run without success."""
         return self.status in (S.BUILD_FAILED, S.TEST_FAILED, S.PUBLISH_FAILED, S.SIZE_GATE, S.SKIPPED, S.INTERRUPTED)
 
-    def build(self, platform: str) -> PlatformBuild:
+    def build(self, platform: Platform) -> PlatformBuild:
         """The build for ``platform`` (``linux/arm64``), added when missing."""
         for b in self.platforms:
             if b.platform == platform:
@@ -208,7 +208,7 @@ class ImageReport(_Model):
         self.platforms.append(PlatformBuild(platform=platform))
         return self.platforms[-1]
 
-    def built(self, platform: str) -> PlatformBuild | None:
+    def built(self, platform: Platform) -> PlatformBuild | None:
         """The build for ``platform``, or None."""
         return next((b for b in self.platforms if b.platform == platform), None)
 

@@ -156,7 +156,7 @@ def debian_components(status: str, distro: str, arch: str = DEFAULT.arch) -> lis
 
 
 def generate(client: docker.DockerClient, image: str, name: str, venv: str, python: str, out: Path,
-             platform: str = DEFAULT.name, properties: dict[str, str] | None = None) -> dict:
+             platform: Platform = DEFAULT, properties: dict[str, str] | None = None) -> dict:
     """Make, validate and write the SBOM of ``image`` (a reference the Engine knows) to ``out``.
 
     The main component is the image (``type: container``, ``name``, its tag as version, its id as
@@ -168,7 +168,7 @@ def generate(client: docker.DockerClient, image: str, name: str, venv: str, pyth
     with created(client, image) as container:
         bom = _python_bom(container, image, venv, python)
         distro, status = _system(container, image)
-    bom.setdefault("components", []).extend(debian_components(status, distro, Platform.parse(platform).arch))
+    bom.setdefault("components", []).extend(debian_components(status, distro, platform.arch))
     labels = client.images.get(image).labels or {}
     image_id = client.images.get(image).id
     bom.setdefault("metadata", {})["component"] = {

@@ -43,7 +43,7 @@ def _expected_labels(matrix: Matrix, images: Path, vcs: Mapping[str, tuple[str, 
     def expected(spec: ImageSpec) -> dict[str, str]:
         want = {f"{prefix}.cell-digest": f"sha256:{spec.cell_digest}", "org.opencontainers.image.revision": vcs[spec.name][0]}
         for platform in matrix.image(spec.name).platforms:
-            want[f"{prefix}.lock-digest{Platform.parse(platform).suffix}"] = lock.read(images, spec.name, platform).digest
+            want[f"{prefix}.lock-digest{platform.suffix}"] = lock.read(images, spec.name, platform).digest
         return want
     return expected
 
@@ -58,7 +58,7 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     the run's disk schedule (:func:`budget`)."""
     locks = {(s.name, p): lock.read(opt.images_dir, s.name, p) for s in specs for p in s.platforms}
 
-    def packages(spec: ImageSpec, platform: str) -> int:
+    def packages(spec: ImageSpec, platform: Platform) -> int:
         parent = locks.get((spec.parent, platform))
         return len(set(locks[spec.name, platform].entries) - set(parent.entries if parent else ()))
 

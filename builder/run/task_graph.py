@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from builder.matrix import ImageSpec
+from builder.matrix.platform import Platform
 
 
 class Kind(enum.Enum):
@@ -33,7 +34,7 @@ class Task:
 
     image: str
     kind: Kind
-    platform: str = ""
+    platform: Platform | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Graph:
         return task.kind is Kind.LANE and task.platform != self.build_platform
 
 
-def graph(images: Iterable[ImageSpec], build_platform: str) -> Graph:
+def graph(images: Iterable[ImageSpec], build_platform: Platform) -> Graph:
     """The task graph of ``images`` (a parent before its children, as the matrix's plan gives
     them), whose native lanes are those of ``build_platform``. Raises ValueError when an image
     comes before its parent or has no platform."""

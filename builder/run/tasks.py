@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from builder.engine import children
 from builder.matrix import ImageSpec
+from builder.matrix.platform import Platform
 from builder.run import build_id
 from builder.run.context import Events, RunContext
 from builder.engine.images import uncompressed_bytes
@@ -95,7 +96,7 @@ class LaneFailed(Exception):
         self.cause, self.lane = cause, lane
 
 
-def lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str,
+def lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: Platform,
          failed: Callable[[], bool] = lambda: False) -> Lane:
     """One platform's build, named by its run tag; for `builder test|all`, its size gate and smoke
     test, unless ``failed()`` says another task of the image failed meanwhile. Reads ``rep`` (and
@@ -121,7 +122,7 @@ def lane(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str,
         raise LaneFailed(exc, got) from exc
 
 
-def _smoke_test(ctx: RunContext, spec: ImageSpec, ref: str, platform: str) -> Tested:
+def _smoke_test(ctx: RunContext, spec: ImageSpec, ref: str, platform: Platform) -> Tested:
     # The smoke test; an error while it runs is the test's failure (TestFailed).
     try:
         return smoke_test(ctx, spec, ref, platform)

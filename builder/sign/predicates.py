@@ -43,7 +43,7 @@ class BuildFacts:
     ``started``/``finished`` RFC 3339 times of the run."""
 
     image: str
-    platform: str
+    platform: Platform
     source: str
     revision: str
     cell_digest: str
@@ -78,11 +78,11 @@ def _wheels(lock: Lock) -> list[dict]:
             for e in sorted(lock.entries.values(), key=lambda e: e.name)]
 
 
-def _debs(debs: AptLock | None, base: BaseLock | None, platform: str) -> list[dict]:
+def _debs(debs: AptLock | None, base: BaseLock | None, platform: Platform) -> list[dict]:
     # Every Debian package of the base lock and the apt lock (the apt step's version wins), with its suite.
     versions = {**(base.versions if base else {}), **(debs.versions if debs else {})}
     suites = {**(base.package_suites if base else {}), **(debs.suites if debs else {})}
-    arch = Platform.parse(platform).arch
+    arch = platform.arch
     return [{"uri": f"pkg:deb/debian/{name}@{version}?arch={arch}", "name": name,
              **({"annotations": {"suite": suites[name]}} if suites.get(name, "-") != "-" else {})}
             for name, version in sorted(versions.items())]
@@ -99,7 +99,7 @@ def provenance(f: BuildFacts) -> dict:
             "buildType": build_type(f.source),
             "externalParameters": {
                 "source": {"uri": f.source, "digest": {"gitCommit": f.revision}},
-                "image": f.image, "platform": f.platform, "cellDigest": f.cell_digest},
+                "image": f.image, "platform": f.platform.name, "cellDigest": f.cell_digest},
             "internalParameters": {
                 "dockerfile": {"path": f.dockerfile, "digest": {"sha256": f.dockerfile_sha256}},
                 "buildArgs": dict(sorted(f.build_args.items()))},

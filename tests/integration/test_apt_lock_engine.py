@@ -10,6 +10,7 @@ import pytest
 from repo import ROOT
 from run_builder import MINIMAL, builder, report
 
+from builder.matrix.platform import DEFAULT
 from builder import engine
 from builder.engine import bases
 from builder.generate import apt_lock, apt_resolver, base_resolver
@@ -35,9 +36,9 @@ def test_the_base_images_apt_locks_the_runtime_packages_with_their_dependencies(
 def test_a_locked_version_the_mirror_does_not_serve_fails_the_build_saying_to_refresh(tmp_path):
     shutil.copytree(ROOT / "images", tmp_path / "images")
     shutil.copy(ROOT / "docker-bake.json", tmp_path / "docker-bake.json")
-    path = apt_lock.path_of(tmp_path / "images", MINIMAL, "linux/amd64")
-    got = apt_lock.read(ROOT / "images", MINIMAL, "linux/amd64")  # written again with a valid digest, as `builder lock` would
-    path.write_text(apt_lock.text(MINIMAL, "linux/amd64", got.packages, {**got.versions, "tini": "0.0.1-0"}, got.suites))
+    path = apt_lock.path_of(tmp_path / "images", MINIMAL, DEFAULT)
+    got = apt_lock.read(ROOT / "images", MINIMAL, DEFAULT)  # written again with a valid digest, as `builder lock` would
+    path.write_text(apt_lock.text(MINIMAL, DEFAULT, got.packages, {**got.versions, "tini": "0.0.1-0"}, got.suites))
     assert "tini=0.0.1-0 " in path.read_text()
     r = builder("build", "--select", MINIMAL, "--platform", "linux/amd64", "--images", str(tmp_path / "images"),
                 "--build-dir", str(tmp_path / "build"))

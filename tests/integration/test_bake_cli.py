@@ -50,7 +50,7 @@ def _multi_platform_base(client, namespace: str, tmp_path: Path) -> str:
     digests = []
     for platform in PLATFORMS:
         ref = bases.ensure(client, "debian12", m.data.bases["debian12"], "auto", tmp_path / "bases",
-                           platform=platform, pins=base_resolver.pins_of(ROOT, "auto")("debian12", platform)).ref
+                           platform=Platform.parse(platform), pins=base_resolver.pins_of(ROOT, "auto")("debian12", Platform.parse(platform))).ref
         arch = Platform.parse(platform).arch
         client.images.get(ref).tag(f"{namespace}/base", arch)
         for chunk in client.api.push(f"{namespace}/base", tag=arch, stream=True, decode=True):
@@ -62,7 +62,7 @@ def _multi_platform_base(client, namespace: str, tmp_path: Path) -> str:
 
 def test_one_bake_call_builds_the_minimal_and_sklearn_images_parent_first(docker_client, registry, tmp_path):
     plugins.ensure_buildx(ROOT / "build")
-    engine.ensure_emulation("linux/arm64")
+    engine.ensure_emulation(Platform.parse("linux/arm64"))
     namespace = f"{registry}/bake-test"
     parent, child = (bake.target_name(n) for n in (MINIMAL, SUBSET))
     sources = Sources.from_env()

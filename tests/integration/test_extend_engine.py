@@ -18,6 +18,7 @@ import pytest
 import requests
 from repo import ROOT
 
+from builder.matrix.platform import DEFAULT
 from builder import engine, matrix
 from builder.engine import bases
 from builder.generate import base_resolver
@@ -81,7 +82,7 @@ def test_a_base_without_python_is_refused_and_nothing_is_built(docker_client, tm
     # registry answers): neither has python3. Whatever ran before this test.
     m = matrix.load(ROOT / "matrix.yaml")
     base = bases.ensure(docker_client, "debian12", m.data.bases["debian12"], "auto", tmp_path / "bases",
-                        pins=base_resolver.pins_of(ROOT, "auto")("debian12", "linux/amd64")).ref
+                        pins=base_resolver.pins_of(ROOT, "auto")("debian12", DEFAULT)).ref
     (tmp_path / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
     (tmp_path / "extend.yml").write_text(f"baseImage: {base}\nentryScript: score.py\n")
     repository = f"builder-test/refused-{uuid.uuid4().hex[:8]}"  # the image it would have built

@@ -13,6 +13,7 @@ import pytest
 from repo import ROOT
 from run_builder import MINIMAL, builder, builds, report
 
+from builder.matrix.platform import DEFAULT
 from builder.engine import bases, debian_index
 from builder.generate import apt_lock, base_lock, base_resolver
 from builder.matrix import load
@@ -35,8 +36,8 @@ def test_the_published_image_holds_exactly_its_locks_from_the_security_suite(doc
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     tag = builds(report(build_dir)[MINIMAL])["linux/amd64"]["tag"]
     ref = f"{report(build_dir)[MINIMAL]['repository']}:{tag}"
-    base = base_lock.read(ROOT, "debian12", "linux/amd64")
-    apt = apt_lock.read(ROOT / "images", MINIMAL, "linux/amd64")
+    base = base_lock.read(ROOT, "debian12", DEFAULT)
+    apt = apt_lock.read(ROOT / "images", MINIMAL, DEFAULT)
     assert _dpkg(docker_client, ref) == {**base.versions, **apt.versions}
     assert base.security_pending == 0 and "bookworm-security" in base.package_suites.values()
     sources = docker_client.containers.run(ref, ["cat", "/etc/apt/sources.list.d/debian.sources"], entrypoint=[],
@@ -60,12 +61,12 @@ def _plant_older(matrix: Path, index: debian_index.Index) -> tuple[str, str]:
     # The base lock of debian12 amd64 with one package the security suite serves at a version older
     # than that (whatever Debian's point releases did since), written with a valid digest as
     # `builder lock` would; returns (package, planted version).
-    lock = base_lock.read(matrix.parent, "debian12", "linux/amd64")
+    lock = base_lock.read(matrix.parent, "debian12", DEFAULT)
     name = next(n for n in sorted(lock.versions) if n in index.versions["bookworm-security"])
     old = "0~planted-1"
     versions, suites = {**lock.versions, name: old}, {**lock.package_suites, name: "bookworm"}
-    path = base_lock.path_of(matrix.parent, "debian12", "linux/amd64")
-    path.write_text(base_lock.text("debian12", "linux/amd64", lock.suites, lock.date, lock.security_pending, versions, suites))
+    path = base_lock.path_of(matrix.parent, "debian12", DEFAULT)
+    path.write_text(base_lock.text("debian12", DEFAULT, lock.suites, lock.date, lock.security_pending, versions, suites))
     return name, old
 
 
@@ -84,7 +85,7 @@ def test_outdated_reports_a_planted_older_version_and_refresh_moves_it(docker_cl
 
     r = builder("refresh", *args, "--security-only")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    moved = base_lock.read(matrix.parent, "debian12", "linux/amd64")
+    moved = base_lock.read(matrix.parent, "debian12", DEFAULT)
     assert moved.versions[planted] == index.versions["bookworm-security"][planted]
     summary = (build / "refresh.md").read_text()
     assert f"| {planted} | debian | {old} | {moved.versions[planted]} | security |" in summary
@@ -99,10 +100,10 @@ def test_outdated_reports_a_planted_older_version_and_refresh_moves_it(docker_cl
 
 def test_a_locked_base_version_the_mirror_no_longer_serves_fails_in_one_line(docker_client, tmp_path):
     m = load(ROOT / "matrix.yaml")
-    lock = base_lock.read(ROOT, "debian12", "linux/amd64")
+    lock = base_lock.read(ROOT, "debian12", DEFAULT)
     pins = base_resolver.pins(lock)
     unserved = bases.Pins({**pins.versions, "zlib1g": "1:0.0.1-0"}, pins.date)
     with pytest.raises(bases.BaseError) as exc:
-        bases.bootstrap(docker_client, "unserved-test", m.data.bases["debian12"], tmp_path, print, "linux/amd64", unserved)
+        bases.bootstrap(docker_client, "unserved-test", m.data.bases["debian12"], tmp_path, print, DEFAULT, unserved)
     assert str(exc.value) == ("zlib1g=1:0.0.1-0 (base unserved-test, linux/amd64) is no longer served by the mirror; "
                               "run `builder refresh`")

@@ -114,7 +114,7 @@ def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, r
         pypi = {lock.canonicalize_name(c["name"]): c["version"] for c in bom["components"]
                 if c.get("purl", "").startswith("pkg:pypi/")}
         debs = [c for c in bom["components"] if c.get("purl", "").startswith("pkg:deb/debian/")]
-        locked = lock.read(ROOT / "images", name, platform).versions()
+        locked = lock.read(ROOT / "images", name, Platform.parse(platform)).versions()
         package = "scikit-learn" if name == SUBSET else "azureml-inference-server-http"
         assert pypi[package] == locked[package]
         assert pypi == locked  # the venv's packages are exactly the lock's
@@ -134,7 +134,7 @@ def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path)
     for platform in ("linux/amd64", "linux/arm64"):
         row = rows[SUBSET, platform]
         assert row["framework_version"] == "1.9.1" and row["python"].startswith("3.11.") and "bookworm" in row["os"]
-        assert row["packages"]["scikit-learn"] == lock.read(ROOT / "images", SUBSET, platform).versions()["scikit-learn"]
+        assert row["packages"]["scikit-learn"] == lock.read(ROOT / "images", SUBSET, Platform.parse(platform)).versions()["scikit-learn"]
         assert row["digest"] == builds(r)[platform]["digest"] and row["immutable_tag"] == r["tags"][0]
     assert f"`{SUBSET}`" in (tmp_path / "images.md").read_text()
 

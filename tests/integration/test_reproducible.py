@@ -27,6 +27,7 @@ import pytest
 from repo import ROOT
 from run_builder import MINIMAL, SUBSET, builds
 
+from builder.matrix.platform import DEFAULT
 from builder.engine import bases
 from builder.engine import images as engine_images
 from builder.generate import base_lock, base_resolver, lock
@@ -101,7 +102,7 @@ def test_a_cold_build_of_both_platforms_gives_the_published_digests(main_job, do
 def test_a_base_bootstrapped_twice_is_one_image(docker_client, tmp_path):
     # Both at the committed base lock's versions and date, as every build bootstraps it.
     base = load(ROOT / "matrix.yaml").data.bases["debian12"]
-    pins = base_resolver.pins(base_lock.read(ROOT, "debian12", "linux/amd64"))
+    pins = base_resolver.pins(base_lock.read(ROOT, "debian12", DEFAULT))
     refs = [bases.bootstrap(docker_client, f"repro-test-{n}", base, tmp_path / n, print, pins=pins).ref for n in ("a", "b")]
     try:
         first, second = (docker_client.images.get(r).id for r in refs)

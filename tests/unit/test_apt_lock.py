@@ -9,11 +9,14 @@ import os
 import pytest
 from repo import ROOT
 
+from builder.matrix.platform import PLATFORMS
 from builder.engine import debian_index
 from builder.generate import apt_lock, apt_resolver
 from builder.matrix import load
 from builder.matrix.inputs import ConfigError
 from builder.run.steps import build as build_step
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
@@ -24,9 +27,9 @@ SUITES = {**{n: "bookworm" for n in VERSIONS}, "libssl3": "bookworm-security"}
 
 
 def test_a_lock_reads_back_as_written_sorted():
-    text = apt_lock.text(MINIMAL, "linux/arm64", PACKAGES, VERSIONS, SUITES)
+    text = apt_lock.text(MINIMAL, ARM64, PACKAGES, VERSIONS, SUITES)
     got = apt_lock.parse(text, "apt.arm64.lock")
-    assert (got.image, got.platform, got.packages, got.versions) == (MINIMAL, "linux/arm64", PACKAGES, VERSIONS)
+    assert (got.image, got.platform, got.packages, got.versions) == (MINIMAL, ARM64, PACKAGES, VERSIONS)
     assert got.suites == SUITES
     body = [line for line in text.splitlines() if not line.startswith("#")]
     names = [line.split("=")[0] for line in body]
@@ -48,7 +51,7 @@ def test_a_lock_reads_back_as_written_sorted():
     ("tini=0.19.0-1\ttrailing", "control character"),
 ])
 def test_a_line_outside_debians_grammars_is_refused_with_its_line_number(line, expected):
-    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES) + line + "\n"
+    text = apt_lock.text(MINIMAL, AMD64, PACKAGES, VERSIONS, SUITES) + line + "\n"
     with pytest.raises(ConfigError) as exc:
         apt_lock.parse(text, "apt.amd64.lock")
     number = len(text.splitlines())
@@ -56,26 +59,40 @@ def test_a_line_outside_debians_grammars_is_refused_with_its_line_number(line, e
 
 
 def test_a_package_locked_twice_or_a_header_missing_is_refused():
-    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES)
+    text = apt_lock.text(MINIMAL, AMD64, PACKAGES, VERSIONS, SUITES)
     with pytest.raises(ConfigError, match="tini is locked twice"):
         apt_lock.parse(text + "tini=0.19.0-2 bookworm\n", "f")
     with pytest.raises(ConfigError, match="no '# platform: ...' line"):
         apt_lock.parse(text.replace("# platform: linux/amd64\n", ""), "f")
 
 
+
+@pytest.mark.parametrize("header, value, expected", [
+    ("platform", "linux/s390x", "# platform: 'linux/s390x' is not a platform"),
+    ("platform", "--platform=linux/amd64", "is not a platform"),
+    ("image", "Minimal;rm", "# image: 'Minimal;rm' is not an image name"),
+])
+def test_a_header_outside_its_grammar_is_refused_in_one_line(header, value, expected):
+    # The image and platform a lock names are read back like its entries: through their grammars.
+    old = {"platform": "linux/amd64", "image": MINIMAL}[header]
+    text = apt_lock.text(MINIMAL, AMD64, PACKAGES, VERSIONS, SUITES).replace(f"# {header}: {old}\n", f"# {header}: {value}\n")
+    with pytest.raises(ConfigError) as exc:
+        apt_lock.parse(text, "apt.amd64.lock")
+    assert len(exc.value.lines) == 1 and exc.value.lines[0].startswith("apt.amd64.lock: ") and expected in exc.value.lines[0]
+
 def test_reading_refuses_a_symlink_another_platforms_lock_and_a_huge_file(tmp_path):
     folder = tmp_path / MINIMAL
     folder.mkdir()
-    (tmp_path / "elsewhere").write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES))
+    (tmp_path / "elsewhere").write_text(apt_lock.text(MINIMAL, AMD64, PACKAGES, VERSIONS, SUITES))
     (folder / "apt.amd64.lock").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(ConfigError, match="is a symbolic link, not a lock `builder lock` wrote; remove it and run `builder lock"):
-        apt_lock.read(tmp_path, MINIMAL, "linux/amd64")
-    (folder / "apt.arm64.lock").write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES))
+        apt_lock.read(tmp_path, MINIMAL, AMD64)
+    (folder / "apt.arm64.lock").write_text(apt_lock.text(MINIMAL, AMD64, PACKAGES, VERSIONS, SUITES))
     with pytest.raises(ConfigError, match="made for .* linux/amd64, not .* linux/arm64"):
-        apt_lock.read(tmp_path, MINIMAL, "linux/arm64")
+        apt_lock.read(tmp_path, MINIMAL, ARM64)
     (folder / "apt.arm64.lock").write_bytes(b"#" * (apt_lock.MAX_BYTES + 1))
     with pytest.raises(ConfigError, match="larger than"):
-        apt_lock.read(tmp_path, MINIMAL, "linux/arm64")
+        apt_lock.read(tmp_path, MINIMAL, ARM64)
 
 
 def test_the_committed_locks_cover_every_root_image_and_platform():
@@ -97,8 +114,8 @@ def test_a_lock_made_for_another_apt_list_or_missing_a_package_is_stale(tmp_path
             path.parent.mkdir(exist_ok=True)
             path.write_text(apt_lock.text(s.name, p, PACKAGES, VERSIONS, SUITES))
     assert apt_lock.check(m, tmp_path) == []
-    path = apt_lock.path_of(tmp_path, MINIMAL, "linux/amd64")
-    path.write_text(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES[:3], {k: v for k, v in VERSIONS.items() if k != "tini"},
+    path = apt_lock.path_of(tmp_path, MINIMAL, AMD64)
+    path.write_text(apt_lock.text(MINIMAL, AMD64, PACKAGES[:3], {k: v for k, v in VERSIONS.items() if k != "tini"},
                                   SUITES))
     problems = apt_lock.check(m, tmp_path)
     assert len(problems) == 2 and all(str(path) in p for p in problems)
@@ -132,7 +149,7 @@ def test_a_requested_package_apt_upgrades_is_locked_at_the_new_version_and_one_a
 
 
 def test_a_line_break_other_than_newline_or_a_control_character_is_refused():
-    text = apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES)
+    text = apt_lock.text(MINIMAL, AMD64, PACKAGES, VERSIONS, SUITES)
     for bad in (text.replace("tini=0.19.0-1 bookworm\n", "tini=0.19.0-1 bookworm\r\n"), text + "\x0b# -o=APT::x=1\n",
                 text.replace("# image:", "# \x1b[2J image:")):
         with pytest.raises(ConfigError, match="control character"):
@@ -140,8 +157,8 @@ def test_a_line_break_other_than_newline_or_a_control_character_is_refused():
 
 
 def test_writing_refuses_a_file_it_did_not_write_a_symlink_and_a_fifo(tmp_path):
-    new = apt_lock.parse(apt_lock.text(MINIMAL, "linux/amd64", PACKAGES, VERSIONS, SUITES), "new")
-    path = apt_lock.path_of(tmp_path, MINIMAL, "linux/amd64")
+    new = apt_lock.parse(apt_lock.text(MINIMAL, AMD64, PACKAGES, VERSIONS, SUITES), "new")
+    path = apt_lock.path_of(tmp_path, MINIMAL, AMD64)
     path.parent.mkdir()
     path.write_text("tini=0.19.0-1\n")  # a user's file
     with pytest.raises(ConfigError, match="was not written by `builder lock`"):
@@ -156,7 +173,7 @@ def test_writing_refuses_a_file_it_did_not_write_a_symlink_and_a_fifo(tmp_path):
     with pytest.raises(ConfigError, match="not a regular file"):
         apt_resolver.write(tmp_path, new)
     path.unlink()
-    assert apt_resolver.write(tmp_path, new) == path and apt_lock.read(tmp_path, MINIMAL, "linux/amd64") == new
+    assert apt_resolver.write(tmp_path, new) == path and apt_lock.read(tmp_path, MINIMAL, AMD64) == new
     apt_resolver.write(tmp_path, new)  # its own file is replaced
 
 

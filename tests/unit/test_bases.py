@@ -3,8 +3,11 @@ of when or where it ran (the Engine's side is in the engine tests; the date is t
 
 import pytest
 
+from builder.matrix.platform import PLATFORMS
 from builder.engine import bases
 from builder.matrix.schema import Base
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 
 def _base(**bootstrap):
@@ -29,7 +32,7 @@ def test_a_base_of_another_platform_is_loaded_with_buildx_put_in_place_first(tmp
     monkeypatch.setattr(bases.engine, "containerd_store", lambda client: False)
     root = tmp_path / "build" / "bases" / "debian12-arm64"
     root.mkdir(parents=True)
-    bases._load(None, root / "rootfs.tar", "builder-base/debian12-arm64:abc", "linux/arm64", 1700000000)
+    bases._load(None, root / "rootfs.tar", "builder-base/debian12-arm64:abc", ARM64, 1700000000)
     assert calls == [("ensure", tmp_path / "build"), ("run", ["docker", "buildx", "build"], None)]
 
 
@@ -46,7 +49,7 @@ def test_on_the_containerd_store_a_base_is_a_dated_oci_archive_streamed_into_the
     monkeypatch.setattr(bases.engine, "containerd_store", lambda client: True)
     root = tmp_path / "b" / "debian12"
     root.mkdir(parents=True)
-    bases._load(client, root / "rootfs.tar", "builder-base/debian12:abc", "linux/amd64", 1700000000)
+    bases._load(client, root / "rootfs.tar", "builder-base/debian12:abc", AMD64, 1700000000)
     assert "SOURCE_DATE_EPOCH=1700000000" in seen["cmd"] and seen["load_into"] is client
     assert "--output=type=oci,dest=-,name=builder-base/debian12:abc,rewrite-timestamp=true" in seen["cmd"]
     assert sorted(p.name for p in root.iterdir()) == ["Dockerfile"]  # no archive written
@@ -68,7 +71,7 @@ def test_a_base_that_does_not_build_or_load_is_one_error_line(tmp_path, monkeypa
     monkeypatch.setattr(bases.engine, "containerd_store", lambda client: True)
     (tmp_path / "b" / "debian12").mkdir(parents=True)
     with pytest.raises(bases.BaseError, match=said.replace("(", ".").replace(")", ".")):
-        bases._load(object(), tmp_path / "b" / "debian12" / "rootfs.tar", "builder-base/debian12:abc", "linux/amd64", 1)
+        bases._load(object(), tmp_path / "b" / "debian12" / "rootfs.tar", "builder-base/debian12:abc", AMD64, 1)
 
 
 def test_strip_removes_the_records_of_when_and_where_a_bootstrap_ran(tmp_path):
@@ -89,7 +92,7 @@ def test_strip_removes_the_records_of_when_and_where_a_bootstrap_ran(tmp_path):
 def test_changed_pins_name_a_new_base():
     def pins(version, date=1796441608):
         return bases.Pins({"zlib1g": version, "apt": "2.6.2"}, date)
-    a, b = (bases.bootstrap_ref("debian12", _base(), "linux/amd64", pins(v)) for v in ("1:1.2.13.dfsg-1+deb12u1", "1:1.2.13.dfsg-1+deb12u2"))
+    a, b = (bases.bootstrap_ref("debian12", _base(), AMD64, pins(v)) for v in ("1:1.2.13.dfsg-1+deb12u1", "1:1.2.13.dfsg-1+deb12u2"))
     assert a != b and a != bases.bootstrap_ref("debian12", _base())
-    assert a != bases.bootstrap_ref("debian12", _base(), "linux/amd64", pins("1:1.2.13.dfsg-1+deb12u1", 1796441609))
-    assert a == bases.bootstrap_ref("debian12", _base(), "linux/amd64", pins("1:1.2.13.dfsg-1+deb12u1"))
+    assert a != bases.bootstrap_ref("debian12", _base(), AMD64, pins("1:1.2.13.dfsg-1+deb12u1", 1796441609))
+    assert a == bases.bootstrap_ref("debian12", _base(), AMD64, pins("1:1.2.13.dfsg-1+deb12u1"))

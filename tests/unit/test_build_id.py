@@ -11,9 +11,12 @@ from repo import ROOT
 from test_steps import ID1, ID2, MINIMAL, FakeEngine, FakeRegistry, _context, _sha
 
 import builder
+from builder.matrix.platform import PLATFORMS, Platform
 from builder.run import build_id
 from builder.run.report import ImageReport
 from builder.run.steps import up_to_date
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
 
@@ -62,11 +65,11 @@ def tree(tmp_path):
     return tmp_path / "by_image"
 
 
-def _child_id(fakes, tmp_path, tests, parent_id: str = ID1, platform: str = "linux/arm64") -> str:
+def _child_id(fakes, tmp_path, tests, parent_id: str = ID1, platform: Platform = ARM64) -> str:
     ctx, reports = _context(*fakes, tmp_path / "b", images_dir=ROOT / "images", tests_root=tests)
     reports[MINIMAL] = ImageReport(name=MINIMAL)
-    for p in ("linux/amd64", "linux/arm64"):
-        reports[MINIMAL].build(p).build_id = _sha(parent_id + p)
+    for p in (AMD64, ARM64):
+        reports[MINIMAL].build(p).build_id = _sha(parent_id + p.name)
     return build_id.compute(up_to_date.inputs_of(ctx, ctx.specs[SKLEARN])[platform])
 
 
@@ -90,14 +93,14 @@ def test_a_child_s_id_follows_its_tests_its_ancestors_tests_its_parent_and_the_b
 def test_a_root_image_s_id_follows_its_base_images(fakes, tmp_path):
     engine, _ = fakes
     ctx, reports = _context(engine, fakes[1], tmp_path, images_dir=ROOT / "images", tests_root=ROOT / "tests/by_image")
-    refs = {(MINIMAL, p): f"base:{p[-5:]}" for p in ("linux/amd64", "linux/arm64")}
+    refs = {(MINIMAL, p): f"base:{p.arch}" for p in (AMD64, ARM64)}
     ctx = dataclasses.replace(ctx, base_refs=refs)
     engine.add(ID1, "base:amd64")
     engine.add(ID2, "base:arm64")
-    amd64, arm64 = (up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])[p] for p in ("linux/amd64", "linux/arm64"))
+    amd64, arm64 = (up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])[p] for p in (AMD64, ARM64))
     assert amd64.bases == {"linux/amd64": ID1} and arm64.bases == {"linux/arm64": ID2, "linux/amd64": ID1}
     assert amd64.parent == {} and build_id.compute(amd64) != build_id.compute(arm64)
     engine.add(_sha("another arm64 base"), "base:arm64")
-    assert build_id.compute(up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])["linux/arm64"]) != build_id.compute(arm64)
+    assert build_id.compute(up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])[ARM64]) != build_id.compute(arm64)
     # the linux/amd64 build depends on its own platform's base only: a narrowed run builds the same
-    assert build_id.compute(up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])["linux/amd64"]) == build_id.compute(amd64)
+    assert build_id.compute(up_to_date.inputs_of(ctx, ctx.specs[MINIMAL])[AMD64]) == build_id.compute(amd64)

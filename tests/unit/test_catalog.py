@@ -5,8 +5,11 @@ import json
 
 import pytest
 
+from builder.matrix.platform import PLATFORMS
 from builder import catalog
 from builder.matrix.inputs import ConfigError
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 
 def _row(**changes) -> catalog.Row:
@@ -14,7 +17,7 @@ def _row(**changes) -> catalog.Row:
                 device="cpu", python="3.11.2", os="Debian GNU/Linux 12 (bookworm)", cuda=None, cudnn=None,
                 packages={"scikit-learn": "1.9.1", "numpy": "2.4.6"}, uncompressed_bytes=422_000_000, compressed_bytes=150_000_000,
                 immutable_tag="1.9.1-py3.11.2-0123456789ab", reference="r/s:1.9.1-py3.11.2-0123456789ab",
-                digest="sha256:" + "c" * 64, sbom_digest=None, platform="linux/amd64")
+                digest="sha256:" + "c" * 64, sbom_digest=None, platform=AMD64)
     return catalog.Row(**{**base, **changes})
 
 
@@ -56,11 +59,11 @@ def test_gpu_fields_come_from_the_labels_and_the_smoke_tests_record():
                      base="debian12", python="3.11", parent="minimal", package="torch", requirements=(), ancestors=(),
                      cuda="13.0", cudnn="9.20", base_image="debian:bookworm-slim")
     labels = {"p.nccl": "2.29.7", "p.cuda-driver-min": "580.65.06"}
-    tested = PlatformBuild(platform="linux/amd64", test=TestRecord(outcome="9 passed", seconds=1.0, log="x",
+    tested = PlatformBuild(platform=AMD64, test=TestRecord(outcome="9 passed", seconds=1.0, log="x",
                                                                     gpu={"arch": "sm_90", "verified-on": "cpu"}))
     assert catalog._gpu_fields(spec, tested, labels, "p") == {
         "nccl": "2.29.7", "cuda_driver_min": "580.65.06", "cuda_arch": "sm_90", "gpu_readiness": "GPU-ready (CPU-verified)"}
-    on_gpu = PlatformBuild(platform="linux/amd64", test=TestRecord(outcome="9 passed", seconds=1.0, log="x",
+    on_gpu = PlatformBuild(platform=AMD64, test=TestRecord(outcome="9 passed", seconds=1.0, log="x",
                                                                     gpu={"verified-on": "gpu"}))
     assert catalog._gpu_fields(spec, on_gpu, labels, "p")["gpu_readiness"] == "GPU-verified"
     from dataclasses import replace
@@ -103,8 +106,8 @@ def test_an_up_to_date_image_keeps_its_row_when_the_registry_still_serves_its_di
 
     catalog.write([_row()], tmp_path / "images.md", tmp_path / "images.json")
     previous = catalog.previous_rows([tmp_path / "missing.json", tmp_path / "images.json"])
-    assert previous == {(_row().name, "linux/amd64"): _row()}
-    build = PlatformBuild(platform="linux/amd64", tag=_row().immutable_tag, digest=_row().digest)
+    assert previous == {(_row().name, AMD64): _row()}
+    build = PlatformBuild(platform=AMD64, tag=_row().immutable_tag, digest=_row().digest)
     rep = ImageReport(name=_row().name, status=Status.UP_TO_DATE, publish="index", tags=[_row().immutable_tag, "latest"],
                       platforms=[build], repository="r/s")
     read: list[str] = []

@@ -2,9 +2,12 @@
 
 import typer
 
+from builder.matrix.platform import PLATFORMS
 from builder import files
 from builder.cli import app
 from builder.extend import default_out
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 
 def _commands(group, prefix: str = "") -> dict:
@@ -41,4 +44,4 @@ def test_a_cache_registry_outside_the_reference_grammar_is_refused_in_one_line()
 def test_the_cache_ref_is_per_image_and_platform():
     from builder.run.steps.build import cache_tag
 
-    assert [cache_tag(p) for p in ("linux/amd64", "linux/arm64")] == ["cache-amd64", "cache-arm64"]
+    assert [cache_tag(p) for p in (AMD64, ARM64)] == ["cache-amd64", "cache-arm64"]

@@ -3,8 +3,11 @@
 
 import pytest
 
+from builder.matrix.platform import PLATFORMS
 from builder.matrix import compat
 from builder.matrix.inputs import ConfigError
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 TORCH_PINS = {"torch": "2.13.0", "nvidia-cuda-runtime": "13.0.96", "nvidia-cudnn-cu13": "9.20.0.48",
               "nvidia-nccl-cu13": "2.29.7", "sympy": "1.14.0"}
@@ -35,11 +38,11 @@ def test_refresh_keeps_packages_and_rewrites_versions(tmp_path, root, monkeypatc
     path.write_text((root / "tests" / "fixtures" / "compat.yaml").read_text())
     calls = []
 
-    def fake_compile(requirement: str, python: str, platform: str = "linux/amd64"):
+    def fake_compile(requirement: str, python: str, platform: str = AMD64):
         calls.append((requirement, python, platform))
         if requirement == "xgboost==3.2.0":
-            return {"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.40.0"} if platform == "linux/amd64" else None
-        if platform == "linux/arm64":
+            return {"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.40.0"} if platform == AMD64 else None
+        if platform == ARM64:
             return {"scikit-learn": "1.9.1"} if python == "3.13" and requirement.startswith("scikit-learn") else None
         return {"scikit-learn": "1.9.1"} if python in ("3.12", "3.13") else None
 
@@ -48,10 +51,10 @@ def test_refresh_keeps_packages_and_rewrites_versions(tmp_path, root, monkeypatc
     table = compat.load(path)
     assert table.packages["xgboost"]["gpu"].requirement == "xgboost"
     assert table.versions["sklearn"]["1.9.1"].python == ["3.12", "3.13"]
-    assert table.versions["sklearn"]["1.9.1"].pythons("linux/arm64") == ["3.13"]
+    assert table.versions["sklearn"]["1.9.1"].pythons(ARM64) == ["3.13"]
     assert table.versions["xgboost"]["3.2.0"].gpu.wheels == {"nvidia-nccl-cu12": "2.40.0"}
     assert table.versions["xgboost"]["3.2.0"].platforms == {}  # no arm64 wheels: no entry
-    assert ("xgboost==3.2.0", "3.12", "linux/amd64") in calls
+    assert ("xgboost==3.2.0", "3.12", AMD64) in calls
     assert path.read_text().startswith("# compat.yaml")
 
 
@@ -75,8 +78,8 @@ def test_a_driver_floor_not_keyed_by_a_cuda_major_is_refused(tmp_path, root, key
 def test_refresh_keeps_the_hand_kept_driver_floors(tmp_path, root, monkeypatch):
     path = tmp_path / "compat.yaml"
     path.write_text((root / "tests" / "fixtures" / "compat.yaml").read_text() + "drivers: {'12': 525.60.13}\n")
-    monkeypatch.setattr(compat, "_compile", lambda requirement, python, platform="linux/amd64": (
-        {"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.32.3"} if platform == "linux/amd64" else None))
+    monkeypatch.setattr(compat, "_compile", lambda requirement, python, platform=AMD64: (
+        {"xgboost": "3.2.0", "nvidia-nccl-cu12": "2.32.3"} if platform == AMD64 else None))
     compat.refresh(path, {"xgboost": ["3.2.0"]}, log=lambda line: None)
     assert compat.load(path).drivers == {"12": "525.60.13"}
     assert compat.DRIVERS_SOURCE in path.read_text()

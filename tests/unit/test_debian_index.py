@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from builder.matrix.platform import PLATFORMS
 from builder.engine import debian_index, sources
 from builder.generate import apt_lock, base_lock, outdated
 from builder.matrix.inputs import ConfigError
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 RELEASE = ("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nSuite: {suite}\n"
@@ -153,7 +156,7 @@ def test_a_snapshot_of_another_form_is_one_line(monkeypatch, value):
 def _base_lock_text(versions=None, suites=None, date=1796441608, pending=0):
     versions = versions or {"zlib1g": "1:1.2.13.dfsg-1+deb12u1", "apt": "2.6.2"}
     suites = suites or {n: "bookworm-security" for n in versions}
-    return base_lock.text("debian12", "linux/amd64", SUITES, date, pending, versions, suites)
+    return base_lock.text("debian12", AMD64, SUITES, date, pending, versions, suites)
 
 
 def test_a_base_lock_reads_back_what_it_wrote():
@@ -192,12 +195,12 @@ def test_a_base_lock_behind_a_link_or_made_for_another_base_is_refused(tmp_path)
     target.write_text(_base_lock_text())
     (tmp_path / "bases" / "debian12.amd64.lock").symlink_to(target)
     with pytest.raises(ConfigError, match="not a regular file"):
-        base_lock.read(tmp_path, "debian12", "linux/amd64")
+        base_lock.read(tmp_path, "debian12", AMD64)
     (tmp_path / "bases" / "debian12.amd64.lock").unlink()
     (tmp_path / "bases" / "debian13.amd64.lock").write_text(_base_lock_text())
     with pytest.raises(ConfigError, match="made for base debian12"):
-        base_lock.read(tmp_path, "debian13", "linux/amd64")
-    assert base_lock.read(tmp_path, "debian12", "linux/arm64") is None
+        base_lock.read(tmp_path, "debian13", AMD64)
+    assert base_lock.read(tmp_path, "debian12", ARM64) is None
 
 
 def test_the_committed_apt_and_base_locks_pass_their_grammar_and_digest():
@@ -213,7 +216,7 @@ def test_the_committed_apt_and_base_locks_pass_their_grammar_and_digest():
 def test_outdated_lists_each_newer_version_with_its_source_and_counts_the_security_ones(tmp_path):
     index = debian_index.read(_lists(tmp_path, INDEX), SUITES, "amd64")
     found = debian_index.newer(index, {"libssl3": "3.0.17-1~deb12u2", "tzdata": "2025b-0+deb12u1", "zlib1g": "1:1.2.13.dfsg-1+deb12u1"})
-    updates = [outdated.Update("minimal", "linux/amd64", "debian", n, old, new, debian_index.kind(s))
+    updates = [outdated.Update("minimal", AMD64, "debian", n, old, new, debian_index.kind(s))
                for n, (old, new, s) in found.items()]
     assert outdated.lines(updates) == [
         "minimal linux/amd64 debian libssl3 3.0.17-1~deb12u2 -> 3.0.22-1~deb12u2 (security)",
@@ -230,8 +233,8 @@ def test_outdated_exits_1_with_a_pending_security_update_and_0_without(tmp_path,
 
     from builder.cli import app
 
-    lock = base_lock.read(ROOT, "debian12", "linux/amd64")
-    apt = apt_lock.read(ROOT / "images", "minimal-debian12-py311-cpu-inference", "linux/amd64")
+    lock = base_lock.read(ROOT, "debian12", AMD64)
+    apt = apt_lock.read(ROOT / "images", "minimal-debian12-py311-cpu-inference", AMD64)
     same = {"bookworm": {**lock.versions, **apt.versions}}
 
     def fake(newer: bool):
@@ -248,7 +251,7 @@ def test_outdated_exits_1_with_a_pending_security_update_and_0_without(tmp_path,
         assert r.exit_code == code, r.output
         data = json.loads(r.stdout)
         assert data["security_pending"] == (2 if newer else 0)  # zlib1g on linux/amd64 and on linux/arm64
-        assert {row["platform"] for row in data["images"]} == {"linux/amd64", "linux/arm64"}
+        assert {row["platform"] for row in data["images"]} == {AMD64.name, ARM64.name}
     assert not os.path.exists(tmp_path / "build" / "report.json")
 
 

@@ -9,10 +9,13 @@ import pytest
 from repo import ROOT
 from typer.testing import CliRunner
 
+from builder.matrix.platform import PLATFORMS
 from builder import files, matrix
 from builder.cli import app
 from builder.engine import disk, prune, superseded
 from builder.matrix.inputs import ConfigError
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 M = matrix.load(ROOT / "matrix.yaml")
 MINIMAL = M.image("minimal-debian12-py311-cpu-inference")
@@ -21,7 +24,7 @@ SKLEARN = M.image("sklearn-1.9-debian12-py311-cpu-inference")
 
 def test_catalog_sizes_come_from_the_committed_catalog():
     sizes = disk.catalog_sizes(ROOT / "docs" / "images.json")
-    assert sizes[MINIMAL.name, "linux/amd64"] > 100_000_000 and (MINIMAL.name, "linux/arm64") in sizes
+    assert sizes[MINIMAL.name, AMD64] > 100_000_000 and (MINIMAL.name, ARM64) in sizes
 
 
 @pytest.mark.parametrize("text, words", [
@@ -36,18 +39,18 @@ def test_a_hostile_catalog_is_one_line(tmp_path, text, words):
 
 
 def test_the_estimate_uses_the_catalog_then_the_locks_and_skips_unchanged_images():
-    sizes = {(MINIMAL.name, "linux/amd64"): 200_000_000}
+    sizes = {(MINIMAL.name, AMD64): 200_000_000}
     packages = lambda spec, platform: 10
-    one = disk.image_size(MINIMAL, "linux/arm64", sizes, packages, disk.BASE_SIZE)
+    one = disk.image_size(MINIMAL, ARM64, sizes, packages, disk.BASE_SIZE)
     assert one == 200_000_000  # the amd64 entry stands in for a platform without one
-    assert disk.image_size(SKLEARN, "linux/amd64", sizes, packages, 1) == 1 + 10 * disk.BYTES_PER_PACKAGE
+    assert disk.image_size(SKLEARN, AMD64, sizes, packages, 1) == 1 + 10 * disk.BYTES_PER_PACKAGE
     cold = disk.estimate([MINIMAL], sizes, set(), packages, disk.BASE_SIZE, pushing_locally=True)
     factor = disk.ENGINE_FACTOR + disk.CACHE_FACTOR
     assert cold == (int(2 * 200e6 * factor), int(2 * 200e6 * disk.REGISTRY_FACTOR))
     both = {(MINIMAL.name, p) for p in MINIMAL.platforms}
     assert disk.estimate([MINIMAL], sizes, both, packages, disk.BASE_SIZE, False) == (0, 0)
     assert disk.estimate([MINIMAL], sizes, both, packages, disk.BASE_SIZE, True) == (0, cold[1])  # pushed anew
-    assert disk.estimate([MINIMAL], sizes, {(MINIMAL.name, "linux/amd64")}, packages, disk.BASE_SIZE, True) == (
+    assert disk.estimate([MINIMAL], sizes, {(MINIMAL.name, AMD64)}, packages, disk.BASE_SIZE, True) == (
         int(200e6 * factor), cold[1])  # arm64 still to build
     assert disk.estimate([MINIMAL], sizes, set(), packages, 0, pushing_locally=False)[1] == 0
 
@@ -58,14 +61,14 @@ def test_an_image_is_unchanged_only_with_its_inputs_and_its_parents_per_platform
                                       {"cell": MINIMAL.name, "lock": "L", "x": "y"}],
             (SKLEARN.name, "amd64"): [{"cell": SKLEARN.name, "lock": "L"}],
             (SKLEARN.name, "arm64"): [{"cell": SKLEARN.name, "lock": "L"}]}
-    amd64 = {(MINIMAL.name, "linux/amd64"), (SKLEARN.name, "linux/amd64")}
+    amd64 = {(MINIMAL.name, AMD64), (SKLEARN.name, AMD64)}
     assert disk.unchanged([MINIMAL, SKLEARN], held, want) == amd64  # minimal has no arm64 build: nor its child
     held[MINIMAL.name, "arm64"] = [{"cell": MINIMAL.name, "lock": "L"}]
-    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == amd64 | {(MINIMAL.name, "linux/arm64"),
-                                                                      (SKLEARN.name, "linux/arm64")}
+    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == amd64 | {(MINIMAL.name, ARM64),
+                                                                      (SKLEARN.name, ARM64)}
     held[MINIMAL.name, "amd64"] = held[MINIMAL.name, "amd64"][:1]  # the root's lock changed: its child rebuilds
-    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == {(MINIMAL.name, "linux/arm64"),
-                                                              (SKLEARN.name, "linux/arm64")}
+    assert disk.unchanged([MINIMAL, SKLEARN], held, want) == {(MINIMAL.name, ARM64),
+                                                              (SKLEARN.name, ARM64)}
     assert disk.unchanged([MINIMAL, SKLEARN], {}, want) == set()
 
 
@@ -154,7 +157,7 @@ def test_the_ledger_records_only_a_runs_new_cache_records(tmp_path):
 
 def test_with_prune_cache_the_estimate_is_the_measured_peak_or_the_largest_build_whole():
     f = disk.Factors(engine=1.0, cache=2.0, registry=0.5, mounts=0.25, peak=1.5)
-    few = {(MINIMAL.name, "linux/amd64"): 100, (MINIMAL.name, "linux/arm64"): 300}
+    few = {(MINIMAL.name, AMD64): 100, (MINIMAL.name, ARM64): 300}
     kept = disk.estimate([MINIMAL], few, set(), lambda s, p: 0, 0, False, factors=f)
     assert kept == (int(400 * 3.0 + 400 * 0.25), 0)
     pruned = disk.estimate([MINIMAL], few, set(), lambda s, p: 0, 0, False, prune_cache=True, factors=f)

@@ -9,15 +9,18 @@ import time
 
 import pytest
 
+from builder.matrix.platform import PLATFORMS
 from builder.engine import disk
 from builder.matrix import load
 from builder.run.context import Events
 from builder.run.disk_budget import DiskBudget, DiskWatch
 from repo import ROOT
 
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
+
 GB = 1_000_000_000
 DEADLINE = 60.0  # seconds; generous: the events below come at once on an idle machine
-A, B = ("a", "linux/amd64"), ("b", "linux/amd64")
+A, B = ("a", AMD64), ("b", AMD64)
 
 
 def _until(predicate, what: str) -> None:
@@ -92,7 +95,7 @@ def test_space_that_comes_back_wakes_a_waiting_build_while_the_other_still_runs(
 
 def test_builds_that_fit_together_run_together_and_unknown_builds_reserve_nothing():
     budget = DiskBudget({A: 10 * GB, B: 10 * GB}, FakeDisk(30 * GB), floor=GB, poll=3600)
-    with budget.reserve(*A), budget.reserve(*B), budget.reserve("c", "linux/arm64"):
+    with budget.reserve(*A), budget.reserve(*B), budget.reserve("c", ARM64):
         assert budget.available() == 9 * GB
     assert budget.waits == 0
 
@@ -111,11 +114,11 @@ def test_the_build_slot_takes_the_disk_reservation_for_the_length_of_the_build()
 def test_each_build_needs_its_size_times_the_stores_factors_and_an_unchanged_one_nothing():
     m = load(ROOT / "matrix.yaml")
     spec = m.image("minimal-debian12-py311-cpu-inference")
-    sizes = {(spec.name, "linux/amd64"): 200_000_000}
-    needs = disk.build_needs([spec], sizes, {(spec.name, "linux/arm64")}, lambda s, p: 3, disk.BASE_SIZE,
+    sizes = {(spec.name, AMD64): 200_000_000}
+    needs = disk.build_needs([spec], sizes, {(spec.name, ARM64)}, lambda s, p: 3, disk.BASE_SIZE,
                              disk.CONTAINERD)
-    assert needs == {(spec.name, "linux/amd64"): int(200_000_000 * (1.36 + 2.29 + 0.78)),
-                     (spec.name, "linux/arm64"): 0}
+    assert needs == {(spec.name, AMD64): int(200_000_000 * (1.36 + 2.29 + 0.78)),
+                     (spec.name, ARM64): 0}
 
 
 def test_the_watch_reports_the_peak_and_the_end_state_over_the_start(tmp_path):

@@ -21,12 +21,15 @@ import typer.testing
 from repo import ROOT
 from typer.testing import CliRunner
 
+from builder.matrix.platform import PLATFORMS
 from builder import catalog, engine, files
 from builder.cli import app
 from builder.cli import common as cli_common
 from builder.matrix import load
 from builder.engine import plugins, registry
 from builder.sign import cosign
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 MATRIX = str(ROOT / "matrix.yaml")
 _COMMAND, _MATRIX = typer.main.get_command(app), load(MATRIX)
@@ -622,11 +625,11 @@ def test_a_kept_row_must_carry_the_matrix_s_title_and_device(tmp_path, monkeypat
     monkeypatch.setattr(catalog, "_row", lambda *args: read_again.append(args[3].platform) or "read from the image")
     m = load(MATRIX)
     for changes in ({"framework": "<script>alert(1)</script>"}, {"device": "gpu"}):
-        previous = {(MINIMAL, "linux/amd64"): catalog.Row(**_row(**changes))}
+        previous = {(MINIMAL, AMD64): catalog.Row(**_row(**changes))}
         assert catalog.rows(m, {MINIMAL: report}, ROOT / "images", None, previous) == ["read from the image"]
     assert catalog.rows(m, {MINIMAL: report}, ROOT / "images", None,
-                        {(MINIMAL, "linux/amd64"): catalog.Row(**_row())}) == [catalog.Row(**_row())]
-    assert read_again == ["linux/amd64", "linux/amd64"]
+                        {(MINIMAL, AMD64): catalog.Row(**_row())}) == [catalog.Row(**_row())]
+    assert read_again == [AMD64, AMD64]
 
 
 @pytest.mark.parametrize("text", ["<script>alert(1)</script>", "a | b", "[x](javascript:alert(1))", "*x* _y_ `z`",

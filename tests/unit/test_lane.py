@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from builder.matrix.platform import PLATFORMS
 from builder.engine import LOCAL_REGISTRY, children
 from builder.run import tasks
 from builder.run.context import Options
@@ -18,7 +19,7 @@ from builder.run.steps.build import Build
 from builder.run.steps.test import Tested
 from builder.run.task_graph import Kind, Task
 
-AMD = "linux/amd64"
+AMD = PLATFORMS["linux/amd64"]
 ID = "sha256:" + "2" * 64
 BUILD = Build(AMD, "build-r1", image_id=ID, seconds=41.0, log="/b/logs/x.build.log", cached_steps=10, steps=12,
               args=(("BASE_IMAGE", "base@sha256:" + "3" * 64),), base="base@sha256:" + "3" * 64,

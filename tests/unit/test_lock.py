@@ -11,7 +11,9 @@ from builder import matrix
 from builder.cli import app
 from builder.generate import lock, python_resolver
 from builder.matrix.inputs import ConfigError
-from builder.matrix.platform import Platform
+from builder.matrix.platform import PLATFORMS
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
@@ -31,7 +33,7 @@ def small(tmp_path):
 def test_parse_reads_entries_hashes_and_header():
     text = HEAD + f"# parent: p\nNumPy==2.4.6 \\\n    --hash={H1} \\\n    --hash={H2}\ntorch==2.13.0+cpu --hash={H1}\n"
     got = lock.parse(text, "f")
-    assert (got.image, got.python, got.platform, got.parent) == ("x", "3.11", "linux/amd64", "p")
+    assert (got.image, got.python, got.platform, got.parent) == ("x", "3.11", AMD64, "p")
     assert got.entries["numpy"] == lock.Entry("numpy", "2.4.6", (H1, H2))
     assert got.versions() == {"numpy": "2.4.6", "torch": "2.13.0+cpu"}
     assert got.digest.startswith("sha256:") and len(got.digest) == 71
@@ -65,10 +67,10 @@ def test_committed_locks_are_fresh_and_each_child_holds_its_parent():
     assert python_resolver.check(m, ROOT / "images") == []
     locks = lock.read_every(ROOT / "images", m.images())
     for spec in m.images():
-        got = locks[spec.name]["linux/amd64"]
+        got = locks[spec.name][AMD64]
         assert got.entries[spec.package.split("[")[0]].version.split("+")[0] == spec.version.split("+")[0]
         if spec.parent:
-            parent = locks[spec.parent]["linux/amd64"]
+            parent = locks[spec.parent][AMD64]
             assert {n: got.entries[n] for n in parent.entries} == parent.entries
 
 
@@ -120,7 +122,7 @@ def test_the_dockerfile_installs_from_the_lock_and_labels_its_digest():
         assert 'pip-install --prefix /opt/packages --python-platform "$wheels" --require-hashes --no-deps' in text
         assert f'lock-digest="{lock.read(ROOT / "images", spec.name).digest}"' in text
         for platform in spec.platforms[1:]:
-            pf = Platform.parse(platform)
+            pf = platform
             assert f'lock-digest-{pf.arch}="{lock.read(ROOT / "images", spec.name, platform).digest}"' in text
             assert f"{pf.arch}) wheels={pf.uv_triple} lock=requirements.{pf.arch}.lock" in text
 

@@ -10,9 +10,11 @@ from typer.testing import CliRunner
 from builder.cli import app
 from builder.matrix import load
 from builder.matrix.inputs import ConfigError
-from builder.matrix.platform import Platform
+from builder.matrix.platform import PLATFORMS, Platform
 from builder.run import merge, publish, report_file, taggers
 from builder.run.report import ImageReport, Status
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"
@@ -23,10 +25,10 @@ def matrix():
     return load(ROOT / "matrix.yaml")
 
 
-def _job(platform: str, status: str = "published", **facts) -> ImageReport:
-    arch = Platform.parse(platform).arch
+def _job(platform: Platform, status: str = "published", **facts) -> ImageReport:
+    arch = platform.arch
     n = "1" if arch == "amd64" else "2"
-    one = {"platform": platform, "image_id": f"sha256:{n * 64}", "tag": f"1.5.1-py3.11.2-x-{arch}",
+    one = {"platform": platform.name, "image_id": f"sha256:{n * 64}", "tag": f"1.5.1-py3.11.2-x-{arch}",
            "digest": f"sha256:{'d' * 63}{n}", "framework_version": "1.5.1", "python_version": "3.11.2", **facts}
     return ImageReport.model_validate_json(json.dumps(
         {"name": MINIMAL, "parent": None, "status": status, "publish": "per-platform",
@@ -51,14 +53,14 @@ def made(monkeypatch):
 
 
 def test_every_platform_pushed_gives_one_index_named_from_both_builds(matrix, made):
-    entries = merge.merge(matrix, {MINIMAL: [_job("linux/arm64"), _job("linux/amd64")]}, REGISTRY, log=lambda line: None)
+    entries = merge.merge(matrix, {MINIMAL: [_job(ARM64), _job(AMD64)]}, REGISTRY, log=lambda line: None)
     (only,) = entries
     expected = taggers.index_tag(matrix.data.tags, "1.5.1", "3.11.2", ["sha256:" + "1" * 64, "sha256:" + "2" * 64])
-    builds = {"linux/amd64": "sha256:" + "d" * 63 + "1", "linux/arm64": "sha256:" + "d" * 63 + "2"}
+    builds = {AMD64.name: "sha256:" + "d" * 63 + "1", ARM64.name: "sha256:" + "d" * 63 + "2"}
     # the immutable tag first, then (once it would be signed) latest: the same index
     assert made == [(only.repository, [expected], builds), (only.repository, ["latest"], builds)]
     assert only.status == "published" and only.tags == [expected, "latest"] and only.publish == "index"
-    assert [b.platform for b in only.platforms] == ["linux/amd64", "linux/arm64"] and only.digest == "sha256:" + "e" * 64
+    assert [b.platform for b in only.platforms] == [AMD64, ARM64] and only.digest == "sha256:" + "e" * 64
 
 
 def test_index_tag_depends_on_every_platform_build():
@@ -70,15 +72,15 @@ def test_index_tag_depends_on_every_platform_build():
 
 @pytest.mark.parametrize("arm64", ["test-failed", None])
 def test_a_platform_failed_or_missing_moves_no_latest(matrix, made, arm64):
-    jobs = [_job("linux/amd64")] + ([_job("linux/arm64", arm64)] if arm64 else [])
+    jobs = [_job(AMD64)] + ([_job(ARM64, arm64)] if arm64 else [])
     (only,) = merge.merge(matrix, {MINIMAL: jobs}, REGISTRY, log=lambda line: None)
     assert made == []
-    assert only.status == "publish-failed" and "linux/arm64" in only.error and only.digest is None
+    assert only.status == "publish-failed" and ARM64.name in only.error and only.digest is None
     assert "latest" not in only.tags
 
 
 def test_platforms_that_disagree_on_versions_are_not_merged(matrix, made):
-    jobs = [_job("linux/amd64"), _job("linux/arm64", python_version="3.11.9")]
+    jobs = [_job(AMD64), _job(ARM64, python_version="3.11.9")]
     (only,) = merge.merge(matrix, {MINIMAL: jobs}, REGISTRY, log=lambda line: None)
     assert made == [] and only.status == "publish-failed" and "python version" in only.error
 
@@ -96,7 +98,7 @@ def test_a_foreign_report_is_refused(tmp_path):
 
 @pytest.mark.parametrize("existing", ["# my notes\n", '{"images": "not a list"}', None])
 def test_merge_never_replaces_a_file_it_did_not_write(tmp_path, existing):
-    (tmp_path / "job.json").write_text(json.dumps({"images": [_job("linux/amd64").model_dump(mode="json")]}))
+    (tmp_path / "job.json").write_text(json.dumps({"images": [_job(AMD64).model_dump(mode="json")]}))
     out = tmp_path / "notes.md"
     if existing is None:  # a symlink, whatever it points at
         (tmp_path / "target.json").write_text('{"images": []}')
@@ -120,11 +122,11 @@ def test_an_index_is_signed_only_over_builds_signed_with_the_same_key(matrix, ma
 
         def sign(self, ref):
             self.made.append(ref)
-    jobs = {MINIMAL: [_job("linux/arm64"), _job("linux/amd64")]}
+    jobs = {MINIMAL: [_job(ARM64), _job(AMD64)]}
     amd64 = "sha256:" + "d" * 63 + "1"
     half = Signer({amd64})
     (only,) = merge.merge(matrix, jobs, REGISTRY, log=lambda line: None, signer=half)
-    assert only.status == "publish-failed" and "linux/arm64" in only.error and "not signed" in only.error
+    assert only.status == "publish-failed" and ARM64.name in only.error and "not signed" in only.error
     assert made == [] and half.made == []  # no index, nothing signed
     both = Signer({amd64, "sha256:" + "d" * 63 + "2"})
     (only,) = merge.merge(matrix, jobs, REGISTRY, log=lambda line: None, signer=both)
@@ -149,10 +151,10 @@ def test_up_to_date_jobs_whose_signed_index_the_registry_has_merge_into_an_uncha
         def sign(self, ref):
             self.made.append(ref)
     signer = Signer()
-    jobs = {MINIMAL: [_job("linux/arm64", "up-to-date"), _job("linux/amd64", "up-to-date")]}
+    jobs = {MINIMAL: [_job(ARM64, "up-to-date"), _job(AMD64, "up-to-date")]}
     (only,) = merge.merge(matrix, jobs, REGISTRY, log=lambda line: None, signer=signer)
     assert only.status == "unchanged" and only.signature == "signed" and signer.made == []
-    assert [b.platform for b in only.platforms] == ["linux/amd64", "linux/arm64"] and len(made) == 2
+    assert [b.platform for b in only.platforms] == [AMD64, ARM64] and len(made) == 2
 
 
 @pytest.mark.parametrize("arm64, moves", [("published", ["tested", "published"]), (None, ["tested", "publish-failed"])])
@@ -165,7 +167,7 @@ def test_merge_moves_the_status_through_the_state_machine_only(matrix, made, mon
         seen.append(str(status))
         move(rep, status, error)
     monkeypatch.setattr(ImageReport, "move", recorded)
-    jobs = [_job("linux/amd64")] + ([_job("linux/arm64", arm64)] if arm64 else [])
+    jobs = [_job(AMD64)] + ([_job(ARM64, arm64)] if arm64 else [])
     (only,) = merge.merge(matrix, {MINIMAL: jobs}, REGISTRY, log=lambda line: None)
     assert seen == moves and str(only.status) == moves[-1]
     assert [j.status for j in jobs] == [Status.PUBLISHED] * len(jobs)  # the jobs' reports are left as read

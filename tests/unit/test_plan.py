@@ -1,6 +1,9 @@
 """Build order and cycle detection."""
 
+from builder.matrix.platform import PLATFORMS
 from builder.matrix import plan
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 
 def test_parents_come_first_and_ties_keep_matrix_order():
@@ -22,8 +25,8 @@ def test_tree_groups_keep_build_order_and_put_every_descendant_with_its_root():
 
 def test_ci_matrix_split_by_platform_gives_one_job_per_tree_and_platform_with_its_runner():
     parents = {"root-a": None, "root-b": None, "a1": "root-a", "a2": "root-a", "b1": "root-b"}
-    platforms = {"root-a": ("linux/amd64", "linux/arm64"), "a1": ("linux/amd64",), "a2": ("linux/amd64", "linux/arm64"),
-                 "root-b": ("linux/amd64",), "b1": ("linux/amd64",)}
+    platforms = {"root-a": (AMD64, ARM64), "a1": (AMD64,), "a2": (AMD64, ARM64),
+                 "root-b": (AMD64,), "b1": (AMD64,)}
     assert plan.ci_matrix(parents, platforms) == {"include": [
         {"root": "root-a", "platform": "linux/amd64", "arch": "amd64", "runner": "ubuntu-22.04", "images": "root-a a1 a2"},
         {"root": "root-a", "platform": "linux/arm64", "arch": "arm64", "runner": "ubuntu-22.04-arm", "images": "root-a a2"},

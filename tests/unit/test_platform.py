@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pydantic
 import pytest
 
 from builder.matrix.platform import DEFAULT, PLATFORMS, Platform, of_machine
@@ -51,3 +52,34 @@ def test_of_machine_maps_uname_m_to_its_platform():
     assert of_machine("aarch64").name == "linux/arm64"
     with pytest.raises(ValueError, match=r"^'riscv64' runs no supported platform \(expected one of: x86_64, aarch64\)$"):
         of_machine("riscv64")
+
+
+def test_a_platform_never_equals_a_name_comparing_or_looking_one_up_by_name_raises():
+    arm = PLATFORMS["linux/arm64"]
+    assert arm == Platform.parse("linux/arm64") and arm != DEFAULT and arm != 3
+    with pytest.raises(TypeError, match="compared with the string 'linux/arm64'"):
+        arm == "linux/arm64"  # noqa: B015 - the comparison is the test
+    with pytest.raises(TypeError):
+        {arm: 1}.get("linux/arm64")  # a name looked up in a dict keyed by Platform
+    with pytest.raises(TypeError):
+        {("x", "linux/arm64"): 1}.get(("x", arm))  # and the other way round, inside a tuple key
+    assert {("x", arm): 1}[("x", Platform.parse("linux/arm64"))] == 1
+
+
+class _Holder(pydantic.BaseModel):
+    platform: Platform
+    platforms: list[Platform] = []
+
+
+def test_a_pydantic_field_parses_a_name_and_serializes_the_name():
+    got = _Holder.model_validate_json('{"platform": "linux/arm64", "platforms": ["linux/amd64"]}')
+    assert got.platform is PLATFORMS["linux/arm64"] and got.platforms == [DEFAULT]
+    assert _Holder(platform=DEFAULT).platform is DEFAULT
+    assert got.model_dump_json() == '{"platform":"linux/arm64","platforms":["linux/amd64"]}'
+    assert got.model_dump() == {"platform": "linux/arm64", "platforms": ["linux/amd64"]}
+
+
+@pytest.mark.parametrize("value", ["linux/s390x", 3, None, {"name": "linux/amd64"}])
+def test_a_pydantic_field_refuses_what_is_not_a_supported_name(value):
+    with pytest.raises(pydantic.ValidationError, match="is not a platform"):
+        _Holder.model_validate({"platform": value})

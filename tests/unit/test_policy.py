@@ -1,14 +1,17 @@
 """The publish policy as an object (:mod:`builder.run.policy`): one per policy a run, what each says
 of an image's tags, and when the moving tags move (:func:`builder.run.policy.latest_moves`)."""
 
+import dataclasses
+
 import pytest
 from repo import ROOT
 
+from builder.matrix.platform import PLATFORMS
 from builder.matrix import load
 from builder.run import policy
 from builder.run.report import ImageReport, Status
 
-AMD64, ARM64 = "linux/amd64", "linux/arm64"
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def test_a_job_of_a_split_run_moves_latest_arch_with_its_build(table):
     (Status.BUILT, True, [AMD64, ARM64]),  # not every platform passed its smoke test
     (Status.PUBLISHED, True, [AMD64, ARM64]),  # already published: nothing moves again
     (Status.TESTED, False, [AMD64, ARM64]),  # a build is not pushed
-    (Status.TESTED, True, [AMD64, ARM64, "linux/s390x"]),  # a platform has no build
+    (Status.TESTED, True, [AMD64, ARM64, dataclasses.replace(ARM64, name="linux/s390x", arch="s390x")]),  # a platform has no build
 ])
 def test_latest_does_not_move_before_every_platform_passed_and_was_pushed(table, status, pushed, platforms):
     rep = _rep("index", ["1.5.1-x", "latest"], {AMD64: "1.5.1-x-amd64", ARM64: "1.5.1-x-arm64"}, status, pushed)

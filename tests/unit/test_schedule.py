@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from repo import ROOT
 
+from builder.matrix.platform import PLATFORMS
 from builder.engine import children
 from builder.matrix import load
 from builder.run import pipeline, preparation, schedule, tasks
@@ -18,6 +19,8 @@ from builder.run.context import Options
 from builder.run.report import ImageReport, Status
 from builder.run.steps import StepFailed
 from builder.run.steps.build import Build
+
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 MINIMAL_12 = "minimal-debian12-py311-cpu-inference"
 MINIMAL_13 = "minimal-debian13-py313-cpu-inference"
@@ -29,8 +32,8 @@ def offline(monkeypatch):
     (builds) ran, once per platform."""
     def context(matrix, opt, specs, reports, events, clients, registry, vcs):
         def for_task(copies):  # RunContext.for_task: the task's own copies of the reports
-            return SimpleNamespace(build_platform="linux/amd64", options=opt, reports=copies, matrix=matrix)
-        return SimpleNamespace(build_platform="linux/amd64", options=opt, reports=reports, matrix=matrix,
+            return SimpleNamespace(build_platform=AMD64, options=opt, reports=copies, matrix=matrix)
+        return SimpleNamespace(build_platform=AMD64, options=opt, reports=reports, matrix=matrix,
                                for_task=for_task)
     monkeypatch.setattr(preparation, "context", context)
     monkeypatch.setattr(preparation, "registry", lambda opt: "127.0.0.1:5000")
@@ -120,26 +123,26 @@ def test_a_child_builds_a_platform_once_its_parent_passed_that_platform_not_ever
     child_amd64, order, lock = threading.Event(), [], threading.Lock()
 
     def lane(spec, platform):
-        if spec.name == MINIMAL_12 and platform == "linux/arm64":
+        if spec.name == MINIMAL_12 and platform == ARM64:
             assert child_amd64.wait(60), "the child's linux/amd64 build waited for the parent's linux/arm64 one"
-        if spec.name == SKLEARN and platform == "linux/amd64":
+        if spec.name == SKLEARN and platform == AMD64:
             child_amd64.set()
         with lock:
             order.append((spec.name, platform))
     reports, _, _ = _run(tmp_path, offline, lane=lane)
     assert all(r.status == Status.BUILT for r in reports.values())
-    assert order.index((SKLEARN, "linux/amd64")) < order.index((MINIMAL_12, "linux/arm64")) \
-        < order.index((SKLEARN, "linux/arm64"))
+    assert order.index((SKLEARN, AMD64)) < order.index((MINIMAL_12, ARM64)) \
+        < order.index((SKLEARN, ARM64))
 
 
 def test_a_parent_that_fails_on_one_platform_after_another_passed_gets_its_children_skipped(tmp_path, offline):
     matrix = load(ROOT / "matrix.yaml")
-    reports, _, _ = _run(tmp_path, offline, failing={(MINIMAL_12, "linux/arm64")})
+    reports, _, _ = _run(tmp_path, offline, failing={(MINIMAL_12, ARM64)})
     lanes = offline[2]["lanes"]
-    assert reports[MINIMAL_12].status == Status.BUILD_FAILED and (MINIMAL_12, "linux/amd64") in lanes
+    assert reports[MINIMAL_12].status == Status.BUILD_FAILED and (MINIMAL_12, AMD64) in lanes
     for child in matrix.children(MINIMAL_12):  # some may have built linux/amd64 meanwhile; none finished
         assert reports[child.name].status == Status.SKIPPED, child.name
-        assert (child.name, "linux/arm64") not in lanes
+        assert (child.name, ARM64) not in lanes
     assert all(reports[s.name].status == Status.BUILT for s in matrix.children(MINIMAL_13))
 
 
@@ -171,7 +174,7 @@ def test_each_lane_s_value_is_recorded_on_the_report_by_the_scheduler_s_thread_o
     reports, _, _ = _run(tmp_path, offline, failing={MINIMAL_13})
     lanes = offline[2]["lanes"]
     # every lane that gave a value, once (the failing fake raises before it has one)
-    assert sorted((n, p) for _, n, p in recorded) == sorted(x for x in lanes if x[0] != MINIMAL_13)
+    assert sorted((n, p.name) for _, n, p in recorded) == sorted((n, p.name) for n, p in lanes if n != MINIMAL_13)
     assert {t for t, _, _ in recorded} == {"scheduler"}  # the thread pipeline.run runs on
     for name, platform in lanes:
         built = reports[name].built(platform)
@@ -269,7 +272,7 @@ def test_emulated_lanes_run_one_at_a_time_on_their_own_pool_and_never_hold_up_na
     running, seen = [0], {"peak": 0, "threads": set()}
 
     def lane(spec, platform):
-        emulated = platform != "linux/amd64"
+        emulated = platform != AMD64
         with lock:
             seen["threads"].add((emulated, threading.current_thread().name.split("_")[0]))
             running[0] += emulated
@@ -277,7 +280,7 @@ def test_emulated_lanes_run_one_at_a_time_on_their_own_pool_and_never_hold_up_na
         try:
             if emulated and spec.name == MINIMAL_12:
                 assert child_amd64.wait(60), "an amd64 lane waited for an emulated one"
-            if spec.name == SKLEARN and platform == "linux/amd64":
+            if spec.name == SKLEARN and platform == AMD64:
                 child_amd64.set()
         finally:
             with lock:

@@ -13,6 +13,7 @@ import pytest
 from repo import ROOT
 from typer.testing import CliRunner
 
+from builder.matrix.platform import PLATFORMS
 from builder.cli import app
 from builder.generate import apt_lock, lock
 from builder.matrix import load
@@ -21,6 +22,8 @@ from builder.run.steps.sign import junit_cases
 from builder.sign import SignError, cosign, predicates
 from builder.sign import verify as checks
 
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
+
 MINIMAL = "minimal-debian12-py311-cpu-inference"
 SKLEARN = "sklearn-1.9-debian12-py311-cpu-inference"
 REPO = "127.0.0.1:5000/" + SKLEARN
@@ -28,11 +31,11 @@ REPO = "127.0.0.1:5000/" + SKLEARN
 
 def _facts(**changes) -> predicates.BuildFacts:
     images = ROOT / "images"
-    facts = dict(image=MINIMAL, platform="linux/arm64", source="https://github.com/inference-images/builder",
+    facts = dict(image=MINIMAL, platform=ARM64, source="https://github.com/inference-images/builder",
                  revision="a" * 40, cell_digest="sha256:" + "c" * 64, dockerfile=f"images/{MINIMAL}/Dockerfile",
                  dockerfile_sha256="d" * 64, build_args={"WHEELHOUSE_IMAGE": "wheelhouse:1", "SOURCE_DATE_EPOCH": "17"},
                  base=("builder-base/debian12:arm64", "sha256:" + "b" * 64),
-                 wheels=lock.read(images, MINIMAL, "linux/arm64"), debs=apt_lock.read(images, MINIMAL, "linux/arm64"),
+                 wheels=lock.read(images, MINIMAL, ARM64), debs=apt_lock.read(images, MINIMAL, ARM64),
                  tools={"inference-image-builder": "0.1.0", "docker-engine": "26.1.5"}, run_id="r1",
                  started="2026-12-02T10:00:00Z", finished="2026-12-02T10:05:00Z")
     return predicates.BuildFacts(**{**facts, **changes})
@@ -44,7 +47,7 @@ def test_provenance_names_the_commit_the_dockerfile_the_base_and_every_locked_pa
     definition = p["buildDefinition"]
     assert definition["buildType"].startswith(f.source + "/")
     assert definition["externalParameters"]["source"] == {"uri": f.source, "digest": {"gitCommit": "a" * 40}}
-    assert definition["externalParameters"]["platform"] == "linux/arm64"
+    assert definition["externalParameters"]["platform"] == ARM64.name
     assert definition["internalParameters"]["dockerfile"]["digest"] == {"sha256": "d" * 64}
     assert definition["internalParameters"]["buildArgs"]["SOURCE_DATE_EPOCH"] == "17"
     deps = definition["resolvedDependencies"]

@@ -15,6 +15,7 @@ from repo import ROOT
 from rich.console import Console
 from rich.progress import Progress
 
+from builder.matrix.platform import PLATFORMS, Platform
 from builder.engine.registry import Credentials
 from builder.matrix import load
 from builder.run import policy, preparation, publish, sbom, taggers
@@ -31,6 +32,8 @@ from builder.run.steps.build import Build
 from builder.run.steps.tag import drop_run_tags, promote, tag_builds
 from builder.run.tasks import Lane
 
+AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
+
 MINIMAL = "minimal-debian12-py311-cpu-inference"  # linux/amd64 and linux/arm64
 GPU = "xgboost-3.2-debian12-py311-cuda12-gpu-inference"  # linux/amd64 only
 REGISTRY = "127.0.0.1:5000"
@@ -42,7 +45,7 @@ def _sha(text: str) -> str:
 
 
 class FakeImage:
-    def __init__(self, engine: "FakeEngine", image_id: str, labels: dict | None = None, platform: str = "linux/amd64"):
+    def __init__(self, engine: "FakeEngine", image_id: str, labels: dict | None = None, platform: Platform = AMD64):
         self.engine, self.id, self._labels, self.platform = engine, image_id, labels or {}, platform
         self.attrs = {"Size": 100_000_000, "RepoDigests": []}
 
@@ -66,7 +69,7 @@ class FakeEngine:
         self.registry, self.refs, self.images_by_id, self.pulled = registry, {}, {}, []
         self.images, self.api, self.containers = self, self, self
 
-    def add(self, image_id: str, ref: str, labels: dict | None = None, platform: str = "linux/amd64") -> None:
+    def add(self, image_id: str, ref: str, labels: dict | None = None, platform: Platform = AMD64) -> None:
         self.images_by_id[image_id] = FakeImage(self, image_id, labels, platform)
         self.refs[ref] = image_id
 
@@ -91,7 +94,7 @@ class FakeEngine:
         image = self.get(f"{repository}:{tag}")
         # as the classic store: the registry's manifest names the image id as its config
         self.registry.store(repository, tag, {"config": {"digest": image.id}, "layers": [{"size": 40_000_000}]})
-        os_, arch = image.platform.split("/")
+        os_, arch = image.platform.os, image.platform.arch
         self.registry.configs[image.id] = {"os": os_, "architecture": arch, "config": {"Labels": image.labels}}
         yield {"status": "Pushed"}
 
@@ -158,7 +161,7 @@ def fakes(monkeypatch):
     engine = FakeEngine(registry)
 
     def make_index(repository: str, tag_: str, digests: list[str]) -> None:  # imagetools create
-        platforms = {("linux/amd64", "linux/arm64")[i]: d for i, d in enumerate(digests)}
+        platforms = {(AMD64, ARM64)[i].name: d for i, d in enumerate(digests)}
         registry.store(repository, tag_, {"manifests": sorted(platforms.items())})
     monkeypatch.setattr(publish, "make_index", make_index)
     monkeypatch.setattr(up_to_date, "answers", lambda host: True)  # the fake registry always answers
@@ -178,7 +181,7 @@ def _context(engine, registry, tmp_path: Path, **options) -> tuple[RunContext, d
             return engine
     events = Events(Console(file=open("/dev/null", "w")), Progress(disable=True), 1)
     return RunContext(matrix=matrix, options=opt, registry=REGISTRY, registry_client=registry, run_id="r1",
-                      build_platform="linux/amd64", specs=specs, reports=reports, events=events,
+                      build_platform=AMD64, specs=specs, reports=reports, events=events,
                       clients=Clients(), vcs=preparation.vcs_sources(matrix, opt, list(specs.values()))), reports
 
 
@@ -206,12 +209,12 @@ def _push(ctx: RunContext, spec, rep: ImageReport):
     return pushed
 
 
-def _record(rep: ImageReport, platform: str, image_id: str) -> None:
+def _record(rep: ImageReport, platform: Platform, image_id: str) -> None:
     # What the scheduler's thread records of a lane that built ``image_id`` (run tag r1, 100 MB).
     Lane(platform, Build(platform, run_tag("r1", platform), image_id=image_id), uncompressed=100_000_000).record(rep)
 
 
-def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platforms: tuple[str, ...],
+def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platforms: tuple[Platform, ...],
            tmp_path: Path, build_id: str | None = None) -> ImageReport:
     """Builds of ``name`` for ``platforms`` (each labelled with :func:`_bid` of ``build_id``), named,
     tested (with an SBOM) and promoted."""
@@ -220,17 +223,17 @@ def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platfo
     rep = reports[name] = ImageReport(name=name, publish=choice, repository=f"{REGISTRY}/{name}")
     builts = {}
     for p in platforms:
-        image_id = _sha(name + p + (build_id or ""))
+        image_id = _sha(name + p.name + (build_id or ""))
         rep.build(p).build_id = _bid(build_id, p) if build_id else None
         labels = {BUILD_ID_LABEL: _bid(build_id, p)} if build_id else {}
         engine.add(image_id, f"{rep.repository}:{run_tag('r1', p)}", labels, p)
         _record(rep, p, image_id)
-        rep.build(p).build_log = str(tmp_path / f"{p.replace('/', '-')}.build.log")
+        rep.build(p).build_log = str(tmp_path / f"{p.name.replace('/', '-')}.build.log")
         builts[p] = Built(image_id, run_tag("r1", p))
     tag_builds(ctx, spec, rep, builts).record(rep)
     rep.move(Status.BUILT)
     for b in rep.platforms:
-        path = tmp_path / f"{b.platform.replace('/', '-')}.cdx.json"
+        path = tmp_path / f"{b.platform.name.replace('/', '-')}.cdx.json"
         path.write_text(json.dumps(_sbom_doc(ctx, b.image_id, b.framework_version, b.python_version)))
         b.sbom = SbomRecord(path=str(path), components=1)
     rep.tags = promote(ctx, spec, rep)
@@ -241,8 +244,8 @@ def _built(ctx: RunContext, reports: dict, engine: FakeEngine, name: str, platfo
 def test_an_image_of_two_platforms_is_one_index_of_its_builds(fakes, tmp_path):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
-    rep = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
-    ids = [_sha(MINIMAL + p) for p in ("linux/amd64", "linux/arm64")]
+    rep = _built(ctx, reports, engine, MINIMAL, (AMD64, ARM64), tmp_path)
+    ids = [_sha(MINIMAL + p.name) for p in (AMD64, ARM64)]
     index_tag = taggers.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", ids)
     assert rep.publish == "index" and rep.tags == [index_tag, "latest"]
     assert [b.tag for b in rep.platforms] == [f"{index_tag}-amd64", f"{index_tag}-arm64"]
@@ -254,7 +257,7 @@ def test_an_image_of_two_platforms_is_one_index_of_its_builds(fakes, tmp_path):
 
     assert _push(ctx, ctx.specs[MINIMAL], rep).digest == rep.digest and rep.status == Status.PUBLISHED
     listed = registry.index(rep.repository, "latest")
-    assert listed == (rep.digest, {b.platform: b.digest for b in rep.platforms})
+    assert listed == (rep.digest, {b.platform.name: b.digest for b in rep.platforms})
     assert registry.digest(rep.repository, index_tag) == rep.digest
     assert f"{rep.repository}:latest-arm64" not in registry.tags  # per-platform moving tags stay local
     assert sorted(s for _, s in registry.artifacts) == sorted(b.digest for b in rep.platforms)  # an SBOM each
@@ -264,8 +267,8 @@ def test_an_image_of_two_platforms_is_one_index_of_its_builds(fakes, tmp_path):
 def test_an_image_of_one_platform_is_its_build_s_manifest(fakes, tmp_path):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
-    rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
-    immutable = taggers.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(GPU + "linux/amd64"))
+    rep = _built(ctx, reports, engine, GPU, (AMD64,), tmp_path)
+    immutable = taggers.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(GPU + AMD64.name))
     assert rep.publish == "manifest" and rep.tags == [immutable, "latest"] and rep.platforms[0].tag == immutable
     _push(ctx, ctx.specs[GPU], rep)
     assert rep.digest == rep.platforms[0].digest == registry.digest(rep.repository, "latest")
@@ -274,9 +277,9 @@ def test_an_image_of_one_platform_is_its_build_s_manifest(fakes, tmp_path):
 
 def test_a_job_of_a_split_run_pushes_its_build_under_per_platform_tags_only(fakes, tmp_path):
     engine, registry = fakes
-    ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=("linux/arm64",))
-    rep = _built(ctx, reports, engine, MINIMAL, ("linux/arm64",), tmp_path)
-    own = taggers.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(MINIMAL + "linux/arm64")) + "-arm64"
+    ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=(ARM64,))
+    rep = _built(ctx, reports, engine, MINIMAL, (ARM64,), tmp_path)
+    own = taggers.immutable_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", _sha(MINIMAL + ARM64.name)) + "-arm64"
     assert rep.publish == "per-platform" and rep.tags == [own, "latest-arm64"]
     assert (rep.platforms[0].framework_version, rep.platforms[0].python_version) == ("1.5.1", "3.11.2")
     assert _push(ctx, ctx.specs[MINIMAL], rep).digest is None
@@ -287,7 +290,7 @@ def test_a_job_of_a_split_run_pushes_its_build_under_per_platform_tags_only(fake
 def test_pushing_again_changes_nothing(fakes, tmp_path):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
-    rep = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    rep = _built(ctx, reports, engine, MINIMAL, (AMD64, ARM64), tmp_path)
     _push(ctx, ctx.specs[MINIMAL], rep)
     again = rep.model_copy(update={"status": Status.TESTED}, deep=True)
     _push(ctx, ctx.specs[MINIMAL], again)
@@ -297,7 +300,7 @@ def test_pushing_again_changes_nothing(fakes, tmp_path):
 def test_publish_finds_the_tested_builds_by_the_tags_the_test_run_gave_them(fakes, tmp_path, monkeypatch):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
-    tested = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    tested = _built(ctx, reports, engine, MINIMAL, (AMD64, ARM64), tmp_path)
     monkeypatch.setattr("builder.run.sbom.made_for", lambda path, image_id: {"path": str(path), "components": 3})
     later = ImageReport(name=MINIMAL, publish="index", repository=tested.repository)
     found = push_step.tested_image(ctx, ctx.specs[MINIMAL], later)
@@ -311,7 +314,7 @@ def test_publish_finds_the_tested_builds_by_the_tags_the_test_run_gave_them(fake
 def test_a_registry_that_serves_another_manifest_fails_the_push(fakes, tmp_path, monkeypatch):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
-    rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
+    rep = _built(ctx, reports, engine, GPU, (AMD64,), tmp_path)
     stored = registry.store  # the registry ends up serving another image's manifest under the tags
     monkeypatch.setattr(registry, "store", lambda repository, tag_, manifest: stored(
         repository, tag_, {**manifest, "config": {"digest": _sha("someone else's")}}))
@@ -320,11 +323,11 @@ def test_a_registry_that_serves_another_manifest_fails_the_push(fakes, tmp_path,
 
 
 @pytest.mark.parametrize("platforms, of_matrix, by_platform, chosen", [
-    (("linux/amd64",), ("linux/amd64",), False, "manifest"),
-    (("linux/amd64", "linux/arm64"), ("linux/amd64", "linux/arm64"), False, "index"),
-    (("linux/arm64",), ("linux/amd64", "linux/arm64"), True, "per-platform"),
-    (("linux/amd64", "linux/arm64"), ("linux/amd64", "linux/arm64"), True, "per-platform"),
-    (("linux/amd64",), ("linux/amd64",), True, "manifest"),  # one platform: published whole, with latest
+    ((AMD64,), (AMD64,), False, "manifest"),
+    ((AMD64, ARM64), (AMD64, ARM64), False, "index"),
+    ((ARM64,), (AMD64, ARM64), True, "per-platform"),
+    ((AMD64, ARM64), (AMD64, ARM64), True, "per-platform"),
+    ((AMD64,), (AMD64,), True, "manifest"),  # one platform: published whole, with latest
 ])
 def test_the_publish_policy_is_chosen_from_the_platforms_and_the_run(platforms, of_matrix, by_platform, chosen):
     assert policy.choose(platforms, of_matrix, by_platform) == chosen
@@ -339,10 +342,10 @@ def test_a_build_is_exported_as_the_image_store_can_keep_it(fakes, tmp_path, con
     # into the Engine (no archive on disk); classic store:
     # BuildKit's docker driver has no OCI exporter there, so the Engine's image exporter.
     ctx, _ = _context(*fakes, tmp_path)
-    bases = {(MINIMAL, p): f"builder-base/debian12:{p[-5:]}" for p in ("linux/amd64", "linux/arm64")}
+    bases = {(MINIMAL, p): f"builder-base/debian12:{p.arch}" for p in (AMD64, ARM64)}
     ctx = dataclasses.replace(ctx, base_refs=bases, wheelhouse="wheelhouse:1", containerd_store=containerd_store)
     ref = f"{REGISTRY}/{MINIMAL}:build-r1-arm64"
-    target = build_step._target(ctx, ctx.specs[MINIMAL], "linux/arm64", 1700000000, ref)
+    target = build_step._target(ctx, ctx.specs[MINIMAL], ARM64, 1700000000, ref)
     assert target["output"] == [output.format(ref=ref)]
     assert target["args"]["SOURCE_DATE_EPOCH"] == "1700000000"
     assert target["args"]["BASE_IMAGE"] == "builder-base/debian12:arm64"
@@ -352,9 +355,9 @@ def test_a_build_is_exported_as_the_image_store_can_keep_it(fakes, tmp_path, con
 
 def test_a_reference_that_breaks_the_output_csv_is_refused(fakes, tmp_path):
     ctx, _ = _context(*fakes, tmp_path)
-    ctx = dataclasses.replace(ctx, base_refs={(MINIMAL, "linux/amd64"): "b:1"}, wheelhouse="w:1")
+    ctx = dataclasses.replace(ctx, base_refs={(MINIMAL, AMD64): "b:1"}, wheelhouse="w:1")
     with pytest.raises(StepFailed, match="output specification"):
-        build_step._target(ctx, ctx.specs[MINIMAL], "linux/amd64", 1, "r:t,dest=/etc/passwd")
+        build_step._target(ctx, ctx.specs[MINIMAL], AMD64, 1, "r:t,dest=/etc/passwd")
 
 
 class FakeSigner:
@@ -388,7 +391,7 @@ def _signing(fakes, tmp_path, monkeypatch, fail: bool = False):
         return digest
     monkeypatch.setattr(registry, "store", store)
     monkeypatch.setattr("builder.run.steps.sign._predicates",
-                        lambda ctx, spec, rep, b: {k: {"of": b.platform} for k in ("https://cyclonedx.org/bom",
+                        lambda ctx, spec, rep, b: {k: {"of": b.platform.name} for k in ("https://cyclonedx.org/bom",
                                                                                  "https://slsa.dev/provenance/v1")})
     ctx, reports = _context(engine, registry, tmp_path)
     return dataclasses.replace(ctx, signer=FakeSigner(log, fail)), reports, log
@@ -396,7 +399,7 @@ def _signing(fakes, tmp_path, monkeypatch, fail: bool = False):
 
 def test_every_build_and_the_index_are_attested_and_signed_before_latest_moves(fakes, tmp_path, monkeypatch):
     ctx, reports, log = _signing(fakes, tmp_path, monkeypatch)
-    rep = _built(ctx, reports, fakes[0], MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    rep = _built(ctx, reports, fakes[0], MINIMAL, (AMD64, ARM64), tmp_path)
     _push(ctx, ctx.specs[MINIMAL], rep)
     assert rep.signature == "signed" and rep.status == Status.PUBLISHED
     signed = [e[1] for e in log if e[0] == "sign"]
@@ -406,12 +409,12 @@ def test_every_build_and_the_index_are_attested_and_signed_before_latest_moves(f
     for b in rep.platforms:  # attestations first, the signature last: a signature means a whole set
         mine = [i for i, e in enumerate(log) if e[0] in ("sign", "attest") and e[1] == b.digest]
         assert log[mine[-1]][0] == "sign" and len(mine) == 3
-        assert {e[3]["of"] for e in log if e[0] == "attest" and e[1] == b.digest} == {b.platform}
+        assert {e[3]["of"] for e in log if e[0] == "attest" and e[1] == b.digest} == {b.platform.name}
 
 
 def test_a_failed_signature_leaves_latest_unpushed(fakes, tmp_path, monkeypatch):
     ctx, reports, log = _signing(fakes, tmp_path, monkeypatch, fail=True)
-    rep = _built(ctx, reports, fakes[0], GPU, ("linux/amd64",), tmp_path)
+    rep = _built(ctx, reports, fakes[0], GPU, (AMD64,), tmp_path)
     with pytest.raises(StepFailed, match="decryption failed"):
         _push(ctx, ctx.specs[GPU], rep)
     registry = fakes[1]
@@ -431,7 +434,7 @@ def test_publish_attests_what_the_test_run_recorded_for_this_very_build(fakes, t
     signer.tools, signer.started = {"docker-engine": "26.1.5"}, "2026-12-02T10:00:00Z"
     ctx = dataclasses.replace(ctx, signer=signer)
     rep = ImageReport(name=MINIMAL, repository=f"{REGISTRY}/{MINIMAL}")
-    b = rep.build("linux/amd64")
+    b = rep.build(AMD64)
     b.image_id = _sha("the tested build")
     (tmp_path / "m.cdx.json").write_text('{"components": []}')
     b.sbom = SbomRecord(path=str(tmp_path / "m.cdx.json"), components=0)
@@ -439,16 +442,16 @@ def test_publish_attests_what_the_test_run_recorded_for_this_very_build(fakes, t
         sign_step._predicates(ctx, ctx.specs[MINIMAL], rep, b)
     tested, other = rep.model_copy(deep=True), rep.model_copy(deep=True)
     for entry, image_id in ((tested, b.image_id), (other, _sha("another build"))):
-        e = entry.build("linux/amd64")
+        e = entry.build(AMD64)
         e.image_id, e.base, e.base_digest = image_id, "builder-base/debian12:amd64", _sha("base")
         e.test = TestRecord(outcome="3 passed in 1.0s", seconds=1.0, log="t.log")
         e.build_args = {"BASE_IMAGE": "builder-base/debian12:amd64", "SOURCE_DATE_EPOCH": "17"}
     report.write(tmp_path / "report.json", "test", [other])
-    assert sign_step.earlier_build(ctx, MINIMAL, "linux/amd64", b.image_id) is None  # another build's record
+    assert sign_step.earlier_build(ctx, MINIMAL, AMD64, b.image_id) is None  # another build's record
     report.write(tmp_path / "report.json", "test", [tested])
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / f"{MINIMAL}.junit.xml").write_text('<testsuite><testcase classname="c" name="t"/></testsuite>')
-    b = sign_step.earlier_build(ctx, MINIMAL, "linux/amd64", b.image_id).model_copy(update={"sbom": b.sbom})
+    b = sign_step.earlier_build(ctx, MINIMAL, AMD64, b.image_id).model_copy(update={"sbom": b.sbom})
     found = sign_step._predicates(ctx, ctx.specs[MINIMAL], rep, b)
     deps = found["https://slsa.dev/provenance/v1"]["buildDefinition"]["resolvedDependencies"]
     assert {"uri": "builder-base/debian12:amd64", "name": "base", "digest": {"sha256": _sha("base")[7:]}} in deps
@@ -480,11 +483,11 @@ def test_the_build_context_is_dated_after_source_date_epoch_by_content_whatever_
 def test_an_arm64_job_of_a_split_run_builds_its_build_stage_on_the_build_platform(fakes, tmp_path):
     # `--by-platform --platform linux/arm64` narrows the spec to arm64; its build stage still runs on
     # linux/amd64, whose apt lock the matrix cell has (the check reads the matrix, not the narrowed spec).
-    ctx, _ = _context(*fakes, tmp_path, by_platform=True, platforms=("linux/arm64",))
-    narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=("linux/arm64",))
-    bases = {(MINIMAL, p): f"builder-base/debian12:{p[-5:]}" for p in ("linux/amd64", "linux/arm64")}
+    ctx, _ = _context(*fakes, tmp_path, by_platform=True, platforms=(ARM64,))
+    narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=(ARM64,))
+    bases = {(MINIMAL, p): f"builder-base/debian12:{p.arch}" for p in (AMD64, ARM64)}
     ctx = dataclasses.replace(ctx, base_refs=bases, wheelhouse="w:1", specs={**ctx.specs, MINIMAL: narrowed})
-    args = build_step.build_args(ctx, narrowed, "linux/arm64")
+    args = build_step.build_args(ctx, narrowed, ARM64)
     assert args["BUILD_BASE_IMAGE"] == "builder-base/debian12:amd64" and args["BASE_IMAGE"] == "builder-base/debian12:arm64"
 
 
@@ -493,12 +496,12 @@ def test_an_arm64_job_of_a_split_run_builds_its_build_stage_on_the_build_platfor
 ID1, ID2 = _sha("inputs one"), _sha("inputs two")
 
 
-def _bid(inputs: str, platform: str) -> str:
+def _bid(inputs: str, platform: Platform) -> str:
     """The fake build id of one platform's build of ``inputs``."""
-    return _sha(inputs + platform)
+    return _sha(inputs + platform.name)
 
 
-def _published(fakes, tmp_path, name: str, platforms: tuple[str, ...], **options):
+def _published(fakes, tmp_path, name: str, platforms: tuple[Platform, ...], **options):
     # ``name`` built with build id ID1 and pushed; then a new run's context (classic store: the
     # fake registry names each image id as its configuration) and a fresh report of the image.
     engine, registry = fakes
@@ -515,7 +518,7 @@ def _published(fakes, tmp_path, name: str, platforms: tuple[str, ...], **options
     return again, first, rep
 
 
-@pytest.mark.parametrize("name, platforms", [(MINIMAL, ("linux/amd64", "linux/arm64")), (GPU, ("linux/amd64",))])
+@pytest.mark.parametrize("name, platforms", [(MINIMAL, (AMD64, ARM64)), (GPU, (AMD64,))])
 def test_an_image_whose_build_id_the_registry_publishes_is_up_to_date(fakes, tmp_path, name, platforms):
     ctx, first, rep = _published(fakes, tmp_path, name, platforms)
     pushed = dict(fakes[1].tags)
@@ -530,19 +533,19 @@ def test_an_image_whose_build_id_the_registry_publishes_is_up_to_date(fakes, tmp
 
 
 def test_another_build_id_or_force_builds_again(fakes, tmp_path):
-    ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    ctx, _, rep = _published(fakes, tmp_path, MINIMAL, (AMD64, ARM64))
     other = rep.model_copy(deep=True)
-    other.build("linux/arm64").build_id = _bid(ID2, "linux/arm64")  # one platform's inputs changed
+    other.build(ARM64).build_id = _bid(ID2, ARM64)  # one platform's inputs changed
     assert not up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], other)
     for option in ({"force": True}, {"no_cache": True}, {"keyless": True}):
-        ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"), **option)
+        ctx, _, rep = _published(fakes, tmp_path, MINIMAL, (AMD64, ARM64), **option)
         assert up_to_date.may_skip(ctx, ctx.specs[MINIMAL], rep) is not None
         assert not up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep) and rep.status == Status.PLANNED
 
 
 def test_a_narrowed_run_and_a_build_without_registry_are_never_up_to_date(fakes, tmp_path):
-    ctx, _, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
-    narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=("linux/amd64",))
+    ctx, _, rep = _published(fakes, tmp_path, MINIMAL, (AMD64, ARM64))
+    narrowed = dataclasses.replace(ctx.specs[MINIMAL], platforms=(AMD64,))
     assert "only some" in up_to_date.may_skip(ctx, narrowed, rep)
     assert up_to_date.may_skip(ctx, narrowed, rep.model_copy(update={"publish": "per-platform"})) is None  # latest-<arch>
     test_ctx = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, stage="test"))
@@ -552,7 +555,7 @@ def test_a_narrowed_run_and_a_build_without_registry_are_never_up_to_date(fakes,
 
 
 def test_a_run_that_signs_wants_the_published_image_signed_by_its_key(fakes, tmp_path):
-    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, (AMD64, ARM64))
     checked: list[str] = []
 
     class Signer(FakeSigner):
@@ -584,17 +587,17 @@ def test_a_run_that_signs_wants_the_published_image_signed_by_its_key(fakes, tmp
 
 
 def test_a_latest_that_is_not_the_image_s_platforms_is_not_up_to_date(fakes, tmp_path):
-    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, (AMD64, ARM64))
     registry = fakes[1]
-    registry.store(first.repository, "latest", {"manifests": [("linux/amd64", first.platforms[0].digest)]})
+    registry.store(first.repository, "latest", {"manifests": [(AMD64.name, first.platforms[0].digest)]})
     assert not up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep)
-    registry.store(first.repository, "latest", {"manifests": [("linux/amd64", first.platforms[1].digest),
-                                                              ("linux/arm64", first.platforms[1].digest)]})
+    registry.store(first.repository, "latest", {"manifests": [(AMD64.name, first.platforms[1].digest),
+                                                              (ARM64.name, first.platforms[1].digest)]})
     assert not up_to_date.up_to_date(ctx, ctx.specs[MINIMAL], rep)  # the amd64 entry's config says arm64
 
 
 def test_an_up_to_date_parent_is_pulled_by_digest_for_a_child_that_builds(fakes, tmp_path):
-    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, ("linux/amd64", "linux/arm64"))
+    ctx, first, rep = _published(fakes, tmp_path, MINIMAL, (AMD64, ARM64))
     engine = fakes[0]
     engine.refs.clear()
     engine.images_by_id.clear()  # a fresh runner
@@ -605,7 +608,7 @@ def test_an_up_to_date_parent_is_pulled_by_digest_for_a_child_that_builds(fakes,
     for b in first.platforms:
         assert engine.refs[f"{rep.repository}:{b.tag}"] == b.image_id
     assert f"{rep.repository}:latest" not in engine.refs
-    up_to_date.make_local(ctx, rep, ["linux/amd64"], moving=True)  # builder test: the local latest too
+    up_to_date.make_local(ctx, rep, [AMD64], moving=True)  # builder test: the local latest too
     assert engine.refs[f"{rep.repository}:latest"] == first.platforms[0].image_id
     assert len(engine.pulled) == 2  # already local: not pulled again
 
@@ -615,26 +618,26 @@ def test_an_up_to_date_parent_is_pulled_by_digest_for_a_child_that_builds(fakes,
 def test_an_image_that_grew_past_ten_percent_fails_the_size_gate_naming_the_layers(fakes, tmp_path):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
-    rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)  # 100 MB uncompressed (fake)
+    rep = _built(ctx, reports, engine, GPU, (AMD64,), tmp_path)  # 100 MB uncompressed (fake)
     history = {f"{rep.repository}:{rep.platforms[0].tag}": [{"CreatedBy": "RUN pip install", "Size": 60_000_000},
                                                             {"CreatedBy": "COPY app", "Size": 1_000}],
                f"{rep.repository}:latest": [{"CreatedBy": "RUN pip install", "Size": 20_000_000}]}
     engine.history = lambda ref: history.get(ref, [])
-    size.gate(ctx, rep, {(GPU, "linux/amd64"): (91_000_000, None)})  # +9.9 %: passes
-    size.gate(ctx, rep, {(MINIMAL, "linux/amd64"): (1, None)})  # no row of its own: passes
+    size.gate(ctx, rep, {(GPU, AMD64): (91_000_000, None)})  # +9.9 %: passes
+    size.gate(ctx, rep, {(MINIMAL, AMD64): (1, None)})  # no row of its own: passes
     with pytest.raises(size.SizeGateFailed) as failed:
-        size.gate(ctx, rep, {(GPU, "linux/amd64"): (80_000_000, None)})
+        size.gate(ctx, rep, {(GPU, AMD64): (80_000_000, None)})
     assert "linux/amd64: uncompressed 80 MB -> 100 MB (+25 %)" in str(failed.value)
     assert "grew most: +40 MB RUN pip install, +0 MB COPY app" in str(failed.value)
     accepting = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, accept_size=True))
-    size.gate(accepting, rep, {(GPU, "linux/amd64"): (80_000_000, None)})
+    size.gate(accepting, rep, {(GPU, AMD64): (80_000_000, None)})
 
 
 def test_pushed_bytes_past_ten_percent_leave_latest_where_it_was(fakes, tmp_path):
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
-    ctx = dataclasses.replace(ctx, size_baseline={(GPU, "linux/amd64"): (None, 30_000_000)})  # pushed: 40 MB
-    rep = _built(ctx, reports, engine, GPU, ("linux/amd64",), tmp_path)
+    ctx = dataclasses.replace(ctx, size_baseline={(GPU, AMD64): (None, 30_000_000)})  # pushed: 40 MB
+    rep = _built(ctx, reports, engine, GPU, (AMD64,), tmp_path)
     with pytest.raises(size.SizeGateFailed, match=r"compressed 30 MB -> 40 MB \(\+33 %\)"):
         _push(ctx, ctx.specs[GPU], rep)
     assert registry.digest(rep.repository, rep.tags[0]) is not None and registry.digest(rep.repository, "latest") is None
@@ -658,9 +661,9 @@ def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
     for options, expected in (({}, "up-to-date, and not built, when 127.0.0.1:5000's moving tags"),
                               ({"force": True}, "built whatever the registry holds: --force"),
                               ({"stage": "test"}, "no --registry to look in"),
-                              ({"stage": "test", "registry": REGISTRY, "platforms": ("linux/amd64",)},
+                              ({"stage": "test", "registry": REGISTRY, "platforms": (AMD64,)},
                                "only some of its platforms"),
-                              ({"by_platform": True, "platforms": ("linux/arm64",)}, "up-to-date, and not built")):
+                              ({"by_platform": True, "platforms": (ARM64,)}, "up-to-date, and not built")):
         console = Console(file=open(tmp_path / "out.txt", "w"), width=300)
         pipeline.run(matrix, Options(dry_run=True, select=(MINIMAL,), build_dir=tmp_path, **options), console)
         console.file.close()
@@ -671,7 +674,7 @@ def test_dry_run_says_why_an_image_is_built_or_may_be_up_to_date(tmp_path):
 def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_build_tags(fakes, tmp_path):
     engine, registry = fakes
     jobs = {}
-    for platform in ("linux/amd64", "linux/arm64"):  # each job of the split run, then the merge
+    for platform in (AMD64, ARM64):  # each job of the split run, then the merge
         ctx, reports = _context(engine, registry, tmp_path, by_platform=True, platforms=(platform,))
         ctx = dataclasses.replace(ctx, containerd_store=False)
         jobs[platform] = _built(ctx, reports, engine, MINIMAL, (platform,), tmp_path, build_id=ID1)
@@ -683,13 +686,13 @@ def test_an_index_builder_merge_made_of_split_jobs_is_up_to_date_under_the_jobs_
         assert _up_to_date(dataclasses.replace(again, containerd_store=False), job, rep)
         assert rep.tags == jobs[platform].tags and rep.platforms[0].digest == jobs[platform].platforms[0].digest
         assert (rep.platforms[0].framework_version, rep.platforms[0].python_version) == ("1.5.1", "3.11.2")
-    builds = [jobs[p].platforms[0] for p in ("linux/amd64", "linux/arm64")]
+    builds = [jobs[p].platforms[0] for p in (AMD64, ARM64)]
     immutable = taggers.index_tag(ctx.matrix.data.tags, "1.5.1", "3.11.2", [b.image_id for b in builds])
-    publish.push_index(registry, jobs["linux/amd64"].repository, [immutable, "latest"], {b.platform: b.digest for b in builds})
+    publish.push_index(registry, jobs[AMD64].repository, [immutable, "latest"], {b.platform.name: b.digest for b in builds})
     ctx, reports = _context(engine, registry, tmp_path)  # a full run of both platforms, nothing changed
     ctx = dataclasses.replace(ctx, containerd_store=False)
-    rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="index", repository=jobs["linux/amd64"].repository)
-    for p in ("linux/amd64", "linux/arm64"):
+    rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="index", repository=jobs[AMD64].repository)
+    for p in (AMD64, ARM64):
         rep.build(p).build_id = _bid(ID1, p)
     assert _up_to_date(ctx, ctx.specs[MINIMAL], rep)
     assert rep.tags == [immutable, "latest"] and [b.tag for b in rep.platforms] == [b.tag for b in builds]
@@ -700,18 +703,18 @@ def test_a_child_records_its_parent_by_the_parent_s_own_tags_not_the_run_s(fakes
     # tagged, the child's base and arguments (its provenance) name the parent's own tags.
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
-    parent = _built(ctx, reports, engine, MINIMAL, ("linux/amd64", "linux/arm64"), tmp_path)
+    parent = _built(ctx, reports, engine, MINIMAL, (AMD64, ARM64), tmp_path)
     child_name = next(s.name for s in ctx.matrix.children(MINIMAL))
     child = reports[child_name] = ImageReport(name=child_name, publish="index", repository=f"{REGISTRY}/{child_name}")
-    run_ref = f"{parent.repository}:{run_tag('r1', 'linux/arm64')}"
-    b = child.build("linux/arm64")
+    run_ref = f"{parent.repository}:{run_tag('r1', ARM64)}"
+    b = child.build(ARM64)
     b.base = run_ref
-    b.build_args = {"PARENT_IMAGE": run_ref, "BUILD_PARENT_IMAGE": f"{parent.repository}:{run_tag('r1', 'linux/amd64')}",
+    b.build_args = {"PARENT_IMAGE": run_ref, "BUILD_PARENT_IMAGE": f"{parent.repository}:{run_tag('r1', AMD64)}",
                     "WHEELHOUSE_IMAGE": "wheels:1"}
     tag_step.rebase(ctx, ctx.specs[child_name]).record(child)
     own = {p.platform: f"{parent.repository}:{p.tag}" for p in parent.platforms}
-    assert b.base == own["linux/arm64"] and not own["linux/arm64"].endswith(run_tag("r1", "linux/arm64"))
-    assert b.build_args == {"PARENT_IMAGE": own["linux/arm64"], "BUILD_PARENT_IMAGE": own["linux/amd64"],
+    assert b.base == own[ARM64] and not own[ARM64].endswith(run_tag("r1", ARM64))
+    assert b.build_args == {"PARENT_IMAGE": own[ARM64], "BUILD_PARENT_IMAGE": own[AMD64],
                             "WHEELHOUSE_IMAGE": "wheels:1"}
 
 
@@ -719,13 +722,13 @@ def test_a_failed_image_built_on_every_platform_keeps_its_own_tags_and_no_latest
     engine, registry = fakes
     ctx, reports = _context(engine, registry, tmp_path)
     rep = reports[MINIMAL] = ImageReport(name=MINIMAL, publish="index", repository=f"{REGISTRY}/{MINIMAL}")
-    for p in ("linux/amd64", "linux/arm64"):
-        engine.add(_sha(p), f"{rep.repository}:{run_tag('r1', p)}", {}, p)
-        _record(rep, p, _sha(p))
+    for p in (AMD64, ARM64):
+        engine.add(_sha(p.name), f"{rep.repository}:{run_tag('r1', p)}", {}, p)
+        _record(rep, p, _sha(p.name))
         rep.build(p).build_log = str(tmp_path / "log")
     rep.move(Status.TEST_FAILED, "linux/arm64: 1 failed")
     half = reports[GPU] = ImageReport(name=GPU, publish="manifest", repository=f"{REGISTRY}/{GPU}")
-    half.build("linux/amd64").build_log = str(tmp_path / "log")  # its build failed: no image
+    half.build(AMD64).build_log = str(tmp_path / "log")  # its build failed: no image
     half.move(Status.BUILD_FAILED, "apt")
     drop_run_tags(ctx)
     assert all(b.tag and b.tag.endswith(("-amd64", "-arm64")) for b in rep.platforms) and rep.tags

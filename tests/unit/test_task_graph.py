@@ -8,10 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from builder.matrix.platform import PLATFORMS
 from builder.run.schedule import Closed, Ended, Failed, Passed, Prepared, Schedule, drive
 from builder.run.task_graph import Kind, Task, graph
 
-AMD, ARM = "linux/amd64", "linux/arm64"
+AMD, ARM = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
 
 
 def image(name: str, parent: str | None = None, platforms: tuple[str, ...] = (AMD, ARM)):

@@ -51,22 +51,22 @@ def stop_if_interrupted() -> None:
         raise children.Interrupted("the run was interrupted")
 
 
-def label(spec: ImageSpec, platform: str) -> str:
+def label(spec: ImageSpec, platform: Platform) -> str:
     """The name logs, SBOM files and messages use for one platform's build: ``<name>``, or
     ``<name>-arm64`` for another platform than linux/amd64."""
-    return spec.name + Platform.parse(platform).suffix
+    return spec.name + platform.suffix
 
 
-def run_tag(run_id: str, platform: str) -> str:
+def run_tag(run_id: str, platform: Platform) -> str:
     """The tag a build of ``platform`` carries in its image's repository from its build until the run
     ends (:func:`builder.run.steps.tag.drop_run_tags`): ``build-<run id>``, plus ``-<arch>`` for
     another platform than linux/amd64. Its smoke test, its children's builds of that platform and
     the size gate name it by this tag before the image's own tags exist (an image index's immutable
     tag needs every platform's image id, :class:`builder.run.policy.Index`)."""
-    return f"build-{run_id}{Platform.parse(platform).suffix}"
+    return f"build-{run_id}{platform.suffix}"
 
 
-def local_ref(rep: ImageReport, platform: str = DEFAULT.name) -> str:
+def local_ref(rep: ImageReport, platform: Platform = DEFAULT) -> str:
     """The local reference of the build of ``platform``: ``<repository>:<its own tag>``. Never
     changes ``rep``. Raises StepFailed when the image has no tagged build for ``platform``."""
     found = rep.built(platform)

@@ -62,7 +62,7 @@ class Build:
             b.image_id, b.tag = self.image_id, self.temporary
 
 
-def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, ref: str) -> dict:
+def _target(ctx: RunContext, spec: ImageSpec, platform: Platform, epoch: int, ref: str) -> dict:
     # The override of the image's bake target: its args (the base, for a root image, or the parent's
     # tested build, for the target platform and for the build stage's platform; the wheelhouse;
     # SOURCE_DATE_EPOCH), the build id label (bake merges it with the target's labels), for a child
@@ -78,11 +78,11 @@ def _target(ctx: RunContext, spec: ImageSpec, platform: str, epoch: int, ref: st
         output = export.output(ref, ctx.containerd_store, ctx.matrix.data.compression)
     except ValueError as exc:
         raise StepFailed(str(exc)) from None
-    return {"args": args, "labels": labels, "platforms": [platform], **({"contexts": contexts} if contexts else {}),
+    return {"args": args, "labels": labels, "platforms": [platform.name], **({"contexts": contexts} if contexts else {}),
             "output": [output], **_cache(ctx, spec, platform)}
 
 
-def _cache(ctx: RunContext, spec: ImageSpec, platform: str) -> dict:
+def _cache(ctx: RunContext, spec: ImageSpec, platform: Platform) -> dict:
     # With --cache-registry: the image's and platform's cache ref in it, imported and exported with
     # every layer (mode=max, https://docs.docker.com/build/cache/backends/registry/).
     if not ctx.options.cache_registry:
@@ -91,12 +91,12 @@ def _cache(ctx: RunContext, spec: ImageSpec, platform: str) -> dict:
     return {"cache-from": [f"type=registry,ref={ref}"], "cache-to": [f"type=registry,ref={ref},mode=max"]}
 
 
-def cache_tag(platform: str) -> str:
+def cache_tag(platform: Platform) -> str:
     """The tag of an image's BuildKit cache in the cache registry: ``cache-amd64``, ``cache-arm64``."""
-    return f"cache-{Platform.parse(platform).arch}"
+    return f"cache-{platform.arch}"
 
 
-def build_args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str]:
+def build_args(ctx: RunContext, spec: ImageSpec, platform: Platform) -> dict[str, str]:
     """The build arguments of ``spec``'s ``platform`` build but SOURCE_DATE_EPOCH: the wheelhouse
     image, and the base image (root image) or the parent's tested build (child) for the target
     platform and for the build stage's. Raises StepFailed when the build stage's platform has no
@@ -118,7 +118,7 @@ def build_args(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, str
     return args
 
 
-def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> Build:
+def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: Platform) -> Build:
     """Build ``spec`` for ``platform`` (``linux/arm64``) through bake with a per-run override file
     (base or parent for the target and the build platform, wheelhouse, secrets, the platform); reads
     ``rep`` (its repository and build id), never writes it. A build that ran and failed is a
@@ -135,7 +135,7 @@ def build_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: st
     files.make_folder(override.parent)
     if platform != ctx.build_platform:
         engine.ensure_emulation(platform)  # apt and venv creation run under QEMU
-    ctx.say(spec.name, "building" + ("" if platform == DEFAULT.name else f" {platform}"))
+    ctx.say(spec.name, "building" + ("" if platform == DEFAULT else f" {platform}"))
     with ctx.sources.secrets() as secrets, ctx.events.build_slot(spec.name, platform):
         files.write_atomic(override, json.dumps(
             {"target": {target: {**override_target, "secret": secrets}}}, indent=2))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from builder.engine.registry import Registry
 from builder.matrix import ImageSpec
-from builder.matrix.platform import oci_name
+from builder.matrix.platform import Platform, oci_name
 from builder.run import build_id, taggers
 from builder.run.context import RunContext
 from builder.run.report import ImageReport
@@ -60,13 +60,13 @@ def _builds_of(ctx: RunContext, spec: ImageSpec, rep: ImageReport, doc: dict, di
     # The builds an image's manifest (one platform) or index (several) names, each checked.
     if not ctx.policy(rep).makes_index:
         return {spec.platforms[0]: _checked(ctx, rep, spec.platforms[0], digest, doc)}
-    entries = ctx.registry_client.index_entries(doc)
-    if entries is None or set(entries) != set(spec.platforms):
+    entries = ctx.registry_client.index_entries(doc)  # by platform name: the index may list any
+    if entries is None or set(entries) != {p.name for p in spec.platforms}:
         return None
-    return {p: _at(ctx, rep, p, entries[p]) for p in spec.platforms}
+    return {p: _at(ctx, rep, p, entries[p.name]) for p in spec.platforms}
 
 
-def _at(ctx: RunContext, rep: ImageReport, platform: str, reference: str) -> Found | None:
+def _at(ctx: RunContext, rep: ImageReport, platform: Platform, reference: str) -> Found | None:
     # The manifest at ``reference`` (a tag, or a digest an index listed) checked (_checked).
     found = ctx.registry_client.manifest(rep.repository, reference)
     if found is None or (reference.startswith("sha256:") and found[0] != reference):
@@ -74,7 +74,7 @@ def _at(ctx: RunContext, rep: ImageReport, platform: str, reference: str) -> Fou
     return _checked(ctx, rep, platform, found[0], found[1])
 
 
-def _checked(ctx: RunContext, rep: ImageReport, platform: str, digest: str, manifest: dict) -> Found | None:
+def _checked(ctx: RunContext, rep: ImageReport, platform: Platform, digest: str, manifest: dict) -> Found | None:
     # The build when the manifest is an image of ``platform`` labelled with its build id; else
     # None. Raises RegistryError.
     if not isinstance(manifest.get("config"), dict):
@@ -85,7 +85,7 @@ def _checked(ctx: RunContext, rep: ImageReport, platform: str, digest: str, mani
     except TypeError:
         return None
     wanted = build_id.label(ctx.matrix.data.project.label_prefix)
-    if Registry.labels(config).get(wanted) != rep.build(platform).build_id or served != platform:
+    if Registry.labels(config).get(wanted) != rep.build(platform).build_id or served != platform.name:
         return None
     return Found(digest, manifest, config)
 

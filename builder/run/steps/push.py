@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from builder.engine.images import uncompressed_bytes
 from builder.matrix import ImageSpec, naming
-from builder.matrix.platform import DEFAULT
+from builder.matrix.platform import DEFAULT, Platform
 from builder.run import policy, publish, sbom
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild, SbomRecord, Status
@@ -72,7 +72,7 @@ class Pushed:
             self.index_signed.record(rep)
 
 
-def _push_build(ctx: RunContext, spec: ImageSpec, view: ImageReport, platform: str, tags: list[str]) -> PushedBuild:
+def _push_build(ctx: RunContext, spec: ImageSpec, view: ImageReport, platform: Platform, tags: list[str]) -> PushedBuild:
     # One build under its immutable ``tags``, its SBOM beside it, then attested and signed (with a
     # signer); recorded on ``view``, push's own copy of the image's report.
     b = view.build(platform)
@@ -172,7 +172,7 @@ def tested_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> TestedIm
     except docker.errors.ImageNotFound:
         return _skip(ctx, rep, f"no tested image {rep.repository}:{moving[0]} (run `builder test`)")
     own = [t for t in naming.own_tags(image.tags, rep.repository) if t not in moving]
-    named = sorted(filter(None, (publish_as.immutable_of(t, DEFAULT.name) for t in own)), reverse=True)
+    named = sorted(filter(None, (publish_as.immutable_of(t, DEFAULT) for t in own)), reverse=True)
     if not named:
         return _skip(ctx, rep, f"{rep.repository}:{moving[0]} has no tag of its own build (run `builder test`)")
     builds = tuple(_tested_build(ctx, spec, rep, platform, publish_as.build_tag(named[0], platform))
@@ -180,7 +180,7 @@ def tested_image(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> TestedIm
     return TestedImage((named[0], *moving), builds)
 
 
-def _tested_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, own_tag: str) -> PlatformBuild:
+def _tested_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: Platform, own_tag: str) -> PlatformBuild:
     # One tested build found by its own tag: its image id, size and SBOM, and what the test run
     # recorded of this very build (earlier_build).
     image = ctx.client.images.get(f"{rep.repository}:{own_tag}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from builder.generate import apt_lock, base_lock, lock
 from builder.matrix import ImageSpec
 from builder.matrix.inputs import ConfigError
+from builder.matrix.platform import Platform
 from builder.run import report_file, smoke
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild
@@ -39,7 +40,7 @@ class Signed:
     attestations: tuple[str, ...]
     seconds: float
 
-    def record(self, rep: ImageReport, platform: str | None = None) -> None:
+    def record(self, rep: ImageReport, platform: Platform | None = None) -> None:
         """Write it on ``rep``: the attestations on the build of ``platform`` (None: the index),
         the seconds added to the image's signing time."""
         if platform is not None:
@@ -47,7 +48,7 @@ class Signed:
         rep.sign_seconds = round((rep.sign_seconds or 0.0) + self.seconds, 1)
 
 
-def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> Signed | None:
+def sign_build(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: Platform) -> Signed | None:
     """Attest and sign the pushed build of ``platform`` (its ``digest`` in ``rep``, which is only
     read) unless the registry already holds this run's key's signature of it; None when the run has
     no signer. Raises StepFailed."""
@@ -83,7 +84,7 @@ def sign_index(ctx: RunContext, repository: str, digest: str | None) -> Signed |
     return Signed((), round(time.monotonic() - start, 1))
 
 
-def earlier_build(ctx: RunContext, name: str, platform: str, image_id: str) -> PlatformBuild | None:
+def earlier_build(ctx: RunContext, name: str, platform: Platform, image_id: str) -> PlatformBuild | None:
     """``builder publish``: this very build of ``platform`` (its ``image_id``) as the test run
     recorded it in this build folder's report (read back as hostile input), with a passed smoke
     test; None when the report has none. Raises StepFailed for a report that fails its grammar."""

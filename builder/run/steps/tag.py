@@ -14,6 +14,7 @@ from rich.markup import escape
 from builder.engine import children
 from builder.engine.images import uncompressed_bytes
 from builder.matrix import ImageSpec, naming
+from builder.matrix.platform import Platform
 from builder.run import taggers
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild, Status
@@ -28,7 +29,7 @@ class _Versions:
         self.ctx, self.spec, self.builts = ctx, spec, builts
         self.read: dict[str, tuple[str, str]] = {}
 
-    def __call__(self, platform: str) -> tuple[str, str]:
+    def __call__(self, platform: Platform) -> tuple[str, str]:
         if platform not in self.read:
             image_id, client = self.builts[platform].image_id, self.ctx.client
             self.read[platform] = (taggers.framework_version(client, image_id, self.spec),
@@ -92,7 +93,7 @@ def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict
     versions = _Versions(ctx, spec, builts)
     images = {p: client.images.get(b.image_id) for p, b in builts.items()}
 
-    def existing(platform: str) -> str | None:  # a tag the policy gave this very image before
+    def existing(platform: Platform) -> str | None:  # a tag the policy gave this very image before
         image = images[platform]
         return taggers.existing_immutable(ctx.matrix.data.tags, naming.own_tags(image.tags, rep.repository), image.id)
 

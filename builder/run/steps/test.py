@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from builder.generate import lock
 from builder.matrix import ImageSpec, inputs
-from builder.matrix.platform import DEFAULT
+from builder.matrix.platform import DEFAULT, Platform
 from builder.run import sbom, smoke
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, SbomRecord, TestRecord
@@ -27,12 +27,12 @@ class Tested:
     log_tail: str | None = None
 
 
-def smoke_test(ctx: RunContext, spec: ImageSpec, ref: str, platform: str) -> Tested:
+def smoke_test(ctx: RunContext, spec: ImageSpec, ref: str, platform: Platform) -> Tested:
     """Run the image's smoke tests on its ``platform`` build, the local image ``ref`` (at most
     ``test_jobs`` at once; another platform than the build platform's under QEMU). A suite that ran
     and failed is a :class:`Tested` with its ``error``. Raises OSError, docker-py's errors."""
     with ctx.events.test_slot():
-        ctx.say(spec.name, "smoke testing" + ("" if platform == DEFAULT.name else f" {platform}"))
+        ctx.say(spec.name, "smoke testing" + ("" if platform == DEFAULT else f" {platform}"))
         t = smoke.run(spec, ctx.matrix.data.runtime, lock.read(ctx.options.images_dir, spec.name, platform),
                       ref, ctx.options.tests_root, ctx.logs, label=label(spec, platform),
                       emulated=platform != ctx.build_platform)
@@ -44,12 +44,12 @@ def smoke_test(ctx: RunContext, spec: ImageSpec, ref: str, platform: str) -> Tes
     return Tested(record, f"{platform}: {t.summary} (log {t.log_path})", inputs.text_block(t.log_tail(), 1 << 20))
 
 
-def sbom_path(ctx: RunContext, spec: ImageSpec, platform: str):
+def sbom_path(ctx: RunContext, spec: ImageSpec, platform: Platform):
     """``<build dir>/sbom/<name>[-<arch>].cdx.json``."""
     return ctx.build_dir / "sbom" / f"{label(spec, platform)}.cdx.json"
 
 
-def make_sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str) -> SbomRecord:
+def make_sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: Platform) -> SbomRecord:
     """Write the SBOM (:func:`builder.run.sbom.generate`) of the tested build of ``platform`` in
     ``rep`` (only read) and return its record, for the build's ``sbom``. Raises StepFailed: an
     image without its SBOM gets no ``latest``."""

@@ -20,7 +20,7 @@ from rich.markup import escape
 from builder.engine.registry import Registry, RegistryError, answers
 from builder.generate import bake, render
 from builder.matrix import ImageSpec, grammar
-from builder.matrix.platform import DEFAULT
+from builder.matrix.platform import DEFAULT, Platform
 from builder.run import build_id, policy, publish, sbom, smoke
 from builder.run.context import Options, RunContext
 from builder.run.report import ImageReport, SbomRecord, Status, TestRecord
@@ -41,22 +41,22 @@ def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[str, build_id.Inputs]:
         folders = smoke.folders(spec, ctx.options.tests_root)
     except FileNotFoundError:
         folders = [f for f in (ctx.options.tests_root / a for a in spec.ancestors) if f.is_dir()]
-    shared = dict(build_platform=ctx.build_platform, context=build_id.folder_digests(images / spec.name),
+    shared = dict(build_platform=ctx.build_platform.name, context=build_id.folder_digests(images / spec.name),
                   bake_target=target, args={"REVISION": revision, "SOURCE_DATE_EPOCH": str(epoch)},
                   builder_version=build_id.version(), builder=build_id.builder_digests(), runtime=_runtime(ctx),
                   tests=build_id.suite_digests(ctx.options.tests_root, folders), compression=ctx.matrix.data.compression)
-    return {p: build_id.Inputs(platform=p, **_ancestry(ctx, spec, p), **shared) for p in spec.platforms}
+    return {p: build_id.Inputs(platform=p.name, **_ancestry(ctx, spec, p), **shared) for p in spec.platforms}
 
 
-def _ancestry(ctx: RunContext, spec: ImageSpec, platform: str) -> dict[str, dict[str, str]]:
+def _ancestry(ctx: RunContext, spec: ImageSpec, platform: Platform) -> dict[str, dict[str, str]]:
     # The base image ids (a root image) or the parent's build ids (a child) for ``platform`` and
-    # the build platform: {"bases": ..., "parent": ...}.
+    # the build platform, by platform name: {"bases": ..., "parent": ...}.
     both = dict.fromkeys((platform, ctx.build_platform))
     if spec.parent is None:
         refs = {p: ctx.base_refs.get((spec.name, p)) for p in both}
-        return {"bases": {p: ctx.client.images.get(ref).id if ref else "" for p, ref in refs.items()}, "parent": {}}
+        return {"bases": {p.name: ctx.client.images.get(ref).id if ref else "" for p, ref in refs.items()}, "parent": {}}
     builds = {p: ctx.reports[spec.parent].built(p) for p in both}
-    return {"bases": {}, "parent": {p: (b.build_id if b else None) or "" for p, b in builds.items()}}
+    return {"bases": {}, "parent": {p.name: (b.build_id if b else None) or "" for p, b in builds.items()}}
 
 
 def _runtime(ctx: RunContext) -> dict:
@@ -70,7 +70,7 @@ def may_skip(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> str | None:
     return always_built(ctx.options, spec, ctx.matrix.image(spec.name).platforms, ctx.policy(rep))
 
 
-def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[str, ...],
+def always_built(opt: Options, spec: ImageSpec, matrix_platforms: tuple[Platform, ...],
                  publish_as: policy.Manifest) -> str | None:
     """Why ``spec`` is built whatever the registry holds, or None when it may be up to date: asked
     to (``--force``, ``--no-cache``); a run narrowed from the image's ``matrix_platforms`` (the
@@ -194,7 +194,7 @@ def _served(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: published
     return served
 
 
-def _sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, image_id: str,
+def _sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: Platform, image_id: str,
           digest: str) -> tuple[SbomRecord, tuple[str, str] | None] | None:
     # The build's SBOM as the registry holds it (written where a fresh build writes it) and the
     # versions it records; None, said in one line, when there is none or it cannot be used.
@@ -210,7 +210,7 @@ def _sbom(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, ima
     return record, sbom.installed_versions(ctx.matrix.data.project.label_prefix, got["properties"])
 
 
-def _attested_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: str, digest: str) -> TestRecord | None:
+def _attested_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform: Platform, digest: str) -> TestRecord | None:
     # With a signer: the smoke test's record from the build's newest test-result attestation the
     # run's key verifies (builder.sign.predicates.test_result), when it PASSED and names this
     # build; None, said in one line, otherwise (read as hostile input: the report's grammar).
@@ -250,8 +250,8 @@ def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: 
         try:
             if image is None:
                 ctx.say(rep.name, f"pulling {rep.repository}@{b.digest}"
-                                  + ("" if platform == DEFAULT.name else f" ({platform})"))
-                image = ctx.client.images.pull(rep.repository, tag=b.digest, platform=platform, auth_config=auth)
+                                  + ("" if platform == DEFAULT else f" ({platform})"))
+                image = ctx.client.images.pull(rep.repository, tag=b.digest, platform=platform.name, auth_config=auth)
             image.tag(rep.repository, b.tag)
             for t in publish_as.local_moving(platform) if moving else []:
                 image.tag(rep.repository, t)
