@@ -71,11 +71,30 @@ def _split_release(namespace: str, build: Path, env: dict) -> dict[str, dict]:
     return out
 
 
+def _signed_first_release(namespace: str, build: Path, signing_keys) -> tuple[dict, dict[str, dict]]:
+    """``(the environment of a release signed with the session's key, its first release: what
+    :func:`_split_release` returns)``, the merge published and signed."""
+    env = {"BUILDER_SIGNING_KEY": str(signing_keys["key"]), "COSIGN_PASSWORD": signing_keys["password"]}
+    first = _split_release(namespace, build, env)
+    assert first["merged"]["status"] == "published" and first["merged"]["signature"] == "signed", first["merged"]
+    return env, first
+
+
+def _verified(ref: str, signing_keys, build: Path) -> None:
+    """`builder verify` passes on ``ref`` (an index of both platforms): every check, for each build."""
+    r = builder("verify", ref, "--key", str(signing_keys["pub"]), "--build-dir", str(build))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("linux/amd64") >= 4 and r.stdout.count("linux/arm64") >= 4, r.stdout  # every check, per build
+
+
+def _listed(ref: str) -> dict[str, str]:
+    """``{platform: manifest digest}`` of the image index the registry serves for ``ref``."""
+    return {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in _raw(ref)["manifests"]}
+
+
 def test_a_split_release_with_nothing_changed_builds_tests_and_uploads_nothing(namespace, tmp_path, docker_client,
                                                                               signing_keys):
-    env = {"BUILDER_SIGNING_KEY": str(signing_keys["key"]), "COSIGN_PASSWORD": signing_keys["password"]}
-    first = _split_release(namespace, tmp_path / "round1", env)
-    assert first["merged"]["status"] == "published" and first["merged"]["signature"] == "signed"
+    env, first = _signed_first_release(namespace, tmp_path / "round1", signing_keys)
     for image in docker_client.images.list(name=f"{namespace}/{MINIMAL}"):  # a fresh runner: no local copy
         for ref in (t for t in image.tags if t.startswith(f"{namespace}/")):
             docker_client.images.remove(ref)  # the tag (the same image may have other tests' tags)
@@ -96,10 +115,7 @@ def test_a_split_release_with_nothing_changed_builds_tests_and_uploads_nothing(n
     assert (again["merged"]["digest"], again["merged"]["tags"]) == (first["merged"]["digest"], first["merged"]["tags"])
     assert _uploads(log, offset, namespace) == []
     assert not docker_client.images.list(name=f"{namespace}/{MINIMAL}")  # nothing was pulled either
-    r = builder("verify", f"{namespace}/{MINIMAL}:latest", "--key", str(signing_keys["pub"]),
-                "--build-dir", str(tmp_path / "verify"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("linux/amd64") >= 4 and r.stdout.count("linux/arm64") >= 4, r.stdout  # every check, per build
+    _verified(f"{namespace}/{MINIMAL}:latest", signing_keys, tmp_path / "verify")
 
 
 def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_both_passed(namespace, tmp_path, docker_client):
@@ -141,9 +157,7 @@ def test_split_jobs_publish_per_platform_tags_and_merge_moves_latest_only_when_b
     assert merged["tags"][0] == taggers.index_tag(policy, first["framework_version"], first["python_version"],
                                               [builds(jobs[p])[p]["image_id"] for p in ("linux/amd64", "linux/arm64")])
     for t in merged["tags"]:
-        index = _raw(f"{namespace}/{MINIMAL}:{t}")
-        listed = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in index["manifests"]}
-        assert listed == {p: builds(jobs[p])[p]["digest"] for p in jobs}
+        assert _listed(f"{namespace}/{MINIMAL}:{t}") == {p: builds(jobs[p])[p]["digest"] for p in jobs}
         assert raw_digest(f"{namespace}/{MINIMAL}:{t}") == merged["digest"] and merged["publish"] == "index"
     for p, entry in jobs.items():  # each manifest is the very build its job tested
         manifest = _raw(f"{namespace}/{MINIMAL}@{builds(entry)[p]['digest']}")
