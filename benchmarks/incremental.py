@@ -18,8 +18,13 @@ gives (one per image tree and platform, each ``builder all --by-platform``, each
 folder) and ``builder merge``, twice. For the second, no-op release it prints each job's and the
 merge's wall seconds, the images up to date, builds and smoke tests run, and the registry's write
 requests into the namespace (PUT, POST, PATCH, DELETE in its log: uploads of blobs and manifests).
+``--platform`` keeps only the jobs of that platform (repeatable): on an amd64 machine an arm64 job
+cannot build a child image (its build stage needs the parent for the machine's platform), so the
+whole matrix's amd64 jobs are measured alone there; the merge, which needs every platform's job,
+is then left out.
 
-Usage: python benchmarks/incremental.py [--split] [--select GLOB]... (from the repository root).
+Usage: python benchmarks/incremental.py [--split [--platform P]...] [--select GLOB]... (from the
+repository root).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench import PIN, workspace  # noqa: E402
 
 from builder import engine, files  # noqa: E402
+from builder.matrix.platform import PLATFORMS  # noqa: E402
 from builder.run import report_file  # noqa: E402
 
 NAMESPACE = f"{engine.LOCAL_REGISTRY}/bench-incremental"
@@ -96,9 +102,9 @@ def writes(log: Path, offset: int) -> int:
                for line in lines)
 
 
-def split_release(common: list[str], jobs: list[dict], work: Path) -> None:
-    """One release split by platform: every job, then the merge of their reports; prints each one's
-    wall seconds and counts."""
+def split_release(common: list[str], jobs: list[dict], work: Path, merge: bool = True) -> None:
+    """One release split by platform: every job, then (with ``merge``) the merge of their reports;
+    prints each one's wall seconds and counts."""
     reports = []
     for job in jobs:
         select = [a for name in job["images"].split() for a in ("--select", name)]
@@ -106,6 +112,9 @@ def split_release(common: list[str], jobs: list[dict], work: Path) -> None:
         seconds, entries = run([*common, "--by-platform", "--platform", job["platform"], *select], folder)
         print(f"  job {job['root']} {job['platform']}: {seconds:7.1f} s wall; {counts(entries)}")
         reports += ["--report", str(folder / "report.json")]
+    if not merge:
+        print("  merge: left out (not every platform's jobs ran)")
+        return
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "builder.cli", "merge", *reports, "--registry", NAMESPACE,
                            "--matrix", common[common.index("--matrix") + 1], "--out", str(work / "merged.json"),
@@ -121,13 +130,13 @@ def split(ns: argparse.Namespace, opts: list[str], common: list[str], work: Path
     plan = subprocess.run([sys.executable, "-m", "builder.cli", "ci-matrix", "--by-platform", *selected,
                            "--matrix", common[common.index("--matrix") + 1]], cwd=ROOT, capture_output=True,
                           text=True, check=True)
-    jobs = json.loads(plan.stdout)["include"]
-    print(f"first release split by platform ({len(jobs)} jobs):")
-    split_release(common, jobs, work / "split-first")
+    jobs = [j for j in json.loads(plan.stdout)["include"] if not ns.platform or j["platform"] in ns.platform]
+    print(f"first release split by platform ({len(jobs)} jobs{', ' + ' '.join(ns.platform) + ' only' if ns.platform else ''}):")
+    split_release(common, jobs, work / "split-first", merge=not ns.platform)
     log = ns.build_dir / "registry" / "registry.log"  # when this build folder's registry answers
     offset = log.stat().st_size if log.exists() else None
     print("no-op release split by platform:")
-    split_release(common, jobs, work / "split-noop")
+    split_release(common, jobs, work / "split-noop", merge=not ns.platform)
     counted = writes(log, offset) if offset is not None else f"not counted ({log} is not the registry's log)"
     print(f"  registry writes into {NAMESPACE} during the no-op release: {counted}")
 
@@ -136,6 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--select", action="append", default=[])
     parser.add_argument("--split", action="store_true", help="The release workflow's jobs split by platform, then merge.")
+    parser.add_argument("--platform", action="append", default=[], choices=list(PLATFORMS),
+                        help="With --split: only the jobs of this platform (repeatable); the merge is left out.")
     parser.add_argument("--build-dir", type=Path, default=ROOT / files.BUILD_DIR)
     ns = parser.parse_args()
     work = ns.build_dir / "bench" / "incremental"
