@@ -136,7 +136,7 @@ def write(root: Path, new: BaseLock) -> Path:
     return path
 
 
-def check(root: Path, bases: dict[str, tuple[str, tuple[str, ...]]]) -> list[str]:
+def check(root: Path, bases: dict[str, tuple[str, tuple[Platform, ...]]]) -> list[str]:
     """Offline problems of the base locks (``builder lock --check``): ``bases`` maps each base key
     used by a bootstrapped image to ``(release suite, platforms)``. A lock missing, invalid, or made
     for other suites is a problem. Empty when all hold."""

@@ -23,7 +23,7 @@ def pins(lock: BaseLock | None) -> bases.Pins | None:
     return bases.Pins(dict(lock.versions), lock.date) if lock else None
 
 
-def pins_of(root: Path, source: str) -> Callable[[str, str], bases.Pins | None]:
+def pins_of(root: Path, source: str) -> Callable[[str, Platform], bases.Pins | None]:
     """``pins(base key, platform)`` from the base locks under ``root`` (the folder of matrix.yaml),
     for :func:`builder.engine.bases.for_roots`. It raises ConfigError for an invalid lock, or a
     missing one unless ``source`` is ``pull`` (a pulled base has no lock)."""
@@ -91,7 +91,7 @@ def write_all(root: Path, written: list[tuple[BaseLock | None, BaseLock]]) -> No
         base_lock.write(root, new)
 
 
-def pins_with(root: Path, source: str, written: list[tuple[BaseLock | None, BaseLock]]) -> Callable[[str, str], bases.Pins | None]:
+def pins_with(root: Path, source: str, written: list[tuple[BaseLock | None, BaseLock]]) -> Callable[[str, Platform], bases.Pins | None]:
     """:func:`pins_of` ``root``, except for the bases ``written`` (not yet on disk): their new locks'."""
     new = {(n.base, n.platform): n for _, n in written}
     on_disk = pins_of(root, source)

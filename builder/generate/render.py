@@ -19,7 +19,7 @@ import jinja2
 from builder import files as files_
 from builder.generate import apt_lock, bake, base_lock, lock, python_resolver
 from builder.matrix import ImageSpec, Matrix, grammar, inputs
-from builder.matrix.platform import DEFAULT
+from builder.matrix.platform import DEFAULT, Platform
 
 #: Context files a root image (one without a parent) COPYs, rendered from templates/context/.
 ROOT_CONTEXT = ("pip-install", "serve")
@@ -42,10 +42,10 @@ def environment(*templates: Path) -> jinja2.Environment:
     return env
 
 
-def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[str, lock.Lock],
-                 parent_locks: dict[str, lock.Lock] | None = None,
-                 apt_locks: dict[str, apt_lock.AptLock] | None = None,
-                 base_locks: dict[str, base_lock.BaseLock] | None = None) -> dict[str, str]:
+def render_image(matrix: Matrix, spec: ImageSpec, templates: Path, locks: dict[Platform, lock.Lock],
+                 parent_locks: dict[Platform, lock.Lock] | None = None,
+                 apt_locks: dict[Platform, apt_lock.AptLock] | None = None,
+                 base_locks: dict[Platform, base_lock.BaseLock] | None = None) -> dict[str, str]:
     """The files of one image's build context: ``{"Dockerfile": text, "requirements.lock": text, ...}``.
 
     ``locks`` are the image's locks by platform (installed from, the linux/amd64 one's digest a
@@ -94,9 +94,9 @@ def _tidy(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_all(matrix: Matrix, templates: Path, locks: dict[str, dict[str, lock.Lock]],
-               apt_locks: dict[str, dict[str, apt_lock.AptLock]] | None = None,
-               base_locks: dict[str, dict[str, base_lock.BaseLock]] | None = None) -> dict[str, str]:
+def render_all(matrix: Matrix, templates: Path, locks: dict[str, dict[Platform, lock.Lock]],
+               apt_locks: dict[str, dict[Platform, apt_lock.AptLock]] | None = None,
+               base_locks: dict[str, dict[Platform, base_lock.BaseLock]] | None = None) -> dict[str, str]:
     """Every generated file, keyed by its path relative to images/ (``"<name>/Dockerfile"``);
     ``locks`` maps every image name to its locks by platform (:func:`builder.generate.lock.read_every`),
     ``apt_locks`` every root image's Debian package locks (:func:`builder.generate.apt_lock.read_every`),

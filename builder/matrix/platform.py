@@ -13,9 +13,10 @@ cross-installing their wheels.
 A name is parsed at the edge (matrix.yaml, compat.yaml, a report or lock read back, a command-line
 option: :meth:`Platform.parse`, or a pydantic field typed :class:`Platform`) and a
 :class:`Platform` travels inward from there. A :class:`Platform` never equals a string: comparing
-one with a ``str`` raises TypeError, and so does looking one up by name in a dict keyed by
-:class:`Platform` (or the other way round: they hash alike), so a name that escaped parsing fails
-loudly instead of comparing unequal.
+one with a ``str`` raises TypeError, and so does looking up a platform's name in a dict (or set)
+holding that :class:`Platform`, or the other way round: they hash alike, so the dict compares
+them. A name that escaped parsing fails loudly wherever it meets its own platform; looked up where
+only other platforms are, it is not found, as any missing key.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Platform:
             raise TypeError(f"a Platform ({self.name}) compared with the string {other!r}: parse names at the edge")
         return isinstance(other, Platform) and other.name == self.name
 
-    def __hash__(self) -> int:  # the name's: a lookup by name in a dict keyed by Platform (or back) raises, in __eq__
+    def __hash__(self) -> int:  # the name's: a dict holding this platform compares a name looked up with it (__eq__ raises)
         return hash(self.name)
 
     @classmethod

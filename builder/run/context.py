@@ -196,10 +196,10 @@ class RunContext:
     clients: Clients
     sources: Sources | None = None
     wheelhouse: str = ""
-    base_refs: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    base_refs: Mapping[tuple[str, Platform], str] = field(default_factory=dict)
     containerd_store: bool = True
     signer: Signer | None = None
-    size_baseline: Mapping[tuple[str, str], tuple[int | None, int | None]] = field(default_factory=dict)
+    size_baseline: Mapping[tuple[str, Platform], tuple[int | None, int | None]] = field(default_factory=dict)
     vcs: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     policies: Mapping[str, policy.Manifest] = field(init=False)
 

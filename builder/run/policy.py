@@ -26,7 +26,7 @@ from builder.run import publish, taggers
 from builder.run.report import ImageReport, PublishName, Status
 
 #: ``versions(platform) -> (framework version, Python version)`` read in that platform's build.
-Versions = Callable[[str], tuple[str, str]]
+Versions = Callable[[Platform], tuple[str, str]]
 
 
 def _suffix(platform: Platform) -> str:
@@ -50,8 +50,8 @@ class Manifest:
         policy, or None: the job published it whole."""
         return None
 
-    def build_tags(self, image_ids: dict[str, str], versions: Versions,
-                   existing: Callable[[str], str | None]) -> tuple[list[str], dict[str, str]]:
+    def build_tags(self, image_ids: dict[Platform, str], versions: Versions,
+                   existing: Callable[[Platform], str | None]) -> tuple[list[str], dict[Platform, str]]:
         """``(the image's tags, {platform: the build's own tag})`` for builds with ``image_ids``
         ({platform: ``sha256:<hex>``}). A tag the policy gave this very image before
         (``existing(platform)``) is kept without reading versions again."""

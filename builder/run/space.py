@@ -49,7 +49,7 @@ def _expected_labels(matrix: Matrix, images: Path, vcs: Mapping[str, tuple[str, 
 
 
 def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: str,
-          specs: list[ImageSpec], vcs: Mapping[str, tuple[str, int]]) -> dict[tuple[str, str], int]:
+          specs: list[ImageSpec], vcs: Mapping[str, tuple[str, int]]) -> dict[tuple[str, Platform], int]:
     """Refuse (ConfigError, one line) a run of ``specs`` into ``registry`` the Engine's data root or
     the build folder cannot hold (:func:`builder.engine.disk.estimate`; images whose local build, tagged in
     that registry's repository, has the same inputs count as unchanged; ``vcs``: each image's
@@ -74,7 +74,7 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     return disk.build_needs(specs, sizes, same, packages, disk.BASE_SIZE, factors)
 
 
-def budget(client: docker.DockerClient, needs: dict[tuple[str, str], int],
+def budget(client: docker.DockerClient, needs: dict[tuple[str, Platform], int],
            say: Callable[[str], None]) -> tuple[DiskBudget | None, DiskWatch | None]:
     """The run's disk schedule on the file system of the Engine's data root, where each build
     reserves its ``needs`` (:func:`check`) while it runs (:class:`builder.run.disk_budget.DiskBudget`),

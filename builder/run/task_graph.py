@@ -49,7 +49,7 @@ class Graph:
     parents: Mapping[str, str | None]
     tasks: Mapping[str, tuple[Task, ...]]
     needs: Mapping[Task, frozenset[Task]]
-    build_platform: str
+    build_platform: Platform
 
     def prepare(self, image: str) -> Task:
         """The image's ``prepare`` task."""

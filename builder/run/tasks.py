@@ -63,7 +63,7 @@ class Lane:
     and its smoke test (``tested``); a lane that failed gives what it got so far. Recorded on the
     image's report by :meth:`record`, on the scheduler's thread only."""
 
-    platform: str
+    platform: Platform
     build: Build | None = None
     uncompressed: int | None = None
     tested: Tested | None = None

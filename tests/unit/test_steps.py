@@ -734,3 +734,13 @@ def test_a_failed_image_built_on_every_platform_keeps_its_own_tags_and_no_latest
     assert all(b.tag and b.tag.endswith(("-amd64", "-arm64")) for b in rep.platforms) and rep.tags
     assert sorted(engine.refs) == sorted(f"{rep.repository}:{b.tag}" for b in rep.platforms)  # no latest, no run tag
     assert half.platforms[0].tag is None and half.status == Status.BUILD_FAILED
+
+
+def test_moving_tags_that_may_not_move_are_one_publish_error_naming_the_pushed_platforms(fakes, tmp_path):
+    ctx, _ = _context(*fakes, tmp_path)
+    rep = ImageReport.model_validate_json(json.dumps({"name": MINIMAL, "status": "built", "publish": "index",
+                                      "repository": f"{REGISTRY}/{MINIMAL}", "tags": ["t", "latest"],
+                                      "platforms": [{"platform": "linux/amd64", "digest": "sha256:" + "a" * 64},
+                                                    {"platform": "linux/arm64"}]}))
+    with pytest.raises(publish.PublishError, match=r"the image is built, pushed for linux/amd64$"):
+        push_step._move(ctx, rep, ctx.policy(rep))

@@ -42,7 +42,7 @@ class Build:
     ``cached_steps`` of ``steps``); what it was built from (``args`` as bake got them, ``base`` and
     its image id ``base_digest``). Recorded on the image's report by :meth:`record` only."""
 
-    platform: str
+    platform: Platform
     temporary: str
     image_id: str | None = None
     error: str | None = None

@@ -33,7 +33,7 @@ class Published:
     None for one job of a split run) and each platform's :class:`Found`."""
 
     digest: str | None
-    builds: dict[str, Found]
+    builds: dict[Platform, Found]
 
 
 def published(ctx: RunContext, spec: ImageSpec, rep: ImageReport) -> Published | None:
@@ -90,7 +90,7 @@ def _checked(ctx: RunContext, rep: ImageReport, platform: Platform, digest: str,
     return Found(digest, manifest, config)
 
 
-def _signed(ctx: RunContext, rep: ImageReport, digest: str | None, builds: dict[str, Found]) -> bool:
+def _signed(ctx: RunContext, rep: ImageReport, digest: str | None, builds: dict[Platform, Found]) -> bool:
     # Without a signer: True. With one: its key verifies every build's signature and the index's.
     if ctx.signer is None:
         return True
@@ -98,14 +98,14 @@ def _signed(ctx: RunContext, rep: ImageReport, digest: str | None, builds: dict[
     return all(ctx.signer.signed(cosign.by_digest(rep.repository, d)) for d in digests)
 
 
-def image_ids(ctx: RunContext, found: Published) -> dict[str, str]:
+def image_ids(ctx: RunContext, found: Published) -> dict[Platform, str]:
     """``{platform: image id}`` of ``found``'s builds, as this Engine's store names them (the
     builder's tags use it): the manifest digest on the containerd image store, the configuration's
     digest on the classic one."""
     return {p: (b.digest if ctx.containerd_store else b.manifest["config"]["digest"]) for p, b in found.builds.items()}
 
 
-def tags(ctx: RunContext, rep: ImageReport, found: Published) -> tuple[str | None, dict[str, str]] | None:
+def tags(ctx: RunContext, rep: ImageReport, found: Published) -> tuple[str | None, dict[Platform, str]] | None:
     """``(the image's immutable tag, None for a split run's job; {platform: the build's own tag})``:
     the registry's tags of the policy's shape for ``found``'s image ids that name them (an image
     index's immutable tag names the index). None when one is missing. Raises RegistryError."""
@@ -126,7 +126,7 @@ def tags(ctx: RunContext, rep: ImageReport, found: Published) -> tuple[str | Non
 
 
 def _index_builds(ctx: RunContext, rep: ImageReport, listed: list[str], found: Published,
-                  immutable: str) -> dict[str, str] | None:
+                  immutable: str) -> dict[Platform, str] | None:
     # {platform: the build's own tag}: ``<immutable>-<arch>`` as `builder all` pushes it, else (an
     # index `builder merge` made of a split run's jobs) the job's own ``<its immutable>-<arch>``;
     # each must name the build. Raises RegistryError.

@@ -28,7 +28,7 @@ class PushedBuild:
     its SBOM's ``sbom_digest`` (None without one), how it was ``signed`` (None: no signer), and
     whether anything was ``pushed``."""
 
-    platform: str
+    platform: Platform
     digest: str
     compressed_bytes: int | None
     sbom_digest: str | None
@@ -99,7 +99,7 @@ def _move(ctx: RunContext, rep: ImageReport, publish_as: policy.Manifest) -> boo
     moves = policy.latest_moves(publish_as, rep, [b.platform for b in rep.platforms])
     if moves is None:
         raise publish.PublishError(f"{rep.repository}: the moving tags do not move: the image is {rep.status}, "
-                                   f"pushed for {', '.join(b.platform for b in rep.platforms if b.digest)}")
+                                   f"pushed for {', '.join(b.platform.name for b in rep.platforms if b.digest)}")
     moved = False
     for platform, tags in moves.builds.items():
         if tags:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from builder.matrix.inputs import one_line
+from builder.matrix.platform import Platform
 from builder.run.context import RunContext
 from builder.run.report import ImageReport, PlatformBuild
 from builder.run.steps import StepFailed
@@ -71,7 +72,7 @@ def _refusal(ctx: RunContext, rep: ImageReport, b: PlatformBuild, grew: str) -> 
     return f"{b.platform}: {grew}" + (f"; grew most: {', '.join(layers)}" if layers else "")
 
 
-def gate(ctx: RunContext, rep: ImageReport, baseline: Mapping[tuple[str, str], tuple[int | None, int | None]],
+def gate(ctx: RunContext, rep: ImageReport, baseline: Mapping[tuple[str, Platform], tuple[int | None, int | None]],
          builds: list[PlatformBuild] | None = None) -> None:
     """Refuse the built image ``rep`` when one of ``builds`` (None: every build ``rep`` records; a
     lane gives its own, not yet recorded) has an uncompressed size more than :data:`LIMIT` times
@@ -88,7 +89,7 @@ def gate(ctx: RunContext, rep: ImageReport, baseline: Mapping[tuple[str, str], t
 
 
 def gate_pushed(ctx: RunContext, rep: ImageReport,
-                baseline: Mapping[tuple[str, str], tuple[int | None, int | None]]) -> None:
+                baseline: Mapping[tuple[str, Platform], tuple[int | None, int | None]]) -> None:
     """The same for each pushed build's compressed bytes against ``baseline[(name, platform)][1]``,
     before any moving tag moves. Raises SizeGateFailed."""
     if ctx.options.accept_size:

@@ -25,9 +25,9 @@ class _Versions:
     """``versions(platform) -> (framework version, Python version)`` read by the taggers in that
     platform's build, once each; ``read`` holds what was read."""
 
-    def __init__(self, ctx: RunContext, spec: ImageSpec, builts: dict[str, Built]):
+    def __init__(self, ctx: RunContext, spec: ImageSpec, builts: dict[Platform, Built]):
         self.ctx, self.spec, self.builts = ctx, spec, builts
-        self.read: dict[str, tuple[str, str]] = {}
+        self.read: dict[Platform, tuple[str, str]] = {}
 
     def __call__(self, platform: Platform) -> tuple[str, str]:
         if platform not in self.read:
@@ -43,7 +43,7 @@ class NamedBuild:
     when its lane counted it) and the ``versions`` the taggers read in it (framework, Python; None
     when the policy read none)."""
 
-    platform: str
+    platform: Platform
     image_id: str
     tag: str
     uncompressed: int | None
@@ -73,7 +73,7 @@ class Named:
         rep.tags = list(self.tags)
 
 
-def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> Named:
+def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[Platform, Built]) -> Named:
     """:func:`name_builds`, with the image's event line: it is built (its report then moves to
     built)."""
     named = name_builds(ctx, spec, rep, builts)
@@ -83,7 +83,7 @@ def tag_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[
     return named
 
 
-def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[str, Built]) -> Named:
+def name_builds(ctx: RunContext, spec: ImageSpec, rep: ImageReport, builts: dict[Platform, Built]) -> Named:
     """Give each build its own tag in the Engine (the policy's name for it) and return the names,
     each build's image id, its size (unless its lane counted it) and the versions the taggers read
     (``rep`` is only read). The run tags stay until the run ends (a child's build may still name

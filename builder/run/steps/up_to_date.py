@@ -29,7 +29,7 @@ from builder.run.steps.test import sbom_path
 from builder.sign import SignError, cosign, predicates
 
 
-def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[str, build_id.Inputs]:
+def inputs_of(ctx: RunContext, spec: ImageSpec) -> dict[Platform, build_id.Inputs]:
     """``{platform: the build id's inputs}`` of each of ``spec``'s platform builds in this run
     (:class:`builder.run.build_id.Inputs`); what every platform shares (the VCS source, the bake
     file, the build context, the builder's and the tests' digests) is read once. A test folder that
@@ -96,7 +96,7 @@ class ServedBuild:
     (``attestations``), its SBOM (read back from the registry) and the versions the taggers read in
     it (the SBOM records them; else the framework version its label gives)."""
 
-    platform: str
+    platform: Platform
     image_id: str
     digest: str
     tag: str
@@ -162,7 +162,7 @@ def _version(labels: dict, key: str) -> str | None:
 
 
 def _served(ctx: RunContext, spec: ImageSpec, rep: ImageReport, found: published.Published,
-            tags: tuple[str | None, dict[str, str]]) -> UpToDate | None:
+            tags: tuple[str | None, dict[Platform, str]]) -> UpToDate | None:
     # The up-to-date image: its tags, digests and SBOMs as the registry serves them; None when a
     # build's SBOM is missing or unusable, or a split run's job cannot recover the versions its
     # taggers read (builder merge names the index from them).
@@ -235,7 +235,7 @@ def _attested_test(ctx: RunContext, spec: ImageSpec, rep: ImageReport, platform:
     return record
 
 
-def make_local(ctx: RunContext, rep: ImageReport, platforms: list[str], moving: bool = False) -> None:
+def make_local(ctx: RunContext, rep: ImageReport, platforms: list[Platform], moving: bool = False) -> None:
     """Pull each of ``platforms``' builds of the up-to-date image ``rep`` by digest (when the Engine
     lacks it) and give it its own tag, and with ``moving`` its moving tags, as a build would have.
     Raises StepFailed."""
