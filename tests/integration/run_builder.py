@@ -43,21 +43,32 @@ def raw_digest(ref: str) -> str | None:
     return "sha256:" + hashlib.sha256(r.stdout).hexdigest() if r.returncode == 0 else None
 
 
+def _listening(address: str) -> set[str]:
+    """The socket inodes listening on the IPv4 ``host:port`` ``address`` (``/proc/net/tcp``: local
+    address as little-endian hex ``0100007F:1388``, state ``0A`` LISTEN; proc(5))."""
+    host, port = address.rsplit(":", 1)
+    local = "".join(f"{int(b):02X}" for b in reversed(host.split("."))) + f":{int(port):04X}"
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return {r[9] for r in rows if len(r) > 9 and r[1] == local and r[3] == "0A"}
+
+
 def registry_log(address: str = "127.0.0.1:5000") -> Path:
-    """The log of the docker-registry serving ``address``, whoever started it: ``registry.log``
-    beside the configuration its command line names (:func:`builder.engine.ensure_registry` writes
-    both in one folder, the build folder of the command that started it). Raises AssertionError
-    when no such process runs."""
+    """The log of the docker-registry listening on ``address``, whoever started it and wherever:
+    the file its standard output is (:func:`builder.engine.ensure_registry` sends it to
+    ``registry.log`` beside its configuration), read through ``/proc/<pid>/fd/1``, so it can be
+    read even when the build folder that held it is gone. Raises AssertionError when no
+    docker-registry process listens there."""
+    inodes = {f"socket:[{i}]" for i in _listening(address)}
     for proc in Path("/proc").iterdir():
         try:
             args = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
-            config = Path(args[2].decode()) if len(args) >= 3 and args[0].endswith(b"docker-registry") \
-                and args[1] == b"serve" else None
-            if config is not None and f"addr: '{address}'" in config.read_text():
-                return config.parent / "registry.log"
-        except OSError:  # the process ended, or its configuration is not ours
+            if not (args and args[0].endswith(b"docker-registry")):
+                continue
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                return proc / "fd" / "1"
+        except OSError:  # the process ended meanwhile
             continue
-    raise AssertionError(f"no docker-registry serving {address} started by the builder")
+    raise AssertionError(f"no docker-registry listening on {address}")
 
 
 def names_image(digest: str, manifest: dict, image_id: str, containerd_store: bool) -> bool:
