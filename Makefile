@@ -52,6 +52,9 @@ test: venv ## The tests CI runs: render and lock checks, hadolint, unit and engi
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
+test-other-engine: venv ## The reproducibility, publish and verify tests on the other Engine line, 26.1 (stop the running dockerd first)
+	BUILDER_ENGINE=26.1 $(BIN)/pytest -m both_engines tests/integration
+
 build-all: venv ## The main job: build, smoke-test, tag and publish every image (SELECT='glob', DEVICE=cpu narrow)
 	$(BIN)/builder render --check
 	$(BIN)/builder lock --check

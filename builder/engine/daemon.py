@@ -4,8 +4,8 @@ store; the containerd image store is the one tested in full.
 :func:`client` returns a docker-py client for an Engine that answers — the one ``DOCKER_HOST``
 names, or the default local socket — and refuses, in one line, an Engine older than 26. When none
 answers on a Debian machine where we are root, it installs an Engine line (:mod:`builder.engine.lines`:
-by default Debian 13's ``docker.io`` and ``docker-cli`` 26.1.5 with Debian 12's containerd and runc;
-``BUILDER_ENGINE=28.5`` Debian forky's 28.5.2 with its containerd 2.1) through
+by default Debian forky's ``docker.io`` and ``docker-cli`` 28.5.2 with its containerd 2.1 and Debian
+12's runc; ``BUILDER_ENGINE=26.1`` Debian 13's 26.1.5 with Debian 12's containerd and runc) through
 :mod:`builder.engine.debian_suite` (an installed ``docker.io`` older than 26, or of another line
 than ``BUILDER_ENGINE`` names, is replaced the same way), turns the containerd image store on in
 ``/etc/docker/daemon.json`` when there is no such file, and starts ``dockerd`` in the background on

@@ -2,14 +2,17 @@
 
 Two lines, each a Debian release's packages (https://packages.debian.org/docker.io):
 
-- ``26.1`` (the default): Debian 13 (trixie)'s ``docker.io`` and ``docker-cli`` 26.1.5, with
-  Debian 12's containerd 1.6 and runc 1.1, and ``docker-buildx`` 0.13 and ``docker-compose`` 2.26;
-  its data root is dockerd's default, ``/var/lib/docker``.
-- ``28.5``: Debian forky's ``docker.io`` and ``docker-cli`` 28.5.2, ``containerd`` 2.1 and
+- ``28.5`` (the default): Debian forky's ``docker.io`` and ``docker-cli`` 28.5.2, ``containerd`` 2.1 and
   ``tini-static`` (which ``docker.io`` needs there; Debian 12 has only ``tini``), with Debian 12's
   runc (forky's needs glibc 2.38), and ``docker-buildx`` 0.29 and ``docker-compose`` 2.40; its data
-  root is ``/var/lib/docker-28.5``. containerd 2 migrates a containerd 1 root in place, so the two
-  lines never share one: switching back and forth leaves each line's images where they were.
+  root is ``/var/lib/docker-28.5``.
+- ``26.1``: Debian 13 (trixie)'s ``docker.io`` and ``docker-cli`` 26.1.5, with
+  Debian 12's containerd 1.6 and runc 1.1, and ``docker-buildx`` 0.13 and ``docker-compose`` 2.26;
+  its data root is dockerd's default, ``/var/lib/docker``; Debian 13 stable's Engine, kept working
+  and tested (CI runs the reproducibility, publish and verify tests on it).
+
+containerd 2 migrates a containerd 1 root in place, so the two lines never share one: switching
+back and forth leaves each line's images where they were.
 
 ``BUILDER_ENGINE`` names the line to provision (``26.1`` or ``28.5``). Unset, an installed Engine
 >= 26 stays as it is and a missing or older one becomes the default line. This module is pure: no
@@ -54,8 +57,11 @@ LINES = {
     "28.5": Line("28.5", "forky", ("docker.io", "docker-cli", "containerd", "tini-static"), 2,
                  Path("/var/lib/docker-28.5"), {"buildx": "0.29", "compose": "2.40"}),
 }
-#: The line provisioned when :data:`ENV` names none.
-DEFAULT = LINES["26.1"]
+#: The line provisioned when :data:`ENV` names none: the newest Engine Debian packages (Docker 26
+#: and BuildKit 0.13 are past upstream support, https://docs.docker.com/engine/release-notes/).
+DEFAULT = LINES["28.5"]
+#: The other line: CI runs the reproducibility, publish and verify tests on it as well.
+OTHER = LINES["26.1"]
 
 
 class UnknownLine(ValueError):

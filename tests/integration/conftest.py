@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
 import subprocess
 import time
@@ -17,6 +18,7 @@ from repo import ROOT
 from run_builder import SUBSET, builder, make_key_pair
 
 from builder import engine
+from builder.engine import lines
 
 #: Registry namespaces (and throw-away registries) only the tests push to; their local tags are
 #: removed when the session ends, so test runs do not pile images up on the machine's disk.
@@ -41,8 +43,15 @@ def remove_test_namespaces():
 
 @pytest.fixture(scope="session")
 def docker_client():
-    """A docker-py client; starts a Docker Engine when none answers (see builder.engine)."""
-    return engine.client(ROOT / "build")
+    """A docker-py client; starts a Docker Engine when none answers (see builder.engine). With
+    ``BUILDER_ENGINE`` set (``make test-other-engine``), the Engine that answers must be of that line:
+    one already running is used as it is, so the tests would otherwise pass on the wrong Engine."""
+    client = engine.client(ROOT / "build")
+    line = lines.chosen(os.environ)
+    version = client.version().get("Version", "")
+    assert line is None or lines.major_minor(version) == lines.major_minor(line.name + "."), (
+        f"{lines.ENV}={line.name if line else ''} but Engine {version} answers: stop its dockerd first")
+    return client
 
 
 @pytest.fixture(scope="session")

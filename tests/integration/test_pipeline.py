@@ -38,6 +38,7 @@ def skopeo_digest(ref: str) -> str | None:
     return json.loads(r.stdout)["Digest"]
 
 
+@pytest.mark.both_engines
 def test_main_job_builds_tests_tags_and_publishes_the_subset(main_job, registry, docker_client):
     result, build_dir = main_job
     assert result.returncode == 0, result.stdout + result.stderr
@@ -56,6 +57,7 @@ def test_main_job_builds_tests_tags_and_publishes_the_subset(main_job, registry,
             assert raw_digest(f"{registry}/{name}:{t}") == r["digest"]
 
 
+@pytest.mark.both_engines
 def test_both_platforms_passed_and_each_tag_is_a_two_platform_index(main_job, registry, docker_client):
     _, build_dir = main_job
     for name, r in report(build_dir).items():
@@ -73,6 +75,7 @@ def test_both_platforms_passed_and_each_tag_is_a_two_platform_index(main_job, re
     assert machine == "aarch64"
 
 
+@pytest.mark.both_engines
 def test_published_image_carries_the_oci_and_project_labels(main_job, registry, docker_client):
     _, build_dir = main_job
     r = report(build_dir)[SUBSET]
@@ -90,6 +93,7 @@ def test_published_image_carries_the_oci_and_project_labels(main_job, registry, 
     assert r["tags"][0].startswith("1.9.1-py3.11.")
 
 
+@pytest.mark.both_engines
 def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, registry, tmp_path):
     import oras.provider
 
@@ -123,6 +127,7 @@ def test_each_published_image_has_its_sbom_beside_it_in_the_registry(main_job, r
         assert all(f"arch={arch}" in c["purl"] or "arch=all" in c["purl"] for c in debs)
 
 
+@pytest.mark.both_engines
 def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path):
     _, build_dir = main_job
     result = builder("catalog", "--report", str(build_dir / "report.json"), "--out", str(tmp_path / "images.md"),
@@ -139,6 +144,7 @@ def test_catalog_lists_what_the_images_really_hold(main_job, registry, tmp_path)
     assert f"`{SUBSET}`" in (tmp_path / "images.md").read_text()
 
 
+@pytest.mark.both_engines
 def test_rerun_with_nothing_changed_is_up_to_date_and_force_publishes_the_same_digests(main_job, registry, tmp_path):
     # The minimal image's tree only (both platforms): the scikit-learn image's arm64 smoke test under
     # QEMU would add minutes and nothing the root image does not show.

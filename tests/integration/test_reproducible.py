@@ -33,7 +33,7 @@ from builder.engine import images as engine_images
 from builder.generate import base_lock, base_resolver, lock
 from builder.matrix import load
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.both_engines]
 
 DISTRIBUTIONS = ("import importlib.metadata as m, json; "
                  "print(json.dumps(sorted([d.metadata['Name'].lower(), d.version] for d in m.distributions())))")

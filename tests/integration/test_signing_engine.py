@@ -18,7 +18,7 @@ from run_builder import MINIMAL, SUBSET, builder, make_key_pair, raw_digest, rep
 
 from builder.sign import cosign
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.both_engines]
 
 PROVENANCE = "slsaprovenance1"
 

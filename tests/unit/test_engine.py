@@ -78,17 +78,20 @@ def _install_with(monkeypatch, dockerd, docker_io, containerd="1.6.20~ds1-1+deb1
     return fetched
 
 
-def test_debians_docker_io_older_than_26_is_upgraded_from_debian_13(monkeypatch, tmp_path):
+FORKY = ["docker.io", "docker-cli", "containerd", "tini-static"]
+
+
+def test_debians_docker_io_older_than_26_is_upgraded_to_the_default_line(monkeypatch, tmp_path):
     fetched = _install_with(monkeypatch, "/usr/sbin/dockerd", "20.10.24+dfsg1-1+deb12u1+b6")
     daemon.install(tmp_path)
-    assert fetched[0] == ("trixie", ["docker.io", "docker-cli"])
-    assert fetched[1] == [str(tmp_path.resolve() / "engine" / f"{p}_trixie.deb") for p in ("docker.io", "docker-cli")]
+    assert fetched[0] == ("forky", FORKY)  # Debian 12's containerd 1.6 goes with it: the line brings containerd 2
+    assert fetched[1] == [str(tmp_path.resolve() / "engine" / f"{p}_forky.deb") for p in FORKY]
 
 
 def test_a_missing_engine_is_installed_and_a_current_one_left_alone(monkeypatch, tmp_path):
     fetched = _install_with(monkeypatch, None, None)
     daemon.install(tmp_path)
-    assert fetched and fetched[0] == ("trixie", ["docker.io", "docker-cli"])
+    assert fetched and fetched[0] == ("forky", FORKY)
     for dockerd, docker_io in (("/usr/sbin/dockerd", "26.1.5+dfsg1-9+deb13u1+b1"), ("/usr/bin/dockerd", None),
                                ("/usr/sbin/dockerd", "28.5.2+dfsg4-5")):
         fetched = _install_with(monkeypatch, dockerd, docker_io)
@@ -99,7 +102,7 @@ def test_a_missing_engine_is_installed_and_a_current_one_left_alone(monkeypatch,
 def test_a_chosen_line_replaces_the_other_and_its_containerd(monkeypatch, tmp_path):
     fetched = _install_with(monkeypatch, "/usr/sbin/dockerd", "26.1.5+dfsg1-9+deb13u1+b1")
     daemon.install(tmp_path, lines.LINES["28.5"])
-    assert fetched[0] == ("forky", ["docker.io", "docker-cli", "containerd", "tini-static"])
+    assert fetched[0] == ("forky", FORKY)
     assert len(fetched) == 2
     # back to 26.1: forky's containerd 2 goes too, for Debian 12's (a downgrade)
     fetched = _install_with(monkeypatch, "/usr/sbin/dockerd", "28.5.2+dfsg4-5", "2.1.9+ds1-5")

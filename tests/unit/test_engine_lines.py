@@ -10,8 +10,8 @@ from builder.engine import lines
 def test_the_environment_chooses_a_line_and_unset_chooses_none():
     assert lines.chosen({}) is None
     assert lines.chosen({"BUILDER_ENGINE": "  "}) is None
-    assert lines.chosen({"BUILDER_ENGINE": " 28.5\n"}) is lines.LINES["28.5"]
-    assert lines.chosen({"BUILDER_ENGINE": "26.1"}) is lines.DEFAULT
+    assert lines.chosen({"BUILDER_ENGINE": " 28.5\n"}) is lines.LINES["28.5"] is lines.DEFAULT
+    assert lines.chosen({"BUILDER_ENGINE": "26.1"}) is lines.LINES["26.1"] is lines.OTHER
 
 
 @pytest.mark.parametrize("value", ["28", "28.5.2", "forky", "latest", "26.1;rm -rf /", "\x1b[2J", "9" * 5000])
@@ -37,14 +37,15 @@ def test_the_installed_version_names_its_line_and_the_environment_wins():
     assert lines.of_version("228.5.2") is None
     assert lines.wanted({}, "28.5.2+dfsg4-5") is lines.LINES["28.5"]
     assert lines.wanted({}, None) is lines.DEFAULT and lines.wanted({}, "27.5.1") is lines.DEFAULT
-    assert lines.wanted({"BUILDER_ENGINE": "26.1"}, "28.5.2+dfsg4-5") is lines.DEFAULT
+    assert lines.wanted({"BUILDER_ENGINE": "26.1"}, "28.5.2+dfsg4-5") is lines.OTHER
+    assert lines.wanted({}, "26.1.5+dfsg1-9+deb13u1+b1") is lines.OTHER  # an installed line stays
 
 
 def test_each_line_keeps_its_own_data_root_and_containerd_major():
-    assert lines.DEFAULT.data_root is None and lines.DEFAULT.containerd_major == 1
+    assert lines.OTHER.data_root is None and lines.OTHER.containerd_major == 1
     assert lines.LINES["28.5"].data_root == Path("/var/lib/docker-28.5") and lines.LINES["28.5"].containerd_major == 2
-    assert lines.containerd_fits(lines.DEFAULT, "1.6.20~ds1-1+deb12u3") and lines.containerd_fits(lines.DEFAULT, None)
-    assert not lines.containerd_fits(lines.DEFAULT, "2.1.9+ds1-5")
+    assert lines.containerd_fits(lines.OTHER, "1.6.20~ds1-1+deb12u3") and lines.containerd_fits(lines.OTHER, None)
+    assert not lines.containerd_fits(lines.OTHER, "2.1.9+ds1-5")
     assert lines.containerd_fits(lines.LINES["28.5"], "2.1.9+ds1-5")
     assert not lines.containerd_fits(lines.LINES["28.5"], "1.6.20~ds1-1+deb12u3")
 
@@ -56,8 +57,8 @@ def test_a_plugin_fits_the_line_whose_version_it_reports():
     assert lines.plugin_fits(forky, "buildx", "github.com/docker/buildx v0.29.0 abcdef")
     assert not lines.plugin_fits(forky, "buildx", "github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3")
     assert not lines.plugin_fits(forky, "buildx", "github.com/docker/buildx 10.29.1")
-    assert lines.plugin_fits(lines.DEFAULT, "buildx", "github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3")
-    assert lines.plugin_fits(lines.DEFAULT, "other", "anything")
+    assert lines.plugin_fits(lines.OTHER, "buildx", "github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3")
+    assert lines.plugin_fits(lines.OTHER, "other", "anything")
 
 
 def test_a_download_asks_for_the_suites_version_not_the_installed_one(monkeypatch, tmp_path):
