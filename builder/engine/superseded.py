@@ -1,12 +1,14 @@
 """The local builds a run superseded, removed after it: the builder's images of a repository
-(by the matrix's cell-digest label), the rule of which are superseded, and their removal by tag."""
+(by the matrix's cell-digest label), the rule of which are superseded, and their removal by tag
+(:func:`untag`, which the run's removal of local copies the registry holds shares,
+:class:`builder.run.space.LocalCopyRemover`)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Sequence
 
 import docker
 import requests
@@ -91,17 +93,29 @@ def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[s
     return freed
 
 
-def _untag(client: docker.DockerClient, build: LocalBuild, repository: str, log: Callable[[str], None]) -> int:
-    # Remove build's tags in repository; the bytes freed when that was every tag it had.
-    own = [t for t in build.tags if t.rsplit(":", 1)[0] == repository]
-    if not own:  # untagged meanwhile
-        return 0
+def untag(client: docker.DockerClient, tags: Sequence[str], repository: str, log: Callable[[str], None]) -> list[str] | None:
+    """Remove, one by one, the tags of ``tags`` (an image's ``repository:tag`` references, as the
+    Engine lists them) that are in ``repository``, with docker-py's ``remove_image(tag,
+    noprune=False)`` (``DELETE /images/<tag>``): once no tag names the image, the Engine removes it,
+    its content and snapshots. A tag of another repository is never touched. Returns the tags
+    removed (empty when none is in ``repository``), or None when the Engine refused one (one ``log``
+    line, ``kept <tag>: why``; the tags after it stay). Raises docker.errors.DockerException (but
+    APIError) and requests.RequestException."""
+    own = [t for t in tags if t.rsplit(":", 1)[0] == repository]
     for t in own:
         try:
             client.api.remove_image(t, noprune=False)
         except docker.errors.APIError as exc:
             log(f"kept {t}: {exc.explanation or exc}")
-            return 0
+            return None
+    return own
+
+
+def _untag(client: docker.DockerClient, build: LocalBuild, repository: str, log: Callable[[str], None]) -> int:
+    # Remove build's tags in repository; the bytes freed when that was every tag it had.
+    own = untag(client, build.tags, repository, log)
+    if not own:  # untagged meanwhile, or the Engine kept one
+        return 0
     if len(own) < len(build.tags):  # another repository still names it: its layers stay
         log(f"untagged superseded {', '.join(own)} (the image keeps its other tags)")
         return 0

@@ -48,7 +48,10 @@ class Options:
     never). ``space_check`` refuses a run the disk cannot hold (:mod:`builder.engine.disk`; sizes
     from the ``catalog`` JSON); after the run each image keeps its ``keep_last`` newest local builds
     (the one just made counts); with ``prune_cache`` the BuildKit cache the run makes is removed after
-    each image but for cache mounts (:class:`builder.run.space.CachePruner`). ``by_platform`` publishes every build under per-platform tags only
+    each image but for cache mounts (:class:`builder.run.space.CachePruner`); with the disk schedule
+    on, a run that pushes removes the local copies of finished images the registry holds when a
+    build waits for their space (:class:`builder.run.space.LocalCopyRemover`). ``by_platform``
+    publishes every build under per-platform tags only
     (:class:`builder.run.policy.PerPlatform`). ``cache_registry`` (``host[:port]/path``), when set,
     is where every build imports and exports BuildKit's cache (:mod:`builder.run.steps.build`).
     ``signing_key`` (a cosign key file's absolute path or a key manager URI) or ``keyless`` signs and

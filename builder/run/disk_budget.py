@@ -5,11 +5,15 @@ bytes, less what the builds in flight reserved and a floor, cannot hold it. It g
 other build is in flight: what one build needs on its own was checked before the run started
 (:func:`builder.run.space.check`), unless a cache prune that may give space back is pending:
 then it waits for that. A build's reservation ends with the build; the bytes it left are then in
-the free figure. Space comes back when ``--prune-cache`` removes a finished image's BuildKit cache
-(:meth:`DiskBudget.expect_space` when one is queued, :meth:`DiskBudget.freed` when it ended: the
-waiting builds look at once; otherwise they look again every ``poll`` seconds). A queued prune
-runs once a build waits for space, or when the run's lanes ended (:meth:`DiskBudget.wait_for_need`):
-a prune holds back every new build until the running ones ended, so it runs when it is needed.
+the free figure. Space comes back when ``--prune-cache`` removes a finished image's BuildKit cache,
+and when the run removes the local copies of a finished image that the registry holds and no
+pending child needs (:class:`builder.run.space.LocalCopyRemover`): :meth:`DiskBudget.expect_space`
+when one is queued, :meth:`DiskBudget.freed` when it ended (the waiting builds look at once;
+otherwise they look again every ``poll`` seconds). A queued prune runs once a build waits for
+space, or when the run's lanes ended (:meth:`DiskBudget.wait_for_need`): a prune holds back every
+new build until the running ones ended, so it runs when it is needed. A queued removal runs only
+once a build waits for space (or the free bytes fall below the floor), never at the run's end: a
+run with enough disk keeps its local images.
 
 :class:`DiskWatch` samples the file system's used bytes while the run goes on, for the peak and
 the end state the summary prints.
@@ -93,16 +97,18 @@ class DiskBudget:
                 del self._held[key]
                 self._cond.notify_all()
 
-    def wait_for_need(self) -> bool:
+    def wait_for_need(self, at_close: bool = True) -> bool:
         """Block a queued cache prune until a build waits for space, the free bytes less every
         reservation fall below the floor (pushes and smoke tests write too), or the run ends
         (:meth:`close`): a prune stops every new build until the running ones ended
         (:meth:`builder.run.context.Events.no_builds`), so it runs only when space is needed.
-        False when the run is stopping (``close(abort=True)``): the prune is not to run."""
+        False when the run is stopping (``close(abort=True)``): the prune is not to run; without
+        ``at_close``, False too once the run's lanes ended (a removal of local copies,
+        :class:`builder.run.space.LocalCopyRemover`, runs only while a build may need the space)."""
         with self._cond:
             while not (self._waiting > 0 or self._closing or self._available() < 0):
                 self._cond.wait(self.poll)  # free bytes below the floor (a push, a test) count as need too
-            return not self._aborted
+            return not self._aborted and (at_close or not self._closing)
 
     def close(self, abort: bool = False) -> None:
         """The run's lanes ended: prunes still queued run now (:meth:`wait_for_need`); with
@@ -112,14 +118,14 @@ class DiskBudget:
             self._cond.notify_all()
 
     def expect_space(self) -> None:
-        """A cache prune was queued: until its :meth:`freed`, a build that does not fit waits for it
-        even when no other build is in flight."""
+        """A cache prune (or a removal of local copies) was queued: until its :meth:`freed`, a build
+        that does not fit waits for it even when no other build is in flight."""
         with self._cond:
             self._pending += 1
 
     def freed(self) -> None:
-        """A queued cache prune ended (whether or not it freed bytes): waiting builds look at the
-        free bytes now."""
+        """A queued cache prune (or removal) ended, whether or not it ran or freed bytes: waiting
+        builds look at the free bytes now."""
         with self._cond:
             self._pending = max(0, self._pending - 1)
             self._cond.notify_all()

@@ -5,7 +5,10 @@ gate -> smoke test; then tags -> SBOMs -> latest -> push -> report.
 (:mod:`builder.run.preparation`) and schedules each image's tasks (:mod:`builder.run.task_graph`,
 :mod:`builder.run.schedule`; the tasks themselves: :mod:`builder.run.tasks`). The scheduler's thread
 records each lane's results, each task's failure (:func:`builder.run.tasks.record`) and each skip,
-and starts a cache prune after each image; at the end, or on Ctrl-C, :func:`run` writes
+and queues a cache prune after each image and, once the registry holds an image and no pending
+child needs it, the removal of its local copies (:func:`builder.run.space.removable`); both run on
+a worker of their own when a build waits for space (a removal only then, never at the run's end:
+a run with enough disk keeps its local images). At the end, or on Ctrl-C, :func:`run` writes
 ``build/report.json``. A failure is isolated: an image that fails to build or test is marked
 failed, never gets ``latest`` and is never pushed; its descendants start nothing more and are
 skipped; every other image goes on.
@@ -26,6 +29,7 @@ from builder.matrix import ImageSpec, Matrix
 from builder.run import preparation, report, schedule, space, tasks
 from builder.run.console import summary, wide_console
 from builder.run.context import Clients, Events, Options, RunContext, Stage
+from builder.run.disk_budget import DiskBudget
 from builder.run.report import ImageReport, Status
 from builder.run.steps.tag import drop_run_tags
 from builder.run.task_graph import graph
@@ -53,6 +57,10 @@ def run(matrix: Matrix, options: Options, console: Console | None = None) -> lis
     started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
     pruner = space.CachePruner(client, cache_before, lambda line: _plain(events, line),
                                events.no_builds) if options.prune_cache else None
+    # Local copies the registry holds go only when a build waits for space: with the disk schedule on.
+    remover = space.LocalCopyRemover(client, lambda line: _plain(events, line)) \
+        if events.disk is not None and steps.publish else None
+    removed: list[str] = []  # the images whose local copies went, appended on the prune worker
     events.track([s.name for s in specs])
     if watch:
         watch.start()
@@ -60,10 +68,10 @@ def run(matrix: Matrix, options: Options, console: Console | None = None) -> lis
     try:
         ctx = preparation.context(matrix, options, specs, reports, events, clients, preparation.registry(options), vcs)
         with events.progress:
-            _schedule(ctx, specs, reports, events, pruner)
+            _schedule(ctx, specs, reports, events, pruner, remover, removed)
     except KeyboardInterrupt:
         _drop_run_tags(options, ctx)
-        _interrupted(options, reports, events)
+        _interrupted(options, reports, events, removed)
         raise
     finally:
         prune.record_cache(cache_before, prune.cache_ids(client))  # for `builder prune` (never raises)
@@ -71,16 +79,17 @@ def run(matrix: Matrix, options: Options, console: Console | None = None) -> lis
             watch.stop()
             _plain(events, watch.line())
     _drop_run_tags(options, ctx)
-    write_report(options, list(reports.values()), events.peak_parallel_builds)
+    write_report(options, list(reports.values()), events.peak_parallel_builds, removed)
     if steps.build:
         space.remove_superseded(ctx, started)
     return list(reports.values())
 
 
-def write_report(options: Options, reports: list[ImageReport], peak_parallel_builds: int = 0) -> Path:
-    """Write ``<build dir>/report.json`` (:class:`builder.run.report.RunReport`) of ``reports`` and
-    return its path. Raises OSError."""
-    return report.write(options.build_dir / "report.json", options.stage, reports,
+def write_report(options: Options, reports: list[ImageReport], peak_parallel_builds: int = 0,
+                 local_copies_removed: list[str] | None = None) -> Path:
+    """Write ``<build dir>/report.json`` (:class:`builder.run.report.RunReport`) of ``reports`` (and
+    the images whose ``local_copies_removed``) and return its path. Raises OSError."""
+    return report.write(options.build_dir / "report.json", options.stage, reports, list(local_copies_removed or []),
                         jobs=options.jobs, peak_parallel_builds=peak_parallel_builds)
 
 
@@ -96,9 +105,10 @@ def _plain(events: Events, line: str) -> None:
 
 
 def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageReport], events: Events,
-              pruner: space.CachePruner | None) -> None:
+              pruner: space.CachePruner | None, remover: space.LocalCopyRemover | None, removed: list[str]) -> None:
     # Run every image's tasks (builder.run.schedule.drive); on Ctrl-C the children stop first
     # (buildx cancels, pytest removes its containers), then the running steps see the stop.
+    # ``removed`` gets the names of the images whose local copies ``remover`` removed.
     plan = schedule.Schedule(graph(specs, ctx.build_platform), failed=lambda name: reports[name].failed)
     by_name = {s.name: s for s in specs}
 
@@ -108,8 +118,18 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
                                       lambda: plan.failed(task.image) or plan.lost(task.image) is not None,
                                       lambda: plan.failed(task.image))
 
-    # Prunes run on a worker of their own, so lanes waiting for disk space never hold them back.
+    # Prunes and removals run on a worker of their own, so lanes waiting for disk space never hold them back.
     prunes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prune")
+    queued: set[str] = set()  # images whose local copies' removal is queued
+
+    def queue_removal(name: str | None) -> None:  # once per image, once it is removable
+        if remover is None or events.disk is None or name is None or name in queued:
+            return
+        copy = space.removable(name, plan.graph, plan.closed, reports, ctx.options.steps.publish)
+        if copy is not None:
+            queued.add(name)
+            events.disk.expect_space()
+            prunes.submit(_remove_local_copies, remover, copy, events.disk, events, removed)
 
     def closed(c: schedule.Closed) -> None:
         if c.skipped:
@@ -122,6 +142,9 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
             if events.disk:
                 events.disk.expect_space()
             prunes.submit(_prune_cache, pruner, c.image, events)
+        for name in (c.image, plan.graph.parents[c.image]):  # its last child may have been the one pending
+            queue_removal(name)
+
     def stop() -> None:  # Ctrl-C or a scheduler error: no build waits for space, no prune runs
         if events.disk:
             events.disk.close(abort=True)
@@ -149,16 +172,31 @@ def _prune_cache(pruner: space.CachePruner, name: str, events: Events) -> None:
             events.disk.freed()
 
 
+def _remove_local_copies(remover: space.LocalCopyRemover, copy: space.LocalCopy, disk: DiskBudget,
+                         events: Events, removed: list[str]) -> None:
+    # A finished image's local copies the registry holds, once a build waits for space (never at the
+    # run's end). Outside no_builds(): no build of the run names the image any more (its lanes ended
+    # and its children closed), and removing an image touches no BuildKit cache record a running
+    # solve holds. Housekeeping: an Engine error is one line, never the image's outcome.
+    try:
+        if disk.wait_for_need(at_close=False) and remover.remove(copy):
+            removed.append(copy.name)
+    except Exception as exc:  # noqa: BLE001 - the Engine's answer to a removal never fails an image
+        _plain(events, f"local copies of {copy.name} not removed: {type(exc).__name__}: {exc}")
+    finally:
+        disk.freed()
+
+
 def _drop_run_tags(options: Options, ctx: RunContext | None) -> None:
     # Once no task runs: no build of this run names its run tags any more.
     if ctx is not None and options.steps.build:
         drop_run_tags(ctx)
 
 
-def _interrupted(options: Options, reports: dict[str, ImageReport], events: Events) -> None:
+def _interrupted(options: Options, reports: dict[str, ImageReport], events: Events, removed: list[str]) -> None:
     # Ctrl-C: every image not done is interrupted, and the report says so.
     done = {Status.PUBLISHED, Status.UNCHANGED, Status.UP_TO_DATE, options.steps.done}
     for rep in reports.values():
         if not (rep.failed or rep.status in done):
             rep.move(Status.INTERRUPTED, rep.error or "the run was interrupted")
-    write_report(options, list(reports.values()), events.peak_parallel_builds)
+    write_report(options, list(reports.values()), events.peak_parallel_builds, removed)

@@ -235,19 +235,24 @@ class ImageReport(_Model):
 
 
 class RunReport(_Model):
-    """``build/report.json``: when and by which stage it was written, the run's figures and one
+    """``build/report.json``: when and by which stage it was written, the run's figures, the images
+    whose local copies the run removed when a build needed their space (``local_copies_removed``:
+    the registry holds them, :class:`builder.run.space.LocalCopyRemover`) and one
     :class:`ImageReport` per image."""
 
     generated: Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")] | None = None
     stage: Literal["build", "test", "publish", "all", "merge"] | None = None
     jobs: Count | None = None
     peak_parallel_builds: Count | None = None
+    local_copies_removed: list[ImageName] = []
     images: list[ImageReport]
 
 
-def write(path: Path, stage: str, images: list[ImageReport], **figures: int) -> Path:
-    """Write a :class:`RunReport` of ``images`` by ``stage`` (and run ``figures``) to ``path``
-    atomically (:func:`builder.files.write_atomic`); returns ``path``."""
+def write(path: Path, stage: str, images: list[ImageReport], local_copies_removed: list[str] | None = None,
+          **figures: int) -> Path:
+    """Write a :class:`RunReport` of ``images`` by ``stage`` (and run ``figures``, and the images
+    whose ``local_copies_removed``) to ``path`` atomically (:func:`builder.files.write_atomic`);
+    returns ``path``."""
     doc = RunReport(generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), stage=stage, images=images,
-                    **figures)
+                    local_copies_removed=list(local_copies_removed or []), **figures)
     return files.write_atomic(path, doc.model_dump_json(indent=2, exclude_none=False) + "\n")

@@ -1,14 +1,17 @@
 """A run's disk: refuse before building a run the disk cannot hold, with ``--prune-cache`` remove
-each image's BuildKit cache once the image is done, and after the run remove the local builds it
-superseded (the figures and rules are :mod:`builder.engine.disk`'s, :mod:`builder.engine.prune`'s
-and :mod:`builder.engine.superseded`'s)."""
+each image's BuildKit cache once the image is done, when a build needs space remove the local
+copies of finished images that the registry holds and no pending child needs (:func:`removable`,
+:class:`LocalCopyRemover`), and after the run remove the local builds it superseded (the figures
+and rules are :mod:`builder.engine.disk`'s, :mod:`builder.engine.prune`'s and
+:mod:`builder.engine.superseded`'s)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Mapping
+from typing import Callable, Collection, ContextManager, Mapping
 
 import docker
 
@@ -19,6 +22,8 @@ from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
 from builder.run.context import Options, RunContext
 from builder.run.disk_budget import DiskBudget, DiskWatch, free_of
+from builder.run.report import PUSHED, ImageReport
+from builder.run.task_graph import Graph
 
 
 def _held_labels(client: docker.DockerClient, matrix: Matrix, registry: str) -> dict[tuple[str, str], list[dict[str, str]]]:
@@ -132,3 +137,64 @@ class CachePruner:
         if freed:
             self.say(f"BuildKit cache removed after {name}: {freed / 1e9:.2f} GB")
         return freed
+
+
+@dataclass(frozen=True)
+class LocalCopy:
+    """A finished image's local copy a run may remove: the image's ``name``, its ``repository`` (the
+    builder's: the only one whose tags are removed) and the ``image_ids`` (``sha256:<hex>``) of the
+    platform builds this run recorded (:attr:`builder.run.report.PlatformBuild.image_id`)."""
+
+    name: str
+    repository: str
+    image_ids: tuple[str, ...]
+
+
+def removable(name: str, graph: Graph, closed: Collection[str], reports: Mapping[str, ImageReport],
+              pushing: bool) -> LocalCopy | None:
+    """The local copy of image ``name`` once the registry holds it and no pending child needs it,
+    else None. The registry holds it when the run pushes (``pushing``) and the image's status says
+    every platform build is there (published, unchanged or up to date:
+    :data:`builder.run.report.PUSHED`; never a failed, skipped or interrupted image); no pending
+    child needs it when the image and each of its children in ``graph`` (they build FROM it) are in
+    ``closed`` (the images with nothing left to run). Whether a container uses it is the removal's
+    to check (:meth:`LocalCopyRemover.remove`)."""
+    rep = reports[name]
+    ids = tuple(dict.fromkeys(b.image_id for b in rep.platforms if b.image_id))
+    if not (pushing and rep.status in PUSHED and rep.repository and ids and name in closed
+            and all(child in closed for child in graph.children(name))):
+        return None
+    return LocalCopy(name, rep.repository, ids)
+
+
+class LocalCopyRemover:
+    """Removes the local copies of finished images (:func:`removable`) from the Engine of
+    ``client``; ``say`` gets one line per image removed (and one per tag the Engine refused)."""
+
+    def __init__(self, client: docker.DockerClient, say: Callable[[str], None]):
+        self.client, self.say = client, say
+
+    def remove(self, copy: LocalCopy) -> list[str]:
+        """Untag each of ``copy``'s images in its repository (:func:`builder.engine.superseded.untag`;
+        with its last tag the Engine removes the image), but one a container uses (``GET
+        /containers/json?all=1``, as :func:`builder.engine.superseded.remove_superseded`) or the
+        Engine does not hold (an up-to-date image no child pulled). Returns the tags removed; the
+        line says the sizes of the images left without a tag (the Engine's ``Size``, bytes: layers
+        another image shares stay). Raises docker.errors.DockerException, requests.RequestException."""
+        used = {c["ImageID"] for c in self.client.api.containers(all=True)}
+        removed: list[str] = []
+        freed = 0
+        for image_id in copy.image_ids:
+            if image_id in used:
+                continue
+            try:
+                found = self.client.api.inspect_image(image_id)
+            except docker.errors.NotFound:
+                continue
+            tags = found.get("RepoTags") or []
+            own = superseded.untag(self.client, tags, copy.repository, self.say) or []
+            removed += own
+            freed += int(found.get("Size") or 0) if own and len(own) == len(tags) else 0
+        if removed:
+            self.say(f"local copies of {copy.name} removed: up to {freed / 1e9:.2f} GB (the registry holds them)")
+        return removed

@@ -63,6 +63,10 @@ class Graph:
         """The image's ``finish`` task."""
         return self.tasks[image][-1]
 
+    def children(self, image: str) -> tuple[str, ...]:
+        """The images of the run whose parent is ``image`` (they build FROM it), in build order."""
+        return tuple(i for i in self.images if self.parents[i] == image)
+
     def emulated(self, task: Task) -> bool:
         """True for a lane of another platform than the build platform (it runs under QEMU)."""
         return task.kind is Kind.LANE and task.platform != self.build_platform

@@ -211,3 +211,28 @@ def test_a_queued_prune_runs_when_the_free_bytes_fall_below_the_floor_without_a_
     assert not done.wait(0.2)  # plenty of space: the prune stays queued (a bounded look, not a duration asserted)
     fs.free = GB  # a push filled the disk
     assert done.wait(DEADLINE)
+
+
+def test_a_queued_removal_of_local_copies_runs_when_a_build_waits_never_at_the_run_s_end():
+    budget = DiskBudget({A: 10 * GB, B: 35 * GB}, FakeDisk(40 * GB), floor=GB, poll=3600)
+    budget.expect_space()
+    ran: list[bool] = []
+    went = threading.Event()
+    threading.Thread(target=lambda: (ran.append(budget.wait_for_need(at_close=False)), went.set()), daemon=True).start()
+    order: list[str] = []
+    a_in, a_leave, b_in, b_leave = (threading.Event() for _ in range(4))
+    _hold(budget, A, a_in, a_leave, order)
+    assert a_in.wait(DEADLINE) and not went.is_set()  # a fits: no need
+    _hold(budget, B, b_in, b_leave, order)  # b does not fit beside a: the removal goes
+    assert went.wait(DEADLINE) and ran == [True]
+    budget.freed()
+    a_leave.set(), b_leave.set()
+
+    ended = DiskBudget({}, FakeDisk(40 * GB), floor=GB, poll=3600)
+    ended.expect_space()
+    done: list[bool] = []
+    t = threading.Thread(target=lambda: done.append(ended.wait_for_need(at_close=False)), daemon=True)
+    t.start()
+    ended.close()  # the run's lanes ended with nothing waiting: a cache prune would run, a removal not
+    t.join(DEADLINE)
+    assert done == [False] and ended.wait_for_need() is True

@@ -16,6 +16,7 @@ from builder.engine import children
 from builder.matrix import load
 from builder.run import pipeline, preparation, schedule, tasks
 from builder.run.context import Options
+from builder.run.disk_budget import DiskBudget
 from builder.run.report import ImageReport, Status
 from builder.run.steps import StepFailed
 from builder.run.steps.build import Build
@@ -33,6 +34,7 @@ def offline(monkeypatch):
     def context(matrix, opt, specs, reports, events, clients, registry, vcs):
         def for_task(copies):  # RunContext.for_task: the task's own copies of the reports
             return SimpleNamespace(build_platform=AMD64, options=opt, reports=copies, matrix=matrix)
+        held["events"] = events  # the run's, for a fake lane to hold a build slot
         return SimpleNamespace(build_platform=AMD64, options=opt, reports=reports, matrix=matrix,
                                for_task=for_task)
     monkeypatch.setattr(preparation, "context", context)
@@ -52,7 +54,7 @@ def offline(monkeypatch):
         return held["schedule"]
     monkeypatch.setattr(schedule, "Schedule", held_schedule)
 
-    def steps(failing: set[str], interrupted: set[str], lane=None, prepare_as=None):
+    def steps(failing: set[str], interrupted: set[str], lane=None, prepare_as=None, finish_as=None):
         def prepare(ctx, spec, rep):
             if spec.parent is not None:  # a child is prepared once its parent was
                 assert held["schedule"].prepared(spec.parent), spec.name
@@ -72,8 +74,11 @@ def offline(monkeypatch):
 
         def finish(ctx, spec, rep, release):
             if spec.parent is not None:  # a child finishes once its parent was built and tagged
-                assert ctx.reports[spec.parent].status in (Status.BUILT, Status.UP_TO_DATE), spec.name
-            rep.move(Status.BUILT)
+                assert ctx.reports[spec.parent].status in (Status.BUILT, Status.UP_TO_DATE, Status.PUBLISHED), spec.name
+            if finish_as:
+                finish_as(spec, rep)
+            else:
+                rep.move(Status.BUILT)
             release()
         monkeypatch.setattr(tasks, "prepare", prepare)
         monkeypatch.setattr(tasks, "lane", one_lane)
@@ -289,3 +294,81 @@ def test_emulated_lanes_run_one_at_a_time_on_their_own_pool_and_never_hold_up_na
     assert all(r.status == Status.BUILT for r in reports.values())
     assert seen["threads"] == {(True, "emulated"), (False, "image")}
     assert seen["peak"] == 1
+
+
+GB = 1_000_000_000
+
+
+def _publish(spec, rep):  # a fake finish of `builder all`: built, tested, pushed to its repository
+    rep.repository = f"127.0.0.1:5000/{spec.name}"
+    for status in (Status.BUILT, Status.TESTED, Status.PUBLISHED):
+        rep.move(status)
+
+
+def _on_a_disk(tmp_path, offline, monkeypatch, free: int, fails: bool = False,
+               select: tuple[str, ...] = (MINIMAL_12, MINIMAL_13)):
+    # `builder all` of ``select`` (linux/amd64 only; by default the two minimal images) with the disk
+    # schedule on a disk of ``free`` bytes, where minimal-debian13's build needs 30 GB: its build
+    # starts once an image closed published and the removal of its local copies is queued. Returns
+    # the order of the builds, the waits and the removals, the removals queued, and the report written.
+    steps, calls, held = offline
+    fs = {"free": free}
+    order: list[str] = []
+    budget = DiskBudget({(MINIMAL_13, AMD64): 30 * GB}, lambda: fs["free"], say=lambda line: order.append("waits"),
+                        floor=GB, poll=3600)
+    queued, copies, removable = threading.Event(), [], pipeline.space.removable
+
+    def seen(*args):
+        copy = removable(*args)
+        if copy is not None:
+            copies.append(copy.name)
+            queued.set()
+        return copy
+
+    def remove(self, copy):  # the Engine's side is tested in test_local_copies.py
+        if fails:
+            raise OSError("the Engine went away")
+        order.append(f"removed {copy.name}")
+        fs["free"] = 80 * GB
+        return [f"{copy.repository}:1"]
+
+    def lane(spec, platform):
+        if spec.name == MINIMAL_13:
+            assert queued.wait(60), "minimal-debian12's local copies were never queued for removal"
+        with held["events"].build_slot(spec.name, platform):
+            order.append(f"build {spec.name}")
+    monkeypatch.setattr(pipeline.space, "removable", seen)
+    monkeypatch.setattr(pipeline.space, "check", lambda *args: {})
+    monkeypatch.setattr(pipeline.space, "budget", lambda client, needs, say: (budget, None))
+    monkeypatch.setattr(pipeline.space.LocalCopyRemover, "remove", remove)
+    steps(set(), set(), lane, finish_as=_publish)
+    reports = pipeline.run(load(ROOT / "matrix.yaml"), Options(
+        stage="all", select=select, platforms=(AMD64,), build_dir=tmp_path / "b"))
+    assert all(r.status == Status.PUBLISHED for r in reports)
+    return order, copies, json.loads((tmp_path / "b" / "report.json").read_text())
+
+
+def test_local_copies_the_registry_holds_are_removed_only_when_a_build_waits_for_space(tmp_path, offline, monkeypatch):
+    order, copies, written = _on_a_disk(tmp_path, offline, monkeypatch, 10 * GB)
+    assert copies == [MINIMAL_12, MINIMAL_13]  # each queued once it closed published (a root: no child)
+    assert order == [f"build {MINIMAL_12}", "waits", f"removed {MINIMAL_12}", f"build {MINIMAL_13}"]
+    assert written["local_copies_removed"] == [MINIMAL_12]  # minimal-debian13's: no build needed its space
+
+
+def test_a_run_with_enough_disk_keeps_its_local_copies(tmp_path, offline, monkeypatch):
+    order, copies, written = _on_a_disk(tmp_path, offline, monkeypatch, 100 * GB)
+    assert copies == [MINIMAL_12, MINIMAL_13]  # queued, never needed, not even at the run's end
+    assert order == [f"build {MINIMAL_12}", f"build {MINIMAL_13}"] and written["local_copies_removed"] == []
+
+
+def test_a_removal_that_raises_is_one_line_never_the_image_s_failure(tmp_path, offline, monkeypatch, capsys):
+    order, _, written = _on_a_disk(tmp_path, offline, monkeypatch, 10 * GB, fails=True)
+    assert order == [f"build {MINIMAL_12}", "waits", f"build {MINIMAL_13}"] and written["local_copies_removed"] == []
+    assert f"local copies of {MINIMAL_12} not removed: OSError: the Engine went away" in capsys.readouterr().out
+
+
+def test_a_parent_s_local_copies_are_queued_for_removal_once_its_last_child_closed(tmp_path, offline, monkeypatch):
+    child = load(ROOT / "matrix.yaml").children(MINIMAL_12)[0].name
+    order, copies, _ = _on_a_disk(tmp_path, offline, monkeypatch, 100 * GB, select=(child,))
+    assert copies == [child, MINIMAL_12]  # not when the parent closed: its child was still pending
+    assert order == [f"build {MINIMAL_12}", f"build {child}"]
