@@ -67,8 +67,8 @@ build: venv ## Build and smoke-test (no push) the images (SELECT='glob ...' narr
 publish: venv ## Push the images already tested and tagged latest
 	$(BIN)/builder publish $(SELECT_ARGS)
 
-bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, seconds to healthy
-	$(BIN)/python benchmarks/bench.py $(SELECT_ARGS)
+bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, seconds to healthy (COLD=1: the cold ratio only)
+	$(BIN)/python benchmarks/bench.py $(if $(COLD),--cold-only) $(SELECT_ARGS)
 
 bench-platforms: venv ## Benchmark: the arm64 build of the sklearn image against amd64 and against pip under QEMU
 	$(BIN)/python benchmarks/platforms.py
