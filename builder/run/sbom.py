@@ -10,7 +10,8 @@ takes the path of an interpreter started without ``site``, which is the extracte
 (``PYTHONPATH``) and the standard library only. The Debian packages of the dpkg status (parsed by
 ``python-debian``) are components with ``pkg:deb`` package URLs
 (https://github.com/package-url/purl-spec). The merged document is validated against the CycloneDX
-1.6 JSON schema (cyclonedx-python-lib) and written to ``build/sbom/<name>.cdx.json``.
+1.6 JSON schema (cyclonedx-python-lib's, :mod:`builder.run.sbom_schema`) and written to
+``build/sbom/<name>.cdx.json``.
 
 :func:`push` stores it in the registry with PyPI's ``oras`` as an OCI artifact whose manifest names
 the image manifest as its ``subject`` (OCI distribution spec 1.1, referrers) and is tagged
@@ -44,6 +45,7 @@ from builder.engine import images
 from builder.engine.registry import Registry, RegistryError
 from builder.matrix import grammar
 from builder.matrix.platform import DEFAULT, Platform
+from builder.run import sbom_schema
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
 SPEC_VERSION = "1.6"
@@ -235,10 +237,7 @@ def fetch(registry: Registry, repository: str, digest: str, image_id: str, out: 
 
 
 def _validate(bom: dict) -> None:
-    from cyclonedx.schema import SchemaVersion
-    from cyclonedx.validation.json import JsonStrictValidator
-
-    error = JsonStrictValidator(SchemaVersion.from_version(SPEC_VERSION)).validate_str(json.dumps(bom))
+    error = sbom_schema.first_error(bom, SPEC_VERSION)
     if error is not None:
         raise SbomError(f"the SBOM does not validate against CycloneDX {SPEC_VERSION}: {error}")
 
