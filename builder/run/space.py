@@ -70,7 +70,7 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     same = set() if opt.no_cache else disk.unchanged(specs, _held_labels(client, matrix, registry),
                                                             _expected_labels(matrix, opt.images_dir, vcs))
     pushing = opt.steps.publish and not opt.registry
-    factors = disk.CONTAINERD if engine.containerd_store(client) else disk.CLASSIC
+    factors = disk.factors_for(engine.containerd_store(client), str(client.version().get("Version", "")))
     mounts = prune.cache_mount_bytes(client)
     sizes = disk.catalog_sizes(opt.catalog)
     engine_bytes, registry_bytes = disk.estimate(specs, sizes, same, packages,

@@ -214,3 +214,11 @@ def test_the_preflight_reads_the_bytes_cache_mounts_already_hold():
                                                         {"ID": "b", "Type": "regular", "Size": 7}]})
     assert prune.cache_mount_bytes(client) == 5
     assert prune.cache_records(client) == {"a": "exec.cachemount", "b": "regular"}
+
+
+@pytest.mark.parametrize("store, version, expected", [
+    (False, "28.5.2+dfsg4", "CLASSIC"), (True, "28.5.2+dfsg4", "CONTAINERD_28"), (True, "29.0.1", "CONTAINERD_28"),
+    (True, "26.1.5+dfsg1", "CONTAINERD"), (True, "27.5.1", "CONTAINERD"), (True, "dev", "CONTAINERD")])
+def test_the_factors_are_the_ones_measured_on_that_engine_and_store(store, version, expected):
+    assert disk.factors_for(store, version) is getattr(disk, expected)
+    assert disk.CONTAINERD_28.engine > disk.CONTAINERD.engine  # containerd 2's store keeps more per image
