@@ -16,10 +16,11 @@ pulls nothing to write its catalog. :func:`markdown` and :func:`write` give ``do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Iterator, Literal
 
 import docker
 from packaging.utils import canonicalize_name
@@ -114,13 +115,25 @@ def read_reports(paths: list[Path], matrix: Matrix | None = None) -> dict[str, I
     return {name: entries[-1] for name, entries in report_file.read_all(paths, names).items()}
 
 
-def _image(client: docker.DockerClient, ref: str):
-    # The built image: local when this machine built it, else pulled from the registry
-    # (EngineError, one line, when it cannot be).
+@contextlib.contextmanager
+def _local_image(client: docker.DockerClient, ref: str) -> Iterator[docker.models.images.Image]:
+    # The built image for the block: local when this machine holds it, else pulled from the
+    # registry (EngineError, one line, when it cannot be) and removed after the block, so a run
+    # that removed local copies the registry holds (builder.run.space.LocalCopyRemover) does not
+    # get them all back at once here.
     try:
-        return client.images.get(ref)
+        local = client.images.get(ref)
     except docker.errors.ImageNotFound:
-        return images.pull(client, ref)
+        local = None
+    if local is not None:
+        yield local
+        return
+    pulled = images.pull(client, ref)
+    try:
+        yield pulled
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(ref)
 
 
 def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, images_dir: Path,
@@ -129,23 +142,23 @@ def _row(matrix: Matrix, spec: ImageSpec, r: ImageReport, b: PlatformBuild, imag
     # (one line) when what the image holds (its os-release, its labels) breaks a row's grammar.
     prefix = matrix.data.project.label_prefix
     ref = f"{r.repository}:{b.tag}"
-    image = _image(client, ref)
-    labels = image.labels or {}
-    versions = lock.read(images_dir, spec.name, b.platform).versions()
-    names = [*SERVING, *(canonicalize_name(req.name) for req in spec.requirements)]
-    packages = {n: versions[n] for n in dict.fromkeys(names) if n in versions and not n.startswith("nvidia-")}
-    fields = dict(name=spec.name, framework=spec.framework_title,
-                  framework_version=taggers.framework_version(client, ref, spec), device=spec.device,
-                  python=taggers.python_version(client, ref), os=taggers.os_name(client, ref),
-                  cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
-                  uncompressed_bytes=b.uncompressed_bytes or uncompressed_bytes(client, ref),
-                  compressed_bytes=b.compressed_bytes, immutable_tag=r.tags[0], reference=ref, digest=b.digest,
-                  sbom_digest=b.sbom.digest if b.sbom else None,
-                  platform=oci_name(image.attrs.get("Os", "linux"), image.attrs.get("Architecture", "amd64"),
-                                    image.attrs.get("Variant")), signed=r.signature == "signed",
-                  debian_index_date=_label(labels, f"{prefix}.debian-index-date", grammar.iso_date),
-                  debian_security_pending=_count(labels.get(f"{prefix}.debian-security-pending")),
-                  **_gpu_fields(spec, b, labels, prefix))
+    with _local_image(client, ref) as image:
+        labels = image.labels or {}
+        versions = lock.read(images_dir, spec.name, b.platform).versions()
+        names = [*SERVING, *(canonicalize_name(req.name) for req in spec.requirements)]
+        packages = {n: versions[n] for n in dict.fromkeys(names) if n in versions and not n.startswith("nvidia-")}
+        fields = dict(name=spec.name, framework=spec.framework_title,
+                      framework_version=taggers.framework_version(client, ref, spec), device=spec.device,
+                      python=taggers.python_version(client, ref), os=taggers.os_name(client, ref),
+                      cuda=labels.get(f"{prefix}.cuda"), cudnn=labels.get(f"{prefix}.cudnn"), packages=packages,
+                      uncompressed_bytes=b.uncompressed_bytes or uncompressed_bytes(client, ref),
+                      compressed_bytes=b.compressed_bytes, immutable_tag=r.tags[0], reference=ref, digest=b.digest,
+                      sbom_digest=b.sbom.digest if b.sbom else None,
+                      platform=oci_name(image.attrs.get("Os", "linux"), image.attrs.get("Architecture", "amd64"),
+                                        image.attrs.get("Variant")), signed=r.signature == "signed",
+                      debian_index_date=_label(labels, f"{prefix}.debian-index-date", grammar.iso_date),
+                      debian_security_pending=_count(labels.get(f"{prefix}.debian-security-pending")),
+                      **_gpu_fields(spec, b, labels, prefix))
     try:
         return Row(**fields)
     except ValidationError as exc:

@@ -12,8 +12,8 @@ when one is queued, :meth:`DiskBudget.freed` when it ended (the waiting builds l
 otherwise they look again every ``poll`` seconds). A queued prune runs once a build waits for
 space, or when the run's lanes ended (:meth:`DiskBudget.wait_for_need`): a prune holds back every
 new build until the running ones ended, so it runs when it is needed. A queued removal runs only
-once a build waits for space (or the free bytes fall below the floor), never at the run's end: a
-run with enough disk keeps its local images.
+once a build waits for space (or the free bytes, less the reservations of the builds in flight,
+fall below the floor), never at the run's end: a run with enough disk keeps its local images.
 
 :class:`DiskWatch` samples the file system's used bytes while the run goes on, for the peak and
 the end state the summary prints.

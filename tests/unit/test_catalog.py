@@ -123,3 +123,36 @@ def test_a_catalog_read_back_must_be_the_catalog_s_own_shape(tmp_path, text):
     (tmp_path / "images.json").write_text(text)
     with pytest.raises(ConfigError, match="not a catalog written by"):
         catalog.previous_rows([tmp_path / "images.json"])
+
+
+class _Images:
+    def __init__(self, local: set[str]):
+        self.local, self.calls = set(local), []
+
+    def get(self, ref):
+        if ref not in self.local:
+            raise catalog.docker.errors.ImageNotFound(ref)
+        return f"image {ref}"
+
+    def remove(self, ref):
+        self.calls.append(("remove", ref))
+        self.local.discard(ref)
+
+
+def test_an_image_the_catalog_pulls_is_removed_after_its_row_and_a_local_one_stays(monkeypatch):
+    fake = _Images({"r/a:1"})
+    client = type("Client", (), {"images": fake})()
+
+    def pull(c, ref):
+        fake.calls.append(("pull", ref))
+        fake.local.add(ref)
+        return f"pulled {ref}"
+    monkeypatch.setattr(catalog.images, "pull", pull)
+    with catalog._local_image(client, "r/a:1") as image:
+        assert image == "image r/a:1"
+    with catalog._local_image(client, "r/b:1") as image:
+        assert image == "pulled r/b:1" and "r/b:1" in fake.local
+    assert fake.calls == [("pull", "r/b:1"), ("remove", "r/b:1")] and fake.local == {"r/a:1"}
+    with pytest.raises(RuntimeError), catalog._local_image(client, "r/c:1"):
+        raise RuntimeError("a row that fails")
+    assert fake.calls[-1] == ("remove", "r/c:1")

@@ -748,7 +748,8 @@ def test_the_catalog_pulls_through_the_same_refusal():
     from builder.engine.host import EngineError
 
     with pytest.raises(EngineError, match=f"^the Engine cannot pull {REPO}:1: HTTP 404$"):
-        catalog._image(_NoSuchImage(None), f"{REPO}:1")
+        with catalog._local_image(_NoSuchImage(None), f"{REPO}:1"):
+            pass
 
 
 # --- a lock that is a link is said to be one, not missing ------------------------------------------

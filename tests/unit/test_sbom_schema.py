@@ -18,7 +18,8 @@ def _bom(url: str) -> dict:
 @pytest.mark.parametrize("url, ok", [
     ("https://pypi.org/project/numpy/", True), ("https://bücher.example/ü?q=ä#x", True), ("relative/ref", True),
     ("https://example.org/a b", False), ("http://x/\x01", False), ("https://x/%zz", False), ("\ud800", False),
-    ("https://x/<y>", False)])
+    ("https://x/<y>", False), ("http://x\n", False), ("http://x/\x85", False), ("http://x/\ufffe", False),
+    ("http://x/?q=\ue000", True)])
 def test_an_iri_reference_passes_when_its_uri_mapping_is_a_uri_reference(url, ok):
     error = sbom_schema.first_error(_bom(url), "1.6")
     assert (error is None) is ok
@@ -41,5 +42,14 @@ def test_the_strict_schema_still_refuses_an_unknown_property_and_a_missing_one()
 
 def test_the_uri_mapping_encodes_only_what_is_not_ascii():
     assert sbom_schema.uri_of("https://bücher.example/a b") == "https://b%C3%BCcher.example/a b"
-    with pytest.raises(ValueError):
-        sbom_schema.uri_of("\ud800")
+    for not_iri in ("\ud800", "\x85", "\ufffe", "\U0001FFFE"):
+        with pytest.raises(ValueError):
+            sbom_schema.uri_of(not_iri)
+
+
+def test_the_other_formats_are_draft_7s_own():
+    from jsonschema import Draft7Validator
+    theirs = Draft7Validator.FORMAT_CHECKER.checkers
+    ours = sbom_schema.validator("1.6").format_checker.checkers
+    assert set(ours) == set(theirs)
+    assert all(ours[name] is theirs[name] for name in theirs if name not in ("iri", "iri-reference"))
