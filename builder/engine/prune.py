@@ -26,6 +26,7 @@ import docker
 import requests
 
 from builder import files
+from builder.engine import superseded
 from builder.engine.sources import WHEELHOUSE_REPOSITORY
 from builder.matrix import grammar
 from builder.matrix.inputs import ConfigError, shown
@@ -137,7 +138,7 @@ def remove_images(client: docker.DockerClient, names: set[str], prefix: str, reg
     """Untag every image :func:`ours` names from the builder's repositories (:func:`own_tags`); an
     image that keeps another tag, or that a container uses, stays (said in a ``log`` line). Returns
     the bytes of the images that went."""
-    used = {c["ImageID"] for c in client.api.containers(all=True)}  # one call: no per-container inspect
+    used = superseded.images_in_use(client)
     freed = 0
     for image in client.images.list():
         mine = own_tags(image, names, registries, keep_bases) if image.tags else [image.id]

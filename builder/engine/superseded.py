@@ -74,6 +74,13 @@ def engine_time(client: docker.DockerClient) -> float:
         return time.time()
 
 
+def images_in_use(client: docker.DockerClient) -> set[str]:
+    """The ids (``sha256:<hex>``) of the images a container, running or not, was created from: one
+    ``GET /containers/json?all=1``, no per-container inspect. Raises docker.errors.DockerException,
+    requests.RequestException."""
+    return {c["ImageID"] for c in client.api.containers(all=True)}
+
+
 def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[str]], label: str, keep_last: int,
                       moving: tuple[str, ...], before: float, log: Callable[[str], None]) -> int:
     """Untag and remove, in each repository of ``repositories`` (``{repository: this run's image
@@ -84,7 +91,7 @@ def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[s
     Housekeeping only: an Engine error is one ``log`` line, never an exception."""
     freed = 0
     try:
-        used = {c["ImageID"] for c in client.api.containers(all=True)}
+        used = images_in_use(client)
         for repository, current in repositories.items():
             for build in superseded(local_builds(client, repository, label), current, keep_last, moving, used, before):
                 freed += _untag(client, build, repository, log)

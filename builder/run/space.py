@@ -181,7 +181,7 @@ class LocalCopyRemover:
         Engine does not hold (an up-to-date image no child pulled). Returns the tags removed; the
         line says the sizes of the images left without a tag (the Engine's ``Size``, bytes: layers
         another image shares stay). Raises docker.errors.DockerException, requests.RequestException."""
-        used = {c["ImageID"] for c in self.client.api.containers(all=True)}
+        used = superseded.images_in_use(self.client)
         removed: list[str] = []
         freed = 0
         for image_id in copy.image_ids:
