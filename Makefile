@@ -7,6 +7,9 @@ SELECT ?=
 DEVICE ?=
 # SELECT='glob ...' picks images by name; DEVICE=cpu (or gpu) picks every image of that device.
 SELECT_ARGS := $(foreach s,$(SELECT),--select '$(s)') $(if $(DEVICE),--select '*-$(DEVICE)-inference')
+# The file system growth `make build-all` keeps within (the disk schedule: builds wait for what
+# finished images free); MAX_DISK_GROWTH= (empty) lets the run use every free byte.
+MAX_DISK_GROWTH ?= 45GB
 # The committed catalog (docs/images.md) comes from a full run; a narrowed run writes its own into build/.
 CATALOG_DIR := $(if $(SELECT)$(DEVICE),build,docs)
 
@@ -55,10 +58,10 @@ test: venv ## The tests CI runs: render and lock checks, hadolint, unit and engi
 test-other-engine: venv ## The reproducibility, publish and verify tests on the other Engine line, 26.1 (stop the running dockerd first)
 	BUILDER_ENGINE=26.1 $(BIN)/pytest -m both_engines tests/integration
 
-build-all: venv ## The main job: build, smoke-test, tag and publish every image (SELECT='glob', DEVICE=cpu narrow)
+build-all: venv ## The main job: build, smoke-test, tag and publish every image (SELECT='glob', DEVICE=cpu narrow; MAX_DISK_GROWTH=45GB)
 	$(BIN)/builder render --check
 	$(BIN)/builder lock --check
-	$(BIN)/builder all --prune-cache $(SELECT_ARGS)
+	$(BIN)/builder all --prune-cache $(if $(MAX_DISK_GROWTH),--max-disk-growth '$(MAX_DISK_GROWTH)') $(SELECT_ARGS)
 	$(BIN)/builder catalog --out $(CATALOG_DIR)/images.md --json $(CATALOG_DIR)/images.json
 
 build: venv ## Build and smoke-test (no push) the images (SELECT='glob ...' narrows)

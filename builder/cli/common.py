@@ -11,6 +11,7 @@ from typing import Any, Iterator, NoReturn, Optional
 
 import typer
 import typer.core
+from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from builder import files
 from builder.engine import EngineError
@@ -33,6 +34,29 @@ def local_path(value: Any) -> Path:
         return Path(grammar.local_path(value))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+#: The largest ``--max-disk-growth`` (bytes): 1 PB.
+MAX_GROWTH = 10**15
+_BYTE_SIZE = TypeAdapter(ByteSize)
+
+
+def byte_size(value: Any) -> int | None:
+    """The parser of a size option (``--max-disk-growth``): bytes, or a number and a unit as pydantic's
+    ``ByteSize`` reads them (``45GB`` is 45 * 10**9 bytes, ``45GiB`` 45 * 2**30;
+    https://docs.pydantic.dev/latest/api/types/#pydantic.types.ByteSize), from 1 GB to
+    :data:`MAX_GROWTH`; refused while the command line is parsed (one line, exit 2). None (the
+    option left out) passes."""
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value)
+    try:
+        size = int(_BYTE_SIZE.validate_python(text)) if len(text) <= 32 and text.isprintable() and text == text.strip() else -1
+    except ValidationError:
+        size = -1
+    if not 10**9 <= size <= MAX_GROWTH:
+        raise typer.BadParameter(f"{text[:40]!r}: expected a size from 1GB to 1PB, such as 45GB or 40GiB")
+    return size
 
 
 def build_folder(value: Any) -> Path:

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from builder import engine, files
-from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, fail, guard, load, local_path,
+from builder.cli.common import (BuildDirOpt, ImagesOpt, MatrixOpt, SelectOpt, TemplatesOpt, beside, byte_size, fail, guard, load, local_path,
                                 registry_option, select_images, interruptible, templates_dir)
 from builder.engine import disk, plugins, prune
 from builder.generate import render
@@ -112,6 +112,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                 platform: Optional[list[str]] = typer.Option(None, "--platform", help="Narrow images to these of their platforms (repeatable; must include linux/amd64 unless --by-platform); all/publish need --by-platform then."),
                 by_platform: bool = typer.Option(False, "--by-platform", help="One job of a run split by platform: publish each build under <tag>-<arch> and latest-<arch> only; `builder merge` makes the indexes."),
                 no_space_check: bool = typer.Option(False, "--no-space-check", help="Run even when the disk looks too small for it (see docs: disk)."),
+                max_disk_growth: Optional[str] = typer.Option(None, "--max-disk-growth", envvar="BUILDER_MAX_DISK_GROWTH", parser=byte_size, metavar="SIZE",
+                                                              help="Keep the file system of the Engine's data root within this growth over the run's start (45GB, 40GiB): builds wait for what finished images free; a build waiting for space lets --prune-cache take uv's wheels too."),
                 cache_registry: str = typer.Option("", "--cache-registry", envvar="BUILDER_CACHE_REGISTRY",
                                                    help="host:port/path where builds import and export BuildKit's cache (one ref per image and platform; containerd image store)."),
                 keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, max=grammar.MAX_COUNT, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed."),
@@ -128,7 +130,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                 platforms=platforms, by_platform=by_platform,
                                 base_source=base_source.value, images_dir=beside(matrix, images, "images"),
                                 tests_root=beside(matrix, tests, "tests/by_image"), build_dir=build_dir,
-                                no_cache=no_cache, force=force, accept_size=accept_size, jobs=jobs, test_jobs=test_jobs, emulated_jobs=emulated_jobs, space_check=not no_space_check,
+                                no_cache=no_cache, force=force, accept_size=accept_size, jobs=jobs, test_jobs=test_jobs, emulated_jobs=emulated_jobs, space_check=not no_space_check, max_disk_growth=max_disk_growth,
                                 keep_last=keep_last, prune_cache=prune_cache, cache_registry=cache_registry, catalog=beside(matrix, None, "docs") / "images.json",
                                 signing_key=signing_key, keyless=keyless)
         _run(opts, matrix, templates)

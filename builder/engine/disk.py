@@ -254,6 +254,29 @@ def unchanged(specs: Iterable[ImageSpec], held: dict[tuple[str, str], list[dict[
     return out
 
 
+def capped(found: list[Need], data_root: Path | None, max_growth: int) -> list[Need]:
+    """``found`` (:func:`needs`) for a run whose disk schedule keeps the file system of the Engine's
+    ``data_root`` within ``max_growth`` bytes of growth (builds wait for what finished images free,
+    :class:`builder.run.disk_budget.DiskBudget`): that file system needs at most ``max_growth``."""
+    if data_root is None:
+        return found
+    device = _device(data_root)
+    return [Need(n.where, min(n.need, max_growth), n.free) if _device(n.where[0]) == device else n for n in found]
+
+
+def check_largest(build_needs: dict[tuple[str, Platform], int], max_growth: int) -> None:
+    """Raise ConfigError with one line when the largest of ``build_needs`` (:func:`build_needs`,
+    bytes) is more than ``max_growth`` bytes: that build could not run within the growth even on its
+    own. Returns None otherwise."""
+    if not build_needs:
+        return
+    (name, platform), need = max(build_needs.items(), key=lambda item: item[1])
+    if need > max_growth:
+        raise ConfigError([f"not enough disk growth allowed: the build of {name} ({platform}) alone needs about "
+                           f"{need / 1e9:.1f} GB, more than --max-disk-growth {max_growth / 1e9:.1f} GB; "
+                           f"raise it or leave it out"])
+
+
 def check(found: list[Need]) -> None:
     """Raise ConfigError with one line (need / have / where) for the first file system that lacks
     the space; return None when every one has it."""

@@ -46,7 +46,10 @@ class Options:
     narrows every image to those of its platforms (an image with none of them is left out; the CLI
     lets ``all`` narrow an image of several platforms only with ``by_platform``, ``publish``
     never). ``space_check`` refuses a run the disk cannot hold (:mod:`builder.engine.disk`; sizes
-    from the ``catalog`` JSON); after the run each image keeps its ``keep_last`` newest local builds
+    from the ``catalog`` JSON); with ``max_disk_growth`` (bytes) its disk schedule keeps the file
+    system of the Engine's data root within that growth over the run's start: builds wait for what
+    finished images free, and a build waiting for space lets the prune take uv's cache mount too
+    (:func:`builder.run.disk_budget.growth_floor`); after the run each image keeps its ``keep_last`` newest local builds
     (the one just made counts); with ``prune_cache`` the BuildKit cache the run makes is removed after
     each image but for cache mounts (:class:`builder.run.space.CachePruner`); with the disk schedule
     on, a run that pushes removes the local copies of finished images the registry holds when a
@@ -78,6 +81,7 @@ class Options:
     platforms: tuple[Platform, ...] = ()
     by_platform: bool = False
     space_check: bool = True
+    max_disk_growth: int | None = None
     keep_last: int = 1
     prune_cache: bool = False
     cache_registry: str = ""

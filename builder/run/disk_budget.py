@@ -32,8 +32,17 @@ if TYPE_CHECKING:
 
 #: Free bytes a reservation never counts on: the Engine's own bookkeeping, logs, the build folder.
 FLOOR = 2_000_000_000
+
 #: Seconds between looks at the free bytes while a build waits for space.
 POLL = 15.0
+
+
+def growth_floor(free: int, max_growth: int | None, floor: int = FLOOR) -> int:
+    """The floor of a run (bytes) whose file system may grow by at most ``max_growth`` bytes over
+    its start, when ``free`` bytes are free at the start: ``free - max_growth``, never below ``floor``
+    (:data:`FLOOR`); ``floor`` itself without a ``max_growth``. A build then waits while the bytes
+    it needs would take the file system past the growth (:class:`DiskBudget`)."""
+    return floor if max_growth is None else max(floor, free - max_growth)
 
 
 class DiskBudget:
@@ -54,6 +63,12 @@ class DiskBudget:
         self._aborted = False
         self._cond = threading.Condition()
         self.waits = 0
+
+    def waiting(self) -> bool:
+        """True while a build waits for space (:meth:`reserve`): the disk is short now, so a prune
+        may take what it would keep on a disk with room (:meth:`builder.run.space.CachePruner.after_image`)."""
+        with self._cond:
+            return self._waiting > 0
 
     def available(self) -> int:
         """Bytes a new reservation may take now: free, less the floor and every reservation held."""

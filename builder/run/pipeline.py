@@ -52,7 +52,7 @@ def run(matrix: Matrix, options: Options, console: Console | None = None) -> lis
     watch, vcs = None, preparation.vcs_sources(matrix, options, specs)
     if options.space_check and steps.build:  # before anything is started or written
         needs = space.check(client, matrix, options, options.registry or engine.LOCAL_REGISTRY, specs, vcs)
-        events.disk, watch = space.budget(client, needs, lambda line: _plain(events, line))
+        events.disk, watch = space.budget(client, needs, lambda line: _plain(events, line), options.max_disk_growth)
     files.claim_folder(options.build_dir)
     started, cache_before = superseded.engine_time(client), prune.cache_ids(client)
     pruner = space.CachePruner(client, cache_before, lambda line: _plain(events, line),
@@ -164,7 +164,7 @@ def _prune_cache(pruner: space.CachePruner, name: str, events: Events) -> None:
     # --prune-cache after an image (housekeeping: a failure is one line, never the image's outcome).
     try:
         if events.disk is None or events.disk.wait_for_need():
-            pruner.after_image(name)
+            pruner.after_image(name, mounts=events.disk is not None and events.disk.waiting())
     except Exception as exc:  # noqa: BLE001 - the Engine's answer to a prune never fails an image
         _plain(events, f"BuildKit cache not pruned after {name}: {type(exc).__name__}: {exc}")
     finally:

@@ -21,7 +21,7 @@ from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
 from builder.run.context import Options, RunContext
-from builder.run.disk_budget import DiskBudget, DiskWatch, free_of
+from builder.run.disk_budget import DiskBudget, DiskWatch, free_of, growth_floor
 from builder.run.report import PUSHED, ImageReport
 from builder.run.task_graph import Graph
 
@@ -75,20 +75,28 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     sizes = disk.catalog_sizes(opt.catalog)
     engine_bytes, registry_bytes = disk.estimate(specs, sizes, same, packages,
                                                  disk.BASE_SIZE, pushing, opt.prune_cache, factors, mounts)
-    disk.check(disk.needs(engine_bytes, registry_bytes, engine.data_root(client), opt.build_dir))
-    return disk.build_needs(specs, sizes, same, packages, disk.BASE_SIZE, factors)
+    per_build = disk.build_needs(specs, sizes, same, packages, disk.BASE_SIZE, factors)
+    found = disk.needs(engine_bytes, registry_bytes, engine.data_root(client), opt.build_dir)
+    if opt.max_disk_growth is not None:
+        disk.check_largest(per_build, opt.max_disk_growth)
+        found = disk.capped(found, engine.data_root(client), opt.max_disk_growth)
+    disk.check(found)
+    return per_build
 
 
 def budget(client: docker.DockerClient, needs: dict[tuple[str, Platform], int],
-           say: Callable[[str], None]) -> tuple[DiskBudget | None, DiskWatch | None]:
+           say: Callable[[str], None], max_growth: int | None = None) -> tuple[DiskBudget | None, DiskWatch | None]:
     """The run's disk schedule on the file system of the Engine's data root, where each build
     reserves its ``needs`` (:func:`check`) while it runs (:class:`builder.run.disk_budget.DiskBudget`),
     and the watch of that file system's used bytes (:class:`builder.run.disk_budget.DiskWatch`,
-    not started). Both None for an Engine whose data root is not on this machine."""
+    not started). With ``max_growth`` (bytes) the schedule keeps that file system within that
+    growth over its free bytes now (:func:`builder.run.disk_budget.growth_floor`). Both None for an
+    Engine whose data root is not on this machine."""
     root = engine.data_root(client)
     if root is None:
         return None, None
-    return DiskBudget(needs, free_of(root), say), DiskWatch(root)
+    free = free_of(root)
+    return DiskBudget(needs, free, say, floor=growth_floor(free(), max_growth)), DiskWatch(root)
 
 
 def remove_superseded(ctx: RunContext, started: float) -> None:
@@ -117,7 +125,7 @@ class CachePruner:
     """``--prune-cache``: once an image is done (built, tested, pushed, or failed), remove the
     BuildKit cache records made since the run started (``before``, the record ids then; None when
     the Engine could not say, and then nothing is removed) but its cache mounts
-    (:data:`KEPT_RECORD_TYPES`). Children never need their parent's cache: they build FROM the
+    (:data:`KEPT_RECORD_TYPES`), which go too when a build waits for space. Children never need their parent's cache: they build FROM the
     parent image. A prune runs inside ``no_builds()`` (:meth:`builder.run.context.Events.no_builds`:
     while no build runs), one at a time; ``say`` gets one line per prune that freed bytes."""
 
@@ -126,16 +134,20 @@ class CachePruner:
         self.client, self.before, self.say, self.no_builds = client, before, say, no_builds
         self._lock = threading.Lock()
 
-    def after_image(self, name: str) -> int:
-        """Prune after image ``name``; returns the bytes BuildKit reports reclaimed."""
+    def after_image(self, name: str, mounts: bool = False) -> int:
+        """Prune after image ``name``; returns the bytes BuildKit reports reclaimed. With ``mounts``
+        (a build waits for space: :meth:`builder.run.disk_budget.DiskBudget.waiting`) the cache
+        mounts the run made go too: uv downloads a wheel again rather than a build wait on it."""
         if self.before is None:
             return 0
+        kept = frozenset() if mounts else KEPT_RECORD_TYPES
         with self._lock, self.no_builds():
             records = prune.cache_records(self.client) or {}
-            made = {i for i, kind in records.items() if i not in self.before and kind not in KEPT_RECORD_TYPES}
+            made = {i for i, kind in records.items() if i not in self.before and kind not in kept}
             freed, _ = prune.remove_records(self.client, made)
         if freed:
-            self.say(f"BuildKit cache removed after {name}: {freed / 1e9:.2f} GB")
+            self.say(f"BuildKit cache removed after {name}: {freed / 1e9:.2f} GB"
+                     + (" (uv's cache mount too: a build waits for space)" if mounts else ""))
         return freed
 
 

@@ -96,6 +96,48 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line(tmp_path):
     assert disk.needs(10**18, 0, None, tmp_path)[0].need == 0  # a remote Engine's data root is not checked
 
 
+def test_a_growth_ceiling_caps_what_the_data_root_s_file_system_needs(tmp_path):
+    found = disk.needs(10**18, 5, tmp_path, tmp_path / "build")
+    capped = disk.capped(found, tmp_path, 40 * 10**9)
+    assert [n.need for n in capped] == [40 * 10**9] and capped[0].where == found[0].where
+    disk.check(disk.capped(disk.needs(10**18, 0, tmp_path, tmp_path), tmp_path, 1))  # the ceiling fits: no error
+    assert disk.capped(found, None, 1) == found  # a remote Engine: nothing to cap
+
+
+def test_a_build_larger_than_the_growth_ceiling_is_refused_in_one_line():
+    needs = {(MINIMAL.name, AMD64): 2 * 10**9, (SKLEARN.name, ARM64): 30 * 10**9}
+    disk.check_largest(needs, 30 * 10**9)  # fits exactly
+    disk.check_largest({}, 1)
+    with pytest.raises(ConfigError) as exc:
+        disk.check_largest(needs, 29 * 10**9)
+    (line,) = exc.value.lines
+    assert f"the build of {SKLEARN.name} (linux/arm64) alone needs about 30.0 GB" in line
+    assert "--max-disk-growth 29.0 GB" in line
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("45GB", 45 * 10**9), ("40GiB", 40 * 2**30), ("1000000000", 10**9), ("1 PB", 10**15), (None, None)])
+def test_the_growth_option_reads_sizes(value, expected):
+    from builder.cli.common import byte_size
+    assert byte_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["12", "-45GB", "--dry-run", "45 parsecs", "0.5GB", "2PB", "9" * 40, "45GB\n"])
+def test_the_growth_option_refuses_what_is_not_a_size_in_one_line(value, tmp_path):
+    result = CliRunner().invoke(app, ["all", "--dry-run", "--build-dir", str(tmp_path / "b"), "--max-disk-growth", value])
+    assert result.exit_code == 2 and "--max-disk-growth" in result.output and "expected a size" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_with_a_build_waiting_the_cache_pruner_takes_the_run_s_cache_mounts_too():
+    from builder.run import space
+    client = FakeCache({"old": "regular", "old-uv": "exec.cachemount", "uv": "exec.cachemount", "layer": "regular"}, {})
+    lines = []
+    assert space.CachePruner(client, {"old", "old-uv"}, lines.append).after_image("minimal", mounts=True) == 20
+    assert set(client.records) == {"old", "old-uv"}  # what was there before the run stays
+    assert lines == ["BuildKit cache removed after minimal: 0.00 GB (uv's cache mount too: a build waits for space)"]
+
+
 def _build(id_, tags, created, arch="amd64"):
     return superseded.LocalBuild(id_, tuple(tags), created, arch, 1)
 

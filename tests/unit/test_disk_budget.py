@@ -13,7 +13,7 @@ from builder.matrix.platform import PLATFORMS
 from builder.engine import disk
 from builder.matrix import load
 from builder.run.context import Events
-from builder.run.disk_budget import DiskBudget, DiskWatch
+from builder.run.disk_budget import FLOOR, DiskBudget, DiskWatch, growth_floor
 from repo import ROOT
 
 AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
@@ -236,3 +236,28 @@ def test_a_queued_removal_of_local_copies_runs_when_a_build_waits_never_at_the_r
     ended.close()  # the run's lanes ended with nothing waiting: a cache prune would run, a removal not
     t.join(DEADLINE)
     assert done == [False] and ended.wait_for_need() is True
+
+
+def test_a_growth_ceiling_raises_the_floor_to_what_the_file_system_may_not_go_under():
+    assert growth_floor(100 * GB, None) == FLOOR
+    assert growth_floor(100 * GB, 45 * GB) == 55 * GB
+    assert growth_floor(40 * GB, 45 * GB) == FLOOR  # a disk smaller than the ceiling: its free bytes are the limit
+
+
+def test_under_a_growth_ceiling_a_build_waits_although_the_disk_has_room():
+    fs = FakeDisk(100 * GB)
+    waiting = threading.Event()
+    budget = DiskBudget({A: 20 * GB, B: 30 * GB}, fs, say=lambda line: waiting.set(),
+                        floor=growth_floor(fs(), 45 * GB), poll=3600)
+    entered, leave, order = threading.Event(), threading.Event(), []
+    first = _hold(budget, A, entered, leave, order)
+    assert entered.wait(DEADLINE)
+    fs.free = 90 * GB  # a's build wrote 10 GB: 35 GB of growth left, 20 GB of them a's
+    assert not budget.waiting()
+    second = threading.Thread(target=lambda: budget.reserve(*B).__enter__() and None, daemon=True)
+    second.start()
+    assert waiting.wait(DEADLINE) and budget.waiting() and budget.waits == 1
+    leave.set()
+    first.join(DEADLINE)
+    second.join(DEADLINE)
+    assert not second.is_alive() and not budget.waiting()  # a's reservation ended: 35 GB within the growth

@@ -213,7 +213,7 @@ def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, off
 
 def test_prune_cache_prunes_after_every_image_that_ran_failed_or_not(tmp_path, offline, monkeypatch):
     pruned: list[str] = []
-    monkeypatch.setattr(pipeline.space.CachePruner, "after_image", lambda self, name: pruned.append(name) or 0)
+    monkeypatch.setattr(pipeline.space.CachePruner, "after_image", lambda self, name, mounts=False: pruned.append(name) or 0)
     steps, calls, held = offline
     steps({MINIMAL_13}, set())
     pipeline.run(load(ROOT / "matrix.yaml"), Options(
@@ -222,7 +222,7 @@ def test_prune_cache_prunes_after_every_image_that_ran_failed_or_not(tmp_path, o
 
 
 def test_a_prune_that_raises_never_fails_the_image(tmp_path, offline, monkeypatch):
-    def boom(self, name):
+    def boom(self, name, mounts=False):
         raise OSError("the Engine went away")
     monkeypatch.setattr(pipeline.space.CachePruner, "after_image", boom)
     steps, calls, held = offline
@@ -339,7 +339,7 @@ def _on_a_disk(tmp_path, offline, monkeypatch, free: int, fails: bool = False,
             order.append(f"build {spec.name}")
     monkeypatch.setattr(pipeline.space, "removable", seen)
     monkeypatch.setattr(pipeline.space, "check", lambda *args: {})
-    monkeypatch.setattr(pipeline.space, "budget", lambda client, needs, say: (budget, None))
+    monkeypatch.setattr(pipeline.space, "budget", lambda client, needs, say, max_growth=None: (budget, None))
     monkeypatch.setattr(pipeline.space.LocalCopyRemover, "remove", remove)
     steps(set(), set(), lane, finish_as=_publish)
     reports = pipeline.run(load(ROOT / "matrix.yaml"), Options(
