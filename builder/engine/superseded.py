@@ -100,30 +100,32 @@ def remove_superseded(client: docker.DockerClient, repositories: dict[str, set[s
     return freed
 
 
-def untag(client: docker.DockerClient, tags: Sequence[str], repository: str, log: Callable[[str], None]) -> list[str] | None:
+def untag(client: docker.DockerClient, tags: Sequence[str], repository: str, log: Callable[[str], None]) -> list[str]:
     """Remove, one by one, the tags of ``tags`` (an image's ``repository:tag`` references, as the
     Engine lists them) that are in ``repository``, with docker-py's ``remove_image(tag,
     noprune=False)`` (``DELETE /images/<tag>``): once no tag names the image, the Engine removes it,
     its content and snapshots. A tag of another repository is never touched. Returns the tags
-    removed (empty when none is in ``repository``), or None when the Engine refused one (one ``log``
-    line, ``kept <tag>: why``; the tags after it stay). Raises docker.errors.DockerException (but
-    APIError) and requests.RequestException."""
-    own = [t for t in tags if t.rsplit(":", 1)[0] == repository]
-    for t in own:
+    removed (empty when none is in ``repository``); when the Engine refuses one, one ``log`` line
+    (``kept <tag>: why``), and the tags after it stay: the image was removed only when the list
+    returned is all of ``tags``. Raises docker.errors.DockerException (but APIError) and
+    requests.RequestException."""
+    removed: list[str] = []
+    for t in (t for t in tags if t.rsplit(":", 1)[0] == repository):
         try:
             client.api.remove_image(t, noprune=False)
         except docker.errors.APIError as exc:
             log(f"kept {t}: {exc.explanation or exc}")
-            return None
-    return own
+            break
+        removed.append(t)
+    return removed
 
 
 def _untag(client: docker.DockerClient, build: LocalBuild, repository: str, log: Callable[[str], None]) -> int:
     # Remove build's tags in repository; the bytes freed when that was every tag it had.
     own = untag(client, build.tags, repository, log)
-    if not own:  # untagged meanwhile, or the Engine kept one
+    if not own:  # untagged meanwhile, or the Engine kept the first
         return 0
-    if len(own) < len(build.tags):  # another repository still names it: its layers stay
+    if len(own) < len(build.tags):  # another repository, or a tag the Engine kept, still names it: its layers stay
         log(f"untagged superseded {', '.join(own)} (the image keeps its other tags)")
         return 0
     log(f"removed superseded {', '.join(own)} (up to {build.size / 1e6:.0f} MB: layers kept builds share stay)")

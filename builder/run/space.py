@@ -204,7 +204,7 @@ class LocalCopyRemover:
             except docker.errors.NotFound:
                 continue
             tags = found.get("RepoTags") or []
-            own = superseded.untag(self.client, tags, copy.repository, self.say) or []
+            own = superseded.untag(self.client, tags, copy.repository, self.say)
             removed += own
             freed += int(found.get("Size") or 0) if own and len(own) == len(tags) else 0
         if removed:

@@ -131,3 +131,13 @@ def test_a_tag_the_engine_refuses_is_one_line_and_keeps_the_image():
     assert space.LocalCopyRemover(engine, lines.append).remove(_removable("root")) == []
     assert _id("0") in engine.images
     assert lines == [f"kept {ROOT_REPO}:1.0: image is being used by a running container"]
+
+
+def test_tags_removed_before_one_the_engine_refuses_are_reported_and_nothing_counts_as_freed():
+    engine = FakeEngine({_id("0"): ([f"{ROOT_REPO}:1.0", f"{ROOT_REPO}:latest", f"{ROOT_REPO}:build-r"], 10**9)},
+                        refused={f"{ROOT_REPO}:latest"})
+    lines: list[str] = []
+    assert space.LocalCopyRemover(engine, lines.append).remove(_removable("root")) == [f"{ROOT_REPO}:1.0"]
+    assert engine.images[_id("0")][0] == [f"{ROOT_REPO}:latest", f"{ROOT_REPO}:build-r"]  # the tags after it stay
+    assert lines == [f"kept {ROOT_REPO}:latest: image is being used by a running container",
+                     "local copies of root removed: up to 0.00 GB (the registry holds them)"]
