@@ -14,8 +14,8 @@ local registry (``127.0.0.1:5000/bench-incremental``), so the project's own ``la
    built again.
 
 With ``--split``, the release workflow's path instead: the jobs ``builder ci-matrix --by-platform``
-gives (one per image tree and platform, each ``builder all --by-platform``, each with its own build
-folder) and ``builder merge``, twice. For the second, no-op release it prints each job's and the
+gives (one per image tree and platform, each ``builder all --by-platform --prune-cache``, as the
+release workflow runs it, each with its own build folder) and ``builder merge``, twice. For the second, no-op release it prints each job's and the
 merge's wall seconds, the images up to date, builds and smoke tests run, and the registry's write
 requests into the namespace (PUT, POST, PATCH, DELETE in its log: uploads of blobs and manifests).
 ``--platform`` keeps only the jobs of that platform (repeatable): on an amd64 machine an arm64 job
@@ -109,7 +109,7 @@ def split_release(common: list[str], jobs: list[dict], work: Path, merge: bool =
     for job in jobs:
         select = [a for name in job["images"].split() for a in ("--select", name)]
         folder = work / f"{job['root']}-{job['arch']}"
-        seconds, entries = run([*common, "--by-platform", "--platform", job["platform"], *select], folder)
+        seconds, entries = run([*common, "--by-platform", "--prune-cache", "--platform", job["platform"], *select], folder)
         print(f"  job {job['root']} {job['platform']}: {seconds:7.1f} s wall; {counts(entries)}")
         reports += ["--report", str(folder / "report.json")]
     if not merge:
