@@ -123,6 +123,8 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                                 help="cosign key file or key manager URI: sign and attest what is published (password: COSIGN_PASSWORD)."),
                 keyless: bool = typer.Option(False, "--keyless", help="Sign with Sigstore's Fulcio and Rekor instead of a key (a machine that reaches them).")) -> None:
         platforms = _check_platforms(platform or [], by_platform)
+        if no_space_check and max_disk_growth is not None:  # the growth is kept by the schedule --no-space-check turns off
+            fail(["--max-disk-growth: leave out --no-space-check (it turns the disk schedule off)"])
         _check_repository("--cache-registry", cache_registry)
         key = _signing_key(signing_key, keyless)  # checked in every stage: a bad key is never ignored
         signing_key = key if context.Steps.of(stage).publish else ""

@@ -254,14 +254,12 @@ def unchanged(specs: Iterable[ImageSpec], held: dict[tuple[str, str], list[dict[
     return out
 
 
-def capped(found: list[Need], data_root: Path | None, max_growth: int) -> list[Need]:
-    """``found`` (:func:`needs`) for a run whose disk schedule keeps the file system of the Engine's
-    ``data_root`` within ``max_growth`` bytes of growth (builds wait for what finished images free,
-    :class:`builder.run.disk_budget.DiskBudget`): that file system needs at most ``max_growth``."""
-    if data_root is None:
-        return found
-    device = _device(data_root)
-    return [Need(n.where, min(n.need, max_growth), n.free) if _device(n.where[0]) == device else n for n in found]
+def capped(engine_bytes: int, max_growth: int | None) -> int:
+    """``engine_bytes`` (:func:`estimate`) of a run whose disk schedule keeps the file system of the
+    Engine's data root within ``max_growth`` bytes of growth (builds wait for what finished images
+    free, :class:`builder.run.disk_budget.DiskBudget`): at most ``max_growth``. The local registry's
+    share is not the schedule's to give back (it never shrinks during a run): it stays whole."""
+    return engine_bytes if max_growth is None else min(engine_bytes, max_growth)
 
 
 def check_largest(build_needs: dict[tuple[str, Platform], int], max_growth: int) -> None:

@@ -14,6 +14,9 @@ space, or when the run's lanes ended (:meth:`DiskBudget.wait_for_need`): a prune
 new build until the running ones ended, so it runs when it is needed. A queued removal runs only
 once a build waits for space (or the free bytes, less the reservations of the builds in flight,
 fall below the floor), never at the run's end: a run with enough disk keeps its local images.
+With a growth ceiling (``--max-disk-growth``) the floor is the free bytes at the run's start less
+the growth (:func:`growth_floor`): builds wait, and queued prunes and removals run, once the growth
+the builds in flight may reach passes it.
 
 :class:`DiskWatch` samples the file system's used bytes while the run goes on, for the peak and
 the end state the summary prints.

@@ -76,11 +76,10 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     engine_bytes, registry_bytes = disk.estimate(specs, sizes, same, packages,
                                                  disk.BASE_SIZE, pushing, opt.prune_cache, factors, mounts)
     per_build = disk.build_needs(specs, sizes, same, packages, disk.BASE_SIZE, factors)
-    found = disk.needs(engine_bytes, registry_bytes, engine.data_root(client), opt.build_dir)
-    if opt.max_disk_growth is not None:
+    if opt.max_disk_growth is not None and engine.data_root(client) is not None:
         disk.check_largest(per_build, opt.max_disk_growth)
-        found = disk.capped(found, engine.data_root(client), opt.max_disk_growth)
-    disk.check(found)
+    disk.check(disk.needs(disk.capped(engine_bytes, opt.max_disk_growth), registry_bytes,
+                          engine.data_root(client), opt.build_dir))
     return per_build
 
 

@@ -96,12 +96,10 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line(tmp_path):
     assert disk.needs(10**18, 0, None, tmp_path)[0].need == 0  # a remote Engine's data root is not checked
 
 
-def test_a_growth_ceiling_caps_what_the_data_root_s_file_system_needs(tmp_path):
-    found = disk.needs(10**18, 5, tmp_path, tmp_path / "build")
-    capped = disk.capped(found, tmp_path, 40 * 10**9)
-    assert [n.need for n in capped] == [40 * 10**9] and capped[0].where == found[0].where
-    disk.check(disk.capped(disk.needs(10**18, 0, tmp_path, tmp_path), tmp_path, 1))  # the ceiling fits: no error
-    assert disk.capped(found, None, 1) == found  # a remote Engine: nothing to cap
+def test_a_growth_ceiling_caps_the_engine_s_share_never_the_registry_s(tmp_path):
+    assert disk.capped(10**18, 40 * 10**9) == 40 * 10**9 and disk.capped(5, None) == 5
+    found = disk.needs(disk.capped(60 * 10**9, 40 * 10**9), 11 * 10**9, tmp_path, tmp_path / "build")
+    assert [n.need for n in found] == [51 * 10**9]  # one file system: the registry's pushes still count
 
 
 def test_a_build_larger_than_the_growth_ceiling_is_refused_in_one_line():
@@ -264,3 +262,22 @@ def test_the_preflight_reads_the_bytes_cache_mounts_already_hold():
 def test_the_factors_are_the_ones_measured_on_that_engine_and_store(store, version, expected):
     assert disk.factors_for(store, version) is getattr(disk, expected)
     assert disk.CONTAINERD_28.engine > disk.CONTAINERD.engine  # containerd 2's store keeps more per image
+
+
+def test_a_growth_ceiling_without_the_disk_schedule_is_refused_in_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["all", "--dry-run", "--build-dir", str(tmp_path / "b"),
+                                      "--max-disk-growth", "45GB", "--no-space-check"])
+    assert result.exit_code == 2 and "--max-disk-growth: leave out --no-space-check" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_schedule_s_floor_is_the_free_bytes_at_its_start_less_the_growth(tmp_path, monkeypatch):
+    from builder.run import space
+    monkeypatch.setattr(space.engine, "data_root", lambda client: tmp_path)
+    monkeypatch.setattr(space, "free_of", lambda root: lambda: 100 * 10**9)
+    budget, watch = space.budget(None, {}, print, 45 * 10**9)
+    assert budget.floor == 55 * 10**9 and watch.path == tmp_path
+    from builder.run.disk_budget import FLOOR
+    assert space.budget(None, {}, print)[0].floor == FLOOR
+    monkeypatch.setattr(space.engine, "data_root", lambda client: None)
+    assert space.budget(None, {}, print, 45 * 10**9) == (None, None)  # an Engine on another machine

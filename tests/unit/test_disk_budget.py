@@ -261,3 +261,25 @@ def test_under_a_growth_ceiling_a_build_waits_although_the_disk_has_room():
     first.join(DEADLINE)
     second.join(DEADLINE)
     assert not second.is_alive() and not budget.waiting()  # a's reservation ended: 35 GB within the growth
+
+
+@pytest.mark.parametrize("a_build_waits", [True, False])
+def test_a_prune_takes_uv_s_cache_mount_only_while_a_build_waits_for_space(a_build_waits):
+    from types import SimpleNamespace
+    from builder.run import pipeline
+    budget = DiskBudget({A: 30 * GB, B: 30 * GB}, FakeDisk(40 * GB), floor=GB, poll=3600)
+    entered, leave, order = threading.Event(), threading.Event(), []
+    first = _hold(budget, A, entered, leave, order)
+    assert entered.wait(DEADLINE)
+    if a_build_waits:
+        threading.Thread(target=lambda: budget.reserve(*B).__enter__(), daemon=True).start()
+        _until(budget.waiting, "b never waited")
+    else:
+        budget.close()  # the run's lanes ended: queued prunes run now, no build waits
+    calls = []
+    pruner = SimpleNamespace(after_image=lambda name, mounts=False: calls.append((name, mounts)))
+    budget.expect_space()
+    pipeline._prune_cache(pruner, "a", SimpleNamespace(disk=budget))
+    assert calls == [("a", a_build_waits)]
+    leave.set()
+    first.join(DEADLINE)
