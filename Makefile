@@ -76,8 +76,8 @@ bench: venv ## Benchmark: cold build, no-op rebuild, sizes, unique bytes, second
 bench-platforms: venv ## Benchmark: the arm64 build of the sklearn image against amd64 and against pip under QEMU
 	$(BIN)/python benchmarks/platforms.py
 
-bench-incremental: venv ## Benchmark: a no-op `builder all` (up-to-date images), on a fresh runner, after one pin change; SPLIT=1: a no-op release split by platform (PLATFORM=linux/amd64: its jobs only)
-	$(BIN)/python benchmarks/incremental.py $(if $(SPLIT),--split $(foreach p,$(PLATFORM),--platform $(p))) $(SELECT_ARGS)
+bench-incremental: venv ## Benchmark: a no-op `builder all` (up-to-date images), on a fresh runner, after one pin change; SPLIT=1: a no-op release split by platform (PLATFORM=linux/amd64: its jobs only; FIRST_WHOLE=1: the first release in one job)
+	$(BIN)/python benchmarks/incremental.py $(if $(SPLIT),--split $(if $(FIRST_WHOLE),--first-whole) $(foreach p,$(PLATFORM),--platform '$(p)')) $(SELECT_ARGS)
 
 bench-cache: venv ## Benchmark: a fresh runner's build from the registry cache against a cold one (restarts the Engine)
 	$(BIN)/python benchmarks/registry_cache.py $(SELECT_ARGS)

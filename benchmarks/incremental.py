@@ -21,7 +21,10 @@ requests into the namespace (PUT, POST, PATCH, DELETE in its log: uploads of blo
 ``--platform`` keeps only the jobs of that platform (repeatable): on an amd64 machine an arm64 job
 cannot build a child image (its build stage needs the parent for the machine's platform), so the
 whole matrix's amd64 jobs are measured alone there; the merge, which needs every platform's job,
-is then left out.
+is then left out. ``--first-whole`` instead makes the first release one ``builder all --by-platform``
+of every platform (the arm64 children build beside their parents' amd64 builds) and its merge: it
+publishes the same per-platform tags and build ids, so the no-op release, split as the workflow
+splits it (every job, then the merge), is measured whole on one amd64 machine.
 
 Usage: python benchmarks/incremental.py [--split [--platform P]...] [--select GLOB]... (from the
 repository root).
@@ -109,8 +112,9 @@ def split_release(common: list[str], jobs: list[dict], work: Path, merge: bool =
     for job in jobs:
         select = [a for name in job["images"].split() for a in ("--select", name)]
         folder = work / f"{job['root']}-{job['arch']}"
-        seconds, entries = run([*common, "--by-platform", "--prune-cache", "--platform", job["platform"], *select], folder)
-        print(f"  job {job['root']} {job['platform']}: {seconds:7.1f} s wall; {counts(entries)}")
+        narrow = ["--platform", job["platform"]] if job["platform"] else []
+        seconds, entries = run([*common, "--by-platform", "--prune-cache", *narrow, *select], folder)
+        print(f"  job {job['root']} {job['platform'] or 'every platform'}: {seconds:7.1f} s wall; {counts(entries)}")
         reports += ["--report", str(folder / "report.json")]
     if not merge:
         print("  merge: left out (not every platform's jobs ran)")
@@ -131,8 +135,14 @@ def split(ns: argparse.Namespace, opts: list[str], common: list[str], work: Path
                            "--matrix", common[common.index("--matrix") + 1]], cwd=ROOT, capture_output=True,
                           text=True, check=True)
     jobs = [j for j in json.loads(plan.stdout)["include"] if not ns.platform or j["platform"] in ns.platform]
-    print(f"first release split by platform ({len(jobs)} jobs{', ' + ' '.join(ns.platform) + ' only' if ns.platform else ''}):")
-    split_release(common, jobs, work / "split-first", merge=not ns.platform)
+    if ns.first_whole:
+        whole = [{"root": "whole", "arch": "all", "platform": None,
+                  "images": " ".join(n for j in jobs for n in j["images"].split())}]
+        print("first release as one job of every platform (by platform), then the merge:")
+        split_release(common, whole, work / "split-first", merge=True)
+    else:
+        print(f"first release split by platform ({len(jobs)} jobs{', ' + ' '.join(ns.platform) + ' only' if ns.platform else ''}):")
+        split_release(common, jobs, work / "split-first", merge=not ns.platform)
     log = ns.build_dir / "registry" / "registry.log"  # when this build folder's registry answers
     offset = log.stat().st_size if log.exists() else None
     print("no-op release split by platform:")
@@ -147,6 +157,10 @@ def main() -> None:
     parser.add_argument("--split", action="store_true", help="The release workflow's jobs split by platform, then merge.")
     parser.add_argument("--platform", action="append", default=[], choices=list(PLATFORMS),
                         help="With --split: only the jobs of this platform (repeatable); the merge is left out.")
+    parser.add_argument("--first-whole", action="store_true",
+                        help="With --split: make the first release one by-platform job of every platform, then the "
+                             "merge (an amd64 machine builds an arm64 child only beside its parent's amd64 build); "
+                             "the no-op release is split as the workflow splits it.")
     parser.add_argument("--build-dir", type=Path, default=ROOT / files.BUILD_DIR)
     ns = parser.parse_args()
     work = ns.build_dir / "bench" / "incremental"
