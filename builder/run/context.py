@@ -51,7 +51,7 @@ class Options:
     finished images free, and a build waiting for space lets the prune take uv's cache mount too
     (:func:`builder.run.disk_budget.growth_floor`); after the run each image keeps its ``keep_last`` newest local builds
     (the one just made counts); with ``prune_cache`` the BuildKit cache the run makes is removed after
-    each image but for cache mounts (:class:`builder.run.space.CachePruner`); with the disk schedule
+    each lane but for cache mounts (:class:`builder.run.space.CachePruner`); with the disk schedule
     on, a run that pushes removes the local copies of finished images the registry holds when a
     build waits for their space (:class:`builder.run.space.LocalCopyRemover`). ``by_platform``
     publishes every build under per-platform tags only

@@ -5,7 +5,7 @@ gate -> smoke test; then tags -> SBOMs -> latest -> push -> report.
 (:mod:`builder.run.preparation`) and schedules each image's tasks (:mod:`builder.run.task_graph`,
 :mod:`builder.run.schedule`; the tasks themselves: :mod:`builder.run.tasks`). The scheduler's thread
 records each lane's results, each task's failure (:func:`builder.run.tasks.record`) and each skip,
-and queues a cache prune after each image and, once the registry holds an image and no pending
+and queues a cache prune after each lane (:class:`PruneRequests`) and, once the registry holds an image and no pending
 child needs it, the removal of its local copies (:func:`builder.run.space.removable`); both run on
 a worker of their own when a build waits for space (a removal only then, never at the run's end:
 a run with enough disk keeps its local images). At the end, or on Ctrl-C, :func:`run` writes
@@ -16,8 +16,10 @@ skipped; every other image goes on.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 from rich.markup import escape
@@ -32,7 +34,7 @@ from builder.run.context import Clients, Events, Options, RunContext, Stage
 from builder.run.disk_budget import DiskBudget
 from builder.run.report import ImageReport, Status
 from builder.run.steps.tag import drop_run_tags
-from builder.run.task_graph import graph
+from builder.run.task_graph import Kind, graph
 
 __all__ = ["Options", "ImageReport", "Stage", "run", "summary", "wide_console", "write_report"]
 
@@ -121,6 +123,7 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
     # Prunes and removals run on a worker of their own, so lanes waiting for disk space never hold them back.
     prunes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prune")
     queued: set[str] = set()  # images whose local copies' removal is queued
+    requests = PruneRequests(prunes, pruner, events)
 
     def queue_removal(name: str | None) -> None:  # once per image, once it is removable
         if remover is None or events.disk is None or name is None or name in queued:
@@ -138,10 +141,6 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
             reports[c.image].move(Status.SKIPPED, why)
             events.say(c.image, f"[yellow]skipped[/yellow]: {escape(why)}")
         events.progress.update(events.tasks[c.image], completed=1)
-        if pruner is not None and c.built:
-            if events.disk:
-                events.disk.expect_space()
-            prunes.submit(_prune_cache, pruner, c.image, events)
         for name in (c.image, plan.graph.parents[c.image]):  # its last child may have been the one pending
             queue_removal(name)
 
@@ -149,9 +148,13 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
         if events.disk:
             events.disk.close(abort=True)
         children.stop_all()
+
+    def on_event(event: schedule.Event) -> None:  # a lane's end leaves its build's cache: a prune may take it
+        tasks.record(reports[event.task.image], event, events)
+        if isinstance(event, (schedule.Passed, schedule.Failed)) and event.task.kind is Kind.LANE:
+            requests.request(event.task.image)
     try:
-        schedule.drive(plan, work, lambda event: tasks.record(reports[event.task.image], event, events), closed,
-                       ctx.options.jobs, ctx.options.emulated_jobs, stop=stop)
+        schedule.drive(plan, work, on_event, closed, ctx.options.jobs, ctx.options.emulated_jobs, stop=stop)
     except BaseException:
         prunes.shutdown(wait=True, cancel_futures=True)
         raise
@@ -160,10 +163,43 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
     prunes.shutdown(wait=True)
 
 
-def _prune_cache(pruner: space.CachePruner, name: str, events: Events) -> None:
-    # --prune-cache after an image (housekeeping: a failure is one line, never the image's outcome).
+class PruneRequests:
+    """``--prune-cache``'s requests: a lane that ended, passed or failed (its build's BuildKit cache
+    is no use to a child, which builds FROM the image), asks for a prune of the run's cache
+    (:class:`builder.run.space.CachePruner`: every record the run made that no build holds), on the
+    ``prunes`` worker. Requests coalesce: while one prune is queued and has not started, another
+    request adds nothing, since that prune takes what the later lane left too. Nothing without a
+    ``pruner``. Called on the scheduler's thread; the prune clears the request on the worker."""
+
+    def __init__(self, prunes: ThreadPoolExecutor, pruner: space.CachePruner | None, events: Events):
+        self.prunes, self.pruner, self.events = prunes, pruner, events
+        self._lock = threading.Lock()
+        self._queued = False
+        self.queued = 0  # prunes queued in all
+
+    def request(self, name: str) -> None:
+        """Queue a prune after ``name``'s lane or image, unless one is queued and not started."""
+        if self.pruner is None:
+            return
+        with self._lock:
+            if self._queued:
+                return
+            self._queued, self.queued = True, self.queued + 1
+        if self.events.disk:
+            self.events.disk.expect_space()
+        self.prunes.submit(_prune_cache, self.pruner, name, self.events, self._started)
+
+    def _started(self) -> None:
+        with self._lock:
+            self._queued = False
+
+
+def _prune_cache(pruner: space.CachePruner, name: str, events: Events, started: Callable[[], None] = lambda: None) -> None:
+    # --prune-cache after a lane or an image (housekeeping: a failure is one line, never the
+    # image's outcome). ``started``: the prune goes now; a request made after it queues the next.
     try:
         if events.disk is None or events.disk.wait_for_need():
+            started()
             pruner.after_image(name, mounts=events.disk is not None and events.disk.waiting())
     except Exception as exc:  # noqa: BLE001 - the Engine's answer to a prune never fails an image
         _plain(events, f"BuildKit cache not pruned after {name}: {type(exc).__name__}: {exc}")

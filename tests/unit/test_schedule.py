@@ -211,14 +211,31 @@ def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, off
     assert all(reports[s.name].status == Status.SKIPPED for s in matrix.children(MINIMAL_13))
 
 
-def test_prune_cache_prunes_after_every_image_that_ran_failed_or_not(tmp_path, offline, monkeypatch):
-    pruned: list[str] = []
-    monkeypatch.setattr(pipeline.space.CachePruner, "after_image", lambda self, name, mounts=False: pruned.append(name) or 0)
+def test_prune_cache_prunes_after_lanes_that_ran_failed_or_not_and_after_the_last(tmp_path, offline, monkeypatch):
+    pruned: list[tuple[str, int]] = []
     steps, calls, held = offline
+    monkeypatch.setattr(pipeline.space.CachePruner, "after_image",
+                        lambda self, name, mounts=False: pruned.append((name, len(calls))) or 0)
     steps({MINIMAL_13}, set())
     pipeline.run(load(ROOT / "matrix.yaml"), Options(
         stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
-    assert sorted(pruned) == sorted(set(calls)) and MINIMAL_13 in pruned  # skipped children never ran: nothing to prune
+    assert pruned and {name for name, _ in pruned} <= set(calls)  # skipped children never ran: nothing to prune
+    assert len(pruned) <= len(calls) and pruned[-1][1] == len(calls)  # requests coalesce; one came after the last lane
+
+
+def test_prune_requests_coalesce_until_the_queued_prune_starts():
+    from types import SimpleNamespace
+    submitted = []
+    prunes = SimpleNamespace(submit=lambda fn, *args: submitted.append(args))
+    requests = pipeline.PruneRequests(prunes, object(), SimpleNamespace(disk=None))
+    requests.request("a")
+    requests.request("b")
+    assert [args[1] for args in submitted] == ["a"] and requests.queued == 1
+    submitted[0][-1]()  # the queued prune starts: a later lane's cache needs another
+    requests.request("c")
+    assert [args[1] for args in submitted] == ["a", "c"] and requests.queued == 2
+    pipeline.PruneRequests(prunes, None, SimpleNamespace(disk=None)).request("d")  # no --prune-cache
+    assert len(submitted) == 2
 
 
 def test_a_prune_that_raises_never_fails_the_image(tmp_path, offline, monkeypatch):
