@@ -118,7 +118,7 @@ def _stage_command(stage: pipeline.Stage, doc: str):
                                                    help="host:port/path where builds import and export BuildKit's cache (one ref per image and platform; containerd image store)."),
                 keep_last: int = typer.Option(pipeline.Options.keep_last, "--keep-last", min=1, max=grammar.MAX_COUNT, help="Local builds kept per image after the run, the new one included; older ones (never one with latest, or in use) are removed."),
                 prune_cache: bool = typer.Option(False, "--prune-cache", envvar="BUILDER_PRUNE_CACHE",
-                                                 help="Remove the BuildKit cache this run makes after each platform's build and smoke test (uv's wheel cache mount stays): the full matrix fits a smaller disk; a later rebuild starts cold but for wheels."),
+                                                 help="Remove the BuildKit cache this run makes after each build (uv's wheel cache mount stays): the full matrix fits a smaller disk; a later rebuild starts cold but for wheels."),
                 signing_key: str = typer.Option("", "--signing-key", envvar="BUILDER_SIGNING_KEY",
                                                 help="cosign key file or key manager URI: sign and attest what is published (password: COSIGN_PASSWORD)."),
                 keyless: bool = typer.Option(False, "--keyless", help="Sign with Sigstore's Fulcio and Rekor instead of a key (a machine that reaches them).")) -> None:

@@ -10,7 +10,7 @@ import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Literal, Mapping
+from typing import Callable, Iterator, Literal, Mapping
 
 import docker
 from rich.console import Console
@@ -51,7 +51,7 @@ class Options:
     finished images free, and a build waiting for space lets the prune take uv's cache mount too
     (:func:`builder.run.disk_budget.growth_floor`); after the run each image keeps its ``keep_last`` newest local builds
     (the one just made counts); with ``prune_cache`` the BuildKit cache the run makes is removed after
-    each lane but for cache mounts (:class:`builder.run.space.CachePruner`); with the disk schedule
+    each build but for cache mounts (:class:`builder.run.space.CachePruner`); with the disk schedule
     on, a run that pushes removes the local copies of finished images the registry holds when a
     build waits for their space (:class:`builder.run.space.LocalCopyRemover`). ``by_platform``
     publishes every build under per-platform tags only
@@ -109,6 +109,9 @@ class Events:
         self._turn = threading.Condition()
         self._testing = threading.BoundedSemaphore(max(1, test_jobs))
         self.disk: DiskBudget | None = None
+        #: Called with the image's name once a build's block ended without an exception (its build
+        #: ran, passed or failed): ``--prune-cache``'s request (:class:`builder.run.pipeline.PruneRequests`).
+        self.after_build: Callable[[str], None] | None = None
 
     def track(self, names: list[str]) -> None:
         """A progress line for each image of ``names``, made before the run starts."""
@@ -128,7 +131,8 @@ class Events:
     def build_slot(self, name: str = "", platform: Platform | None = None) -> Iterator[None]:
         """Counts builds running at once (``peak_parallel_builds``) for the length of the block, the
         build of ``name`` for ``platform``; waits first for its disk space (:attr:`disk`), then while
-        a cache prune (:meth:`no_builds`) waits or runs."""
+        a cache prune (:meth:`no_builds`) waits or runs. Once the block ended without an exception,
+        calls :attr:`after_build` with ``name``."""
         with self.disk.reserve(name, platform) if self.disk else contextlib.nullcontext():
             with self._turn:
                 self._turn.wait_for(lambda: not self._pruning)
@@ -140,6 +144,8 @@ class Events:
                 with self._turn:
                     self._building -= 1
                     self._turn.notify_all()
+        if self.after_build is not None:
+            self.after_build(name)
 
     @contextlib.contextmanager
     def no_builds(self) -> Iterator[None]:

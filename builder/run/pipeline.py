@@ -5,7 +5,7 @@ gate -> smoke test; then tags -> SBOMs -> latest -> push -> report.
 (:mod:`builder.run.preparation`) and schedules each image's tasks (:mod:`builder.run.task_graph`,
 :mod:`builder.run.schedule`; the tasks themselves: :mod:`builder.run.tasks`). The scheduler's thread
 records each lane's results, each task's failure (:func:`builder.run.tasks.record`) and each skip,
-and queues a cache prune after each lane (:class:`PruneRequests`) and, once the registry holds an image and no pending
+and queues a cache prune after each build (:class:`PruneRequests`) and, once the registry holds an image and no pending
 child needs it, the removal of its local copies (:func:`builder.run.space.removable`); both run on
 a worker of their own when a build waits for space (a removal only then, never at the run's end:
 a run with enough disk keeps its local images). At the end, or on Ctrl-C, :func:`run` writes
@@ -34,7 +34,7 @@ from builder.run.context import Clients, Events, Options, RunContext, Stage
 from builder.run.disk_budget import DiskBudget
 from builder.run.report import ImageReport, Status
 from builder.run.steps.tag import drop_run_tags
-from builder.run.task_graph import Kind, graph
+from builder.run.task_graph import graph
 
 __all__ = ["Options", "ImageReport", "Stage", "run", "summary", "wide_console", "write_report"]
 
@@ -149,27 +149,29 @@ def _schedule(ctx: RunContext, specs: list[ImageSpec], reports: dict[str, ImageR
             events.disk.close(abort=True)
         children.stop_all()
 
-    def on_event(event: schedule.Event) -> None:  # a lane's end leaves its build's cache: a prune may take it
-        tasks.record(reports[event.task.image], event, events)
-        if isinstance(event, (schedule.Passed, schedule.Failed)) and event.task.kind is Kind.LANE:
-            requests.request(event.task.image)
+    events.after_build = requests.request  # a build's end leaves its cache: a prune may take it
     try:
-        schedule.drive(plan, work, on_event, closed, ctx.options.jobs, ctx.options.emulated_jobs, stop=stop)
+        schedule.drive(plan, work, lambda event: tasks.record(reports[event.task.image], event, events), closed,
+                       ctx.options.jobs, ctx.options.emulated_jobs, stop=stop)
     except BaseException:
+        events.after_build = None
         prunes.shutdown(wait=True, cancel_futures=True)
         raise
+    events.after_build = None
     if events.disk:
         events.disk.close()
     prunes.shutdown(wait=True)
 
 
 class PruneRequests:
-    """``--prune-cache``'s requests: a lane that ended, passed or failed (its build's BuildKit cache
-    is no use to a child, which builds FROM the image), asks for a prune of the run's cache
+    """``--prune-cache``'s requests: a build that ended, passed or failed (its BuildKit cache is no
+    use to its smoke test, which runs the loaded image, nor to a child, which builds FROM it), asks
+    for a prune of the run's cache
     (:class:`builder.run.space.CachePruner`: every record the run made that no build holds), on the
     ``prunes`` worker. Requests coalesce: while one prune is queued and has not started, another
-    request adds nothing, since that prune takes what the later lane left too. Nothing without a
-    ``pruner``. Called on the scheduler's thread; the prune clears the request on the worker."""
+    request adds nothing, since that prune takes what the later build left too. Nothing without a
+    ``pruner``. Called on the build's worker (:attr:`builder.run.context.Events.after_build`); the
+    prune clears the request on the prune worker."""
 
     def __init__(self, prunes: ThreadPoolExecutor, pruner: space.CachePruner | None, events: Events):
         self.prunes, self.pruner, self.events = prunes, pruner, events
@@ -178,7 +180,7 @@ class PruneRequests:
         self.queued = 0  # prunes queued in all
 
     def request(self, name: str) -> None:
-        """Queue a prune after ``name``'s lane or image, unless one is queued and not started."""
+        """Queue a prune after a build of ``name``, unless one is queued and not started."""
         if self.pruner is None:
             return
         with self._lock:
@@ -195,7 +197,7 @@ class PruneRequests:
 
 
 def _prune_cache(pruner: space.CachePruner, name: str, events: Events, started: Callable[[], None] = lambda: None) -> None:
-    # --prune-cache after a lane or an image (housekeeping: a failure is one line, never the
+    # --prune-cache after a build (housekeeping: a failure is one line, never the
     # image's outcome). ``started``: the prune goes now; a request made after it queues the next.
     try:
         if events.disk is None or events.disk.wait_for_need():

@@ -1,5 +1,5 @@
 """A run's disk: refuse before building a run the disk cannot hold, with ``--prune-cache`` remove
-the BuildKit cache of each lane once it ended (:class:`builder.run.pipeline.PruneRequests`), when a build needs space remove the local
+the BuildKit cache of each build once it ended (:class:`builder.run.pipeline.PruneRequests`), when a build needs space remove the local
 copies of finished images that the registry holds and no pending child needs (:func:`removable`,
 :class:`LocalCopyRemover`), and after the run remove the local builds it superseded (the figures
 and rules are :mod:`builder.engine.disk`'s, :mod:`builder.engine.prune`'s and
@@ -121,7 +121,7 @@ KEPT_RECORD_TYPES = frozenset({prune.CACHE_MOUNT})
 
 
 class CachePruner:
-    """``--prune-cache``: once a lane ended (:class:`builder.run.pipeline.PruneRequests`), remove the
+    """``--prune-cache``: once a build ended (:class:`builder.run.pipeline.PruneRequests`), remove the
     BuildKit cache records made since the run started (``before``, the record ids then; None when
     the Engine could not say, and then nothing is removed) but its cache mounts
     (:data:`KEPT_RECORD_TYPES`), which go too when a build waits for space. Children never need their parent's cache: they build FROM the

@@ -66,6 +66,9 @@ def offline(monkeypatch):
                 held["lanes"].append((spec.name, platform))
             if lane:
                 lane(spec, platform)
+            else:
+                with held["events"].build_slot(spec.name, platform):
+                    pass
             if spec.name in interrupted:
                 raise children.Interrupted("stopped")
             if spec.name in failing or (spec.name, platform) in failing:
@@ -211,7 +214,7 @@ def test_an_interrupted_image_is_recorded_and_its_children_skipped(tmp_path, off
     assert all(reports[s.name].status == Status.SKIPPED for s in matrix.children(MINIMAL_13))
 
 
-def test_prune_cache_prunes_after_lanes_that_ran_failed_or_not_and_after_the_last(tmp_path, offline, monkeypatch):
+def test_prune_cache_prunes_after_builds_that_ran_failed_or_not_and_after_the_last(tmp_path, offline, monkeypatch):
     pruned: list[tuple[str, int]] = []
     steps, calls, held = offline
     monkeypatch.setattr(pipeline.space.CachePruner, "after_image",
@@ -220,7 +223,7 @@ def test_prune_cache_prunes_after_lanes_that_ran_failed_or_not_and_after_the_las
     pipeline.run(load(ROOT / "matrix.yaml"), Options(
         stage="build", space_check=False, build_dir=tmp_path / "b", prune_cache=True))
     assert pruned and {name for name, _ in pruned} <= set(calls)  # skipped children never ran: nothing to prune
-    assert len(pruned) <= len(calls) and pruned[-1][1] == len(calls)  # requests coalesce; one came after the last lane
+    assert len(pruned) <= len(calls) and pruned[-1][1] == len(calls)  # requests coalesce; one came after the last build
 
 
 def test_prune_requests_coalesce_until_the_queued_prune_starts():
@@ -389,3 +392,18 @@ def test_a_parent_s_local_copies_are_queued_for_removal_once_its_last_child_clos
     order, copies, _ = _on_a_disk(tmp_path, offline, monkeypatch, 100 * GB, select=(child,))
     assert copies == [child, MINIMAL_12]  # not when the parent closed: its child was still pending
     assert order == [f"build {MINIMAL_12}", f"build {child}"]
+
+
+def test_a_build_slot_asks_for_a_prune_when_its_build_ended_never_on_an_interrupt():
+    from rich.console import Console
+    from rich.progress import Progress
+    from builder.run.context import Events
+    events = Events(Console(), Progress(disable=True), 1)
+    seen: list[str] = []
+    events.after_build = seen.append
+    with events.build_slot("a", AMD64):
+        assert seen == []  # not while the build runs
+    with pytest.raises(KeyboardInterrupt):
+        with events.build_slot("b", AMD64):
+            raise KeyboardInterrupt
+    assert seen == ["a"] and events.peak_parallel_builds == 1
