@@ -17,6 +17,7 @@ import docker
 
 from builder import engine
 from builder.engine import disk, prune, superseded
+from builder.engine.registry import Registry, RegistryError, answers, host_of
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
@@ -39,6 +40,37 @@ def _held_labels(client: docker.DockerClient, matrix: Matrix, registry: str) -> 
     return out
 
 
+def _published_labels(matrix: Matrix, registry: str, specs: list[ImageSpec],
+                      client: Callable[[str], Registry] = Registry) -> dict[tuple[str, str], list[dict[str, str]]]:
+    # {(image title, architecture): [labels of each build the registry's first moving tag names]}
+    # for ``specs`` in ``registry``: a build published with this run's inputs is up to date, and
+    # is not built again. Only manifests and image configurations are read (as the up-to-date step
+    # reads them); a registry that does not answer (a local one this run starts later), a missing
+    # tag or an answer that is not an image gives nothing: those builds count in full.
+    moving = matrix.data.tags.moving
+    hosts = {host_of(naming.repository(registry, s.name)) for s in specs}
+    if not moving or not specs or not all(answers(h) for h in hosts):
+        return {}
+    out: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for spec in specs:
+        repository = naming.repository(registry, spec.name)
+        reader = client(host_of(repository))
+        try:
+            found = reader.manifest(repository, moving[0])
+            entries = reader.index_entries(found[1]) if found else None
+            manifests = [found[1]] if found and entries is None else \
+                [m[1] for m in (reader.manifest(repository, d) for d in (entries or {}).values()) if m]
+            for manifest in manifests:
+                config = reader.config(repository, manifest)
+                labels = {k: v for k, v in Registry.labels(config).items() if isinstance(k, str) and isinstance(v, str)}
+                arch = config.get("architecture")
+                if isinstance(arch, str) and labels.get("org.opencontainers.image.title") == spec.name:
+                    out.setdefault((spec.name, arch), []).append(labels)
+        except RegistryError:
+            continue
+    return out
+
+
 def _expected_labels(matrix: Matrix, images: Path, vcs: Mapping[str, tuple[str, int]]) -> Callable[[ImageSpec], dict[str, str]]:
     # The labels a build of spec made now would carry that say its inputs are the same: the cell
     # digest, every platform's lock digest (as templates/macros.j2 renders them: lock-digest for
@@ -57,7 +89,9 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
           specs: list[ImageSpec], vcs: Mapping[str, tuple[str, int]]) -> dict[tuple[str, Platform], int]:
     """Refuse (ConfigError, one line) a run of ``specs`` into ``registry`` the Engine's data root or
     the build folder cannot hold (:func:`builder.engine.disk.estimate`; images whose local build, tagged in
-    that registry's repository, has the same inputs count as unchanged; ``vcs``: each image's
+    that registry's repository, has the same inputs count as unchanged, and so do those whose build
+    the registry's ``latest`` names with the same inputs, unless ``--force``: the up-to-date step
+    skips them; ``vcs``: each image's
     ``(revision, epoch)``, :func:`builder.run.preparation.vcs_sources`). Returns the bytes each
     build ``(name, platform)`` is estimated to add (:func:`builder.engine.disk.build_needs`), for
     the run's disk schedule (:func:`budget`)."""
@@ -67,8 +101,11 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
         parent = locks.get((spec.parent, platform))
         return len(set(locks[spec.name, platform].entries) - set(parent.entries if parent else ()))
 
-    same = set() if opt.no_cache else disk.unchanged(specs, _held_labels(client, matrix, registry),
-                                                            _expected_labels(matrix, opt.images_dir, vcs))
+    held = _held_labels(client, matrix, registry)
+    if not (opt.force or opt.by_platform):  # what the up-to-date step will skip (split jobs read latest-<arch>: not here)
+        for key, labels in _published_labels(matrix, registry, specs).items():
+            held.setdefault(key, []).extend(labels)
+    same = set() if opt.no_cache else disk.unchanged(specs, held, _expected_labels(matrix, opt.images_dir, vcs))
     pushing = opt.steps.publish and not opt.registry
     factors = disk.factors_for(engine.containerd_store(client), str(client.version().get("Version", "")))
     mounts = prune.cache_mount_bytes(client)

@@ -13,6 +13,7 @@ from builder.matrix.platform import PLATFORMS
 from builder import files, matrix
 from builder.cli import app
 from builder.engine import disk, prune, superseded
+from builder.engine.registry import Registry, RegistryError
 from builder.matrix.inputs import ConfigError
 
 AMD64, ARM64 = PLATFORMS["linux/amd64"], PLATFORMS["linux/arm64"]
@@ -281,3 +282,40 @@ def test_the_schedule_s_floor_is_the_free_bytes_at_its_start_less_the_growth(tmp
     assert space.budget(None, {}, print)[0].floor == FLOOR
     monkeypatch.setattr(space.engine, "data_root", lambda client: None)
     assert space.budget(None, {}, print, 45 * 10**9) == (None, None)  # an Engine on another machine
+
+
+class FakeRegistry:
+    """The registry reads the preflight makes: manifests by tag or digest, image configurations."""
+
+    def __init__(self, docs: dict[str, dict], configs: dict[str, dict]):
+        self.docs, self.configs = docs, configs
+
+    def manifest(self, repository, reference):
+        key = f"{repository}:{reference}" if not reference.startswith("sha256:") else reference
+        return (key, self.docs[key]) if key in self.docs else None
+
+    index_entries = staticmethod(Registry.index_entries)
+
+    def config(self, repository, manifest):
+        if manifest["config"]["digest"] not in self.configs:
+            raise RegistryError("no such blob")
+        return self.configs[manifest["config"]["digest"]]
+
+
+def test_the_preflight_counts_builds_the_registry_publishes_with_the_same_inputs(monkeypatch):
+    from builder.run import space
+    repo = lambda name: f"127.0.0.1:5000/{name}"  # noqa: E731
+    d = lambda c: "sha256:" + c * 64  # noqa: E731
+    docs = {f"{repo(MINIMAL.name)}:latest": {"manifests": [
+                {"digest": d("a"), "platform": {"os": "linux", "architecture": "amd64"}},
+                {"digest": d("b"), "platform": {"os": "linux", "architecture": "arm64"}}]},
+            d("a"): {"config": {"digest": d("c")}}, d("b"): {"config": {"digest": d("e")}},
+            f"{repo(SKLEARN.name)}:latest": {"config": {"digest": d("f")}}}  # its config is missing
+    title = {"org.opencontainers.image.title": MINIMAL.name, "x.cell-digest": "sha256:1"}
+    configs = {d("c"): {"architecture": "amd64", "config": {"Labels": title}},
+               d("e"): {"architecture": "arm64", "config": {"Labels": {**title, "org.opencontainers.image.title": "other"}}}}
+    monkeypatch.setattr(space, "answers", lambda host: True)
+    found = space._published_labels(M, "127.0.0.1:5000", [MINIMAL, SKLEARN], lambda host: FakeRegistry(docs, configs))
+    assert found == {(MINIMAL.name, "amd64"): [title]}  # arm64's labels name another image; sklearn's config is unread
+    monkeypatch.setattr(space, "answers", lambda host: False)
+    assert space._published_labels(M, "127.0.0.1:5000", [MINIMAL], lambda host: FakeRegistry(docs, configs)) == {}
