@@ -202,9 +202,9 @@ def estimate(specs: Iterable[ImageSpec], sizes: dict[tuple[str, Platform], int],
              prune_cache: bool = False, factors: Factors = CLASSIC, mounts_held: int = 0) -> tuple[int, int]:
     """``(engine bytes, registry bytes)`` a run of ``specs`` needs, by the image store's measured
     ``factors`` (see the module doc). A build in ``unchanged`` (``(name, platform)``,
-    :func:`unchanged`) needs no Engine space: BuildKit's cache gives it back whole. The registry
+    :func:`unchanged`) needs no Engine space: BuildKit's cache gives it back whole, or the registry already publishes it (the up-to-date step skips it). The registry
     share counts, for every build, only when ``pushing_locally`` (a local registry under the build
-    folder, perhaps new). With ``prune_cache`` (each image's cache goes once it is done) the Engine
+    folder, perhaps new). With ``prune_cache`` (each build's cache goes once it ended) the Engine
     needs the measured peak per byte, or the largest build's image and cache, whichever is more.
     Cache mounts (uv's wheels) count for every build, less the ``mounts_held`` bytes the Engine's
     cache mounts already hold."""
@@ -228,7 +228,8 @@ def build_needs(specs: Iterable[ImageSpec], sizes: dict[tuple[str, Platform], in
     """``{(name, platform): bytes}`` each build of ``specs`` is estimated to add to the Engine's data
     root while it runs: its size (:func:`image_size`) times the image, cache and cache-mount
     ``factors`` (a build's new wheels land in uv's cache mount); 0 for a build in ``unchanged``
-    (BuildKit's cache gives it back whole). What a run's disk schedule reserves per build
+    (BuildKit's cache gives it back whole; the caller passes only local builds: a published one that is
+    built again after all reserves in full). What a run's disk schedule reserves per build
     (:class:`builder.run.disk_budget.DiskBudget`)."""
     whole = factors.engine + factors.cache + factors.mounts
     return {(spec.name, platform): 0 if (spec.name, platform) in unchanged

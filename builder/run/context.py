@@ -132,7 +132,7 @@ class Events:
         """Counts builds running at once (``peak_parallel_builds``) for the length of the block, the
         build of ``name`` for ``platform``; waits first for its disk space (:attr:`disk`), then while
         a cache prune (:meth:`no_builds`) waits or runs. Once the block ended without an exception,
-        calls :attr:`after_build` with ``name``."""
+        calls :attr:`after_build` with ``name`` before its disk reservation ends."""
         with self.disk.reserve(name, platform) if self.disk else contextlib.nullcontext():
             with self._turn:
                 self._turn.wait_for(lambda: not self._pruning)
@@ -144,8 +144,9 @@ class Events:
                 with self._turn:
                     self._building -= 1
                     self._turn.notify_all()
-        if self.after_build is not None:
-            self.after_build(name)
+            after = self.after_build  # while the reservation is held: a build waiting for space sees the prune pending
+            if after is not None:
+                after(name)
 
     @contextlib.contextmanager
     def no_builds(self) -> Iterator[None]:

@@ -5,7 +5,7 @@ bytes, less what the builds in flight reserved and a floor, cannot hold it. It g
 other build is in flight: what one build needs on its own was checked before the run started
 (:func:`builder.run.space.check`), unless a cache prune that may give space back is pending:
 then it waits for that. A build's reservation ends with the build; the bytes it left are then in
-the free figure. Space comes back when ``--prune-cache`` removes a finished image's BuildKit cache,
+the free figure. Space comes back when ``--prune-cache`` removes a finished build's BuildKit cache,
 and when the run removes the local copies of a finished image that the registry holds and no
 pending child needs (:class:`builder.run.space.LocalCopyRemover`): :meth:`DiskBudget.expect_space`
 when one is queued, :meth:`DiskBudget.freed` when it ended (the waiting builds look at once;

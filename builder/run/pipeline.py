@@ -181,7 +181,7 @@ class PruneRequests:
 
     def request(self, name: str) -> None:
         """Queue a prune after a build of ``name``, unless one is queued and not started."""
-        if self.pruner is None:
+        if self.pruner is None or children.stopping():  # Ctrl-C: an interrupted build, no prune
             return
         with self._lock:
             if self._queued:

@@ -17,7 +17,7 @@ import docker
 
 from builder import engine
 from builder.engine import disk, prune, superseded
-from builder.engine.registry import Registry, RegistryError, answers, host_of
+from builder.engine.registry import Credentials, Registry, answers, host_of
 from builder.generate import lock
 from builder.matrix import ImageSpec, Matrix, naming
 from builder.matrix.platform import Platform
@@ -40,13 +40,45 @@ def _held_labels(client: docker.DockerClient, matrix: Matrix, registry: str) -> 
     return out
 
 
+#: Seconds the preflight reads the registry for before it counts every build in full.
+PUBLISHED_DEADLINE = 60.0
+
+
+def _reader(host: str) -> Registry:
+    # The registry client the up-to-date step uses (builder.run.preparation): docker login's or
+    # REGISTRY_USERNAME/REGISTRY_PASSWORD's credentials.
+    return Registry(host, Credentials.from_env())
+
+
+def published_counts(opt: Options) -> bool:
+    """Whether the preflight counts the builds the registry's ``latest`` names with this run's
+    inputs as not built (:func:`check`): only in a stage that publishes (the up-to-date step skips
+    them there), for the matrix's own platforms (not ``--platform``, not ``--by-platform``, whose
+    jobs read ``latest-<arch>``), unless ``--force``, ``--no-cache`` or ``--keyless`` (whose runs
+    build again)."""
+    return opt.steps.publish and not (opt.force or opt.no_cache or opt.keyless or opt.by_platform or opt.platforms)
+
+
 def _published_labels(matrix: Matrix, registry: str, specs: list[ImageSpec],
-                      client: Callable[[str], Registry] = Registry) -> dict[tuple[str, str], list[dict[str, str]]]:
+                      client: Callable[[str], Registry] = _reader,
+                      deadline: float = PUBLISHED_DEADLINE) -> dict[tuple[str, str], list[dict[str, str]]]:
     # {(image title, architecture): [labels of each build the registry's first moving tag names]}
     # for ``specs`` in ``registry``: a build published with this run's inputs is up to date, and
     # is not built again. Only manifests and image configurations are read (as the up-to-date step
-    # reads them); a registry that does not answer (a local one this run starts later), a missing
-    # tag or an answer that is not an image gives nothing: those builds count in full.
+    # reads them), on a thread given ``deadline`` seconds in all; a registry that does not answer
+    # (a local one this run starts later), a missing tag, an answer that is not an image, any error
+    # or the deadline give nothing: those builds count in full.
+    found: list[dict] = []
+    reader = threading.Thread(target=lambda: found.append(_read_published(matrix, registry, specs, client)),
+                              name="preflight-registry", daemon=True)
+    reader.start()
+    reader.join(deadline)
+    return found[0] if found else {}
+
+
+def _read_published(matrix: Matrix, registry: str, specs: list[ImageSpec],
+                    client: Callable[[str], Registry]) -> dict[tuple[str, str], list[dict[str, str]]]:
+    # _published_labels' reads, one image after another; an image whose reads fail gives nothing.
     moving = matrix.data.tags.moving
     hosts = {host_of(naming.repository(registry, s.name)) for s in specs}
     if not moving or not specs or not all(answers(h) for h in hosts):
@@ -54,19 +86,20 @@ def _published_labels(matrix: Matrix, registry: str, specs: list[ImageSpec],
     out: dict[tuple[str, str], list[dict[str, str]]] = {}
     for spec in specs:
         repository = naming.repository(registry, spec.name)
-        reader = client(host_of(repository))
         try:
+            reader = client(host_of(repository))
             found = reader.manifest(repository, moving[0])
             entries = reader.index_entries(found[1]) if found else None
+            wanted = [entries[p.name] for p in spec.platforms if p.name in entries] if entries is not None else []
             manifests = [found[1]] if found and entries is None else \
-                [m[1] for m in (reader.manifest(repository, d) for d in (entries or {}).values()) if m]
+                [m[1] for m in (reader.manifest(repository, d) for d in wanted) if m]
             for manifest in manifests:
                 config = reader.config(repository, manifest)
                 labels = {k: v for k, v in Registry.labels(config).items() if isinstance(k, str) and isinstance(v, str)}
                 arch = config.get("architecture")
                 if isinstance(arch, str) and labels.get("org.opencontainers.image.title") == spec.name:
                     out.setdefault((spec.name, arch), []).append(labels)
-        except RegistryError:
+        except Exception:  # noqa: BLE001 - a registry's answer, whatever it is, only makes the estimate count in full
             continue
     return out
 
@@ -89,9 +122,10 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
           specs: list[ImageSpec], vcs: Mapping[str, tuple[str, int]]) -> dict[tuple[str, Platform], int]:
     """Refuse (ConfigError, one line) a run of ``specs`` into ``registry`` the Engine's data root or
     the build folder cannot hold (:func:`builder.engine.disk.estimate`; images whose local build, tagged in
-    that registry's repository, has the same inputs count as unchanged, and so do those whose build
-    the registry's ``latest`` names with the same inputs, unless ``--force``: the up-to-date step
-    skips them; ``vcs``: each image's
+    that registry's repository, has the same inputs count as unchanged, and, in the whole run's
+    estimate only (:func:`published_counts`), so do those whose build the registry's ``latest``
+    names with the same inputs: the up-to-date step skips them, and one built again after all (a
+    build id covers more than the labels) still reserves its bytes while it builds; ``vcs``: each image's
     ``(revision, epoch)``, :func:`builder.run.preparation.vcs_sources`). Returns the bytes each
     build ``(name, platform)`` is estimated to add (:func:`builder.engine.disk.build_needs`), for
     the run's disk schedule (:func:`budget`)."""
@@ -101,18 +135,19 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
         parent = locks.get((spec.parent, platform))
         return len(set(locks[spec.name, platform].entries) - set(parent.entries if parent else ()))
 
-    held = _held_labels(client, matrix, registry)
-    if not (opt.force or opt.by_platform):  # what the up-to-date step will skip (split jobs read latest-<arch>: not here)
-        for key, labels in _published_labels(matrix, registry, specs).items():
-            held.setdefault(key, []).extend(labels)
-    same = set() if opt.no_cache else disk.unchanged(specs, held, _expected_labels(matrix, opt.images_dir, vcs))
+    held, expected = _held_labels(client, matrix, registry), _expected_labels(matrix, opt.images_dir, vcs)
+    local = set() if opt.no_cache else disk.unchanged(specs, held, expected)
+    same = local  # builds the estimate counts as adding nothing
+    if published_counts(opt):  # their builds are not built again; a reservation stays whole (build ids cover more)
+        published = _published_labels(matrix, registry, specs)
+        same = local | disk.unchanged(specs, {k: held.get(k, []) + published.get(k, []) for k in {*held, *published}}, expected)
     pushing = opt.steps.publish and not opt.registry
     factors = disk.factors_for(engine.containerd_store(client), str(client.version().get("Version", "")))
     mounts = prune.cache_mount_bytes(client)
     sizes = disk.catalog_sizes(opt.catalog)
     engine_bytes, registry_bytes = disk.estimate(specs, sizes, same, packages,
                                                  disk.BASE_SIZE, pushing, opt.prune_cache, factors, mounts)
-    per_build = disk.build_needs(specs, sizes, same, packages, disk.BASE_SIZE, factors)
+    per_build = disk.build_needs(specs, sizes, local, packages, disk.BASE_SIZE, factors)
     if opt.max_disk_growth is not None and engine.data_root(client) is not None:
         disk.check_largest(per_build, opt.max_disk_growth)
     disk.check(disk.needs(disk.capped(engine_bytes, opt.max_disk_growth), registry_bytes,

@@ -319,3 +319,71 @@ def test_the_preflight_counts_builds_the_registry_publishes_with_the_same_inputs
     assert found == {(MINIMAL.name, "amd64"): [title]}  # arm64's labels name another image; sklearn's config is unread
     monkeypatch.setattr(space, "answers", lambda host: False)
     assert space._published_labels(M, "127.0.0.1:5000", [MINIMAL], lambda host: FakeRegistry(docs, configs)) == {}
+
+
+def test_the_preflight_reads_only_the_index_entries_of_the_image_s_platforms_and_survives_any_error(monkeypatch):
+    from builder.run import space
+    d = lambda c: "sha256:" + c * 64  # noqa: E731
+    read: list[str] = []
+
+    class Reader(FakeRegistry):
+        def manifest(self, repository, reference):
+            read.append(reference)
+            return super().manifest(repository, reference)
+    docs = {f"127.0.0.1:5000/{MINIMAL.name}:latest": {"manifests": [
+        {"digest": d("a"), "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": d("9"), "platform": {"os": "linux", "architecture": "s390x"}}]}, d("a"): {"config": {"digest": d("c")}}}
+    configs = {d("c"): {"architecture": "amd64", "config": {"Labels": {"org.opencontainers.image.title": MINIMAL.name}}}}
+    monkeypatch.setattr(space, "answers", lambda host: True)
+    assert list(space._published_labels(M, "127.0.0.1:5000", [MINIMAL], lambda h: Reader(docs, configs))) == [(MINIMAL.name, "amd64")]
+    assert d("9") not in read  # an entry for a platform the image does not have is never fetched
+
+    def broken(host):
+        raise AttributeError("an oras-py token backend's surprise")
+    assert space._published_labels(M, "127.0.0.1:5000", [MINIMAL], broken) == {}
+
+
+def test_a_registry_that_stalls_gives_the_preflight_nothing_after_its_deadline(monkeypatch):
+    import threading
+    from builder.run import space
+    never = threading.Event()
+
+    class Stalled:
+        def manifest(self, repository, reference):
+            never.wait()
+    monkeypatch.setattr(space, "answers", lambda host: True)
+    assert space._published_labels(M, "127.0.0.1:5000", [MINIMAL], lambda h: Stalled(), deadline=0.2) == {}
+
+
+@pytest.mark.parametrize("change, counts", [
+    ({}, True), ({"stage": "test"}, False), ({"force": True}, False), ({"no_cache": True}, False),
+    ({"keyless": True}, False), ({"by_platform": True}, False), ({"platforms": (AMD64,)}, False)])
+def test_published_builds_count_only_where_the_up_to_date_step_skips_them(change, counts):
+    from builder.run import space
+    from builder.run.context import Options
+    assert space.published_counts(Options(**{"stage": "all", **change})) is counts
+
+
+def test_a_published_build_counts_as_nothing_in_the_estimate_but_reserves_in_full(monkeypatch, tmp_path):
+    from builder.run import space
+    from builder.run.context import Options
+    labels = {"x": "1"}
+    monkeypatch.setattr(space, "_held_labels", lambda client, matrix, registry: {})
+    monkeypatch.setattr(space, "_published_labels", lambda matrix, registry, specs: {(MINIMAL.name, "amd64"): [labels]})
+    monkeypatch.setattr(space, "_expected_labels", lambda matrix, images, vcs: lambda spec: labels)
+    monkeypatch.setattr(space.engine, "containerd_store", lambda client: True)
+    monkeypatch.setattr(space.engine, "data_root", lambda client: None)
+    monkeypatch.setattr(space.prune, "cache_mount_bytes", lambda client: 0)
+    seen = {}
+    estimate = disk.estimate
+    def spy(specs, sizes, same, *args):
+        seen["same"] = same
+        return estimate(specs, sizes, same, *args)
+    monkeypatch.setattr(space.disk, "estimate", spy)
+    client = SimpleNamespace(version=lambda: {"Version": "28.5.2"})
+    opt = Options(stage="all", images_dir=ROOT / "images", build_dir=tmp_path / "b", catalog=ROOT / "docs" / "images.json")
+    needs = space.check(client, M, opt, "127.0.0.1:5000", [MINIMAL], {})
+    assert seen["same"] == {(MINIMAL.name, AMD64)} and needs[MINIMAL.name, AMD64] > 0 and needs[MINIMAL.name, ARM64] > 0
+    space.check(client, M, Options(stage="test", images_dir=ROOT / "images", build_dir=tmp_path / "b",
+                                   catalog=ROOT / "docs" / "images.json"), "127.0.0.1:5000", [MINIMAL], {})
+    assert seen["same"] == set()  # a stage that does not publish builds them all

@@ -407,3 +407,16 @@ def test_a_build_slot_asks_for_a_prune_when_its_build_ended_never_on_an_interrup
         with events.build_slot("b", AMD64):
             raise KeyboardInterrupt
     assert seen == ["a"] and events.peak_parallel_builds == 1
+
+
+def test_a_build_asks_for_its_prune_while_its_disk_reservation_is_still_held():
+    from rich.console import Console
+    from rich.progress import Progress
+    from builder.run.context import Events
+    events = Events(Console(), Progress(disable=True), 1)
+    events.disk = DiskBudget({("a", AMD64): 30 * GB}, lambda: 100 * GB, floor=GB, poll=3600)
+    held: list[int] = []
+    events.after_build = lambda name: held.append(events.disk.available())
+    with events.build_slot("a", AMD64):
+        pass
+    assert held == [100 * GB - GB - 30 * GB]  # a waiting build then sees the prune pending, never a free disk
