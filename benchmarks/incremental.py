@@ -137,7 +137,7 @@ def split(ns: argparse.Namespace, opts: list[str], common: list[str], work: Path
     jobs = [j for j in json.loads(plan.stdout)["include"] if not ns.platform or j["platform"] in ns.platform]
     if ns.first_whole:
         whole = [{"root": "whole", "arch": "all", "platform": None,
-                  "images": " ".join(n for j in jobs for n in j["images"].split())}]
+                  "images": " ".join(dict.fromkeys(n for j in jobs for n in j["images"].split()))}]
         print("first release as one job of every platform (by platform), then the merge:")
         split_release(common, whole, work / "split-first", merge=True)
     else:
