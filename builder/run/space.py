@@ -139,8 +139,8 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     local = set() if opt.no_cache else disk.unchanged(specs, held, expected)
     same = local  # builds the estimate counts as adding nothing
     if published_counts(opt):  # their builds are not built again; a reservation stays whole (build ids cover more)
-        published = _published_labels(matrix, registry, specs)
-        same = local | disk.unchanged(specs, {k: held.get(k, []) + published.get(k, []) for k in {*held, *published}}, expected)
+        published = _published_labels(matrix, registry, specs)  # a superset of local's: it holds every local label
+        same = disk.unchanged(specs, {k: held.get(k, []) + published.get(k, []) for k in {*held, *published}}, expected)
     pushing = opt.steps.publish and not opt.registry
     factors = disk.factors_for(engine.containerd_store(client), str(client.version().get("Version", "")))
     mounts = prune.cache_mount_bytes(client)
@@ -148,10 +148,10 @@ def check(client: docker.DockerClient, matrix: Matrix, opt: Options, registry: s
     engine_bytes, registry_bytes = disk.estimate(specs, sizes, same, packages,
                                                  disk.BASE_SIZE, pushing, opt.prune_cache, factors, mounts)
     per_build = disk.build_needs(specs, sizes, local, packages, disk.BASE_SIZE, factors)
-    if opt.max_disk_growth is not None and engine.data_root(client) is not None:
+    root = engine.data_root(client)  # one GET /info
+    if opt.max_disk_growth is not None and root is not None:
         disk.check_largest(per_build, opt.max_disk_growth)
-    disk.check(disk.needs(disk.capped(engine_bytes, opt.max_disk_growth), registry_bytes,
-                          engine.data_root(client), opt.build_dir))
+    disk.check(disk.needs(disk.capped(engine_bytes, opt.max_disk_growth), registry_bytes, root, opt.build_dir))
     return per_build
 
 
